@@ -7,9 +7,15 @@ from fixtures.checks import dhcp
 pytestmark = [pytest.mark.slirp, pytest.mark.dhcp, pytest.mark.gating]
 
 
+@pytest.fixture(scope="module")
+def dhcp_facts(shell, profile):
+    """Read once per channel: the lease does not change within a run."""
+    return dhcp.observe(shell, profile)
+
+
 @pytest.fixture
-def observed(shell, profile, record):
-    return record(dhcp.observe(shell, profile))
+def observed(dhcp_facts, record):
+    return record(dhcp_facts)
 
 
 def test_address_came_from_slirp_dhcp(observed, contract):
