@@ -1,0 +1,36 @@
+#!/usr/bin/env bash
+# Prepares this machine for the suite: Debian/Ubuntu packages (as root) and .venv/ in the repo.
+# Idempotent: a second run installs nothing. Used by conformance.sh, test.sh and .ci/run.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+# What the qemu reference target and the self-tests need from the OS.
+APT_PACKAGES=(qemu-system-x86 busybox-static dropbear-bin netcat-openbsd iproute2 iputils-ping util-linux
+              procps kmod ca-certificates)
+python3 -c 'import ensurepip, venv' 2>/dev/null || APT_PACKAGES+=(python3-venv)
+
+missing=()
+for pkg in "${APT_PACKAGES[@]}"; do
+    dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q "install ok installed" || missing+=("$pkg")
+done
+if ((${#missing[@]})); then
+    if [[ $(id -u) -ne 0 ]]; then
+        echo "setup: missing packages: ${missing[*]}" >&2
+        echo "setup: run as root, or first: sudo apt-get install --no-install-recommends ${missing[*]}" >&2
+        exit 1
+    fi
+    echo "setup: installing ${missing[*]}"
+    export DEBIAN_FRONTEND=noninteractive
+    apt-get update -qq
+    apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+fi
+
+if [[ ! -x .venv/bin/python ]]; then
+    python3 -m venv .venv
+fi
+stamp=.venv/.installed-$(sha256sum pyproject.toml | cut -c1-16)
+if [[ ! -f $stamp ]]; then
+    .venv/bin/python -m pip install -q --upgrade pip
+    .venv/bin/python -m pip install -q '.[test]'
+    rm -f .venv/.installed-* && touch "$stamp"
+fi
