@@ -1,0 +1,51 @@
+"""Runs the conformance suite in a child pytest, as a user would, and reads its JUnit report."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import xml.etree.ElementTree as ET
+from dataclasses import dataclass
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+@dataclass
+class SuiteRun:
+    returncode: int
+    output: str
+    outcomes: dict[str, str]  # test id (file::name[param]) -> passed | failed | error | skipped
+
+    def ids(self, outcome: str) -> set[str]:
+        return {t for t, o in self.outcomes.items() if o == outcome}
+
+    @property
+    def failed(self) -> set[str]:
+        return self.ids("failed") | self.ids("error")
+
+
+def _outcomes(junit: Path) -> dict[str, str]:
+    outcomes = {}
+    if not junit.exists():
+        return outcomes
+    for case in ET.parse(junit).getroot().iter("testcase"):
+        name = f"{case.get('classname', '').rsplit('.', 1)[-1]}::{case.get('name')}"
+        result = "passed"
+        for child in case:
+            if child.tag in ("failure", "error", "skipped"):
+                result = {"failure": "failed"}.get(child.tag, child.tag)
+        if outcomes.get(name) in ("failed", "error"):  # an error in teardown after a failure
+            continue
+        outcomes[name] = result
+    return outcomes
+
+
+def run_suite(tmp: Path, *args: str, timeout: float = 600, env: dict | None = None) -> SuiteRun:
+    junit = tmp / "junit.xml"
+    proc = subprocess.run(
+        [sys.executable, "-m", "pytest", "-k", "slirp", "-p", "no:randomly", f"--junitxml={junit}", *args],
+        cwd=REPO, capture_output=True, text=True, timeout=timeout, env={**os.environ, **(env or {})},
+    )
+    return SuiteRun(proc.returncode, proc.stdout + proc.stderr, _outcomes(junit))
