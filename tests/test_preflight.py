@@ -1,0 +1,42 @@
+"""The reference target refuses early, naming the fix, when the host cannot run it."""
+
+import pytest
+
+from fixtures.errors import SetupError
+from fixtures.reference import image, reference_vm
+from fixtures.reference.reference_vm import QemuOptions, parse_sysctl, preflight
+
+
+def test_sysctl_values_keep_their_spaces():
+    assert parse_sysctl("net.ipv4.ping_group_range=0 2147483647") == ("net.ipv4.ping_group_range", "0 2147483647")
+
+
+def test_missing_busybox_names_the_package(monkeypatch):
+    monkeypatch.setitem(image.REQUIRED_PACKAGES, "/nonexistent/busybox", "busybox-static")
+    with pytest.raises(SetupError, match="apt-get install busybox-static"):
+        image.check_host_tools()
+
+
+def test_missing_dropbear_names_the_package(monkeypatch):
+    monkeypatch.setattr(image, "REQUIRED_PACKAGES", {"/nonexistent/dropbear": "dropbear-bin"})
+    with pytest.raises(SetupError, match="apt-get install dropbear-bin"):
+        image.check_host_tools()
+
+
+def test_no_root_and_no_user_namespaces(monkeypatch):
+    monkeypatch.setattr(reference_vm.os, "geteuid", lambda: 1000)
+    monkeypatch.setattr(reference_vm, "_userns_works", lambda: False)
+    with pytest.raises(SetupError, match="needs root or unprivileged user namespaces"):
+        preflight(QemuOptions())
+
+
+def test_not_root_but_user_namespaces_go_rootless(monkeypatch):
+    monkeypatch.setattr(reference_vm.os, "geteuid", lambda: 1000)
+    monkeypatch.setattr(reference_vm, "_userns_works", lambda: True)
+    assert preflight(QemuOptions()) is True
+
+
+def test_kvm_asked_without_kvm(monkeypatch):
+    monkeypatch.setattr(reference_vm.os, "access", lambda path, mode: False if path == "/dev/kvm" else True)
+    with pytest.raises(SetupError, match="--qemu-accel tcg"):
+        preflight(QemuOptions(accel="kvm"))

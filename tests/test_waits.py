@@ -1,0 +1,43 @@
+"""Waits are bounded, retry only what they are told to, and say what they waited for."""
+
+import itertools
+
+import pytest
+
+from fixtures import waits
+
+
+def test_returns_the_first_accepted_result():
+    counter = itertools.count()
+    assert waits.wait_for("a count of 3", lambda: next(counter), 5, accept=lambda n: n >= 3) == 3
+
+
+def test_timeout_names_the_wait_and_the_last_state():
+    with pytest.raises(waits.WaitTimeout, match=r"waited \d+ s \(budget 1 s\) for the moon; last state: 'not yet'"):
+        waits.wait_for("the moon", lambda: "not yet", 1, accept=lambda s: s == "up")
+
+
+def test_only_listed_exceptions_are_retried():
+    def boom():
+        raise KeyError("not retried")
+
+    with pytest.raises(KeyError):
+        waits.wait_for("x", boom, 5, retry_on=(ConnectionError,))
+
+
+def test_listed_exceptions_are_retried_and_reported():
+    def refused():
+        raise ConnectionRefusedError("nobody home")
+
+    with pytest.raises(waits.WaitTimeout, match="ConnectionRefusedError: nobody home"):
+        waits.wait_for("a listener", refused, 1, retry_on=(ConnectionError,))
+
+
+def test_scale_multiplies_named_timeouts():
+    try:
+        waits.set_timeout_scale(2.5)
+        assert waits.timeout("vmi-running") == waits.TIMEOUTS["vmi-running"] * 2.5
+    finally:
+        waits.set_timeout_scale(1.0)
+    with pytest.raises(ValueError):
+        waits.set_timeout_scale(0)
