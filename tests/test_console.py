@@ -1,0 +1,134 @@
+"""The console client against a scripted serial line: a getty-like login and a shell that
+echoes what it is sent, as a tty does, so the end markers are exercised for real."""
+
+from __future__ import annotations
+
+import socket
+import subprocess
+import threading
+
+import pytest
+
+from fixtures.console import Console, ConsoleError, Credentials
+
+
+class FakeSerialGuest(threading.Thread):
+    """Speaks like a serial console: 'login:' / 'Password:' then a '# ' shell running /bin/sh -c."""
+
+    def __init__(self, sock: socket.socket, password: str = "secret", prompt_after_boot: bool = True) -> None:
+        super().__init__(daemon=True)
+        self.sock, self.password = sock, password
+        self.logged_in = False
+        self.state = "login" if prompt_after_boot else "shell"
+        self.received = b""
+
+    def send(self, text: str) -> None:
+        self.sock.sendall(text.encode())
+
+    def run(self) -> None:
+        buf = b""
+        try:
+            while data := self.sock.recv(4096):
+                self.received += data
+                buf += data
+                while b"\r" in buf:
+                    line, buf = buf.split(b"\r", 1)
+                    self.handle(line.decode())
+        except OSError:
+            pass
+
+    def handle(self, line: str) -> None:
+        if self.state == "login":
+            if line:
+                self.user = line
+                self.state = "password"
+                self.send(line + "\r\nPassword: ")  # the user name echoes, the password does not
+            else:
+                self.send("\r\nfakehost login: ")
+        elif self.state == "password":
+            if line == self.password:
+                self.state = "shell"
+                self.send("\r\n# ")
+            else:
+                self.state = "login"
+                self.send("\r\nLogin incorrect\r\nfakehost login: ")
+        else:
+            self.send(line + "\r\n")  # tty echo
+            if line.strip():  # output streams out as the command runs, like a real shell's
+                with subprocess.Popen(["/bin/sh", "-c", line], stdout=subprocess.PIPE, stderr=subprocess.STDOUT) as p:
+                    while chunk := p.stdout.read1(4096):
+                        self.send(chunk.decode().replace("\n", "\r\n"))
+            self.send("\x1b[6n# ")  # busybox ash asks for the cursor position after its prompt
+
+
+@pytest.fixture
+def serial():
+    def make(**kwargs):
+        ours, theirs = socket.socketpair()
+        guest = FakeSerialGuest(theirs, **kwargs)
+        guest.start()
+        made.append((ours, theirs))
+        return Console(ours, name="fake"), guest
+
+    made = []
+    yield make
+    for a, b in made:
+        a.close()
+        b.close()
+
+
+def test_login_then_output_and_exit_codes(serial):
+    console, guest = serial()
+    console.login(Credentials("root", "secret"), timeout=10)
+    r = console.run("echo hello; echo world")
+    assert (r.output, r.rc) == ("hello\nworld\n", 0)
+    assert console.run("sh -c 'exit 3'").rc == 3
+    r = console.run("printf 'no newline'; false")
+    assert (r.output, r.rc) == ("no newline", 1)
+
+
+def test_the_echoed_command_line_never_counts_as_output(serial):
+    console, _ = serial()
+    console.login(Credentials("root", "secret"), timeout=10)
+    r = console.run("echo B_ E_ markers-look-alike")
+    assert r.output == "B_ E_ markers-look-alike\n"
+
+
+def test_password_is_not_written_to_the_transcript(tmp_path):
+    ours, theirs = socket.socketpair()
+    FakeSerialGuest(theirs).start()
+    with open(tmp_path / "t.log", "w") as transcript:
+        console = Console(ours, transcript=transcript, name="fake")
+        console.login(Credentials("root", "secret"), timeout=10)
+        console.run("echo done")
+    text = (tmp_path / "t.log").read_text()
+    assert "fakehost login:" in text and "done" in text and "secret" not in text
+    ours.close()
+    theirs.close()
+
+
+def test_shell_without_login_prompt(serial):
+    console, _ = serial(prompt_after_boot=False)
+    console.login(None, timeout=10)
+    assert console.run("echo ok").output == "ok\n"
+
+
+def test_wrong_password_is_reported_not_retried_forever(serial):
+    console, _ = serial(password="other")
+    with pytest.raises(ConsoleError, match="refused 3 times"):
+        console.login(Credentials("root", "secret"), timeout=30)
+
+
+def test_a_hung_command_times_out_with_the_last_screen(serial):
+    console, _ = serial()
+    console.login(Credentials("root", "secret"), timeout=10)
+    with pytest.raises(ConsoleError) as e:
+        console.run("echo started; sleep 3", timeout=1)
+    assert "waited 1 s for the end of `echo started; sleep 3`" in str(e.value)
+    assert "    | started" in str(e.value)
+
+
+def test_multi_line_commands_are_refused(serial):
+    console, _ = serial()
+    with pytest.raises(ValueError):
+        console.run("echo a\necho b")

@@ -1,0 +1,85 @@
+"""The reference target's machinery on a real VM: the sidecar's arguments reach QEMU, QEMU runs
+like virt-launcher's, and SSH refuses a wrong host key or an unauthorized key."""
+
+from __future__ import annotations
+
+import pytest
+
+from fixtures import waits
+from fixtures.reference.qemu_target import QemuTarget
+from fixtures.reference.reference_vm import QemuOptions
+from fixtures.ssh_client import SSHClient, SSHRefused, generate_keypair, parse_host_key
+from fixtures.vmspec import conformance_vm, slirp_qemu_args
+
+pytestmark = pytest.mark.selftest_vm
+
+
+@pytest.fixture(scope="module")
+def target():
+    t = QemuTarget(conformance_vm("selftest-vm"), QemuOptions())
+    try:
+        yield t.start()
+    finally:
+        t.close()
+
+
+def _contains_slice(haystack: list[str], needle: list[str]) -> bool:
+    return any(haystack[i:i + len(needle)] == needle for i in range(len(haystack) - len(needle) + 1))
+
+
+def test_qemu_gets_exactly_the_sidecar_arguments(target):
+    cmdline = target.vm.qemu_cmdline()
+    expected = slirp_qemu_args(target.spec, target.vm.search_domains)
+    assert _contains_slice(cmdline, expected), f"{expected} not in {cmdline}"
+
+
+def test_qemu_runs_unprivileged_without_net_raw(target):
+    ev = target.icmp_evidence()
+    assert (ev["qemu_uid"], ev["qemu_gid"]) == (107, 107), ev
+    cap_net_raw = 1 << 13
+    assert int(ev["qemu_cap_eff"], 16) & cap_net_raw == 0 and int(ev["qemu_cap_bnd"], 16) & cap_net_raw == 0, ev
+    assert ev["ping_group_range"] == "1 0", ev
+
+
+def test_peer_sees_the_pod_address_as_source(target):
+    console = target.console()
+    r = console.run(target.profile.tcp_echo_command(target.peers.tcp_echo.host, target.peers.tcp_echo.port, "hi"))
+    assert r.output.strip() == "hi"
+    sources = {e["source"] for e in target.vm.peer_seen() if e["service"] == "tcp-echo"}
+    assert sources == {target.vm.pod_ip}, sources
+
+
+def test_ssh_refuses_a_host_key_other_than_the_one_read_on_the_console(target):
+    other = parse_host_key(generate_keypair().public_openssh)
+    with pytest.raises(SSHRefused, match="BadHostKeyException"):
+        SSHClient.connect(lambda: target.port_forward(22), user="root", key=target._key, host_key=other,
+                          name="selftest-vm", budget=20)
+
+
+def test_ssh_refuses_a_key_the_guest_does_not_authorize(target):
+    with pytest.raises(SSHRefused, match="AuthenticationException"):
+        SSHClient.connect(lambda: target.port_forward(22), user="root", key=generate_keypair(),
+                          host_key=target._host_key, name="selftest-vm", budget=20)
+
+
+def test_ssh_and_console_see_the_same_guest(target):
+    token = "selftest-" + target.spec.name
+    target.console().run(f"echo {token} > /tmp/same-guest")
+    assert target.ssh().run("cat /tmp/same-guest").output.strip() == token
+
+
+def test_artifacts_hold_the_transcript_but_no_password(target, tmp_path):
+    target.collect_artifacts(tmp_path)
+    transcript = (tmp_path / "console-transcript.log").read_text()
+    assert "login:" in transcript
+    assert target.profile.credentials.password not in transcript
+    for f in tmp_path.iterdir():
+        assert target.profile.credentials.password not in f.read_text(errors="replace"), f
+
+
+def test_unlisted_port_refused_at_the_pod_and_listed_port_open(target):
+    with pytest.raises(ConnectionRefusedError):
+        target.dial_guest_port(8081)
+    sock = waits.wait_for("the pod's hostfwd listener on 22", lambda: target.dial_guest_port(22), 10,
+                          retry_on=(ConnectionError,))
+    sock.close()
