@@ -1,0 +1,144 @@
+"""Assembly: store + API server + KubeVirt emulation + streams, served over HTTPS on 127.0.0.1.
+
+``FakeCluster.start()`` binds a random free port, then writes the kubeconfig (atomically: a
+reader never sees half a file). ``stop()`` closes websockets and watches, closes every lab
+(QEMU and its namespaces go with it) and removes the kubeconfig and the private temp dir.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import logging
+import os
+import secrets
+import shutil
+import ssl
+import tempfile
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import yaml
+from aiohttp import web
+
+from fixtures.reference.reference_vm import QemuOptions
+
+from .controllers import Controllers
+from .discovery import BY_PATH
+from .kubevirt import KubeVirtOperator
+from .server import ApiServer
+from .store import Store
+from .streams import Streams
+from .tls import make_pki
+
+log = logging.getLogger("fake_cluster")
+
+
+@dataclass
+class Options:
+    kubeconfig: Path
+    preinstalled_kubevirt: str | None = None  # a version: start with KubeVirt already Available
+    kubevirt_version: str = "v1.1.0"  # what a KubeVirt CR created later reports
+    qemu: QemuOptions = field(default_factory=lambda: QemuOptions(accel="tcg"))
+    available_delay: float = 2.0
+    propagation_delay: float = 1.0
+    ready_timeout: float = 300.0
+
+
+class FakeCluster:
+    def __init__(self, opts: Options) -> None:
+        self.opts = opts
+        self.token = secrets.token_urlsafe(32)
+        self.ca, server_pem, self.client = make_pki()
+        self.tmp = Path(tempfile.mkdtemp(prefix="fake-cluster-"))
+        self.store = Store()
+        self.api = ApiServer(self.store, self.token, client_cn="fake-admin")
+        self.operator = KubeVirtOperator(self.store, opts.kubevirt_version, opts.available_delay,
+                                         opts.propagation_delay)
+        self.controllers = Controllers(self.store, self.operator, opts.qemu, opts.ready_timeout)
+        self.streams = Streams(self.store, self.controllers)
+        self.api.admission.append(self.operator.admit)
+        pods = BY_PATH[("", "v1", "pods")].key
+        self.api.subresources.update({(pods, "exec"): self.streams.pod_exec,
+                                      (pods, "portforward"): self.streams.pod_portforward,
+                                      (pods, "log"): self.streams.pod_log})
+        self.api.aggregated["subresources.kubevirt.io"] = (
+            lambda request, rest: self.streams.kubevirt_api(request, rest, self.operator))
+        self.ssl = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+        cert, key = self.tmp / "server.crt", self.tmp / "server.key"
+        cert.write_bytes(server_pem.cert)
+        key.write_bytes(server_pem.key)
+        self.ssl.load_cert_chain(cert, key)
+        cert.unlink()
+        key.unlink()
+        self.ssl.load_verify_locations(cadata=self.ca.cert.decode())
+        self.ssl.verify_mode = ssl.CERT_OPTIONAL  # client certificates are optional; tokens work too
+        self.runner: web.AppRunner | None = None
+        self.port = 0
+
+    def _seed(self) -> None:
+        ns = BY_PATH[("", "v1", "namespaces")]
+        for name in ("default", "kube-system", "kube-public", "kube-node-lease"):
+            self.store.create(ns, None, {"metadata": {"name": name, "labels": {"kubernetes.io/metadata.name": name}},
+                                         "spec": {"finalizers": ["kubernetes"]}, "status": {"phase": "Active"}})
+        self.store.create(BY_PATH[("", "v1", "nodes")], None, {
+            "metadata": {"name": "fake-node", "labels": {"kubernetes.io/hostname": "fake-node",
+                                                         "kubevirt.io/schedulable": "true"}},
+            "status": {"conditions": [{"type": "Ready", "status": "True", "reason": "KubeletReady"}],
+                       "addresses": [{"type": "InternalIP", "address": "172.18.0.2"}]}})
+        if self.opts.preinstalled_kubevirt:
+            self.operator.preinstall(self.opts.preinstalled_kubevirt)
+
+    async def start(self) -> None:
+        self._seed()
+        self.runner = web.AppRunner(self.api.app, handle_signals=False, access_log=None, shutdown_timeout=2)
+        await self.runner.setup()
+        site = web.TCPSite(self.runner, "127.0.0.1", 0, ssl_context=self.ssl)
+        await site.start()
+        self.port = site._server.sockets[0].getsockname()[1]
+        self.write_kubeconfig()
+        log.info("serving on https://127.0.0.1:%d, kubeconfig %s", self.port, self.opts.kubeconfig)
+
+    def write_kubeconfig(self) -> None:
+        b64 = lambda b: base64.b64encode(b).decode()
+        server = f"https://127.0.0.1:{self.port}"
+        cfg = {
+            "apiVersion": "v1", "kind": "Config", "preferences": {}, "current-context": "fake",
+            "clusters": [{"name": "fake", "cluster": {"server": server, "certificate-authority-data": b64(self.ca.cert)}}],
+            "users": [{"name": "fake-admin", "user": {"token": self.token}},
+                      {"name": "fake-admin-cert", "user": {"client-certificate-data": b64(self.client.cert),
+                                                           "client-key-data": b64(self.client.key)}}],
+            "contexts": [{"name": "fake", "context": {"cluster": "fake", "user": "fake-admin", "namespace": "default"}},
+                         {"name": "fake-cert", "context": {"cluster": "fake", "user": "fake-admin-cert",
+                                                           "namespace": "default"}}],
+        }
+        path = Path(self.opts.kubeconfig)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        with os.fdopen(fd, "w") as f:
+            yaml.safe_dump(cfg, f)
+        os.replace(tmp, path)
+
+    async def stop(self) -> None:
+        try:
+            Path(self.opts.kubeconfig).unlink()
+        except OSError:
+            pass
+        self.store.cancel_timers()
+        for w in list(self.store.watchers):  # end watch streams: a None-event wakes nobody, so cancel below
+            self.store.unwatch(w)
+        await self.streams.close_all()
+        if self.runner is not None:
+            await self.runner.cleanup()
+        await asyncio.get_running_loop().run_in_executor(None, self.controllers.close_all)
+        shutil.rmtree(self.tmp, ignore_errors=True)
+
+
+async def serve(opts: Options, stop: asyncio.Event) -> None:
+    cluster = FakeCluster(opts)
+    try:
+        await cluster.start()
+        await stop.wait()
+    finally:
+        await cluster.stop()
