@@ -78,3 +78,53 @@ def test_env_parser_refuses_shell_expansions(tmp_path):
     bad.write_text('A="$(curl evil)"\n')
     with pytest.raises(SetupError, match="not a plain KEY=VALUE"):
         versions.parse_env_file(bad)
+
+
+# --- hack/install-tools.sh: sha256-verified or nothing -----------------------------------------
+
+def _pins_file(tmp_path, kind_sum: str, kubectl_sum: str):
+    """A copy of hack/versions.env whose download URLs point at local files, with given sums."""
+    import hashlib
+    import platform
+    srv = tmp_path / "srv"
+    srv.mkdir(exist_ok=True)
+    (srv / "kind").write_text("#!/bin/sh\necho kind v0.19.0\n")
+    (srv / "kubectl").write_text("#!/bin/sh\necho kubectl\n")
+    sums = {"kind": hashlib.sha256((srv / "kind").read_bytes()).hexdigest(),
+            "kubectl": hashlib.sha256((srv / "kubectl").read_bytes()).hexdigest()}
+    arch = {"x86_64": "amd64", "aarch64": "arm64", "arm64": "arm64"}[platform.machine()]
+    text = versions.VERSIONS_ENV.read_text()
+    text = re.sub(r'KIND_URL_TEMPLATE=".*"', f'KIND_URL_TEMPLATE="file://{srv}/kind"', text)
+    text = re.sub(r'KUBECTL_URL_TEMPLATE=".*"', f'KUBECTL_URL_TEMPLATE="file://{srv}/kubectl"', text)
+    fill = {"kind": sums["kind"] if kind_sum == "right" else kind_sum,
+            "kubectl": sums["kubectl"] if kubectl_sum == "right" else kubectl_sum}
+    text += (f'\nKIND_v0_19_0_SHA256_linux_{arch}="{fill["kind"]}"\n'
+             f'KUBECTL_v1_27_1_SHA256_linux_{arch}="{fill["kubectl"]}"\n')
+    env_file = tmp_path / "versions.env"
+    env_file.write_text(text)
+    return env_file
+
+
+def _install_tools(tmp_path, env_file):
+    import os
+    script = versions.REPO_ROOT / "hack" / "install-tools.sh"
+    return subprocess.run(["bash", str(script), "--kubevirt-version", "v1.1.0", "--dir", str(tmp_path / "tools")],
+                          capture_output=True, text=True, timeout=60,
+                          env={**os.environ, "SLIRP_VERSIONS_ENV": str(env_file)})
+
+
+@pytest.mark.skipif(subprocess.run(["uname", "-s"], capture_output=True, text=True).stdout.strip() != "Linux",
+                    reason="pins file written for linux")
+def test_install_tools_verifies_refuses_and_installs(tmp_path):
+    missing = _install_tools(tmp_path, _pins_file(tmp_path, "", "right"))
+    assert missing.returncode != 0 and "Refusing to install an unverified binary" in missing.stderr, missing.stderr
+    assert not (tmp_path / "tools" / "bin" / "kind").exists()
+
+    wrong = _install_tools(tmp_path, _pins_file(tmp_path, "0" * 64, "right"))
+    assert wrong.returncode != 0 and "sha256 mismatch for kind v0.19.0" in wrong.stderr, wrong.stderr
+    assert not list((tmp_path / "tools" / "dist").glob("kind-*")), "a mismatching download must not stay"
+
+    ok = _install_tools(tmp_path, _pins_file(tmp_path, "right", "right"))
+    assert ok.returncode == 0, ok.stderr
+    out = subprocess.run([str(tmp_path / "tools" / "bin" / "kind")], capture_output=True, text=True, timeout=10)
+    assert out.stdout.strip() == "kind v0.19.0"
