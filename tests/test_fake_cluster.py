@@ -1,0 +1,472 @@
+"""The fake cluster (tests/fake_cluster) against the official python client and kubectl.
+
+The fast tests share one fake with KubeVirt v1.1.0 preinstalled; the ``selftest_vm`` ones share
+one VM booted on it (a real ReferenceVM under TCG). A last test stops a fake with a running VM
+and checks that nothing is left behind.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import shutil
+import ssl
+import subprocess
+import time
+import urllib.error
+import urllib.request
+
+import pytest
+import websocket
+import yaml
+from kubernetes import client, config, watch
+from kubernetes.client.rest import ApiException
+from kubernetes.dynamic import DynamicClient
+from kubernetes.stream import portforward, stream
+
+from fixtures import waits
+from fixtures.reference.reference_vm import RUN_PREFIX
+from fixtures.ssh_client import generate_keypair
+from tests import leaks
+from tests.fake_cluster import running
+
+KV = ("kubevirt.io", "v1")
+SLIRP_IMAGE = "quay.io/kubevirt/network-slirp-binding:v1.1.0"
+KUBECTL = shutil.which("kubectl")
+
+
+# -- helpers ------------------------------------------------------------------------------------------
+class Raw:
+    """Plain HTTPS and websockets with the kubeconfig's CA and token."""
+
+    def __init__(self, kubeconfig) -> None:
+        cfg = yaml.safe_load(open(kubeconfig))
+        self.server = cfg["clusters"][0]["cluster"]["server"]
+        self.ca = base64.b64decode(cfg["clusters"][0]["cluster"]["certificate-authority-data"]).decode()
+        self.token = next(u["user"]["token"] for u in cfg["users"] if "token" in u["user"])
+        self.ctx = ssl.create_default_context(cadata=self.ca)
+
+    def get(self, path: str, token: str | None = "default") -> tuple[int, dict]:
+        headers = {} if token is None else {"Authorization": f"Bearer {self.token if token == 'default' else token}"}
+        req = urllib.request.Request(self.server + path, headers=headers)
+        try:
+            with urllib.request.urlopen(req, context=self.ctx, timeout=10) as r:
+                return r.status, json.loads(r.read())
+        except urllib.error.HTTPError as e:
+            return e.code, json.loads(e.read())
+
+    def websocket(self, path: str, protocol: str) -> websocket.WebSocket:
+        ws = websocket.WebSocket(sslopt={"cert_reqs": ssl.CERT_REQUIRED, "context": self.ctx})
+        ws.connect("wss" + self.server[5:] + path, header=[f"Authorization: Bearer {self.token}"],
+                   subprotocols=[protocol], timeout=10)
+        return ws
+
+
+def kubectl(kubeconfig, *args: str, check: bool = True) -> subprocess.CompletedProcess:
+    return subprocess.run([KUBECTL, "--kubeconfig", str(kubeconfig), *args], capture_output=True, text=True,
+                          timeout=60, check=check)
+
+
+def api_error(exc: ApiException) -> dict:
+    return json.loads(exc.body)
+
+
+def wait(what: str, probe, budget: float = 30):
+    return waits.wait_for(what, probe, budget, retry_on=(ApiException,), max_interval=0.5)
+
+
+def binding_vm(name: str, ns: str, binding: str = "slirp", run_strategy: str = "Always", userdata: str = "") -> dict:
+    volumes = [{"name": "cloudinit", "cloudInitNoCloud": {"userData": userdata}}] if userdata else []
+    return {
+        "apiVersion": "kubevirt.io/v1", "kind": "VirtualMachine", "metadata": {"name": name, "namespace": ns},
+        "spec": {"runStrategy": run_strategy, "template": {"metadata": {"labels": {"kubevirt.io/vm": name}}, "spec": {
+            "domain": {"devices": {"interfaces": [{"name": "default", "binding": {"name": binding},
+                                                   "macAddress": "02:5c:1a:00:00:01",
+                                                   "ports": [{"name": "ssh", "port": 22},
+                                                             {"name": "http-test", "port": 8080}]}]},
+                       "resources": {"requests": {"memory": "256Mi"}}},
+            "networks": [{"name": "default", "pod": {}}], "volumes": volumes}}},
+    }
+
+
+# -- fixtures -----------------------------------------------------------------------------------------
+@pytest.fixture(scope="module")
+def fake(tmp_path_factory):
+    with running(tmp_path_factory.mktemp("fake") / "kubeconfig", preinstalled_kubevirt="v1.1.0") as f:
+        yield f
+
+
+@pytest.fixture(scope="module")
+def api(fake):
+    return config.new_client_from_config(str(fake.kubeconfig))
+
+
+@pytest.fixture(scope="module")
+def core(api):
+    return client.CoreV1Api(api)
+
+
+@pytest.fixture(scope="module")
+def custom(api):
+    return client.CustomObjectsApi(api)
+
+
+@pytest.fixture(scope="module")
+def raw(fake):
+    return Raw(fake.kubeconfig)
+
+
+@pytest.fixture
+def ns(core, request):
+    name = "t-" + request.node.name.lower().replace("_", "-")[:40].strip("-")
+    core.create_namespace({"metadata": {"name": name}})
+    yield name
+    try:
+        core.delete_namespace(name)
+    except ApiException:
+        pass
+
+
+@pytest.fixture(scope="module")
+def slirp_registered(custom, raw):
+    """Feature gate on and slirp registered (merged), then wait for the components to see it."""
+    kv = custom.patch_namespaced_custom_object(*KV, "kubevirt", "kubevirts", "kubevirt", {"spec": {"configuration": {
+        "developerConfiguration": {"featureGates": ["NetworkBindingPlugins"]},
+        "network": {"binding": {"slirp": {"sidecarImage": SLIRP_IMAGE}}}}}})
+    rv = kv["metadata"]["resourceVersion"]
+    wait("virt-api to report the new config", lambda: raw.get("/apis/subresources.kubevirt.io/v1/healthz")[1]
+         .get("config-resource-version") == rv, 10)
+    return rv
+
+
+@pytest.fixture(scope="module")
+def vm(fake, core, custom, slirp_registered):
+    """One running VM (TCG) shared by the VM tests: (namespace, name, launcher pod)."""
+    ns, name = "vmtest", "fake-selftest-vm"  # a name no other self-test's QEMU uses
+    core.create_namespace({"metadata": {"name": ns}})
+    _, public = generate_keypair()
+    custom.create_namespaced_custom_object(*KV, ns, "virtualmachines", binding_vm(
+        name, ns, userdata=f"#cloud-config\npassword: fedora\nssh_authorized_keys:\n  - {public}\n"))
+
+    def ready():
+        vmi = custom.get_namespaced_custom_object(*KV, ns, "virtualmachineinstances", name)
+        return any(c["type"] == "Ready" and c["status"] == "True" for c in vmi.get("status", {}).get("conditions", []))
+    wait("the VMI to become Ready", ready, 180)
+    pod = core.list_namespaced_pod(ns, label_selector=f"vm.kubevirt.io/name={name}").items[0]
+    yield ns, name, pod
+    if fake.proc.poll() is None:
+        core.delete_namespace(ns)
+
+
+# -- API machinery ------------------------------------------------------------------------------------
+def test_discovery_lists_kubevirt_resources_with_short_names(raw):
+    assert raw.get("/version")[1]["gitVersion"].startswith("v1.")
+    groups = {g["name"] for g in raw.get("/apis")[1]["groups"]}
+    assert {"kubevirt.io", "subresources.kubevirt.io", "apps"} <= groups
+    res = {r["name"]: r for r in raw.get("/apis/kubevirt.io/v1")[1]["resources"]}
+    assert "vm" in res["virtualmachines"]["shortNames"] and "vmi" in res["virtualmachineinstances"]["shortNames"]
+    assert "kv" in res["kubevirts"]["shortNames"] and res["kubevirts"]["namespaced"]
+    assert "watch" in res["virtualmachines"]["verbs"]
+    core = {r["name"] for r in raw.get("/api/v1")[1]["resources"]}
+    assert {"pods", "pods/exec", "pods/portforward", "pods/log", "namespaces", "services", "events"} <= core
+    sub = {r["name"] for r in raw.get("/apis/subresources.kubevirt.io/v1")[1]["resources"]}
+    assert "virtualmachineinstances/console" in sub
+
+
+def test_requests_without_the_token_get_401_status(raw):
+    for token in (None, "wrong"):
+        code, body = raw.get("/api/v1/namespaces", token=token)
+        assert code == 401 and body["kind"] == "Status" and body["reason"] == "Unauthorized", body
+
+
+def test_client_certificate_context_authenticates(fake):
+    api = config.new_client_from_config(str(fake.kubeconfig), context="fake-cert")
+    names = {n.metadata.name for n in client.CoreV1Api(api).list_namespace().items}
+    assert "default" in names
+
+
+def test_crud_conflicts_selectors_and_patches(core, ns):
+    cm = core.create_namespaced_config_map(ns, {"metadata": {"name": "a", "labels": {"app": "x"}}, "data": {"k": "1"}})
+    assert cm.metadata.uid and cm.metadata.creation_timestamp and int(cm.metadata.resource_version) > 0
+    with pytest.raises(ApiException) as e:
+        core.create_namespaced_config_map(ns, {"metadata": {"name": "a"}})
+    assert e.value.status == 409 and api_error(e.value)["reason"] == "AlreadyExists"
+    gen = core.create_namespaced_config_map(ns, {"metadata": {"generateName": "gen-"}})
+    assert gen.metadata.name.startswith("gen-") and len(gen.metadata.name) > 4
+    with pytest.raises(ApiException) as e:
+        core.read_namespaced_config_map("missing", ns)
+    assert e.value.status == 404 and api_error(e.value)["reason"] == "NotFound"
+    assert [c.metadata.name for c in core.list_namespaced_config_map(ns, label_selector="app=x").items] == ["a"]
+    assert [c.metadata.name for c in core.list_namespaced_config_map(ns, label_selector="app in (y,z)").items] == []
+    assert [c.metadata.name for c in core.list_namespaced_config_map(ns, field_selector="metadata.name=a").items] == ["a"]
+
+    stale = core.read_namespaced_config_map("a", ns)
+    core.patch_namespaced_config_map("a", ns, {"data": {"k": "2"}})  # merge/strategic patch
+    stale.data = {"k": "stale"}
+    with pytest.raises(ApiException) as e:
+        core.replace_namespaced_config_map("a", ns, stale)
+    assert e.value.status == 409 and api_error(e.value)["reason"] == "Conflict"
+    after = core.patch_namespaced_config_map("a", ns, [{"op": "add", "path": "/data/j", "value": "3"}])  # JSON patch
+    assert after.data == {"k": "2", "j": "3"}
+    assert int(after.metadata.resource_version) > int(stale.metadata.resource_version)
+    with pytest.raises(ApiException) as e:
+        core.patch_namespaced_config_map("a", ns, [{"op": "replace", "path": "/data/nope", "value": "x"}])
+    assert e.value.status == 422
+    core.delete_namespaced_config_map("a", ns)
+    with pytest.raises(ApiException):
+        core.read_namespaced_config_map("a", ns)
+
+
+def test_watch_streams_added_modified_deleted(core, ns):
+    rv = core.list_namespaced_config_map(ns).metadata.resource_version
+    core.create_namespaced_config_map(ns, {"metadata": {"name": "w"}, "data": {"a": "1"}})
+    core.patch_namespaced_config_map("w", ns, {"data": {"a": "2"}})
+    core.delete_namespaced_config_map("w", ns)
+    seen = []
+    for ev in watch.Watch().stream(core.list_namespaced_config_map, ns, resource_version=rv, timeout_seconds=2):
+        seen.append((ev["type"], ev["object"].metadata.name))
+    assert seen == [("ADDED", "w"), ("MODIFIED", "w"), ("DELETED", "w")]
+
+
+def test_namespace_goes_through_terminating(core):
+    core.create_namespace({"metadata": {"name": "doomed"}})
+    core.create_namespaced_config_map("doomed", {"metadata": {"name": "x"}})
+    core.delete_namespace("doomed")
+    assert core.read_namespace("doomed").status.phase == "Terminating"
+    with pytest.raises(ApiException) as e:
+        core.create_namespaced_config_map("doomed", {"metadata": {"name": "y"}})
+    assert e.value.status == 403
+
+    def gone():
+        try:
+            core.read_namespace("doomed")
+            return False
+        except ApiException as exc:
+            return exc.status == 404
+    wait("the namespace to disappear", gone, 10)
+
+
+def test_dynamic_client_lists_kubevirt(api):
+    dyn = DynamicClient(api)
+    kvs = dyn.resources.get(api_version="kubevirt.io/v1", kind="KubeVirt").get(namespace="kubevirt")
+    assert [k.metadata.name for k in kvs.items] == ["kubevirt"]
+
+
+@pytest.mark.skipif(KUBECTL is None, reason="kubectl is not installed")
+def test_kubectl_get_describe_patch_delete(fake, core, ns):
+    core.create_namespaced_config_map(ns, {"metadata": {"name": "k"}, "data": {"a": "1"}})
+    out = kubectl(fake.kubeconfig, "-n", "kubevirt", "get", "kv").stdout
+    assert "kubevirt" in out and "Deployed" in out, out
+    assert "k" in kubectl(fake.kubeconfig, "-n", ns, "get", "configmaps", "-o", "name").stdout
+    kubectl(fake.kubeconfig, "-n", ns, "patch", "configmap", "k", "--type", "merge", "-p", '{"data":{"b":"2"}}')
+    kubectl(fake.kubeconfig, "-n", ns, "patch", "configmap", "k", "--type", "json",
+            "-p", '[{"op":"add","path":"/data/c","value":"3"}]')
+    assert core.read_namespaced_config_map("k", ns).data == {"a": "1", "b": "2", "c": "3"}
+    desc = kubectl(fake.kubeconfig, "-n", "kubevirt", "describe", "kv", "kubevirt").stdout
+    assert "Available" in desc and "Observed Kube Virt Version:   v1.1.0" in desc, desc
+    kubectl(fake.kubeconfig, "-n", ns, "delete", "configmap", "k", "--timeout=20s")
+    assert core.list_namespaced_config_map(ns).items == []
+
+
+# -- KubeVirt emulation -------------------------------------------------------------------------------
+def test_preinstalled_kubevirt_is_available_with_release_config(custom):
+    kv = custom.get_namespaced_custom_object(*KV, "kubevirt", "kubevirts", "kubevirt")
+    assert kv["status"]["phase"] == "Deployed" and kv["status"]["observedKubeVirtVersion"] == "v1.1.0"
+    assert {"type": "Available", "status": "True"}.items() <= next(
+        c for c in kv["status"]["conditions"] if c["type"] == "Available").items()
+
+
+def test_binding_needs_the_feature_gate_below_v1_5(custom, ns):
+    kv = custom.get_namespaced_custom_object(*KV, "kubevirt", "kubevirts", "kubevirt")
+    if "NetworkBindingPlugins" in kv["spec"]["configuration"]["developerConfiguration"].get("featureGates", []):
+        pytest.skip("another test enabled the gate first (module order changed)")
+    with pytest.raises(ApiException) as e:
+        custom.create_namespaced_custom_object(*KV, ns, "virtualmachines", binding_vm("fg", ns))
+    body = api_error(e.value)
+    assert e.value.status == 422 and body["reason"] == "Invalid"
+    assert body["message"] == ('admission webhook "virtualmachine-validator.kubevirt.io" denied the request: '
+                               "Binding plugins feature gate is not enabled")
+
+
+def test_new_kubevirt_cr_becomes_available_and_v1_5_needs_no_gate(tmp_path):
+    with running(tmp_path / "kc", kubevirt_version="v1.5.0", propagation_delay=1) as f:
+        api = config.new_client_from_config(str(f.kubeconfig))
+        core, custom, raw = client.CoreV1Api(api), client.CustomObjectsApi(api), Raw(f.kubeconfig)
+        core.create_namespace({"metadata": {"name": "kubevirt"}})
+        rv = core.list_namespace().metadata.resource_version
+        custom.create_namespaced_custom_object(*KV, "kubevirt", "kubevirts", {
+            "apiVersion": "kubevirt.io/v1", "kind": "KubeVirt", "metadata": {"name": "kubevirt"},
+            "spec": {"configuration": {"developerConfiguration": {"featureGates": []}}}})
+        events = []
+        for ev in watch.Watch().stream(custom.list_namespaced_custom_object, *KV, "kubevirt", "kubevirts",
+                                       resource_version=rv, timeout_seconds=10):
+            events.append(ev["type"])
+            conds = {c["type"]: c["status"] for c in ev["object"].get("status", {}).get("conditions", [])}
+            if conds.get("Available") == "True":
+                break
+        assert events[0] == "ADDED" and events[-1] == "MODIFIED" and conds["Available"] == "True", events
+        kv = custom.get_namespaced_custom_object(*KV, "kubevirt", "kubevirts", "kubevirt")
+        wait("the components to see the CR", lambda: raw.get("/apis/subresources.kubevirt.io/v1/healthz")[1]
+             .get("config-resource-version") == kv["metadata"]["resourceVersion"], 10)
+        core.create_namespace({"metadata": {"name": "v15"}})
+        vm = custom.create_namespaced_custom_object(*KV, "v15", "virtualmachines",
+                                                    binding_vm("halted", "v15", run_strategy="Halted"))
+        assert vm["metadata"]["name"] == "halted"
+        stopped = wait("printableStatus Stopped", lambda: custom.get_namespaced_custom_object(
+            *KV, "v15", "virtualmachines", "halted").get("status", {}).get("printableStatus") == "Stopped", 10)
+        assert stopped
+
+
+def test_config_change_reaches_the_components_late(custom, raw, slirp_registered):
+    kv = custom.patch_namespaced_custom_object(*KV, "kubevirt", "kubevirts", "kubevirt",
+                                               {"metadata": {"annotations": {"touched": "yes"}}})
+    seen = raw.get("/apis/subresources.kubevirt.io/v1/healthz")[1]["config-resource-version"]
+    assert seen != kv["metadata"]["resourceVersion"]
+    wait("propagation", lambda: raw.get("/apis/subresources.kubevirt.io/v1/healthz")[1]
+         ["config-resource-version"] == kv["metadata"]["resourceVersion"], 10)
+
+
+def test_unregistered_binding_fails_the_render_with_kubevirts_message(core, custom, ns, slirp_registered):
+    custom.create_namespaced_custom_object(*KV, ns, "virtualmachines", binding_vm("unreg", ns, binding="nope"))
+    msg = "failed to render launch manifest: couldn't find configuration for network bindining: nope"
+
+    def synchronized_false():
+        vmi = custom.get_namespaced_custom_object(*KV, ns, "virtualmachineinstances", "unreg")
+        return [c for c in vmi.get("status", {}).get("conditions", [])
+                if c["type"] == "Synchronized" and c["status"] == "False"]
+    cond = wait("the Synchronized=False condition", synchronized_false, 10)[0]
+    assert cond["reason"] == "FailedCreate" and cond["message"] == msg
+    events = core.list_namespaced_event(ns, field_selector="involvedObject.name=unreg").items
+    assert any(e.reason == "FailedCreate" and e.message == msg and e.type == "Warning" for e in events)
+    assert core.list_namespaced_pod(ns).items == []
+
+
+# -- a real VM behind the fake ------------------------------------------------------------------------
+@pytest.mark.selftest_vm
+def test_vm_runs_with_a_kubevirt_shaped_launcher_pod(vm, custom):
+    ns, name, pod = vm
+    vmi = custom.get_namespaced_custom_object(*KV, ns, "virtualmachineinstances", name)
+    md = pod.metadata
+    assert md.name.startswith(f"virt-launcher-{name}-") and len(md.name) == len(f"virt-launcher-{name}-") + 5
+    assert md.labels["kubevirt.io"] == "virt-launcher" and md.labels["vm.kubevirt.io/name"] == name
+    assert md.labels["kubevirt.io/created-by"] == vmi["metadata"]["uid"]
+    containers = {c.name: c for c in pod.spec.containers}
+    assert containers["hook-sidecar-0"].image == SLIRP_IMAGE
+    assert [(p.name, p.container_port, p.protocol) for p in containers["compute"].ports] == [
+        ("ssh", 22, "TCP"), ("http-test", 8080, "TCP")]
+    assert pod.status.phase == "Running" and pod.status.pod_ip == "198.18.0.2"
+    conds = {c["type"]: c for c in vmi["status"]["conditions"]}
+    assert vmi["status"]["phase"] == "Running" and vmi["status"]["nodeName"] == "fake-node"
+    assert conds["Ready"]["status"] == conds["AgentConnected"]["status"] == "True"
+    assert (conds["LiveMigratable"]["status"], conds["LiveMigratable"]["reason"]) == (
+        "False", "InterfaceNotLiveMigratable")
+    vm_status = custom.get_namespaced_custom_object(*KV, ns, "virtualmachines", name)["status"]
+    assert vm_status["printableStatus"] == "Running" and vm_status["ready"] and vm_status["created"]
+
+
+def _recv_until(ws: websocket.WebSocket, needle: bytes, budget: float = 20) -> bytes:
+    got = b""
+    deadline = time.monotonic() + budget
+    ws.settimeout(1)
+    while needle not in got and time.monotonic() < deadline:
+        try:
+            opcode, data = ws.recv_data()
+        except websocket.WebSocketTimeoutException:
+            continue
+        assert opcode == websocket.ABNF.OPCODE_BINARY, f"console sent opcode {opcode}"
+        got += data
+    return got
+
+
+@pytest.mark.selftest_vm
+def test_console_is_binary_drops_text_and_keeps_one_session(vm, raw):
+    ns, name, _ = vm
+    path = f"/apis/subresources.kubevirt.io/v1/namespaces/{ns}/virtualmachineinstances/{name}/console"
+    first = raw.websocket(path, "plain.kubevirt.io")
+    try:
+        assert first.subprotocol == "plain.kubevirt.io"
+        first.send("XYZZY-TEXT")  # a TEXT frame: dropped
+        first.send_binary(b"\r")
+        out = _recv_until(first, b"login:")
+        assert b"login:" in out and b"XYZZY" not in out, out
+        second = raw.websocket(path, "plain.kubevirt.io")
+        try:
+            first.settimeout(10)
+            with pytest.raises((websocket.WebSocketConnectionClosedException, ConnectionError)):
+                for _ in range(100):  # drain whatever was in flight, then the close arrives
+                    opcode, _ = first.recv_data(control_frame=True)
+                    if opcode == websocket.ABNF.OPCODE_CLOSE:
+                        raise websocket.WebSocketConnectionClosedException("closed")
+            second.send_binary(b"\r")
+            assert b"login:" in _recv_until(second, b"login:")
+        finally:
+            second.close()
+    finally:
+        first.close()
+
+
+@pytest.mark.selftest_vm
+def test_pod_port_forward_reaches_the_guest_ssh_server(vm, core):
+    ns, _, pod = vm
+    pf = portforward(core.connect_get_namespaced_pod_portforward, pod.metadata.name, ns, ports="22")
+    s = pf.socket(22)
+    s.settimeout(20)
+    try:
+        assert s.recv(64).startswith(b"SSH-2.0-")
+    finally:
+        s.close()
+
+
+@pytest.mark.selftest_vm
+def test_vmi_port_forward_fails_for_slirp(vm, raw):
+    ns, name, _ = vm
+    path = f"/apis/subresources.kubevirt.io/v1/namespaces/{ns}/virtualmachineinstances/{name}/portforward/22/tcp"
+    ws = raw.websocket(path, "plain.kubevirt.io")
+    try:
+        ws.settimeout(15)
+        opcode, data = ws.recv_data(control_frame=True)
+        assert opcode == websocket.ABNF.OPCODE_CLOSE and b"10.0.2.15:22" in data, data
+    finally:
+        ws.close()
+
+
+@pytest.mark.selftest_vm
+def test_exec_returns_stdout_and_exit_code(vm, core):
+    ns, _, pod = vm
+    ws = stream(core.connect_get_namespaced_pod_exec, pod.metadata.name, ns, container="compute",
+                command=["sh", "-c", "ip -4 -o addr show; echo oops >&2; exit 3"], stderr=True, stdin=False,
+                stdout=True, tty=False, _preload_content=False)
+    ws.run_forever(timeout=30)
+    assert "198.18.0.2" in ws.read_stdout() and "oops" in ws.read_stderr()
+    assert ws.returncode == 3
+    out = stream(core.connect_get_namespaced_pod_exec, pod.metadata.name, ns, container="compute",
+                 command=["true"], stderr=True, stdin=False, stdout=True, tty=False, _preload_content=False)
+    out.run_forever(timeout=30)
+    assert out.returncode == 0
+
+
+@pytest.mark.selftest_vm
+def test_peer_pod_runs_in_the_labs_peer_namespace(vm, core):
+    ns = vm[0]
+    core.create_namespaced_pod(ns, {"metadata": {"name": "peer", "labels": {
+        "app.kubernetes.io/component": "slirp-peer"}}, "spec": {"containers": [{"name": "c", "image": "busybox"}]}})
+    pod = wait("the peer pod to run", lambda: (p := core.read_namespaced_pod("peer", ns)).status.phase == "Running"
+               and p, 10)
+    assert pod.status.pod_ip == "198.18.0.1"
+    out = stream(core.connect_get_namespaced_pod_exec, "peer", ns, command=["ip", "-4", "-o", "addr", "show"],
+                 stderr=True, stdin=False, stdout=True, tty=False)
+    assert "198.18.0.1" in out
+
+
+@pytest.mark.selftest_vm
+def test_stopping_the_fake_leaves_nothing_behind(fake, vm):
+    """Other self-tests may run QEMU at the same time: look only at this fake's VM and run dirs."""
+    ns, name, _ = vm
+    ours = lambda state: {p for p in state.qemu_processes if f"-name {name} " in p}
+    run_dirs = lambda state: {d for d in state.run_dirs if f"{RUN_PREFIX}{fake.proc.pid}-" in d}
+    before = leaks.snapshot()
+    assert ours(before) and run_dirs(before), "the shared VM should be running now"
+    assert fake.stop() == 0
+    after = leaks.snapshot()
+    assert not ours(after) and not run_dirs(after), after
+    assert not fake.kubeconfig.exists()
