@@ -57,7 +57,7 @@ class FakeCluster:
                                          opts.propagation_delay)
         self.controllers = Controllers(self.store, self.operator, opts.qemu, opts.ready_timeout)
         self.streams = Streams(self.store, self.controllers)
-        self.api.admission.append(self.operator.admit)
+        self.api.admission += [self.controllers.default, self.operator.admit]
         pods = BY_PATH[("", "v1", "pods")].key
         self.api.subresources.update({(pods, "exec"): self.streams.pod_exec,
                                       (pods, "portforward"): self.streams.pod_portforward,

@@ -83,6 +83,7 @@ class Controllers:
         self.failed_render: set[str] = set()
         self.pool = concurrent.futures.ThreadPoolExecutor(max_workers=8, thread_name_prefix="lab")
         self._pending: set[tuple[str, str, str]] = set()
+        self._next_ip = 10
         store.listeners.append(self._on_event)
 
     # -- event plumbing --------------------------------------------------------------------------------
@@ -371,6 +372,27 @@ class Controllers:
             if rt.namespace == md.get("namespace") and rt.vm is not None and not rt.closed and rt.vm.run_dir:
                 return rt.vm, "peer"
         return None, "peer"
+
+    # -- defaulting (the API server's, for core kinds) --------------------------------------------------
+    def default(self, op: str, res: Resource, obj: dict, old: dict | None) -> None:
+        if op != "CREATE":
+            return
+        if res is PODS:
+            spec = obj.setdefault("spec", {})
+            for k, v in (("restartPolicy", "Always"), ("dnsPolicy", "ClusterFirst"), ("schedulerName", "default-scheduler"),
+                         ("terminationGracePeriodSeconds", 30), ("serviceAccountName", "default")):
+                spec.setdefault(k, v)
+            obj["status"] = {"phase": "Pending", "qosClass": "BestEffort"}
+        elif res is SERVICES:
+            spec = obj.setdefault("spec", {})
+            spec.setdefault("type", "ClusterIP")
+            if spec.get("clusterIP") != "None":
+                self._next_ip += 1
+                spec["clusterIP"] = f"10.96.{self._next_ip // 250}.{self._next_ip % 250 + 1}"
+                spec["clusterIPs"] = [spec["clusterIP"]]
+            for p in spec.get("ports") or []:
+                p.setdefault("protocol", "TCP")
+                p.setdefault("targetPort", p.get("port"))
 
     # -- pods (the kubelet) ----------------------------------------------------------------------------
     @staticmethod
