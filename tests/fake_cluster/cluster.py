@@ -61,7 +61,8 @@ class FakeCluster:
         pods = BY_PATH[("", "v1", "pods")].key
         self.api.subresources.update({(pods, "exec"): self.streams.pod_exec,
                                       (pods, "portforward"): self.streams.pod_portforward,
-                                      (pods, "log"): self.streams.pod_log})
+                                      (pods, "log"): self.streams.pod_log,
+                                      (pods, "proxy"): self.operator.pod_proxy})
         self.api.aggregated["subresources.kubevirt.io"] = (
             lambda request, rest: self.streams.kubevirt_api(request, rest, self.operator))
         self.ssl = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)

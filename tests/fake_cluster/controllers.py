@@ -34,6 +34,7 @@ VMIS = BY_PATH[("kubevirt.io", "v1", "virtualmachineinstances")]
 PODS = BY_PATH[("", "v1", "pods")]
 SERVICES = BY_PATH[("", "v1", "services")]
 EVENTS = BY_PATH[("", "v1", "events")]
+CRDS = BY_PATH[("apiextensions.k8s.io", "v1", "customresourcedefinitions")]
 NODE = "fake-node"
 HOST_IP = "172.18.0.2"
 CLIENT_POD_IP = "198.18.0.3"
@@ -115,6 +116,8 @@ class Controllers:
                     self._queue("vm", ns, ref["name"])
             if kind == "DELETED":
                 self._teardown(md["uid"])
+        elif res is CRDS and kind == "ADDED":
+            asyncio.get_running_loop().call_later(0.3, self._establish_crd, name, md["uid"])
         elif res is PODS:
             self._queue("pod", ns, name)
             uid = (md.get("labels") or {}).get("kubevirt.io/created-by")
@@ -134,6 +137,19 @@ class Controllers:
                 "firstTimestamp": now(), "lastTimestamp": now()})
         except Exception:  # the namespace may be terminating: events are best effort, as in Kubernetes
             pass
+
+    def _establish_crd(self, name: str, uid: str) -> None:
+        """apiextensions-apiserver: names accepted, then Established (no schema is enforced here)."""
+        def fn(o: dict) -> None:
+            if o["metadata"]["uid"] != uid:
+                return
+            o["status"] = {"acceptedNames": copy.deepcopy((o.get("spec") or {}).get("names") or {}),
+                           "storedVersions": [v["name"] for v in (o.get("spec") or {}).get("versions") or []
+                                              if v.get("storage")],
+                           "conditions": [_cond("NamesAccepted", "True", "NoConflicts", "no conflicts found"),
+                                          _cond("Established", "True", "InitialNamesAccepted",
+                                                "the initial names have been accepted")]}
+        self.store.mutate(CRDS, None, name, fn, status_only=True)
 
     # -- VirtualMachine ---------------------------------------------------------------------------------
     def _sync_vm(self, ns: str, name: str) -> None:
@@ -227,9 +243,9 @@ class Controllers:
         if not self.operator.installed:
             self._later(2, "vmi", ns, name)
             return
-        version = self.operator.deployed_version
+        version = self.operator.deployed_version()
         try:
-            sidecars = launcher.sidecar_images(vmi["spec"], self.operator.config, version)
+            sidecars = launcher.sidecar_images(vmi["spec"], self.operator.config(), version)
         except launcher.RenderError as exc:
             msg = f"failed to render launch manifest: {exc}"
             self._vmi_status(ns, name, lambda s: _set_cond(s, _cond("Synchronized", "False", "FailedCreate", msg)))

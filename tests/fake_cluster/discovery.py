@@ -41,7 +41,7 @@ def _r(group, version, plural, kind, namespaced, short=(), sub=()) -> Resource:
 
 RESOURCES: list[Resource] = [
     _r("", "v1", "namespaces", "Namespace", False, ["ns"], ["status"]),
-    _r("", "v1", "pods", "Pod", True, ["po"], ["status", "log", "exec", "portforward", "attach"]),
+    _r("", "v1", "pods", "Pod", True, ["po"], ["status", "log", "exec", "portforward", "attach", "proxy"]),
     _r("", "v1", "services", "Service", True, ["svc"], ["status"]),
     _r("", "v1", "events", "Event", True, ["ev"]),
     _r("", "v1", "configmaps", "ConfigMap", True, ["cm"]),

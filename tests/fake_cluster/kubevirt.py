@@ -4,11 +4,16 @@
   (status.phase Deployed, conditions Available=True/Progressing=False/Degraded=False,
   observed/targetKubeVirtVersion). The version is ``--kubevirt-version``, or the tag of a
   ``virt-operator`` Deployment's image when the release operator manifest was applied.
-- Propagation: the components (virt-api admission, virt-controller rendering) act on the CR
-  as they saw it ``propagation_delay`` seconds after each change, not on the stored one.
-  What they saw is reported like virt-api's health endpoint does:
-  ``GET /apis/subresources.kubevirt.io/v1/healthz`` ->
-  ``{"apiserver": "ok", "config-resource-version": "<CR resourceVersion seen>"}``.
+- Components: once Available, the CR's namespace holds Running pods labelled
+  ``kubevirt.io=virt-api`` (2), ``virt-controller`` (2) and ``virt-handler`` (1); virt-operator
+  deletes them (then its finalizer) when the CR is deleted.
+- Propagation: each component acts on the CR as it saw it a while after each change
+  (virt-api and virt-controller ``propagation_delay`` s, virt-handler 1.5x that), not on the
+  stored one: admission uses virt-api's view, pod rendering virt-controller's. What each saw is
+  reported like KubeVirt's health endpoints do, as
+  ``{"apiserver": "ok", "config-resource-version": "<CR resourceVersion seen>"}`` at
+  ``GET /api/v1/namespaces/<ns>/pods/https:<pod>:8443/proxy/healthz`` (the pod proxy) for each
+  component pod, and for virt-api at ``GET /apis/subresources.kubevirt.io/v1/healthz``.
 - Admission (the VM/VMI validating webhooks): below v1.5 an interface with ``binding`` needs
   the ``NetworkBindingPlugins`` feature gate; otherwise HTTP 422 Invalid,
   ``admission webhook "<webhook>" denied the request: Binding plugins feature gate is not enabled``
@@ -19,6 +24,7 @@ from __future__ import annotations
 
 import asyncio
 import copy
+import secrets
 
 from aiohttp import web
 
@@ -30,7 +36,10 @@ from .versions import at_least
 KUBEVIRT = BY_PATH[("kubevirt.io", "v1", "kubevirts")]
 DEPLOYMENTS = BY_PATH[("apps", "v1", "deployments")]
 NAMESPACES = BY_PATH[("", "v1", "namespaces")]
+PODS = BY_PATH[("", "v1", "pods")]
 FEATURE_GATE = "NetworkBindingPlugins"
+# component -> (replicas, propagation delay multiplier)
+COMPONENTS = {"virt-api": (2, 1.0), "virt-controller": (2, 1.0), "virt-handler": (1, 1.5)}
 WEBHOOKS = {"VirtualMachine": "virtualmachine-validator.kubevirt.io",
             "VirtualMachineInstance": "virtualmachineinstances-create-validator.kubevirt.io"}
 
@@ -59,25 +68,31 @@ class KubeVirtOperator:
         self.version = version
         self.available_delay = available_delay
         self.propagation_delay = propagation_delay
-        self.seen: dict | None = None  # the CR as the components last saw it
+        self.seen_by: dict[str, dict | None] = {c: None for c in COMPONENTS}  # the CR as each component saw it
         store.listeners.append(self._on_event)
 
-    # -- what the components see ----------------------------------------------------------------------
+    # -- what the components see (virt-controller's view unless told) -----------------------------------
     @property
-    def config(self) -> dict:
-        return copy.deepcopy(((self.seen or {}).get("spec") or {}).get("configuration") or {})
+    def seen(self) -> dict | None:
+        return self.seen_by["virt-controller"]
+
+    def config(self, component: str = "virt-controller") -> dict:
+        return copy.deepcopy(((self.seen_by[component] or {}).get("spec") or {}).get("configuration") or {})
 
     @property
     def image_pull_policy(self) -> str:
         return ((self.seen or {}).get("spec") or {}).get("imagePullPolicy") or "IfNotPresent"
 
-    @property
-    def deployed_version(self) -> str:
-        return ((self.seen or {}).get("status") or {}).get("observedKubeVirtVersion") or self.version
+    def deployed_version(self, component: str = "virt-controller") -> str:
+        return ((self.seen_by[component] or {}).get("status") or {}).get("observedKubeVirtVersion") or self.version
 
     @property
     def installed(self) -> bool:
         return self.seen is not None
+
+    def seen_rv(self, component: str) -> str | None:
+        seen = self.seen_by[component]
+        return None if seen is None else seen["metadata"]["resourceVersion"]
 
     def preinstall(self, version: str) -> None:
         """Namespace ``kubevirt`` and CR ``kubevirt``, already Available (a release install)."""
@@ -90,7 +105,8 @@ class KubeVirtOperator:
             "spec": {"certificateRotateStrategy": {}, "imagePullPolicy": "IfNotPresent", "workloadUpdateStrategy": {},
                      "configuration": {"developerConfiguration": {"featureGates": []}}},
             "status": available_status(version, 1)})
-        self.seen = cr
+        self.seen_by = {c: cr for c in COMPONENTS}
+        self._deploy_components("kubevirt", version)
 
     # -- reactions ------------------------------------------------------------------------------------
     def _on_event(self, kind: str, res: Resource, obj: dict) -> None:
@@ -98,7 +114,9 @@ class KubeVirtOperator:
             return
         loop = asyncio.get_running_loop()
         snapshot = None if kind == "DELETED" else obj
-        loop.call_later(self.propagation_delay, self._propagate, snapshot, obj["metadata"]["resourceVersion"])
+        for component, (_, factor) in COMPONENTS.items():
+            loop.call_later(self.propagation_delay * factor, self._propagate, component, snapshot,
+                            obj["metadata"]["resourceVersion"])
         md = obj["metadata"]
         if kind == "ADDED" and not (obj.get("status") or {}).get("conditions"):
             loop.call_later(self.available_delay, self._make_available, md["namespace"], md["name"], md["uid"])
@@ -106,13 +124,65 @@ class KubeVirtOperator:
             # virt-operator removes its components, then its finalizer.
             loop.call_later(1.0, self._finalize, md["namespace"], md["name"])
 
-    def _propagate(self, snapshot: dict | None, rv: str) -> None:
+    def _propagate(self, component: str, snapshot: dict | None, rv: str) -> None:
+        seen = self.seen_by[component]
         if snapshot is None:
-            if self.seen is not None and int(self.seen["metadata"]["resourceVersion"]) <= int(rv):
-                self.seen = None
+            if seen is not None and int(seen["metadata"]["resourceVersion"]) <= int(rv):
+                self.seen_by[component] = None
             return
-        if self.seen is None or int(self.seen["metadata"]["resourceVersion"]) < int(rv):
-            self.seen = snapshot
+        if seen is None or int(seen["metadata"]["resourceVersion"]) < int(rv):
+            self.seen_by[component] = snapshot
+
+    def _deploy_components(self, ns: str, version: str) -> None:
+        t = now()
+        n = 0
+        for component, (replicas, _) in COMPONENTS.items():
+            rs = secrets.token_hex(5)
+            for _ in range(replicas):
+                n += 1
+                name = f"{component}-{secrets.token_hex(2)}{secrets.choice('bcdfghjklmnpqrstvwxz')}" \
+                    if component == "virt-handler" else f"{component}-{rs}-{secrets.token_hex(2)}x"
+                ip = f"10.244.0.{10 + n}"
+                try:
+                    self.store.create(PODS, ns, {
+                        "metadata": {"name": name, "labels": {"kubevirt.io": component,
+                                                              "app.kubernetes.io/managed-by": "virt-operator",
+                                                              "app.kubernetes.io/component": "kubevirt"}},
+                        "spec": {"nodeName": "fake-node", "containers": [{
+                            "name": component, "image": f"quay.io/kubevirt/{component}:{version}",
+                            "ports": [{"containerPort": 8443, "name": "metrics", "protocol": "TCP"}]}]},
+                        "status": {"phase": "Running", "podIP": ip, "podIPs": [{"ip": ip}], "hostIP": "172.18.0.2",
+                                   "startTime": t,
+                                   "conditions": [{"type": c, "status": "True", "lastTransitionTime": t}
+                                                  for c in ("Initialized", "Ready", "ContainersReady", "PodScheduled")],
+                                   "containerStatuses": [{"name": component, "ready": True, "started": True,
+                                                          "restartCount": 0, "image": f"quay.io/kubevirt/{component}:{version}",
+                                                          "imageID": "", "state": {"running": {"startedAt": t}}}]}})
+                except errors.ApiError:  # the namespace is going away
+                    return
+
+    def _component_pods(self, ns: str) -> list[dict]:
+        return [p for p in self.store.list(PODS, ns) if (p["metadata"].get("labels") or {}).get("kubevirt.io") in COMPONENTS]
+
+    async def pod_proxy(self, request: web.Request, res: Resource, ns: str, name: str, sub: str) -> web.Response:
+        """The API server's pod proxy, enough for KubeVirt's component ``/healthz``."""
+        scheme, _, rest = name.partition(":") if name.count(":") >= 1 else ("http", "", name)
+        pod_name, _, port = rest.partition(":")
+        if scheme not in ("http", "https"):
+            scheme, pod_name, port = "http", name.split(":")[0], name.split(":")[-1]
+        pod = self.store.find(PODS, ns, pod_name)
+        if pod is None:
+            raise errors.not_found("", "pods", pod_name)
+        component = (pod["metadata"].get("labels") or {}).get("kubevirt.io")
+        path = sub.partition("/")[2]
+        if component in COMPONENTS and port in ("8443", "") and scheme == "https" and path == "healthz":
+            body = {"apiserver": "ok"}
+            if self.seen_rv(component) is not None:
+                body["config-resource-version"] = self.seen_rv(component)
+            return web.json_response(body)
+        ip = (pod.get("status") or {}).get("podIP", "")
+        raise errors.ApiError(503, "ServiceUnavailable", f"error trying to reach service: dial tcp {ip}:{port or 80}: "
+                              "connect: connection refused")
 
     def _operator_version(self) -> str:
         for dep in self.store.list(DEPLOYMENTS, None):
@@ -129,6 +199,7 @@ class KubeVirtOperator:
         if cur is None or cur["metadata"]["uid"] != uid or cur["metadata"].get("deletionTimestamp"):
             return
         version = self._operator_version()
+        self._deploy_components(ns, version)
 
         def fn(o: dict) -> None:
             o["status"] = available_status(version, o["metadata"].get("generation", 1))
@@ -136,6 +207,10 @@ class KubeVirtOperator:
         self.store.mutate(KUBEVIRT, ns, name, fn)
 
     def _finalize(self, ns: str, name: str) -> None:
+        for pod in self._component_pods(ns):
+            if not pod["metadata"].get("deletionTimestamp"):
+                self.store.delete(PODS, ns, pod["metadata"]["name"])
+
         def fn(o: dict) -> None:
             o["metadata"]["finalizers"] = [f for f in o["metadata"].get("finalizers") or []
                                            if f != "foregroundDeleteKubeVirt"]
@@ -143,11 +218,11 @@ class KubeVirtOperator:
 
     # -- virt-api --------------------------------------------------------------------------------------
     def admit(self, op: str, res: Resource, obj: dict, old: dict | None) -> None:
-        if res.kind not in WEBHOOKS or self.seen is None:
+        if res.kind not in WEBHOOKS or self.seen_by["virt-api"] is None:
             return
-        if at_least(self.deployed_version, "v1.5"):
+        if at_least(self.deployed_version("virt-api"), "v1.5"):
             return
-        gates = (self.config.get("developerConfiguration") or {}).get("featureGates") or []
+        gates = (self.config("virt-api").get("developerConfiguration") or {}).get("featureGates") or []
         if FEATURE_GATE in gates:
             return
         if res.kind == "VirtualMachine":
@@ -165,11 +240,11 @@ class KubeVirtOperator:
 
     def healthz(self) -> web.Response:
         body = {"apiserver": "ok"}
-        if self.seen is not None:
-            body["config-resource-version"] = self.seen["metadata"]["resourceVersion"]
+        if self.seen_rv("virt-api") is not None:
+            body["config-resource-version"] = self.seen_rv("virt-api")
         return web.json_response(body)
 
     def version_info(self) -> web.Response:
-        return web.json_response({"gitVersion": self.deployed_version, "gitCommit": "fake", "gitTreeState": "clean",
+        return web.json_response({"gitVersion": self.deployed_version("virt-api"), "gitCommit": "fake", "gitTreeState": "clean",
                                   "buildDate": "2023-11-06T00:00:00Z", "goVersion": "go1.20.8", "compiler": "gc",
                                   "platform": "linux/amd64"})
