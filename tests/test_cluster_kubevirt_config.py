@@ -130,10 +130,19 @@ class FakeCore:
         return SimpleNamespace(data=body)
 
 
-def make_api(spec: dict, **core_kwargs) -> tuple[KubeVirtAPI, FakeCustomObjects, FakeCore]:
+    def get_raw(self, path, timeout):
+        """virt-api's aggregated /apis/subresources.kubevirt.io/v1/healthz."""
+        assert path == "/apis/subresources.kubevirt.io/v1/healthz"
+        self.proxy_calls.append(path)
+        self._loaded = self.custom.obj["metadata"]["resourceVersion"]
+        return json.dumps({"apiserver": {"connectivity": "ok"}, "config-resource-version": self._loaded}).encode()
+
+
+def make_api(spec: dict, *, virt_api_healthz: bool = False, **core_kwargs
+             ) -> tuple[KubeVirtAPI, FakeCustomObjects, FakeCore]:
     custom = FakeCustomObjects(copy.deepcopy(spec))
     core = FakeCore(custom, **core_kwargs)
-    return KubeVirtAPI(custom=custom, core=core), custom, core
+    return KubeVirtAPI(custom=custom, core=core, get_raw=core.get_raw if virt_api_healthz else None), custom, core
 
 
 RELEASE_SPEC = {"certificateRotateStrategy": {}, "configuration": {"developerConfiguration": {"featureGates": []}},
@@ -266,6 +275,13 @@ def test_forbidden_proxy_degrades_to_unverified_quickly():
     with kc.slirp_binding_registered(api, SIDECAR, enable_feature_gate=False) as reg:
         assert reg.propagation.startswith("unverified"), reg.propagation
         assert not reg.propagation_verified
+
+
+def test_forbidden_pod_proxy_falls_back_to_virt_api_healthz():
+    api, _, core = make_api(RELEASE_SPEC, proxy_status=403, virt_api_healthz=True)
+    with kc.slirp_binding_registered(api, SIDECAR, enable_feature_gate=False) as reg:
+        assert reg.propagation == "verified: virt-api only", reg.propagation
+        assert core.proxy_calls.count("/apis/subresources.kubevirt.io/v1/healthz") >= kc.VIRT_API_CONFIRMATIONS
 
 
 def test_stale_config_errors_are_recognised():
