@@ -39,6 +39,7 @@ case "$1" in
           echo "Cannot connect to the Docker daemon at unix:///var/run/docker.sock. Is the docker daemon running?" >&2; exit 1
         fi
         echo '"27.3.1"' ;;
+  inspect) echo "${FAKE_NODE_IMAGE:-kindest/node:v1.27.1@sha256:0123}" ;;
   exec) printf 'version = 3\\n[plugins."io.containerd.cri.v1.runtime"]\\n  enable_unprivileged_icmp = false\\n  enable_unprivileged_ports = false\\n' ;;
   *) echo "fake docker: unexpected $*" >&2; exit 2 ;;
 esac
@@ -48,7 +49,8 @@ state="$FAKE_STATE/kind-clusters"; touch "$state"
 case "$1 $2" in
   "version "*) echo "kind ${FAKE_KIND_VERSION:-v0.19.0} go1.20.4 linux/amd64" ;;
   "get clusters") if [ -s "$state" ]; then cat "$state"; else echo "No kind clusters found." >&2; fi ;;
-  "create cluster") name=""; kc=""
+  "create cluster") [ -n "$FAKE_KIND_CREATE_FAILS" ] && { echo "ERROR: failed to create cluster: timed out waiting" >&2; exit 1; }
+        name=""; kc=""
         while [ $# -gt 0 ]; do case "$1" in --name) name="$2"; shift;; --kubeconfig) kc="$2"; shift;; esac; shift; done
         echo "$name" >> "$state"; printf 'apiVersion: v1\\nkind: Config\\nusers:\\n- name: u\\n  user:\\n    token: SECRET-TOKEN\\n' > "$kc" ;;
   "export kubeconfig") kc=""
@@ -85,6 +87,7 @@ def fake_tools(tmp_path, monkeypatch):
     log.touch()
     (tmp_path / "state").mkdir()
     monkeypatch.setenv("PATH", str(bindir))
+    monkeypatch.setattr(runner, "TOOLS_DIR", tmp_path / "no-tools")  # a real .tools/bin must not shadow the fakes
     monkeypatch.setenv("FAKE_LOG", str(log))
     monkeypatch.setenv("FAKE_STATE", str(tmp_path / "state"))
 
@@ -307,3 +310,50 @@ def test_effective_containerd_settings_reads_the_node(fake_tools):
 def test_invalid_cluster_name_is_rejected():
     with pytest.raises(SetupError, match="invalid"):
         kind.KindCluster(PINS, Path("/tmp/x"), name="Bad_Name", kvm=False)
+
+
+def test_reused_cluster_on_another_node_image_is_reported(fake_tools, tmp_path, monkeypatch, caplog):
+    (Path(os.environ["FAKE_STATE"]) / "kind-clusters").write_text("slirp-t\n")
+    monkeypatch.setenv("FAKE_NODE_IMAGE", "kindest/node:v1.34.0")
+    with kind.KindCluster(PINS, tmp_path / "work", name="slirp-t", kvm=False) as cl:
+        assert cl.reused_node_image == "kindest/node:v1.34.0"
+    assert "not the pinned kindest/node:v1.27.1" in caplog.text
+
+
+def test_failed_create_inside_with_still_deletes_the_partial_cluster(fake_tools, tmp_path, monkeypatch):
+    _, calls = fake_tools
+    monkeypatch.setenv("FAKE_KIND_CREATE_FAILS", "1")
+    with pytest.raises(SetupError, match="failed to create cluster"), \
+            kind.KindCluster(PINS, tmp_path / "work", name="slirp-t", kvm=False):
+        pytest.fail("the body must not run")
+    assert ["delete", "cluster"] == calls("kind")[-1][1:3]
+
+
+# --- hack/cluster-up.sh / cluster-down.sh (fixtures.cluster.cli) -------------------------------
+
+def test_cli_down_deletes_only_what_up_created(fake_tools, tmp_path):
+    from fixtures.cluster import cli
+    _, calls = fake_tools
+    work = tmp_path / "work"
+    assert cli.main(["up", "--kubevirt-version", "v1.1.0", "--name", "slirp-t", "--workdir", str(work),
+                     "--no-kubevirt"]) == 0
+    assert (work / "state.json").exists() and "SECRET" not in (work / "state.json").read_text()
+    assert cli.main(["down", "--name", "slirp-t", "--workdir", str(work)]) == 0
+    assert calls("kind")[-1][1:5] == ["delete", "cluster", "--name", "slirp-t"]
+
+    # reused: up finds it, down leaves it
+    (Path(os.environ["FAKE_STATE"]) / "kind-clusters").write_text("slirp-t\n")
+    assert cli.main(["up", "--kubevirt-version", "v1.1.0", "--name", "slirp-t", "--workdir", str(work),
+                     "--no-kubevirt"]) == 0
+    before = len(calls("kind"))
+    assert cli.main(["down", "--name", "slirp-t", "--workdir", str(work)]) == 0
+    assert all(c[1:3] != ["delete", "cluster"] for c in calls("kind")[before:])
+
+
+def test_cli_up_reports_setup_errors_as_one_line(fake_tools, capsys):
+    from fixtures.cluster import cli
+    bindir, _ = fake_tools
+    _remove(bindir, "docker")
+    assert cli.main(["up", "--kubevirt-version", "v1.1.0", "--no-kubevirt"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err[-1].startswith("error: docker is not installed"), err
