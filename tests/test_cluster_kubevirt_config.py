@@ -302,3 +302,19 @@ def test_missing_sidecar_image_is_a_setup_error():
     with pytest.raises(SetupError, match="sidecar image"):
         with kc.slirp_binding_registered(api, "", enable_feature_gate=False):
             pass
+
+
+def test_retry_while_config_stale_retries_only_the_stale_config_error(monkeypatch):
+    monkeypatch.setitem(waits.TIMEOUTS, "kubevirt-config-propagated", 5)
+    answers = [FakeApiException(422, "admission webhook denied the request: Binding plugins feature gate is not enabled"),
+               "created"]
+
+    def create():
+        answer = answers.pop(0)
+        if isinstance(answer, Exception):
+            raise answer
+        return answer
+
+    assert kc.retry_while_config_stale(create) == "created"
+    with pytest.raises(FakeApiException, match="spec.domain"):
+        kc.retry_while_config_stale(lambda: (_ for _ in ()).throw(FakeApiException(422, "spec.domain invalid")))
