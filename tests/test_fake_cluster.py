@@ -326,6 +326,103 @@ def test_config_change_reaches_the_components_late(custom, raw, slirp_registered
          ["config-resource-version"] == kv["metadata"]["resourceVersion"], 10)
 
 
+def test_component_pods_report_config_resource_version_through_the_pod_proxy(core, custom, slirp_registered):
+    pods = core.list_namespaced_pod("kubevirt", label_selector="kubevirt.io in (virt-api,virt-controller,virt-handler)")
+    assert {p.metadata.labels["kubevirt.io"] for p in pods.items} == {"virt-api", "virt-controller", "virt-handler"}
+    assert all(p.status.phase == "Running" for p in pods.items)
+    rv = custom.get_namespaced_custom_object(*KV, "kubevirt", "kubevirts", "kubevirt")["metadata"]["resourceVersion"]
+
+    def versions():
+        out = {}
+        for p in pods.items:
+            r = core.connect_get_namespaced_pod_proxy_with_path(f"https:{p.metadata.name}:8443", "kubevirt", "healthz",
+                                                                _preload_content=False)
+            out[p.metadata.name] = json.loads(r.data)["config-resource-version"]
+        return out
+    wait("every component to report the CR's resourceVersion", lambda: set(versions().values()) == {rv}, 10)
+    with pytest.raises(ApiException) as e:
+        core.connect_get_namespaced_pod_proxy_with_path(f"https:{pods.items[0].metadata.name}:9999", "kubevirt", "x")
+    assert e.value.status == 503
+
+
+OPERATOR_MANIFEST = """
+apiVersion: v1
+kind: Namespace
+metadata: {name: kubevirt}
+---
+apiVersion: apiextensions.k8s.io/v1
+kind: CustomResourceDefinition
+metadata: {name: kubevirts.kubevirt.io}
+spec:
+  group: kubevirt.io
+  names: {kind: KubeVirt, plural: kubevirts, singular: kubevirt, shortNames: [kv, kvs]}
+  scope: Namespaced
+  versions: [{name: v1, served: true, storage: true, schema: {openAPIV3Schema: {type: object}}}]
+---
+apiVersion: scheduling.k8s.io/v1
+kind: PriorityClass
+metadata: {name: kubevirt-cluster-critical}
+value: 1000000000
+---
+apiVersion: v1
+kind: ServiceAccount
+metadata: {name: kubevirt-operator, namespace: kubevirt}
+---
+apiVersion: rbac.authorization.k8s.io/v1
+kind: ClusterRole
+metadata: {name: kubevirt-operator}
+rules: [{apiGroups: ["*"], resources: ["*"], verbs: ["*"]}]
+---
+apiVersion: rbac.authorization.k8s.io/v1
+kind: ClusterRoleBinding
+metadata: {name: kubevirt-operator}
+roleRef: {apiGroup: rbac.authorization.k8s.io, kind: ClusterRole, name: kubevirt-operator}
+subjects: [{kind: ServiceAccount, name: kubevirt-operator, namespace: kubevirt}]
+---
+apiVersion: apps/v1
+kind: Deployment
+metadata: {name: virt-operator, namespace: kubevirt}
+spec:
+  selector: {matchLabels: {kubevirt.io: virt-operator}}
+  template:
+    metadata: {labels: {kubevirt.io: virt-operator}}
+    spec: {containers: [{name: virt-operator, image: "quay.io/kubevirt/virt-operator:v1.3.1"}]}
+"""
+
+
+def test_operator_manifest_install_and_uninstall_with_the_dynamic_client(tmp_path):
+    with running(tmp_path / "kc", available_delay=1) as f:
+        api = config.new_client_from_config(str(f.kubeconfig))
+        dyn = DynamicClient(api)
+        for doc in yaml.safe_load_all(OPERATOR_MANIFEST):
+            res = dyn.resources.get(api_version=doc["apiVersion"], kind=doc["kind"])
+            res.create(body=doc, namespace=doc["metadata"].get("namespace") if res.namespaced else None)
+        crds = dyn.resources.get(api_version="apiextensions.k8s.io/v1", kind="CustomResourceDefinition")
+        wait("the CRD to be Established", lambda: any(
+            c["type"] == "Established" and c["status"] == "True"
+            for c in crds.get(name="kubevirts.kubevirt.io").to_dict().get("status", {}).get("conditions", [])), 10)
+        kvs = dyn.resources.get(api_version="kubevirt.io/v1", kind="KubeVirt")
+        kvs.create(namespace="kubevirt", body={"apiVersion": "kubevirt.io/v1", "kind": "KubeVirt",
+                                               "metadata": {"name": "kubevirt"}, "spec": {}})
+        phases = []
+
+        def available():
+            kv = kvs.get(name="kubevirt", namespace="kubevirt").to_dict()
+            phases.append(kv.get("status", {}).get("phase"))
+            return kv.get("status", {}).get("phase") == "Deployed" and kv
+        kv = wait("KubeVirt to be Available", available, 15)
+        assert kv["status"]["observedKubeVirtVersion"] == "v1.3.1"  # from the operator's image
+        assert "Deploying" in phases, phases
+        core = client.CoreV1Api(api)
+        assert len(core.list_namespaced_pod("kubevirt", label_selector="kubevirt.io=virt-handler").items) == 1
+        kvs.delete(name="kubevirt", namespace="kubevirt")
+
+        def gone():
+            return not kvs.get(namespace="kubevirt").items and not core.list_namespaced_pod(
+                "kubevirt", label_selector="kubevirt.io in (virt-api,virt-controller,virt-handler)").items
+        wait("KubeVirt and its components to be removed", gone, 15)
+
+
 def test_unregistered_binding_fails_the_render_with_kubevirts_message(core, custom, ns, slirp_registered):
     custom.create_namespaced_custom_object(*KV, ns, "virtualmachines", binding_vm("unreg", ns, binding="nope"))
     msg = "failed to render launch manifest: couldn't find configuration for network bindining: nope"
@@ -465,13 +562,38 @@ def test_peer_pod_runs_in_the_labs_peer_namespace(vm, core):
 
 
 @pytest.mark.selftest_vm
-def test_stopping_the_fake_leaves_nothing_behind(fake, vm):
-    """Other self-tests may run QEMU at the same time: look only at this fake's VM and run dirs."""
-    ns, name, _ = vm
+def test_deleting_the_vm_terminates_then_removes_vmi_pod_and_qemu(vm, core, custom):
+    ns, name, pod = vm
+    custom.delete_namespaced_custom_object(*KV, ns, "virtualmachines", name)
+    terminating = custom.get_namespaced_custom_object(*KV, ns, "virtualmachines", name)
+    assert terminating["metadata"].get("deletionTimestamp"), "a VM goes through Terminating"
+
+    def gone(kind):
+        try:
+            custom.get_namespaced_custom_object(*KV, ns, kind, name)
+            return False
+        except ApiException as exc:
+            return exc.status == 404
+    wait("the VM to be gone", lambda: gone("virtualmachines"), 20)
+    wait("the VMI to be gone", lambda: gone("virtualmachineinstances"), 20)
+    wait("the launcher pod to be gone", lambda: not core.list_namespaced_pod(
+        ns, label_selector=f"vm.kubevirt.io/name={name}").items, 20)
+    wait("its QEMU to exit", lambda: not {p for p in leaks.snapshot().qemu_processes if f"-name {name} " in p}, 20)
+
+
+@pytest.mark.selftest_vm
+def test_stopping_the_fake_leaves_nothing_behind(fake, core, custom, slirp_registered):
+    """Stop with a VM still booting. Other self-tests may run QEMU at the same time: look only at
+    this fake's VM and run dirs."""
+    ns, name = "stoptest", "fake-selftest-vm-stop"
+    core.create_namespace({"metadata": {"name": ns}})
+    custom.create_namespaced_custom_object(*KV, ns, "virtualmachines", binding_vm(name, ns))
+    wait("the VMI to run", lambda: custom.get_namespaced_custom_object(*KV, ns, "virtualmachineinstances", name)
+         .get("status", {}).get("phase") == "Running", 60)
     ours = lambda state: {p for p in state.qemu_processes if f"-name {name} " in p}
     run_dirs = lambda state: {d for d in state.run_dirs if f"{RUN_PREFIX}{fake.proc.pid}-" in d}
     before = leaks.snapshot()
-    assert ours(before) and run_dirs(before), "the shared VM should be running now"
+    assert ours(before) and run_dirs(before), "the VM should be running now"
     assert fake.stop() == 0
     after = leaks.snapshot()
     assert not ours(after) and not run_dirs(after), after

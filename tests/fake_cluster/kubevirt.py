@@ -1,6 +1,7 @@
 """virt-operator and virt-api: the KubeVirt CR lifecycle, config propagation, admission, healthz.
 
-- A KubeVirt CR created without status becomes Available after ``available_delay`` seconds
+- A KubeVirt CR created without status goes phase Deploying (Progressing=True) at once and
+  becomes Available after ``available_delay`` seconds
   (status.phase Deployed, conditions Available=True/Progressing=False/Degraded=False,
   observed/targetKubeVirtVersion). The version is ``--kubevirt-version``, or the tag of a
   ``virt-operator`` Deployment's image when the release operator manifest was applied.
@@ -119,6 +120,7 @@ class KubeVirtOperator:
                             obj["metadata"]["resourceVersion"])
         md = obj["metadata"]
         if kind == "ADDED" and not (obj.get("status") or {}).get("conditions"):
+            loop.call_later(min(0.5, self.available_delay / 2), self._deploying, md["namespace"], md["name"], md["uid"])
             loop.call_later(self.available_delay, self._make_available, md["namespace"], md["name"], md["uid"])
         if kind == "MODIFIED" and md.get("deletionTimestamp") and md.get("finalizers"):
             # virt-operator removes its components, then its finalizer.
@@ -193,6 +195,25 @@ class KubeVirtOperator:
                 if "virt-operator:" in image:
                     return image.rsplit(":", 1)[1]
         return self.version
+
+    def _deploying(self, ns: str, name: str, uid: str) -> None:
+        cur = self.store.find(KUBEVIRT, ns, name)
+        if cur is None or cur["metadata"]["uid"] != uid or (cur.get("status") or {}).get("phase"):
+            return
+        version, t = self._operator_version(), now()
+
+        def fn(o: dict) -> None:
+            o["metadata"].setdefault("finalizers", ["foregroundDeleteKubeVirt"])
+            o["status"] = {"phase": "Deploying", "targetKubeVirtVersion": version,
+                           "targetKubeVirtRegistry": "quay.io/kubevirt", "operatorVersion": version,
+                           "conditions": [
+                               {"type": "Available", "status": "False", "reason": "DeploymentInProgress",
+                                "message": "Deploying version " + version, "lastProbeTime": t, "lastTransitionTime": t},
+                               {"type": "Progressing", "status": "True", "reason": "DeploymentInProgress",
+                                "message": "Deploying version " + version, "lastProbeTime": t, "lastTransitionTime": t},
+                               {"type": "Degraded", "status": "False", "reason": "DeploymentInProgress",
+                                "message": "Deploying version " + version, "lastProbeTime": t, "lastTransitionTime": t}]}
+        self.store.mutate(KUBEVIRT, ns, name, fn)
 
     def _make_available(self, ns: str, name: str, uid: str) -> None:
         cur = self.store.find(KUBEVIRT, ns, name)
