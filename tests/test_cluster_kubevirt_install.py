@@ -1,0 +1,64 @@
+"""KubeVirt install helpers that need no cluster: manifests (release URL or air-gapped dir), useEmulation.
+
+The apply/wait/uninstall path talks to a real API (dynamic client); it was exercised against the
+fake API server in tests/fake_cluster and is covered end to end by the nightly kind run.
+"""
+
+from __future__ import annotations
+
+import urllib.error
+
+import pytest
+import yaml
+
+from fixtures.cluster import kubevirt_install as ki
+from fixtures.errors import SetupError
+
+OPERATOR = [{"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": "kubevirt"}},
+            {"apiVersion": "apps/v1", "kind": "Deployment", "metadata": {"name": "virt-operator", "namespace": "kubevirt"}}]
+CR = {"apiVersion": "kubevirt.io/v1", "kind": "KubeVirt", "metadata": {"name": "kubevirt", "namespace": "kubevirt"},
+      "spec": {"configuration": {"developerConfiguration": {"featureGates": []}}, "imagePullPolicy": "IfNotPresent"}}
+
+
+def _write(directory, operator=OPERATOR, cr=(CR,)):
+    (directory / "kubevirt-operator.yaml").write_text(yaml.safe_dump_all(operator))
+    (directory / "kubevirt-cr.yaml").write_text(yaml.safe_dump_all(list(cr)))
+
+
+def test_air_gapped_manifests_are_read_from_the_directory(tmp_path):
+    _write(tmp_path)
+    operator, crs = ki.load_manifests("v1.1.0", tmp_path)
+    assert [d["kind"] for d in operator] == ["Namespace", "Deployment"]
+    assert crs == [CR]
+
+
+def test_missing_air_gapped_manifest_names_the_directory_and_files(tmp_path):
+    (tmp_path / "kubevirt-operator.yaml").write_text(yaml.safe_dump_all(OPERATOR))
+    with pytest.raises(SetupError, match=r"kubevirt-cr\.yaml.*put the v1\.1\.0 release's"):
+        ki.load_manifests("v1.1.0", tmp_path)
+
+
+def test_cr_manifest_without_a_kubevirt_object_is_refused(tmp_path):
+    _write(tmp_path, cr=[OPERATOR[0]])
+    with pytest.raises(SetupError, match="has no KubeVirt object"):
+        ki.load_manifests("v1.1.0", tmp_path)
+
+
+def test_download_failure_points_at_air_gapped_mode(monkeypatch):
+    def offline(url, timeout):
+        assert url == "https://github.com/kubevirt/kubevirt/releases/download/v1.5.3/kubevirt-operator.yaml"
+        assert timeout > 0
+        raise urllib.error.URLError("Name or service not known")
+
+    monkeypatch.setattr(ki.urllib.request, "urlopen", offline)
+    with pytest.raises(SetupError, match="--kubevirt-manifests DIR"):
+        ki.load_manifests("v1.5.3")
+
+
+def test_use_emulation_is_set_on_a_copy_keeping_everything_else():
+    emulated = ki.with_use_emulation(CR)
+    assert emulated["spec"]["configuration"]["developerConfiguration"] == {"featureGates": [], "useEmulation": True}
+    assert emulated["spec"]["imagePullPolicy"] == "IfNotPresent"
+    assert "useEmulation" not in CR["spec"]["configuration"]["developerConfiguration"], "input must not change"
+    bare = ki.with_use_emulation({"apiVersion": "kubevirt.io/v1", "kind": "KubeVirt", "metadata": {"name": "kv"}})
+    assert bare["spec"]["configuration"]["developerConfiguration"]["useEmulation"] is True
