@@ -8,7 +8,8 @@ PYTHON="${PYTHON:-$REPO/.venv/bin/python}"
 usage() {
   cat <<USAGE
 Usage: hack/cluster-up.sh [--kubevirt-version V] [--name NAME] [--workdir DIR]
-                          [--kubevirt-manifests DIR] [--preload-images IMAGE...] [--no-kubevirt] [-v]
+                          [--kubevirt-manifests DIR] [--preload-images IMAGE...] [--no-kubevirt]
+                          [--kvm auto|yes|no] [-v]
 
 Runs the preflight (docker, pinned kind/kubectl, /dev/kvm), creates the kind cluster from the
 suite's config (containerd unprivileged ICMP/ports pinned off; /dev/kvm mounted when usable)
