@@ -266,6 +266,12 @@ def test_kubectl_get_describe_patch_delete(fake, core, ns):
     assert "Available" in desc and "Observed Kube Virt Version:   v1.1.0" in desc, desc
     kubectl(fake.kubeconfig, "-n", ns, "delete", "configmap", "k", "--timeout=20s")
     assert core.list_namespaced_config_map(ns).items == []
+    manifest = fake.kubeconfig.with_name("applied.yaml")
+    for value in ("1", "2"):  # create, then a client-side-apply patch
+        manifest.write_text(f"apiVersion: v1\nkind: ConfigMap\nmetadata: {{name: ap, namespace: {ns}}}\n"
+                            f"data: {{a: '{value}'}}\n")
+        kubectl(fake.kubeconfig, "apply", "-f", str(manifest))
+    assert core.read_namespaced_config_map("ap", ns).data == {"a": "2"}
 
 
 # -- KubeVirt emulation -------------------------------------------------------------------------------

@@ -2,7 +2,9 @@
 
 Only legacy discovery is offered (plain ``application/json``): clients that ask for aggregated
 discovery (``apidiscovery.k8s.io/v2``) fall back to it, as they do against older servers.
-``/openapi/v2`` and ``/openapi/v3`` are 404: kubectl get/describe/patch/delete work without them.
+``/openapi/v3`` is 404 and ``/openapi/v2`` (protobuf only) is a document without schemas: kubectl
+get/describe/patch/delete need neither, and ``kubectl apply`` then validates nothing client-side
+and patches with JSON merge patches, as it does for CRDs.
 """
 
 from __future__ import annotations

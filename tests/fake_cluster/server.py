@@ -23,6 +23,9 @@ from .store import Store
 Admission = Callable[[str, Resource, dict, "dict | None"], None]
 SubHandler = Callable[[web.Request, Resource, str, str, str], Awaitable[web.StreamResponse]]
 MAX_WATCH_SECONDS = 1800
+# An OpenAPI v2 document (gnostic protobuf) with only swagger="2.0" and info{title, version}: no
+# schemas, so kubectl's client-side apply falls back to JSON merge patches, as it does for CRDs.
+OPENAPI_V2_PB = b"\x0a\x032.0\x12\x0f\x0a\x04fake\x12\x07v1.27.1"
 
 
 def _json(body: dict, status: int = 200) -> web.Response:
@@ -74,6 +77,8 @@ class ApiServer:
                 return _json(doc)
         if seg[:1] in (["healthz"], ["livez"], ["readyz"]):
             return web.Response(text="ok")
+        if seg == ["openapi", "v2"] and "protobuf" in request.headers.get("Accept", ""):
+            return web.Response(body=OPENAPI_V2_PB, content_type="application/com.github.proto-openapi.spec.v2.v1.0+protobuf")
         if seg[:1] == ["openapi"]:
             raise errors.ApiError(404, "NotFound", "the server could not find the requested resource")
         if len(seg) >= 3 and seg[0] == "apis" and seg[1] in self.aggregated:
