@@ -10,6 +10,7 @@ from __future__ import annotations
 import base64
 import json
 import shutil
+import socket
 import ssl
 import subprocess
 import time
@@ -552,6 +553,33 @@ def test_exec_returns_stdout_and_exit_code(vm, core):
                  command=["true"], stderr=True, stdin=False, stdout=True, tty=False, _preload_content=False)
     out.run_forever(timeout=30)
     assert out.returncode == 0
+
+
+@pytest.mark.selftest_vm
+@pytest.mark.skipif(KUBECTL is None, reason="kubectl is not installed")
+def test_kubectl_exec_and_port_forward_over_spdy(vm, fake):
+    ns, _, pod = vm
+    r = kubectl(fake.kubeconfig, "-n", ns, "exec", pod.metadata.name, "-c", "compute", "--",
+                "sh", "-c", "echo spdy-out; echo spdy-err >&2; exit 4", check=False)
+    assert (r.returncode, r.stdout.strip()) == (4, "spdy-out") and "spdy-err" in r.stderr, r
+    pf = subprocess.Popen([KUBECTL, "--kubeconfig", str(fake.kubeconfig), "-n", ns, "port-forward",
+                           pod.metadata.name, ":22"], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        line = pf.stdout.readline()  # "Forwarding from 127.0.0.1:NNNNN -> 22" (kubectl exits on failure: EOF)
+        assert "Forwarding from 127.0.0.1:" in line, (line, pf.stderr.read() if pf.poll() is not None else "")
+        local = int(line.split("127.0.0.1:")[1].split()[0])
+        with socket.create_connection(("127.0.0.1", local), timeout=20) as s:
+            s.settimeout(20)
+            assert s.recv(64).startswith(b"SSH-2.0-")
+            s.settimeout(1)
+            try:
+                while s.recv(65536):
+                    pass
+            except TimeoutError:
+                pass
+    finally:
+        pf.terminate()
+        pf.wait(10)
 
 
 @pytest.mark.selftest_vm

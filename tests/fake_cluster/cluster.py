@@ -25,6 +25,7 @@ from fixtures.reference.reference_vm import QemuOptions
 
 from .controllers import Controllers
 from .discovery import BY_PATH
+from .frontdoor import FrontDoor, SpdyUpgrades
 from .kubevirt import KubeVirtOperator
 from .server import ApiServer
 from .store import Store
@@ -75,6 +76,8 @@ class FakeCluster:
         self.ssl.load_verify_locations(cadata=self.ca.cert.decode())
         self.ssl.verify_mode = ssl.CERT_OPTIONAL  # client certificates are optional; tokens work too
         self.runner: web.AppRunner | None = None
+        self.listener: asyncio.Server | None = None
+        self.spdy = SpdyUpgrades(self.store, self.controllers, self.token, "fake-admin")
         self.port = 0
 
     def _seed(self) -> None:
@@ -94,9 +97,10 @@ class FakeCluster:
         self._seed()
         self.runner = web.AppRunner(self.api.app, handle_signals=False, access_log=None, shutdown_timeout=2)
         await self.runner.setup()
-        site = web.TCPSite(self.runner, "127.0.0.1", 0, ssl_context=self.ssl)
-        await site.start()
-        self.port = site._server.sockets[0].getsockname()[1]
+        http = self.runner.server
+        self.listener = await asyncio.get_running_loop().create_server(
+            lambda: FrontDoor(http, self.spdy), "127.0.0.1", 0, ssl=self.ssl)
+        self.port = self.listener.sockets[0].getsockname()[1]
         self.write_kubeconfig()
         log.info("serving on https://127.0.0.1:%d, kubeconfig %s", self.port, self.opts.kubeconfig)
 
@@ -130,6 +134,9 @@ class FakeCluster:
         for w in list(self.store.watchers):  # end watch streams: a None-event wakes nobody, so cancel below
             self.store.unwatch(w)
         await self.streams.close_all()
+        self.spdy.close_all()
+        if self.listener is not None:
+            self.listener.close()
         if self.runner is not None:
             await self.runner.cleanup()
         await asyncio.get_running_loop().run_in_executor(None, self.controllers.close_all)
