@@ -32,11 +32,22 @@ def test_unknown_target():
     assert "argument --target: invalid choice: 'minikube' (choose from 'kind', 'cluster', 'qemu')" in text
 
 
-@pytest.mark.parametrize("target", ["kind", "cluster"])
-def test_cluster_targets_not_there_yet(target):
-    r = _pytest(f"--target={target}")
+def test_kind_without_docker_stops_in_seconds_naming_docker():
+    r = _pytest("--target=kind", env={"PATH": "/usr/bin:/bin", "DOCKER_HOST": "unix:///nonexistent.sock"})
     assert r.returncode == 4
-    assert "not implemented yet" in _one_line_error(r) and "--target=qemu" in r.stdout + r.stderr
+    assert "docker" in _one_line_error(r).lower()
+
+
+def test_cluster_with_unreadable_kubeconfig():
+    r = _pytest("--target=cluster", "--kubeconfig=/nonexistent/kubeconfig")
+    assert r.returncode == 4
+    assert "--kubeconfig" in _one_line_error(r)
+
+
+def test_unknown_kubevirt_version():
+    r = _pytest("--target=cluster", "--kubevirt-version=v1.10.0", "--kubeconfig=/nonexistent")
+    assert r.returncode == 4
+    assert "v1.10.0" in _one_line_error(r)
 
 
 @pytest.mark.parametrize("value, fix", [
