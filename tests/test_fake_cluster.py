@@ -229,6 +229,14 @@ def test_watch_streams_added_modified_deleted(core, ns):
     assert seen == [("ADDED", "w"), ("MODIFIED", "w"), ("DELETED", "w")]
 
 
+def test_command_line_options_reach_every_reference_vm():
+    from tests.fake_cluster.__main__ import parse_args
+    opts, _ = parse_args(["--kubeconfig", "/nonexistent/kc", "--preinstalled-kubevirt",
+                          "--qemu-sysctl", "net.ipv4.ping_group_range=0 2147483647", "--qemu-netdev-extra", "restrict=on"])
+    assert opts.preinstalled_kubevirt == "v1.1.0" and opts.qemu.accel == "tcg"
+    assert opts.qemu.sysctls == {"net.ipv4.ping_group_range": "0 2147483647"} and opts.qemu.netdev_extra == "restrict=on"
+
+
 def test_namespace_goes_through_terminating(core):
     core.create_namespace({"metadata": {"name": "doomed"}})
     core.create_namespaced_config_map("doomed", {"metadata": {"name": "x"}})
@@ -525,6 +533,15 @@ def test_pod_port_forward_reaches_the_guest_ssh_server(vm, core):
             pass
     finally:
         s.close()
+
+
+@pytest.mark.selftest_vm
+def test_pod_logs_per_container(vm, core):
+    ns, _, pod = vm
+    assert core.read_namespaced_pod_log(pod.metadata.name, ns, container="hook-sidecar-0").strip()
+    with pytest.raises(ApiException) as e:
+        core.read_namespaced_pod_log(pod.metadata.name, ns, container="nope")
+    assert e.value.status == 400
 
 
 @pytest.mark.selftest_vm

@@ -9,8 +9,13 @@ from Python::
 What is emulated, and where the facts come from, is described in the module docstrings:
 ``server`` (REST, watch, auth), ``discovery`` (resources, no OpenAPI), ``store`` (resourceVersion,
 graceful deletes), ``kubevirt`` (operator, propagation, admission, healthz), ``launcher`` and
-``controllers`` (virt-controller/handler backed by a real ReferenceVM), ``streams`` (console,
-exec, port-forward, logs).
+``controllers`` (virt-controller/handler/kubelet, backed by a real ReferenceVM), ``streams``
+(websocket console, exec, port-forward, logs), ``frontdoor`` and ``spdy`` (kubectl's SPDY/3.1 exec
+and port-forward), ``tls`` (the throwaway CA; token and client-certificate auth).
+
+Stopping (SIGTERM/SIGINT, or ``stop()``) closes every VM's lab (QEMU and its namespaces) and
+removes the kubeconfig and the fake's temp dir; ``running()`` keeps its log next to the
+kubeconfig (``<kubeconfig>.log``) for post-mortems.
 """
 
 from __future__ import annotations

@@ -82,6 +82,7 @@ class Controllers:
         self.runtimes: dict[str, Runtime] = {}
         self.all_labs: list[ReferenceVM] = []  # closed again at shutdown, whatever state they were in
         self.failed_render: set[str] = set()
+        self.crashes: dict[str, tuple[int, float]] = {}  # VM uid -> (restarts so far, next restart time or 0)
         self.pool = concurrent.futures.ThreadPoolExecutor(max_workers=8, thread_name_prefix="lab")
         self._pending: set[tuple[str, str, str]] = set()
         self._next_ip = 10
@@ -171,7 +172,16 @@ class Controllers:
             vmi = self.store.find(VMIS, ns, name)
             vmi_ours = True
         elif vmi_ours and (vmi.get("status") or {}).get("phase") in ("Failed", "Succeeded") and strategy == "Always":
-            if not vmi["metadata"].get("deletionTimestamp"):
+            # Restart with an exponential backoff (printableStatus CrashLoopBackOff meanwhile).
+            uid = vm["metadata"]["uid"]
+            failures, retry_at = self.crashes.get(uid, (0, 0.0))
+            loop = asyncio.get_running_loop()
+            if retry_at == 0.0:
+                retry_at = loop.time() + min(2 ** failures, 60)
+                self.crashes[uid] = (failures, retry_at)
+                loop.call_at(retry_at + 0.01, self._queue, "vm", ns, name)
+            elif loop.time() >= retry_at and not vmi["metadata"].get("deletionTimestamp"):
+                self.crashes[uid] = (failures + 1, 0.0)
                 self.store.delete(VMIS, ns, name)
         self._vm_status(vm, vmi if vmi_ours else None, deleting, strategy)
 

@@ -3,7 +3,8 @@ fake's backing VM) the VMSpec the slirp sidecar would read from the VMI.
 
 Facts used (kubevirt/kubevirt, pkg/network netbinding + VMI controller): an interface whose
 ``binding.name`` has no entry in ``spec.configuration.network.binding`` makes the render fail with
-``couldn't find configuration for network bindining: <name>`` (typo kept up to v1.4); the
+``couldn't find configuration for network bindining: <name>`` (the typo is in v1.1-v1.4 and fixed
+by v1.9; this fake spells it right from v1.5 on, which is not verified for v1.5-v1.8); the
 controller turns that into the VMI condition ``Synchronized=False`` reason ``FailedCreate``
 message ``failed to render launch manifest: <err>`` and a Warning event of the same reason.
 Each registered binding with a ``sidecarImage`` adds one hook sidecar container
