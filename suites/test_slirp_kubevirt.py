@@ -1,0 +1,62 @@
+"""KubeVirt's side of the contract: the plugin is registered and wired into the launcher pod,
+QEMU gets slirp exactly as the sidecar renders it, and what KubeVirt must refuse is refused."""
+
+import pytest
+
+from fixtures.checks import kubevirt
+from fixtures.cluster import versions
+from fixtures.vmspec import slirp_qemu_args
+
+pytestmark = [pytest.mark.slirp, pytest.mark.kubevirt, pytest.mark.gating]
+
+
+def test_feature_gate_present_where_needed(slirp_target, record):
+    ev = record(kubevirt.kubevirt_cr(slirp_target))
+    if versions.needs_feature_gate(slirp_target.version):
+        assert versions.FEATURE_GATE in ev["feature_gates"], ev.explain(
+            f"{versions.FEATURE_GATE} in featureGates below v1.5", versions.FEATURE_GATE, ev["feature_gates"])
+    else:
+        pytest.skip(f"{slirp_target.version}: the binding plugins feature is GA, no gate needed")
+
+
+def test_binding_registered_with_the_sidecar_image(slirp_target, record):
+    ev = record(kubevirt.kubevirt_cr(slirp_target))
+    expected = {"sidecarImage": slirp_target.sidecar_image}
+    assert ev["binding"] == expected, ev.explain("spec.configuration.network.binding.slirp", expected, ev["binding"])
+
+
+def test_launcher_pod_runs_the_sidecar(slirp_target, record):
+    ev = record(kubevirt.launcher_pod(slirp_target))
+    images = set(ev["containers"].values()) - {ev["containers"].get("compute")}
+    assert slirp_target.sidecar_image in images, ev.explain("a sidecar container with the plugin image",
+                                                            slirp_target.sidecar_image, ev["containers"])
+
+
+def test_compute_container_declares_the_listed_ports(slirp_target, record):
+    ev = record(kubevirt.launcher_pod(slirp_target))
+    expected = sorted((p.port, p.protocol) for p in slirp_target.spec.interface.ports)
+    assert ev["compute_ports"] == [list(p) for p in expected] or ev["compute_ports"] == expected, ev.explain(
+        "compute container ports", expected, ev["compute_ports"])
+
+
+def test_qemu_command_line_carries_slirp_as_the_sidecar_renders_it(slirp_target, record):
+    ev = record(kubevirt.qemu_command_line(slirp_target))
+    expected = slirp_qemu_args(slirp_target.spec, slirp_target.contract.search_domains)
+    argv = ev["argv"]
+    found = any(argv[i:i + 4] == expected for i in range(len(argv)))
+    assert found, ev.explain("QEMU arguments -netdev user,... -device {e1000...}", expected,
+                             [a for a in argv if "user," in a or "driver" in a])
+
+
+def test_vmi_is_not_live_migratable(slirp_target, record):
+    ev = record(kubevirt.vmi_conditions(slirp_target))
+    status = (ev.get("LiveMigratable") or {}).get("status")
+    assert status == "False", ev.explain("LiveMigratable condition", "False", ev.get("LiveMigratable"))
+
+
+def test_unregistered_binding_fails_with_the_controllers_reason(slirp_target, record):
+    ev = record(slirp_target.try_unregistered_binding("slirp-unregistered"))
+    match = kubevirt.BINDING_NOT_FOUND.search(ev.get("message") or "")
+    assert match and match.group(1) == "slirp-unregistered", ev.explain(
+        "the controller's reason", "couldn't find configuration for network binding: slirp-unregistered",
+        ev.get("message"))
