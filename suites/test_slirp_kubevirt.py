@@ -60,3 +60,12 @@ def test_unregistered_binding_fails_with_the_controllers_reason(slirp_target, re
     assert match and match.group(1) == "slirp-unregistered", ev.explain(
         "the controller's reason", "couldn't find configuration for network binding: slirp-unregistered",
         ev.get("message"))
+
+
+def test_binding_plugin_refused_while_the_feature_gate_is_off(slirp_target, record):
+    if not versions.needs_feature_gate(slirp_target.version):
+        pytest.skip(f"{slirp_target.version}: binding plugins are GA, there is no gate to turn off")
+    ev = record(slirp_target.try_with_feature_gate_off())
+    assert not ev["admitted"], ev.explain("the VM refused at admission", "refused", "admitted")
+    assert "Binding plugins feature gate is not enabled" in (ev.get("message") or ""), ev.explain(
+        "admission message", "Binding plugins feature gate is not enabled", ev.get("message"))
