@@ -579,6 +579,10 @@ def test_kubectl_exec_and_port_forward_over_spdy(vm, fake):
     r = kubectl(fake.kubeconfig, "-n", ns, "exec", pod.metadata.name, "-c", "compute", "--",
                 "sh", "-c", "echo spdy-out; echo spdy-err >&2; exit 4", check=False)
     assert (r.returncode, r.stdout.strip()) == (4, "spdy-out") and "spdy-err" in r.stderr, r
+    r = subprocess.run([KUBECTL, "--kubeconfig", str(fake.kubeconfig), "-n", ns, "exec", "-i", pod.metadata.name,
+                        "-c", "compute", "--", "sh", "-c", "tr a-z A-Z"], input="piped through\n",
+                       capture_output=True, text=True, timeout=60)
+    assert (r.returncode, r.stdout) == (0, "PIPED THROUGH\n"), r
     pf = subprocess.Popen([KUBECTL, "--kubeconfig", str(fake.kubeconfig), "-n", ns, "port-forward",
                            pod.metadata.name, ":22"], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     try:
@@ -597,6 +601,25 @@ def test_kubectl_exec_and_port_forward_over_spdy(vm, fake):
     finally:
         pf.terminate()
         pf.wait(10)
+
+
+@pytest.mark.selftest_vm
+def test_exec_streams_stdin_and_output_live(vm, core):
+    """Like the suite's nc-under-exec bridge: input goes in while the command runs."""
+    ns, _, pod = vm
+    ws = stream(core.connect_get_namespaced_pod_exec, pod.metadata.name, ns, container="compute",
+                command=["sh", "-c", "read line; echo got:$line; sleep 0.5; echo done"], stdin=True, stdout=True,
+                stderr=True, tty=False, _preload_content=False)
+    ws.write_stdin("hello\n")
+    got = ""
+    deadline = time.monotonic() + 20
+    while "got:hello" not in got and time.monotonic() < deadline:
+        ws.update(timeout=1)
+        got += ws.read_stdout() or ""
+    assert "got:hello" in got and ws.is_open(), got  # output arrived before the command ended
+    ws.run_forever(timeout=20)
+    assert "done" in got + (ws.read_stdout() or "") and ws.returncode == 0
+    ws.close()
 
 
 @pytest.mark.selftest_vm

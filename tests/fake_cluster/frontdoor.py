@@ -15,7 +15,7 @@ import json
 import urllib.parse
 from typing import Callable
 
-from . import errors, spdy
+from . import errors, lab_exec, spdy
 from .controllers import PODS, Controllers
 from .store import Store
 
@@ -160,7 +160,12 @@ class SpdyUpgrades:
                 if vm is None:
                     raise ConnectionError(f"fake cluster: no running reference VM backs pod {ns}/{name}")
                 return await loop.run_in_executor(None, lambda: vm.exec_in_pod(list(argv), timeout=300, where=where))
-            loop.create_task(spdy.serve_exec(conn, streams, arrived, {k: v[0] for k, v in query.items()}, run))
+
+            async def spawn(stdin: bool):
+                return await lab_exec.start(vm, where, list(argv), stdin)
+            live = vm is not None and lab_exec.can_stream(vm)
+            loop.create_task(spdy.serve_exec(conn, streams, arrived, {k: v[0] for k, v in query.items()}, run,
+                                             spawn if live else None))
 
     def close_all(self) -> None:
         for conn in list(self.connections):

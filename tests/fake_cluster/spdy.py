@@ -178,7 +178,11 @@ async def _wait_streams(streams: dict[str, Stream], wanted: set[str], arrived: a
 
 
 async def serve_exec(conn: Connection, streams: dict[str, Stream], arrived: asyncio.Event, query: dict,
-                     run: Callable[[], Awaitable[tuple[int, str, str]]]) -> None:
+                     run: Callable[[], Awaitable[tuple[int, str, str]]],
+                     spawn: Callable[[bool], Awaitable[asyncio.subprocess.Process]] | None = None,
+                     timeout: float = 3600) -> None:
+    """``spawn(stdin)``: a live process (stdin/stdout/stderr streamed); else ``run()`` to completion."""
+    from . import lab_exec
     tty = query.get("tty", "").lower() in ("true", "1")
     wanted = {"error"} | {name for name in ("stdin", "stdout") if query.get(name, "").lower() in ("true", "1")}
     if query.get("stderr", "").lower() in ("true", "1") and not tty:
@@ -186,31 +190,66 @@ async def serve_exec(conn: Connection, streams: dict[str, Stream], arrived: asyn
     if not await _wait_streams(streams, wanted, arrived, 10):
         conn.close()
         return
-    if "stdin" in streams:  # stdin is read and dropped (the lab runs commands without input)
-        async def drain(s: Stream) -> None:
-            while await s.read() is not None:
-                pass
-        asyncio.get_running_loop().create_task(drain(streams["stdin"]))
+    loop = asyncio.get_running_loop()
     try:
-        rc, out, err = await run()
-        status = {"metadata": {}, "status": "Success"} if rc == 0 else {
-            "metadata": {}, "status": "Failure", "reason": "NonZeroExitCode",
-            "message": f"command terminated with non-zero exit code: exit status {rc}",
-            "details": {"causes": [{"reason": "ExitCode", "message": str(rc)}]}}
+        if spawn is not None:
+            status = await _exec_live(streams, await spawn("stdin" in streams), timeout)
+        else:
+            if "stdin" in streams:  # no live process: input is read and dropped
+                loop.create_task(_discard(streams["stdin"]))
+            rc, out, err = await run()
+            if out and "stdout" in streams:
+                streams["stdout"].write(out.encode())
+            if err and "stderr" in streams:
+                streams["stderr"].write(err.encode())
+            status = lab_exec.exit_status(rc)
     except Exception as exc:  # the lab is gone or broken: an internal error, like a failed CRI exec
-        out, err = "", ""
         status = {"metadata": {}, "status": "Failure", "reason": "InternalError", "code": 500,
                   "message": f"Internal error occurred: error executing command in container: {exc}",
                   "details": {"causes": [{"message": str(exc)}]}}
-    if out and "stdout" in streams:
-        streams["stdout"].write(out.encode())
-    if err and "stderr" in streams:
-        streams["stderr"].write(err.encode())
     streams["error"].write(json.dumps(status).encode())
     for s in streams.values():
         s.close()
     await asyncio.sleep(0.1)
     conn.close()
+
+
+async def _discard(stream: Stream) -> None:
+    while await stream.read() is not None:
+        pass
+
+
+async def _exec_live(streams: dict[str, Stream], proc: asyncio.subprocess.Process, timeout: float) -> dict:
+    from . import lab_exec
+    loop = asyncio.get_running_loop()
+
+    async def pump(reader: asyncio.StreamReader, name: str) -> None:
+        while chunk := await reader.read(MAX_DATA):
+            if name in streams:
+                streams[name].write(chunk)
+
+    async def feed() -> None:
+        while (chunk := await streams["stdin"].read()) is not None:
+            try:
+                proc.stdin.write(chunk)
+                await proc.stdin.drain()
+            except (BrokenPipeError, ConnectionResetError):
+                return
+        proc.stdin.close()
+
+    tasks = [loop.create_task(pump(proc.stdout, "stdout")), loop.create_task(pump(proc.stderr, "stderr"))]
+    feeder = loop.create_task(feed()) if proc.stdin is not None else None
+    try:
+        await asyncio.wait_for(proc.wait(), timeout)
+    except asyncio.TimeoutError:
+        lab_exec.kill(proc)
+        await asyncio.wait_for(proc.wait(), 10)
+    finally:
+        await asyncio.wait(tasks, timeout=5)
+        for t in tasks + ([feeder] if feeder else []):
+            t.cancel()
+        lab_exec.kill(proc)
+    return lab_exec.exit_status(proc.returncode if proc.returncode is not None else 137)
 
 
 async def serve_port_pair(data: Stream, error: Stream, port: int, dial: Callable[[int], Awaitable[socket.socket]],

@@ -11,8 +11,8 @@
 - Pod exec (kubelet): ``v5.channel.k8s.io``/``v4.channel.k8s.io``/``channel.k8s.io``; channel
   byte first (0 stdin, 1 stdout, 2 stderr, 3 error Status with the exit code, 4 resize).
   The command runs in the lab: the launcher's containers in the pod namespace, other pods in
-  the peer namespace of a VM's lab in the same namespace. stdin is not forwarded (it is read
-  and dropped); output arrives when the command ends.
+  the peer namespace of a VM's lab in the same namespace; it is a live process with stdin and
+  streamed output (see ``lab_exec``), except for rootless labs where it runs to completion.
 - Pod port-forward (kubelet): ``v4.channel.k8s.io``/``channel.k8s.io``/``portforward.k8s.io``;
   two channels per port (2i data, 2i+1 error), each opened by a frame with the port number as
   2 bytes little-endian; the port is dialled on the pod's loopback from inside the pod.
@@ -29,14 +29,24 @@ import socket
 
 from aiohttp import WSMsgType, web
 
-from . import errors
+from . import errors, lab_exec
 from .controllers import PODS, VMIS, Controllers, Runtime
 from .discovery import Resource
 from .store import Store
 
 EXEC_PROTOCOLS = ("v5.channel.k8s.io", "v4.channel.k8s.io", "channel.k8s.io")
 PORTFORWARD_PROTOCOLS = ("v4.channel.k8s.io", "channel.k8s.io", "portforward.k8s.io")
-EXEC_TIMEOUT = 300
+EXEC_TIMEOUT = 3600  # a bound on one exec session (kubelet has none; streaming idle timeouts are hours)
+
+
+def _internal_error(exc: BaseException) -> dict:
+    return {"metadata": {}, "status": "Failure", "reason": "InternalError", "code": 500,
+            "message": f"Internal error occurred: error executing command in container: {exc}",
+            "details": {"causes": [{"message": str(exc)}]}}
+
+
+def _truthy(value: str | None) -> bool:
+    return (value or "").lower() in ("true", "1")
 
 
 def _offered(request: web.Request) -> list[str]:
@@ -125,31 +135,78 @@ class Streams:
             raise errors.ApiError(500, "InternalError", f"fake cluster: no running reference VM backs pod {ns}/{name}"
                                   " (exec into client/peer pods needs a running VM in the same namespace)")
         ws = await self._upgrade(request, EXEC_PROTOCOLS)
-        drain = asyncio.get_running_loop().create_task(self._drain(ws))
         try:
-            try:
-                rc, out, err = await asyncio.get_running_loop().run_in_executor(
-                    None, lambda: vm.exec_in_pod(list(argv), timeout=EXEC_TIMEOUT, where=where))
-            except (OSError, ValueError, KeyError) as exc:
-                status = {"metadata": {}, "status": "Failure", "reason": "InternalError", "code": 500,
-                          "message": f"Internal error occurred: error executing command in container: {exc}",
-                          "details": {"causes": [{"message": str(exc)}]}}
+            if lab_exec.can_stream(vm):
+                status = await self._exec_streaming(ws, vm, where, list(argv), request.query)
             else:
-                if out:
-                    await ws.send_bytes(b"\x01" + out.encode())
-                if err:
-                    await ws.send_bytes(b"\x02" + err.encode())
-                status = {"metadata": {}, "status": "Success"} if rc == 0 else {
-                    "metadata": {}, "status": "Failure", "reason": "NonZeroExitCode",
-                    "message": f"command terminated with non-zero exit code: error executing command {list(argv)}, "
-                               f"exit code {rc}",
-                    "details": {"causes": [{"reason": "ExitCode", "message": str(rc)}]}}
-            await ws.send_bytes(b"\x03" + json.dumps(status).encode())
+                status = await self._exec_buffered(ws, vm, where, list(argv))
+            if not ws.closed:
+                await ws.send_bytes(b"\x03" + json.dumps(status).encode())
         finally:
-            drain.cancel()
             await ws.close()
             self.sockets.discard(ws)
         return ws
+
+    async def _exec_streaming(self, ws: web.WebSocketResponse, vm, where: str, argv: list[str], query) -> dict:
+        """A live process: stdin (channel 0; the v5 close signal 255 ends it), stdout 1, stderr 2."""
+        try:
+            proc = await lab_exec.start(vm, where, argv, stdin=_truthy(query.get("stdin")))
+        except OSError as exc:
+            return _internal_error(exc)
+        want = {1: _truthy(query.get("stdout", "true")), 2: _truthy(query.get("stderr", "true"))}
+
+        async def pump(reader: asyncio.StreamReader, channel: int) -> None:
+            while chunk := await reader.read(65536):
+                if want[channel] and not ws.closed:
+                    await ws.send_bytes(bytes([channel]) + chunk)
+
+        async def from_client() -> None:
+            async for msg in ws:
+                if msg.type not in (WSMsgType.BINARY, WSMsgType.TEXT) or not msg.data or proc.stdin is None:
+                    continue
+                # the kubelet takes channel data from text frames too (the python client sends str as text)
+                data = msg.data if isinstance(msg.data, bytes) else msg.data.encode("utf-8")
+                if data[0] == 0 and not proc.stdin.is_closing():
+                    try:
+                        proc.stdin.write(data[1:])
+                        await proc.stdin.drain()
+                    except (BrokenPipeError, ConnectionResetError):
+                        pass
+                elif data[:2] == b"\xff\x00":
+                    proc.stdin.close()
+
+        loop = asyncio.get_running_loop()
+        pumps = [loop.create_task(pump(proc.stdout, 1)), loop.create_task(pump(proc.stderr, 2))]
+        client = loop.create_task(from_client())
+        exited = loop.create_task(proc.wait())
+        try:
+            await asyncio.wait({exited, client}, timeout=EXEC_TIMEOUT, return_when=asyncio.FIRST_COMPLETED)
+            if not exited.done():  # the client went away, or the bound ran out: like a killed exec session
+                lab_exec.kill(proc)
+                await asyncio.wait({exited}, timeout=10)
+            await asyncio.wait(pumps, timeout=5)
+        finally:
+            client.cancel()
+            for t in pumps:
+                t.cancel()
+            lab_exec.kill(proc)
+        return lab_exec.exit_status(proc.returncode if proc.returncode is not None else 137)
+
+    async def _exec_buffered(self, ws: web.WebSocketResponse, vm, where: str, argv: list[str]) -> dict:
+        """Rootless labs: the command runs to completion through the lab, without input."""
+        drain = asyncio.get_running_loop().create_task(self._drain(ws))
+        try:
+            rc, out, err = await asyncio.get_running_loop().run_in_executor(
+                None, lambda: vm.exec_in_pod(argv, timeout=EXEC_TIMEOUT, where=where))
+        except (OSError, ValueError, KeyError) as exc:
+            return _internal_error(exc)
+        finally:
+            drain.cancel()
+        if out:
+            await ws.send_bytes(b"\x01" + out.encode())
+        if err:
+            await ws.send_bytes(b"\x02" + err.encode())
+        return lab_exec.exit_status(rc)
 
     @staticmethod
     async def _drain(ws: web.WebSocketResponse) -> None:
@@ -220,12 +277,13 @@ class Streams:
     async def _ws_to_socks(ws: web.WebSocketResponse, conns: dict[int, socket.socket]) -> None:
         loop = asyncio.get_running_loop()
         async for msg in ws:
-            if msg.type != WSMsgType.BINARY or not msg.data:
+            if msg.type not in (WSMsgType.BINARY, WSMsgType.TEXT) or not msg.data:
                 continue
-            s = conns.get(msg.data[0])
-            if s is not None and len(msg.data) > 1:
+            data = msg.data if isinstance(msg.data, bytes) else msg.data.encode("utf-8")
+            s = conns.get(data[0])
+            if s is not None and len(data) > 1:
                 try:
-                    await loop.sock_sendall(s, msg.data[1:])
+                    await loop.sock_sendall(s, data[1:])
                 except OSError:
                     return
 

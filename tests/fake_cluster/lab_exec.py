@@ -1,0 +1,58 @@
+"""Streaming exec into a lab's namespaces, for container exec with stdin and live output.
+
+``ReferenceVM.exec_in_pod`` runs a command to completion without input; ``kubectl exec -i`` and
+the suite's ``nc``-under-exec bridges need a live process. The fake runs as root, so it enters
+the lab's namespaces itself: the lab's network and mount namespaces (the peer side; the lab
+process is the ``unshare`` child that ReferenceVM started), and for the pod side additionally
+the pod network namespace the lab keeps bound at ``pod_netns`` inside its mount namespace.
+Rootless labs (user namespaces) fall back to ``exec_in_pod``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import shutil
+import signal
+
+from fixtures.reference.reference_vm import ReferenceVM
+
+
+def can_stream(vm: ReferenceVM) -> bool:
+    lab = getattr(vm, "_lab", None)  # the Popen of the lab's `unshare`; no public accessor exists
+    return (os.geteuid() == 0 and not vm.rootless and lab is not None and lab.poll() is None
+            and vm.run_dir is not None and shutil.which("nsenter") is not None)
+
+
+def argv_for(vm: ReferenceVM, where: str, argv: list[str]) -> list[str]:
+    lab_pid = str(vm._lab.pid)
+    if where == "pod":
+        pod_netns = json.loads((vm.run_dir / "lab.json").read_text())["pod_netns"]
+        return ["nsenter", "-t", lab_pid, "-m", "--", "nsenter", f"--net={pod_netns}", "--", *argv]
+    return ["nsenter", "-t", lab_pid, "-m", "-n", "--", *argv]
+
+
+async def start(vm: ReferenceVM, where: str, argv: list[str], stdin: bool) -> asyncio.subprocess.Process:
+    """Raises FileNotFoundError/OSError like a failed container exec would."""
+    return await asyncio.create_subprocess_exec(
+        *argv_for(vm, where, argv), stdin=asyncio.subprocess.PIPE if stdin else asyncio.subprocess.DEVNULL,
+        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE, start_new_session=True)
+
+
+def kill(proc: asyncio.subprocess.Process) -> None:
+    if proc.returncode is None:
+        try:
+            os.killpg(proc.pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+
+
+def exit_status(rc: int) -> dict:
+    """The error-channel Status for an exit code (nsenter passes the command's code through;
+    a command that cannot be run exits 126/127 with nsenter's message on stderr)."""
+    if rc == 0:
+        return {"metadata": {}, "status": "Success"}
+    return {"metadata": {}, "status": "Failure", "reason": "NonZeroExitCode",
+            "message": f"command terminated with non-zero exit code: exit status {rc}",
+            "details": {"causes": [{"reason": "ExitCode", "message": str(rc if rc > 0 else 128 - rc)}]}}
