@@ -23,6 +23,7 @@ from aiohttp import web
 
 from fixtures.reference.reference_vm import QemuOptions
 
+from . import lab_exec
 from .controllers import Controllers
 from .discovery import BY_PATH
 from .frontdoor import FrontDoor, SpdyUpgrades
@@ -135,6 +136,7 @@ class FakeCluster:
             self.store.unwatch(w)
         await self.streams.close_all()
         self.spdy.close_all()
+        lab_exec.kill_all()
         if self.listener is not None:
             self.listener.close()
         if self.runner is not None:

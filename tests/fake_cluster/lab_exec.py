@@ -11,6 +11,7 @@ Rootless labs (user namespaces) fall back to ``exec_in_pod``.
 from __future__ import annotations
 
 import asyncio
+import ctypes
 import json
 import os
 import shutil
@@ -33,14 +34,30 @@ def argv_for(vm: ReferenceVM, where: str, argv: list[str]) -> list[str]:
     return ["nsenter", "-t", lab_pid, "-m", "-n", "--", *argv]
 
 
+LIVE: set[asyncio.subprocess.Process] = set()  # killed at shutdown whatever their sessions do
+
+
+def _die_with_parent() -> None:
+    ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG: no orphans if we are killed
+
+
 async def start(vm: ReferenceVM, where: str, argv: list[str], stdin: bool) -> asyncio.subprocess.Process:
     """Raises FileNotFoundError/OSError like a failed container exec would."""
-    return await asyncio.create_subprocess_exec(
+    proc = await asyncio.create_subprocess_exec(
         *argv_for(vm, where, argv), stdin=asyncio.subprocess.PIPE if stdin else asyncio.subprocess.DEVNULL,
-        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE, start_new_session=True)
+        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE, start_new_session=True,
+        preexec_fn=_die_with_parent)
+    LIVE.add(proc)
+    return proc
+
+
+def kill_all() -> None:
+    for proc in list(LIVE):
+        kill(proc)
 
 
 def kill(proc: asyncio.subprocess.Process) -> None:
+    LIVE.discard(proc)
     if proc.returncode is None:
         try:
             os.killpg(proc.pid, signal.SIGKILL)
