@@ -41,7 +41,8 @@ class Raw:
     """Plain HTTPS and websockets with the kubeconfig's CA and token."""
 
     def __init__(self, kubeconfig) -> None:
-        cfg = yaml.safe_load(open(kubeconfig))
+        with open(kubeconfig) as f:
+            cfg = yaml.safe_load(f)
         self.server = cfg["clusters"][0]["cluster"]["server"]
         self.ca = base64.b64decode(cfg["clusters"][0]["cluster"]["certificate-authority-data"]).decode()
         self.token = next(u["user"]["token"] for u in cfg["users"] if "token" in u["user"])
@@ -580,7 +581,7 @@ def test_kubectl_exec_and_port_forward_over_spdy(vm, fake):
                 "sh", "-c", "echo spdy-out; echo spdy-err >&2; exit 4", check=False)
     assert (r.returncode, r.stdout.strip()) == (4, "spdy-out") and "spdy-err" in r.stderr, r
     r = subprocess.run([KUBECTL, "--kubeconfig", str(fake.kubeconfig), "-n", ns, "exec", "-i", pod.metadata.name,
-                        "-c", "compute", "--", "sh", "-c", "tr a-z A-Z"], input="piped through\n",
+                        "-c", "compute", "--", "sh", "-c", "tr a-z A-Z"], input="piped through\n", check=False,
                        capture_output=True, text=True, timeout=60)
     assert (r.returncode, r.stdout) == (0, "PIPED THROUGH\n"), r
     pf = subprocess.Popen([KUBECTL, "--kubeconfig", str(fake.kubeconfig), "-n", ns, "port-forward",
@@ -637,7 +638,7 @@ def test_peer_pod_runs_in_the_labs_peer_namespace(vm, core):
 
 @pytest.mark.selftest_vm
 def test_deleting_the_vm_terminates_then_removes_vmi_pod_and_qemu(vm, core, custom):
-    ns, name, pod = vm
+    ns, name, _ = vm
     custom.delete_namespaced_custom_object(*KV, ns, "virtualmachines", name)
     terminating = custom.get_namespaced_custom_object(*KV, ns, "virtualmachines", name)
     assert terminating["metadata"].get("deletionTimestamp"), "a VM goes through Terminating"

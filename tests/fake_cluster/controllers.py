@@ -23,7 +23,7 @@ from dataclasses import dataclass, field
 
 from fixtures.reference.reference_vm import PEER_IP, POD_IP, QemuOptions, ReferenceVM
 
-from . import launcher
+from . import errors, launcher
 from .discovery import BY_PATH, Resource
 from .kubevirt import KubeVirtOperator
 from .store import Store, now
@@ -102,7 +102,7 @@ class Controllers:
         self._pending.discard((kind, ns, name))
         try:
             {"vm": self._sync_vm, "vmi": self._sync_vmi, "pod": self._sync_pod}[kind](ns, name)
-        except Exception:  # a controller bug must not kill the server; it shows in the log
+        except Exception:
             log.exception("sync %s %s/%s failed", kind, ns, name)
 
     def _on_event(self, kind: str, res: Resource, obj: dict) -> None:
@@ -136,8 +136,8 @@ class Controllers:
                 "reason": reason, "message": message, "type": type_, "count": 1,
                 "source": {"component": component}, "reportingComponent": component, "reportingInstance": "",
                 "firstTimestamp": now(), "lastTimestamp": now()})
-        except Exception:  # the namespace may be terminating: events are best effort, as in Kubernetes
-            pass
+        except errors.ApiError as exc:  # the namespace may be terminating: events are best effort, as in Kubernetes
+            log.debug("event %s on %s/%s dropped: %s", reason, md["namespace"], md["name"], exc.message)
 
     def _establish_crd(self, name: str, uid: str) -> None:
         """apiextensions-apiserver: names accepted, then Established (no schema is enforced here)."""
@@ -307,13 +307,14 @@ class Controllers:
             rt.vm = ref
             self.all_labs.append(ref)
             await loop.run_in_executor(self.pool, ref.start)
-        except Exception as exc:  # SetupError, ValueError from the spec: the VMI fails like a broken launcher
+        except Exception as exc:
             log.exception("VMI %s/%s failed to start", ns, name)
             rt.vm = None
+            message = str(exc)
             self._vmi_status(ns, name, lambda s: (s.update(phase="Failed", reason="FailedStart"),
-                                                  _set_cond(s, _cond("Ready", "False", "FailedStart", str(exc)))))
-            self._pod_status(ns, rt.pod, lambda o: o["status"].update(phase="Failed", message=str(exc)))
-            self.event(vmi, "Warning", "SyncFailed", f"server error. command SyncVMI failed: {exc}", "virt-handler")
+                                                  _set_cond(s, _cond("Ready", "False", "FailedStart", message))))
+            self._pod_status(ns, rt.pod, lambda o: o["status"].update(phase="Failed", message=message))
+            self.event(vmi, "Warning", "SyncFailed", f"server error. command SyncVMI failed: {message}", "virt-handler")
             return
         if rt.closed:
             await loop.run_in_executor(self.pool, ref.close)

@@ -13,7 +13,7 @@ import asyncio
 import hmac
 import json
 import urllib.parse
-from typing import Callable
+from collections.abc import Callable
 
 from . import errors, lab_exec, spdy
 from .controllers import PODS, Controllers
@@ -23,7 +23,7 @@ MAX_HEAD = 64 * 1024
 
 
 class FrontDoor(asyncio.Protocol):
-    def __init__(self, http_factory: Callable[[], asyncio.Protocol], upgrades: "SpdyUpgrades") -> None:
+    def __init__(self, http_factory: Callable[[], asyncio.Protocol], upgrades: SpdyUpgrades) -> None:
         self.http_factory, self.upgrades = http_factory, upgrades
         self.transport: asyncio.Transport | None = None
         self.buf = b""

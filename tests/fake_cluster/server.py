@@ -11,7 +11,7 @@ from __future__ import annotations
 import asyncio
 import hmac
 import json
-from typing import Awaitable, Callable
+from collections.abc import Awaitable, Callable
 
 from aiohttp import web
 
@@ -206,7 +206,7 @@ class ApiServer:
                 new = merge_patch(current, body)
             else:
                 raise errors.ApiError(415, "UnsupportedMediaType",
-                                      f"the body of the request was in an unknown format - accepted media types "
+                                      "the body of the request was in an unknown format - accepted media types "
                                       "include: application/json-patch+json, application/merge-patch+json, "
                                       "application/strategic-merge-patch+json")
         except PatchError as exc:
@@ -242,7 +242,7 @@ class ApiServer:
                     break
                 try:
                     kind, obj = await asyncio.wait_for(w.queue.get(), left)
-                except asyncio.TimeoutError:
+                except TimeoutError:
                     break
                 await resp.write(json.dumps({"type": kind, "object": obj}).encode() + b"\n")
         except (ConnectionResetError, asyncio.CancelledError):

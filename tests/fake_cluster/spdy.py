@@ -25,7 +25,7 @@ import logging
 import socket
 import struct
 import zlib
-from typing import Awaitable, Callable
+from collections.abc import Awaitable, Callable
 
 from .spdy_dict import DICTIONARY
 
@@ -38,7 +38,7 @@ PORTFORWARD_PROTOCOLS = ("portforward.k8s.io",)
 
 
 class Stream:
-    def __init__(self, conn: "Connection", sid: int, headers: dict[str, str]) -> None:
+    def __init__(self, conn: Connection, sid: int, headers: dict[str, str]) -> None:
         self.conn, self.id, self.headers = conn, sid, headers
         self.incoming: asyncio.Queue = asyncio.Queue()
         self.local_closed = False
@@ -172,7 +172,7 @@ async def _wait_streams(streams: dict[str, Stream], wanted: set[str], arrived: a
         arrived.clear()
         try:
             await asyncio.wait_for(arrived.wait(), left)
-        except asyncio.TimeoutError:
+        except TimeoutError:
             return False
     return True
 
@@ -203,7 +203,7 @@ async def serve_exec(conn: Connection, streams: dict[str, Stream], arrived: asyn
             if err and "stderr" in streams:
                 streams["stderr"].write(err.encode())
             status = lab_exec.exit_status(rc)
-    except Exception as exc:  # the lab is gone or broken: an internal error, like a failed CRI exec
+    except Exception as exc:  # noqa: BLE001 - the lab is gone or broken: an internal error, like a failed CRI exec
         status = {"metadata": {}, "status": "Failure", "reason": "InternalError", "code": 500,
                   "message": f"Internal error occurred: error executing command in container: {exc}",
                   "details": {"causes": [{"message": str(exc)}]}}
@@ -241,7 +241,7 @@ async def _exec_live(streams: dict[str, Stream], proc: asyncio.subprocess.Proces
     feeder = loop.create_task(feed()) if proc.stdin is not None else None
     try:
         await asyncio.wait_for(proc.wait(), timeout)
-    except asyncio.TimeoutError:
+    except TimeoutError:
         lab_exec.kill(proc)
         await asyncio.wait_for(proc.wait(), 10)
     finally:

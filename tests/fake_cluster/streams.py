@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import logging
 import socket
 
 from aiohttp import WSMsgType, web
@@ -34,6 +35,7 @@ from .controllers import PODS, VMIS, Controllers, Runtime
 from .discovery import Resource
 from .store import Store
 
+log = logging.getLogger("fake_cluster.streams")
 EXEC_PROTOCOLS = ("v5.channel.k8s.io", "v4.channel.k8s.io", "channel.k8s.io")
 PORTFORWARD_PROTOCOLS = ("v4.channel.k8s.io", "channel.k8s.io", "portforward.k8s.io")
 EXEC_TIMEOUT = 3600  # a bound on one exec session (kubelet has none; streaming idle timeouts are hours)
@@ -306,7 +308,7 @@ class Streams:
         loop = asyncio.get_running_loop()
         try:
             sock = await loop.run_in_executor(None, rt.vm.console_socket)
-        except Exception as exc:  # the lab died under us
+        except Exception as exc:  # noqa: BLE001 - the lab died under us (SetupError, WaitTimeout, OSError)
             raise errors.ApiError(500, "InternalError", f"failed to connect to the serial console: {exc}") from None
         ws = await self._upgrade(request, ("plain.kubevirt.io",))
         sock.setblocking(False)
@@ -398,5 +400,5 @@ class Streams:
         for ws in list(self.sockets):
             try:
                 await ws.close(code=1001, message=b"server shutting down")
-            except Exception:
-                pass
+            except (ConnectionError, RuntimeError) as exc:
+                log.debug("closing a websocket at shutdown: %s", exc)

@@ -8,8 +8,8 @@ import datetime
 def _age(ts: str | None) -> str:
     if not ts:
         return "<unknown>"
-    then = datetime.datetime.strptime(ts, "%Y-%m-%dT%H:%M:%SZ").replace(tzinfo=datetime.timezone.utc)
-    s = int((datetime.datetime.now(datetime.timezone.utc) - then).total_seconds())
+    then = datetime.datetime.strptime(ts, "%Y-%m-%dT%H:%M:%SZ").replace(tzinfo=datetime.UTC)
+    s = int((datetime.datetime.now(datetime.UTC) - then).total_seconds())
     if s < 120:
         return f"{s}s"
     if s < 7200:
