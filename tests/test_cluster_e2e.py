@@ -1,0 +1,87 @@
+"""The cluster target end to end against the fake cluster: the whole contract runs through the
+real client code (registration, VM boot, websocket console, SSH over pod port-forward), and the
+KubeVirt CR is exactly as it was afterwards, whether the run passed, failed or was interrupted."""
+
+from __future__ import annotations
+
+import json
+import signal
+import subprocess
+import sys
+
+import pytest
+
+from fixtures import waits
+from tests import fake_cluster
+from tests.suite_runner import REPO, run_suite
+
+pytestmark = pytest.mark.selftest_vm
+
+
+@pytest.fixture(scope="module")
+def fake(tmp_path_factory):
+    path = tmp_path_factory.mktemp("fake") / "kubeconfig"
+    with fake_cluster.running(path, preinstalled_kubevirt="v1.1.0") as running:
+        yield running
+
+
+def kubevirt_specs(kubeconfig) -> dict:
+    out = subprocess.run(["kubectl", f"--kubeconfig={kubeconfig}", "get", "kubevirt", "-A", "-o", "json"],
+                         capture_output=True, text=True, timeout=60, check=True).stdout
+    return {f"{i['metadata']['namespace']}/{i['metadata']['name']}": i["spec"] for i in json.loads(out)["items"]}
+
+
+def slirp_namespaces(kubeconfig) -> set[str]:
+    out = subprocess.run(["kubectl", f"--kubeconfig={kubeconfig}", "get", "namespaces", "-o", "json"],
+                         capture_output=True, text=True, timeout=60, check=True).stdout
+    return {i["metadata"]["name"] for i in json.loads(out)["items"]
+            if i["metadata"]["name"].startswith("slirp-conformance-")}
+
+
+def _args(fake, *extra) -> list[str]:
+    return ["--target=cluster", f"--kubeconfig={fake.kubeconfig}", "--guest-profile=reference-busybox", *extra]
+
+
+def test_contract_passes_and_the_kubevirt_cr_is_restored(fake, tmp_path):
+    before = kubevirt_specs(fake.kubeconfig)
+    run = run_suite(tmp_path, *_args(fake))
+    assert kubevirt_specs(fake.kubeconfig) == before
+    assert not slirp_namespaces(fake.kubeconfig)
+    assert run.returncode == 0, run.output[-5000:]
+    modules = {t.split("::")[0] for t in run.outcomes}
+    assert "test_slirp_kubevirt" in modules and "test_slirp_icmp" in modules, modules
+
+
+def test_failed_run_restores_the_cr(fake, tmp_path):
+    """The Fedora login cannot succeed on the reference guest: the run fails after registering."""
+    before = kubevirt_specs(fake.kubeconfig)
+    artifacts = tmp_path / "artifacts"
+    run = run_suite(tmp_path, *_args(fake)[:-1], "--guest-profile=fedora-with-test-tooling",
+                    "--timeout-scale=0.1", f"--artifacts={artifacts}")
+    assert run.returncode != 0
+    assert kubevirt_specs(fake.kubeconfig) == before
+    assert not slirp_namespaces(fake.kubeconfig)
+    # What a user gets to debug it, gathered before the VM and namespace went away.
+    setup = artifacts / "session-setup"
+    names = {p.name for p in setup.iterdir()}
+    assert {"kubevirt-cr.yaml", "vm.yaml", "vmi.yaml", "pods.yaml", "events.yaml", "console-transcript.log"} <= names
+    assert any(n.endswith("-compute.log") for n in names), names
+    vm_yaml = (setup / "vm.yaml").read_text()
+    assert "password" in vm_yaml and "password\": \"fedora" not in vm_yaml and "<redacted>" in vm_yaml
+
+
+def test_interrupted_run_restores_the_cr(fake, tmp_path):
+    before = kubevirt_specs(fake.kubeconfig)
+    proc = subprocess.Popen([sys.executable, "-m", "pytest", "-k", "slirp", "-q", *_args(fake)], cwd=REPO,
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    try:
+        waits.wait_for("the run to register the binding",
+                       lambda: kubevirt_specs(fake.kubeconfig) != before, 120)
+        proc.send_signal(signal.SIGINT)
+        out, _ = proc.communicate(timeout=120)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    assert kubevirt_specs(fake.kubeconfig) == before, out[-3000:]
+    waits.wait_for("the run's namespace to be gone", lambda: not slirp_namespaces(fake.kubeconfig), 60)
