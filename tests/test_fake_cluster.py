@@ -13,9 +13,11 @@ import shutil
 import socket
 import ssl
 import subprocess
+import sys
 import time
 import urllib.error
 import urllib.request
+from pathlib import Path
 
 import pytest
 import websocket
@@ -32,6 +34,7 @@ from tests import leaks
 from tests.fake_cluster import running
 
 KV = ("kubevirt.io", "v1")
+REPO = Path(__file__).resolve().parents[1]
 SLIRP_IMAGE = "quay.io/kubevirt/network-slirp-binding:v1.1.0"
 KUBECTL = shutil.which("kubectl")
 
@@ -634,6 +637,17 @@ def test_peer_pod_runs_in_the_labs_peer_namespace(vm, core):
     out = stream(core.connect_get_namespaced_pod_exec, "peer", ns, command=["ip", "-4", "-o", "addr", "show"],
                  stderr=True, stdin=False, stdout=True, tty=False)
     assert "198.18.0.1" in out
+
+
+@pytest.mark.selftest_vm
+def test_the_suites_cluster_target_passes_a_suite_against_the_fake(tmp_path):
+    """End to end: the suite's own --target=cluster code (install check, registration with verified
+    propagation, VM, console, SSH over the pod port-forward, exec bridges) against its own fake."""
+    with running(tmp_path / "kc", preinstalled_kubevirt="v1.1.0") as f:
+        r = subprocess.run([sys.executable, "-m", "pytest", "suites/test_slirp_dhcp.py", "--target=cluster",
+                            "--kubeconfig", str(f.kubeconfig), "--guest-profile", "reference-busybox", "-q"],
+                           cwd=REPO, capture_output=True, text=True, timeout=600, check=False)
+    assert r.returncode == 0, r.stdout[-4000:] + r.stderr[-2000:]
 
 
 @pytest.mark.selftest_vm
