@@ -233,6 +233,17 @@ def test_watch_streams_added_modified_deleted(core, ns):
     assert seen == [("ADDED", "w"), ("MODIFIED", "w"), ("DELETED", "w")]
 
 
+def test_selector_watch_sees_objects_enter_and_leave(core, ns):
+    rv = core.list_namespaced_config_map(ns).metadata.resource_version
+    core.create_namespaced_config_map(ns, {"metadata": {"name": "s", "labels": {"pick": "yes"}}})
+    core.patch_namespaced_config_map("s", ns, {"metadata": {"labels": {"pick": "no"}}})
+    core.patch_namespaced_config_map("s", ns, {"data": {"ignored": "1"}})
+    core.patch_namespaced_config_map("s", ns, {"metadata": {"labels": {"pick": "yes"}}})
+    seen = [ev["type"] for ev in watch.Watch().stream(core.list_namespaced_config_map, ns, label_selector="pick=yes",
+                                                      resource_version=rv, timeout_seconds=2)]
+    assert seen == ["ADDED", "DELETED", "ADDED"]
+
+
 def test_command_line_options_reach_every_reference_vm():
     from tests.fake_cluster.__main__ import parse_args
     opts, _ = parse_args(["--kubeconfig", "/nonexistent/kc", "--preinstalled-kubevirt",

@@ -38,6 +38,21 @@ class Watcher:
     fields: Callable
     queue: asyncio.Queue = field(default_factory=lambda: asyncio.Queue(maxsize=10000))
 
+    def translate(self, res: Resource, kind: str, obj: dict, old: dict | None) -> tuple[str, dict] | None:
+        """What this watch sees of a change: a MODIFIED that moves an object into (out of) the
+        selected set arrives as ADDED (DELETED), as the API server's watch cache does."""
+        now_in = self.wants(res, obj)
+        if kind != "MODIFIED" or old is None:
+            return (kind, obj) if now_in else None
+        was_in = self.wants(res, old)
+        if now_in and was_in:
+            return ("MODIFIED", obj)
+        if now_in:
+            return ("ADDED", obj)
+        if was_in:
+            return ("DELETED", obj)
+        return None
+
     def wants(self, res: Resource, obj: dict) -> bool:
         md = obj.get("metadata", {})
         return (res.key == self.res.key and (self.namespace is None or md.get("namespace") == self.namespace)
@@ -57,13 +72,16 @@ class Store:
     def _table(self, res: Resource) -> dict[tuple[str, str], dict]:
         return self.objects.setdefault(res.key, {})
 
-    def _emit(self, kind: str, res: Resource, obj: dict) -> None:
+    def _emit(self, kind: str, res: Resource, obj: dict, old: dict | None = None) -> None:
+        """``old``: the object before a MODIFIED, so selector watches see it enter or leave their set."""
         snapshot = copy.deepcopy(obj)
-        self.history.append((self.rv, res, kind, snapshot))
+        before = copy.deepcopy(old) if old is not None else None
+        self.history.append((self.rv, res, kind, snapshot, before))
         for w in list(self.watchers):
-            if w.wants(res, snapshot):
+            event = w.translate(res, kind, snapshot, before)
+            if event is not None:
                 try:
-                    w.queue.put_nowait((kind, snapshot))
+                    w.queue.put_nowait(event)
                 except asyncio.QueueFull:
                     self.watchers.discard(w)
         for listener in self.listeners:
@@ -168,7 +186,7 @@ class Store:
             return copy.deepcopy(current)  # no-op writes do not bump the resourceVersion
         new["metadata"]["resourceVersion"] = self._next_rv()
         self._table(res)[(self._ns(res, namespace), name)] = new
-        self._emit("MODIFIED", res, new)
+        self._emit("MODIFIED", res, new, current)
         if (new["metadata"].get("deletionTimestamp") and current["metadata"].get("finalizers")
                 and not new["metadata"].get("finalizers")):
             self._remove(res, new)  # the last finalizer is gone
@@ -201,7 +219,7 @@ class Store:
             new.setdefault("status", {})["phase"] = "Terminating"
         new["metadata"]["resourceVersion"] = self._next_rv()
         self._table(res)[(self._ns(res, namespace), name)] = new
-        self._emit("MODIFIED", res, new)
+        self._emit("MODIFIED", res, new, current)
         if res.kind == "Namespace":
             self._empty_namespace(name)
         if delay is not None:
@@ -257,9 +275,10 @@ class Store:
             oldest = self.history[0][0] if self.history else self.rv + 1
             if since < oldest - 1 and since < self.rv:
                 raise errors.ApiError(410, "Expired", f"too old resource version: {since} ({oldest - 1})")
-            for rv, r, kind, obj in self.history:
-                if rv > since and w.wants(r, obj):
-                    w.queue.put_nowait((kind, copy.deepcopy(obj)))
+            for rv, r, kind, obj, old in self.history:
+                event = w.translate(r, kind, obj, old) if rv > since else None
+                if event is not None:
+                    w.queue.put_nowait((event[0], copy.deepcopy(event[1])))
         self.watchers.add(w)
         return w
 
