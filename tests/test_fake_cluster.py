@@ -14,6 +14,7 @@ import socket
 import ssl
 import subprocess
 import sys
+import tempfile
 import time
 import urllib.error
 import urllib.request
@@ -698,3 +699,4 @@ def test_stopping_the_fake_leaves_nothing_behind(fake, core, custom, slirp_regis
     after = leaks.snapshot()
     assert not ours(after) and not run_dirs(after), after
     assert not fake.kubeconfig.exists()
+    assert not list(Path(tempfile.gettempdir()).glob(f"fake-cluster-{fake.proc.pid}-*"))

@@ -14,7 +14,7 @@ graceful deletes), ``kubevirt`` (operator, propagation, admission, healthz), ``l
 and port-forward), ``tls`` (the throwaway CA; token and client-certificate auth).
 
 Stopping (SIGTERM/SIGINT, or ``stop()``) closes every VM's lab (QEMU and its namespaces) and
-removes the kubeconfig and the fake's temp dir; ``running()`` keeps its log next to the
+removes the kubeconfig (it writes no other file); ``running()`` keeps its log next to the
 kubeconfig (``<kubeconfig>.log``) for post-mortems.
 """
 

@@ -2,7 +2,8 @@
 
 ``FakeCluster.start()`` binds a random free port, then writes the kubeconfig (atomically: a
 reader never sees half a file). ``stop()`` closes websockets and watches, closes every lab
-(QEMU and its namespaces go with it) and removes the kubeconfig and the private temp dir.
+(QEMU and its namespaces go with it) and removes the kubeconfig. Nothing else is written: the
+server key exists on disk only while ``ssl`` loads it.
 """
 
 from __future__ import annotations
@@ -52,7 +53,6 @@ class FakeCluster:
         self.opts = opts
         self.token = secrets.token_urlsafe(32)
         self.ca, server_pem, self.client = make_pki()
-        self.tmp = Path(tempfile.mkdtemp(prefix="fake-cluster-"))
         self.store = Store()
         self.api = ApiServer(self.store, self.token, client_cn="fake-admin")
         self.operator = KubeVirtOperator(self.store, opts.kubevirt_version, opts.available_delay,
@@ -68,12 +68,14 @@ class FakeCluster:
         self.api.aggregated["subresources.kubevirt.io"] = (
             lambda request, rest: self.streams.kubevirt_api(request, rest, self.operator))
         self.ssl = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
-        cert, key = self.tmp / "server.crt", self.tmp / "server.key"
-        cert.write_bytes(server_pem.cert)
-        key.write_bytes(server_pem.key)
-        self.ssl.load_cert_chain(cert, key)
-        cert.unlink()
-        key.unlink()
+        tmp = Path(tempfile.mkdtemp(prefix=f"fake-cluster-{os.getpid()}-"))  # ssl loads keys from files only; gone at once
+        try:
+            cert, key = tmp / "server.crt", tmp / "server.key"
+            cert.write_bytes(server_pem.cert)
+            key.write_bytes(server_pem.key)
+            self.ssl.load_cert_chain(cert, key)
+        finally:
+            shutil.rmtree(tmp, ignore_errors=True)
         self.ssl.load_verify_locations(cadata=self.ca.cert.decode())
         self.ssl.verify_mode = ssl.CERT_OPTIONAL  # client certificates are optional; tokens work too
         self.runner: web.AppRunner | None = None
@@ -142,7 +144,6 @@ class FakeCluster:
         if self.runner is not None:
             await self.runner.cleanup()
         await asyncio.get_running_loop().run_in_executor(None, self.controllers.close_all)
-        shutil.rmtree(self.tmp, ignore_errors=True)
 
 
 async def serve(opts: Options, stop: asyncio.Event) -> None:

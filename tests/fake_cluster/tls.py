@@ -1,8 +1,9 @@
 """A throwaway certificate authority and server certificate for the fake API server.
 
-Generated at start and never written outside the fake's private temp dir; the CA goes into the
-kubeconfig as certificate-authority-data. A client certificate signed by the same CA is issued
-too, so client-certificate auth can be exercised (CN is the user name, like kube-apiserver).
+Generated at start and kept in memory (the server key touches disk only while ssl loads it).
+The CA goes into the kubeconfig as certificate-authority-data. A client certificate signed by
+the same CA is issued too, so client-certificate auth can be exercised (CN is the user name,
+like kube-apiserver).
 """
 
 from __future__ import annotations
