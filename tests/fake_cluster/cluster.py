@@ -26,6 +26,7 @@ from fixtures.reference.reference_vm import QemuOptions
 
 from . import lab_exec
 from .controllers import Controllers
+from .core import CoreControllers
 from .discovery import BY_PATH
 from .frontdoor import FrontDoor, SpdyUpgrades
 from .kubevirt import KubeVirtOperator
@@ -57,9 +58,10 @@ class FakeCluster:
         self.api = ApiServer(self.store, self.token, client_cn="fake-admin")
         self.operator = KubeVirtOperator(self.store, opts.kubevirt_version, opts.available_delay,
                                          opts.propagation_delay)
+        self.core = CoreControllers(self.store)
         self.controllers = Controllers(self.store, self.operator, opts.qemu, opts.ready_timeout)
         self.streams = Streams(self.store, self.controllers)
-        self.api.admission += [self.controllers.default, self.operator.admit]
+        self.api.admission += [self.core.default, self.operator.admit]
         pods = BY_PATH[("", "v1", "pods")].key
         self.api.subresources.update({(pods, "exec"): self.streams.pod_exec,
                                       (pods, "portforward"): self.streams.pod_portforward,

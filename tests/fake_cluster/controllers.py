@@ -1,5 +1,5 @@
-"""virt-controller, virt-handler and the kubelet: VMs start VMIs, VMIs get a virt-launcher pod
-backed by a real ReferenceVM (QEMU + libslirp in a pod-like lab), other pods become Running.
+"""virt-controller and virt-handler: VMs start VMIs, VMIs get a virt-launcher pod backed by a
+real ReferenceVM (QEMU + libslirp in a pod-like lab); the kubelet's part for that pod.
 
 VMI phases go Pending -> Scheduling (pod created) -> Scheduled (node chosen, lab starting) ->
 Running (QEMU runs). Ready and AgentConnected turn True together once the guest's serial log
@@ -7,8 +7,9 @@ shows a login prompt (the reference guest has no agent: emulated). LiveMigratabl
 reason InterfaceNotLiveMigratable (slirp is not migratable). ``status.interfaces`` carries what
 the guest agent would report for slirp: the guest's first lease (``.15`` of the slirp CIDR).
 The VM copies the VMI's conditions and gets printableStatus Starting/Running/Stopping/Stopped/
-Terminating. Peer pods (label ``app.kubernetes.io/component=slirp-peer``) get the lab's peer
-address; other pods the "client pod" address; both reach the lab of a VM in their namespace.
+Terminating/CrashLoopBackOff (a failed VMI of an ``Always`` VM is restarted with backoff).
+Containers of other pods (see ``core``) reach the lab of a VM in their namespace: exec and
+port-forward land in its peer namespace (``lab_for_pod``).
 """
 
 from __future__ import annotations
@@ -24,6 +25,7 @@ from dataclasses import dataclass, field
 from fixtures.reference.reference_vm import PEER_IP, POD_IP, QemuOptions, ReferenceVM
 
 from . import errors, launcher
+from .core import HOST_IP, NODE, cond, is_peer, running_pod_status, set_cond
 from .discovery import BY_PATH, Resource
 from .kubevirt import KubeVirtOperator
 from .store import Store, now
@@ -34,11 +36,6 @@ VMIS = BY_PATH[("kubevirt.io", "v1", "virtualmachineinstances")]
 PODS = BY_PATH[("", "v1", "pods")]
 SERVICES = BY_PATH[("", "v1", "services")]
 EVENTS = BY_PATH[("", "v1", "events")]
-CRDS = BY_PATH[("apiextensions.k8s.io", "v1", "customresourcedefinitions")]
-NODE = "fake-node"
-HOST_IP = "172.18.0.2"
-CLIENT_POD_IP = "198.18.0.3"
-PEER_LABEL = ("app.kubernetes.io/component", "slirp-peer")
 NOT_MIGRATABLE = ("cannot migrate VMI which does not use masquerade, bridge with "
                   "kubevirt.io/allow-pod-bridge-network-live-migration VM annotation or a migratable plugin "
                   "to connect to the pod network")
@@ -59,20 +56,6 @@ class Runtime:
     extra: dict = field(default_factory=dict)
 
 
-def _cond(type_: str, status: str, reason: str = "", message: str = "") -> dict:
-    c = {"type": type_, "status": status, "lastProbeTime": None, "lastTransitionTime": now()}
-    if reason:
-        c["reason"] = reason
-    if message:
-        c["message"] = message
-    return c
-
-
-def _set_cond(status: dict, cond: dict) -> None:
-    conds = [c for c in status.get("conditions") or [] if c["type"] != cond["type"]]
-    status["conditions"] = conds + [cond]
-
-
 class Controllers:
     def __init__(self, store: Store, operator: KubeVirtOperator, qemu: QemuOptions, ready_timeout: float = 300) -> None:
         self.store = store
@@ -85,7 +68,6 @@ class Controllers:
         self.crashes: dict[str, tuple[int, float]] = {}  # VM uid -> (restarts so far, next restart time or 0)
         self.pool = concurrent.futures.ThreadPoolExecutor(max_workers=8, thread_name_prefix="lab")
         self._pending: set[tuple[str, str, str]] = set()
-        self._next_ip = 10
         store.listeners.append(self._on_event)
 
     # -- event plumbing --------------------------------------------------------------------------------
@@ -101,7 +83,7 @@ class Controllers:
     def _sync(self, kind: str, ns: str, name: str) -> None:
         self._pending.discard((kind, ns, name))
         try:
-            {"vm": self._sync_vm, "vmi": self._sync_vmi, "pod": self._sync_pod}[kind](ns, name)
+            {"vm": self._sync_vm, "vmi": self._sync_vmi}[kind](ns, name)
         except Exception:
             log.exception("sync %s %s/%s failed", kind, ns, name)
 
@@ -117,10 +99,7 @@ class Controllers:
                     self._queue("vm", ns, ref["name"])
             if kind == "DELETED":
                 self._teardown(md["uid"])
-        elif res is CRDS and kind == "ADDED":
-            asyncio.get_running_loop().call_later(0.3, self._establish_crd, name, md["uid"])
         elif res is PODS:
-            self._queue("pod", ns, name)
             uid = (md.get("labels") or {}).get("kubevirt.io/created-by")
             if uid and kind in ("DELETED", "MODIFIED") and (kind == "DELETED" or md.get("deletionTimestamp")):
                 self._launcher_gone(uid)
@@ -138,19 +117,6 @@ class Controllers:
                 "firstTimestamp": now(), "lastTimestamp": now()})
         except errors.ApiError as exc:  # the namespace may be terminating: events are best effort, as in Kubernetes
             log.debug("event %s on %s/%s dropped: %s", reason, md["namespace"], md["name"], exc.message)
-
-    def _establish_crd(self, name: str, uid: str) -> None:
-        """apiextensions-apiserver: names accepted, then Established (no schema is enforced here)."""
-        def fn(o: dict) -> None:
-            if o["metadata"]["uid"] != uid:
-                return
-            o["status"] = {"acceptedNames": copy.deepcopy((o.get("spec") or {}).get("names") or {}),
-                           "storedVersions": [v["name"] for v in (o.get("spec") or {}).get("versions") or []
-                                              if v.get("storage")],
-                           "conditions": [_cond("NamesAccepted", "True", "NoConflicts", "no conflicts found"),
-                                          _cond("Established", "True", "InitialNamesAccepted",
-                                                "the initial names have been accepted")]}
-        self.store.mutate(CRDS, None, name, fn, status_only=True)
 
     # -- VirtualMachine ---------------------------------------------------------------------------------
     def _sync_vm(self, ns: str, name: str) -> None:
@@ -226,7 +192,7 @@ class Controllers:
             status["created"] = True
             status["conditions"] = copy.deepcopy(vstatus.get("conditions") or [])
         else:
-            status["conditions"] = [_cond("Ready", "False", "VMINotExists", "VMI does not exist")]
+            status["conditions"] = [cond("Ready", "False", "VMINotExists", "VMI does not exist")]
         if ready:
             status["ready"] = True
         old = copy.deepcopy(vm.get("status") or {})
@@ -258,7 +224,7 @@ class Controllers:
             sidecars = launcher.sidecar_images(vmi["spec"], self.operator.config(), version)
         except launcher.RenderError as exc:
             msg = f"failed to render launch manifest: {exc}"
-            self._vmi_status(ns, name, lambda s: _set_cond(s, _cond("Synchronized", "False", "FailedCreate", msg)))
+            self._vmi_status(ns, name, lambda s: set_cond(s, cond("Synchronized", "False", "FailedCreate", msg)))
             if uid not in self.failed_render:
                 self.failed_render.add(uid)
                 self.event(vmi, "Warning", "FailedCreate", msg)
@@ -274,7 +240,7 @@ class Controllers:
             s["phase"] = "Scheduling"
             s["activePods"] = {pod["metadata"]["uid"]: ""}
             s["conditions"] = [c for c in s.get("conditions") or [] if c["type"] != "Synchronized"]
-            _set_cond(s, _cond("Ready", "False", "PodNotExists", "virt-launcher pod has not yet been scheduled"))
+            set_cond(s, cond("Ready", "False", "PodNotExists", "virt-launcher pod has not yet been scheduled"))
         self._vmi_status(ns, name, scheduling)
         rt.task = asyncio.get_running_loop().create_task(self._boot(rt, vmi, version))
 
@@ -295,7 +261,7 @@ class Controllers:
             return
         self._pod_status(ns, rt.pod, lambda o: (o["spec"].__setitem__("nodeName", NODE),
                                                 o["status"].update(phase="Pending", hostIP=HOST_IP,
-                                                                   conditions=[_cond("PodScheduled", "True")])))
+                                                                   conditions=[cond("PodScheduled", "True")])))
         self._vmi_status(ns, name, lambda s: s.update(phase="Scheduled", nodeName=NODE,
                                                       activePods={k: NODE for k in s.get("activePods") or {}}))
         try:
@@ -312,14 +278,14 @@ class Controllers:
             rt.vm = None
             message = str(exc)
             self._vmi_status(ns, name, lambda s: (s.update(phase="Failed", reason="FailedStart"),
-                                                  _set_cond(s, _cond("Ready", "False", "FailedStart", message))))
+                                                  set_cond(s, cond("Ready", "False", "FailedStart", message))))
             self._pod_status(ns, rt.pod, lambda o: o["status"].update(phase="Failed", message=message))
             self.event(vmi, "Warning", "SyncFailed", f"server error. command SyncVMI failed: {message}", "virt-handler")
             return
         if rt.closed:
             await loop.run_in_executor(self.pool, ref.close)
             return
-        self._pod_status(ns, rt.pod, lambda o: o.__setitem__("status", self._running_pod_status(o, POD_IP)))
+        self._pod_status(ns, rt.pod, lambda o: o.__setitem__("status", running_pod_status(o, POD_IP)))
         guest_ip = str(ipaddress.IPv4Network(spec.network.cidr)[15])
         mac = spec.interface.mac
 
@@ -327,8 +293,8 @@ class Controllers:
             s.update(phase="Running", launcherContainerImageVersion=f"quay.io/kubevirt/virt-launcher:{version}",
                      migrationMethod="BlockMigration", migrationTransport="Unix",
                      selinuxContext="none", machine={"type": "q35"})
-            _set_cond(s, _cond("LiveMigratable", "False", "InterfaceNotLiveMigratable", NOT_MIGRATABLE))
-            _set_cond(s, _cond("Ready", "False", "GuestNotReady", "the guest is booting"))
+            set_cond(s, cond("LiveMigratable", "False", "InterfaceNotLiveMigratable", NOT_MIGRATABLE))
+            set_cond(s, cond("Ready", "False", "GuestNotReady", "the guest is booting"))
         self._vmi_status(ns, name, running)
         self.event(vmi, "Normal", "Started", "VirtualMachineInstance started.", "virt-handler")
         console_log = ref.run_dir / "qemu" / "console.log"
@@ -344,8 +310,8 @@ class Controllers:
             return
 
         def ready(s: dict) -> None:
-            _set_cond(s, _cond("Ready", "True"))
-            _set_cond(s, _cond("AgentConnected", "True"))
+            set_cond(s, cond("Ready", "True"))
+            set_cond(s, cond("AgentConnected", "True"))
             iface = {"name": spec.interface.name, "interfaceName": "eth0", "ipAddress": guest_ip,
                      "ipAddresses": [guest_ip], "infoSource": "domain, guest-agent", "queueCount": 1}
             if mac:
@@ -356,7 +322,7 @@ class Controllers:
 
     def _dns_records(self, ns: str) -> dict[str, str]:
         records = {f"peer-echo.{ns}.svc.cluster.local": PEER_IP}
-        peers = [p for p in self.store.list(PODS, ns) if self._is_peer(p)]
+        peers = [p for p in self.store.list(PODS, ns) if is_peer(p)]
         for svc in self.store.list(SERVICES, ns):
             sel = (svc.get("spec") or {}).get("selector") or {}
             if sel and any(all((p["metadata"].get("labels") or {}).get(k) == v for k, v in sel.items())
@@ -371,7 +337,7 @@ class Controllers:
         vmi = self.store.find(VMIS, rt.namespace, rt.name)
         if vmi is not None and vmi["metadata"]["uid"] == uid and not vmi["metadata"].get("deletionTimestamp"):
             self._vmi_status(rt.namespace, rt.name, lambda s: (s.update(phase="Failed", reason="PodTerminating"),
-                                                                _set_cond(s, _cond("Ready", "False", "PodTerminating"))))
+                                                                set_cond(s, cond("Ready", "False", "PodTerminating"))))
         self._teardown(uid, forget=False)
 
     def _teardown(self, uid: str, forget: bool = True) -> None:
@@ -399,66 +365,6 @@ class Controllers:
             if rt.namespace == md.get("namespace") and rt.vm is not None and not rt.closed and rt.vm.run_dir:
                 return rt.vm, "peer"
         return None, "peer"
-
-    # -- defaulting (the API server's, for core kinds) --------------------------------------------------
-    def default(self, op: str, res: Resource, obj: dict, old: dict | None) -> None:
-        if op != "CREATE":
-            return
-        if res is PODS:
-            spec = obj.setdefault("spec", {})
-            for k, v in (("restartPolicy", "Always"), ("dnsPolicy", "ClusterFirst"), ("schedulerName", "default-scheduler"),
-                         ("terminationGracePeriodSeconds", 30), ("serviceAccountName", "default")):
-                spec.setdefault(k, v)
-            obj["status"] = {"phase": "Pending", "qosClass": "BestEffort"}
-        elif res is SERVICES:
-            spec = obj.setdefault("spec", {})
-            spec.setdefault("type", "ClusterIP")
-            if spec.get("clusterIP") != "None":
-                self._next_ip += 1
-                spec["clusterIP"] = f"10.96.{self._next_ip // 250}.{self._next_ip % 250 + 1}"
-                spec["clusterIPs"] = [spec["clusterIP"]]
-            for p in spec.get("ports") or []:
-                p.setdefault("protocol", "TCP")
-                p.setdefault("targetPort", p.get("port"))
-
-    # -- pods (the kubelet) ----------------------------------------------------------------------------
-    @staticmethod
-    def _is_peer(pod: dict) -> bool:
-        return (pod["metadata"].get("labels") or {}).get(PEER_LABEL[0]) == PEER_LABEL[1]
-
-    def _sync_pod(self, ns: str, name: str) -> None:
-        pod = self.store.find(PODS, ns, name)
-        if pod is None or pod["metadata"].get("deletionTimestamp"):
-            return
-        if (pod["metadata"].get("labels") or {}).get("kubevirt.io") == "virt-launcher":
-            return  # the VMI controller drives it
-        if (pod.get("status") or {}).get("phase") in (None, "Pending"):
-            ip = PEER_IP if self._is_peer(pod) else CLIENT_POD_IP
-            asyncio.get_running_loop().call_later(0.3, self._start_pod, ns, name, pod["metadata"]["uid"], ip)
-
-    def _start_pod(self, ns: str, name: str, uid: str, ip: str) -> None:
-        pod = self.store.find(PODS, ns, name)
-        if pod is None or pod["metadata"]["uid"] != uid or (pod.get("status") or {}).get("phase") == "Running":
-            return
-
-        def fn(o: dict) -> None:
-            o["spec"]["nodeName"] = NODE
-            o["status"] = self._running_pod_status(o, ip)
-        self.store.mutate(PODS, ns, name, fn)
-
-    @staticmethod
-    def _running_pod_status(pod: dict, ip: str) -> dict:
-        t = now()
-        containers = pod.get("spec", {}).get("containers") or []
-        return {
-            "phase": "Running", "hostIP": HOST_IP, "hostIPs": [{"ip": HOST_IP}], "podIP": ip, "podIPs": [{"ip": ip}],
-            "startTime": pod["metadata"].get("creationTimestamp", t), "qosClass": "BestEffort",
-            "conditions": [_cond(c, "True") for c in ("Initialized", "Ready", "ContainersReady", "PodScheduled")],
-            "containerStatuses": [{"name": c["name"], "image": c.get("image", ""), "imageID": "", "ready": True,
-                                   "started": True, "restartCount": 0,
-                                   "containerID": f"containerd://{uuid.uuid4().hex}",
-                                   "state": {"running": {"startedAt": t}}} for c in containers],
-        }
 
     # -- shutdown --------------------------------------------------------------------------------------
     def close_all(self) -> None:
