@@ -348,6 +348,23 @@ def test_new_kubevirt_cr_becomes_available_and_v1_5_needs_no_gate(tmp_path):
         assert stopped
 
 
+def test_admission_uses_the_config_virt_api_has_seen(tmp_path):
+    """Right after enabling the gate, virt-api still has the old CR: code that does not wait for
+    propagation gets the stale-config error; after propagation the same create succeeds."""
+    with running(tmp_path / "kc", preinstalled_kubevirt="v1.1.0", propagation_delay=2) as f:
+        api = config.new_client_from_config(str(f.kubeconfig))
+        core, custom, raw = client.CoreV1Api(api), client.CustomObjectsApi(api), Raw(f.kubeconfig)
+        core.create_namespace({"metadata": {"name": "p"}})
+        kv = custom.patch_namespaced_custom_object(*KV, "kubevirt", "kubevirts", "kubevirt", {"spec": {
+            "configuration": {"developerConfiguration": {"featureGates": ["NetworkBindingPlugins"]}}}})
+        with pytest.raises(ApiException) as e:
+            custom.create_namespaced_custom_object(*KV, "p", "virtualmachines", binding_vm("early", "p", run_strategy="Halted"))
+        assert "Binding plugins feature gate is not enabled" in api_error(e.value)["message"]
+        wait("virt-api to load the CR", lambda: raw.get("/apis/subresources.kubevirt.io/v1/healthz")[1]
+             .get("config-resource-version") == kv["metadata"]["resourceVersion"], 10)
+        custom.create_namespaced_custom_object(*KV, "p", "virtualmachines", binding_vm("late", "p", run_strategy="Halted"))
+
+
 def test_config_change_reaches_the_components_late(custom, raw, slirp_registered):
     kv = custom.patch_namespaced_custom_object(*KV, "kubevirt", "kubevirts", "kubevirt",
                                                {"metadata": {"annotations": {"touched": "yes"}}})
