@@ -6,16 +6,28 @@ from Python::
     with running(path, preinstalled_kubevirt="v1.1.0") as fake:
         kubernetes.config.load_kube_config(str(fake.kubeconfig))
 
+The suite's own cluster target runs against it:
+``pytest suites --target=cluster --kubeconfig PATH --guest-profile reference-busybox``.
+
 What is emulated, and where the facts come from, is described in the module docstrings:
-``server`` (REST, watch, auth), ``discovery`` (resources, no OpenAPI), ``store`` (resourceVersion,
-graceful deletes), ``kubevirt`` (operator, propagation, admission, healthz), ``launcher`` and
-``controllers`` (virt-controller/handler/kubelet, backed by a real ReferenceVM), ``streams``
-(websocket console, exec, port-forward, logs), ``frontdoor`` and ``spdy`` (kubectl's SPDY/3.1 exec
-and port-forward), ``tls`` (the throwaway CA; token and client-certificate auth).
+``server`` (REST, watch, auth), ``discovery`` (resources, OpenAPI stubs), ``store``
+(resourceVersion, graceful deletes, watch history), ``kubevirt`` (operator, component pods,
+propagation, admission, healthz), ``launcher`` and ``controllers`` (virt-controller/handler,
+backed by a real ReferenceVM), ``core`` (defaulting, CRDs, the kubelet for other pods),
+``streams`` and ``lab_exec`` (websocket console, exec, port-forward, logs), ``frontdoor`` and
+``spdy`` (kubectl's SPDY/3.1 exec and port-forward), ``tls`` (the throwaway CA; token and
+client-certificate auth).
 
 Stopping (SIGTERM/SIGINT, or ``stop()``) closes every VM's lab (QEMU and its namespaces) and
 removes the kubeconfig (it writes no other file); ``running()`` keeps its log next to the
 kubeconfig (``<kubeconfig>.log``) for post-mortems.
+
+Known limits (where the fake is simpler than a cluster): one node; only VMIs whose pod-network
+interface uses a binding plugin can run (always as slirp); the reference guest has only ``root``
+(the cloud-init password and first key go to root, so use the ``reference-busybox`` profile);
+pod commands are not run (peer and client pods stand for the lab's peer namespace); exec ignores
+``tty``; SPDY flow control is not enforced; no aggregated discovery, no OpenAPI v3; list
+``limit``/``continue`` and watch bookmarks are ignored; only JSON bodies.
 """
 
 from __future__ import annotations
