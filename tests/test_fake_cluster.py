@@ -271,6 +271,17 @@ def test_namespace_goes_through_terminating(core):
     wait("the namespace to disappear", gone, 10)
 
 
+def test_pods_terminate_gracefully_unless_forced(core, ns):
+    for name in ("graceful", "forced"):
+        core.create_namespaced_pod(ns, {"metadata": {"name": name}, "spec": {"containers": [{"name": "c", "image": "x"}]}})
+    core.delete_namespaced_pod("graceful", ns)
+    assert core.read_namespaced_pod("graceful", ns).metadata.deletion_timestamp is not None
+    core.delete_namespaced_pod("forced", ns, grace_period_seconds=0)
+    with pytest.raises(ApiException) as e:
+        core.read_namespaced_pod("forced", ns)
+    assert e.value.status == 404
+
+
 def test_dynamic_client_lists_kubevirt(api):
     dyn = DynamicClient(api)
     kvs = dyn.resources.get(api_version="kubevirt.io/v1", kind="KubeVirt").get(namespace="kubevirt")

@@ -192,7 +192,12 @@ class ApiServer:
             if pre.get("uid") and pre["uid"] != current["metadata"]["uid"] or (
                     pre.get("resourceVersion") and pre["resourceVersion"] != current["metadata"]["resourceVersion"]):
                 raise errors.conflict(res.group, res.plural, name)
-            return _json(self.store.delete(res, ns, name))
+            grace = body.get("gracePeriodSeconds", q.get("gracePeriodSeconds"))
+            try:
+                grace = None if grace is None else int(grace)
+            except (TypeError, ValueError):
+                raise errors.bad_request(f"invalid gracePeriodSeconds {grace!r}") from None
+            return _json(self.store.delete(res, ns, name, grace))
         raise errors.ApiError(405, "MethodNotAllowed", f"{m} is not supported")
 
     async def _patch(self, request: web.Request, res: Resource, ns: str | None, name: str, status: bool) -> dict:

@@ -202,12 +202,15 @@ class Store:
         fn(new)
         return self.update(res, namespace, name, new, status_only=status_only, check_rv=False)
 
-    def delete(self, res: Resource, namespace: str | None, name: str) -> dict:
+    def delete(self, res: Resource, namespace: str | None, name: str, grace_seconds: int | None = None) -> dict:
+        """``grace_seconds=0`` (a forced delete) skips the Terminating period of pods, VMs and VMIs."""
         current = self.find(res, namespace, name)
         if current is None:
             raise errors.not_found(res.group, res.plural, name)
         md = current["metadata"]
         delay = TERMINATING_SECONDS.get(res.key)
+        if grace_seconds == 0 and res.kind != "Namespace":
+            delay = None
         if md.get("deletionTimestamp"):
             return copy.deepcopy(current)
         if delay is None and not md.get("finalizers"):
