@@ -716,7 +716,10 @@ def test_stopping_the_fake_leaves_nothing_behind(fake, core, custom, slirp_regis
     this fake's VM and run dirs."""
     ns, name = "stoptest", "fake-selftest-vm-stop"
     core.create_namespace({"metadata": {"name": ns}})
-    custom.create_namespaced_custom_object(*KV, ns, "virtualmachines", binding_vm(name, ns))
+    legacy = binding_vm(name, ns)  # the pre-runStrategy way to start a VM
+    del legacy["spec"]["runStrategy"]
+    legacy["spec"]["running"] = True
+    custom.create_namespaced_custom_object(*KV, ns, "virtualmachines", legacy)
     wait("the VMI to run", lambda: custom.get_namespaced_custom_object(*KV, ns, "virtualmachineinstances", name)
          .get("status", {}).get("phase") == "Running", 60)
     ours = lambda state: {p for p in state.qemu_processes if f"-name {name} " in p}

@@ -160,9 +160,8 @@ class Controllers:
     def _vmi_from(vm: dict) -> dict:
         tmpl = copy.deepcopy((vm.get("spec") or {}).get("template") or {})
         md = tmpl.get("metadata") or {}
-        labels = {**(md.get("labels") or {}), "kubevirt.io/vm": vm["metadata"]["name"]}
         return {"apiVersion": "kubevirt.io/v1", "kind": "VirtualMachineInstance",
-                "metadata": {"name": vm["metadata"]["name"], "labels": labels,
+                "metadata": {"name": vm["metadata"]["name"], "labels": md.get("labels") or {},
                              "annotations": md.get("annotations") or {},
                              "ownerReferences": [{"apiVersion": "kubevirt.io/v1", "kind": "VirtualMachine",
                                                   "name": vm["metadata"]["name"], "uid": vm["metadata"]["uid"],
