@@ -20,6 +20,7 @@ from pathlib import Path
 import pytest
 import yaml
 
+from fixtures import waits
 from fixtures.cluster import kind, preflight, runner
 from fixtures.cluster.versions import pins_for
 from fixtures.errors import SetupError
@@ -131,7 +132,7 @@ def test_preflight_docker_daemon_down_names_the_fix(fake_tools, monkeypatch):
 
 def test_preflight_hanging_docker_is_killed_within_budget(fake_tools, monkeypatch):
     monkeypatch.setenv("FAKE_DOCKER_HANG", "1")
-    monkeypatch.setitem(runner._DEFAULT_BUDGETS, "tool-probe", 1.0)
+    monkeypatch.setitem(waits.TIMEOUTS, "tool-probe", 1.0)
     started = time.monotonic()
     with pytest.raises(SetupError, match="did not finish within"):
         preflight.preflight("kind", kubevirt_version="v1.1.0")
