@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import base64
 import json
+import os
 import shutil
 import socket
 import ssl
@@ -148,7 +149,7 @@ def slirp_registered(custom, raw):
 @pytest.fixture(scope="module")
 def vm(fake, core, custom, slirp_registered):
     """One running VM (TCG) shared by the VM tests: (namespace, name, launcher pod)."""
-    ns, name = "vmtest", "fake-selftest-vm"  # a name no other self-test's QEMU uses
+    ns, name = "vmtest", f"fake-selftest-vm-{os.getpid()}"  # no other run's QEMU has this -name
     core.create_namespace({"metadata": {"name": ns}})
     public = generate_keypair().public_openssh
     custom.create_namespaced_custom_object(*KV, ns, "virtualmachines", binding_vm(
@@ -714,7 +715,7 @@ def test_deleting_the_vm_terminates_then_removes_vmi_pod_and_qemu(vm, core, cust
 def test_stopping_the_fake_leaves_nothing_behind(fake, core, custom, slirp_registered):
     """Stop with a VM still booting. Other self-tests may run QEMU at the same time: look only at
     this fake's VM and run dirs."""
-    ns, name = "stoptest", "fake-selftest-vm-stop"
+    ns, name = "stoptest", f"fake-selftest-stop-{os.getpid()}"
     core.create_namespace({"metadata": {"name": ns}})
     legacy = binding_vm(name, ns)  # the pre-runStrategy way to start a VM
     del legacy["spec"]["runStrategy"]
