@@ -49,3 +49,22 @@ def run_suite(tmp: Path, *args: str, timeout: float = 600, env: dict | None = No
         cwd=REPO, capture_output=True, text=True, timeout=timeout, env={**os.environ, **(env or {})},
     )
     return SuiteRun(proc.returncode, proc.stdout + proc.stderr, _outcomes(junit))
+
+
+def interrupt_suite(*args: str, when: str, ready, timeout: float = 120) -> tuple[int, str]:
+    """Start the suite, send Ctrl-C (SIGINT) once ``ready()`` holds, return (exit code, output)."""
+    import signal
+
+    from fixtures import waits
+
+    proc = subprocess.Popen([sys.executable, "-m", "pytest", "-k", "slirp", "-q", *args], cwd=REPO,
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    try:
+        waits.wait_for(when, ready, timeout)
+        proc.send_signal(signal.SIGINT)
+        out, _ = proc.communicate(timeout=timeout)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    return proc.returncode, out

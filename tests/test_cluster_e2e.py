@@ -5,15 +5,13 @@ KubeVirt CR is exactly as it was afterwards, whether the run passed, failed or w
 from __future__ import annotations
 
 import json
-import signal
 import subprocess
-import sys
 
 import pytest
 
 from fixtures import waits
 from tests import fake_cluster
-from tests.suite_runner import REPO, run_suite
+from tests.suite_runner import interrupt_suite, run_suite
 
 pytestmark = pytest.mark.selftest_vm
 
@@ -74,16 +72,7 @@ def test_failed_run_restores_the_cr(fake, tmp_path):
 
 def test_interrupted_run_restores_the_cr(fake, tmp_path):
     before = kubevirt_specs(fake.kubeconfig)
-    proc = subprocess.Popen([sys.executable, "-m", "pytest", "-k", "slirp", "-q", *_args(fake)], cwd=REPO,
-                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-    try:
-        waits.wait_for("the run to register the binding",
-                       lambda: kubevirt_specs(fake.kubeconfig) != before, 120)
-        proc.send_signal(signal.SIGINT)
-        out, _ = proc.communicate(timeout=120)
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.wait()
+    _, out = interrupt_suite(*_args(fake), when="the run to register the binding",
+                             ready=lambda: kubevirt_specs(fake.kubeconfig) != before)
     assert kubevirt_specs(fake.kubeconfig) == before, out[-3000:]
     waits.wait_for("the run's namespace to be gone", lambda: not slirp_namespaces(fake.kubeconfig), 60)

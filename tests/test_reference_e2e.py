@@ -13,7 +13,7 @@ import pytest
 
 from fixtures import waits
 from tests.leaks import snapshot
-from tests.suite_runner import REPO, run_suite
+from tests.suite_runner import REPO, interrupt_suite, run_suite
 
 pytestmark = pytest.mark.selftest_vm
 
@@ -76,17 +76,9 @@ def test_open_ping_group_range_turns_exactly_icmp_red(tmp_path, no_leaks):
 
 def test_interrupted_run_leaves_nothing(tmp_path, no_leaks):
     """Ctrl-C in the middle of a run: QEMU, namespaces, veths and run dirs all go."""
-    proc = subprocess.Popen([sys.executable, "-m", "pytest", "-k", "slirp", "--target=qemu", "-q"], cwd=REPO,
-                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-    try:
-        waits.wait_for("the child run's QEMU to start", lambda: snapshot().qemu_processes, 120)
-        proc.send_signal(signal.SIGINT)
-        out, _ = proc.communicate(timeout=60)
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.wait()
-    assert proc.returncode in (1, 2), out[-2000:]  # 2: interrupted
+    rc, out = interrupt_suite("--target=qemu", when="the child run's QEMU to start",
+                              ready=lambda: snapshot().qemu_processes)
+    assert rc in (1, 2), out[-2000:]  # 2: interrupted
 
 
 def test_killed_run_is_cleaned_up(tmp_path, no_leaks):

@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import asyncio
 import ctypes
-import json
 import os
 import shutil
 import signal
@@ -21,16 +20,14 @@ from fixtures.reference.reference_vm import ReferenceVM
 
 
 def can_stream(vm: ReferenceVM) -> bool:
-    lab = getattr(vm, "_lab", None)  # the Popen of the lab's `unshare`; no public accessor exists
-    return (os.geteuid() == 0 and not vm.rootless and lab is not None and lab.poll() is None
-            and vm.run_dir is not None and shutil.which("nsenter") is not None)
+    return (os.geteuid() == 0 and not vm.rootless and vm.lab_pid is not None and vm.run_dir is not None
+            and shutil.which("nsenter") is not None)
 
 
 def argv_for(vm: ReferenceVM, where: str, argv: list[str]) -> list[str]:
-    lab_pid = str(vm._lab.pid)
+    lab_pid = str(vm.lab_pid)
     if where == "pod":
-        pod_netns = json.loads((vm.run_dir / "lab.json").read_text())["pod_netns"]
-        return ["nsenter", "-t", lab_pid, "-m", "--", "nsenter", f"--net={pod_netns}", "--", *argv]
+        return ["nsenter", "-t", lab_pid, "-m", "--", "nsenter", f"--net={vm.pod_netns}", "--", *argv]
     return ["nsenter", "-t", lab_pid, "-m", "-n", "--", *argv]
 
 
