@@ -40,3 +40,13 @@ def test_kvm_asked_without_kvm(monkeypatch):
     monkeypatch.setattr(reference_vm.os, "access", lambda path, mode: False if path == "/dev/kvm" else True)
     with pytest.raises(SetupError, match="--qemu-accel tcg"):
         preflight(QemuOptions(accel="kvm"))
+
+
+def test_rootless_ping_group_range_keeps_its_meaning_for_qemus_gid():
+    from fixtures.reference.pod_lab import _mapped_value
+
+    rootless = {"rootless": True}
+    assert _mapped_value(rootless, "net.ipv4.ping_group_range", "0 2147483647") == "0 0"
+    assert _mapped_value(rootless, "net.ipv4.ping_group_range", "1 0") is None  # the default: nobody
+    assert _mapped_value(rootless, "net.ipv4.ping_group_range", "100 200") is None
+    assert _mapped_value({"rootless": False}, "net.ipv4.ping_group_range", "1 0") == "1 0"
