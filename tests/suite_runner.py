@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import signal
 import subprocess
 import sys
 import xml.etree.ElementTree as ET
@@ -51,17 +52,15 @@ def run_suite(tmp: Path, *args: str, timeout: float = 600, env: dict | None = No
     return SuiteRun(proc.returncode, proc.stdout + proc.stderr, _outcomes(junit))
 
 
-def interrupt_suite(*args: str, when: str, ready, timeout: float = 120) -> tuple[int, str]:
-    """Start the suite, send Ctrl-C (SIGINT) once ``ready()`` holds, return (exit code, output)."""
-    import signal
-
+def interrupt_suite(*args: str, when: str, ready, timeout: float = 120, sig: int = signal.SIGINT) -> tuple[int, str]:
+    """Start the suite, send ``sig`` (Ctrl-C by default) once ``ready()`` holds; (exit code, output)."""
     from fixtures import waits
 
     proc = subprocess.Popen([sys.executable, "-m", "pytest", "-k", "slirp", "-q", *args], cwd=REPO,
                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     try:
         waits.wait_for(when, ready, timeout)
-        proc.send_signal(signal.SIGINT)
+        proc.send_signal(sig)
         out, _ = proc.communicate(timeout=timeout)
     finally:
         if proc.poll() is None:

@@ -93,3 +93,10 @@ def test_killed_run_is_cleaned_up(tmp_path, no_leaks):
     from fixtures.reference.reference_vm import sweep_stale_run_dirs
 
     sweep_stale_run_dirs()
+
+
+def test_terminated_run_leaves_nothing(tmp_path, no_leaks):
+    """SIGTERM (a cancelled CI job) unwinds like Ctrl-C."""
+    rc, out = interrupt_suite("--target=qemu", when="the child run's QEMU to start",
+                              ready=lambda: snapshot().qemu_processes, sig=signal.SIGTERM)
+    assert rc in (1, 2), out[-2000:]
