@@ -5,12 +5,13 @@ KubeVirt CR is exactly as it was afterwards, whether the run passed, failed or w
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 
 import pytest
 
 from fixtures import waits
-from tests import fake_cluster
+from tests import fake_cluster, recording_tools
 from tests.suite_runner import interrupt_suite, run_suite
 
 pytestmark = pytest.mark.selftest_vm
@@ -76,3 +77,23 @@ def test_interrupted_run_restores_the_cr(fake, tmp_path):
                              ready=lambda: kubevirt_specs(fake.kubeconfig) != before)
     assert kubevirt_specs(fake.kubeconfig) == before, out[-3000:]
     waits.wait_for("the run's namespace to be gone", lambda: not slirp_namespaces(fake.kubeconfig), 60)
+
+
+def test_kind_target_creates_uses_and_deletes_its_cluster(fake, tmp_path):
+    """--target=kind with recording docker/kind/kubectl whose "cluster" is the fake API server:
+    the suite creates the cluster from its own config, runs the contract on it, and deletes it."""
+    bindir, log, state = tmp_path / "bin", tmp_path / "calls.log", tmp_path / "state"
+    recording_tools.install(bindir)
+    state.mkdir()
+    log.touch()
+    before = kubevirt_specs(fake.kubeconfig)
+    run = run_suite(tmp_path, "--target=kind", "--kubevirt-version=v1.1.0", env={
+        "PATH": f"{bindir}:{os.environ['PATH']}", "FAKE_LOG": str(log), "FAKE_STATE": str(state),
+        "FAKE_KIND_KUBECONFIG": str(fake.kubeconfig)})
+    calls = [line.split() for line in log.read_text().splitlines()]
+    kind_calls = [c[1:3] for c in calls if c[0] == "kind"]
+    assert run.returncode == 0, run.output[-5000:]
+    assert ["'create'", "'cluster'"] in kind_calls and ["'delete'", "'cluster'"] in kind_calls, kind_calls
+    create = next(c for c in calls if c[:3] == ["kind", "'create'", "'cluster'"])
+    assert "'--config'" in create and "'slirp-conformance'" in create, create
+    assert kubevirt_specs(fake.kubeconfig) == before

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import os
 import shlex
-import shutil
 import threading
 import time
 import tomllib
@@ -25,65 +24,17 @@ from fixtures.cluster import kind, preflight, runner
 from fixtures.cluster.versions import pins_for
 from fixtures.errors import SetupError
 
+from tests import recording_tools  # noqa: E402
+
 PINS = pins_for("v1.1.0")  # kind v0.19.0, kindest/node:v1.27.1, kubectl v1.27.1
 
-_RECORD = 'printf "%s" "$(basename "$0")" >> "$FAKE_LOG"; for a in "$@"; do printf " %s" "$(shell_quote "$a")" >> "$FAKE_LOG"; done; echo >> "$FAKE_LOG"\n'
-_PRELUDE = """#!/bin/sh
-shell_quote() { printf "'%s'" "$(printf '%s' "$1" | sed "s/'/'\\\\\\\\''/g")"; }
-""" + _RECORD
-
-FAKES = {
-    "docker": """
-case "$1" in
-  info) [ -n "$FAKE_DOCKER_HANG" ] && sleep 60
-        if [ -n "$FAKE_DOCKER_DOWN" ]; then
-          echo "Cannot connect to the Docker daemon at unix:///var/run/docker.sock. Is the docker daemon running?" >&2; exit 1
-        fi
-        echo '"27.3.1"' ;;
-  inspect) echo "${FAKE_NODE_IMAGE:-kindest/node:v1.27.1@sha256:0123}" ;;
-  exec) printf 'version = 3\\n[plugins."io.containerd.cri.v1.runtime"]\\n  enable_unprivileged_icmp = false\\n  enable_unprivileged_ports = false\\n' ;;
-  *) echo "fake docker: unexpected $*" >&2; exit 2 ;;
-esac
-""",
-    "kind": """
-state="$FAKE_STATE/kind-clusters"; touch "$state"
-case "$1 $2" in
-  "version "*) echo "kind ${FAKE_KIND_VERSION:-v0.19.0} go1.20.4 linux/amd64" ;;
-  "get clusters") if [ -s "$state" ]; then cat "$state"; else echo "No kind clusters found." >&2; fi ;;
-  "create cluster") [ -n "$FAKE_KIND_CREATE_FAILS" ] && { echo "ERROR: failed to create cluster: timed out waiting" >&2; exit 1; }
-        name=""; kc=""
-        while [ $# -gt 0 ]; do case "$1" in --name) name="$2"; shift;; --kubeconfig) kc="$2"; shift;; esac; shift; done
-        echo "$name" >> "$state"; printf 'apiVersion: v1\\nkind: Config\\nusers:\\n- name: u\\n  user:\\n    token: SECRET-TOKEN\\n' > "$kc" ;;
-  "export kubeconfig") kc=""
-        while [ $# -gt 0 ]; do case "$1" in --kubeconfig) kc="$2"; shift;; esac; shift; done
-        printf 'apiVersion: v1\\nkind: Config\\n' > "$kc"; echo "Set kubectl context" >&2 ;;
-  "delete cluster") name=""
-        while [ $# -gt 0 ]; do case "$1" in --name) name="$2"; shift;; esac; shift; done
-        grep -vx "$name" "$state" > "$state.new"; mv "$state.new" "$state" ;;
-  "load docker-image") : ;;
-  *) echo "fake kind: unexpected $*" >&2; exit 2 ;;
-esac
-""",
-    "kubectl": """
-echo '{"clientVersion": {"gitVersion": "'"${FAKE_KUBECTL_VERSION:-v1.27.1}"'", "major": "1"}}'
-""",
-}
-SYSTEM_UTILS = ("sh", "basename", "printf", "sed", "cat", "grep", "mv", "touch", "sleep", "echo")
 
 
 @pytest.fixture
 def fake_tools(tmp_path, monkeypatch):
     """Install the fakes; returns (bin dir, function returning the recorded calls as argv lists)."""
     bindir = tmp_path / "bin"
-    bindir.mkdir()
-    for util in SYSTEM_UTILS:
-        real = shutil.which(util, path="/usr/bin:/bin")
-        if real:
-            (bindir / util).symlink_to(real)
-    for name, body in FAKES.items():
-        script = bindir / name
-        script.write_text(_PRELUDE + body)
-        script.chmod(0o755)
+    recording_tools.install(bindir)
     log = tmp_path / "calls.log"
     log.touch()
     (tmp_path / "state").mkdir()
@@ -293,7 +244,7 @@ def test_kind_keep_leaves_a_created_cluster(fake_tools, tmp_path):
 
 def test_kind_failure_is_one_line_without_stdout_secrets(fake_tools, tmp_path):
     bindir, _ = fake_tools
-    (bindir / "kind").write_text(_PRELUDE + 'case "$1" in get) exit 0;; esac\n'
+    (bindir / "kind").write_text(recording_tools.PRELUDE + 'case "$1" in get) exit 0;; esac\n'
                                  'echo "token: SECRET-TOKEN in stdout"; echo "ERROR: failed to create cluster: '
                                  'node(s) already exist; Authorization: Bearer abcdefghijklmnop" >&2; exit 1\n')
     with pytest.raises(SetupError, match="exited with 1") as err:
