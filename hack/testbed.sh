@@ -1,0 +1,24 @@
+#!/usr/bin/env bash
+# The cluster test bed: real etcd, kube-apiserver, kube-controller-manager, kwok and KubeVirt's own
+# CRDs and CR, built from Go modules by version (cached) and run as local processes on loopback.
+set -euo pipefail
+
+REPO="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+PYTHON="${PYTHON:-$REPO/.venv/bin/python}"
+
+usage() {
+  cat <<USAGE
+Usage: hack/testbed.sh [--timeout-scale F] up --kubevirt-version V --kubeconfig PATH
+       hack/testbed.sh down --kubeconfig PATH
+
+up    builds (or reuses, ~/.cache/slirp-conformance/go) and starts the bed, writes the admin
+      kubeconfig to PATH (which must not exist) and prints a JSON summary with build and start times.
+down  stops every process up started and removes PATH, PATH.testbed.json and the bed's temp dir.
+Pins: TESTBED_* in hack/versions.env. Needs Go (/usr/local/go or PATH) and hack/setup.sh.
+USAGE
+}
+
+case "${1:-}" in ""|-h|--help) usage; exit 0 ;; esac
+[ -x "$PYTHON" ] || { echo "testbed: error: $PYTHON not found; run hack/setup.sh first (or set PYTHON)" >&2; exit 1; }
+# No cd: a relative --kubeconfig means relative to where the user is.
+PYTHONPATH="$REPO${PYTHONPATH:+:$PYTHONPATH}" exec "$PYTHON" -m tests.testbed "$@"

@@ -1,0 +1,117 @@
+"""What the test bed runs, as Go wrapper modules built by version (``fixtures.gobuild``).
+
+Nothing upstream is copied here: each component is a module path and version from the module
+proxy. Kubernetes and KubeVirt replace their in-repo staging modules in their own go.mod; the
+wrapper takes that replace block over and points each staging module at its published tag
+(Kubernetes: ``k8s.io/X v0.<minor>.<patch>``, KubeVirt: ``kubevirt.io/{api,client-go}`` at the
+KubeVirt tag).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+from fixtures.cluster import versions
+from fixtures.errors import SetupError
+from fixtures.gobuild import Built, WrapperModule, build
+
+KUBEVIRT_MANIFESTS_SOURCE = Path(__file__).resolve().parent / "kubevirt_manifests"
+
+
+@dataclass(frozen=True)
+class Pins:
+    kubernetes: str
+    etcd: str
+    kwok: str
+
+    @classmethod
+    def from_versions_env(cls) -> "Pins":
+        return cls(kubernetes=versions.env("TESTBED_KUBERNETES_VERSION"),
+                   etcd=versions.env("TESTBED_ETCD_VERSION"),
+                   kwok=versions.env("TESTBED_KWOK_VERSION"))
+
+
+def _staging_version(kubernetes: str) -> str:
+    """k8s.io/kubernetes v1.X.Y publishes its staging modules as v0.X.Y."""
+    parts = kubernetes.lstrip("v").split(".")
+    if len(parts) != 3 or parts[0] != "1" or not all(p.isdigit() for p in parts):
+        raise SetupError(f"TESTBED_KUBERNETES_VERSION={kubernetes!r} is not v1.X.Y: fix hack/versions.env")
+    return f"v0.{parts[1]}.{parts[2]}"
+
+
+def _version_ldflags(package: str, version: str) -> str:
+    major, minor, _ = version.lstrip("v").split(".")
+    return " ".join(f"-X {package}.{key}={value}" for key, value in (
+        ("gitVersion", version), ("gitMajor", major), ("gitMinor", minor), ("gitTreeState", "clean"),
+        ("buildDate", "1970-01-01T00:00:00Z")))
+
+
+def kubernetes_module(version: str) -> WrapperModule:
+    """kube-apiserver, kube-controller-manager and a kubectl of the same version.
+
+    Tags and version stamps as Kubernetes' own build sets them (hack/lib/golang.sh and
+    hack/lib/version.sh at the tag): without the stamps the binaries call themselves v0.0.0.
+    """
+    staging = _staging_version(version)  # validates the pin first
+    ldflags = " ".join(["-s -w",
+                        _version_ldflags("k8s.io/component-base/version", version),
+                        _version_ldflags("k8s.io/client-go/pkg/version", version)])
+    return WrapperModule(
+        name="kubernetes", version=version,
+        packages=("k8s.io/kubernetes/cmd/kube-apiserver", "k8s.io/kubernetes/cmd/kube-controller-manager",
+                  "k8s.io/kubernetes/cmd/kubectl"),
+        requires=(f"k8s.io/kubernetes@{version}",),
+        replace_from=f"k8s.io/kubernetes@{version}", local_replace_version=staging,
+        tags=("selinux", "notest"), ldflags=ldflags)
+
+
+def etcd_module(version: str) -> WrapperModule:
+    """etcd's server module has ``package main`` at its root; its binary is named ``server``."""
+    return WrapperModule(name="etcd", version=version, packages=("go.etcd.io/etcd/server/v3",),
+                         requires=(f"go.etcd.io/etcd/server/v3@{version}",), ldflags="-s -w")
+
+
+def kwok_module(version: str) -> WrapperModule:
+    """kwok itself (no replace directives); the version stamp as its hack/releases.sh sets it."""
+    return WrapperModule(name="kwok", version=version, packages=("sigs.k8s.io/kwok/cmd/kwok",),
+                         requires=(f"sigs.k8s.io/kwok@{version}",),
+                         ldflags=f"-s -w -X sigs.k8s.io/kwok/pkg/consts.Version={version}")
+
+
+def kubevirt_manifests_module(kubevirt_version: str) -> WrapperModule:
+    """Our small program printing KubeVirt's CRDs, plus KubeVirt's own resource-generator (the CR)."""
+    return WrapperModule(
+        name="kubevirt-manifests", version=kubevirt_version,
+        packages=(".", "kubevirt.io/kubevirt/tools/resource-generator"),
+        source=KUBEVIRT_MANIFESTS_SOURCE,
+        requires=(f"kubevirt.io/kubevirt@{kubevirt_version}",),
+        replace_from=f"kubevirt.io/kubevirt@{kubevirt_version}", local_replace_version=kubevirt_version,
+        ldflags="-s -w")
+
+
+@dataclass(frozen=True)
+class Binaries:
+    etcd: Path
+    kube_apiserver: Path
+    kube_controller_manager: Path
+    kubectl: Path
+    kwok: Path
+    builds: dict[str, Built]
+
+
+def build_control_plane(pins: Pins) -> Binaries:
+    """Build (or find in the cache) etcd, the Kubernetes binaries and kwok."""
+    built = {"etcd": build(etcd_module(pins.etcd)),
+             "kubernetes": build(kubernetes_module(pins.kubernetes)),
+             "kwok": build(kwok_module(pins.kwok))}
+    return Binaries(etcd=built["etcd"].binary("server"),
+                    kube_apiserver=built["kubernetes"].binary("kube-apiserver"),
+                    kube_controller_manager=built["kubernetes"].binary("kube-controller-manager"),
+                    kubectl=built["kubernetes"].binary("kubectl"),
+                    kwok=built["kwok"].binary("kwok"),
+                    builds=built)
+
+
+def build_kubevirt_manifests(kubevirt_version: str) -> Built:
+    return build(kubevirt_manifests_module(kubevirt_version))
