@@ -7,6 +7,7 @@ from KubeVirt's ``tools/resource-generator --type=kv-cr``: both built against
 
 from __future__ import annotations
 
+import json
 import sys
 
 from fixtures import waits
@@ -17,7 +18,7 @@ NAMESPACE = "kubevirt"
 
 
 def generate(manifests: Built) -> tuple[str, str]:
-    """(CRDs, KubeVirt CR) as YAML streams."""
+    """(CRDs as one JSON List, KubeVirt CR as YAML)."""
     budget = waits.timeout("api-probe") * 6
     crds = runner.run([str(manifests.binary("kubevirt-manifests")), f"--namespace={NAMESPACE}"], timeout=budget).stdout
     cr = runner.run([str(manifests.binary("resource-generator")), "--type=kv-cr", f"--namespace={NAMESPACE}"],
@@ -30,9 +31,50 @@ def install(testbed, manifests: Built, kubevirt_version: str) -> None:
     crds, cr = generate(manifests)
     # `create`, not client-side `apply`: the VMI CRD is larger than apply's 256 KiB annotation limit.
     testbed.kubectl("create", "-f", "-", input=crds, timeout=waits.timeout("crd-established"))
-    testbed.kubectl("wait", "--for=condition=Established", "crd", "-l", "kubevirt.io",  # virtv1.AppLabel on every KubeVirt CRD
-                    f"--timeout={waits.timeout('crd-established'):.0f}s",
-                    timeout=waits.timeout("crd-established") + 10)
+    names = [crd["metadata"]["name"] for crd in json.loads(crds)["items"]]
+
+    def not_established() -> list[str]:
+        served = json.loads(testbed.kubectl("get", "crd", *names, "-o", "json").stdout)["items"]
+        done = {crd["metadata"]["name"] for crd in served
+                if any(c["type"] == "Established" and c["status"] == "True"
+                       for c in (crd.get("status") or {}).get("conditions") or [])}
+        return sorted(set(names) - done)
+    # Polled, not `kubectl wait`: that fails outright on a CRD whose status.conditions is still null.
+    waits.wait_for(f"KubeVirt's {len(names)} CRDs to be Established", not_established,
+                   waits.timeout("crd-established"), accept=lambda missing: not missing,
+                   describe=lambda missing: f"not yet: {missing}")
     testbed.kubectl("create", "namespace", NAMESPACE)
     testbed.kubectl("create", "-f", "-", input=cr)
     print(f"testbed: KubeVirt {kubevirt_version} CRDs and KubeVirt CR installed", file=sys.stderr, flush=True)
+
+
+def served_schema_differences(served: dict, generated: dict) -> list[str]:
+    """How a CRD the API server serves differs from the one KubeVirt's code generated ([] = same).
+
+    Compares group, names, scope and, per version, served/storage flags and the whole
+    openAPIV3Schema (the API server stores what it was given, so any difference means the bed
+    does not hold KubeVirt's real CRD).
+    """
+    problems = []
+    for key in ("group", "names", "scope"):
+        want, got = generated["spec"].get(key), served["spec"].get(key)
+        if key == "names":  # the server fills in listKind/singular defaults
+            got = {k: v for k, v in (got or {}).items() if k in (want or {})}
+        if want != got:
+            problems.append(f"spec.{key}: generated {want!r}, served {got!r}")
+    served_versions = {v["name"]: v for v in served["spec"].get("versions", [])}
+    for version in generated["spec"]["versions"]:
+        name = version["name"]
+        got = served_versions.get(name)
+        if got is None:
+            problems.append(f"version {name}: generated, not served")
+            continue
+        for flag in ("served", "storage"):
+            if version.get(flag) != got.get(flag):
+                problems.append(f"version {name}: {flag} generated {version.get(flag)}, served {got.get(flag)}")
+        want_schema = (version.get("schema") or {}).get("openAPIV3Schema")
+        got_schema = (got.get("schema") or {}).get("openAPIV3Schema")
+        if want_schema != got_schema:
+            problems.append(f"version {name}: openAPIV3Schema differs (generated {len(str(want_schema))} chars, "
+                            f"served {len(str(got_schema))} chars)")
+    return problems

@@ -1,0 +1,149 @@
+"""The cluster test bed end to end: `hack/testbed.sh up`, the real server and CRDs, `down`, no leftovers.
+
+Marked ``testbed``: the first run on a machine builds Kubernetes, etcd, kwok and KubeVirt's
+generator from Go modules (minutes, cached afterwards); deselect with ``-m "not testbed"``.
+"""
+
+from __future__ import annotations
+
+import json
+import signal
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+
+import pytest
+
+from fixtures import gobuild
+from tests.testbed import bed, components, kubevirt, processes
+
+pytestmark = pytest.mark.testbed
+
+REPO = Path(__file__).resolve().parents[1]
+TESTBED_SH = REPO / "hack" / "testbed.sh"
+KUBEVIRT_VERSION = "v1.1.0"  # its operator code resolves through the module proxy; v1.5.3 and v1.9.0 do not (README)
+# Every cold build of the bed, in the worst case one after the other, plus the start.
+UP_TIMEOUT = 4 * gobuild.BUILD_TIMEOUT
+START_TIMEOUT = 600.0
+
+
+def _testbed(*args: str, timeout: float) -> subprocess.CompletedProcess:
+    return subprocess.run(["bash", str(TESTBED_SH), "--timeout-scale", "3", *args], capture_output=True,
+                          text=True, timeout=timeout, cwd=REPO)
+
+
+def _leftovers(record: bed.BedRecord) -> dict[str, list]:
+    """What of a stopped bed is still there: processes, listening ports, files."""
+    kubeconfig = Path(record.kubeconfig)
+    left = {
+        "processes": [p.name for p in record.processes if processes.alive(p)],
+        "ports": [f"{name}:{port}" for name, port in record.ports.items() if processes.listening(port)],
+        "files": [str(p) for p in (kubeconfig, bed.record_path(kubeconfig), Path(record.state_dir)) if p.exists()],
+    }
+    return {k: v for k, v in left.items() if v}
+
+
+@pytest.fixture(scope="module")
+def testbed(tmp_path_factory):
+    """A bed of KUBEVIRT_VERSION, up for the module; down at the end unless a test took it down."""
+    kubeconfig = tmp_path_factory.mktemp("testbed") / "kubeconfig"
+    up = _testbed("up", "--kubevirt-version", KUBEVIRT_VERSION, "--kubeconfig", str(kubeconfig),
+                  timeout=UP_TIMEOUT)
+    if up.returncode != 0:
+        if bed.record_path(kubeconfig).exists():
+            _testbed("down", "--kubeconfig", str(kubeconfig), timeout=START_TIMEOUT)
+        pytest.fail(f"`hack/testbed.sh up` exited {up.returncode}:\n{up.stderr[-4000:]}")
+    summary = json.loads(up.stdout.strip().splitlines()[-1])
+    print(f"testbed up: {summary}")
+    record = bed.BedRecord.load(kubeconfig.resolve())
+    yield kubeconfig, record, summary
+    if bed.record_path(kubeconfig.resolve()).exists():
+        _testbed("down", "--kubeconfig", str(kubeconfig), timeout=START_TIMEOUT)
+
+
+def _kubectl(kubeconfig: Path, *args: str) -> str:
+    kubectl = components.build_control_plane(components.Pins.from_versions_env()).kubectl  # cached by now
+    out = subprocess.run([str(kubectl), "--kubeconfig", str(kubeconfig), *args], capture_output=True,
+                         text=True, timeout=60)
+    assert out.returncode == 0, f"kubectl {' '.join(args)} exited {out.returncode}: {out.stderr[-2000:]}"
+    return out.stdout
+
+
+def test_kubectl_version_shows_the_real_pinned_server(testbed):
+    kubeconfig, _, summary = testbed
+    version = json.loads(_kubectl(kubeconfig, "version", "-o", "json"))
+    server = version.get("serverVersion", {})
+    pinned = components.Pins.from_versions_env().kubernetes
+    assert server.get("gitVersion") == pinned and server.get("minor") == pinned.split(".")[1], (
+        f"expected the API server to report {pinned}, got {server}")
+    assert summary["kubernetes"] == pinned, summary
+
+
+def test_virtualmachine_crd_is_kubevirts_own_schema(testbed):
+    kubeconfig, _, _ = testbed
+    served = json.loads(_kubectl(kubeconfig, "get", "crd", "virtualmachines.kubevirt.io", "-o", "json"))
+    crds, _ = kubevirt.generate(components.build_kubevirt_manifests(KUBEVIRT_VERSION))
+    generated = next(d for d in json.loads(crds)["items"] if d["metadata"]["name"] == "virtualmachines.kubevirt.io")
+    problems = kubevirt.served_schema_differences(served, generated)
+    assert not problems, f"the served VirtualMachine CRD is not KubeVirt {KUBEVIRT_VERSION}'s: {problems}"
+    spec_props = served["spec"]["versions"][0]["schema"]["openAPIV3Schema"]["properties"]["spec"]["properties"]
+    assert {"runStrategy", "template", "dataVolumeTemplates"} <= set(spec_props), sorted(spec_props)
+
+
+def test_schema_comparison_fails_on_a_permissive_stand_in(testbed):
+    """Negative control: a CRD that accepts anything (as a home-made fake would) is told apart."""
+    kubeconfig, _, _ = testbed
+    served = json.loads(_kubectl(kubeconfig, "get", "crd", "virtualmachines.kubevirt.io", "-o", "json"))
+    stand_in = json.loads(json.dumps(served))
+    for version in stand_in["spec"]["versions"]:
+        version["schema"] = {"openAPIV3Schema": {"type": "object", "x-kubernetes-preserve-unknown-fields": True}}
+    problems = kubevirt.served_schema_differences(stand_in, served)
+    assert problems and all("openAPIV3Schema differs" in p for p in problems), problems
+
+
+def test_kubevirt_cr_and_simulated_node_are_there(testbed):
+    kubeconfig, _, _ = testbed
+    cr = json.loads(_kubectl(kubeconfig, "get", "kubevirt", "-n", kubevirt.NAMESPACE, "kubevirt", "-o", "json"))
+    assert cr["spec"].get("configuration") is not None, cr["spec"]
+    node = json.loads(_kubectl(kubeconfig, "get", "node", bed.NODE_NAME, "-o", "json"))
+    ready = [c["status"] for c in node["status"]["conditions"] if c["type"] == "Ready"]
+    assert ready == ["True"], f"expected kwok's node Ready, conditions: {node['status']['conditions']}"
+
+
+def test_down_leaves_nothing(testbed):
+    kubeconfig, record, _ = testbed
+    assert not _leftovers(record).get("processes"), "the bed was not running before down"
+    down = _testbed("down", "--kubeconfig", str(kubeconfig), timeout=START_TIMEOUT)
+    assert down.returncode == 0, down.stderr
+    assert not _leftovers(record), f"left after down: {_leftovers(record)}"
+
+
+def test_interrupted_up_leaves_nothing(tmp_path):
+    """Ctrl-C once the API server is up: `up` stops what it started and exits 130."""
+    kubeconfig = tmp_path / "kubeconfig"
+    before = set(Path(tempfile.gettempdir()).glob(bed.STATE_DIR_PREFIX + "*"))
+    proc = subprocess.Popen(["bash", str(TESTBED_SH), "--timeout-scale", "3", "up", "--kubevirt-version",
+                             KUBEVIRT_VERSION, "--kubeconfig", str(kubeconfig)],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=REPO)
+    seen = []
+    try:
+        for line in proc.stderr:  # bounded: every build and readiness wait inside `up` is
+            seen.append(line)
+            if line.startswith("testbed: kube-apiserver ready"):
+                record = bed.BedRecord.load(kubeconfig.resolve())
+                proc.send_signal(signal.SIGINT)
+                break
+        else:
+            pytest.fail(f"`up` ended before the API server was ready: {''.join(seen)[-3000:]}")
+        _, err = proc.communicate(timeout=START_TIMEOUT)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    assert proc.returncode == 130, f"expected exit 130 after Ctrl-C, got {proc.returncode}: {err[-2000:]}"
+    assert record.processes, "the record named no process: the check would prove nothing"
+    assert not _leftovers(record), f"left after an interrupted up: {_leftovers(record)}"
+    new_dirs = set(Path(tempfile.gettempdir()).glob(bed.STATE_DIR_PREFIX + "*")) - before
+    assert not new_dirs, f"state dirs left: {new_dirs}"
+    print("".join(seen), err, file=sys.stderr)
