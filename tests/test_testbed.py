@@ -33,11 +33,25 @@ def _testbed(*args: str, timeout: float) -> subprocess.CompletedProcess:
                           text=True, timeout=timeout, cwd=REPO)
 
 
+def _processes_mentioning(text: str) -> list[str]:
+    found = []
+    for cmdline in Path("/proc").glob("[0-9]*/cmdline"):
+        try:
+            argv = cmdline.read_bytes().split(b"\0")
+        except OSError:
+            continue  # exited meanwhile
+        if any(text.encode() in arg for arg in argv):
+            found.append(f"{cmdline.parent.name}: {argv[0].decode(errors='replace')}")
+    return found
+
+
 def _leftovers(record: bed.BedRecord) -> dict[str, list]:
     """What of a stopped bed is still there: processes, listening ports, files."""
     kubeconfig = Path(record.kubeconfig)
     left = {
         "processes": [p.name for p in record.processes if processes.alive(p)],
+        # also any process the record missed (started but not recorded): its argv names the state dir
+        "unrecorded processes": _processes_mentioning(record.state_dir),
         "ports": [f"{name}:{port}" for name, port in record.ports.items() if processes.listening(port)],
         "files": [str(p) for p in (kubeconfig, bed.record_path(kubeconfig), Path(record.state_dir)) if p.exists()],
     }
@@ -113,7 +127,9 @@ def test_kubevirt_cr_and_simulated_node_are_there(testbed):
 
 def test_down_leaves_nothing(testbed):
     kubeconfig, record, _ = testbed
-    assert not _leftovers(record).get("processes"), "the bed was not running before down"
+    running = [p.name for p in record.processes if processes.alive(p)]
+    assert running and running == [p.name for p in record.processes], (
+        f"premise: every recorded process runs before down; running: {running} of {record.processes}")
     down = _testbed("down", "--kubeconfig", str(kubeconfig), timeout=START_TIMEOUT)
     assert down.returncode == 0, down.stderr
     assert not _leftovers(record), f"left after down: {_leftovers(record)}"

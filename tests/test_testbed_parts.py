@@ -9,6 +9,7 @@ from pathlib import Path
 
 import pytest
 
+from fixtures import waits
 from fixtures.errors import SetupError
 from tests.testbed import bed, components, processes
 from tests.testbed.pki import CertificateAuthority
@@ -34,9 +35,9 @@ def test_pins_come_from_versions_env():
 
 
 def _sleeper(tmp_path: Path, *, ignore_term: bool = False) -> processes.Proc:
-    code = ("import signal, time\n"
-            + ("signal.signal(signal.SIGTERM, signal.SIG_IGN)\n" if ignore_term else "")
-            + "print('up', flush=True)\ntime.sleep(120)\n")
+    on_term = "signal.SIG_IGN" if ignore_term else "lambda *_: (print('got SIGTERM', flush=True), sys.exit(0))"
+    code = (f"import signal, sys, time\nsignal.signal(signal.SIGTERM, {on_term})\n"
+            "print('up', flush=True)\ntime.sleep(120)\n")
     return processes.start("sleeper", [sys.executable, "-c", code], tmp_path / "sleeper.log")
 
 
@@ -50,7 +51,7 @@ def test_stop_ends_a_started_process(tmp_path):
 def test_stop_kills_a_process_that_ignores_sigterm(tmp_path, monkeypatch):
     monkeypatch.setattr(processes, "STOP_GRACE", 1.0)
     proc = _sleeper(tmp_path, ignore_term=True)
-    time.sleep(0.5)  # let the child install its SIGTERM handler (no event to wait on from outside)
+    waits.wait_for("the sleeper to ignore SIGTERM", lambda: "up" in Path(proc.log).read_text(), 30)
     processes.stop(proc)
     assert not processes.alive(proc), f"{proc} survived SIGKILL"
 
@@ -92,3 +93,13 @@ def test_issued_certificates_chain_to_the_bed_ca(tmp_path):
                          capture_output=True, text=True, timeout=30)
     assert out.returncode == 0, out.stdout + out.stderr
     assert oct(pair.key.stat().st_mode & 0o777) == "0o600", "private keys must be owner-only"
+
+
+def test_a_process_started_while_signals_are_deferred_still_stops_on_sigterm(tmp_path):
+    """Children must not inherit the mask that holds Ctrl-C back while a start is recorded."""
+    with processes.signals_deferred():
+        proc = _sleeper(tmp_path)
+    waits.wait_for("the sleeper to start", lambda: "up" in Path(proc.log).read_text(), 30)
+    processes.stop(proc)
+    assert not processes.alive(proc)
+    assert "got SIGTERM" in Path(proc.log).read_text(), "SIGTERM never reached the child (blocked): it took SIGKILL"

@@ -159,9 +159,10 @@ class TestBed:
         self.sa_pub = write_signing_key(self.sa_key)
 
     def _spawn(self, name: str, argv: list[str]) -> processes.Proc:
-        proc = processes.start(name, argv, self.state / f"{name}.log")
-        self.record.processes.append(proc)
-        self.record.save()
+        with processes.signals_deferred():
+            proc = processes.start(name, argv, self.state / f"{name}.log")
+            self.record.processes.append(proc)
+            self.record.save()
         return proc
 
     def _port(self, name: str) -> int:

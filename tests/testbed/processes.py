@@ -58,11 +58,31 @@ def start(name: str, argv: list[str], log_path: Path, *, env: dict[str, str] | N
     log.info("start %s: %s", name, " ".join(argv))
     with open(log_path, "ab") as out:
         popen = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=out, stderr=subprocess.STDOUT,
-                                 env=env, start_new_session=True, close_fds=True)
+                                 env=env, start_new_session=True, close_fds=True,
+                                 preexec_fn=_unblock_stop_signals)
     started = _start_time(popen.pid)
     # The Popen object is dropped on purpose: the process outlives this one (`up` exits). A child
     # that dies early becomes a zombie of ours until we exit; `alive` treats zombies as dead.
     return Proc(name=name, pid=popen.pid, start_time=started or "", log=str(log_path))
+
+
+def _unblock_stop_signals() -> None:
+    """In the child: undo ``signals_deferred``'s mask, which a child would inherit (and a Go
+    program keeps: SIGTERM would then be ignored until SIGKILL)."""
+    signal.pthread_sigmask(signal.SIG_UNBLOCK, signals_deferred._SIGNALS)
+
+
+class signals_deferred:
+    """Hold SIGINT/SIGTERM back while a process is started *and* recorded: a Ctrl-C between the
+    two would leave a process nobody knows to stop (seen: a kube-controller-manager outliving `up`)."""
+
+    _SIGNALS = {signal.SIGINT, signal.SIGTERM}
+
+    def __enter__(self) -> None:
+        self._old = signal.pthread_sigmask(signal.SIG_BLOCK, self._SIGNALS)
+
+    def __exit__(self, *exc) -> None:
+        signal.pthread_sigmask(signal.SIG_SETMASK, self._old)  # a held signal is delivered now
 
 
 def stop(proc: Proc) -> None:
