@@ -17,7 +17,7 @@ from pathlib import Path
 
 import pytest
 
-from fixtures import gobuild
+from fixtures import gobuild, waits
 from tests.testbed import bed, components, kubevirt, processes
 
 pytestmark = pytest.mark.testbed
@@ -86,10 +86,10 @@ def testbed(tmp_path_factory):
         _testbed("down", "--kubeconfig", str(kubeconfig), timeout=START_TIMEOUT)
 
 
-def _kubectl(kubeconfig: Path, *args: str) -> str:
+def _kubectl(kubeconfig: Path, *args: str, input: str | None = None) -> str:
     kubectl = components.build_control_plane(components.Pins.from_versions_env()).kubectl  # cached by now
     out = subprocess.run([str(kubectl), "--kubeconfig", str(kubeconfig), *args], capture_output=True,
-                         text=True, timeout=60)
+                         text=True, timeout=60, input=input)
     assert out.returncode == 0, f"kubectl {' '.join(args)} exited {out.returncode}: {out.stderr[-2000:]}"
     return out.stdout
 
@@ -133,6 +133,54 @@ def test_kubevirt_cr_and_simulated_node_are_there(testbed):
     node = json.loads(_kubectl(kubeconfig, "get", "node", bed.NODE_NAME, "-o", "json"))
     ready = [c["status"] for c in node["status"]["conditions"] if c["type"] == "Ready"]
     assert ready == ["True"], f"expected kwok's node Ready, conditions: {node['status']['conditions']}"
+
+
+SLIRP_IMAGE = f"quay.io/kubevirt/network-slirp-binding:{KUBEVIRT_VERSION}"
+
+
+def _vmi(name: str, interface: dict) -> str:
+    return json.dumps({
+        "apiVersion": "kubevirt.io/v1", "kind": "VirtualMachineInstance",
+        "metadata": {"name": name, "namespace": "default"},
+        "spec": {"domain": {"devices": {"interfaces": [{"name": "default", **interface}]},
+                            "resources": {"requests": {"memory": "128Mi"}}},
+                 "networks": [{"name": "default", "pod": {}}]}})
+
+
+def _launcher_containers(kubeconfig: Path, vmi: str) -> dict[str, dict]:
+    """The containers of the virt-launcher pod virt-controller rendered for ``vmi`` (waits for it)."""
+    def pods() -> list:
+        return json.loads(_kubectl(kubeconfig, "get", "pods", "-n", "default", "-l",
+                                   f"vm.kubevirt.io/name={vmi}", "-o", "json"))["items"]
+    try:
+        found = waits.wait_for(f"virt-controller to render the launcher pod of {vmi}", pods, 60 * 3,
+                               describe=lambda items: f"{len(items)} pods")
+    except waits.WaitTimeout as e:
+        status = _kubectl(kubeconfig, "get", "vmi", vmi, "-o", "jsonpath={.status.conditions}")
+        pytest.fail(f"{e}; VMI conditions: {status}")
+    return {c["name"]: c for c in found[0]["spec"]["containers"]}
+
+
+def test_virt_controller_renders_the_slirp_sidecar_from_the_binding_registration(testbed):
+    kubeconfig, _, _ = testbed
+    patch = {"spec": {"configuration": {
+        "developerConfiguration": {"featureGates": ["NetworkBindingPlugins"]},
+        "network": {"binding": {"slirp": {"sidecarImage": SLIRP_IMAGE}}}}}}
+    _kubectl(kubeconfig, "patch", "kubevirt", "-n", kubevirt.NAMESPACE, "kubevirt", "--type=merge",
+             "-p", json.dumps(patch))
+    _kubectl(kubeconfig, "create", "-f", "-", input=_vmi("slirp-vmi", {"binding": {"name": "slirp"},
+                                                                         "ports": [{"port": 22}]}))
+    containers = _launcher_containers(kubeconfig, "slirp-vmi")
+    sidecars = {name: c["image"] for name, c in containers.items() if name.startswith("hook-sidecar-")}
+    assert list(sidecars.values()) == [SLIRP_IMAGE], f"expected one sidecar of {SLIRP_IMAGE}, pod has {containers.keys()}: {sidecars}"
+    compute = containers.get("compute", {})
+    assert compute.get("image") == kubevirt.launcher_image(KUBEVIRT_VERSION), compute.get("image")
+    assert {"containerPort": 22, "protocol": "TCP"} in (compute.get("ports") or []), compute.get("ports")
+
+    # Negative control: the same VMI without the binding gets no sidecar, so the check above can fail.
+    _kubectl(kubeconfig, "create", "-f", "-", input=_vmi("masquerade-vmi", {"masquerade": {}}))
+    plain = _launcher_containers(kubeconfig, "masquerade-vmi")
+    assert not [n for n in plain if n.startswith("hook-sidecar-")], f"unexpected sidecar: {list(plain)}"
 
 
 def test_down_leaves_nothing(testbed):

@@ -118,22 +118,24 @@ class TestBed:
         self.record.save()
         try:
             self._pki()
-            self._phase("etcd", self._start_etcd)
-            self._phase("kube-apiserver", self._start_apiserver)
-            self._phase("kube-controller-manager", self._start_controller_manager)
-            self._phase("kwok", self._start_kwok)
+            self.phase("etcd", self._start_etcd)
+            self.phase("kube-apiserver", self._start_apiserver)
+            self.phase("kube-controller-manager", self._start_controller_manager)
+            self.phase("kwok", self._start_kwok)
         except BaseException:
             print("testbed: start failed or interrupted: stopping what was started", file=sys.stderr, flush=True)
             stop(self.kubeconfig)
             raise
         return self.record
 
-    def kubectl(self, *args: str, timeout: float | None = None, input: str | None = None) -> runner.Result:
+    def kubectl(self, *args: str, timeout: float | None = None, input: str | None = None,
+                check: bool = True) -> runner.Result:
         return runner.run([str(self.bin.kubectl), "--kubeconfig", str(self.kubeconfig), *args],
-                          timeout=timeout or waits.timeout("api-probe") * 6, input=input)
+                          timeout=timeout or waits.timeout("api-probe") * 6, input=input, check=check)
 
     # -- phases ---------------------------------------------------------------------------------
-    def _phase(self, name: str, start) -> None:
+    def phase(self, name: str, start) -> None:
+        """Run one start step, record and print how long it took."""
         started = time.monotonic()
         start()
         self.record.timings[name] = round(time.monotonic() - started, 2)
@@ -158,7 +160,8 @@ class TestBed:
         self.sa_key = pki / "service-account.key"
         self.sa_pub = write_signing_key(self.sa_key)
 
-    def _spawn(self, name: str, argv: list[str]) -> processes.Proc:
+    def spawn(self, name: str, argv: list[str]) -> processes.Proc:
+        """Start a component detached and record it (``down`` stops it)."""
         with processes.signals_deferred():
             proc = processes.start(name, argv, self.state / f"{name}.log")
             self.record.processes.append(proc)
@@ -169,7 +172,8 @@ class TestBed:
         self.record.ports[name] = processes.free_port()
         return self.record.ports[name]
 
-    def _wait_ready(self, proc: processes.Proc, what: str, probe) -> None:
+    def wait_ready(self, proc: processes.Proc, what: str, probe) -> None:
+        """Wait (bounded) for ``probe()``; fail early with the log tail when the component exits."""
         def check():
             if not processes.alive(proc):
                 raise SetupError(f"{proc.name} exited during start-up; last lines of {proc.log}:\n"
@@ -184,7 +188,7 @@ class TestBed:
     def _start_etcd(self) -> None:
         client, peer = self._port("etcd-client"), self._port("etcd-peer")
         self.etcd_url = f"http://{LOOPBACK}:{client}"
-        proc = self._spawn("etcd", [
+        proc = self.spawn("etcd", [
             str(self.bin.etcd), "--name=testbed", f"--data-dir={self.state / 'etcd'}",
             f"--listen-client-urls={self.etcd_url}", f"--advertise-client-urls={self.etcd_url}",
             f"--listen-peer-urls=http://{LOOPBACK}:{peer}",
@@ -196,7 +200,7 @@ class TestBed:
         def healthy() -> bool:
             with urllib.request.urlopen(self.etcd_url + "/health", timeout=waits.timeout("api-probe")) as r:
                 return json.loads(r.read()).get("health") == "true"
-        self._wait_ready(proc, f"etcd at {self.etcd_url}/health", healthy)
+        self.wait_ready(proc, f"etcd at {self.etcd_url}/health", healthy)
 
     def _apiserver_get(self, path: str) -> str:
         ctx = ssl.create_default_context(cafile=str(self.ca.pair.cert))
@@ -208,7 +212,7 @@ class TestBed:
         port = self._port("kube-apiserver")
         self.server = f"https://{LOOPBACK}:{port}"
         pki = self.state / "pki"
-        proc = self._spawn("kube-apiserver", [
+        proc = self.spawn("kube-apiserver", [
             str(self.bin.kube_apiserver), f"--etcd-servers={self.etcd_url}",
             f"--bind-address={LOOPBACK}", f"--advertise-address={LOOPBACK}", f"--secure-port={port}",
             f"--tls-cert-file={self.apiserver_pair.cert}", f"--tls-private-key-file={self.apiserver_pair.key}",
@@ -230,7 +234,7 @@ class TestBed:
             f"--proxy-client-cert-file={self.front_proxy.cert}", f"--proxy-client-key-file={self.front_proxy.key}",
             "--enable-aggregator-routing=true",
             f"--cert-dir={pki}", "--profiling=false"])
-        self._wait_ready(proc, f"kube-apiserver at {self.server}/readyz", lambda: self._apiserver_get("/readyz") == "ok")
+        self.wait_ready(proc, f"kube-apiserver at {self.server}/readyz", lambda: self._apiserver_get("/readyz") == "ok")
         _write_private(self.kubeconfig, json.dumps(_kubeconfig(self.server, self.ca.cert_pem, self.admin, "testbed-admin"),
                                                    indent=2))
 
@@ -240,7 +244,7 @@ class TestBed:
         return path
 
     def _start_controller_manager(self) -> None:
-        proc = self._spawn("kube-controller-manager", [
+        proc = self.spawn("kube-controller-manager", [
             str(self.bin.kube_controller_manager),
             f"--kubeconfig={self._component_kubeconfig('kube-controller-manager', self.kcm)}",
             "--use-service-account-credentials=true", f"--service-account-private-key-file={self.sa_key}",
@@ -249,7 +253,7 @@ class TestBed:
             "--controllers=*,-nodeipam"])
         # The service-account controller creating `default` in `default` proves the manager runs
         # with working credentials (its /healthz would only prove it started).
-        self._wait_ready(proc, "kube-controller-manager to create the default service account",
+        self.wait_ready(proc, "kube-controller-manager to create the default service account",
                          lambda: bool(self.kubectl("get", "serviceaccount", "default", "-n", "default",
                                                    "-o", "name").stdout.strip()))
 
@@ -259,7 +263,7 @@ class TestBed:
         # An explicit (empty-of-stages) config: kwok then uses its built-in default stages and
         # never reads ~/.kwok/kwok.yaml (sigs.k8s.io/kwok pkg/config/flags.go).
         config.write_text("apiVersion: config.kwok.x-k8s.io/v1alpha1\nkind: KwokConfiguration\noptions: {}\n")
-        proc = self._spawn("kwok", [
+        proc = self.spawn("kwok", [
             str(self.bin.kwok), f"--config={config}",
             f"--kubeconfig={self._component_kubeconfig('kwok', self.kwok_client)}",
             f"--manage-single-node={NODE_NAME}", f"--node-ip={LOOPBACK}", f"--node-port={port}",
@@ -277,7 +281,7 @@ class TestBed:
             out = self.kubectl("get", "node", NODE_NAME, "-o",
                                "jsonpath={.status.conditions[?(@.type=='Ready')].status}").stdout
             return out.strip() == "True"
-        self._wait_ready(proc, f"kwok to report node {NODE_NAME} Ready", node_ready)
+        self.wait_ready(proc, f"kwok to report node {NODE_NAME} Ready", node_ready)
 
 
 def stop(kubeconfig: Path) -> BedRecord:

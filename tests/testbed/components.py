@@ -90,6 +90,17 @@ def kubevirt_manifests_module(kubevirt_version: str) -> WrapperModule:
         ldflags="-s -w")
 
 
+def kubevirt_components_module(kubevirt_version: str) -> WrapperModule:
+    """virt-api, virt-controller and virtctl (no cgo; virt-handler needs cgo and stays out)."""
+    return WrapperModule(
+        name="kubevirt-components", version=kubevirt_version,
+        packages=("kubevirt.io/kubevirt/cmd/virt-api", "kubevirt.io/kubevirt/cmd/virt-controller",
+                  "kubevirt.io/kubevirt/cmd/virtctl"),
+        requires=(f"kubevirt.io/kubevirt@{kubevirt_version}",),
+        replace_from=f"kubevirt.io/kubevirt@{kubevirt_version}", local_replace_version=kubevirt_version,
+        ldflags="-s -w")
+
+
 @dataclass(frozen=True)
 class Binaries:
     etcd: Path
@@ -115,3 +126,7 @@ def build_control_plane(pins: Pins) -> Binaries:
 
 def build_kubevirt_manifests(kubevirt_version: str) -> Built:
     return build(kubevirt_manifests_module(kubevirt_version))
+
+
+def build_kubevirt_components(kubevirt_version: str) -> Built:
+    return build(kubevirt_components_module(kubevirt_version))

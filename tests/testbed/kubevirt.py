@@ -45,6 +45,7 @@ def install(testbed, manifests: Built, kubevirt_version: str) -> None:
                    describe=lambda missing: f"not yet: {missing}")
     testbed.kubectl("create", "namespace", NAMESPACE)
     testbed.kubectl("create", "-f", "-", input=cr)
+    report_deployed(testbed, kubevirt_version)
     print(f"testbed: KubeVirt {kubevirt_version} CRDs and KubeVirt CR installed", file=sys.stderr, flush=True)
 
 
@@ -78,3 +79,47 @@ def served_schema_differences(served: dict, generated: dict) -> list[str]:
             problems.append(f"version {name}: openAPIV3Schema differs (generated {len(str(want_schema))} chars, "
                             f"served {len(str(got_schema))} chars)")
     return problems
+
+
+def report_deployed(testbed, kubevirt_version: str) -> None:
+    """Write the KubeVirt CR's status as virt-operator does once every component is up.
+
+    The bed plays virt-operator's part here: KubeVirt's components read their configuration only
+    from a CR whose status.phase is set (ClusterConfig.GetConfigFromKubeVirtCR in
+    pkg/virt-config/configuration.go); without it virt-controller renders no binding sidecar
+    ("couldn't find configuration for network binding"). Phase and conditions as
+    pkg/virt-operator/kubevirt.go and util.UpdateConditionsAvailable (util/client.go) report a
+    finished install.
+    """
+    ready = {"reason": "AllComponentsReady", "message": "All components are ready."}
+    status = {"phase": "Deployed", "observedKubeVirtVersion": kubevirt_version,
+              "targetKubeVirtVersion": kubevirt_version, "operatorVersion": kubevirt_version,
+              "conditions": [{"type": "Available", "status": "True", **ready},
+                             {"type": "Progressing", "status": "False", **ready},
+                             {"type": "Degraded", "status": "False", **ready}]}
+    testbed.kubectl("patch", "kubevirt", "-n", NAMESPACE, "kubevirt", "--subresource=status", "--type=merge",
+                    "-p", json.dumps({"status": status}))
+
+
+def launcher_image(kubevirt_version: str) -> str:
+    """The virt-launcher image a KubeVirt release deploys (only named in pods: nothing pulls it here)."""
+    return f"quay.io/kubevirt/virt-launcher:{kubevirt_version}"
+
+
+def start_virt_controller(testbed, components: Built, kubevirt_version: str) -> None:
+    """virt-controller as a local process: it renders virt-launcher pods for VMIs, as in a cluster.
+
+    It runs with the bed's admin credentials (KubeVirt's own RBAC for it is not installed yet)
+    and logs, without stopping, that its certificate files under /etc/virt-controller are
+    missing: they only serve its metrics and the export proxy's CA.
+    """
+    proc = testbed.spawn("virt-controller", [
+        str(components.binary("virt-controller")), f"--kubeconfig={testbed.kubeconfig}",
+        f"--launcher-image={launcher_image(kubevirt_version)}"])
+
+    def leader() -> bool:
+        # Controllers start right after the lease is won (pkg/virt-controller/watch/application.go).
+        out = testbed.kubectl("get", "lease", "-n", NAMESPACE, "virt-controller", "-o",
+                              "jsonpath={.spec.holderIdentity}", check=False)
+        return out.returncode == 0 and bool(out.stdout.strip())
+    testbed.wait_ready(proc, f"virt-controller to hold the lease {NAMESPACE}/virt-controller", leader)
