@@ -161,6 +161,26 @@ def _launcher_containers(kubeconfig: Path, vmi: str) -> dict[str, dict]:
     return {c["name"]: c for c in found[0]["spec"]["containers"]}
 
 
+def _create(kubeconfig: Path, manifest: str) -> subprocess.CompletedProcess:
+    kubectl = components.build_control_plane(components.Pins.from_versions_env()).kubectl
+    return subprocess.run([str(kubectl), "--kubeconfig", str(kubeconfig), "create", "-f", "-"], input=manifest,
+                          capture_output=True, text=True, timeout=60)
+
+
+def test_virt_api_admission_refuses_a_binding_while_the_feature_gate_is_off(testbed):
+    """virt-api's own validating webhook answers (the bed starts with no feature gate)."""
+    kubeconfig, _, _ = testbed
+    refused = _create(kubeconfig, _vmi("gate-off-vmi", {"binding": {"name": "slirp"}}))
+    assert refused.returncode != 0 and "Binding plugins feature gate is not enabled" in refused.stderr, (
+        f"expected virt-api's refusal, got exit {refused.returncode}: {refused.stdout} {refused.stderr}")
+    # Negative control: a VMI without a binding plugin is admitted, and virt-api's mutating
+    # webhook filled in its defaults (the machine type), so both webhooks are live.
+    admitted = _create(kubeconfig, _vmi("admitted-vmi", {"masquerade": {}}))
+    assert admitted.returncode == 0, admitted.stderr
+    machine = _kubectl(kubeconfig, "get", "vmi", "admitted-vmi", "-o", "jsonpath={.spec.domain.machine.type}")
+    assert machine, "virt-api's mutating webhook did not default spec.domain.machine.type"
+
+
 def test_virt_controller_renders_the_slirp_sidecar_from_the_binding_registration(testbed):
     kubeconfig, _, _ = testbed
     patch = {"spec": {"configuration": {

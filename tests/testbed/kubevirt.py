@@ -8,11 +8,15 @@ from KubeVirt's ``tools/resource-generator --type=kv-cr``: both built against
 from __future__ import annotations
 
 import json
+import ssl
 import sys
+import urllib.request
 
 from fixtures import waits
 from fixtures.cluster import runner
 from fixtures.gobuild import Built
+from tests.testbed import processes
+from tests.testbed.bed import LOOPBACK
 
 NAMESPACE = "kubevirt"
 
@@ -123,3 +127,39 @@ def start_virt_controller(testbed, components: Built, kubevirt_version: str) -> 
                               "jsonpath={.spec.holderIdentity}", check=False)
         return out.returncode == 0 and bool(out.stdout.strip())
     testbed.wait_ready(proc, f"virt-controller to hold the lease {NAMESPACE}/virt-controller", leader)
+
+
+def start_virt_api(testbed, components: Built, manifests: Built) -> None:
+    """virt-api as a local process, its admission webhooks registered in the real API server.
+
+    virt-api reads the `kubevirt-ca` ConfigMap (the CA it trusts for virt-handler) and
+    kube-system/extension-apiserver-authentication (the API server writes it); its webhook
+    configurations are KubeVirt's own (components/webhooks.go), pointed at its URL on loopback.
+    Not yet: the `subresources.kubevirt.io` APIService (console), which needs a Service with
+    non-loopback Endpoints.
+    """
+    serving = testbed.ca.issue("virt-api", "virt-api", hosts=(LOOPBACK, "localhost"), server=True)
+    handler_client = testbed.ca.issue("virt-api-handler-client", "virt-api-handler-client", client=True)
+    ca_map = {"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "kubevirt-ca", "namespace": NAMESPACE},
+              "data": {"ca-bundle": testbed.ca.cert_pem.decode()}}
+    testbed.kubectl("create", "-f", "-", input=json.dumps(ca_map))
+    port = processes.free_port()
+    testbed.record.ports["virt-api"] = port
+    url = f"https://{LOOPBACK}:{port}"
+    proc = testbed.spawn("virt-api", [
+        str(components.binary("virt-api")), f"--kubeconfig={testbed.kubeconfig}",
+        f"--listen={LOOPBACK}", f"--port={port}",
+        f"--tls-cert-file={serving.cert}", f"--tls-key-file={serving.key}",
+        f"--handler-cert-file={handler_client.cert}", f"--handler-key-file={handler_client.key}"])
+    ctx = ssl.create_default_context(cafile=str(testbed.ca.pair.cert))
+
+    def healthy() -> bool:
+        # The path of virt-api's readiness probe (components/deployments.go).
+        with urllib.request.urlopen(url + "/apis/subresources.kubevirt.io/v1/healthz", context=ctx,
+                                    timeout=waits.timeout("api-probe")) as r:
+            return r.status == 200
+    testbed.wait_ready(proc, f"virt-api at {url} healthy", healthy)
+    hooks = runner.run([str(manifests.binary("kubevirt-manifests")), "--what=webhooks", f"--namespace={NAMESPACE}",
+                        f"--virt-api-url={url}", f"--ca-file={testbed.ca.pair.cert}"],
+                       timeout=waits.timeout("api-probe") * 6).stdout
+    testbed.kubectl("create", "-f", "-", input=hooks)

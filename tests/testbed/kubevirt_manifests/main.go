@@ -1,5 +1,6 @@
 // Command kubevirt-manifests prints, as one JSON List, the CustomResourceDefinitions that
-// KubeVirt's virt-operator installs at the KubeVirt version this program is built against.
+// KubeVirt's virt-operator installs at the KubeVirt version this program is built against
+// (--what=crds), or virt-api's webhook configurations pointed at a URL (--what=webhooks).
 //
 // The list is virt-operator's own: install.GenerateCurrentInstallStrategy
 // (pkg/virt-operator/resource/generate/install/strategy.go, which calls every
@@ -15,7 +16,7 @@ import (
 	"fmt"
 	"os"
 
-	extv1 "k8s.io/apiextensions-apiserver/pkg/apis/apiextensions/v1"
+	admissionregistrationv1 "k8s.io/api/admissionregistration/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 
 	virtv1 "kubevirt.io/api/core/v1"
@@ -27,28 +28,77 @@ import (
 
 func main() {
 	namespace := flag.String("namespace", "kubevirt", "namespace KubeVirt is installed in")
+	what := flag.String("what", "crds", "crds: every CRD virt-operator installs; webhooks: virt-api's webhook configurations")
+	virtAPIURL := flag.String("virt-api-url", "", "webhooks: https://host:port where virt-api serves (replaces the Service reference)")
+	caFile := flag.String("ca-file", "", "webhooks: PEM of the CA that signed virt-api's serving certificate")
 	flag.Parse()
 
-	kv := &virtv1.KubeVirt{ObjectMeta: metav1.ObjectMeta{Name: "kubevirt", Namespace: *namespace}}
+	var items []interface{}
+	switch *what {
+	case "crds":
+		items = crds(*namespace)
+	case "webhooks":
+		items = webhooks(*namespace, *virtAPIURL, *caFile)
+	default:
+		fail("unknown --what=%s (crds | webhooks)", *what)
+	}
+	encoder := json.NewEncoder(os.Stdout)
+	encoder.SetIndent("", " ")
+	if err := encoder.Encode(map[string]interface{}{"apiVersion": "v1", "kind": "List", "items": items}); err != nil {
+		fail("encoding: %v", err)
+	}
+}
+
+func fail(format string, args ...interface{}) {
+	fmt.Fprintf(os.Stderr, "kubevirt-manifests: "+format+"\n", args...)
+	os.Exit(1)
+}
+
+func crds(namespace string) []interface{} {
+	kv := &virtv1.KubeVirt{ObjectMeta: metav1.ObjectMeta{Name: "kubevirt", Namespace: namespace}}
 	config := operatorutil.GetTargetConfigFromKV(kv)
-	strategy, err := install.GenerateCurrentInstallStrategy(config, "", *namespace)
+	strategy, err := install.GenerateCurrentInstallStrategy(config, "", namespace)
 	if err != nil {
-		fmt.Fprintf(os.Stderr, "kubevirt-manifests: generating the install strategy: %v\n", err)
-		os.Exit(1)
+		fail("generating the install strategy: %v", err)
 	}
 	// The KubeVirt CRD itself is not in the strategy: the release manifest (virt-operator's
 	// deployment) creates it, from components.NewKubeVirtCrd via tools/resource-generator --type=kv.
 	kubevirtCrd, err := components.NewKubeVirtCrd()
 	if err != nil {
-		fmt.Fprintf(os.Stderr, "kubevirt-manifests: generating the KubeVirt CRD: %v\n", err)
-		os.Exit(1)
+		fail("generating the KubeVirt CRD: %v", err)
 	}
-	crds := append([]*extv1.CustomResourceDefinition{kubevirtCrd}, strategy.CRDs()...)
-	list := map[string]interface{}{"apiVersion": "v1", "kind": "List", "items": crds}
-	encoder := json.NewEncoder(os.Stdout)
-	encoder.SetIndent("", " ")
-	if err := encoder.Encode(list); err != nil {
-		fmt.Fprintf(os.Stderr, "kubevirt-manifests: encoding the CRDs: %v\n", err)
-		os.Exit(1)
+	items := []interface{}{kubevirtCrd}
+	for _, crd := range strategy.CRDs() {
+		items = append(items, crd)
 	}
+	return items
+}
+
+// webhooks returns virt-api's webhook configurations as virt-operator creates them
+// (components/webhooks.go), each pointed at a URL instead of the virt-api Service: the test bed
+// runs virt-api as a local process, with no Service in front of it.
+func webhooks(namespace, virtAPIURL, caFile string) []interface{} {
+	if virtAPIURL == "" || caFile == "" {
+		fail("--what=webhooks needs --virt-api-url and --ca-file")
+	}
+	ca, err := os.ReadFile(caFile)
+	if err != nil {
+		fail("reading --ca-file: %v", err)
+	}
+	toURL := func(cc admissionregistrationv1.WebhookClientConfig) admissionregistrationv1.WebhookClientConfig {
+		if cc.Service == nil || cc.Service.Path == nil {
+			fail("a webhook of this KubeVirt version has no service path to map to a URL")
+		}
+		url := virtAPIURL + *cc.Service.Path
+		return admissionregistrationv1.WebhookClientConfig{URL: &url, CABundle: ca}
+	}
+	mutating := components.NewVirtAPIMutatingWebhookConfiguration(namespace)
+	for i := range mutating.Webhooks {
+		mutating.Webhooks[i].ClientConfig = toURL(mutating.Webhooks[i].ClientConfig)
+	}
+	validating := components.NewVirtAPIValidatingWebhookConfiguration(namespace)
+	for i := range validating.Webhooks {
+		validating.Webhooks[i].ClientConfig = toURL(validating.Webhooks[i].ClientConfig)
+	}
+	return []interface{}{mutating, validating}
 }
