@@ -197,6 +197,15 @@ def test_virt_controller_renders_the_slirp_sidecar_from_the_binding_registration
     assert compute.get("image") == kubevirt.launcher_image(KUBEVIRT_VERSION), compute.get("image")
     assert {"containerPort": 22, "protocol": "TCP"} in (compute.get("ports") or []), compute.get("ports")
 
+    # The real scheduler places it on kwok's node (which carries what virt-handler would
+    # advertise) and kwok runs it.
+    def placed() -> dict:
+        pod = json.loads(_kubectl(kubeconfig, "get", "pods", "-n", "default", "-l", "vm.kubevirt.io/name=slirp-vmi",
+                                  "-o", "json"))["items"][0]
+        return {"node": pod["spec"].get("nodeName"), "phase": pod["status"].get("phase")}
+    waits.wait_for("the launcher pod to be scheduled on the kwok node and Running", placed, 60,
+                   accept=lambda p: p == {"node": bed.NODE_NAME, "phase": "Running"})
+
     # Negative control: the same VMI without the binding gets no sidecar, so the check above can fail.
     _kubectl(kubeconfig, "create", "-f", "-", input=_vmi("masquerade-vmi", {"masquerade": {}}))
     plain = _launcher_containers(kubeconfig, "masquerade-vmi")

@@ -121,6 +121,7 @@ class TestBed:
             self.phase("etcd", self._start_etcd)
             self.phase("kube-apiserver", self._start_apiserver)
             self.phase("kube-controller-manager", self._start_controller_manager)
+            self.phase("kube-scheduler", self._start_scheduler)
             self.phase("kwok", self._start_kwok)
         except BaseException:
             print("testbed: start failed or interrupted: stopping what was started", file=sys.stderr, flush=True)
@@ -155,6 +156,9 @@ class TestBed:
         self.admin = self.ca.issue("admin", "testbed-admin", organization="system:masters", client=True)
         # Controller-manager as kubeadm runs it: its own identity, one service account per controller.
         self.kcm = self.ca.issue("kube-controller-manager", "system:kube-controller-manager", client=True)
+        self.scheduler = self.ca.issue("kube-scheduler", "system:kube-scheduler", client=True)
+        self.scheduler_serving = self.ca.issue("kube-scheduler-serving", "kube-scheduler",
+                                               hosts=(LOOPBACK, "localhost"), server=True)
         self.kwok_client = self.ca.issue("kwok", "kwok-controller", organization="system:masters", client=True)
         self.kwok_serving = self.ca.issue("kwok-serving", NODE_NAME, hosts=(LOOPBACK, "localhost"), server=True)
         self.sa_key = pki / "service-account.key"
@@ -257,6 +261,23 @@ class TestBed:
                          lambda: bool(self.kubectl("get", "serviceaccount", "default", "-n", "default",
                                                    "-o", "name").stdout.strip()))
 
+    def _start_scheduler(self) -> None:
+        port = self._port("kube-scheduler")
+        kubeconfig = self._component_kubeconfig("kube-scheduler", self.scheduler)
+        proc = self.spawn("kube-scheduler", [
+            str(self.bin.kube_scheduler), f"--kubeconfig={kubeconfig}",
+            f"--authentication-kubeconfig={kubeconfig}", f"--authorization-kubeconfig={kubeconfig}",
+            f"--bind-address={LOOPBACK}", f"--secure-port={port}", "--leader-elect=false",
+            f"--tls-cert-file={self.scheduler_serving.cert}",
+            f"--tls-private-key-file={self.scheduler_serving.key}"])
+        ctx = ssl.create_default_context(cafile=str(self.ca.pair.cert))
+
+        def healthy() -> bool:  # /healthz is on the scheduler's always-allowed paths
+            with urllib.request.urlopen(f"https://{LOOPBACK}:{port}/healthz", context=ctx,
+                                        timeout=waits.timeout("api-probe")) as r:
+                return r.read().decode() == "ok"
+        self.wait_ready(proc, f"kube-scheduler at https://{LOOPBACK}:{port}/healthz", healthy)
+
     def _start_kwok(self) -> None:
         port = self._port("kwok")
         config = self.state / "kwok.yaml"
@@ -274,7 +295,10 @@ class TestBed:
                 "metadata": {"name": NODE_NAME,
                              "annotations": {"kwok.x-k8s.io/node": "fake", "node.alpha.kubernetes.io/ttl": "0"},
                              "labels": {"kubernetes.io/hostname": NODE_NAME, "kubernetes.io/os": "linux",
-                                        "kubernetes.io/arch": "amd64", "type": "kwok"}}}
+                                        "kubernetes.io/arch": "amd64", "type": "kwok",
+                                        # What virt-handler sets on a node it serves; launcher pods
+                                        # select it (virt-controller's template service).
+                                        "kubevirt.io/schedulable": "true"}}}
         self.kubectl("apply", "-f", "-", input=json.dumps(node))
 
         def node_ready() -> bool:

@@ -9,6 +9,7 @@ KubeVirt tag).
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -66,6 +67,12 @@ def kubernetes_module(version: str) -> WrapperModule:
         tags=("selinux", "notest"), ldflags=ldflags)
 
 
+def kube_scheduler_module(version: str) -> WrapperModule:
+    """kube-scheduler alone, so the Kubernetes build above keeps its cache entry."""
+    return dataclasses.replace(kubernetes_module(version), name="kube-scheduler",
+                               packages=("k8s.io/kubernetes/cmd/kube-scheduler",))
+
+
 def etcd_module(version: str) -> WrapperModule:
     """etcd's server module has ``package main`` at its root; its binary is named ``server``."""
     return WrapperModule(name="etcd", version=version, packages=("go.etcd.io/etcd/server/v3",),
@@ -106,6 +113,7 @@ class Binaries:
     etcd: Path
     kube_apiserver: Path
     kube_controller_manager: Path
+    kube_scheduler: Path
     kubectl: Path
     kwok: Path
     builds: dict[str, Built]
@@ -115,10 +123,12 @@ def build_control_plane(pins: Pins) -> Binaries:
     """Build (or find in the cache) etcd, the Kubernetes binaries and kwok."""
     built = {"etcd": build(etcd_module(pins.etcd)),
              "kubernetes": build(kubernetes_module(pins.kubernetes)),
+             "kube-scheduler": build(kube_scheduler_module(pins.kubernetes)),
              "kwok": build(kwok_module(pins.kwok))}
     return Binaries(etcd=built["etcd"].binary("server"),
                     kube_apiserver=built["kubernetes"].binary("kube-apiserver"),
                     kube_controller_manager=built["kubernetes"].binary("kube-controller-manager"),
+                    kube_scheduler=built["kube-scheduler"].binary("kube-scheduler"),
                     kubectl=built["kubernetes"].binary("kubectl"),
                     kwok=built["kwok"].binary("kwok"),
                     builds=built)

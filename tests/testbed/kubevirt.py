@@ -16,7 +16,7 @@ from fixtures import waits
 from fixtures.cluster import runner
 from fixtures.gobuild import Built
 from tests.testbed import processes
-from tests.testbed.bed import LOOPBACK
+from tests.testbed.bed import LOOPBACK, NODE_NAME
 
 NAMESPACE = "kubevirt"
 
@@ -50,6 +50,7 @@ def install(testbed, manifests: Built, kubevirt_version: str) -> None:
     testbed.kubectl("create", "namespace", NAMESPACE)
     testbed.kubectl("create", "-f", "-", input=cr)
     report_deployed(testbed, kubevirt_version)
+    advertise_node_devices(testbed)
     print(f"testbed: KubeVirt {kubevirt_version} CRDs and KubeVirt CR installed", file=sys.stderr, flush=True)
 
 
@@ -103,6 +104,21 @@ def report_deployed(testbed, kubevirt_version: str) -> None:
                              {"type": "Degraded", "status": "False", **ready}]}
     testbed.kubectl("patch", "kubevirt", "-n", NAMESPACE, "kubevirt", "--subresource=status", "--type=merge",
                     "-p", json.dumps({"status": status}))
+
+
+def advertise_node_devices(testbed) -> None:
+    """Put on the kwok node what virt-handler's device plugins advertise on a real one.
+
+    virt-launcher pods request devices.kubevirt.io/{kvm,tun,vhost-net} and ephemeral storage
+    (virt-controller's template service); without them the scheduler leaves the pod Pending
+    ("Insufficient devices.kubevirt.io/kvm"). The bed plays that part of the node agent.
+    """
+    node = json.loads(testbed.kubectl("get", "node", NODE_NAME, "-o", "json").stdout)
+    resources = dict(node["status"].get("allocatable") or {})
+    resources.update({"ephemeral-storage": "1Ti", "devices.kubevirt.io/kvm": "1k",
+                      "devices.kubevirt.io/tun": "1k", "devices.kubevirt.io/vhost-net": "1k"})
+    testbed.kubectl("patch", "node", NODE_NAME, "--subresource=status", "--type=merge",
+                    "-p", json.dumps({"status": {"capacity": resources, "allocatable": resources}}))
 
 
 def launcher_image(kubevirt_version: str) -> str:
