@@ -86,26 +86,27 @@ def kwok_module(version: str) -> WrapperModule:
                          ldflags=f"-s -w -X sigs.k8s.io/kwok/pkg/consts.Version={version}")
 
 
-def kubevirt_manifests_module(kubevirt_version: str) -> WrapperModule:
-    """Our small program printing KubeVirt's CRDs, plus KubeVirt's own resource-generator (the CR)."""
+def _kubevirt_module(name: str, kubevirt_version: str, packages: tuple[str, ...],
+                     source: Path | None = None) -> WrapperModule:
+    """A wrapper of kubevirt.io/kubevirt at a tag: its replace block, api/client-go at the tag."""
     return WrapperModule(
-        name="kubevirt-manifests", version=kubevirt_version,
-        packages=(".", "kubevirt.io/kubevirt/tools/resource-generator"),
-        source=KUBEVIRT_MANIFESTS_SOURCE,
+        name=name, version=kubevirt_version, packages=packages, source=source,
         requires=(f"kubevirt.io/kubevirt@{kubevirt_version}",),
         replace_from=f"kubevirt.io/kubevirt@{kubevirt_version}", local_replace_version=kubevirt_version,
         ldflags="-s -w")
+
+
+def kubevirt_manifests_module(kubevirt_version: str) -> WrapperModule:
+    """Our small program printing KubeVirt's CRDs, plus KubeVirt's own resource-generator (the CR)."""
+    return _kubevirt_module("kubevirt-manifests", kubevirt_version,
+                            (".", "kubevirt.io/kubevirt/tools/resource-generator"), KUBEVIRT_MANIFESTS_SOURCE)
 
 
 def kubevirt_components_module(kubevirt_version: str) -> WrapperModule:
     """virt-api, virt-controller and virtctl (no cgo; virt-handler needs cgo and stays out)."""
-    return WrapperModule(
-        name="kubevirt-components", version=kubevirt_version,
-        packages=("kubevirt.io/kubevirt/cmd/virt-api", "kubevirt.io/kubevirt/cmd/virt-controller",
-                  "kubevirt.io/kubevirt/cmd/virtctl"),
-        requires=(f"kubevirt.io/kubevirt@{kubevirt_version}",),
-        replace_from=f"kubevirt.io/kubevirt@{kubevirt_version}", local_replace_version=kubevirt_version,
-        ldflags="-s -w")
+    return _kubevirt_module("kubevirt-components", kubevirt_version,
+                            ("kubevirt.io/kubevirt/cmd/virt-api", "kubevirt.io/kubevirt/cmd/virt-controller",
+                             "kubevirt.io/kubevirt/cmd/virtctl"))
 
 
 @dataclass(frozen=True)
