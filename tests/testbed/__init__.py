@@ -1,0 +1,1 @@
+"""The cluster test bed: real Kubernetes and KubeVirt parts built from Go modules (hack/testbed.sh)."""
