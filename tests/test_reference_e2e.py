@@ -37,6 +37,8 @@ RESTRICT_RED = (
     | _both("test_slirp_udp::test_udp_echo")
     | _both("test_slirp_udp::test_dns_through_slirp_relay")
     | {"test_slirp_ports::test_listed_port_reaches_guest_service"}
+    # Void, not green: without a route the guest's pings fail locally, so "no reply" proves nothing.
+    | _both("test_slirp_icmp::test_icmp_echo_to_peer_gets_no_reply")
 )
 # A pod whose ping_group_range admits QEMU's gid (containerd 2.x): slirp forwards ICMP.
 PING_GROUP_RED = _both("test_slirp_icmp::test_icmp_echo_to_peer_gets_no_reply")
@@ -64,6 +66,9 @@ def test_restrict_on_turns_exactly_tcp_udp_and_dhcp_router_checks_red(tmp_path, 
     run = run_suite(tmp_path, "--target=qemu", "--qemu-netdev-extra", "restrict=on")
     assert run.failed == RESTRICT_RED, (f"unexpected red: {sorted(run.failed - RESTRICT_RED)}; "
                                         f"unexpected green: {sorted(RESTRICT_RED - run.failed)}")
+    icmp = _both("test_slirp_icmp::test_icmp_echo_to_peer_gets_no_reply")
+    assert icmp <= run.ids("error"), f"the ICMP check must be void (an error), got {run.outcomes}"
+    assert "VOID icmp" in run.output and "OutEchos +0" in run.output, run.output[-3000:]
     assert run.returncode == 1
 
 
