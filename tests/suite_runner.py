@@ -7,6 +7,7 @@ import os
 import signal
 import subprocess
 import sys
+import time
 import xml.etree.ElementTree as ET
 from dataclasses import dataclass
 from pathlib import Path
@@ -61,9 +62,10 @@ def _report(directory: Path) -> dict | None:
 
 
 def interrupt_suite(tmp: Path, *args: str, when: str, ready, timeout: float = 120,
-                    sig: int = signal.SIGINT) -> tuple[int, str]:
-    """Start the suite, send ``sig`` (Ctrl-C by default) once ``ready()`` holds; (exit code, output).
-    Its JUnit is ``tmp/junit.xml``, its report ``tmp/reports/``."""
+                    sig: int = signal.SIGINT, times: int = 1) -> tuple[int, str]:
+    """Start the suite, send ``sig`` (Ctrl-C by default) ``times`` times, 0.3 s apart (an impatient
+    user), once ``ready()`` holds; (exit code, output). Its JUnit is ``tmp/junit.xml``, its report
+    ``tmp/reports/``."""
     from fixtures import waits
 
     proc = subprocess.Popen([sys.executable, "-m", "pytest", "-k", "slirp", "-q", f"--junitxml={tmp / 'junit.xml'}",
@@ -71,7 +73,10 @@ def interrupt_suite(tmp: Path, *args: str, when: str, ready, timeout: float = 12
                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     try:
         waits.wait_for(when, ready, timeout)
-        proc.send_signal(sig)
+        for i in range(times):
+            if i:
+                time.sleep(0.3)  # the gap between two key presses, not a wait for a state
+            proc.send_signal(sig)
         out, _ = proc.communicate(timeout=timeout)
     finally:
         if proc.poll() is None:

@@ -127,6 +127,15 @@ def test_interrupted_run_leaves_nothing(tmp_path, no_leaks):
     assert rc in (1, 2), out[-2000:]  # 2: interrupted
 
 
+def test_double_ctrl_c_cleans_up_quietly(tmp_path, no_leaks):
+    """A second Ctrl-C during the cleanup the first one started: no traceback, nothing left."""
+    rc, out = interrupt_suite(tmp_path, "--target=qemu", when="the child run's QEMU to start",
+                              ready=lambda: snapshot().qemu_processes, times=2)
+    assert rc in (1, 2), out[-2000:]
+    assert "still cleaning up" in out, "the second Ctrl-C must have arrived during the cleanup: " + out[-2000:]
+    assert "Traceback" not in out and len(out.splitlines()) < 40, out[-3000:]
+
+
 def test_killed_run_is_cleaned_up(tmp_path, no_leaks):
     """SIGKILL gives no chance to clean up: the kernel ends QEMU and the namespaces (parent-death
     signal, PID namespace), and the next run sweeps the orphaned run dir."""
