@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import secrets
 import signal
 import subprocess
@@ -162,3 +163,18 @@ def test_terminated_run_leaves_nothing(tmp_path, no_leaks):
     assert int(suite.get("errors")) >= 1, ET.tostring(suite)[:500]
     assert any(c.get("name") == "run-interrupted" for c in suite.iter("testcase"))
     assert "INTERRUPTED" in (tmp_path / "reports" / "conformance.md").read_text()
+
+
+def test_cold_run_shows_progress_and_quiet_run_does_not(tmp_path, no_leaks):
+    """A cold cache: each long phase says what it does and how long it took; -q says nothing."""
+    from fixtures.reference import image
+
+    env = {"SLIRP_CONFORMANCE_CACHE": str(tmp_path / "cache"),
+           "SLIRP_REF_KERNEL_DEB": str(image.kernel_deb(image.default_cache_dir()))}
+    one = ["-k", "test_lease_time and console", "--target=qemu"]
+    loud = run_suite(tmp_path / "loud", *one, env=env)
+    assert loud.returncode == 0, loud.output[-3000:]
+    for phase in ("building the reference guest image", "reference VM", "logging in"):
+        assert re.search(rf"slirp-conformance: [^\n]*{phase}[^\n]*: \d+\.\d s", loud.output), (phase, loud.output)
+    quiet = run_suite(tmp_path / "quiet", *one, "-q", env=env)
+    assert quiet.returncode == 0 and "slirp-conformance:" not in quiet.output, quiet.output
