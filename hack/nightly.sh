@@ -45,6 +45,7 @@ junit="${junit:-$artifacts/junit.xml}"
 mkdir -p "$artifacts" "$(dirname "$junit")"
 cluster_name="slirp-conformance"
 
+# shellcheck disable=SC2317  # reached through the EXIT trap below
 teardown() {
   local rc=$?
   if [ "$rc" -ne 0 ] && command -v kind >/dev/null; then
