@@ -112,6 +112,9 @@ def _everything_parses_and_keeps_the_secret(tmp: Path, password: str) -> None:
     assert not leaked, f"the run's password appears in {leaked}"
     transcripts = list((tmp / "artifacts").rglob("console-transcript.log"))
     assert transcripts and all("login:" in t.read_text() for t in transcripts)
+    for name, says in (("lab.log", "QEMU started"), ("qemu.log", "-netdev user"), ("peer.log", "listening on")):
+        logs = list((tmp / "artifacts").rglob(name))
+        assert logs and all(says in p.read_text() for p in logs), f"{name} must hold what happened: {logs}"
 
 
 def test_open_ping_group_range_turns_exactly_icmp_red(tmp_path, no_leaks):
