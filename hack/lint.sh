@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Static checks of what no test executes: the nightly workflow (actionlint, which also checks
 # its run: blocks with shellcheck) and the hack/ and .ci/ scripts (shellcheck). Installs both:
-# shellcheck from Debian, actionlint as a Go module built once into the project's cache.
+# Debian's shellcheck, and actionlint as a Go module built once into the project's cache.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
