@@ -49,7 +49,7 @@ def test_fake_kubelet_appends_the_nodes_search_domains():
 
 @pytest.mark.selftest_vm
 def test_guest_gets_the_pods_search_list_on_another_cluster_domain_and_host(tmp_path):
-    kubeconfig = tmp_path / "fake" / "kubeconfig"
+    kubeconfig = tmp_path / "fake-kubeconfig"
     with fake_cluster.running(kubeconfig, preinstalled_kubevirt="v1.1.0", cluster_domain="k8s.test",
                               node_search=["corp.example"]) as fake:
         run = run_suite(tmp_path, "--target=cluster", "--kubeconfig", str(fake.kubeconfig),
