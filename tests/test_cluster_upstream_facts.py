@@ -12,7 +12,6 @@ import pytest
 import yaml
 
 from fixtures.cluster import kind, kubevirt_config, versions
-from fixtures.evidence import Evidence
 from fixtures.kubevirt.vm_manifest import render_vm
 from fixtures.vmspec import conformance_vm
 from suites import test_slirp_kubevirt
