@@ -1,16 +1,13 @@
 //go:build kubevirt_v1_1
 
-// KubeVirt v1.1: ConverterContext.Architecture is a string; the sidecar's name is hard-coded
-// "slirp" (cmd/sidecars/network-slirp-binding/domain/domain.go, SlirpPluginName).
+// KubeVirt v1.1: ConverterContext.Architecture is a string.
 package main
 
 import (
-	"fmt"
 	"runtime"
 
 	v1 "kubevirt.io/api/core/v1"
 
-	srv "kubevirt.io/kubevirt/cmd/sidecars/network-slirp-binding/server"
 	cmdv1 "kubevirt.io/kubevirt/pkg/handler-launcher-com/cmd/v1"
 	"kubevirt.io/kubevirt/pkg/virt-launcher/virtwrap/api"
 	"kubevirt.io/kubevirt/pkg/virt-launcher/virtwrap/converter"
@@ -27,19 +24,4 @@ func convert(vmi *v1.VirtualMachineInstance) (*api.Domain, error) {
 		DisksInfo:            disksInfo(vmi),
 	}
 	return domain, converter.Convert_v1_VirtualMachineInstance_To_api_Domain(vmi, domain, c)
-}
-
-func newHookServer(searchDomains []string, bindingName string) (hookServer, error) {
-	if bindingName != "slirp" {
-		return nil, fmt.Errorf("the sidecar of KubeVirt %s answers only to the binding name \"slirp\"", kubevirtVersion)
-	}
-	return srv.V1alpha2Server{SearchDomains: searchDomains}, nil
-}
-
-func disksInfo(vmi *v1.VirtualMachineInstance) map[string]*cmdv1.DiskInfo {
-	info := map[string]*cmdv1.DiskInfo{}
-	for _, name := range containerDisks(vmi) {
-		info[name] = &cmdv1.DiskInfo{Format: "qcow2", VirtualSize: containerDiskSize}
-	}
-	return info
 }

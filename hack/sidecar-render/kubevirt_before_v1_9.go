@@ -1,0 +1,30 @@
+//go:build kubevirt_v1_1 || kubevirt_v1_5
+
+// Up to v1.8 the sidecar's binding name is hard-coded "slirp"
+// (cmd/sidecars/network-slirp-binding/domain/domain.go, SlirpPluginName) and disk info is
+// handler-launcher-com's DiskInfo.
+package main
+
+import (
+	"fmt"
+
+	v1 "kubevirt.io/api/core/v1"
+
+	srv "kubevirt.io/kubevirt/cmd/sidecars/network-slirp-binding/server"
+	cmdv1 "kubevirt.io/kubevirt/pkg/handler-launcher-com/cmd/v1"
+)
+
+func newHookServer(searchDomains []string, bindingName string) (hookServer, error) {
+	if bindingName != "slirp" {
+		return nil, fmt.Errorf("the sidecar of KubeVirt %s answers only to the binding name \"slirp\"", kubevirtVersion)
+	}
+	return srv.V1alpha2Server{SearchDomains: searchDomains}, nil
+}
+
+func disksInfo(vmi *v1.VirtualMachineInstance) map[string]*cmdv1.DiskInfo {
+	info := map[string]*cmdv1.DiskInfo{}
+	for _, name := range containerDisks(vmi) {
+		info[name] = &cmdv1.DiskInfo{Format: "qcow2", VirtualSize: containerDiskSize}
+	}
+	return info
+}
