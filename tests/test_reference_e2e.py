@@ -8,6 +8,7 @@ import os
 import signal
 import subprocess
 import sys
+import xml.etree.ElementTree as ET
 
 import pytest
 
@@ -53,11 +54,15 @@ def no_leaks():
 
 
 def test_contract_passes_on_the_reference_target(tmp_path, no_leaks):
-    run = run_suite(tmp_path, "--target=qemu")
+    """With the QEMU network arguments KubeVirt's own sidecar code renders (--sidecar-render go)."""
+    run = run_suite(tmp_path, "--target=qemu", "--sidecar-render=go")
     assert run.returncode == 0, run.output[-4000:]
     modules = {t.split("::")[0] for t in run.outcomes}
     assert modules == ALL_MODULES, f"collected modules {modules}"
     assert not run.failed and len(run.ids("passed")) >= 25, run.outcomes
+    reported = {(p.get("name"), p.get("value")) for p in ET.parse(tmp_path / "junit.xml").iter("property")
+                if p.get("name") == "sidecar_render"}
+    assert reported == {("sidecar_render", "go")}, reported
 
 
 def test_restrict_on_turns_exactly_tcp_udp_and_dhcp_router_checks_red(tmp_path, no_leaks):
