@@ -2,11 +2,15 @@
 
 from __future__ import annotations
 
+import subprocess
+import sys
+
 import pytest
 
 from fixtures.errors import SetupError
 from fixtures.reference import sidecar_render
 from fixtures.vmspec import conformance_vm, slirp_qemu_args
+from tests.suite_runner import REPO
 
 SEARCH = ("ns.svc.cluster.local",)
 GO_ARGS = ["-netdev", "user,id=default,net=10.0.2.0/24,from-go", "-device", "{}"]
@@ -77,3 +81,13 @@ def test_the_vmi_is_the_kubevirt_targets_template():
 def test_resolv_conf_has_a_search_line_only_when_there_are_domains():
     assert sidecar_render.resolv_conf(("a.test", "b.test")).startswith("search a.test b.test\n")
     assert "search" not in sidecar_render.resolv_conf(())
+
+
+def test_go_for_a_release_without_glue_stops_the_run_in_one_line():
+    r = subprocess.run([sys.executable, "-m", "pytest", "-k", "slirp", "--target=qemu", "--sidecar-render=go",
+                        "--kubevirt-version=v1.7.4"], cwd=REPO, capture_output=True, text=True, timeout=60)
+    text = r.stdout + r.stderr
+    assert r.returncode == 4 and "Traceback" not in text, text
+    errors = [line for line in text.splitlines() if line.startswith("ERROR")]
+    assert errors == ["ERROR: sidecar-render builds KubeVirt v1.1.0, v1.5.3, v1.9.0, not 'v1.7.4': "
+                      "use one of those or --sidecar-render python"], text
