@@ -91,3 +91,19 @@ def test_go_for_a_release_without_glue_stops_the_run_in_one_line():
     errors = [line for line in text.splitlines() if line.startswith("ERROR")]
     assert errors == ["ERROR: sidecar-render builds KubeVirt v1.1.0, v1.5.3, v1.9.0, not 'v1.7.4': "
                       "use one of those or --sidecar-render python"], text
+
+
+def test_prepare_builds_once_and_only_go_insists(monkeypatch):
+    calls = []
+
+    def failing_build(spec, cache=None):
+        calls.append(spec.version)
+        raise SetupError("`go build` of sidecar-render v1.9.0 failed")
+    monkeypatch.setattr(sidecar_render.gobuild, "build", failing_build)
+    monkeypatch.setattr(sidecar_render, "_outcomes", {})
+    sidecar_render.prepare("python", "v1.9.0")
+    assert calls == []
+    sidecar_render.prepare("auto", "v1.9.0")  # the VM falls back later, with the reason
+    with pytest.raises(SetupError, match="failed"):
+        sidecar_render.prepare("go", "v1.9.0")
+    assert calls == ["v1.9.0"]  # a failed build is not retried within the process
