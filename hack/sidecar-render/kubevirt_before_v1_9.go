@@ -1,6 +1,7 @@
 //go:build kubevirt_v1_1 || kubevirt_v1_5
 
-// Up to v1.8 the sidecar's binding name is hard-coded "slirp"
+// Up to v1.8 the converter context is converter.ConverterContext (its Architecture's type is in
+// kubevirt_v1_1.go / kubevirt_v1_5.go), the sidecar's binding name is hard-coded "slirp"
 // (cmd/sidecars/network-slirp-binding/domain/domain.go, SlirpPluginName) and disk info is
 // handler-launcher-com's DiskInfo.
 package main
@@ -12,7 +13,22 @@ import (
 
 	srv "kubevirt.io/kubevirt/cmd/sidecars/network-slirp-binding/server"
 	cmdv1 "kubevirt.io/kubevirt/pkg/handler-launcher-com/cmd/v1"
+	"kubevirt.io/kubevirt/pkg/virt-launcher/virtwrap/api"
+	"kubevirt.io/kubevirt/pkg/virt-launcher/virtwrap/converter"
 )
+
+func convert(vmi *v1.VirtualMachineInstance) (*api.Domain, error) {
+	domain := &api.Domain{}
+	c := &converter.ConverterContext{
+		Architecture:         architecture(),
+		VirtualMachine:       vmi,
+		AllowEmulation:       true,
+		EphemeraldiskCreator: ephemeralDisks(),
+		SMBios:               &cmdv1.SMBios{},
+		DisksInfo:            disksInfo(vmi),
+	}
+	return domain, converter.Convert_v1_VirtualMachineInstance_To_api_Domain(vmi, domain, c)
+}
 
 func newHookServer(searchDomains []string, bindingName string) (hookServer, error) {
 	if bindingName != "slirp" {

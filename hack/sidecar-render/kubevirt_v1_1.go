@@ -3,25 +3,8 @@
 // KubeVirt v1.1: ConverterContext.Architecture is a string.
 package main
 
-import (
-	"runtime"
+import "runtime"
 
-	v1 "kubevirt.io/api/core/v1"
-
-	cmdv1 "kubevirt.io/kubevirt/pkg/handler-launcher-com/cmd/v1"
-	"kubevirt.io/kubevirt/pkg/virt-launcher/virtwrap/api"
-	"kubevirt.io/kubevirt/pkg/virt-launcher/virtwrap/converter"
-)
-
-func convert(vmi *v1.VirtualMachineInstance) (*api.Domain, error) {
-	domain := &api.Domain{}
-	c := &converter.ConverterContext{
-		Architecture:         runtime.GOARCH,
-		VirtualMachine:       vmi,
-		AllowEmulation:       true,
-		EphemeraldiskCreator: ephemeralDisks(),
-		SMBios:               &cmdv1.SMBios{},
-		DisksInfo:            disksInfo(vmi),
-	}
-	return domain, converter.Convert_v1_VirtualMachineInstance_To_api_Domain(vmi, domain, c)
+func architecture() string {
+	return runtime.GOARCH
 }
