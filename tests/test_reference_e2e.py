@@ -61,7 +61,8 @@ def no_leaks():
 
 
 def test_contract_passes_on_the_reference_target(tmp_path, no_leaks):
-    run = run_suite(tmp_path, "--target=qemu")
+    """With the QEMU network arguments KubeVirt's own sidecar code renders (--sidecar-render go)."""
+    run = run_suite(tmp_path, "--target=qemu", "--sidecar-render=go")
     assert run.returncode == 0, run.output[-4000:]
     modules = {t.split("::")[0] for t, outcome in run.outcomes.items() if outcome != "skipped"}
     assert modules == ALL_MODULES, f"collected modules {modules}"
@@ -77,6 +78,9 @@ def test_contract_passes_on_the_reference_target(tmp_path, no_leaks):
     assert report["versions"]["libslirp"] and report["versions"]["qemu"], report["versions"]
     icmp = [p for p in report["premises"] if p["check"] == "icmp"]
     assert len(icmp) == 2 and all(p["premise"] == "proven" and p["proof"]["echo_requests_out"] >= 1 for p in icmp)
+    reported = {(p.get("name"), p.get("value")) for p in ET.parse(tmp_path / "junit.xml").iter("property")
+                if p.get("name") == "sidecar_render"}
+    assert reported == {("sidecar_render", "go")}, reported
 
 
 def test_restrict_on_turns_exactly_tcp_udp_and_dhcp_router_checks_red(tmp_path, no_leaks):
