@@ -6,7 +6,7 @@ set -euo pipefail
 
 REPO="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 # SLIRP_VERSIONS_ENV: another pins file (self-tests); default hack/versions.env.
-# shellcheck source=versions.env
+# shellcheck source=hack/versions.env
 . "${SLIRP_VERSIONS_ENV:-$REPO/hack/versions.env}"
 
 usage() {

@@ -13,7 +13,8 @@ Usage: hack/nightly.sh --kubevirt-version V [--artifacts DIR] [--junitxml FILE] 
 
   --kubevirt-version V  a release in v1.1.0..v1.9.x (pins: hack/versions.env)
   --artifacts DIR       logs, transcripts, evidence (default: reports/nightly-V)
-  --junitxml FILE       JUnit report (default: ARTIFACTS/junit.xml)
+  --junitxml FILE       JUnit report (default: ARTIFACTS/junit.xml); the conformance report goes
+                        to ARTIFACTS/conformance.md and .json
   --keep-cluster        do not delete the cluster at the end (debugging)
 
 Exit status: pytest's (0 all passed, 1 failures, ...), or non-zero when the cluster setup failed.
@@ -45,6 +46,7 @@ junit="${junit:-$artifacts/junit.xml}"
 mkdir -p "$artifacts" "$(dirname "$junit")"
 cluster_name="slirp-conformance"
 
+# shellcheck disable=SC2317  # reached through the EXIT trap below
 teardown() {
   local rc=$?
   if [ "$rc" -ne 0 ] && command -v kind >/dev/null; then
@@ -64,8 +66,8 @@ hack/cluster-up.sh --kubevirt-version "$version" --name "$cluster_name"
 
 set +e
 "$PYTHON" -m pytest -k slirp --target=kind --kubevirt-version "$version" \
-  --junitxml "$junit" --artifacts "$artifacts" ${extra[@]+"${extra[@]}"}
+  --junitxml "$junit" --artifacts "$artifacts" --report-dir "$artifacts" ${extra[@]+"${extra[@]}"}
 rc=$?
 set -e
-echo "nightly: pytest exited with $rc (JUnit: $junit, artifacts: $artifacts)"
+echo "nightly: pytest exited with $rc (JUnit: $junit, report: $artifacts/conformance.md, artifacts: $artifacts)"
 exit "$rc"

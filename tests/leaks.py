@@ -1,7 +1,16 @@
-"""What the suite may leave behind on this machine, to compare before and after a run."""
+"""What the suite may leave behind on this machine, to compare before and after a run.
+
+Only what is this process's doing counts: a QEMU or run directory whose creating pytest is
+still alive and not one of ours belongs to another run on the machine (a concurrent self-test
+or conformance run), and host links other than the lab's own veth name belong to other programs
+(docker0...). The lab's namespaces are anonymous, so a named netns is never the lab's either
+way, but a new one is still reported.
+"""
 
 from __future__ import annotations
 
+import os
+import re
 import subprocess
 import tempfile
 from dataclasses import dataclass
@@ -23,6 +32,33 @@ class HostState:
                 if set(getattr(self, name)) - set(getattr(before, name))}
 
 
+LAB_LINKS = {"cluster0"}  # the peer end of the lab's veth (fixtures/reference/pod_lab.py), should it escape
+_OWNER = re.compile(re.escape(RUN_PREFIX) + r"(\d+)-")
+
+
+def _parent(pid: int) -> int | None:
+    try:
+        return int(Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[1])
+    except (OSError, ValueError, IndexError):
+        return None
+
+
+def _ours_or_orphaned(text: str) -> bool:
+    """False when ``text`` names a run directory of a live pytest outside this process's tree."""
+    m = _OWNER.search(text)
+    if not m:
+        return True
+    owner = int(m.group(1))
+    if not Path(f"/proc/{owner}").exists():
+        return True  # its pytest is gone: whatever is left is an orphan, and counts
+    pid = owner
+    while pid and pid > 1:
+        if pid == os.getpid():
+            return True
+        pid = _parent(pid) or 0
+    return False
+
+
 def _lines(argv: list[str]) -> frozenset[str]:
     out = subprocess.run(argv, capture_output=True, text=True, timeout=30).stdout
     return frozenset(line.strip() for line in out.splitlines() if line.strip())
@@ -32,8 +68,9 @@ def snapshot() -> HostState:
     links = frozenset(line.split(":")[1].strip().split("@")[0]
                       for line in _lines(["ip", "-o", "link", "show"]) if ":" in line)
     return HostState(
-        qemu_processes=_lines(["pgrep", "-a", "-f", "qemu-system"]),
+        qemu_processes=frozenset(p for p in _lines(["pgrep", "-a", "-f", "qemu-system"]) if _ours_or_orphaned(p)),
         netns=_lines(["ip", "netns", "list"]),
-        links=links,
-        run_dirs=frozenset(str(p) for p in Path(tempfile.gettempdir()).glob(RUN_PREFIX + "*")),
+        links=links & LAB_LINKS,
+        run_dirs=frozenset(str(p) for p in Path(tempfile.gettempdir()).glob(RUN_PREFIX + "*")
+                           if _ours_or_orphaned(p.name)),
     )

@@ -35,7 +35,8 @@ def test_unknown_target():
 def test_kind_without_docker_stops_in_seconds_naming_docker():
     r = _pytest("--target=kind", env={"PATH": "/usr/bin:/bin", "DOCKER_HOST": "unix:///nonexistent.sock"})
     assert r.returncode == 4
-    assert "docker" in _one_line_error(r).lower()
+    line = _one_line_error(r)
+    assert "docker" in line.lower() and "--target=qemu" in line, line
 
 
 def test_cluster_with_unreadable_kubeconfig():
@@ -67,10 +68,37 @@ def test_missing_qemu():
     assert "apt-get install qemu-system-x86" in _one_line_error(r)
 
 
-def test_bad_timeout_scale():
-    r = _pytest("--target=qemu", "--timeout-scale=0")
+@pytest.mark.parametrize("value", ["0", "-1", "nan", "inf"])
+def test_bad_timeout_scale(value):
+    r = _pytest("--target=qemu", f"--timeout-scale={value}")
     assert r.returncode == 4
-    assert "--timeout-scale must be positive" in _one_line_error(r)
+    assert "give a positive finite factor" in _one_line_error(r)
+
+
+@pytest.mark.parametrize("option", ["--artifacts", "--report-dir"])
+def test_output_directory_under_a_file(option, tmp_path):
+    a_file = tmp_path / "hostname"
+    a_file.write_text("x")
+    r = _pytest("--target=qemu", f"{option}={a_file}/sub")
+    assert r.returncode == 4
+    assert f"{a_file} is a file, not a directory" in _one_line_error(r)
+
+
+def test_kvm_that_does_not_admit_qemus_uid(monkeypatch):
+    """QEMU runs as uid/gid 107: a /dev/kvm with mode 0600 (root) must be named, with the fix."""
+    import os as real_os
+
+    from fixtures.errors import SetupError
+    from fixtures.reference import reference_vm
+
+    class St:
+        st_mode, st_uid, st_gid = 0o020600, 0, 0
+
+    monkeypatch.setattr(reference_vm.os, "stat", lambda p: St() if p == "/dev/kvm" else real_os.stat(p))
+    with pytest.raises(SetupError, match=r"mode 0600.*uid/gid 107.*chmod 0666 /dev/kvm.*--qemu-accel tcg"):
+        reference_vm._check_kvm_for_qemu_user()
+    St.st_mode = 0o020666
+    reference_vm._check_kvm_for_qemu_user()
 
 
 def test_collect_only_needs_no_vm():

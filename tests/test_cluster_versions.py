@@ -26,7 +26,7 @@ def test_every_supported_minor_has_pins_and_a_checksum_slot():
         assert latest.minor_key == minor
         pins = versions.pins_for(latest)
         assert re.fullmatch(r"v0\.\d+\.\d+", pins.kind), pins
-        assert re.fullmatch(r"kindest/node:v1\.\d+\.\d+", pins.node_image), pins
+        assert re.fullmatch(r"kindest/node:v1\.\d+\.\d+@sha256:[0-9a-f]{64}", pins.node_image), pins
         assert pins.kubectl == pins.kubernetes, "kubectl is pinned to the node's Kubernetes version"
         env = versions.parse_env_file()
         for tool, version in (("KIND", pins.kind), ("KUBECTL", pins.kubectl)):
@@ -37,7 +37,7 @@ def test_every_supported_minor_has_pins_and_a_checksum_slot():
 
 def test_v1_1_uses_kubevirts_own_ci_pair():
     pins = versions.pins_for("v1.1.0")
-    assert (pins.kind, pins.node_image) == ("v0.19.0", "kindest/node:v1.27.1")
+    assert (pins.kind, pins.node_image_tag) == ("v0.19.0", "kindest/node:v1.27.1")
 
 
 @pytest.mark.parametrize(("version", "needed"), [

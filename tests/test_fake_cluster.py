@@ -283,8 +283,8 @@ def test_pods_terminate_gracefully_unless_forced(core, ns):
     assert e.value.status == 404
 
 
-def test_dynamic_client_lists_kubevirt(api):
-    dyn = DynamicClient(api)
+def test_dynamic_client_lists_kubevirt(api, tmp_path):
+    dyn = DynamicClient(api, cache_file=str(tmp_path / "discovery.json"))  # not /tmp/osrcp-*.json
     kvs = dyn.resources.get(api_version="kubevirt.io/v1", kind="KubeVirt").get(namespace="kubevirt")
     assert [k.metadata.name for k in kvs.items] == ["kubevirt"]
 
@@ -453,7 +453,7 @@ spec:
 def test_operator_manifest_install_and_uninstall_with_the_dynamic_client(tmp_path):
     with running(tmp_path / "kc", available_delay=1) as f:
         api = config.new_client_from_config(str(f.kubeconfig))
-        dyn = DynamicClient(api)
+        dyn = DynamicClient(api, cache_file=str(tmp_path / "discovery.json"))
         for doc in yaml.safe_load_all(OPERATOR_MANIFEST):
             res = dyn.resources.get(api_version=doc["apiVersion"], kind=doc["kind"])
             res.create(body=doc, namespace=doc["metadata"].get("namespace") if res.namespaced else None)

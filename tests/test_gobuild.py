@@ -162,3 +162,20 @@ def test_bad_specs_are_refused_early():
         gobuild.WrapperModule("x", "v1", ("p",), requires=("example.test/lib",))
     with pytest.raises(ValueError, match="plain path element"):
         gobuild.WrapperModule("../x", "v1", ("p",))
+
+
+def test_single_replacements_override_the_named_go_mod_and_may_point_at_a_shim_of_ours(go_env):
+    """The staging directory replacement is overridden (no local_replace_version needed) by a
+    nested module in our source tree, copied with its go.mod."""
+    src = go_env / "src"
+    shim = src / "shims" / "staged"
+    shim.mkdir(parents=True)
+    (shim / "go.mod").write_text("module example.test/staged\n\ngo 1.21\n")
+    (shim / "staged.go").write_text('package staged\n\nconst Version = "staged shim"\n')
+    spec = gobuild.WrapperModule(
+        "hello-upstream", "v1.2.0", ("example.test/upstream/cmd/hello",),
+        requires=("example.test/upstream@v1.2.0",), replace_from="example.test/upstream@v1.2.0",
+        replaces=(("example.test/staged", "./shims/staged"),), source=src)
+    built = gobuild.build(spec, go_env / "cache")
+    out = subprocess.run([built.binary("hello")], capture_output=True, text=True, check=True).stdout
+    assert out == "lib v1.1.0 staged shim\n"

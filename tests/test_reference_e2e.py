@@ -4,14 +4,20 @@ run passes, fails or is interrupted."""
 
 from __future__ import annotations
 
+import json
 import os
+import re
+import secrets
 import signal
 import subprocess
 import sys
+import xml.etree.ElementTree as ET
+from pathlib import Path
 
 import pytest
 
 from fixtures import waits
+from fixtures.reference.qemu_target import PASSWORD_ENV
 from tests.leaks import snapshot
 from tests.suite_runner import REPO, interrupt_suite, run_suite
 
@@ -37,6 +43,8 @@ RESTRICT_RED = (
     | _both("test_slirp_udp::test_udp_echo")
     | _both("test_slirp_udp::test_dns_through_slirp_relay")
     | {"test_slirp_ports::test_listed_port_reaches_guest_service"}
+    # Void, not green: without a route the guest's pings fail locally, so "no reply" proves nothing.
+    | _both("test_slirp_icmp::test_icmp_echo_to_peer_gets_no_reply")
 )
 # A pod whose ping_group_range admits QEMU's gid (containerd 2.x): slirp forwards ICMP.
 PING_GROUP_RED = _both("test_slirp_icmp::test_icmp_echo_to_peer_gets_no_reply")
@@ -53,18 +61,64 @@ def no_leaks():
 
 
 def test_contract_passes_on_the_reference_target(tmp_path, no_leaks):
-    run = run_suite(tmp_path, "--target=qemu")
+    """With the QEMU network arguments KubeVirt's own sidecar code renders (--sidecar-render go)."""
+    run = run_suite(tmp_path, "--target=qemu", "--sidecar-render=go")
     assert run.returncode == 0, run.output[-4000:]
-    modules = {t.split("::")[0] for t in run.outcomes}
+    modules = {t.split("::")[0] for t, outcome in run.outcomes.items() if outcome != "skipped"}
     assert modules == ALL_MODULES, f"collected modules {modules}"
+    assert {t for t, o in run.outcomes.items() if o == "skipped"} == {
+        t for t in run.outcomes if t.startswith("test_slirp_kubevirt::")}, "deselected checks are skipped in JUnit"
     assert not run.failed and len(run.ids("passed")) >= 25, run.outcomes
+    report = run.report
+    assert report["outcome"] == "CONFORMANT" and report["target"] == "qemu", report
+    verdicts = {c["nodeid"]: c["verdict"] for c in report["clauses"]}
+    assert {v for k, v in verdicts.items() if "test_slirp_kubevirt" not in k} == {"pass"}, verdicts
+    deselected = [c for c in report["clauses"] if c["verdict"] == "deselected"]
+    assert deselected and all("--target=qemu" in c["reason"] for c in deselected), deselected
+    assert report["versions"]["libslirp"] and report["versions"]["qemu"], report["versions"]
+    icmp = [p for p in report["premises"] if p["check"] == "icmp"]
+    assert len(icmp) == 2 and all(p["premise"] == "proven" and p["proof"]["echo_requests_out"] >= 1 for p in icmp)
+    reported = {(p.get("name"), p.get("value")) for p in ET.parse(tmp_path / "junit.xml").iter("property")
+                if p.get("name") == "sidecar_render"}
+    assert reported == {("sidecar_render", "go")}, reported
 
 
 def test_restrict_on_turns_exactly_tcp_udp_and_dhcp_router_checks_red(tmp_path, no_leaks):
-    run = run_suite(tmp_path, "--target=qemu", "--qemu-netdev-extra", "restrict=on")
+    password = "pw-" + secrets.token_hex(12)
+    run = run_suite(tmp_path, "--target=qemu", "--qemu-netdev-extra", "restrict=on",
+                    f"--artifacts={tmp_path / 'artifacts'}", env={PASSWORD_ENV: password})
     assert run.failed == RESTRICT_RED, (f"unexpected red: {sorted(run.failed - RESTRICT_RED)}; "
                                         f"unexpected green: {sorted(RESTRICT_RED - run.failed)}")
+    icmp = _both("test_slirp_icmp::test_icmp_echo_to_peer_gets_no_reply")
+    assert icmp <= run.ids("error"), f"the ICMP check must be void (an error), got {run.outcomes}"
+    assert "VOID icmp" in run.output and "OutEchos +0" in run.output, run.output[-3000:]
     assert run.returncode == 1
+    assert run.report["outcome"] == "NOT CONFORMANT", run.report["counts"]
+    void = {c["nodeid"].split("::", 1)[1] for c in run.report["clauses"] if c["verdict"] == "void"}
+    assert void == {t.split("::")[1] for t in icmp}, void
+    _everything_parses_and_keeps_the_secret(tmp_path, password)
+    assert password not in run.output, "the run's password is in the terminal output"
+
+
+def _everything_parses_and_keeps_the_secret(tmp: Path, password: str) -> None:
+    """JUnit properties and evidence files are JSON; the run's password is nowhere; nonces and
+    addresses are still readable."""
+    properties = [p for p in ET.parse(tmp / "junit.xml").iter("property") if p.get("name").startswith("evidence.")]
+    assert properties
+    evidence = [json.loads(p.get("value")) for p in properties]  # raises on a mangled one
+    evidence_files = list((tmp / "artifacts").rglob("evidence.json"))
+    assert evidence_files, sorted(p.name for p in (tmp / "artifacts").rglob("*"))
+    for path in evidence_files:
+        json.loads(path.read_text())
+    text = json.dumps(evidence)
+    assert "slirp-port-" in text and "10.0.2.15" in text and "198.18.0.1" in text, text[:2000]
+    leaked = [str(p) for p in tmp.rglob("*") if p.is_file() and password in p.read_text(errors="replace")]
+    assert not leaked, f"the run's password appears in {leaked}"
+    transcripts = list((tmp / "artifacts").rglob("console-transcript.log"))
+    assert transcripts and all("login:" in t.read_text() for t in transcripts)
+    for name, says in (("lab.log", "QEMU started"), ("qemu.log", "-netdev user"), ("peer.log", "listening on")):
+        logs = list((tmp / "artifacts").rglob(name))
+        assert logs and all(says in p.read_text() for p in logs), f"{name} must hold what happened: {logs}"
 
 
 def test_open_ping_group_range_turns_exactly_icmp_red(tmp_path, no_leaks):
@@ -76,9 +130,18 @@ def test_open_ping_group_range_turns_exactly_icmp_red(tmp_path, no_leaks):
 
 def test_interrupted_run_leaves_nothing(tmp_path, no_leaks):
     """Ctrl-C in the middle of a run: QEMU, namespaces, veths and run dirs all go."""
-    rc, out = interrupt_suite("--target=qemu", when="the child run's QEMU to start",
+    rc, out = interrupt_suite(tmp_path, "--target=qemu", when="the child run's QEMU to start",
                               ready=lambda: snapshot().qemu_processes)
     assert rc in (1, 2), out[-2000:]  # 2: interrupted
+
+
+def test_double_ctrl_c_cleans_up_quietly(tmp_path, no_leaks):
+    """A second Ctrl-C during the cleanup the first one started: no traceback, nothing left."""
+    rc, out = interrupt_suite(tmp_path, "--target=qemu", when="the child run's QEMU to start",
+                              ready=lambda: snapshot().qemu_processes, times=2)
+    assert rc in (1, 2), out[-2000:]
+    assert "still cleaning up" in out, "the second Ctrl-C must have arrived during the cleanup: " + out[-2000:]
+    assert "Traceback" not in out and len(out.splitlines()) < 40, out[-3000:]
 
 
 def test_killed_run_is_cleaned_up(tmp_path, no_leaks):
@@ -96,7 +159,29 @@ def test_killed_run_is_cleaned_up(tmp_path, no_leaks):
 
 
 def test_terminated_run_leaves_nothing(tmp_path, no_leaks):
-    """SIGTERM (a cancelled CI job) unwinds like Ctrl-C."""
-    rc, out = interrupt_suite("--target=qemu", when="the child run's QEMU to start",
+    """SIGTERM (a cancelled CI job) unwinds like Ctrl-C, and its JUnit and report say so."""
+    rc, out = interrupt_suite(tmp_path, "--target=qemu", when="the child run's QEMU to start",
                               ready=lambda: snapshot().qemu_processes, sig=signal.SIGTERM)
     assert rc in (1, 2), out[-2000:]
+    report = json.loads((tmp_path / "reports" / "conformance.json").read_text())
+    assert report["outcome"] == "INTERRUPTED" and "signal 15" in report["interrupted"], report
+    assert any(c["verdict"] == "not run" for c in report["clauses"]), report["counts"]
+    suite = ET.parse(tmp_path / "junit.xml").getroot().find("testsuite")
+    assert int(suite.get("errors")) >= 1, ET.tostring(suite)[:500]
+    assert any(c.get("name") == "run-interrupted" for c in suite.iter("testcase"))
+    assert "INTERRUPTED" in (tmp_path / "reports" / "conformance.md").read_text()
+
+
+def test_cold_run_shows_progress_and_quiet_run_does_not(tmp_path, no_leaks):
+    """A cold cache: each long phase says what it does and how long it took; -q says nothing."""
+    from fixtures.reference import image
+
+    env = {"SLIRP_CONFORMANCE_CACHE": str(tmp_path / "cache"),
+           "SLIRP_REF_KERNEL_DEB": str(image.kernel_deb(image.default_cache_dir()))}
+    one = ["-k", "test_lease_time and console", "--target=qemu"]
+    loud = run_suite(tmp_path / "loud", *one, env=env)
+    assert loud.returncode == 0, loud.output[-3000:]
+    for phase in ("building the reference guest image", "reference VM", "logging in"):
+        assert re.search(rf"slirp-conformance: [^\n]*{phase}[^\n]*: \d+\.\d s", loud.output), (phase, loud.output)
+    quiet = run_suite(tmp_path / "quiet", *one, "-q", env=env)
+    assert quiet.returncode == 0 and "slirp-conformance:" not in quiet.output, quiet.output

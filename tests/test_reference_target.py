@@ -6,6 +6,7 @@ from __future__ import annotations
 import pytest
 
 from fixtures import waits
+from fixtures.reference import sidecar_render
 from fixtures.reference.qemu_target import QemuTarget
 from fixtures.reference.reference_vm import QemuOptions
 from fixtures.ssh_client import SSHClient, SSHRefused, generate_keypair, parse_host_key
@@ -16,7 +17,7 @@ pytestmark = pytest.mark.selftest_vm
 
 @pytest.fixture(scope="module")
 def target():
-    t = QemuTarget(conformance_vm("selftest-vm"), QemuOptions())
+    t = QemuTarget(conformance_vm("selftest-vm"), QemuOptions(sidecar_render="go"))
     try:
         yield t.start()
     finally:
@@ -28,9 +29,15 @@ def _contains_slice(haystack: list[str], needle: list[str]) -> bool:
 
 
 def test_qemu_gets_exactly_the_sidecar_arguments(target):
+    """The running QEMU's command line holds what KubeVirt's own sidecar code renders (and, by
+    the golden test, what slirp_qemu_args renders), and the report says so."""
     cmdline = target.vm.qemu_cmdline()
-    expected = slirp_qemu_args(target.spec, target.vm.search_domains)
-    assert _contains_slice(cmdline, expected), f"{expected} not in {cmdline}"
+    version = sidecar_render.default_version()
+    real = sidecar_render.render(target.spec, target.vm.search_domains, version).args
+    assert _contains_slice(cmdline, real), f"{real} not in {cmdline}"
+    assert real == slirp_qemu_args(target.spec, target.vm.search_domains)
+    described = target.describe()
+    assert (described["sidecar_render"], described["sidecar_kubevirt_version"]) == ("go", version), described
 
 
 def test_qemu_runs_unprivileged_without_net_raw(target):

@@ -58,3 +58,8 @@ def test_listing_the_unlisted_test_port_is_refused():
     spec = VMSpec("v", Interface(ports=(Port(8081),)))
     with pytest.raises(ValueError, match="must stay unlisted"):
         Contract.from_spec(spec, ())
+
+
+def test_search_list_is_lower_cased_and_defaults_to_cluster_local_like_the_sidecar():
+    assert "dnssearch=ns.example.org,dnssearch=example.org" in slirp_qemu_args(VMSpec("v"), ("NS.Example.org", "Example.ORG"))[1]
+    assert slirp_qemu_args(VMSpec("v"))[1] == "user,id=default,net=10.0.2.0/24,dnssearch=cluster.local"

@@ -25,7 +25,7 @@ from dataclasses import dataclass, field
 from fixtures.reference.reference_vm import PEER_IP, POD_IP, QemuOptions, ReferenceVM
 
 from . import errors, launcher
-from .core import HOST_IP, NODE, cond, is_peer, running_pod_status, set_cond
+from .core import HOST_IP, NODE, cond, is_peer, pod_search_list, running_pod_status, set_cond
 from .discovery import BY_PATH, Resource
 from .kubevirt import KubeVirtOperator
 from .store import Store, now
@@ -57,8 +57,11 @@ class Runtime:
 
 
 class Controllers:
-    def __init__(self, store: Store, operator: KubeVirtOperator, qemu: QemuOptions, ready_timeout: float = 300) -> None:
+    def __init__(self, store: Store, operator: KubeVirtOperator, qemu: QemuOptions, ready_timeout: float = 300, *,
+                 cluster_domain: str = "cluster.local", node_search: tuple[str, ...] = ()) -> None:
         self.store = store
+        self.cluster_domain = cluster_domain
+        self.node_search = node_search
         self.operator = operator
         self.qemu = qemu
         self.ready_timeout = ready_timeout
@@ -267,7 +270,8 @@ class Controllers:
             spec = launcher.vm_spec(vmi)
             key, password = launcher.cloud_init(vmi)
             ref = ReferenceVM(spec, self.qemu, authorized_key=key, password=password,
-                              search_domains=(f"{ns}.svc.cluster.local", "svc.cluster.local", "cluster.local"),
+                              # the launcher pod's resolv.conf, which the sidecar passes on as dnssearch
+                              search_domains=pod_search_list(ns, self.cluster_domain, self.node_search),
                               dns_records=self._dns_records(ns))
             rt.vm = ref
             self.all_labs.append(ref)
@@ -320,13 +324,13 @@ class Controllers:
         self._vmi_status(ns, name, ready)
 
     def _dns_records(self, ns: str) -> dict[str, str]:
-        records = {f"peer-echo.{ns}.svc.cluster.local": PEER_IP}
+        records = {f"peer-echo.{ns}.svc.{self.cluster_domain}": PEER_IP}
         peers = [p for p in self.store.list(PODS, ns) if is_peer(p)]
         for svc in self.store.list(SERVICES, ns):
             sel = (svc.get("spec") or {}).get("selector") or {}
             if sel and any(all((p["metadata"].get("labels") or {}).get(k) == v for k, v in sel.items())
                            for p in peers):
-                records[f"{svc['metadata']['name']}.{ns}.svc.cluster.local"] = PEER_IP
+                records[f"{svc['metadata']['name']}.{ns}.svc.{self.cluster_domain}"] = PEER_IP
         return records
 
     def _launcher_gone(self, uid: str) -> None:

@@ -9,6 +9,12 @@
   reference lab they stand for: a peer pod (label ``app.kubernetes.io/component=slirp-peer``)
   gets the lab's peer address 198.18.0.1 (where TCP/UDP echo on 9007 and DNS already run, so
   the pod's own command is not run), any other pod the "client pod" address 198.18.0.3.
+- DNS: a ClusterFirst pod's resolv.conf search list is ``<ns>.svc.<cluster domain>``,
+  ``svc.<cluster domain>``, ``<cluster domain>``, then the node's own search domains, duplicates
+  dropped (``pod_search_list``, as kubelet's pkg/kubelet/network/dns/dns.go
+  generateSearchesForDNSClusterFirst; its length limits are not emulated). The cluster domain and
+  the node's search list are options of the fake (kind copies the host's into the node unless its
+  config says ``networking.dnsSearch: []``).
 """
 
 from __future__ import annotations
@@ -29,6 +35,14 @@ NODE = "fake-node"
 HOST_IP = "172.18.0.2"
 CLIENT_POD_IP = "198.18.0.3"
 PEER_LABEL = ("app.kubernetes.io/component", "slirp-peer")
+
+
+def pod_search_list(namespace: str, cluster_domain: str, node_search: tuple[str, ...] = ()) -> tuple[str, ...]:
+    """The search list kubelet writes into a ClusterFirst pod's resolv.conf."""
+    if not cluster_domain:
+        return tuple(node_search)
+    composed = [f"{namespace}.svc.{cluster_domain}", f"svc.{cluster_domain}", cluster_domain, *node_search]
+    return tuple(dict.fromkeys(composed))
 
 
 def cond(type_: str, status: str, reason: str = "", message: str = "") -> dict:

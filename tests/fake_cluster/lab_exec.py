@@ -12,9 +12,11 @@ from __future__ import annotations
 
 import asyncio
 import ctypes
+import functools
 import os
 import shutil
 import signal
+import subprocess
 
 from fixtures.reference.reference_vm import ReferenceVM
 
@@ -24,10 +26,24 @@ def can_stream(vm: ReferenceVM) -> bool:
             and shutil.which("nsenter") is not None)
 
 
+@functools.cache
+def _busybox_applets() -> frozenset[str]:
+    busybox = shutil.which("busybox")
+    if busybox is None:
+        return frozenset()
+    out = subprocess.run([busybox, "--list"], capture_output=True, text=True, timeout=10).stdout
+    return frozenset(out.split())
+
+
 def argv_for(vm: ReferenceVM, where: str, argv: list[str]) -> list[str]:
     lab_pid = str(vm.lab_pid)
     if where == "pod":
         return ["nsenter", "-t", lab_pid, "-m", "--", "nsenter", f"--net={vm.pod_netns}", "--", *argv]
+    # The peer and client pods run the busybox image (fixtures/kubevirt/peers.py): their `nc`,
+    # `ping`... are busybox applets, which print e.g. "can't connect ... Connection refused"
+    # where the host's netcat-openbsd stays silent.
+    if argv and "/" not in argv[0] and argv[0] in _busybox_applets():
+        argv = ["busybox", *argv]
     return ["nsenter", "-t", lab_pid, "-m", "-n", "--", *argv]
 
 

@@ -3,8 +3,8 @@ fake's backing VM) the VMSpec the slirp sidecar would read from the VMI.
 
 Facts used (kubevirt/kubevirt, pkg/network netbinding + VMI controller): an interface whose
 ``binding.name`` has no entry in ``spec.configuration.network.binding`` makes the render fail with
-``couldn't find configuration for network bindining: <name>`` (the typo is in v1.1-v1.4 and fixed
-by v1.9; this fake spells it right from v1.5 on, which is not verified for v1.5-v1.8); the
+``couldn't find configuration for network bindining: <name>`` (the typo is in v1.1.0 through
+v1.6.6 and fixed in v1.7.0: pkg/network/netbinding/netbinding.go at those tags); the
 controller turns that into the VMI condition ``Synchronized=False`` reason ``FailedCreate``
 message ``failed to render launch manifest: <err>`` and a Warning event of the same reason.
 Each registered binding with a ``sidecarImage`` adds one hook sidecar container
@@ -45,7 +45,7 @@ def sidecar_images(vmi_spec: dict, kv_config: dict, version: str) -> list[str]:
         if name is None:
             continue
         if name not in registered:
-            word = "binding" if at_least(version, "v1.5") else "bindining"
+            word = "binding" if at_least(version, "v1.7") else "bindining"
             raise RenderError(f"couldn't find configuration for network {word}: {name}")
         used[name] = registered[name] or {}
     return [cfg["sidecarImage"] for cfg in used.values() if cfg.get("sidecarImage")]

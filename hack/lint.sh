@@ -1,0 +1,38 @@
+#!/usr/bin/env bash
+# Static checks of what no test executes: the nightly workflow (actionlint, which also checks
+# its run: blocks with shellcheck) and the hack/ and .ci/ scripts (shellcheck). Installs both:
+# Debian's shellcheck, and actionlint as a Go module built once into the project's cache.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+ACTIONLINT_VERSION=v1.7.12
+cache=${SLIRP_CONFORMANCE_CACHE:-${XDG_CACHE_HOME:-$HOME/.cache}/slirp-conformance}
+bin=$cache/tools/actionlint-$ACTIONLINT_VERSION
+
+if ! command -v shellcheck >/dev/null; then
+    if [[ $(id -u) -ne 0 ]]; then
+        echo "lint: shellcheck missing: run as root, or first: sudo apt-get install shellcheck" >&2
+        exit 1
+    fi
+    echo "lint: installing shellcheck (Debian)"
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends shellcheck >/dev/null ||
+        { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends \
+            shellcheck >/dev/null; }
+fi
+if [[ ! -x $bin/actionlint ]]; then
+    command -v go >/dev/null || { echo "lint: go is missing: install Go to build actionlint" >&2; exit 1; }
+    echo "lint: building actionlint $ACTIONLINT_VERSION (once; cached in $bin)"
+    mkdir -p "$cache/tools"
+    stage=$(mktemp -d "$cache/tools/.actionlint.$$.XXXXXX")
+    trap 'rm -rf "$stage"' EXIT
+    GOBIN=$stage GOFLAGS=-buildvcs=false CGO_ENABLED=0 go install "github.com/rhysd/actionlint/cmd/actionlint@$ACTIONLINT_VERSION"
+    rm -rf "$bin" && mv "$stage" "$bin"
+    trap - EXIT
+fi
+
+mapfile -t scripts < <(git ls-files 'hack/*.sh' '.ci/run')
+echo "lint: shellcheck ${#scripts[@]} scripts"
+shellcheck -x "${scripts[@]}"
+echo "lint: actionlint .github/workflows/"
+"$bin/actionlint" -shellcheck "$(command -v shellcheck)" .github/workflows/*.yml
+echo "lint: clean"

@@ -1,0 +1,76 @@
+"""Facts read from KubeVirt's and kind's sources that the cluster path must follow (issue 7, item 7).
+
+Each test names the upstream file it was checked against, at the pinned tags.
+"""
+
+from __future__ import annotations
+
+import re
+from types import SimpleNamespace
+
+import pytest
+import yaml
+
+from fixtures.cluster import kind, kubevirt_config, versions
+from fixtures.kubevirt.vm_manifest import render_vm
+from fixtures.vmspec import conformance_vm
+from suites import test_slirp_kubevirt
+from tests.fake_cluster import launcher
+
+
+def _vmi_with_live_migratable(condition: dict):
+    return SimpleNamespace(vmi_object=lambda: {"status": {"conditions": [{"type": "LiveMigratable", **condition}]}})
+
+
+def test_not_migratable_check_passes_on_kubevirts_reason():
+    # kubevirt staging/src/kubevirt.io/api/core/v1/types.go (v1.1.0..v1.9.0):
+    # VirtualMachineInstanceReasonInterfaceNotMigratable = "InterfaceNotLiveMigratable"
+    target = _vmi_with_live_migratable({"status": "False", "reason": "InterfaceNotLiveMigratable"})
+    test_slirp_kubevirt.test_vmi_is_not_live_migratable(target, record=lambda ev: ev)
+
+
+@pytest.mark.parametrize("reason", ["DisksNotLiveMigratable", "HotplugNotLiveMigratable", None])
+def test_not_migratable_check_fails_on_any_other_reason(reason):
+    target = _vmi_with_live_migratable({"status": "False", "reason": reason})
+    with pytest.raises(AssertionError, match="InterfaceNotLiveMigratable"):
+        test_slirp_kubevirt.test_vmi_is_not_live_migratable(target, record=lambda ev: ev)
+
+
+def test_every_pinned_node_image_carries_the_digest_of_its_kind_release():
+    # kind pkg/apis/config/defaults/image.go at each pinned kind tag: `const Image = "kindest/node:vX@sha256:..."`.
+    for minor in versions.supported_minors():
+        pins = versions.pins_for(versions.latest_known_patch(minor))
+        assert re.fullmatch(r"kindest/node:v1\.\d+\.\d+@sha256:[0-9a-f]{64}", pins.node_image), pins
+        assert re.fullmatch(r"v1\.\d+\.\d+", pins.kubernetes), pins
+
+
+def test_kind_config_asks_for_the_digest_and_no_host_search_domains():
+    pins = versions.pins_for("v1.1.0")
+    config = yaml.safe_load(kind.render_config("c", pins.node_image, kvm=False))
+    assert config["nodes"][0]["image"] == \
+        "kindest/node:v1.27.1@sha256:b7d12ed662b873bd8510879c1846e87c7e676a79fefc93e17b2a52989d3ff42b"
+    # kind pkg/apis/config/v1alpha4/types.go (since v0.19.0): Networking.DNSSearch, "If not set, this will be
+    # inherited from the host". An empty list keeps the host's search domains out of the node and its pods.
+    assert config["networking"]["dnsSearch"] == []
+
+
+def test_vm_has_the_user_guides_zero_grace_period():
+    # kubevirt/user-guide docs/network/net_binding_plugins/slirp.md: terminationGracePeriodSeconds: 0
+    vm = render_vm(conformance_vm("vm"), namespace="ns", image="img", authorized_key="ssh-ed25519 AAAA k",
+                   password="p")
+    assert vm["spec"]["template"]["spec"]["terminationGracePeriodSeconds"] == 0
+
+
+@pytest.mark.parametrize(("version", "word"), [
+    ("v1.1.0", "bindining"), ("v1.5.3", "bindining"), ("v1.6.6", "bindining"), ("v1.7.0", "binding"),
+    ("v1.9.0", "binding")])
+def test_fake_controller_spells_the_unregistered_binding_error_like_kubevirt(version, word):
+    # kubevirt pkg/network/netbinding/netbinding.go: "bindining" at v1.1.0..v1.6.6, "binding" from v1.7.0.
+    with pytest.raises(launcher.RenderError, match=f"couldn't find configuration for network {word}: nope$"):
+        launcher.sidecar_images({"domain": {"devices": {"interfaces": [{"name": "default",
+                                                                        "binding": {"name": "nope"}}]}}}, {}, version)
+
+
+def test_stale_config_messages_cover_both_spellings():
+    assert "couldn't find configuration for network bindining" in kubevirt_config.STALE_CONFIG_MESSAGES
+    assert "couldn't find configuration for network binding" in kubevirt_config.STALE_CONFIG_MESSAGES

@@ -1,0 +1,95 @@
+"""Redaction by value, and the report/JUnit amendments, on small inputs (no VM)."""
+
+import base64
+import json
+import secrets
+import xml.etree.ElementTree as ET
+
+from fixtures import junit, redaction
+from fixtures.conformance_report import ConformanceReport
+
+
+def test_registered_values_are_masked_and_json_stays_json():
+    password = "pw-" + secrets.token_hex(8)
+    redaction.register(password)
+    evidence = json.dumps({"token": "slirp-port-8080-abc123", "console": f"Password: \n{password}\nroot login"})
+    masked = redaction.redact(evidence)
+    assert password not in masked
+    assert json.loads(masked)["token"] == "slirp-port-8080-abc123"  # a nonce called token stays readable
+    assert "Password: \\n<redacted>\\nroot login" in masked
+
+
+def test_short_values_and_keywords_alone_mask_nothing():
+    redaction.register("abc", None, "")
+    assert redaction.redact("password: abc token=xyz") == "password: abc token=xyz"
+
+
+def test_kubeconfig_credentials_are_registered_written_and_decoded(tmp_path):
+    key_pem = "-----BEGIN EC PRIVATE KEY-----\nMHcCAQEEIK" + secrets.token_hex(20) + "\n-----END EC PRIVATE KEY-----\n"
+    key_b64 = base64.b64encode(key_pem.encode()).decode()
+    token = secrets.token_urlsafe(24)
+    kubeconfig = tmp_path / "kubeconfig"
+    kubeconfig.write_text(f"apiVersion: v1\nkind: Config\nusers:\n- name: a\n  user:\n    client-key-data: {key_b64}\n"
+                          f"- name: b\n  user:\n    token: {token}\n")
+    redaction.register_kubeconfig(kubeconfig)
+    text = f"{key_b64} Authorization: Bearer {token}\n" + key_pem.splitlines()[1]
+    assert redaction.redact(text).count("<redacted>") == 3
+
+
+def test_unreadable_kubeconfig_registers_nothing(tmp_path):
+    bad = tmp_path / "kubeconfig"
+    bad.write_text(": : not yaml [")
+    redaction.register_kubeconfig(bad)  # no exception: preflight reports it
+
+
+def test_pem_private_key_blocks_are_masked_whole():
+    from fixtures.ssh_client import generate_keypair
+
+    generate_keypair()  # registers a key: its armor lines must not break the block rule for others
+    pem = "-----BEGIN OPENSSH PRIVATE KEY-----\nb3BlbnNzaC1rZXktdjEAAAAA\n-----END OPENSSH PRIVATE KEY-----"
+    assert "b3BlbnNz" not in redaction.redact(f"key: {pem}")
+
+
+def _junit(tmp_path):
+    path = tmp_path / "junit.xml"
+    path.write_text('<?xml version="1.0" encoding="utf-8"?><testsuites><testsuite name="pytest" errors="0" '
+                    'failures="0" skipped="0" tests="1"><testcase classname="suites.test_slirp_dhcp" name="a"/>'
+                    '</testsuite></testsuites>')
+    return path
+
+
+def test_junit_gets_deselected_and_interrupted_cases(tmp_path):
+    path = _junit(tmp_path)
+    junit.amend(path, deselected=[("suites/test_slirp_kubevirt.py::test_x", "KubeVirt-only")],
+                interrupted="KeyboardInterrupt: signal 15", not_run=["suites/test_slirp_tcp.py::test_y"])
+    suite = ET.parse(path).getroot().find("testsuite")
+    assert (suite.get("tests"), suite.get("skipped"), suite.get("errors")) == ("3", "1", "1")
+    error = next(c for c in suite.iter("testcase") if c.get("name") == "run-interrupted").find("error")
+    assert "signal 15" in error.get("message") and "test_y" in error.text
+
+
+class _Report:
+    def __init__(self, nodeid, when, outcome, text="", props=()):
+        self.nodeid, self.when, self.outcome, self.longreprtext = nodeid, when, outcome, text
+        self.user_properties, self.duration, self.longrepr = list(props), 0.1, None
+        self.passed, self.failed, self.skipped = outcome == "passed", outcome == "failed", outcome == "skipped"
+
+
+def test_report_verdicts_void_is_never_a_pass(tmp_path):
+    r = ConformanceReport(target="qemu")
+    r.expect("suites/test_slirp_icmp.py::test_i[ssh]", "icmp")
+    r.expect("suites/test_slirp_tcp.py::test_t[ssh]", "tcp")
+    r.expect("suites/test_slirp_udp.py::test_u[ssh]", "udp")
+    r.add(_Report("suites/test_slirp_icmp.py::test_i[ssh]", "setup", "failed", "VOID icmp: premise",
+                  [("evidence.icmp", json.dumps({"premise": ["no echo request left"]})), ("target", "qemu")]))
+    r.add(_Report("suites/test_slirp_tcp.py::test_t[ssh]", "call", "passed"))
+    r.finish(1, None)
+    data = r.to_dict()
+    verdicts = {c["nodeid"]: c["verdict"] for c in data["clauses"]}
+    assert verdicts == {"suites/test_slirp_icmp.py::test_i[ssh]": "void", "suites/test_slirp_tcp.py::test_t[ssh]": "pass",
+                        "suites/test_slirp_udp.py::test_u[ssh]": "not run"}
+    assert data["outcome"] == "NOT CONFORMANT" and data["premises"][0]["premise"] == ["no echo request left"]
+    md_path = r.write(tmp_path)[1]
+    assert "VOID" in md_path.read_text() and json.loads((tmp_path / "conformance.json").read_text())
+    r.finish(2, "KeyboardInterrupt")
+    assert r.outcome == "INTERRUPTED"
