@@ -36,6 +36,7 @@ NODE_NAME = "testbed-node"
 LOOPBACK = "127.0.0.1"
 SERVICE_CIDR = "10.96.0.0/16"  # only allocated from (ClusterIPs): no traffic is ever routed to it
 POD_CIDR = "10.244.0.0/16"  # kwok hands out pod IPs from it; nothing listens there
+EXEC_NAMESPACE = "testbed-exec"  # `kubectl exec` into its pods runs on this host (kwok ClusterExec)
 
 
 def record_path(kubeconfig: Path) -> Path:
@@ -281,9 +282,18 @@ class TestBed:
     def _start_kwok(self) -> None:
         port = self._port("kwok")
         config = self.state / "kwok.yaml"
-        # An explicit (empty-of-stages) config: kwok then uses its built-in default stages and
-        # never reads ~/.kwok/kwok.yaml (sigs.k8s.io/kwok pkg/config/flags.go).
-        config.write_text("apiVersion: config.kwok.x-k8s.io/v1alpha1\nkind: KwokConfiguration\noptions: {}\n")
+        exec_dir = self.state / "exec"
+        exec_dir.mkdir()
+        # An explicit config with no stages: kwok then uses its built-in default stages and never
+        # reads ~/.kwok/kwok.yaml (sigs.k8s.io/kwok pkg/config/flags.go). `kubectl exec` into a pod
+        # of namespace EXEC_NAMESPACE runs the command on this host, in the bed's exec dir
+        # (kwok's ClusterExec, local target): the API server proxies a real exec stream to kwok.
+        config.write_text(json.dumps({"apiVersion": "config.kwok.x-k8s.io/v1alpha1", "kind": "KwokConfiguration",
+                                      "options": {}}) + "\n---\n" +
+                          json.dumps({"apiVersion": "kwok.x-k8s.io/v1alpha1", "kind": "ClusterExec",
+                                      "metadata": {"name": "testbed-local"},
+                                      "spec": {"selector": {"matchNamespaces": [EXEC_NAMESPACE]},
+                                               "execs": [{"local": {"workDir": str(exec_dir)}}]}}) + "\n")
         proc = self.spawn("kwok", [
             str(self.bin.kwok), f"--config={config}",
             f"--kubeconfig={self._component_kubeconfig('kwok', self.kwok_client)}",
