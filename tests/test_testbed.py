@@ -10,9 +10,11 @@ from __future__ import annotations
 
 import json
 import signal
+import socket
 import subprocess
 import sys
 import tempfile
+import threading
 from pathlib import Path
 
 import pytest
@@ -234,6 +236,33 @@ def test_kubectl_exec_is_a_real_stream_through_the_api_server_to_kwok(testbed):
     # Negative control: outside the namespace kwok serves exec for, the stream is refused.
     refused = exec_in("default")
     assert refused.returncode != 0 and "no exec found" in refused.stderr, (refused.returncode, refused.stderr)
+
+
+def test_kubectl_port_forward_is_a_real_stream_through_the_api_server_to_kwok(testbed):
+    """Needs the exec test's pod in EXEC_NAMESPACE; bytes go kubectl -> API server -> kwok -> loopback."""
+    kubeconfig, record, _ = testbed
+    kubectl = components.build_control_plane(components.Pins.from_versions_env()).kubectl
+    with socket.create_server((bed.LOOPBACK, record.ports["port-forward-target"])) as server:
+        def echo_once():
+            conn, _ = server.accept()
+            with conn:
+                conn.sendall(b"echo:" + conn.recv(100))
+        threading.Thread(target=echo_once, daemon=True).start()
+        local = processes.free_port()
+        forward = subprocess.Popen([str(kubectl), "--kubeconfig", str(kubeconfig), "port-forward", "-n",
+                                    bed.EXEC_NAMESPACE, "pod/exec-probe", f"{local}:{bed.FORWARDED_POD_PORT}"],
+                                   stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+        try:
+            # Its own word, not a probe connection: a probe would be forwarded and use up the echo.
+            first = forward.stdout.readline()  # bounded: kubectl exits (EOF) if it cannot forward
+            assert first.startswith("Forwarding from"), f"kubectl port-forward: {first}{forward.stdout.read()}"
+            with socket.create_connection((bed.LOOPBACK, local), timeout=10) as client:
+                client.sendall(b"ping")
+                reply = client.recv(100)
+        finally:
+            forward.terminate()
+            out, _ = forward.communicate(timeout=30)
+    assert reply == b"echo:ping", f"expected the loopback server's echo through the pod's port, got {reply!r}; {out}"
 
 
 def test_down_leaves_nothing(testbed):

@@ -37,6 +37,7 @@ LOOPBACK = "127.0.0.1"
 SERVICE_CIDR = "10.96.0.0/16"  # only allocated from (ClusterIPs): no traffic is ever routed to it
 POD_CIDR = "10.244.0.0/16"  # kwok hands out pod IPs from it; nothing listens there
 EXEC_NAMESPACE = "testbed-exec"  # `kubectl exec` into its pods runs on this host (kwok ClusterExec)
+FORWARDED_POD_PORT = 8080  # port-forward to it, in EXEC_NAMESPACE, reaches ports["port-forward-target"]
 
 
 def record_path(kubeconfig: Path) -> Path:
@@ -282,6 +283,7 @@ class TestBed:
     def _start_kwok(self) -> None:
         port = self._port("kwok")
         config = self.state / "kwok.yaml"
+        forward_target = self._port("port-forward-target")  # nothing listens until a test does
         exec_dir = self.state / "exec"
         exec_dir.mkdir()
         # An explicit config with no stages: kwok then uses its built-in default stages and never
@@ -293,7 +295,15 @@ class TestBed:
                           json.dumps({"apiVersion": "kwok.x-k8s.io/v1alpha1", "kind": "ClusterExec",
                                       "metadata": {"name": "testbed-local"},
                                       "spec": {"selector": {"matchNamespaces": [EXEC_NAMESPACE]},
-                                               "execs": [{"local": {"workDir": str(exec_dir)}}]}}) + "\n")
+                                               "execs": [{"local": {"workDir": str(exec_dir)}}]}}) + "\n---\n" +
+                          # `kubectl port-forward` to port FORWARDED_POD_PORT of such a pod reaches
+                          # the bed's recorded port "port-forward-target" on loopback.
+                          json.dumps({"apiVersion": "kwok.x-k8s.io/v1alpha1", "kind": "ClusterPortForward",
+                                      "metadata": {"name": "testbed-local"},
+                                      "spec": {"selector": {"matchNamespaces": [EXEC_NAMESPACE]},
+                                               "forwards": [{"ports": [FORWARDED_POD_PORT],
+                                                             "target": {"address": LOOPBACK,
+                                                                        "port": forward_target}}]}}) + "\n")
         proc = self.spawn("kwok", [
             str(self.bin.kwok), f"--config={config}",
             f"--kubeconfig={self._component_kubeconfig('kwok', self.kwok_client)}",
