@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
-# The cluster test bed: real etcd, kube-apiserver, kube-controller-manager, kwok and KubeVirt's own
-# CRDs and CR, built from Go modules by version (cached) and run as local processes on loopback.
+# The cluster test bed: real etcd, kube-apiserver, kube-controller-manager, kube-scheduler, kwok,
+# KubeVirt's own CRDs, CR and webhooks, virt-api and virt-controller, built from Go modules by
+# version (cached) and run as local processes on loopback (README: "The cluster test bed").
 set -euo pipefail
 
 REPO="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"

@@ -1,4 +1,5 @@
-"""The cluster test bed: real etcd, kube-apiserver, kube-controller-manager and kwok on loopback.
+"""The cluster test bed's control plane: real etcd, kube-apiserver, kube-controller-manager,
+kube-scheduler and kwok (one simulated node) on loopback. KubeVirt's parts: tests/testbed/kubevirt.py.
 
 ``up`` starts each component as a detached local process with its own certificates in a state
 directory under the temp dir, writes an admin kubeconfig to the path given, and records what it
