@@ -66,6 +66,11 @@ def test_open_ping_group_range_turns_exactly_icmp_red(fedora_like_images, tmp_pa
 
 def test_interrupted_boot_leaves_nothing(fedora_like_images, no_leaks):  # noqa: F811
     """Ctrl-C while the guest boots: QEMU, namespaces, the run dir with its overlay and ISO all go."""
-    rc, out = interrupt_suite(*_fedora(DEFAULT_VERSION), when="the child run's QEMU to start",
-                              ready=lambda: snapshot().qemu_processes, sig=signal.SIGINT)
+    before = snapshot().qemu_processes  # other runs on this machine may have QEMUs of their own
+
+    def our_qemu_runs() -> bool:
+        return any("cidata.iso" in p for p in snapshot().qemu_processes - before)
+
+    rc, out = interrupt_suite(*_fedora(DEFAULT_VERSION), when="the child run's Fedora-like QEMU to start",
+                              ready=our_qemu_runs, sig=signal.SIGINT)
     assert rc in (1, 2), out[-2000:]
