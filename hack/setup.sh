@@ -7,6 +7,9 @@ cd "$(dirname "$0")/.."
 # What the qemu reference target and the self-tests need from the OS.
 APT_PACKAGES=(qemu-system-x86 busybox-static dropbear-bin netcat-openbsd iproute2 iputils-ping util-linux
               procps kmod ca-certificates)
+# The Fedora-like reference guests (--reference-guest fedora): built with debootstrap and mke2fs,
+# booted from a qcow2 overlay with a cloud-init ISO.
+APT_PACKAGES+=(debootstrap e2fsprogs xorriso qemu-utils)
 python3 -c 'import ensurepip, venv' 2>/dev/null || APT_PACKAGES+=(python3-venv)
 
 missing=()

@@ -9,15 +9,21 @@ import threading
 
 import pytest
 
+from fixtures.checks import udp
 from fixtures.console import Console, ConsoleError, Credentials
+from fixtures.guest_profiles import FEDORA
+from fixtures.target import Endpoint
+from tests.local_guest import loopback_peers
 
 
 class FakeSerialGuest(threading.Thread):
     """Speaks like a serial console: 'login:' / 'Password:' then a '# ' shell running /bin/sh -c."""
 
-    def __init__(self, sock: socket.socket, password: str = "secret", prompt_after_boot: bool = True) -> None:
+    def __init__(self, sock: socket.socket, password: str = "secret", prompt_after_boot: bool = True,
+                 after_prompt: str = "") -> None:
+        """``after_prompt``: escape codes a terminal prints after its prompts (agetty, bash)."""
         super().__init__(daemon=True)
-        self.sock, self.password = sock, password
+        self.sock, self.password, self.after_prompt = sock, password, after_prompt
         self.logged_in = False
         self.state = "login" if prompt_after_boot else "shell"
         self.received = b""
@@ -42,16 +48,17 @@ class FakeSerialGuest(threading.Thread):
             if line:
                 self.user = line
                 self.state = "password"
-                self.send(line + "\r\nPassword: ")  # the user name echoes, the password does not
+                self.send(line + "\r\nPassword: " + self.after_prompt)  # the user name echoes, not the password
             else:
-                self.send("\r\nfakehost login: ")
+                self.send("\r\nLast failed login: Tue Jun  9 22:25:30 UTC 2020 on ttyS0\r\nfakehost login: "
+                          + self.after_prompt)
         elif self.state == "password":
             if line == self.password:
                 self.state = "shell"
-                self.send("\r\n# ")
+                self.send("\r\n# " + self.after_prompt)
             else:
                 self.state = "login"
-                self.send("\r\nLogin incorrect\r\nfakehost login: ")
+                self.send("\r\nLogin incorrect\r\nfakehost login: " + self.after_prompt)
         else:
             self.send(line + "\r\n")  # tty echo
             if line.strip():  # output streams out as the command runs, like a real shell's
@@ -132,3 +139,32 @@ def test_multi_line_commands_are_refused(serial):
     console, _ = serial()
     with pytest.raises(ValueError):
         console.run("echo a\necho b")
+
+
+def test_stderr_is_kept_apart_from_the_output(serial):
+    """A terminal merges the streams; the console still returns stdout alone as ``output``."""
+    console, _ = serial()
+    console.login(Credentials("root", "secret"), timeout=10)
+    r = console.run("echo 'bind: warning: line editing not enabled' >&2; echo 10.0.2.3; echo late >&2")
+    assert (r.output, r.stderr, r.rc) == ("10.0.2.3\n", "bind: warning: line editing not enabled\nlate\n", 0)
+    r = console.run("ls /nonexistent-slirp-path")
+    assert r.output == "" and "nonexistent-slirp-path" in r.stderr and r.rc != 0
+
+
+@pytest.mark.parametrize("escapes", ["\x1b[0m", "\x1b[?2004h", "\x1b[0m\x1b[?2004h"])
+def test_login_prompts_followed_by_escape_codes(serial, escapes):
+    """agetty may reset colours after ``login: ``; bash switches bracketed paste on after its prompt."""
+    console, _ = serial(after_prompt=escapes)
+    console.login(Credentials("root", "secret"), timeout=10)
+    assert console.run("echo ok").output == "ok\n"
+
+
+def test_fedora_dns_check_runs_over_the_console(serial):
+    """The Fedora profile's DNS query is one console line, answered and parsed end to end."""
+    console, _ = serial()
+    console.login(Credentials("root", "secret"), timeout=10)
+    with loopback_peers({"peer.ns.svc.cluster.local": "198.18.0.1"}) as ports:
+        r = console.run(FEDORA.tools.dns_lookup("peer.ns.svc.cluster.local", "127.0.0.1", ports["dns"]))
+        ev = udp.echo(console, FEDORA, Endpoint("127.0.0.1", ports["udp_echo"]))
+    assert r.ok and FEDORA.parse_dns(r.output) == ["198.18.0.1"], r
+    assert ev["received"] == ev["sent"], ev.facts

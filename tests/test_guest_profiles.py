@@ -49,7 +49,15 @@ def test_busybox_nslookup_answers_only():
     assert parse_nslookup("Server: 10.0.2.3\nAddress: 10.0.2.3:53\n\n** server can't find x: NXDOMAIN\n") == []
 
 
-def test_profiles_use_openbsd_netcat_and_bound_pings():
+def test_reference_speaks_openbsd_netcat_fedora_python3_and_pings_are_bound():
     assert "nc.openbsd -N" in REFERENCE.tcp_echo_command("198.18.0.1", 9007, "x")
-    assert " nc -u " in FEDORA.udp_echo_command("10.96.0.5", 9007, "x")
+    for command in (FEDORA.tcp_echo_command("10.96.0.5", 9007, "x"), FEDORA.udp_echo_command("10.96.0.5", 9007, "x"),
+                    FEDORA.dns_command("peer", "10.0.2.3"), FEDORA.transfer_command("10.96.0.5", 9007, 1, 9)):
+        assert " python3 -c " in command and " nc " not in command
     assert REFERENCE.ping_command("198.18.0.1").startswith("timeout ")
+
+
+def test_python_dns_answers_ignore_boot_messages_on_the_console():
+    out = ("[   90.987130] cloud-init[421]: Cloud-init v. 22.4.2 running 'modules:final'. Up 89.72 seconds.\n"
+           "198.18.0.1\n10.96.0.10\n")
+    assert FEDORA.parse_dns(out) == ["198.18.0.1", "10.96.0.10"]

@@ -25,6 +25,7 @@ def counters(tx: int, out_echos: int) -> str:
 class R:
     output: str
     rc: int = 0
+    stderr: str = ""
 
     @property
     def ok(self):
@@ -45,9 +46,9 @@ class FakeShell:
 
 SENT = R("PING 198.18.0.1 (198.18.0.1): 56 data bytes\n\n--- 198.18.0.1 ping statistics ---\n"
          "3 packets transmitted, 0 packets received, 100% packet loss\n", rc=1)
-UNREACHABLE = R("PING 198.18.0.1 (198.18.0.1): 56 data bytes\nping: sendto: Network is unreachable\n", rc=1)
+UNREACHABLE = R("PING 198.18.0.1 (198.18.0.1): 56 data bytes\n", rc=1, stderr="ping: sendto: Network is unreachable\n")
 ROUTE = R("198.18.0.1 via 10.0.2.2 dev eth0  src 10.0.2.15")
-NO_ROUTE = R("ip: RTNETLINK answers: Network is unreachable", rc=2)
+NO_ROUTE = R("", rc=2, stderr="ip: RTNETLINK answers: Network is unreachable")
 
 
 def probe(*answers):

@@ -224,7 +224,7 @@ class TestBed:
             f"--bind-address={LOOPBACK}", f"--advertise-address={LOOPBACK}", f"--secure-port={port}",
             f"--tls-cert-file={self.apiserver_pair.cert}", f"--tls-private-key-file={self.apiserver_pair.key}",
             f"--client-ca-file={self.ca.pair.cert}",
-            f"--service-account-issuer=https://kubernetes.default.svc.cluster.local",
+            "--service-account-issuer=https://kubernetes.default.svc.cluster.local",
             f"--service-account-key-file={self.sa_pub}", f"--service-account-signing-key-file={self.sa_key}",
             f"--service-cluster-ip-range={SERVICE_CIDR}",
             "--authorization-mode=Node,RBAC", "--allow-privileged=true",

@@ -1,0 +1,40 @@
+"""Which Fedora-like flavour stands for which KubeVirt release, and how the qemu target picks it."""
+
+from types import SimpleNamespace
+
+import pytest
+
+from fixtures.errors import SetupError
+from fixtures.plugin_target import _fedora_like
+from fixtures.reference.fedora_like import DEFAULT_FLAVOUR, FLAVOURS, flavour_for
+
+
+@pytest.mark.parametrize("version, flavour", [
+    ("v1.1.0", "nmap-ncat"), ("v1.1.1", "nmap-ncat"), ("v1.2.0", "busybox-nc"), ("v1.5.3", "busybox-nc"),
+    ("1.8.2", "busybox-nc"), ("v1.9.0", "openbsd-nc"), ("v1.9.0-rc.1", "openbsd-nc"), (None, DEFAULT_FLAVOUR),
+    ("none", DEFAULT_FLAVOUR)])
+def test_flavour_follows_the_kubevirt_release(version, flavour):
+    assert flavour_for(version).name == flavour
+
+
+@pytest.mark.parametrize("version", ["v1.0.1", "v1.10.0", "latest"])
+def test_a_release_without_the_plugin_is_refused_with_the_range(version):
+    with pytest.raises(SetupError, match="v1.1 - v1.9|not a version"):
+        flavour_for(version)
+
+
+def test_every_flavour_keeps_a_different_nc():
+    assert len({f.nc for f in FLAVOURS.values()}) == len(FLAVOURS)
+
+
+def _config(args: list[str], guest: str = "fedora", version: str = "v1.1.0"):
+    options = {"reference_guest": guest, "kubevirt_version": version}
+    return SimpleNamespace(invocation_params=SimpleNamespace(args=args), getoption=options.__getitem__)
+
+
+def test_qemu_target_takes_the_version_only_when_given():
+    assert _fedora_like(_config(["--target=qemu", "--kubevirt-version", "v1.9.0"], version="v1.9.0")).name == "openbsd-nc"
+    assert _fedora_like(_config(["--kubevirt-version=v1.1.0"])).name == "nmap-ncat"
+    # the option's default (for the cluster targets) does not choose the flavour
+    assert _fedora_like(_config(["--target=qemu"])).name == DEFAULT_FLAVOUR
+    assert _fedora_like(_config(["--kubevirt-version=v1.9.0"], guest="busybox")) is None

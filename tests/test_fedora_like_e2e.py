@@ -1,0 +1,76 @@
+"""The Fedora profile for real: the contract on a Fedora-like reference guest, and the negative
+controls turning exactly the same checks red as on the busybox guest.
+
+One flavour runs by default (busybox-nc, KubeVirt v1.2 - v1.8); all three with
+``SLIRP_SELFTEST_ALL_FLAVOURS=1 hack/test.sh -k fedora_like``.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import time
+
+import pytest
+
+from fixtures.reference import fedora_image
+from tests.leaks import snapshot
+from tests.suite_runner import interrupt_suite, run_suite
+from tests.test_reference_e2e import ALL_MODULES, PING_GROUP_RED, RESTRICT_RED, no_leaks  # noqa: F401
+
+pytestmark = pytest.mark.selftest_vm
+
+DEFAULT_VERSION = "v1.5.3"
+VERSIONS = {"v1.1.0": "nmap-ncat", DEFAULT_VERSION: "busybox-nc", "v1.9.0": "openbsd-nc"}
+ALL_FLAVOURS = os.environ.get("SLIRP_SELFTEST_ALL_FLAVOURS") == "1"
+# An emulated systemd guest boots in 20-30 s on an idle 2-core machine, several times that on a
+# busy one: the child runs get twice KubeVirt's own budgets.
+SLOW_GUEST = ("--timeout-scale", "2")
+
+
+@pytest.fixture(scope="module")
+def fedora_like_images():
+    """Built (or found) before the child runs, so their budgets hold only the boot and the checks."""
+    t0 = time.monotonic()
+    images = fedora_image.build()
+    print(f"fedora-like images ready in {time.monotonic() - t0:.1f} s (a build took {images.build_s} s)")
+    return images
+
+
+def _fedora(version: str) -> tuple[str, ...]:
+    return ("--target=qemu", "--reference-guest", "fedora", "--kubevirt-version", version, *SLOW_GUEST)
+
+
+@pytest.mark.parametrize("version", VERSIONS, ids=[f"{v}-{f}" for v, f in VERSIONS.items()])
+def test_contract_passes_on_the_fedora_like_flavour(version, fedora_like_images, tmp_path, no_leaks):  # noqa: F811
+    if version != DEFAULT_VERSION and not ALL_FLAVOURS:
+        pytest.skip("one flavour by default; SLIRP_SELFTEST_ALL_FLAVOURS=1 runs all three")
+    run = run_suite(tmp_path, *_fedora(version), timeout=900)
+    assert run.returncode == 0, run.output[-4000:]
+    assert {t.split("::")[0] for t in run.outcomes} == ALL_MODULES
+    assert not run.failed and len(run.ids("passed")) >= 25, run.outcomes
+
+
+def test_restrict_on_turns_exactly_the_same_checks_red(fedora_like_images, tmp_path, no_leaks):  # noqa: F811
+    run = run_suite(tmp_path, *_fedora(DEFAULT_VERSION), "--qemu-netdev-extra", "restrict=on", timeout=900)
+    assert run.failed == RESTRICT_RED, (f"unexpected red: {sorted(run.failed - RESTRICT_RED)}; "
+                                        f"unexpected green: {sorted(RESTRICT_RED - run.failed)}")
+
+
+def test_open_ping_group_range_turns_exactly_icmp_red(fedora_like_images, tmp_path, no_leaks):  # noqa: F811
+    run = run_suite(tmp_path, *_fedora(DEFAULT_VERSION), "--qemu-sysctl", "net.ipv4.ping_group_range=0 2147483647",
+                    timeout=900)
+    assert run.failed == PING_GROUP_RED, (f"unexpected red: {sorted(run.failed - PING_GROUP_RED)}; "
+                                          f"unexpected green: {sorted(PING_GROUP_RED - run.failed)}")
+
+
+def test_interrupted_boot_leaves_nothing(fedora_like_images, no_leaks):  # noqa: F811
+    """Ctrl-C while the guest boots: QEMU, namespaces, the run dir with its overlay and ISO all go."""
+    before = snapshot().qemu_processes  # other runs on this machine may have QEMUs of their own
+
+    def our_qemu_runs() -> bool:
+        return any("cidata.iso" in p for p in snapshot().qemu_processes - before)
+
+    rc, out = interrupt_suite(*_fedora(DEFAULT_VERSION), when="the child run's Fedora-like QEMU to start",
+                              ready=our_qemu_runs, sig=signal.SIGINT)
+    assert rc in (1, 2), out[-2000:]

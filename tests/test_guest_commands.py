@@ -1,0 +1,97 @@
+"""Every guest profile's network commands, run for real on the host against loopback peers,
+and parsed by the same checks the suites use: the Fedora profile speaks python3 (the same on
+every flavour of the image), the busybox reference profile OpenBSD netcat."""
+
+from __future__ import annotations
+
+import shlex
+
+import pytest
+
+from fixtures.checks import dhcp, ports, tcp, udp
+from fixtures.guest_profiles import FEDORA, PROFILES, REFERENCE, python3_command
+from fixtures.target import Endpoint
+from tests.local_guest import LocalShell, free_tcp_port, loopback_peers
+
+NAME, ADDRESS = "peer-echo.ns.svc.cluster.local", "198.18.0.1"
+
+
+@pytest.fixture(scope="module")
+def peers():
+    with loopback_peers({NAME: ADDRESS}) as found:
+        yield found
+
+
+@pytest.fixture
+def shell():
+    return LocalShell()
+
+
+@pytest.mark.parametrize("profile", PROFILES.values(), ids=PROFILES.keys())
+def test_tcp_echo_and_8mib_transfer(profile, peers, shell):
+    echo = Endpoint("127.0.0.1", peers["tcp_echo"])
+    ev = tcp.egress_echo(shell, profile, echo)
+    assert ev["received"] == ev["sent"], ev.facts
+    ev = tcp.transfer(shell, profile, echo, budget=60)
+    assert ev["bytes_sent"] >= tcp.TRANSFER_BYTES and ev["bytes_received"] == ev["bytes_sent"], ev.facts
+    assert ev["sha256_sent"] and ev["sha256_received"] == ev["sha256_sent"], ev.facts
+
+
+@pytest.mark.parametrize("profile", PROFILES.values(), ids=PROFILES.keys())
+def test_udp_echo(profile, peers, shell):
+    ev = udp.echo(shell, profile, Endpoint("127.0.0.1", peers["udp_echo"]))
+    assert ev["received"] == ev["sent"], ev.facts
+
+
+def test_tcp_echo_to_a_closed_port_fails_with_the_cause_on_stderr(shell):
+    r = shell.run(FEDORA.tcp_echo_command("127.0.0.1", free_tcp_port(), "x"))
+    assert not r.ok and r.output == "" and "ConnectionRefusedError" in r.stderr
+
+
+def test_fedora_dns_query_answers_only_the_a_records(peers, shell):
+    r = shell.run(FEDORA.tools.dns_lookup(NAME, "127.0.0.1", peers["dns"]))
+    assert r.ok and FEDORA.parse_dns(r.output) == [ADDRESS], r
+    r = shell.run(FEDORA.tools.dns_lookup("unknown.example", "127.0.0.1", peers["dns"]))
+    assert r.ok and FEDORA.parse_dns(r.output) == [], r
+
+
+def test_a_lost_udp_reply_is_a_failure_not_an_empty_echo(shell):
+    r = shell.run(FEDORA.udp_echo_command("127.0.0.1", free_tcp_port(), "x"))
+    assert not r.ok and r.output == "" and "no UDP reply" in r.stderr
+
+
+def test_python3_programs_are_one_shell_line_and_refuse_what_would_break_quoting():
+    assert "\n" not in FEDORA.transfer_command("10.0.2.2", 9007, 8 << 20, 60)
+    for bad in ("print('x')", 'print("a\\n")', 'x = """a"""'):
+        with pytest.raises(ValueError):
+            python3_command(bad)
+
+
+@pytest.mark.parametrize("profile", PROFILES.values(), ids=PROFILES.keys())
+def test_listed_port_service_dies_by_its_own_pid(profile, shell):
+    """``ports.stop`` kills the server itself: afterwards nothing answers on the port."""
+    port = free_tcp_port()
+    service = ports.start(shell, profile, port)
+    assert service.local_body == service.token
+    ports.stop(shell, port)
+    r = shell.run(profile.http_get_command(f"http://127.0.0.1:{port}/token"))
+    assert not r.ok and service.token not in r.output, r
+
+
+class _ResolvedShell(LocalShell):
+    """A guest running systemd-resolved: /etc/resolv.conf lists only the stub."""
+
+    FILES = {"/etc/resolv.conf": "nameserver 127.0.0.53\noptions edns0 trust-ad\nsearch ns.svc.cluster.local\n",
+             "/run/systemd/resolve/resolv.conf": "nameserver 10.0.2.3\nsearch ns.svc.cluster.local\n"}
+
+    def run(self, command: str, timeout: float = 60):
+        for path, text in self.FILES.items():
+            command = command.replace(f"cat {path}", "printf " + shlex.quote(text.replace("\n", "\\n")))
+        return super().run(command, timeout)
+
+
+@pytest.mark.parametrize("profile, expected", [(FEDORA, ["10.0.2.3"]), (REFERENCE, ["127.0.0.53"])],
+                         ids=["fedora", "reference-busybox"])
+def test_nameserver_is_read_where_the_guest_keeps_it(profile, expected):
+    ev = dhcp.observe(_ResolvedShell(), profile)
+    assert ev["resolv_nameservers"] == expected, ev.facts
