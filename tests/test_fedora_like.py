@@ -27,14 +27,14 @@ def test_every_flavour_keeps_a_different_nc():
     assert len({f.nc for f in FLAVOURS.values()}) == len(FLAVOURS)
 
 
-def _config(args: list[str], guest: str = "fedora", version: str = "v1.1.0"):
+def _config(args: list[str], guest: str = "fedora", version: str | None = None):
     options = {"reference_guest": guest, "kubevirt_version": version}
     return SimpleNamespace(invocation_params=SimpleNamespace(args=args), getoption=options.__getitem__)
 
 
 def test_qemu_target_takes_the_version_only_when_given():
     assert _fedora_like(_config(["--target=qemu", "--kubevirt-version", "v1.9.0"], version="v1.9.0")).name == "openbsd-nc"
-    assert _fedora_like(_config(["--kubevirt-version=v1.1.0"])).name == "nmap-ncat"
-    # the option's default (for the cluster targets) does not choose the flavour
+    assert _fedora_like(_config(["--kubevirt-version=v1.1.0"], version="v1.1.0")).name == "nmap-ncat"
+    # no --kubevirt-version (the option defaults to none): the default flavour
     assert _fedora_like(_config(["--target=qemu"])).name == DEFAULT_FLAVOUR
-    assert _fedora_like(_config(["--kubevirt-version=v1.9.0"], guest="busybox")) is None
+    assert _fedora_like(_config(["--kubevirt-version=v1.9.0"], guest="busybox", version="v1.9.0")) is None
