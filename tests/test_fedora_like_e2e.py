@@ -16,7 +16,7 @@ import pytest
 from fixtures.reference import fedora_image
 from tests.leaks import snapshot
 from tests.suite_runner import interrupt_suite, run_suite
-from tests.test_reference_e2e import ALL_MODULES, PING_GROUP_RED, RESTRICT_RED, no_leaks  # noqa: F401
+from tests.test_reference_e2e import ALL_MODULES, PING_GROUP_RED, RESTRICT_RED
 
 pytestmark = pytest.mark.selftest_vm
 
@@ -42,7 +42,7 @@ def _fedora(version: str) -> tuple[str, ...]:
 
 
 @pytest.mark.parametrize("version", VERSIONS, ids=[f"{v}-{f}" for v, f in VERSIONS.items()])
-def test_contract_passes_on_the_fedora_like_flavour(version, fedora_like_images, tmp_path, no_leaks):  # noqa: F811
+def test_contract_passes_on_the_fedora_like_flavour(version, fedora_like_images, tmp_path, no_leaks):
     if version != DEFAULT_VERSION and not ALL_FLAVOURS:
         pytest.skip("one flavour by default; SLIRP_SELFTEST_ALL_FLAVOURS=1 runs all three")
     run = run_suite(tmp_path, *_fedora(version), timeout=900)
@@ -52,20 +52,20 @@ def test_contract_passes_on_the_fedora_like_flavour(version, fedora_like_images,
     assert not run.failed and len(run.ids("passed")) >= 25, run.outcomes
 
 
-def test_restrict_on_turns_exactly_the_same_checks_red(fedora_like_images, tmp_path, no_leaks):  # noqa: F811
+def test_restrict_on_turns_exactly_the_same_checks_red(fedora_like_images, tmp_path, no_leaks):
     run = run_suite(tmp_path, *_fedora(DEFAULT_VERSION), "--qemu-netdev-extra", "restrict=on", timeout=900)
     assert run.failed == RESTRICT_RED, (f"unexpected red: {sorted(run.failed - RESTRICT_RED)}; "
                                         f"unexpected green: {sorted(RESTRICT_RED - run.failed)}")
 
 
-def test_open_ping_group_range_turns_exactly_icmp_red(fedora_like_images, tmp_path, no_leaks):  # noqa: F811
+def test_open_ping_group_range_turns_exactly_icmp_red(fedora_like_images, tmp_path, no_leaks):
     run = run_suite(tmp_path, *_fedora(DEFAULT_VERSION), "--qemu-sysctl", "net.ipv4.ping_group_range=0 2147483647",
                     timeout=900)
     assert run.failed == PING_GROUP_RED, (f"unexpected red: {sorted(run.failed - PING_GROUP_RED)}; "
                                           f"unexpected green: {sorted(PING_GROUP_RED - run.failed)}")
 
 
-def test_interrupted_boot_leaves_nothing(fedora_like_images, no_leaks, tmp_path):  # noqa: F811
+def test_interrupted_boot_leaves_nothing(fedora_like_images, no_leaks, tmp_path):
     """Ctrl-C while the guest boots: QEMU, namespaces, the run dir with its overlay and ISO all go."""
     before = snapshot().qemu_processes  # other runs on this machine may have QEMUs of their own
 

@@ -50,16 +50,6 @@ RESTRICT_RED = (
 PING_GROUP_RED = _both("test_slirp_icmp::test_icmp_echo_to_peer_gets_no_reply")
 
 
-@pytest.fixture
-def no_leaks():
-    before = snapshot()
-    yield
-    after = waits.wait_for("the host to be as it was before the run", snapshot, 15,
-                           accept=lambda s: not s.leaked_since(before),
-                           describe=lambda s: f"left behind: {s.leaked_since(before)}")
-    assert not after.leaked_since(before)
-
-
 def test_contract_passes_on_the_reference_target(tmp_path, no_leaks):
     """With the QEMU network arguments KubeVirt's own sidecar code renders (--sidecar-render go)."""
     run = run_suite(tmp_path, "--target=qemu", "--sidecar-render=go")
