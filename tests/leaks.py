@@ -59,6 +59,13 @@ def _ours_or_orphaned(text: str) -> bool:
     return False
 
 
+def qemu_of(pid: int) -> frozenset[str]:
+    """The QEMU processes (command lines) of the suite run whose pytest has this pid: a readiness
+    probe that another run's QEMU, or one still dying from an earlier test, cannot satisfy."""
+    return frozenset(p for p in _lines(["pgrep", "-a", "-f", "qemu-system"])
+                     if (m := _OWNER.search(p)) and int(m.group(1)) == pid)
+
+
 def _lines(argv: list[str]) -> frozenset[str]:
     out = subprocess.run(argv, capture_output=True, text=True, timeout=30).stdout
     return frozenset(line.strip() for line in out.splitlines() if line.strip())

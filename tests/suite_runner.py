@@ -7,7 +7,7 @@ import os
 import signal
 import subprocess
 import sys
-import time
+import threading
 import xml.etree.ElementTree as ET
 from dataclasses import dataclass
 from pathlib import Path
@@ -63,23 +63,34 @@ def _report(directory: Path) -> dict | None:
 
 def interrupt_suite(tmp: Path, *args: str, when: str, ready, timeout: float = 120,
                     sig: int = signal.SIGINT, times: int = 1) -> tuple[int, str]:
-    """Start the suite, send ``sig`` (Ctrl-C by default) ``times`` times, 0.3 s apart (an impatient
-    user), once ``ready()`` holds; (exit code, output). Its JUnit is ``tmp/junit.xml``, its report
-    ``tmp/reports/``."""
+    """Start the suite, and once ``ready(pid)`` holds for the child's pid send it ``sig`` (Ctrl-C by
+    default); with ``times=2`` send it again as soon as the child says it is cleaning up (an
+    impatient user who presses twice). Returns (exit code, output). Its JUnit is ``tmp/junit.xml``,
+    its report ``tmp/reports/``."""
     from fixtures import waits
+    from fixtures.plugin_target import CLEANING_UP
 
     proc = subprocess.Popen([sys.executable, "-m", "pytest", "-k", "slirp", "-q", f"--junitxml={tmp / 'junit.xml'}",
                              f"--report-dir={tmp / 'reports'}", *args], cwd=REPO,
                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    lines: list[str] = []
+
+    def read() -> None:  # line by line, so the wait below sees the child's words as they come
+        for line in proc.stdout:
+            lines.append(line)
+
+    reader = threading.Thread(target=read, daemon=True)
+    reader.start()
     try:
-        waits.wait_for(when, ready, timeout)
-        for i in range(times):
-            if i:
-                time.sleep(0.3)  # the gap between two key presses, not a wait for a state
+        waits.wait_for(when, lambda: ready(proc.pid), timeout)
+        proc.send_signal(sig)
+        for _ in range(times - 1):
+            waits.wait_for("the child to say it is cleaning up", lambda: CLEANING_UP.decode() in lines, 30)
             proc.send_signal(sig)
-        out, _ = proc.communicate(timeout=timeout)
+        proc.wait(timeout=timeout)
+        reader.join(timeout=30)
     finally:
         if proc.poll() is None:
             proc.kill()
             proc.wait()
-    return proc.returncode, out
+    return proc.returncode, "".join(lines)

@@ -74,7 +74,7 @@ def test_failed_run_restores_the_cr(fake, tmp_path):
 def test_interrupted_run_restores_the_cr(fake, tmp_path):
     before = kubevirt_specs(fake.kubeconfig)
     _, out = interrupt_suite(tmp_path, *_args(fake), when="the run to register the binding",
-                             ready=lambda: kubevirt_specs(fake.kubeconfig) != before)
+                             ready=lambda _pid: kubevirt_specs(fake.kubeconfig) != before)
     assert kubevirt_specs(fake.kubeconfig) == before, out[-3000:]
     waits.wait_for("the run's namespace to be gone", lambda: not slirp_namespaces(fake.kubeconfig), 60)
 

@@ -14,7 +14,7 @@ import time
 import pytest
 
 from fixtures.reference import fedora_image
-from tests.leaks import snapshot
+from tests.leaks import qemu_of
 from tests.suite_runner import interrupt_suite, run_suite
 from tests.test_reference_e2e import ALL_MODULES, PING_GROUP_RED, RESTRICT_RED
 
@@ -67,11 +67,6 @@ def test_open_ping_group_range_turns_exactly_icmp_red(fedora_like_images, tmp_pa
 
 def test_interrupted_boot_leaves_nothing(fedora_like_images, no_leaks, tmp_path):
     """Ctrl-C while the guest boots: QEMU, namespaces, the run dir with its overlay and ISO all go."""
-    before = snapshot().qemu_processes  # other runs on this machine may have QEMUs of their own
-
-    def our_qemu_runs() -> bool:
-        return any("cidata.iso" in p for p in snapshot().qemu_processes - before)
-
     rc, out = interrupt_suite(tmp_path, *_fedora(DEFAULT_VERSION), when="the child run's Fedora-like QEMU to start",
-                              ready=our_qemu_runs, sig=signal.SIGINT)
+                              ready=lambda pid: any("cidata.iso" in p for p in qemu_of(pid)), sig=signal.SIGINT)
     assert rc in (1, 2), out[-2000:]

@@ -18,7 +18,7 @@ import pytest
 
 from fixtures import waits
 from fixtures.reference.qemu_target import PASSWORD_ENV
-from tests.leaks import snapshot
+from tests.leaks import qemu_of
 from tests.suite_runner import REPO, interrupt_suite, run_suite
 
 pytestmark = pytest.mark.selftest_vm
@@ -121,14 +121,14 @@ def test_open_ping_group_range_turns_exactly_icmp_red(tmp_path, no_leaks):
 def test_interrupted_run_leaves_nothing(tmp_path, no_leaks):
     """Ctrl-C in the middle of a run: QEMU, namespaces, veths and run dirs all go."""
     rc, out = interrupt_suite(tmp_path, "--target=qemu", when="the child run's QEMU to start",
-                              ready=lambda: snapshot().qemu_processes)
+                              ready=lambda pid: qemu_of(pid))
     assert rc in (1, 2), out[-2000:]  # 2: interrupted
 
 
 def test_double_ctrl_c_cleans_up_quietly(tmp_path, no_leaks):
     """A second Ctrl-C during the cleanup the first one started: no traceback, nothing left."""
     rc, out = interrupt_suite(tmp_path, "--target=qemu", when="the child run's QEMU to start",
-                              ready=lambda: snapshot().qemu_processes, times=2)
+                              ready=lambda pid: qemu_of(pid), times=2)
     assert rc in (1, 2), out[-2000:]
     assert "still cleaning up" in out, "the second Ctrl-C must have arrived during the cleanup: " + out[-2000:]
     assert "Traceback" not in out and len(out.splitlines()) < 40, out[-3000:]
@@ -139,10 +139,10 @@ def test_killed_run_is_cleaned_up(tmp_path, no_leaks):
     signal, PID namespace), and the next run sweeps the orphaned run dir."""
     proc = subprocess.Popen([sys.executable, "-m", "pytest", "-k", "slirp", "--target=qemu", "-q"], cwd=REPO,
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    waits.wait_for("the child run's QEMU to start", lambda: snapshot().qemu_processes, 120)
+    waits.wait_for("the child run's QEMU to start", lambda: qemu_of(proc.pid), 120)
     os.kill(proc.pid, signal.SIGKILL)
     proc.wait()
-    waits.wait_for("QEMU to die with its parent", lambda: not snapshot().qemu_processes, 15)
+    waits.wait_for("QEMU to die with its parent", lambda: not qemu_of(proc.pid), 15)
     from fixtures.reference.reference_vm import sweep_stale_run_dirs
 
     sweep_stale_run_dirs()
@@ -151,7 +151,7 @@ def test_killed_run_is_cleaned_up(tmp_path, no_leaks):
 def test_terminated_run_leaves_nothing(tmp_path, no_leaks):
     """SIGTERM (a cancelled CI job) unwinds like Ctrl-C, and its JUnit and report say so."""
     rc, out = interrupt_suite(tmp_path, "--target=qemu", when="the child run's QEMU to start",
-                              ready=lambda: snapshot().qemu_processes, sig=signal.SIGTERM)
+                              ready=lambda pid: qemu_of(pid), sig=signal.SIGTERM)
     assert rc in (1, 2), out[-2000:]
     report = json.loads((tmp_path / "reports" / "conformance.json").read_text())
     assert report["outcome"] == "INTERRUPTED" and "signal 15" in report["interrupted"], report
