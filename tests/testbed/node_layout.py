@@ -1,0 +1,17 @@
+"""Where the bed's node-side parts meet on disk: the node agent (which runs each VMI's reference VM)
+publishes a VMI's serial console here, and the virt-handler console endpoint that virt-api dials
+streams from it. Both are local processes of one bed, under its state directory."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+
+def vmi_dir(state_dir: Path, namespace: str, name: str) -> Path:
+    return Path(state_dir) / "node-agent" / "vmis" / namespace / name
+
+
+def console_socket(state_dir: Path, namespace: str, name: str) -> Path:
+    """A symlink to the running VM's serial console (a QEMU unix socket server); absent while the
+    VMI has no running VM."""
+    return vmi_dir(state_dir, namespace, name) / "console.sock"
