@@ -3,6 +3,7 @@ echoes what it is sent, as a tty does, so the end markers are exercised for real
 
 from __future__ import annotations
 
+import secrets
 import socket
 import subprocess
 import threading
@@ -10,8 +11,10 @@ import threading
 import pytest
 
 from fixtures.checks import udp
+from fixtures import redaction
 from fixtures.console import Console, ConsoleError, Credentials
 from fixtures.guest_profiles import FEDORA
+from fixtures.redaction import RedactedLog
 from fixtures.target import Endpoint
 from tests.local_guest import loopback_peers
 
@@ -20,10 +23,13 @@ class FakeSerialGuest(threading.Thread):
     """Speaks like a serial console: 'login:' / 'Password:' then a '# ' shell running /bin/sh -c."""
 
     def __init__(self, sock: socket.socket, password: str = "secret", prompt_after_boot: bool = True,
-                 after_prompt: str = "") -> None:
-        """``after_prompt``: escape codes a terminal prints after its prompts (agetty, bash)."""
+                 after_prompt: str = "", echo_password: bool = False) -> None:
+        """``after_prompt``: escape codes a terminal prints after its prompts (agetty, bash);
+        ``echo_password``: the tty still echoes when the password arrives (BusyBox login prints
+        ``Password:`` before it turns the echo off)."""
         super().__init__(daemon=True)
         self.sock, self.password, self.after_prompt = sock, password, after_prompt
+        self.echo_password = echo_password
         self.logged_in = False
         self.state = "login" if prompt_after_boot else "shell"
         self.received = b""
@@ -53,6 +59,8 @@ class FakeSerialGuest(threading.Thread):
                 self.send("\r\nLast failed login: Tue Jun  9 22:25:30 UTC 2020 on ttyS0\r\nfakehost login: "
                           + self.after_prompt)
         elif self.state == "password":
+            if self.echo_password:
+                self.send(line)
             if line == self.password:
                 self.state = "shell"
                 self.send("\r\n# " + self.after_prompt)
@@ -110,6 +118,27 @@ def test_password_is_not_written_to_the_transcript(tmp_path):
         console.run("echo done")
     text = (tmp_path / "t.log").read_text()
     assert "fakehost login:" in text and "done" in text and "secret" not in text
+    ours.close()
+    theirs.close()
+
+
+@pytest.mark.parametrize("redacted", [True, False], ids=["redacted-log", "plain-file-control"])
+def test_an_echoed_password_is_redacted_in_the_transcript(tmp_path, redacted):
+    """The guest echoes the typed password: the transcript the target writes (RedactedLog) masks it;
+    the control, a plain file, shows the echo really happened."""
+    password = "pw-" + secrets.token_hex(8)
+    redaction.register(password)
+    ours, theirs = socket.socketpair()
+    FakeSerialGuest(theirs, password=password, echo_password=True).start()
+    path = tmp_path / "t.log"
+    transcript = RedactedLog(path) if redacted else open(path, "w")
+    console = Console(ours, transcript=transcript, name="fake")
+    console.login(Credentials("root", password), timeout=10)
+    console.run("echo done")
+    transcript.close()
+    text = path.read_text()
+    assert "Password:" in text and "done" in text
+    assert (password in text) is not redacted, text
     ours.close()
     theirs.close()
 

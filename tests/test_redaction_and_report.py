@@ -58,6 +58,22 @@ def _junit(tmp_path):
     return path
 
 
+def test_redacted_log_masks_a_secret_split_across_writes(tmp_path):
+    """A secret echoed a character at a time never reaches the disk; neither does it in the
+    unfinished last line (``pending``, and what ``close`` writes)."""
+    secret = "s3-" + secrets.token_hex(6)
+    redaction.register(secret)
+    log = redaction.RedactedLog(tmp_path / "t.log")
+    for ch in f"Password: {secret}\r\nshell# echo {secret[:5]}":
+        log.write(ch)
+        log.flush()
+        assert secret[:8] not in (tmp_path / "t.log").read_text()  # only whole lines are written
+    log.write(secret[5:])
+    assert log.pending() == f"shell# echo {redaction.MASK}"
+    log.close()
+    assert (tmp_path / "t.log").read_bytes().decode() == f"Password: {redaction.MASK}\r\nshell# echo {redaction.MASK}"
+
+
 def test_junit_gets_deselected_and_interrupted_cases(tmp_path):
     path = _junit(tmp_path)
     junit.amend(path, deselected=[("suites/test_slirp_kubevirt.py::test_x", "KubeVirt-only")],
