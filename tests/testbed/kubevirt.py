@@ -133,9 +133,13 @@ def start_virt_controller(testbed, components: Built, kubevirt_version: str) -> 
     and logs, without stopping, that its certificate files under /etc/virt-controller are
     missing: they only serve its metrics and the export proxy's CA.
     """
+    port = processes.free_port()
+    testbed.record.ports["virt-controller"] = port
     proc = testbed.spawn("virt-controller", [
         str(components.binary("virt-controller")), f"--kubeconfig={testbed.kubeconfig}",
-        f"--launcher-image={launcher_image(kubevirt_version)}"])
+        f"--launcher-image={launcher_image(kubevirt_version)}",
+        # Its metrics/health server, by default on 0.0.0.0:8182: beds side by side would collide.
+        f"--listen={LOOPBACK}", f"--port={port}"])
 
     def leader() -> bool:
         # Controllers start right after the lease is won (pkg/virt-controller/watch/application.go).
