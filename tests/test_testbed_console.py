@@ -17,8 +17,6 @@ import secrets
 import socket
 import ssl
 import subprocess
-import tempfile
-import threading
 from pathlib import Path
 
 import pexpect
@@ -29,7 +27,7 @@ from kubernetes import config as kube_config
 from fixtures import gobuild, waits
 from fixtures.kubevirt.console_websocket import ConsoleBridge
 from tests.testbed import bed, components, handler_console, kubevirt, processes, service_address
-from tests.testbed.node_layout import console_socket
+from tests.testbed.serial_stand_in import GREETING, SerialConsoleStandIn
 
 pytestmark = pytest.mark.testbed
 
@@ -40,7 +38,6 @@ NAMESPACE = "default"
 # virt-api lets only KubeVirt's service accounts write a VMI's status (vmi-mutator.go, v1.1.0):
 # the test writes it as virt-handler does (its account; the group for RBAC, which the bed lacks).
 AS_VIRT_HANDLER = ("--as=system:serviceaccount:kubevirt:kubevirt-handler", "--as-group=system:masters")
-GREETING = b"testbed-serial login: "
 
 
 @pytest.fixture(scope="module", autouse=True)
@@ -100,60 +97,13 @@ def _create_vmi(kubeconfig: Path, name: str, *, running: bool) -> None:
         assert phase == "Running", f"premise: the VMI's status says Running, it says {phase!r}"
 
 
-class SerialConsoleStandIn:
-    """A unix socket server in QEMU's place: greets each connection, echoes lines back as
-    ``echo:<line>``; published (a symlink, as the node agent does) at console_socket()."""
-
-    def __init__(self, state_dir: Path, name: str) -> None:
-        self.dir = Path(tempfile.mkdtemp(prefix="console-", dir="/tmp"))  # short: sun_path has 108 bytes
-        self.server = socket.socket(socket.AF_UNIX)
-        self.server.bind(str(self.dir / "serial0"))
-        self.server.listen()
-        self.link = console_socket(state_dir, NAMESPACE, name)
-        self.link.parent.mkdir(parents=True, exist_ok=True)
-        self.link.symlink_to(self.dir / "serial0")
-        self.connections = 0
-        threading.Thread(target=self._serve, daemon=True).start()
-
-    def _serve(self) -> None:
-        while True:
-            try:
-                conn, _ = self.server.accept()
-            except OSError:
-                return  # closed
-            self.connections += 1
-            threading.Thread(target=self._echo, args=(conn,), daemon=True).start()
-
-    @staticmethod
-    def _echo(conn: socket.socket) -> None:
-        with conn:
-            conn.sendall(GREETING)
-            pending = b""
-            try:
-                while data := conn.recv(4096):
-                    pending += data
-                    while b"\n" in pending or b"\r" in pending:
-                        line, _, pending = pending.replace(b"\r", b"\n").partition(b"\n")
-                        if line:
-                            conn.sendall(b"echo:" + line + b"\r\n")
-            except OSError:
-                pass
-
-    def close(self) -> None:
-        self.server.close()
-        self.link.unlink(missing_ok=True)
-        for leftover in self.dir.iterdir():
-            leftover.unlink()
-        self.dir.rmdir()
-
-
 @pytest.fixture
 def serial_console(testbed):
     _, record = testbed
     opened = []
 
     def publish(name: str) -> SerialConsoleStandIn:
-        opened.append(SerialConsoleStandIn(Path(record.state_dir), name))
+        opened.append(SerialConsoleStandIn(Path(record.state_dir), NAMESPACE, name))
         return opened[-1]
     yield publish
     for server in opened:
