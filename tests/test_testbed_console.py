@@ -14,6 +14,7 @@ from __future__ import annotations
 import json
 import os
 import secrets
+import signal
 import socket
 import ssl
 import subprocess
@@ -246,3 +247,40 @@ def test_down_removes_virt_apis_address_and_the_handler_endpoint(testbed):
     assert address not in service_address.addresses_in_use(), f"{address} left on this host after down"
     assert not [p.name for p in record.processes if processes.alive(p)], "processes left after down"
     assert not os.path.exists(record.state_dir)
+
+
+def _links() -> list[str]:
+    out = subprocess.run(["ip", "-o", "link", "show"], capture_output=True, text=True, timeout=30).stdout
+    return [line.split(":")[1].strip().split("@")[0] for line in out.splitlines()]
+
+
+def test_interrupted_up_leaves_no_address_behind(tmp_path):
+    """Ctrl-C once virt-api runs on its address: `up` stops everything, the veth goes with its holder."""
+    kubeconfig = tmp_path / "kubeconfig"
+    proc = subprocess.Popen(["bash", str(TESTBED_SH), "--timeout-scale", "3", "up", "--kubevirt-version",
+                             KUBEVIRT_VERSION, "--kubeconfig", str(kubeconfig)],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=REPO)
+    seen = []
+    try:
+        for line in proc.stderr:  # bounded: every build and readiness wait inside `up` is
+            seen.append(line)
+            if line.startswith("testbed: virt-api ready"):
+                record = bed.BedRecord.load(kubeconfig.resolve())
+                links_before = _links()
+                proc.send_signal(signal.SIGINT)
+                break
+        else:
+            pytest.fail(f"`up` ended before virt-api was ready: {''.join(seen)[-3000:]}")
+        _, err = proc.communicate(timeout=600)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    holders = [p for p in record.processes if p.name == "virt-api-address"]
+    assert holders, f"premise: the record names virt-api's address holder: {[p.name for p in record.processes]}"
+    interface = service_address.INTERFACE_PREFIX + str(holders[0].pid)
+    assert proc.returncode == 130, f"expected exit 130 after Ctrl-C, got {proc.returncode}: {err[-2000:]}"
+    assert interface in links_before, f"premise: {interface} is there before Ctrl-C: {links_before}"
+    assert interface not in _links(), f"{interface} left after Ctrl-C"
+    assert not [p.name for p in record.processes if processes.alive(p)], "processes left after Ctrl-C"
+    assert not os.path.exists(record.state_dir), f"{record.state_dir} left after Ctrl-C"
