@@ -230,6 +230,18 @@ def test_the_handler_endpoint_refuses_a_client_that_is_not_virt_api(testbed):
     assert reply.startswith(b"HTTP/1.1 403") and handler_console.CLIENT_COMMON_NAME.encode() in reply, reply[:300]
 
 
+def test_virtctl_version_reads_virt_apis_version_through_the_aggregator(testbed):
+    """`virtctl version` asks /apis/subresources.kubevirt.io/v1/version: the APIService route to
+    virt-api, which reports the release it was built from (version-stamped as KubeVirt's build)."""
+    kubeconfig, _ = testbed
+    out = subprocess.run([str(_binaries()[1]), "--kubeconfig", str(kubeconfig), "version"], capture_output=True,
+                         text=True, timeout=60)
+    assert out.returncode == 0, (out.returncode, out.stderr)
+    lines = {line.split(":", 1)[0]: line for line in out.stdout.splitlines() if ":" in line}
+    for side in ("Client Version", "Server Version"):
+        assert f'GitVersion:"{KUBEVIRT_VERSION}"' in lines.get(side, ""), f"{side}: {out.stdout} {out.stderr}"
+    assert "Invalid character" not in out.stderr + out.stdout, out.stderr
+
 def _virt_api_address(kubeconfig: Path) -> str:
     slice_ = json.loads(_kubectl(kubeconfig, "get", "endpointslice", "-n", kubevirt.NAMESPACE, "virt-api-testbed",
                                  "-o", "json"))
