@@ -36,6 +36,8 @@ import ssl
 import sys
 from pathlib import Path
 
+from aiohttp import ClientSession, ClientTimeout, WSMsgType, web
+
 from fixtures import waits
 from tests.testbed import processes
 from tests.testbed.node_layout import console_socket
@@ -80,8 +82,6 @@ class ConsoleServer:
         return vmi if (vmi.get("status") or {}).get("nodeName") == self.args.node_name else None
 
     async def console(self, request):
-        from aiohttp import ClientSession, ClientTimeout, WSMsgType, web
-
         if _peer_common_name(request) != CLIENT_COMMON_NAME:
             return web.Response(status=403, text=f"common name is invalid, expected {CLIENT_COMMON_NAME}, "
                                                  f"but got {_peer_common_name(request)}")
@@ -137,8 +137,6 @@ class ConsoleServer:
 
 
 def serve(args: argparse.Namespace) -> None:
-    from aiohttp import web
-
     ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
     ctx.minimum_version = ssl.TLSVersion.TLSv1_2  # the KubeVirt CR's default TLSConfiguration
     ctx.load_cert_chain(args.cert, args.key)
