@@ -39,6 +39,7 @@ def _up(args: argparse.Namespace) -> int:
     record = testbed.up()
     try:
         testbed.phase("kubevirt-crds", lambda: kubevirt.install(testbed, manifests, kubevirt_version))
+        testbed.phase("virt-handler-console", lambda: kubevirt.start_handler_console(testbed, kubevirt_version))
         testbed.phase("virt-api", lambda: kubevirt.start_virt_api(testbed, kubevirt_parts, manifests))
         testbed.phase("virt-controller", lambda: kubevirt.start_virt_controller(testbed, kubevirt_parts, kubevirt_version))
     except BaseException:

@@ -103,10 +103,19 @@ def kubevirt_manifests_module(kubevirt_version: str) -> WrapperModule:
 
 
 def kubevirt_components_module(kubevirt_version: str) -> WrapperModule:
-    """virt-api, virt-controller and virtctl (no cgo; virt-handler needs cgo and stays out)."""
-    return _kubevirt_module("kubevirt-components", kubevirt_version,
-                            ("kubevirt.io/kubevirt/cmd/virt-api", "kubevirt.io/kubevirt/cmd/virt-controller",
-                             "kubevirt.io/kubevirt/cmd/virtctl"))
+    """virt-api, virt-controller and virtctl (no cgo; virt-handler needs cgo and stays out).
+
+    Version-stamped as KubeVirt's release build does (hack/version.sh ``kubevirt::version::ldflags``
+    at the tag): unstamped, virt-api reports v0.0.0-master and virtctl prints a semver error on
+    every command (its client/server version check, pkg/virtctl/version/version.go).
+    """
+    stamps = " ".join(f"-X kubevirt.io/client-go/version.{key}={value}" for key, value in (
+        ("gitVersion", kubevirt_version), ("gitTreeState", "clean"), ("buildDate", "1970-01-01T00:00:00Z")))
+    return dataclasses.replace(
+        _kubevirt_module("kubevirt-components", kubevirt_version,
+                         ("kubevirt.io/kubevirt/cmd/virt-api", "kubevirt.io/kubevirt/cmd/virt-controller",
+                          "kubevirt.io/kubevirt/cmd/virtctl")),
+        ldflags=f"-s -w {stamps}")
 
 
 @dataclass(frozen=True)

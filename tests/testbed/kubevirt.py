@@ -15,10 +15,11 @@ import urllib.request
 from fixtures import waits
 from fixtures.cluster import runner
 from fixtures.gobuild import Built
-from tests.testbed import processes
+from tests.testbed import handler_console, processes, service_address
 from tests.testbed.bed import LOOPBACK, NODE_NAME
 
 NAMESPACE = "kubevirt"
+SUBRESOURCE_API_SERVICE = "v1.subresources.kubevirt.io"
 
 
 def generate(manifests: Built) -> tuple[str, str]:
@@ -133,9 +134,13 @@ def start_virt_controller(testbed, components: Built, kubevirt_version: str) -> 
     and logs, without stopping, that its certificate files under /etc/virt-controller are
     missing: they only serve its metrics and the export proxy's CA.
     """
+    port = processes.free_port()
+    testbed.record.ports["virt-controller"] = port
     proc = testbed.spawn("virt-controller", [
         str(components.binary("virt-controller")), f"--kubeconfig={testbed.kubeconfig}",
-        f"--launcher-image={launcher_image(kubevirt_version)}"])
+        f"--launcher-image={launcher_image(kubevirt_version)}",
+        # Its metrics/health server, by default on 0.0.0.0:8182: beds side by side would collide.
+        f"--listen={LOOPBACK}", f"--port={port}"])
 
     def leader() -> bool:
         # Controllers start right after the lease is won (pkg/virt-controller/watch/application.go).
@@ -145,28 +150,42 @@ def start_virt_controller(testbed, components: Built, kubevirt_version: str) -> 
     testbed.wait_ready(proc, f"virt-controller to hold the lease {NAMESPACE}/virt-controller", leader)
 
 
+def start_handler_console(testbed, kubevirt_version: str) -> None:
+    """The virt-handler pod on kwok's node and its console endpoint (tests/testbed/handler_console.py);
+    virt-api is then told the endpoint's port."""
+    handler_console.start(testbed, NAMESPACE, NODE_NAME, kubevirt_version)
+
+
 def start_virt_api(testbed, components: Built, manifests: Built) -> None:
-    """virt-api as a local process, its admission webhooks registered in the real API server.
+    """virt-api as a local process, its admission webhooks and its subresource API registered in the
+    real API server.
 
     virt-api reads the `kubevirt-ca` ConfigMap (the CA it trusts for virt-handler) and
-    kube-system/extension-apiserver-authentication (the API server writes it); its webhook
-    configurations are KubeVirt's own (components/webhooks.go), pointed at its URL on loopback.
-    Not yet: the `subresources.kubevirt.io` APIService (console), which needs a Service with
-    non-loopback Endpoints.
+    kube-system/extension-apiserver-authentication (the API server writes it: the front-proxy CA
+    and headers virt-api authenticates the aggregator's requests with). It listens on a
+    non-loopback address of its own (tests/testbed/service_address.py): the aggregator reaches it
+    through the `virt-api` Service's EndpointSlice, which refuses loopback. Its webhook
+    configurations are KubeVirt's own (components/webhooks.go), pointed at the same address.
     """
-    serving = testbed.ca.issue("virt-api", "virt-api", hosts=(LOOPBACK, "localhost"), server=True)
-    handler_client = testbed.ca.issue("virt-api-handler-client", "virt-api-handler-client", client=True)
+    address = service_address.hold(testbed)
+    service_dns = f"virt-api.{NAMESPACE}.svc"  # the name the aggregator checks the certificate for
+    serving = testbed.ca.issue("virt-api", "virt-api", hosts=(address, service_dns, LOOPBACK, "localhost"),
+                               server=True)
+    # The name virt-handler's console server insists on (pkg/util/tls/tls.go verifyPeerCert).
+    handler_client = testbed.ca.issue("virt-api-handler-client", handler_console.CLIENT_COMMON_NAME, client=True)
     ca_map = {"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "kubevirt-ca", "namespace": NAMESPACE},
               "data": {"ca-bundle": testbed.ca.cert_pem.decode()}}
     testbed.kubectl("create", "-f", "-", input=json.dumps(ca_map))
-    port = processes.free_port()
+    port = processes.free_port(address)
     testbed.record.ports["virt-api"] = port
-    url = f"https://{LOOPBACK}:{port}"
+    url = f"https://{address}:{port}"
+    console_port = testbed.record.ports.get("virt-handler-console")
     proc = testbed.spawn("virt-api", [
         str(components.binary("virt-api")), f"--kubeconfig={testbed.kubeconfig}",
-        f"--listen={LOOPBACK}", f"--port={port}",
+        f"--listen={address}", f"--port={port}",
         f"--tls-cert-file={serving.cert}", f"--tls-key-file={serving.key}",
-        f"--handler-cert-file={handler_client.cert}", f"--handler-key-file={handler_client.key}"])
+        f"--handler-cert-file={handler_client.cert}", f"--handler-key-file={handler_client.key}",
+        *([f"--console-server-port={console_port}"] if console_port else [])])
     ctx = ssl.create_default_context(cafile=str(testbed.ca.pair.cert))
 
     def healthy() -> bool:
@@ -179,3 +198,35 @@ def start_virt_api(testbed, components: Built, manifests: Built) -> None:
                         f"--virt-api-url={url}", f"--ca-file={testbed.ca.pair.cert}"],
                        timeout=waits.timeout("api-probe") * 6).stdout
     testbed.kubectl("create", "-f", "-", input=hooks)
+    register_subresource_api(testbed, proc, manifests, address, port)
+
+
+def virt_api_endpoint_slice(address: str, port: int) -> dict:
+    """What the endpoint-slice controller would write for a ready virt-api pod at ``address``; the
+    aggregator picks the endpoint from it (k8s.io/apiserver pkg/util/proxy ResolveEndpoint: the
+    slice port whose name equals the Service port's, here unnamed)."""
+    return {"apiVersion": "discovery.k8s.io/v1", "kind": "EndpointSlice",
+            "metadata": {"name": "virt-api-testbed", "namespace": NAMESPACE,
+                         "labels": {"kubernetes.io/service-name": "virt-api",
+                                    "endpointslice.kubernetes.io/managed-by": "testbed.slirp-conformance"}},
+            "addressType": "IPv4",
+            "endpoints": [{"addresses": [address], "conditions": {"ready": True}, "nodeName": NODE_NAME}],
+            "ports": [{"name": "", "port": port, "protocol": "TCP"}]}
+
+
+def register_subresource_api(testbed, proc, manifests: Built, address: str, port: int) -> None:
+    """KubeVirt's `virt-api` Service and `v1[alpha3].subresources.kubevirt.io` APIServices (its own
+    Go definitions, kubevirt-manifests --what=aggregation), the EndpointSlice to virt-api; wait
+    until the aggregator reports the v1 APIService Available."""
+    objects = runner.run([str(manifests.binary("kubevirt-manifests")), "--what=aggregation",
+                          f"--namespace={NAMESPACE}", f"--ca-file={testbed.ca.pair.cert}"],
+                         timeout=waits.timeout("api-probe") * 6).stdout
+    testbed.kubectl("create", "-f", "-", input=objects)
+    testbed.kubectl("create", "-f", "-", input=json.dumps(virt_api_endpoint_slice(address, port)))
+
+    def available() -> bool:
+        out = testbed.kubectl("get", "apiservice", SUBRESOURCE_API_SERVICE, "-o",
+                              "jsonpath={.status.conditions[?(@.type=='Available')].status}").stdout
+        return out.strip() == "True"
+    testbed.wait_ready(proc, f"APIService {SUBRESOURCE_API_SERVICE} Available (aggregator to virt-api at "
+                             f"{address}:{port})", available)

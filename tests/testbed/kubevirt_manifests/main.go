@@ -1,6 +1,7 @@
 // Command kubevirt-manifests prints, as one JSON List, the CustomResourceDefinitions that
 // KubeVirt's virt-operator installs at the KubeVirt version this program is built against
-// (--what=crds), or virt-api's webhook configurations pointed at a URL (--what=webhooks).
+// (--what=crds), virt-api's webhook configurations pointed at a URL (--what=webhooks), or
+// virt-api's Service and the subresources.kubevirt.io APIService in front of it (--what=aggregation).
 //
 // The list is virt-operator's own: install.GenerateCurrentInstallStrategy
 // (pkg/virt-operator/resource/generate/install/strategy.go, which calls every
@@ -28,9 +29,10 @@ import (
 
 func main() {
 	namespace := flag.String("namespace", "kubevirt", "namespace KubeVirt is installed in")
-	what := flag.String("what", "crds", "crds: every CRD virt-operator installs; webhooks: virt-api's webhook configurations")
+	what := flag.String("what", "crds", "crds: every CRD virt-operator installs; webhooks: virt-api's webhook configurations; "+
+		"aggregation: virt-api's Service and APIServices")
 	virtAPIURL := flag.String("virt-api-url", "", "webhooks: https://host:port where virt-api serves (replaces the Service reference)")
-	caFile := flag.String("ca-file", "", "webhooks: PEM of the CA that signed virt-api's serving certificate")
+	caFile := flag.String("ca-file", "", "webhooks, aggregation: PEM of the CA that signed virt-api's serving certificate")
 	flag.Parse()
 
 	var items []interface{}
@@ -39,8 +41,10 @@ func main() {
 		items = crds(*namespace)
 	case "webhooks":
 		items = webhooks(*namespace, *virtAPIURL, *caFile)
+	case "aggregation":
+		items = aggregation(*namespace, *caFile)
 	default:
-		fail("unknown --what=%s (crds | webhooks)", *what)
+		fail("unknown --what=%s (crds | webhooks | aggregation)", *what)
 	}
 	encoder := json.NewEncoder(os.Stdout)
 	encoder.SetIndent("", " ")
@@ -101,4 +105,27 @@ func webhooks(namespace, virtAPIURL, caFile string) []interface{} {
 		validating.Webhooks[i].ClientConfig = toURL(validating.Webhooks[i].ClientConfig)
 	}
 	return []interface{}{mutating, validating}
+}
+
+// aggregation returns virt-api's Service (components.NewApiServerService) and the
+// subresources.kubevirt.io APIServices (components.NewVirtAPIAPIServices) as virt-operator creates
+// them, with the CA bundle virt-operator would inject. The Service loses its pod selector: virt-api
+// runs as a local process, not a pod, so the test bed writes the Service's EndpointSlice itself
+// and the endpoint-slice controller must not empty it.
+func aggregation(namespace, caFile string) []interface{} {
+	if caFile == "" {
+		fail("--what=aggregation needs --ca-file")
+	}
+	ca, err := os.ReadFile(caFile)
+	if err != nil {
+		fail("reading --ca-file: %v", err)
+	}
+	service := components.NewApiServerService(namespace)
+	service.Spec.Selector = nil
+	items := []interface{}{service}
+	for _, apiService := range components.NewVirtAPIAPIServices(namespace) {
+		apiService.Spec.CABundle = ca
+		items = append(items, apiService)
+	}
+	return items
 }
