@@ -6,7 +6,7 @@ another port), so the real API server proxies ``kubectl exec``/``port-forward`` 
 client's) here, over TLS with its kubelet client certificate. Per connection the request head is
 read first:
 
-- ``/exec/<ns>/<pod>[/<uid>]/<container>`` and ``/portforward/<ns>/<pod>[/<uid>]`` (the kubelet
+- ``/exec/<ns>/<pod>[/<uid>]/<container>`` and ``/portForward/<ns>/<pod>[/<uid>]`` (the kubelet
   paths the API server uses: k8s.io/kubernetes pkg/kubelet/server/server.go) for a pod outside
   kwok's exec namespace are served here: the launcher pod's containers run in its VMI lab's pod
   network namespace (nsenter, so ``cat /etc/resolv.conf`` shows the pod's resolv.conf and
@@ -22,6 +22,7 @@ read first:
 from __future__ import annotations
 
 import asyncio
+import logging
 import re
 import secrets
 import ssl
@@ -33,7 +34,10 @@ from tests.fake_cluster import errors, lab_exec
 from tests.fake_cluster.frontdoor import MAX_HEAD, FrontDoor, SpdyUpgrades
 from tests.fake_cluster.streams import Streams
 
-_KUBELET_PATH = re.compile(r"^/(exec|portforward)/([^/]+)/([^/]+)(?:/(.*))?$")
+log = logging.getLogger("slirp.testbed.node_kubelet")
+# The API server writes /portForward/ (k8s.io/kubernetes pkg/registry/core/pod/strategy.go,
+# PortForwardLocation); the kubelet serves both spellings.
+_KUBELET_PATH = re.compile(r"^/(exec|portforward|portForward)/([^/]+)/([^/]+)(?:/(.*))?$")
 
 
 class PodView:
@@ -58,7 +62,11 @@ def rewrite(request_line: str) -> tuple[str, str, str] | None:
     if m is None:
         return None
     action, ns, pod, tail = m.groups()
+    action = action.lower()
     query = url.query
+    if action == "portforward":  # the API server hands the kubelet the ports as `port` (PortForwardLocation)
+        query = "&".join(("ports=" + q[len("port="):]) if q.startswith("port=") else q
+                         for q in query.split("&") if q)
     if action == "exec":
         parts = [p for p in (tail or "").split("/") if p]
         if not parts:
@@ -94,6 +102,7 @@ class KubeletDoor(asyncio.Protocol):
         head = self.buf[:max(end, 0)].decode("latin-1")
         request_line, _, rest = head.partition("\r\n")
         found = rewrite(request_line)
+        log.info("kubelet request %s -> %s", request_line.split("?")[0], "node agent" if found else "kwok")
         if found is not None and found[0] != self.server.agent.cfg.exec_namespace:
             self.buf = (found[2] + "\r\n" + rest).encode("latin-1") + self.buf[end:]
             door = FrontDoor(self.server.http, self.server.upgrades)
@@ -125,9 +134,7 @@ class KubeletDoor(asyncio.Protocol):
             self.upstream.close()
 
     def eof_received(self):
-        if self.upstream is not None and self.upstream.can_write_eof():
-            self.upstream.write_eof()
-        return True
+        return False  # TLS cannot half-close: the connection ends
 
     def connection_lost(self, exc) -> None:
         if self.upstream is not None:
