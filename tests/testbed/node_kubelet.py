@@ -7,8 +7,8 @@ client's) here, over TLS with its kubelet client certificate. Per connection the
 read first:
 
 - ``/exec/<ns>/<pod>[/<uid>]/<container>`` and ``/portForward/<ns>/<pod>[/<uid>]`` (the kubelet
-  paths the API server uses: k8s.io/kubernetes pkg/kubelet/server/server.go) for a pod outside
-  kwok's exec namespace are served here: the launcher pod's containers run in its VMI lab's pod
+  paths the API server uses: k8s.io/kubernetes pkg/kubelet/server/server.go) for a pod of a
+  namespace where the agent runs a VM (outside kwok's exec namespace) are served here: the launcher pod's containers run in its VMI lab's pod
   network namespace (nsenter, so ``cat /etc/resolv.conf`` shows the pod's resolv.conf and
   ``/proc`` shows QEMU), the namespace's other pods on the lab's cluster side. The protocols are
   the fake cluster's implementations, reused as they are: SPDY/3.1 (``fake_cluster.spdy`` via
@@ -103,7 +103,7 @@ class KubeletDoor(asyncio.Protocol):
         request_line, _, rest = head.partition("\r\n")
         found = rewrite(request_line)
         log.info("kubelet request %s -> %s", request_line.split("?")[0], "node agent" if found else "kwok")
-        if found is not None and found[0] != self.server.agent.cfg.exec_namespace:
+        if found is not None and self.server.backs(found[0], found[1]):
             self.buf = (found[2] + "\r\n" + rest).encode("latin-1") + self.buf[end:]
             door = FrontDoor(self.server.http, self.server.upgrades)
             self.transport.set_protocol(door)
@@ -164,6 +164,12 @@ class KubeletServer:
         self.app = app
         self.runner: web.AppRunner | None = None
         self.listener: asyncio.Server | None = None
+
+    def backs(self, namespace: str, pod: str) -> bool:
+        """Is the pod's network one of the agent's labs? (Else kwok answers, e.g. "no exec found".)"""
+        found = self.agent.pods.get((namespace, pod))
+        return (namespace != self.agent.cfg.exec_namespace and found is not None
+                and self.agent.lab_for_pod(found)[0] is not None)
 
     async def start(self) -> None:
         self.runner = web.AppRunner(self.app, handle_signals=False, access_log=None, shutdown_timeout=2)
