@@ -232,13 +232,17 @@ def test_virt_api_admission_refuses_a_binding_while_the_feature_gate_is_off(test
     assert machine, "virt-api's mutating webhook did not default spec.domain.machine.type"
 
 
-def test_virt_controller_renders_the_slirp_sidecar_from_the_binding_registration(testbed):
-    kubeconfig, _, _ = testbed
+def _register_slirp_binding(kubeconfig: Path) -> None:
+    """The feature gate and the slirp binding in the KubeVirt CR (as the suite's registration does)."""
     patch = {"spec": {"configuration": {
         "developerConfiguration": {"featureGates": ["NetworkBindingPlugins"]},
         "network": {"binding": {"slirp": {"sidecarImage": SLIRP_IMAGE}}}}}}
     _kubectl(kubeconfig, "patch", "kubevirt", "-n", kubevirt.NAMESPACE, "kubevirt", "--type=merge",
              "-p", json.dumps(patch))
+
+def test_virt_controller_renders_the_slirp_sidecar_from_the_binding_registration(testbed):
+    kubeconfig, _, _ = testbed
+    _register_slirp_binding(kubeconfig)
     _kubectl(kubeconfig, "create", "-f", "-", input=_vmi("slirp-vmi", {"binding": {"name": "slirp"},
                                                                          "ports": [{"port": 22}]}))
     containers = _launcher_containers(kubeconfig, "slirp-vmi")
@@ -330,11 +334,7 @@ def agent_vm(testbed):
     from fixtures.vmspec import conformance_vm
 
     kubeconfig, _, _ = testbed
-    patch = {"spec": {"configuration": {
-        "developerConfiguration": {"featureGates": ["NetworkBindingPlugins"]},
-        "network": {"binding": {"slirp": {"sidecarImage": SLIRP_IMAGE}}}}}}
-    _kubectl(kubeconfig, "patch", "kubevirt", "-n", kubevirt.NAMESPACE, "kubevirt", "--type=merge",
-             "-p", json.dumps(patch))
+    _register_slirp_binding(kubeconfig)
     _kubectl(kubeconfig, "create", "namespace", AGENT_NAMESPACE)
     api = config.new_client_from_config(str(kubeconfig))
     peers.deploy(client.CoreV1Api(api), AGENT_NAMESPACE)

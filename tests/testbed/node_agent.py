@@ -34,7 +34,6 @@ from __future__ import annotations
 
 import asyncio
 import concurrent.futures
-import datetime
 import ipaddress
 import json
 import logging
@@ -42,7 +41,7 @@ import shutil
 import signal
 import sys
 import threading
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 from kubernetes import client, config, watch
@@ -51,7 +50,8 @@ from fixtures import waits
 from fixtures.reference import sidecar_render
 from fixtures.reference.reference_vm import QemuOptions, ReferenceVM, pod_resolv_conf
 from tests.fake_cluster import launcher
-from tests.fake_cluster.core import pod_search_list
+from tests.fake_cluster.core import cond, pod_search_list
+from tests.fake_cluster.store import now
 from tests.testbed import node_layout
 
 log = logging.getLogger("slirp.testbed.node_agent")
@@ -101,20 +101,6 @@ class Runtime:
     closed: bool = False
     failed: str = ""
     agent_reported: bool = False
-    extra: dict = field(default_factory=dict)
-
-
-def _now() -> str:
-    return datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
-
-
-def _cond(type_: str, status: str, reason: str = "", message: str = "") -> dict:
-    c = {"type": type_, "status": status, "lastProbeTime": None, "lastTransitionTime": _now()}
-    if reason:
-        c["reason"] = reason
-    if message:
-        c["message"] = message
-    return c
 
 
 def _set_cond(status: dict, new: dict) -> None:
@@ -128,7 +114,7 @@ def _phase(status: dict, phase: str) -> None:
     if status.get("phase") != phase:
         status["phase"] = phase
         status.setdefault("phaseTransitionTimestamps", []).append(
-            {"phase": phase, "phaseTransitionTimestamp": _now()})
+            {"phase": phase, "phaseTransitionTimestamp": now()})
 
 
 def is_peer(pod: dict) -> bool:
@@ -284,7 +270,7 @@ class NodeAgent:
                 if rt is not None:
                     self._stop(rt)
                 self.update_vmi_status(ns, name, uid, lambda s: (
-                    _phase(s, "Succeeded"), _set_cond(s, _cond("Ready", "False", "PodTerminating"))))
+                    _phase(s, "Succeeded"), _set_cond(s, cond("Ready", "False", "PodTerminating"))))
                 continue
             if not pod_up:
                 if rt is not None and phase == "Running":
@@ -332,7 +318,7 @@ class NodeAgent:
             message = f"failed to start the VM: {e}"
             self.update_vmi_status(ns, name, rt.uid, lambda s: (
                 _phase(s, "Failed"),
-                _set_cond(s, _cond("Synchronized", "False", "Synchronizing with the Domain failed.", message))))
+                _set_cond(s, cond("Synchronized", "False", "Synchronizing with the Domain failed.", message))))
             return
         if rt.closed:
             vm.close()
@@ -347,7 +333,7 @@ class NodeAgent:
             _phase(s, "Running")
             s["migrationMethod"] = "BlockMigration"
             s["machine"] = {"type": machine}
-            _set_cond(s, _cond("LiveMigratable", "False", "InterfaceNotLiveMigratable", NOT_MIGRATABLE))
+            _set_cond(s, cond("LiveMigratable", "False", "InterfaceNotLiveMigratable", NOT_MIGRATABLE))
         self.update_vmi_status(ns, name, rt.uid, running)
         log.info("VMI %s/%s Running: QEMU %s", ns, name, " ".join(vm.network_args))
         self.wake.set()
@@ -366,7 +352,7 @@ class NodeAgent:
         iface = guest_interface(vmi, vm.network_args or [])
 
         def agent(s: dict) -> None:
-            _set_cond(s, {"type": "AgentConnected", "status": "True", "lastProbeTime": _now(),
+            _set_cond(s, {"type": "AgentConnected", "status": "True", "lastProbeTime": now(),
                           "lastTransitionTime": None})
             s["interfaces"] = [iface]
         self.update_vmi_status(rt.namespace, rt.name, rt.uid, agent)
