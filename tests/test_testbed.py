@@ -180,10 +180,34 @@ def test_kubevirt_cr_is_identical_before_and_after_a_suite_run(testbed, tmp_path
     after = _kubevirt_cr_specs(kubeconfig)
     assert seen_registered, f"premise: the run never registered the binding; its output:\n{run.stdout[-3000:]}"
     assert after == before, f"the CR changed across the run (exit {run.returncode}): before {before}, after {after}"
+    assert not _run_leftovers(kubeconfig), (
+        f"the run left {_run_leftovers(kubeconfig)} (VMI deletion must complete through the node agent)")
+
+
+def _run_leftovers(kubeconfig: Path) -> list[str]:
+    """VMIs and the suite's namespaces still in the bed."""
     left = json.loads(_kubectl(kubeconfig, "get", "vmis,namespaces", "-A", "-o", "json"))["items"]
-    leftovers = [f"{o['kind']} {o['metadata']['name']}" for o in left
-                 if o["kind"] == "VirtualMachineInstance" or o["metadata"]["name"].startswith("slirp-conformance-")]
-    assert not leftovers, f"the run left {leftovers} (VMI deletion must complete through the node agent)"
+    return [f"{o['kind']} {o['metadata']['name']}" for o in left
+            if o["kind"] == "VirtualMachineInstance" or o["metadata"]["name"].startswith("slirp-conformance-")]
+
+
+def test_kubevirt_cr_is_identical_before_and_after_an_interrupted_suite_run(testbed, tmp_path):
+    """Ctrl-C while the suite's VM starts on the node agent: the CR is put back, the VM deleted.
+    (Until the console is served the run ends by itself soon after its VMI is Running, so the
+    Ctrl-C comes as soon as the VMI exists.)"""
+    from tests.suite_runner import interrupt_suite
+
+    kubeconfig, _, _ = testbed
+    before = _kubevirt_cr_specs(kubeconfig)
+
+    def vmi_created(_pid: int) -> bool:
+        vmis = json.loads(_kubectl(kubeconfig, "get", "vmis", "-A", "-o", "json"))["items"]
+        return any(v["metadata"]["namespace"].startswith("slirp-conformance-") for v in vmis)
+    code, output = interrupt_suite(tmp_path, "--target=cluster", f"--kubeconfig={kubeconfig}", "--timeout-scale", "3",
+                                   when="the suite's VMI on the bed", ready=vmi_created, timeout=600)
+    assert code == 2, f"expected exit 2 (interrupted), got {code}:\n{output[-3000:]}"
+    assert _kubevirt_cr_specs(kubeconfig) == before, f"the CR changed across the interrupted run:\n{output[-2000:]}"
+    assert not _run_leftovers(kubeconfig), f"the interrupted run left {_run_leftovers(kubeconfig)}"
 
 
 SLIRP_IMAGE = f"quay.io/kubevirt/network-slirp-binding:{KUBEVIRT_VERSION}"
