@@ -530,6 +530,28 @@ def test_vmi_deletion_completes_and_stops_its_vm(agent_vm, testbed):
     assert not Path(run_dir).exists(), f"{run_dir} left behind"
 
 
+def test_whole_suite_passes_on_the_bed_with_the_console_from_the_node_agent(testbed, tmp_path):
+    """The contract and the KubeVirt-only suite against the real components and the node agent.
+
+    Only the console's transport is stood in for (``tests/testbed/node_agent_console.py``: the
+    agent's serial socket instead of virt-api's console websocket, which the bed does not serve
+    yet); every other request goes through the real API server, virt-api and virt-controller.
+    """
+    kubeconfig, _, _ = testbed
+    before = _kubevirt_cr_specs(kubeconfig)
+    run = subprocess.run([sys.executable, "-m", "pytest", "-p", "tests.testbed.node_agent_console", "-k", "slirp",
+                          "-q", "-p", "no:cacheprovider", "--target=cluster", f"--kubeconfig={kubeconfig}",
+                          "--timeout-scale", "3", f"--report-dir={tmp_path}"],
+                         capture_output=True, text=True, timeout=3600, cwd=REPO)
+    report = json.loads((tmp_path / "conformance.json").read_text()) if (tmp_path / "conformance.json").exists() \
+        else {}
+    assert run.returncode == 0 and report.get("outcome") == "CONFORMANT", (
+        f"exit {run.returncode}, outcome {report.get('outcome')}:\n{run.stdout[-4000:]}")
+    assert "kubevirt_version" in json.dumps(report) and "v1.1.0" in json.dumps(report), report.keys()
+    assert _kubevirt_cr_specs(kubeconfig) == before, "the CR changed across the passing run"
+    assert not [o for o in _run_leftovers(kubeconfig) if "slirp-conformance-" in o], _run_leftovers(kubeconfig)
+
+
 def test_down_leaves_nothing(testbed):
     kubeconfig, record, _ = testbed
     running = [p.name for p in record.processes if processes.alive(p)]
