@@ -273,8 +273,9 @@ class NodeAgent:
                     _phase(s, "Succeeded"), _set_cond(s, cond("Ready", "False", "PodTerminating"))))
                 continue
             if not pod_up:
-                if rt is not None and phase == "Running":
-                    # The launcher went away under a running VM: virt-handler finds no domain -> Failed.
+                if rt is not None and phase in ("Scheduled", "Running"):
+                    # The launcher went away under a started VM: virt-handler finds no domain (or an
+                    # unresponsive launcher) -> Failed.
                     self._stop(rt)
                     self.update_vmi_status(ns, name, uid, lambda s: _phase(s, "Failed"))
                 continue
