@@ -22,7 +22,10 @@ def test_kubelet_exec_path_becomes_the_api_path_with_its_container():
                             "&output=1 HTTP/1.1")
     assert (ns, pod) == ("ns1", "virt-launcher-a")
     assert line == ("POST /api/v1/namespaces/ns1/pods/virt-launcher-a/exec?command=cat&command=%2Fetc%2F"
-                    "resolv.conf&output=1&container=compute HTTP/1.1")
+                    "resolv.conf&stdout=1&container=compute HTTP/1.1")
+    # the kubelet's names of the streams (streamParams) become the API's, which the handlers read
+    assert "exec?command=nc&stdin=1&stdout=1&stderr=1&tty=1&container=c " in rewrite(
+        "POST /exec/ns1/p/c?command=nc&input=1&output=1&error=1&tty=1 HTTP/1.1")[2]
     # the form with the pod's UID before the container
     assert rewrite("GET /exec/ns1/p/0d4a-uid/sidecar?command=true HTTP/1.1")[2].endswith(
         "exec?command=true&container=sidecar HTTP/1.1")

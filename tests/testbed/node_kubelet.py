@@ -38,6 +38,8 @@ log = logging.getLogger("slirp.testbed.node_kubelet")
 # The API server writes /portForward/ (k8s.io/kubernetes pkg/registry/core/pod/strategy.go,
 # PortForwardLocation); the kubelet serves both spellings.
 _KUBELET_PATH = re.compile(r"^/(exec|portforward|portForward)/([^/]+)/([^/]+)(?:/(.*))?$")
+_EXEC_PARAMS = {"input": "stdin", "output": "stdout", "error": "stderr"}
+_PORTFORWARD_PARAMS = {"port": "ports"}
 
 
 class PodView:
@@ -63,10 +65,12 @@ def rewrite(request_line: str) -> tuple[str, str, str] | None:
         return None
     action, ns, pod, tail = m.groups()
     action = action.lower()
-    query = url.query
-    if action == "portforward":  # the API server hands the kubelet the ports as `port` (PortForwardLocation)
-        query = "&".join(("ports=" + q[len("port="):]) if q.startswith("port=") else q
-                         for q in query.split("&") if q)
+    # The API server hands the kubelet its own parameter names (k8s.io/kubernetes
+    # pkg/registry/core/pod/strategy.go streamParams and PortForwardLocation; k8s.io/api core/v1
+    # ExecStdinParam...): renamed to the API's, which the stream handlers read.
+    renames = _PORTFORWARD_PARAMS if action == "portforward" else _EXEC_PARAMS
+    query = "&".join(renames.get(q.partition("=")[0], q.partition("=")[0]) + "=" + q.partition("=")[2]
+                     for q in url.query.split("&") if q)
     if action == "exec":
         parts = [p for p in (tail or "").split("/") if p]
         if not parts:
