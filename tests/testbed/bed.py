@@ -26,6 +26,7 @@ from pathlib import Path
 from fixtures import waits
 from fixtures.cluster import runner
 from fixtures.errors import SetupError
+from fixtures.reference.reference_vm import RUN_PREFIX
 from tests.testbed import processes
 from tests.testbed.components import Binaries
 from tests.testbed.pki import CertificateAuthority, KeyPair, write_signing_key
@@ -344,6 +345,10 @@ def stop(kubeconfig: Path) -> BedRecord:
             processes.stop(proc)
         except (waits.WaitTimeout, OSError) as e:
             errors.append(f"{proc.name} (pid {proc.pid}): {e}")
+    for proc in record.processes:  # the node agent's VM run dirs (its labs died with it; a SIGKILL leaves the dirs)
+        if proc.name == "node-agent" and not processes.alive(proc):
+            for run_dir in Path(tempfile.gettempdir()).glob(f"{RUN_PREFIX}{proc.pid}-*"):
+                shutil.rmtree(run_dir, ignore_errors=True)
     state_dir = Path(record.state_dir) if record.state_dir else None
     if state_dir and state_dir.name.startswith(STATE_DIR_PREFIX):
         shutil.rmtree(state_dir, ignore_errors=True)
