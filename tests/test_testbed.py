@@ -422,6 +422,9 @@ def test_vmi_runs_with_the_real_sidecars_arguments_for_the_cluster_vmi(agent_vm)
         conditions["LiveMigratable"]["reason"] == "InterfaceNotLiveMigratable", conditions
     assert conditions["Ready"]["status"] == "True", conditions  # virt-controller's, from the pod
     assert vmi["status"]["nodeName"] == bed.NODE_NAME, vmi["status"]
+    node = json.loads(_kubectl(kubeconfig, "get", "node", bed.NODE_NAME, "-o", "json"))["metadata"]
+    assert "kubevirt.io/heartbeat" in node["annotations"] and node["labels"]["kubevirt.io/schedulable"] == "true", (
+        f"no virt-handler heartbeat on the node: {node['annotations']}, {node['labels']}")
 
 
 class _Launcher:

@@ -24,7 +24,9 @@ service_account_kubeconfig``) and, on the real API server:
 - stops the VM when the VMI is deleted (phase Succeeded, as a shut-down domain) or its pod goes
   (phase Failed); virt-controller then removes its finalizers, so deletion completes;
 - serves the kubelet's exec and port-forward for the launcher pod and the other pods of that
-  namespace (``node_kubelet``); everything else goes on to kwok.
+  namespace (``node_kubelet``); everything else goes on to kwok;
+- writes virt-handler's heartbeat on the node (``kubevirt.io/heartbeat``, ``kubevirt.io/
+  schedulable=true``), so virt-controller treats a node whose agent died as virt-handler's.
 
 The labs die with the agent (parent-death signal, PID namespaces): ``down`` leaves no QEMU or
 namespace behind even when it has to SIGKILL the agent.
@@ -41,6 +43,7 @@ import shutil
 import signal
 import sys
 import threading
+import time
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -67,6 +70,11 @@ FINAL_PHASES = ("Succeeded", "Failed")
 NOT_MIGRATABLE = ("cannot migrate VMI which does not use masquerade to connect to the pod network or bridge with "
                   "kubevirt.io/allow-pod-bridge-network-live-migration VM annotation")
 RESYNC_SECONDS = 2.0  # a level-triggered pass also runs this often (watches wake it at once)
+# virt-handler's heartbeat (pkg/virt-handler/heartbeat/heartbeat.go, v1.1.0: every minute, jittered):
+# virt-controller fails the VMIs of a node whose heartbeat is older than 5 minutes (watch/node.go).
+HEARTBEAT_SECONDS = 60.0
+HEARTBEAT_ANNOTATION = "kubevirt.io/heartbeat"
+SCHEDULABLE_LABEL = "kubevirt.io/schedulable"
 
 
 @dataclass
@@ -235,15 +243,25 @@ class NodeAgent:
                 ("pods", self.core.list_pod_for_all_namespaces, ())):
             threading.Thread(target=self._watch, args=(what, lister, *args), daemon=True,
                              name=f"watch-{what}").start()
+        last_heartbeat = 0.0
         while not self.stopping.is_set():
             self.wake.wait(RESYNC_SECONDS)
             self.wake.clear()
             if self.stopping.is_set():
                 break
             try:
+                if time.monotonic() - last_heartbeat >= HEARTBEAT_SECONDS:
+                    self.heartbeat()
+                    last_heartbeat = time.monotonic()
                 self.reconcile(*self._list())
             except Exception:  # noqa: BLE001 - one failed pass (API hiccup) must not end the agent
                 log.exception("reconcile pass failed; the next one retries")
+
+    def heartbeat(self) -> None:
+        """What virt-handler writes on its node: schedulable, and the time it last said so."""
+        self.core.patch_node(self.cfg.node_name, {"metadata": {
+            "labels": {SCHEDULABLE_LABEL: "true"}, "annotations": {HEARTBEAT_ANNOTATION: now()}}},
+            _request_timeout=waits.timeout("api-probe") * 6)
 
     def reconcile(self, vmis: list[dict], pods: list[dict], services: list[dict]) -> None:
         self.pods = {(p["metadata"]["namespace"], p["metadata"]["name"]): p for p in pods}
