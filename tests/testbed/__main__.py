@@ -20,7 +20,8 @@ from pathlib import Path
 from fixtures import waits
 from fixtures.cluster import versions
 from fixtures.errors import SetupError
-from tests.testbed import bed, components, kubevirt
+from fixtures.reference import image, sidecar_render
+from tests.testbed import bed, components, kubevirt, node_agent
 
 
 def _up(args: argparse.Namespace) -> int:
@@ -34,6 +35,9 @@ def _up(args: argparse.Namespace) -> int:
     binaries = components.build_control_plane(pins)
     manifests = components.build_kubevirt_manifests(kubevirt_version)
     kubevirt_parts = components.build_kubevirt_components(kubevirt_version)
+    # The node agent's: the real slirp sidecar's rendering and the reference guest (both cached).
+    sidecar = sidecar_render.build(kubevirt_version)
+    image.build()
     build_seconds = time.monotonic() - started
     testbed = bed.TestBed(binaries, pins.kubernetes, kubeconfig)
     record = testbed.up()
@@ -42,6 +46,7 @@ def _up(args: argparse.Namespace) -> int:
         testbed.phase("virt-handler-console", lambda: kubevirt.start_handler_console(testbed, kubevirt_version))
         testbed.phase("virt-api", lambda: kubevirt.start_virt_api(testbed, kubevirt_parts, manifests))
         testbed.phase("virt-controller", lambda: kubevirt.start_virt_controller(testbed, kubevirt_parts, kubevirt_version))
+        testbed.phase("node-agent", lambda: node_agent.start(testbed, kubevirt_version))
     except BaseException:
         print("testbed: KubeVirt start failed or interrupted: stopping the bed", file=sys.stderr, flush=True)
         bed.stop(testbed.kubeconfig)
@@ -49,7 +54,7 @@ def _up(args: argparse.Namespace) -> int:
     summary = {"kubeconfig": str(testbed.kubeconfig), "kubernetes": pins.kubernetes, "kubevirt": kubevirt_version,
                "build_seconds": round(build_seconds, 1),
                "cold_builds": sorted(name for name, b in {**binaries.builds, "kubevirt-manifests": manifests,
-                                                          "kubevirt-components": kubevirt_parts}.items() if b.cold),
+                                                          "kubevirt-components": kubevirt_parts, "sidecar-render": sidecar}.items() if b.cold),
                "start_seconds": round(time.monotonic() - started - build_seconds, 1),
                "phases": record.timings}
     print(json.dumps(summary))

@@ -26,6 +26,7 @@ from pathlib import Path
 from fixtures import waits
 from fixtures.cluster import runner
 from fixtures.errors import SetupError
+from fixtures.reference.reference_vm import RUN_PREFIX
 from tests.testbed import processes
 from tests.testbed.components import Binaries
 from tests.testbed.pki import CertificateAuthority, KeyPair, write_signing_key
@@ -36,7 +37,9 @@ STATE_DIR_PREFIX = "slirp-testbed-"
 NODE_NAME = "testbed-node"
 LOOPBACK = "127.0.0.1"
 SERVICE_CIDR = "10.96.0.0/16"  # only allocated from (ClusterIPs): no traffic is ever routed to it
-POD_CIDR = "10.244.0.0/16"  # kwok hands out pod IPs from it; nothing listens there
+POD_CIDR = "10.244.0.0/16"  # kwok hands out pod IPs from it; the node agent's labs hold those it backs
+POD_IP_START = "10.244.0.1"  # kwok's --cidr names the first address it hands out (else .0, the network's)
+KUBELET_CLIENT_CN = "kube-apiserver-kubelet-client"  # who the API server is to a kubelet (the node agent)
 EXEC_NAMESPACE = "testbed-exec"  # `kubectl exec` into its pods runs on this host (kwok ClusterExec)
 FORWARDED_POD_PORT = 8080  # port-forward to it, in EXEC_NAMESPACE, reaches ports["port-forward-target"]
 
@@ -153,7 +156,7 @@ class TestBed:
         hosts = (LOOPBACK, "localhost", "kubernetes", "kubernetes.default", "kubernetes.default.svc",
                  "kubernetes.default.svc.cluster.local", "10.96.0.1")
         self.apiserver_pair = self.ca.issue("kube-apiserver", "kube-apiserver", hosts=hosts, server=True)
-        self.kubelet_client = self.ca.issue("apiserver-kubelet-client", "kube-apiserver-kubelet-client",
+        self.kubelet_client = self.ca.issue("apiserver-kubelet-client", KUBELET_CLIENT_CN,
                                             organization="system:masters", client=True)
         self.front_proxy = self.ca.issue("front-proxy-client", "front-proxy-client", client=True)
         self.admin = self.ca.issue("admin", "testbed-admin", organization="system:masters", client=True)
@@ -167,10 +170,10 @@ class TestBed:
         self.sa_key = pki / "service-account.key"
         self.sa_pub = write_signing_key(self.sa_key)
 
-    def spawn(self, name: str, argv: list[str]) -> processes.Proc:
+    def spawn(self, name: str, argv: list[str], env: dict[str, str] | None = None) -> processes.Proc:
         """Start a component detached and record it (``down`` stops it)."""
         with processes.signals_deferred():
-            proc = processes.start(name, argv, self.state / f"{name}.log")
+            proc = processes.start(name, argv, self.state / f"{name}.log", env=env)
             self.record.processes.append(proc)
             self.record.save()
         return proc
@@ -283,6 +286,9 @@ class TestBed:
 
     def _start_kwok(self) -> None:
         port = self._port("kwok")
+        # The node's kubelet endpoint is the node agent's (tests/testbed/node_kubelet.py): it serves
+        # exec/port-forward into the pods whose network it provides and passes the rest to kwok.
+        kubelet_port = self._port("node-kubelet")
         config = self.state / "kwok.yaml"
         forward_target = self._port("port-forward-target")  # nothing listens until a test does
         exec_dir = self.state / "exec"
@@ -308,10 +314,10 @@ class TestBed:
         proc = self.spawn("kwok", [
             str(self.bin.kwok), f"--config={config}",
             f"--kubeconfig={self._component_kubeconfig('kwok', self.kwok_client)}",
-            f"--manage-single-node={NODE_NAME}", f"--node-ip={LOOPBACK}", f"--node-port={port}",
+            f"--manage-single-node={NODE_NAME}", f"--node-ip={LOOPBACK}", f"--node-port={kubelet_port}",
             f"--server-address={LOOPBACK}:{port}",
             f"--tls-cert-file={self.kwok_serving.cert}", f"--tls-private-key-file={self.kwok_serving.key}",
-            f"--cidr={POD_CIDR}", "--node-lease-duration-seconds=40"])
+            f"--cidr={POD_IP_START}/{POD_CIDR.split('/')[1]}", "--node-lease-duration-seconds=40"])
         node = {"apiVersion": "v1", "kind": "Node",
                 "metadata": {"name": NODE_NAME,
                              "annotations": {"kwok.x-k8s.io/node": "fake", "node.alpha.kubernetes.io/ttl": "0"},
@@ -339,6 +345,10 @@ def stop(kubeconfig: Path) -> BedRecord:
             processes.stop(proc)
         except (waits.WaitTimeout, OSError) as e:
             errors.append(f"{proc.name} (pid {proc.pid}): {e}")
+    for proc in record.processes:  # the node agent's VM run dirs (its labs died with it; a SIGKILL leaves the dirs)
+        if proc.name == "node-agent" and not processes.alive(proc):
+            for run_dir in Path(tempfile.gettempdir()).glob(f"{RUN_PREFIX}{proc.pid}-*"):
+                shutil.rmtree(run_dir, ignore_errors=True)
     state_dir = Path(record.state_dir) if record.state_dir else None
     if state_dir and state_dir.name.startswith(STATE_DIR_PREFIX):
         shutil.rmtree(state_dir, ignore_errors=True)

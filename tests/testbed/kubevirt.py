@@ -127,17 +127,39 @@ def launcher_image(kubevirt_version: str) -> str:
     return f"quay.io/kubevirt/virt-launcher:{kubevirt_version}"
 
 
+CONTROLLER_SERVICE_ACCOUNT = "kubevirt-controller"  # components.ControllerServiceAccountName
+HANDLER_SERVICE_ACCOUNT = "kubevirt-handler"  # components.HandlerServiceAccountName
+
+
+def service_account_kubeconfig(testbed, component: str, service_account: str):
+    """A kubeconfig whose client certificate names KubeVirt's service account user
+    ``system:serviceaccount:kubevirt:<service_account>`` (a certificate's CN is the user name).
+
+    virt-api's VMI mutator keeps the old status on any update by a user that is not one of
+    KubeVirt's service accounts (pkg/virt-api/webhooks/mutating-webhook/mutators/vmi-mutator.go
+    with webhooks.IsKubeVirtServiceAccount, v1.1.0), so virt-controller and whoever plays
+    virt-handler must be those users. Group system:masters stands in for KubeVirt's RBAC,
+    which the bed does not install.
+    """
+    pair = testbed.ca.issue(f"{component}-client", f"system:serviceaccount:{NAMESPACE}:{service_account}",
+                            organization="system:masters", client=True)
+    return testbed._component_kubeconfig(component, pair)
+
+
 def start_virt_controller(testbed, components: Built, kubevirt_version: str) -> None:
     """virt-controller as a local process: it renders virt-launcher pods for VMIs, as in a cluster.
 
-    It runs with the bed's admin credentials (KubeVirt's own RBAC for it is not installed yet)
-    and logs, without stopping, that its certificate files under /etc/virt-controller are
-    missing: they only serve its metrics and the export proxy's CA.
+    It authenticates as KubeVirt's own service account user (``service_account_kubeconfig``):
+    virt-api's VMI mutator silently reverts status changes made by anyone else, so as the admin
+    virt-controller could never move a VMI out of Pending. It logs, without stopping, that its
+    certificate files under /etc/virt-controller are missing: they only serve its metrics and the
+    export proxy's CA.
     """
+    kubeconfig = service_account_kubeconfig(testbed, "virt-controller", CONTROLLER_SERVICE_ACCOUNT)
     port = processes.free_port()
     testbed.record.ports["virt-controller"] = port
     proc = testbed.spawn("virt-controller", [
-        str(components.binary("virt-controller")), f"--kubeconfig={testbed.kubeconfig}",
+        str(components.binary("virt-controller")), f"--kubeconfig={kubeconfig}",
         f"--launcher-image={launcher_image(kubevirt_version)}",
         # Its metrics/health server, by default on 0.0.0.0:8182: beds side by side would collide.
         f"--listen={LOOPBACK}", f"--port={port}"])
