@@ -254,6 +254,48 @@ def test_command_line_options_reach_every_reference_vm():
     assert opts.qemu.sysctls == {"net.ipv4.ping_group_range": "0 2147483647"} and opts.qemu.netdev_extra == "restrict=on"
 
 
+def test_reference_guest_option_checks_the_version_at_once(capsys):
+    from tests.fake_cluster.__main__ import parse_args
+    assert parse_args(["--kubeconfig", "/nonexistent/kc"])[0].reference_guest == "busybox"
+    opts, _ = parse_args(["--kubeconfig", "/nonexistent/kc", "--preinstalled-kubevirt", "v1.9.0",
+                          "--reference-guest", "fedora"])
+    assert opts.reference_guest == "fedora"
+    with pytest.raises(SystemExit):  # no Fedora-like flavour stands for it: every VMI would fail later
+        parse_args(["--kubeconfig", "/nonexistent/kc", "--reference-guest", "fedora", "--kubevirt-version", "v1.10.0"])
+    assert "v1.1 - v1.9 only" in capsys.readouterr().err
+
+
+def _vmi_of(manifest: dict) -> dict:
+    return {"metadata": {"name": manifest["metadata"]["name"]}, "spec": manifest["spec"]["template"]["spec"]}
+
+
+def test_the_fedora_like_guest_gets_exactly_the_vmis_own_nocloud_data():
+    """What the suite really sent (its own VM manifest), byte for byte, base64 or not; nothing else."""
+    from fixtures.kubevirt.vm_manifest import render_vm
+    from fixtures.reference.cidata import NoCloud
+    from fixtures.vmspec import conformance_vm
+    from tests.fake_cluster import launcher
+
+    vmi = _vmi_of(render_vm(conformance_vm("vm-x"), namespace="ns", image="img", authorized_key="ssh-ed25519 AAAA k",
+                            password="pw-of-the-run"))
+    volume = next(v["cloudInitNoCloud"] for v in vmi["spec"]["volumes"] if "cloudInitNoCloud" in v)
+    assert launcher.nocloud(vmi) == NoCloud(volume["userData"], volume["networkData"])
+    assert "pw-of-the-run" in launcher.nocloud(vmi).user_data
+    assert launcher.vm_spec(vmi).memory == "512Mi"  # as the VMI asks (KubeVirt's Fedora test VMs)
+    encoded = {"userDataBase64": base64.b64encode(volume.pop("userData").encode()).decode(),
+               "networkDataBase64": base64.b64encode(volume.pop("networkData").encode()).decode()}
+    volume.update(encoded)
+    assert launcher.nocloud(vmi) == NoCloud(base64.b64decode(encoded["userDataBase64"]).decode(),
+                                            base64.b64decode(encoded["networkDataBase64"]).decode())
+    volume.clear()
+    volume["userDataSecretRef"] = {"name": "s"}
+    with pytest.raises(ValueError, match="not userDataSecretRef"):
+        launcher.nocloud(vmi)
+    vmi["spec"]["volumes"] = [v for v in vmi["spec"]["volumes"] if "cloudInitNoCloud" not in v]
+    with pytest.raises(ValueError, match="has none"):
+        launcher.nocloud(vmi)
+
+
 def test_namespace_goes_through_terminating(core):
     core.create_namespace({"metadata": {"name": "doomed"}})
     core.create_namespaced_config_map("doomed", {"metadata": {"name": "x"}})
