@@ -30,6 +30,7 @@ from kubernetes.dynamic import DynamicClient
 from kubernetes.stream import portforward, stream
 
 from fixtures import waits
+from fixtures.reference import fedora_image
 from fixtures.reference.reference_vm import RUN_PREFIX
 from fixtures.ssh_client import generate_keypair
 from tests import leaks
@@ -136,6 +137,10 @@ def ns(core, request):
 
 @pytest.fixture(scope="module")
 def slirp_registered(custom, raw):
+    return register_slirp(custom, raw)
+
+
+def register_slirp(custom, raw) -> str:
     """Feature gate on and slirp registered (merged), then wait for the components to see it."""
     kv = custom.patch_namespaced_custom_object(*KV, "kubevirt", "kubevirts", "kubevirt", {"spec": {"configuration": {
         "developerConfiguration": {"featureGates": ["NetworkBindingPlugins"]},
@@ -774,3 +779,22 @@ def test_stopping_the_fake_leaves_nothing_behind(fake, core, custom, slirp_regis
     assert not ours(after) and not run_dirs(after), after
     assert not fake.kubeconfig.exists()
     assert not list(Path(tempfile.gettempdir()).glob(f"fake-cluster-{fake.proc.pid}-*"))
+
+
+@pytest.mark.selftest_vm
+def test_stopping_the_fake_while_a_fedora_like_guest_boots_leaves_nothing(tmp_path, no_leaks):
+    """The Fedora-like guest's run dir holds more (the root disk's overlay, the cidata ISO with the
+    run's password): all of it goes with the VM when the fake stops mid-boot."""
+    fedora_image.build()
+    with running(tmp_path / "kc", preinstalled_kubevirt="v1.9.0", reference_guest="fedora") as f:
+        api = config.new_client_from_config(str(f.kubeconfig))
+        core, custom = client.CoreV1Api(api), client.CustomObjectsApi(api)
+        register_slirp(custom, Raw(f.kubeconfig))
+        core.create_namespace({"metadata": {"name": "fedora-stop"}})
+        custom.create_namespaced_custom_object(*KV, "fedora-stop", "virtualmachines", binding_vm(
+            "fedora-stop", "fedora-stop", userdata="#cloud-config\npassword: fedora\n"))
+        wait("the fake's Fedora-like QEMU to boot from the VMI's cidata ISO",
+             lambda: any("cidata.iso" in p for p in leaks.qemu_of(f.proc.pid)), 120)
+        assert f.stop() == 0
+    # at once: another run's start sweeps the run dirs of dead processes, which no_leaks would miss
+    assert not leaks.qemu_of(f.proc.pid) and not list(Path(tempfile.gettempdir()).glob(f"{RUN_PREFIX}{f.proc.pid}-*"))
