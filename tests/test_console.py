@@ -4,6 +4,7 @@ echoes what it is sent, as a tty does, so the end markers are exercised for real
 from __future__ import annotations
 
 import secrets
+import re
 import socket
 import subprocess
 import threading
@@ -23,13 +24,14 @@ class FakeSerialGuest(threading.Thread):
     """Speaks like a serial console: 'login:' / 'Password:' then a '# ' shell running /bin/sh -c."""
 
     def __init__(self, sock: socket.socket, password: str = "secret", prompt_after_boot: bool = True,
-                 after_prompt: str = "", echo_password: bool = False) -> None:
+                 after_prompt: str = "", echo_password: bool = False, interject: str = "") -> None:
         """``after_prompt``: escape codes a terminal prints after its prompts (agetty, bash);
         ``echo_password``: the tty still echoes when the password arrives (BusyBox login prints
-        ``Password:`` before it turns the echo off)."""
+        ``Password:`` before it turns the echo off); ``interject``: a line another writer puts on
+        the console between each end marker and its line end (cloud-init through journald)."""
         super().__init__(daemon=True)
         self.sock, self.password, self.after_prompt = sock, password, after_prompt
-        self.echo_password = echo_password
+        self.echo_password, self.interject = echo_password, interject
         self.logged_in = False
         self.state = "login" if prompt_after_boot else "shell"
         self.received = b""
@@ -72,7 +74,11 @@ class FakeSerialGuest(threading.Thread):
             if line.strip():  # output streams out as the command runs, like a real shell's
                 with subprocess.Popen(["/bin/sh", "-c", line], stdout=subprocess.PIPE, stderr=subprocess.STDOUT) as p:
                     while chunk := p.stdout.read1(4096):
-                        self.send(chunk.decode().replace("\n", "\r\n"))
+                        text = chunk.decode().replace("\n", "\r\n")
+                        if self.interject:
+                            text = re.sub(r"([BEF]_[0-9a-f]{12}(?::\d+:)?)\r\n", lambda m: m[1] + self.interject + "\r\n",
+                                          text)
+                        self.send(text)
             self.send("\x1b[6n# ")  # busybox ash asks for the cursor position after its prompt
 
 
@@ -197,3 +203,13 @@ def test_fedora_dns_check_runs_over_the_console(serial):
         ev = udp.echo(console, FEDORA, Endpoint("127.0.0.1", ports["udp_echo"]))
     assert r.ok and FEDORA.parse_dns(r.output) == ["198.18.0.1"], r
     assert ev["received"] == ev["sent"], ev.facts
+
+
+def test_a_console_message_inside_a_markers_line_does_not_break_the_command(serial):
+    """cloud-init's stages print on the serial console (through journald) while the Fedora profile's
+    settle command runs; on a loaded machine a line of theirs landed between a marker and its line
+    end (``B_<token>[  108.367637] cloud-init[377]: ...``) and the console waited out its budget."""
+    console, _ = serial(interject="[  108.367637] cloud-init[377]: Cloud-init v. 22.4.2 running 'modules:config'\r\n")
+    console.login(Credentials("root", "secret"), timeout=10)
+    r = console.run("echo hello; echo oops >&2; false", timeout=5)
+    assert r.rc == 1 and "hello" in r.output and "oops" in r.stderr, r

@@ -7,7 +7,10 @@ from Python::
         kubernetes.config.load_kube_config(str(fake.kubeconfig))
 
 The suite's own cluster target runs against it:
-``pytest suites --target=cluster --kubeconfig PATH --guest-profile reference-busybox``.
+``pytest suites --target=cluster --kubeconfig PATH`` (the guest profile is found from the
+guest's /etc/os-release). With ``--reference-guest fedora`` each VMI boots the Fedora-like
+flavour of the deployed KubeVirt version (``fixtures.reference.fedora_like``) from exactly its
+own ``cloudInitNoCloud`` data, and the suite meets the Fedora profile.
 
 What is emulated, and where the facts come from, is described in the module docstrings:
 ``server`` (REST, watch, auth), ``discovery`` (resources, OpenAPI stubs), ``store``
@@ -23,8 +26,8 @@ removes the kubeconfig (it writes no other file); ``running()`` keeps its log ne
 kubeconfig (``<kubeconfig>.log``) for post-mortems.
 
 Known limits (where the fake is simpler than a cluster): one node; only VMIs whose pod-network
-interface uses a binding plugin can run (always as slirp); the reference guest has only ``root``
-(the cloud-init password and first key go to root, so use the ``reference-busybox`` profile);
+interface uses a binding plugin can run (always as slirp); the busybox reference guest has only
+``root`` (the cloud-init password and first key go to root; its profile is ``reference-busybox``);
 pod commands are not run (peer and client pods stand for the lab's peer namespace); exec ignores
 ``tty``; SPDY flow control is not enforced; no aggregated discovery, no OpenAPI v3; list
 ``limit``/``continue`` and watch bookmarks are ignored; only JSON bodies.

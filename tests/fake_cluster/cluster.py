@@ -49,6 +49,7 @@ class Options:
     ready_timeout: float = 300.0
     cluster_domain: str = "cluster.local"  # kubelet's --cluster-domain
     node_search: tuple[str, ...] = ()  # the node's resolv.conf search list (kubelet appends it to pods')
+    reference_guest: str = "busybox"  # or "fedora": the Fedora-like flavour of the deployed version
 
 
 class FakeCluster:
@@ -62,7 +63,8 @@ class FakeCluster:
                                          opts.propagation_delay)
         self.core = CoreControllers(self.store)
         self.controllers = Controllers(self.store, self.operator, opts.qemu, opts.ready_timeout,
-                                       cluster_domain=opts.cluster_domain, node_search=tuple(opts.node_search))
+                                       cluster_domain=opts.cluster_domain, node_search=tuple(opts.node_search),
+                                       reference_guest=opts.reference_guest)
         self.streams = Streams(self.store, self.controllers)
         self.api.admission += [self.core.default, self.operator.admit]
         pods = BY_PATH[("", "v1", "pods")].key

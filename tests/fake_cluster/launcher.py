@@ -19,6 +19,7 @@ import string
 
 import yaml
 
+from fixtures.reference.cidata import NoCloud
 from fixtures.vmspec import Interface, PodNetwork, Port, VMSpec
 
 from .versions import at_least
@@ -94,13 +95,37 @@ def vm_spec(vmi: dict) -> VMSpec:
             ports = tuple(Port(int(p["port"]), (p.get("protocol") or "TCP").upper(), p.get("name"))
                           for p in iface.get("ports") or [])
             net = pod_nets[iface["name"]]
-            return VMSpec(name=vmi["metadata"]["name"],
+            memory = (((spec.get("domain") or {}).get("resources") or {}).get("requests") or {}).get("memory")
+            return VMSpec(name=vmi["metadata"]["name"], **({"memory": memory} if memory else {}),
                           interface=Interface(name=iface["name"], binding=iface["binding"]["name"], ports=ports,
                                               mac=iface.get("macAddress"), model=iface.get("model")),
                           network=PodNetwork(name=net["name"],
                                              vm_network_cidr=(net.get("pod") or {}).get("vmNetworkCIDR")))
     raise ValueError("the fake cluster only emulates VMIs whose pod-network interface uses a binding plugin "
                      "(slirp); this VMI has none")
+
+
+def _volume_text(src: dict, field: str) -> str | None:
+    """``<field>`` or ``<field>Base64`` of a cloud-init volume, as virt-launcher writes it to the disk."""
+    if src.get(field) is not None:
+        return src[field]
+    if src.get(field + "Base64"):
+        return base64.b64decode(src[field + "Base64"]).decode(errors="replace")
+    if src.get(field + "SecretRef"):
+        raise ValueError(f"the fake cluster reads cloud-init {field} and {field}Base64, not {field}SecretRef")
+    return None
+
+
+def nocloud(vmi: dict) -> NoCloud:
+    """The VMI's ``cloudInitNoCloud`` user data and network data, exactly as given. Raises ValueError."""
+    for vol in (vmi.get("spec") or {}).get("volumes") or []:
+        if "cloudInitNoCloud" in vol:
+            src = vol["cloudInitNoCloud"] or {}
+            user_data = _volume_text(src, "userData")
+            if user_data is None:
+                raise ValueError(f"volume {vol.get('name')!r}: cloudInitNoCloud without userData")
+            return NoCloud(user_data, _volume_text(src, "networkData"))
+    raise ValueError("a Fedora-like guest boots from a cloudInitNoCloud volume; this VMI has none")
 
 
 def cloud_init(vmi: dict) -> tuple[str, str]:
@@ -110,12 +135,9 @@ def cloud_init(vmi: dict) -> tuple[str, str]:
         src = vol.get("cloudInitNoCloud") or vol.get("cloudInitConfigDrive")
         if not src:
             continue
-        text = src.get("userData")
-        if text is None and src.get("userDataBase64"):
-            text = base64.b64decode(src["userDataBase64"]).decode(errors="replace")
         try:
-            data = yaml.safe_load(text or "") or {}
-        except yaml.YAMLError:
+            data = yaml.safe_load(_volume_text(src, "userData") or "") or {}
+        except (ValueError, yaml.YAMLError):
             continue
         if not isinstance(data, dict):
             continue
