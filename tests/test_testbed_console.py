@@ -27,7 +27,7 @@ from kubernetes import config as kube_config
 
 from fixtures import gobuild, waits
 from fixtures.kubevirt.console_websocket import ConsoleBridge
-from tests.testbed import bed, components, handler_console, kubevirt, processes, service_address
+from tests.testbed import bed, components, handler_console, kubevirt, node_layout, processes, service_address
 from tests.testbed.serial_stand_in import GREETING, SerialConsoleStandIn
 
 pytestmark = pytest.mark.testbed
@@ -83,15 +83,21 @@ def _kubectl(kubeconfig: Path, *args: str, input: str | None = None) -> str:
 
 
 def _create_vmi(kubeconfig: Path, name: str, *, running: bool) -> None:
-    """A VMI admitted by virt-api; ``running``: its status then says Running on kwok's node, as
-    virt-handler writes it once the VM is up (what virt-api's console handler checks)."""
+    """A VMI admitted by virt-api, which the node agent leaves alone (``AGENT_SKIP_ANNOTATION``):
+    the test plays its VM. virt-controller schedules it (kwok runs its launcher pod); ``running``:
+    its status then says Running, as virt-handler writes it once the VM is up (what virt-api's
+    console handler checks)."""
     _kubectl(kubeconfig, "create", "-f", "-", input=json.dumps({
         "apiVersion": "kubevirt.io/v1", "kind": "VirtualMachineInstance",
-        "metadata": {"name": name, "namespace": NAMESPACE},
+        "metadata": {"name": name, "namespace": NAMESPACE,
+                     "annotations": {node_layout.AGENT_SKIP_ANNOTATION: "skip"}},
         "spec": {"domain": {"devices": {"interfaces": [{"name": "default", "masquerade": {}}]},
                             "resources": {"requests": {"memory": "128Mi"}}},
                  "networks": [{"name": "default", "pod": {}}]}}))
     if running:
+        # virt-controller fails a Running VMI that has no running launcher pod: wait for Scheduled.
+        waits.wait_for(f"virt-controller to schedule VMI {name}", lambda: _kubectl(
+            kubeconfig, "get", "vmi", "-n", NAMESPACE, name, "-o", "jsonpath={.status.phase}") == "Scheduled", 60)
         _kubectl(kubeconfig, "patch", "vmi", "-n", NAMESPACE, name, *AS_VIRT_HANDLER, "--type=merge",
                  "-p", json.dumps({"status": {"phase": "Running", "nodeName": bed.NODE_NAME}}))
         phase = _kubectl(kubeconfig, "get", "vmi", "-n", NAMESPACE, name, "-o", "jsonpath={.status.phase}")

@@ -271,6 +271,8 @@ class NodeAgent:
             if status.get("nodeName") != self.cfg.node_name:
                 continue
             md = vmi["metadata"]
+            if (md.get("annotations") or {}).get(node_layout.AGENT_SKIP_ANNOTATION) == "skip":
+                continue
             uid, ns, name = md["uid"], md["namespace"], md["name"]
             seen.add(uid)
             rt = self.runtimes.get(uid)

@@ -7,6 +7,11 @@ from __future__ import annotations
 from pathlib import Path
 
 
+# A VMI with this annotation set to "skip" is left alone by the node agent: no VM, no status. The
+# console self-tests play such a VMI's VM themselves, with a stand-in serial console.
+AGENT_SKIP_ANNOTATION = "testbed.slirp-conformance.kubevirt.io/node-agent"
+
+
 def vmi_dir(state_dir: Path, namespace: str, name: str) -> Path:
     return Path(state_dir) / "node-agent" / "vmis" / namespace / name
 
