@@ -22,6 +22,8 @@ import pytest
 from fixtures import gobuild, waits
 from fixtures.checks import kubevirt as kubevirt_checks
 from fixtures.reference import reference_vm, sidecar_render
+from tests.suite_runner import run_suite
+from tests.test_reference_e2e import ALL_MODULES, PING_GROUP_RED
 from tests.testbed import bed, components, kubevirt, node_layout, processes
 
 pytestmark = pytest.mark.testbed
@@ -147,13 +149,13 @@ def _kubevirt_cr_specs(kubeconfig: Path) -> list[dict]:
     return [cr["spec"] for cr in json.loads(_kubectl(kubeconfig, "get", "kubevirt", "-A", "-o", "json"))["items"]]
 
 
-def test_kubevirt_cr_is_identical_before_and_after_a_suite_run(testbed, tmp_path):
-    """The suite registers the slirp binding in the CR for its run and puts the CR back exactly.
+def test_kubevirt_cr_is_identical_before_and_after_a_passing_suite_run(testbed, tmp_path):
+    """The whole contract and the KubeVirt-only suite pass against the real components, the console
+    through the API server's aggregator, virt-api and the bed's virt-handler endpoint; the suite
+    registers the slirp binding in the CR for its run and puts the CR back exactly.
 
     Runs before any test here registers the binding, so the run has to change the CR (its
-    premise, seen by a poller during the run). The run boots the VM through the node agent; until
-    the console endpoint (virt-handler's, wt-console) is served it fails at the console login,
-    which is one of the outcomes the CR must survive.
+    premise, seen by a poller during the run).
     """
     kubeconfig, _, _ = testbed
     before = _kubevirt_cr_specs(kubeconfig)
@@ -170,18 +172,38 @@ def test_kubevirt_cr_is_identical_before_and_after_a_suite_run(testbed, tmp_path
     poller = threading.Thread(target=watch_cr, daemon=True)
     poller.start()
     try:
-        run = subprocess.run([sys.executable, "-m", "pytest", "suites", "-k", "slirp", "-x", "-q", "-p",
-                              "no:cacheprovider", "--target=cluster", f"--kubeconfig={kubeconfig}",
-                              "--timeout-scale", "3", f"--report-dir={tmp_path / 'reports'}"],
-                             capture_output=True, text=True, timeout=1800, cwd=REPO)
+        run = run_suite(tmp_path, "--target=cluster", f"--kubeconfig={kubeconfig}", "--timeout-scale", "3",
+                        timeout=1800)
     finally:
         done.set()
         poller.join(30)
-    after = _kubevirt_cr_specs(kubeconfig)
-    assert seen_registered, f"premise: the run never registered the binding; its output:\n{run.stdout[-3000:]}"
-    assert after == before, f"the CR changed across the run (exit {run.returncode}): before {before}, after {after}"
+    assert seen_registered, f"premise: the run never registered the binding; its output:\n{run.output[-3000:]}"
+    assert run.returncode == 0 and (run.report or {}).get("outcome") == "CONFORMANT", (
+        f"exit {run.returncode}, failed {sorted(run.failed)}:\n{run.output[-4000:]}")
+    assert {t.split("::")[0] for t in run.ids("passed")} >= ALL_MODULES | {"test_slirp_kubevirt"}, run.outcomes
+    assert _kubevirt_cr_specs(kubeconfig) == before, "the CR changed across the passing run"
     assert not _run_leftovers(kubeconfig), (
         f"the run left {_run_leftovers(kubeconfig)} (VMI deletion must complete through the node agent)")
+
+
+def test_kubevirt_cr_is_identical_before_and_after_a_failing_suite_run(testbed, tmp_path):
+    """The node agent boots the VM with an open ping_group_range in its pod (as --qemu-sysctl does on
+    --target=qemu): exactly the ICMP checks go red, the run fails, and the CR is put back."""
+    kubeconfig, record, _ = testbed
+    before = _kubevirt_cr_specs(kubeconfig)
+    sysctls = node_layout.pod_sysctls_file(Path(record.state_dir))
+    sysctls.parent.mkdir(parents=True, exist_ok=True)
+    sysctls.write_text(json.dumps({"net.ipv4.ping_group_range": "0 2147483647"}))
+    try:
+        run = run_suite(tmp_path, "--target=cluster", f"--kubeconfig={kubeconfig}", "--timeout-scale", "3",
+                        timeout=1800)
+    finally:
+        sysctls.unlink()
+    assert run.returncode == 1 and run.failed == PING_GROUP_RED, (
+        f"exit {run.returncode}; unexpected red {sorted(run.failed - PING_GROUP_RED)}, unexpected green "
+        f"{sorted(PING_GROUP_RED - run.failed)}:\n{run.output[-3000:]}")
+    assert _kubevirt_cr_specs(kubeconfig) == before, "the CR changed across the failing run"
+    assert not _run_leftovers(kubeconfig), f"the failing run left {_run_leftovers(kubeconfig)}"
 
 
 def _run_leftovers(kubeconfig: Path) -> list[str]:
@@ -192,9 +214,8 @@ def _run_leftovers(kubeconfig: Path) -> list[str]:
 
 
 def test_kubevirt_cr_is_identical_before_and_after_an_interrupted_suite_run(testbed, tmp_path):
-    """Ctrl-C while the suite's VM starts on the node agent: the CR is put back, the VM deleted.
-    (Until the console is served the run ends by itself soon after its VMI is Running, so the
-    Ctrl-C comes as soon as the VMI exists.)"""
+    """Ctrl-C as soon as the suite's VMI exists (the VM starting on the node agent): the CR is put
+    back, the VM deleted."""
     from tests.suite_runner import interrupt_suite
 
     kubeconfig, _, _ = testbed
@@ -531,28 +552,6 @@ def test_vmi_deletion_completes_and_stops_its_vm(agent_vm, testbed):
     waits.wait_for(f"the VM of {name} to stop", lambda: not _processes_mentioning(run_dir) and not link.exists(),
                    waits.timeout("lab-ready"))
     assert not Path(run_dir).exists(), f"{run_dir} left behind"
-
-
-def test_whole_suite_passes_on_the_bed_with_the_console_from_the_node_agent(testbed, tmp_path):
-    """The contract and the KubeVirt-only suite against the real components and the node agent.
-
-    Only the console's transport is stood in for (``tests/testbed/node_agent_console.py``: the
-    agent's serial socket instead of virt-api's console websocket, which the bed does not serve
-    yet); every other request goes through the real API server, virt-api and virt-controller.
-    """
-    kubeconfig, _, _ = testbed
-    before = _kubevirt_cr_specs(kubeconfig)
-    run = subprocess.run([sys.executable, "-m", "pytest", "-p", "tests.testbed.node_agent_console", "-k", "slirp",
-                          "-q", "-p", "no:cacheprovider", "--target=cluster", f"--kubeconfig={kubeconfig}",
-                          "--timeout-scale", "3", f"--report-dir={tmp_path}"],
-                         capture_output=True, text=True, timeout=3600, cwd=REPO)
-    report = json.loads((tmp_path / "conformance.json").read_text()) if (tmp_path / "conformance.json").exists() \
-        else {}
-    assert run.returncode == 0 and report.get("outcome") == "CONFORMANT", (
-        f"exit {run.returncode}, outcome {report.get('outcome')}:\n{run.stdout[-4000:]}")
-    assert "kubevirt_version" in json.dumps(report) and "v1.1.0" in json.dumps(report), report.keys()
-    assert _kubevirt_cr_specs(kubeconfig) == before, "the CR changed across the passing run"
-    assert not [o for o in _run_leftovers(kubeconfig) if "slirp-conformance-" in o], _run_leftovers(kubeconfig)
 
 
 def test_down_leaves_nothing(testbed):

@@ -310,6 +310,10 @@ class NodeAgent:
                 self.runtimes.pop(uid, None)
 
     # -- one VM --------------------------------------------------------------------------------
+    def _pod_sysctls(self) -> dict[str, str]:
+        path = node_layout.pod_sysctls_file(self.state_dir)
+        return dict(json.loads(path.read_text())) if path.exists() else {}
+
     def _boot(self, rt: Runtime, vmi: dict, pod: dict, pods: list[dict], services: list[dict]) -> None:
         ns, name = rt.namespace, rt.name
         try:
@@ -321,7 +325,7 @@ class NodeAgent:
                 raise RuntimeError(f"the slirp sidecar of KubeVirt {self.cfg.kubevirt_version} rejects the "
                                    f"VMI: {rendering}")
             key, password = launcher.cloud_init(vmi)
-            vm = ReferenceVM(launcher.vm_spec(vmi), QemuOptions(), authorized_key=key, password=password,
+            vm = ReferenceVM(launcher.vm_spec(vmi), QemuOptions(sysctls=self._pod_sysctls()), authorized_key=key, password=password,
                              search_domains=search, dns_records=dns_records(ns, addresses[1], pods, services),
                              addresses=addresses,
                              network_args=(rendering.args, {"sidecar_render": "go",

@@ -20,3 +20,10 @@ def console_socket(state_dir: Path, namespace: str, name: str) -> Path:
     """A symlink to the running VM's serial console (a QEMU unix socket server); absent while the
     VMI has no running VM."""
     return vmi_dir(state_dir, namespace, name) / "console.sock"
+
+
+def pod_sysctls_file(state_dir: Path) -> Path:
+    """JSON ``{"net.…": "value"}``: network sysctls the node agent sets in the pod namespace of each VM
+    it boots from then on (absent: the defaults). A self-test's way to break the contract on purpose,
+    as ``--qemu-sysctl`` does on ``--target=qemu``: e.g. an open ``net.ipv4.ping_group_range``."""
+    return Path(state_dir) / "node-agent" / "pod-sysctls.json"
