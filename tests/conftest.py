@@ -15,3 +15,16 @@ def no_leaks():
                            accept=lambda s: not s.leaked_since(before),
                            describe=lambda s: f"left behind: {s.leaked_since(before)}")
     assert not after.leaked_since(before)
+
+
+def pytest_collection_modifyitems(config, items):
+    """Tests marked ``testbed`` run only when ``-m`` selects them: skipped (with the reason) before
+    any fixture could build or start a bed."""
+    expr = config.getoption("markexpr") or ""
+    if "testbed" in expr and "not testbed" not in expr:
+        return
+    skip = pytest.mark.skip(reason="the cluster test bed runs only when selected: pass -m testbed "
+                                   "(first run builds Kubernetes from Go modules, ~20 min on 2 cores)")
+    for item in items:
+        if item.get_closest_marker("testbed"):
+            item.add_marker(skip)

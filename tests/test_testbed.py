@@ -36,14 +36,6 @@ UP_TIMEOUT = 4 * gobuild.BUILD_TIMEOUT
 START_TIMEOUT = 600.0
 
 
-@pytest.fixture(scope="module", autouse=True)
-def _only_when_selected(request):  # module scope: decided before the bed fixture would start a bed
-    expr = request.config.getoption("markexpr") or ""
-    if "testbed" not in expr or "not testbed" in expr:
-        pytest.skip("the cluster test bed runs only when selected: pass -m testbed "
-                    "(first run builds Kubernetes from Go modules, ~20 min on 2 cores)")
-
-
 def _testbed(*args: str, timeout: float) -> subprocess.CompletedProcess:
     return subprocess.run(["bash", str(TESTBED_SH), "--timeout-scale", "3", *args], capture_output=True,
                           text=True, timeout=timeout, cwd=REPO)

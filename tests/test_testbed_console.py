@@ -41,14 +41,6 @@ NAMESPACE = "default"
 AS_VIRT_HANDLER = ("--as=system:serviceaccount:kubevirt:kubevirt-handler", "--as-group=system:masters")
 
 
-@pytest.fixture(scope="module", autouse=True)
-def _only_when_selected(request):
-    expr = request.config.getoption("markexpr") or ""
-    if "testbed" not in expr or "not testbed" in expr:
-        pytest.skip("the cluster test bed runs only when selected: pass -m testbed "
-                    "(first run builds Kubernetes from Go modules, ~20 min on 2 cores)")
-
-
 def _testbed(*args: str, timeout: float) -> subprocess.CompletedProcess:
     return subprocess.run(["bash", str(TESTBED_SH), "--timeout-scale", "3", *args], capture_output=True,
                           text=True, timeout=timeout, cwd=REPO)
