@@ -9,7 +9,6 @@ into `.ci/run`. Without ``-m testbed`` these tests are skipped with that reason,
 from __future__ import annotations
 
 import json
-import signal
 import socket
 import subprocess
 import sys
@@ -24,21 +23,15 @@ from fixtures.checks import kubevirt as kubevirt_checks
 from fixtures.reference import reference_vm, sidecar_render
 from tests.suite_runner import run_suite
 from tests.test_reference_e2e import ALL_MODULES, PING_GROUP_RED
+from tests import testbed_cli
 from tests.testbed import bed, components, kubevirt, node_layout, processes
 
 pytestmark = pytest.mark.testbed
 
-REPO = Path(__file__).resolve().parents[1]
-TESTBED_SH = REPO / "hack" / "testbed.sh"
 KUBEVIRT_VERSION = "v1.1.0"  # its operator code resolves through the module proxy; v1.5.3 and v1.9.0 do not (README)
 # Every cold build of the bed, in the worst case one after the other, plus the start.
 UP_TIMEOUT = 4 * gobuild.BUILD_TIMEOUT
 START_TIMEOUT = 600.0
-
-
-def _testbed(*args: str, timeout: float) -> subprocess.CompletedProcess:
-    return subprocess.run(["bash", str(TESTBED_SH), "--timeout-scale", "3", *args], capture_output=True,
-                          text=True, timeout=timeout, cwd=REPO)
 
 
 def _processes_mentioning(text: str) -> list[str]:
@@ -74,18 +67,18 @@ def _leftovers(record: bed.BedRecord) -> dict[str, list]:
 def testbed(tmp_path_factory):
     """A bed of KUBEVIRT_VERSION, up for the module; down at the end unless a test took it down."""
     kubeconfig = tmp_path_factory.mktemp("testbed") / "kubeconfig"
-    up = _testbed("up", "--kubevirt-version", KUBEVIRT_VERSION, "--kubeconfig", str(kubeconfig),
+    up = testbed_cli.run("up", "--kubevirt-version", KUBEVIRT_VERSION, "--kubeconfig", str(kubeconfig),
                   timeout=UP_TIMEOUT)
     if up.returncode != 0:
         if bed.record_path(kubeconfig).exists():
-            _testbed("down", "--kubeconfig", str(kubeconfig), timeout=START_TIMEOUT)
+            testbed_cli.run("down", "--kubeconfig", str(kubeconfig), timeout=START_TIMEOUT)
         pytest.fail(f"`hack/testbed.sh up` exited {up.returncode}:\n{up.stderr[-4000:]}")
     summary = json.loads(up.stdout.strip().splitlines()[-1])
     print(f"testbed up: {summary}")
     record = bed.BedRecord.load(kubeconfig.resolve())
     yield kubeconfig, record, summary
     if bed.record_path(kubeconfig.resolve()).exists():
-        _testbed("down", "--kubeconfig", str(kubeconfig), timeout=START_TIMEOUT)
+        testbed_cli.run("down", "--kubeconfig", str(kubeconfig), timeout=START_TIMEOUT)
 
 
 def _kubectl(kubeconfig: Path, *args: str, input: str | None = None) -> str:
@@ -553,7 +546,7 @@ def test_down_leaves_nothing(testbed):
         f"premise: every recorded process runs before down; running: {running} of {record.processes}")
     # slirp-vmi (test_virt_controller_renders_...) still runs on the node agent: down must stop its VM.
     assert _leftovers(record).get("VM processes"), f"premise: a VM runs before down: {_leftovers(record)}"
-    down = _testbed("down", "--kubeconfig", str(kubeconfig), timeout=START_TIMEOUT)
+    down = testbed_cli.run("down", "--kubeconfig", str(kubeconfig), timeout=START_TIMEOUT)
     assert down.returncode == 0, down.stderr
     assert not _leftovers(record), f"left after down: {_leftovers(record)}"
 
@@ -562,27 +555,11 @@ def test_interrupted_up_leaves_nothing(tmp_path):
     """Ctrl-C once the API server is up: `up` stops what it started and exits 130."""
     kubeconfig = tmp_path / "kubeconfig"
     before = set(Path(tempfile.gettempdir()).glob(bed.STATE_DIR_PREFIX + "*"))
-    proc = subprocess.Popen(["bash", str(TESTBED_SH), "--timeout-scale", "3", "up", "--kubevirt-version",
-                             KUBEVIRT_VERSION, "--kubeconfig", str(kubeconfig)],
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=REPO)
-    seen = []
-    try:
-        for line in proc.stderr:  # bounded: every build and readiness wait inside `up` is
-            seen.append(line)
-            if line.startswith("testbed: kube-apiserver ready"):
-                record = bed.BedRecord.load(kubeconfig.resolve())
-                proc.send_signal(signal.SIGINT)
-                break
-        else:
-            pytest.fail(f"`up` ended before the API server was ready: {''.join(seen)[-3000:]}")
-        _, err = proc.communicate(timeout=START_TIMEOUT)
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.wait()
-    assert proc.returncode == 130, f"expected exit 130 after Ctrl-C, got {proc.returncode}: {err[-2000:]}"
+    record, returncode, seen, err = testbed_cli.interrupt_up(kubeconfig, KUBEVIRT_VERSION,
+                                                             "testbed: kube-apiserver ready", START_TIMEOUT)
+    assert returncode == 130, f"expected exit 130 after Ctrl-C, got {returncode}: {err[-2000:]}"
     assert record.processes, "the record named no process: the check would prove nothing"
     assert not _leftovers(record), f"left after an interrupted up: {_leftovers(record)}"
     new_dirs = set(Path(tempfile.gettempdir()).glob(bed.STATE_DIR_PREFIX + "*")) - before
     assert not new_dirs, f"state dirs left: {new_dirs}"
-    print("".join(seen), err, file=sys.stderr)
+    print(seen, err, file=sys.stderr)

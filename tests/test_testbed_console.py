@@ -14,7 +14,6 @@ from __future__ import annotations
 import json
 import os
 import secrets
-import signal
 import socket
 import ssl
 import subprocess
@@ -27,13 +26,12 @@ from kubernetes import config as kube_config
 
 from fixtures import gobuild, waits
 from fixtures.kubevirt.console_websocket import ConsoleBridge
+from tests import testbed_cli
 from tests.testbed import bed, components, handler_console, kubevirt, node_layout, processes, service_address
 from tests.testbed.serial_stand_in import GREETING, SerialConsoleStandIn
 
 pytestmark = pytest.mark.testbed
 
-REPO = Path(__file__).resolve().parents[1]
-TESTBED_SH = REPO / "hack" / "testbed.sh"
 KUBEVIRT_VERSION = "v1.1.0"
 NAMESPACE = "default"
 # virt-api lets only KubeVirt's service accounts write a VMI's status (vmi-mutator.go, v1.1.0):
@@ -41,24 +39,19 @@ NAMESPACE = "default"
 AS_VIRT_HANDLER = ("--as=system:serviceaccount:kubevirt:kubevirt-handler", "--as-group=system:masters")
 
 
-def _testbed(*args: str, timeout: float) -> subprocess.CompletedProcess:
-    return subprocess.run(["bash", str(TESTBED_SH), "--timeout-scale", "3", *args], capture_output=True,
-                          text=True, timeout=timeout, cwd=REPO)
-
-
 @pytest.fixture(scope="module")
 def testbed(tmp_path_factory):
     kubeconfig = tmp_path_factory.mktemp("testbed-console") / "kubeconfig"
-    up = _testbed("up", "--kubevirt-version", KUBEVIRT_VERSION, "--kubeconfig", str(kubeconfig),
+    up = testbed_cli.run("up", "--kubevirt-version", KUBEVIRT_VERSION, "--kubeconfig", str(kubeconfig),
                   timeout=4 * gobuild.BUILD_TIMEOUT)
     if up.returncode != 0:
         if bed.record_path(kubeconfig).exists():
-            _testbed("down", "--kubeconfig", str(kubeconfig), timeout=600)
+            testbed_cli.run("down", "--kubeconfig", str(kubeconfig), timeout=600)
         pytest.fail(f"`hack/testbed.sh up` exited {up.returncode}:\n{up.stderr[-4000:]}")
     record = bed.BedRecord.load(kubeconfig.resolve())
     yield kubeconfig, record
     if bed.record_path(kubeconfig.resolve()).exists():
-        _testbed("down", "--kubeconfig", str(kubeconfig), timeout=600)
+        testbed_cli.run("down", "--kubeconfig", str(kubeconfig), timeout=600)
 
 
 def _binaries() -> tuple[Path, Path]:
@@ -252,7 +245,7 @@ def test_down_removes_virt_apis_address_and_the_handler_endpoint(testbed):
     port = record.ports["virt-handler-console"]
     assert service_address.addresses_in_use().get(address) == 1, f"premise: {address} is on this host"
     assert processes.listening(port), "premise: the handler endpoint listens"
-    down = _testbed("down", "--kubeconfig", str(kubeconfig), timeout=600)
+    down = testbed_cli.run("down", "--kubeconfig", str(kubeconfig), timeout=600)
     assert down.returncode == 0, down.stderr
     assert address not in service_address.addresses_in_use(), f"{address} left on this host after down"
     assert not [p.name for p in record.processes if processes.alive(p)], "processes left after down"
@@ -267,29 +260,13 @@ def _links() -> list[str]:
 def test_interrupted_up_leaves_no_address_behind(tmp_path):
     """Ctrl-C once virt-api runs on its address: `up` stops everything, the veth goes with its holder."""
     kubeconfig = tmp_path / "kubeconfig"
-    proc = subprocess.Popen(["bash", str(TESTBED_SH), "--timeout-scale", "3", "up", "--kubevirt-version",
-                             KUBEVIRT_VERSION, "--kubeconfig", str(kubeconfig)],
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=REPO)
-    seen = []
-    try:
-        for line in proc.stderr:  # bounded: every build and readiness wait inside `up` is
-            seen.append(line)
-            if line.startswith("testbed: virt-api ready"):
-                record = bed.BedRecord.load(kubeconfig.resolve())
-                links_before = _links()
-                proc.send_signal(signal.SIGINT)
-                break
-        else:
-            pytest.fail(f"`up` ended before virt-api was ready: {''.join(seen)[-3000:]}")
-        _, err = proc.communicate(timeout=600)
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.wait()
+    links_before: list[str] = []
+    record, returncode, _, err = testbed_cli.interrupt_up(
+        kubeconfig, KUBEVIRT_VERSION, "testbed: virt-api ready", 600, on_ready=lambda: links_before.extend(_links()))
     holders = [p for p in record.processes if p.name == "virt-api-address"]
     assert holders, f"premise: the record names virt-api's address holder: {[p.name for p in record.processes]}"
     interface = service_address.INTERFACE_PREFIX + str(holders[0].pid)
-    assert proc.returncode == 130, f"expected exit 130 after Ctrl-C, got {proc.returncode}: {err[-2000:]}"
+    assert returncode == 130, f"expected exit 130 after Ctrl-C, got {returncode}: {err[-2000:]}"
     assert interface in links_before, f"premise: {interface} is there before Ctrl-C: {links_before}"
     assert interface not in _links(), f"{interface} left after Ctrl-C"
     assert not [p.name for p in record.processes if processes.alive(p)], "processes left after Ctrl-C"
