@@ -14,6 +14,7 @@ import subprocess
 import sys
 import tempfile
 import threading
+import time
 from pathlib import Path
 
 import pytest
@@ -549,6 +550,20 @@ def test_down_leaves_nothing(testbed):
     down = testbed_cli.run("down", "--kubeconfig", str(kubeconfig), timeout=START_TIMEOUT)
     assert down.returncode == 0, down.stderr
     assert not _leftovers(record), f"left after down: {_leftovers(record)}"
+    assert not _go_temp_files_since(_MODULE_LOADED), (
+        f"KubeVirt's Go programs left temp files: {_go_temp_files_since(_MODULE_LOADED)}")
+
+
+_MODULE_LOADED = time.time()
+# What KubeVirt's Go programs leave in the temp dir unless theirs is the bed's (testbed/kubevirt.py):
+# virt-api's certsdir, glog's log files.
+_GO_TEMP_PATTERNS = ("certsdir*", "kubevirt-manifests.*", "resource-generator.*", "virt-api.*", "virt-controller.*")
+
+
+def _go_temp_files_since(when: float) -> list[str]:
+    tmp = Path(tempfile.gettempdir())
+    return sorted(str(p) for pattern in _GO_TEMP_PATTERNS for p in tmp.glob(pattern)
+                  if p.lstat().st_mtime >= when)
 
 
 def test_interrupted_up_leaves_nothing(tmp_path):

@@ -8,9 +8,12 @@ from KubeVirt's ``tools/resource-generator --type=kv-cr``: both built against
 from __future__ import annotations
 
 import json
+import os
 import ssl
 import sys
+import tempfile
 import urllib.request
+from pathlib import Path
 
 from fixtures import waits
 from fixtures.cluster import runner
@@ -22,12 +25,30 @@ NAMESPACE = "kubevirt"
 SUBRESOURCE_API_SERVICE = "v1.subresources.kubevirt.io"
 
 
+def _temp_dir_env(directory: Path | str) -> dict[str, str]:
+    """KubeVirt's Go programs write into the temp dir and leave it there: glog's log files
+    (``<program>.<host>.<user>.log.*``: glog logs to files unless told otherwise) and virt-api's
+    ``certsdir`` (``os.MkdirTemp`` in pkg/virt-api/api.go, removed only on a clean return, never
+    on SIGTERM). Their TMPDIR is a directory of the bed's that goes with it."""
+    return {**os.environ, "TMPDIR": str(directory)}
+
+
+def _generate(argv: list[str]) -> str:
+    """One run of a KubeVirt generator, its temp files removed with it."""
+    with tempfile.TemporaryDirectory(prefix="slirp-testbed-gen-") as tmp:
+        return runner.run(argv, timeout=waits.timeout("api-probe") * 6, env=_temp_dir_env(tmp)).stdout
+
+
+def _daemon_env(testbed) -> dict[str, str]:
+    tmp = testbed.state / "tmp"  # removed by `down` with the state dir
+    tmp.mkdir(exist_ok=True)
+    return _temp_dir_env(tmp)
+
+
 def generate(manifests: Built) -> tuple[str, str]:
     """(CRDs as one JSON List, KubeVirt CR as YAML)."""
-    budget = waits.timeout("api-probe") * 6
-    crds = runner.run([str(manifests.binary("kubevirt-manifests")), f"--namespace={NAMESPACE}"], timeout=budget).stdout
-    cr = runner.run([str(manifests.binary("resource-generator")), "--type=kv-cr", f"--namespace={NAMESPACE}"],
-                    timeout=budget).stdout
+    crds = _generate([str(manifests.binary("kubevirt-manifests")), f"--namespace={NAMESPACE}"])
+    cr = _generate([str(manifests.binary("resource-generator")), "--type=kv-cr", f"--namespace={NAMESPACE}"])
     return crds, cr
 
 
@@ -162,7 +183,7 @@ def start_virt_controller(testbed, components: Built, kubevirt_version: str) -> 
         str(components.binary("virt-controller")), f"--kubeconfig={kubeconfig}",
         f"--launcher-image={launcher_image(kubevirt_version)}",
         # Its metrics/health server, by default on 0.0.0.0:8182: beds side by side would collide.
-        f"--listen={LOOPBACK}", f"--port={port}"])
+        f"--listen={LOOPBACK}", f"--port={port}"], env=_daemon_env(testbed))
 
     def leader() -> bool:
         # Controllers start right after the lease is won (pkg/virt-controller/watch/application.go).
@@ -207,7 +228,7 @@ def start_virt_api(testbed, components: Built, manifests: Built) -> None:
         f"--listen={address}", f"--port={port}",
         f"--tls-cert-file={serving.cert}", f"--tls-key-file={serving.key}",
         f"--handler-cert-file={handler_client.cert}", f"--handler-key-file={handler_client.key}",
-        *([f"--console-server-port={console_port}"] if console_port else [])])
+        *([f"--console-server-port={console_port}"] if console_port else [])], env=_daemon_env(testbed))
     ctx = ssl.create_default_context(cafile=str(testbed.ca.pair.cert))
 
     def healthy() -> bool:
@@ -216,9 +237,8 @@ def start_virt_api(testbed, components: Built, manifests: Built) -> None:
                                     timeout=waits.timeout("api-probe")) as r:
             return r.status == 200
     testbed.wait_ready(proc, f"virt-api at {url} healthy", healthy)
-    hooks = runner.run([str(manifests.binary("kubevirt-manifests")), "--what=webhooks", f"--namespace={NAMESPACE}",
-                        f"--virt-api-url={url}", f"--ca-file={testbed.ca.pair.cert}"],
-                       timeout=waits.timeout("api-probe") * 6).stdout
+    hooks = _generate([str(manifests.binary("kubevirt-manifests")), "--what=webhooks", f"--namespace={NAMESPACE}",
+                       f"--virt-api-url={url}", f"--ca-file={testbed.ca.pair.cert}"])
     testbed.kubectl("create", "-f", "-", input=hooks)
     register_subresource_api(testbed, proc, manifests, address, port)
 
@@ -240,9 +260,8 @@ def register_subresource_api(testbed, proc, manifests: Built, address: str, port
     """KubeVirt's `virt-api` Service and `v1[alpha3].subresources.kubevirt.io` APIServices (its own
     Go definitions, kubevirt-manifests --what=aggregation), the EndpointSlice to virt-api; wait
     until the aggregator reports the v1 APIService Available."""
-    objects = runner.run([str(manifests.binary("kubevirt-manifests")), "--what=aggregation",
-                          f"--namespace={NAMESPACE}", f"--ca-file={testbed.ca.pair.cert}"],
-                         timeout=waits.timeout("api-probe") * 6).stdout
+    objects = _generate([str(manifests.binary("kubevirt-manifests")), "--what=aggregation",
+                         f"--namespace={NAMESPACE}", f"--ca-file={testbed.ca.pair.cert}"])
     testbed.kubectl("create", "-f", "-", input=objects)
     testbed.kubectl("create", "-f", "-", input=json.dumps(virt_api_endpoint_slice(address, port)))
 
