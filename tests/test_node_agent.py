@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 
+from tests.fake_cluster.core import peer_dns_records
 from tests.testbed import node_agent
 from tests.testbed.node_kubelet import rewrite
 
@@ -60,7 +61,7 @@ def test_cluster_dns_answers_the_peer_name_and_services_selecting_the_peer():
     services = [{"metadata": {"namespace": "ns1", "name": "echo"}, "spec": {"selector": {"app": "echo"}}},
                 {"metadata": {"namespace": "ns1", "name": "other"}, "spec": {"selector": {"app": "web"}}},
                 {"metadata": {"namespace": "ns2", "name": "echo"}, "spec": {"selector": {"app": "echo"}}}]
-    assert node_agent.dns_records("ns1", "10.244.0.1", [peer], services) == {
+    assert peer_dns_records("ns1", node_agent.CLUSTER_DOMAIN, "10.244.0.1", [peer], services) == {
         "peer-echo.ns1.svc.cluster.local": "10.244.0.1", "echo.ns1.svc.cluster.local": "10.244.0.1"}
 
 

@@ -33,7 +33,7 @@ from fixtures.reference.fedora_like import Flavour, flavour_for
 from fixtures.reference.reference_vm import PEER_IP, POD_IP, QemuOptions, ReferenceVM
 
 from . import errors, launcher
-from .core import HOST_IP, NODE, cond, is_peer, pod_search_list, running_pod_status, set_cond
+from .core import HOST_IP, NODE, cond, peer_dns_records, pod_search_list, running_pod_status, set_cond
 from .discovery import BY_PATH, Resource
 from .kubevirt import KubeVirtOperator
 from .store import Store, now
@@ -342,14 +342,8 @@ class Controllers:
         return flavour_for(version) if self.reference_guest == "fedora" else None
 
     def _dns_records(self, ns: str) -> dict[str, str]:
-        records = {f"peer-echo.{ns}.svc.{self.cluster_domain}": PEER_IP}
-        peers = [p for p in self.store.list(PODS, ns) if is_peer(p)]
-        for svc in self.store.list(SERVICES, ns):
-            sel = (svc.get("spec") or {}).get("selector") or {}
-            if sel and any(all((p["metadata"].get("labels") or {}).get(k) == v for k, v in sel.items())
-                           for p in peers):
-                records[f"{svc['metadata']['name']}.{ns}.svc.{self.cluster_domain}"] = PEER_IP
-        return records
+        return peer_dns_records(ns, self.cluster_domain, PEER_IP, self.store.list(PODS, ns),
+                                self.store.list(SERVICES, ns))
 
     def _launcher_gone(self, uid: str) -> None:
         rt = self.runtimes.get(uid)

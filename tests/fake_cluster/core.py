@@ -63,6 +63,21 @@ def is_peer(pod: dict) -> bool:
     return (pod["metadata"].get("labels") or {}).get(PEER_LABEL[0]) == PEER_LABEL[1]
 
 
+def peer_dns_records(namespace: str, cluster_domain: str, peer_ip: str, pods: list[dict],
+                     services: list[dict]) -> dict[str, str]:
+    """What a lab's DNS answers, as cluster DNS would for ``namespace``: the suite's peer name, and
+    every Service of the namespace that selects one of its peer pods, all at the lab's peer address."""
+    records = {f"peer-echo.{namespace}.svc.{cluster_domain}": peer_ip}
+    peers = [p for p in pods if p["metadata"].get("namespace") == namespace and is_peer(p)]
+    for svc in services:
+        if svc["metadata"].get("namespace") != namespace:
+            continue
+        sel = (svc.get("spec") or {}).get("selector") or {}
+        if sel and any(all((p["metadata"].get("labels") or {}).get(k) == v for k, v in sel.items()) for p in peers):
+            records[f"{svc['metadata']['name']}.{namespace}.svc.{cluster_domain}"] = peer_ip
+    return records
+
+
 def running_pod_status(pod: dict, ip: str) -> dict:
     t = now()
     containers = pod.get("spec", {}).get("containers") or []

@@ -53,14 +53,13 @@ from fixtures import waits
 from fixtures.reference import sidecar_render
 from fixtures.reference.reference_vm import QemuOptions, ReferenceVM, pod_resolv_conf
 from tests.fake_cluster import launcher
-from tests.fake_cluster.core import cond, pod_search_list
+from tests.fake_cluster.core import cond, is_peer, peer_dns_records, pod_search_list
 from tests.fake_cluster.store import now
 from tests.testbed import node_layout
 
 log = logging.getLogger("slirp.testbed.node_agent")
 
 CLUSTER_DOMAIN = "cluster.local"  # the bed's kubelet --cluster-domain
-PEER_LABEL = ("app.kubernetes.io/component", "slirp-peer")  # fixtures/kubevirt/peers.py
 LAB_PREFIX = 16  # the bed's pod CIDR (bed.POD_CIDR): every pod address is on the lab's veth
 # The cluster side of a lab with no peer pod in its namespace: far beyond the addresses kwok
 # hands out from the start of the pod CIDR.
@@ -125,10 +124,6 @@ def _phase(status: dict, phase: str) -> None:
             {"phase": phase, "phaseTransitionTimestamp": now()})
 
 
-def is_peer(pod: dict) -> bool:
-    return (pod["metadata"].get("labels") or {}).get(PEER_LABEL[0]) == PEER_LABEL[1]
-
-
 def lab_addresses(launcher_pod: dict, pods: list[dict]) -> tuple[str, str, int]:
     """(pod IP, cluster-side IP, prefix): the launcher pod's IP, and the first Running peer pod's
     of its namespace (the lab's peer services answer there, as the peer pod would)."""
@@ -137,20 +132,6 @@ def lab_addresses(launcher_pod: dict, pods: list[dict]) -> tuple[str, str, int]:
                     and (p.get("status") or {}).get("podIP")), key=lambda p: p["metadata"]["name"])
     peer_ip = peers[0]["status"]["podIP"] if peers else LONE_PEER_IP
     return launcher_pod["status"]["podIP"], peer_ip, LAB_PREFIX
-
-
-def dns_records(namespace: str, peer_ip: str, pods: list[dict], services: list[dict]) -> dict[str, str]:
-    """What the lab's DNS answers (cluster DNS for the namespace): the suite's peer name, and every
-    Service of the namespace that selects a peer pod."""
-    records = {f"peer-echo.{namespace}.svc.{CLUSTER_DOMAIN}": peer_ip}
-    peers = [p for p in pods if p["metadata"].get("namespace") == namespace and is_peer(p)]
-    for svc in services:
-        if svc["metadata"].get("namespace") != namespace:
-            continue
-        sel = (svc.get("spec") or {}).get("selector") or {}
-        if sel and any(all((p["metadata"].get("labels") or {}).get(k) == v for k, v in sel.items()) for p in peers):
-            records[f"{svc['metadata']['name']}.{namespace}.svc.{CLUSTER_DOMAIN}"] = peer_ip
-    return records
 
 
 def guest_interface(vmi: dict, network_args: list[str]) -> dict:
@@ -325,8 +306,10 @@ class NodeAgent:
                 raise RuntimeError(f"the slirp sidecar of KubeVirt {self.cfg.kubevirt_version} rejects the "
                                    f"VMI: {rendering}")
             key, password = launcher.cloud_init(vmi)
-            vm = ReferenceVM(launcher.vm_spec(vmi), QemuOptions(sysctls=self._pod_sysctls()), authorized_key=key, password=password,
-                             search_domains=search, dns_records=dns_records(ns, addresses[1], pods, services),
+            vm = ReferenceVM(launcher.vm_spec(vmi), QemuOptions(sysctls=self._pod_sysctls()),
+                             authorized_key=key, password=password,
+                             search_domains=search,
+                             dns_records=peer_dns_records(ns, CLUSTER_DOMAIN, addresses[1], pods, services),
                              addresses=addresses,
                              network_args=(rendering.args, {"sidecar_render": "go",
                                                             "sidecar_kubevirt_version": self.cfg.kubevirt_version,
@@ -455,9 +438,6 @@ def main(argv: list[str]) -> int:
     return 0
 
 
-if __name__ == "__main__":
-    sys.exit(main(sys.argv[1:]))
-
 
 def start(testbed, kubevirt_version: str) -> None:
     """Start the agent as a component of ``testbed`` (after virt-controller); ready once its
@@ -482,3 +462,7 @@ def start(testbed, kubevirt_version: str) -> None:
                          env={**os.environ, "PYTHONPATH": str(repo)})
     testbed.wait_ready(proc, f"the node agent's kubelet endpoint on port {cfg.kubelet_port}",
                        lambda: processes.listening(cfg.kubelet_port))
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))
