@@ -30,6 +30,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import functools
 import json
 import os
 import ssl
@@ -66,7 +67,9 @@ class ConsoleServer:
         self.state_dir = Path(args.state_dir)
         self.sessions: dict[str, asyncio.Event] = {}  # VMI uid -> "stop" of its current session
 
+    @functools.cached_property
     def api_context(self) -> ssl.SSLContext:
+        """The TLS context of its API requests (made once: it reads the key and CA files)."""
         ctx = ssl.create_default_context(cafile=self.args.ca)
         ctx.load_cert_chain(self.args.api_cert, self.args.api_key)
         return ctx
@@ -74,7 +77,7 @@ class ConsoleServer:
     async def vmi_on_node(self, session, namespace: str, name: str) -> dict | None:
         """The VMI, if it exists and is on this node (virt-handler's informer holds only those)."""
         url = f"{self.args.api_server}/apis/kubevirt.io/v1/namespaces/{namespace}/virtualmachineinstances/{name}"
-        async with session.get(url, ssl=self.api_context()) as r:
+        async with session.get(url, ssl=self.api_context) as r:
             if r.status == 404:
                 return None
             r.raise_for_status()
