@@ -8,4 +8,9 @@ hack/setup.sh
 # the nightly releases first, cached (cold: minutes; one clear line and exit 1 without Go).
 .venv/bin/python -m fixtures.reference.sidecar_render
 mkdir -p reports
+# The cluster test bed's parts (tests/testbed) for TESTBED_KUBEVIRT_VERSION, cached by version (cold:
+# about half an hour on 2 cores; README "Measured"); their build times go to reports/testbed-build.json.
+# Where the bed cannot run (not root) nothing is built and its tests are skipped with the reason.
+.venv/bin/python -m tests.testbed build --if-usable > reports/testbed-build.json.part
+mv reports/testbed-build.json.part reports/testbed-build.json
 exec .venv/bin/python -m pytest tests --junitxml=reports/selftests.xml "$@"

@@ -9,13 +9,19 @@ PYTHON="${PYTHON:-$REPO/.venv/bin/python}"
 
 usage() {
   cat <<USAGE
-Usage: hack/testbed.sh [--timeout-scale F] up --kubevirt-version V --kubeconfig PATH
+Usage: hack/testbed.sh [--timeout-scale F] build [--kubevirt-version V]
+       hack/testbed.sh [--timeout-scale F] up [--kubevirt-version V] --kubeconfig PATH
        hack/testbed.sh down --kubeconfig PATH
+       hack/testbed.sh [--timeout-scale F] bench [--kubevirt-version V]
 
-up    builds (or reuses, ~/.cache/slirp-conformance/go) and starts the bed, writes the admin
-      kubeconfig to PATH (which must not exist) and prints a JSON summary with build and start times.
+build builds (or finds in ~/.cache/slirp-conformance/go) every part and prints their build times (JSON).
+up    builds (or reuses) and starts the bed, writes the admin kubeconfig to PATH (which must not
+      exist) and prints a JSON summary with build and start times.
 down  stops every process up started and removes PATH, PATH.testbed.json and the bed's temp dir.
-Pins: TESTBED_* in hack/versions.env. Needs Go (/usr/local/go or PATH) and hack/setup.sh.
+bench up, \`pytest -k slirp --target=cluster\` against the bed, down: each phase's time and the
+      run's outcome (JSON); exit 1 when the run fails.
+V defaults to TESTBED_KUBEVIRT_VERSION; pins: TESTBED_* in hack/versions.env. Needs Go (/usr/local/go
+or PATH), hack/setup.sh, and root (virt-api's address is on a veth).
 USAGE
 }
 

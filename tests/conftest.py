@@ -4,6 +4,7 @@ import pytest
 
 from fixtures import waits
 from tests.leaks import snapshot
+from tests.testbed import bed
 
 
 @pytest.fixture
@@ -18,13 +19,12 @@ def no_leaks():
 
 
 def pytest_collection_modifyitems(config, items):
-    """Tests marked ``testbed`` run only when ``-m`` selects them: skipped (with the reason) before
-    any fixture could build or start a bed."""
-    expr = config.getoption("markexpr") or ""
-    if "testbed" in expr and "not testbed" not in expr:
+    """Tests marked ``testbed`` run by default (``-m "not testbed"`` leaves them out); where the bed
+    cannot run (not root) they are skipped with the reason, before any fixture could build or start one."""
+    reason = bed.unusable_reason()
+    if reason is None:
         return
-    skip = pytest.mark.skip(reason="the cluster test bed runs only when selected: pass -m testbed "
-                                   "(first run builds Kubernetes from Go modules, ~20 min on 2 cores)")
+    skip = pytest.mark.skip(reason=f"the cluster test bed cannot run here: {reason}")
     for item in items:
         if item.get_closest_marker("testbed"):
             item.add_marker(skip)

@@ -1,7 +1,7 @@
 """The test bed's node agent without a bed: request routing, lab addresses, cluster DNS, status.
 
 The agent end to end (a VMI booted from the real sidecar's rendering, exec, port-forward,
-deletion) is in tests/test_testbed.py, which needs the bed (``-m testbed``).
+deletion) is in tests/test_testbed.py, which needs the bed.
 """
 
 from __future__ import annotations

@@ -1,9 +1,9 @@
 """The cluster test bed end to end: `hack/testbed.sh up`, the real server and CRDs, `down`, no leftovers.
 
-Marked ``testbed`` and run only when selected (``-m testbed``): the first run on a machine
-builds Kubernetes, etcd, kwok and KubeVirt's generator from Go modules (about 20 min cold on
-2 cores, cached afterwards; README "The cluster test bed"), which the lead has not yet budgeted
-into `.ci/run`. Without ``-m testbed`` these tests are skipped with that reason, never silently.
+Marked ``testbed``: run by default, skipped with the reason where the bed cannot run (not
+root), left out with ``-m "not testbed"``. hack/test.sh builds the bed's parts before pytest
+starts (cold: about half an hour on 2 cores, cached by version; README "Measured"), so a cold
+build never runs inside a test's budget.
 """
 
 from __future__ import annotations

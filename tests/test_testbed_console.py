@@ -6,7 +6,7 @@ Both clients are exercised: the suite's own (fixtures/kubevirt/console_websocket
 and `virtctl console` built from KubeVirt's module. The negative controls get virt-api's own
 errors, at once: a VMI that is not running, and a running VMI whose console is not published.
 
-Marked ``testbed``: runs only with ``-m testbed`` (see tests/test_testbed.py for why).
+Marked ``testbed`` (see tests/test_testbed.py).
 """
 
 from __future__ import annotations

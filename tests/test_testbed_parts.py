@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -102,3 +103,10 @@ def test_a_process_started_while_signals_are_deferred_still_stops_on_sigterm(tmp
     processes.stop(proc)
     assert not processes.alive(proc)
     assert "got SIGTERM" in Path(proc.log).read_text(), "SIGTERM never reached the child (blocked): it took SIGKILL"
+
+
+def test_the_bed_says_why_it_cannot_run_without_root(monkeypatch):
+    monkeypatch.setattr(os, "geteuid", lambda: 1000)
+    assert "needs root" in bed.unusable_reason()
+    monkeypatch.setattr(os, "geteuid", lambda: 0)
+    assert bed.unusable_reason() is None

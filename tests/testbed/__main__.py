@@ -1,10 +1,14 @@
-"""``python -m tests.testbed up|down``: what hack/testbed.sh runs.
+"""``python -m tests.testbed build|up|down|bench``: what hack/testbed.sh runs.
 
-    up   --kubevirt-version V --kubeconfig PATH   build (or reuse) and start the bed, write PATH
-    down --kubeconfig PATH                        stop it; leaves no process, port or temp dir
+    build [--kubevirt-version V] [--if-usable]   build (or find cached) every part; JSON of the build times
+    up    [--kubevirt-version V] --kubeconfig PATH   build (or reuse) and start the bed, write PATH
+    down  --kubeconfig PATH                        stop it; leaves no process, port or temp dir
+    bench [--kubevirt-version V]                   build, up, `pytest -k slirp --target=cluster`, down:
+                                                   JSON of each phase's time and the run's outcome
 
-Errors the user can act on are one line on stderr and exit status 2; the kubeconfig's contents
-are never printed.
+The KubeVirt version defaults to ``TESTBED_KUBEVIRT_VERSION`` of hack/versions.env. Errors the
+user can act on are one line on stderr and exit status 2; the kubeconfig's contents are never
+printed.
 """
 
 from __future__ import annotations
@@ -14,6 +18,7 @@ import json
 import logging
 import signal
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -24,23 +29,35 @@ from fixtures.reference import image, sidecar_render
 from tests.testbed import bed, components, kubevirt, node_agent
 
 
-def _up(args: argparse.Namespace) -> int:
-    kubevirt_version = str(versions.parse_kubevirt_version(args.kubevirt_version))
-    kubeconfig = Path(args.kubeconfig)
-    if bed.record_path(kubeconfig.resolve()).exists():
-        raise SetupError(f"a test bed is already recorded for {kubeconfig}: run "
-                         f"`hack/testbed.sh down --kubeconfig {kubeconfig}` first")
+def _build(kubevirt_version: str) -> tuple[components.Pins, components.Binaries, dict, dict]:
+    """Every part the bed runs, built or found in the cache: (pins, control-plane binaries, the
+    KubeVirt parts by name, the build report)."""
     pins = components.Pins.from_versions_env()
     started = time.monotonic()
     binaries = components.build_control_plane(pins)
-    manifests = components.build_kubevirt_manifests(kubevirt_version)
-    kubevirt_parts = components.build_kubevirt_components(kubevirt_version)
-    # The node agent's: the real slirp sidecar's rendering and the reference guest (both cached).
-    sidecar = sidecar_render.build(kubevirt_version)
+    kubevirt_parts = {"kubevirt-manifests": components.build_kubevirt_manifests(kubevirt_version),
+                      "kubevirt-components": components.build_kubevirt_components(kubevirt_version),
+                      # the node agent's: the real slirp sidecar's rendering (its guest image below)
+                      "sidecar-render": sidecar_render.build(kubevirt_version)}
     image.build()
-    build_seconds = time.monotonic() - started
+    builds = {**binaries.builds, **kubevirt_parts}
+    report = {"kubernetes": pins.kubernetes, "kubevirt": kubevirt_version,
+              "build_seconds": round(time.monotonic() - started, 1),
+              "cold_builds": sorted(name for name, b in builds.items() if b.cold),
+              "builds": {name: {"cold": b.cold, "seconds": round(b.seconds, 1)} for name, b in sorted(builds.items())}}
+    return pins, binaries, kubevirt_parts, report
+
+
+def _start(kubevirt_version: str, kubeconfig: Path) -> dict:
+    """Build (or reuse) and start the bed; its summary (build report, start time, phase times)."""
+    if bed.record_path(kubeconfig.resolve()).exists():
+        raise SetupError(f"a test bed is already recorded for {kubeconfig}: run "
+                         f"`hack/testbed.sh down --kubeconfig {kubeconfig}` first")
+    pins, binaries, parts, report = _build(kubevirt_version)
+    started = time.monotonic()
     testbed = bed.TestBed(binaries, pins.kubernetes, kubeconfig)
     record = testbed.up()
+    manifests, kubevirt_parts = parts["kubevirt-manifests"], parts["kubevirt-components"]
     try:
         testbed.phase("kubevirt-crds", lambda: kubevirt.install(testbed, manifests, kubevirt_version))
         testbed.phase("virt-handler-console", lambda: kubevirt.start_handler_console(testbed, kubevirt_version))
@@ -51,14 +68,51 @@ def _up(args: argparse.Namespace) -> int:
         print("testbed: KubeVirt start failed or interrupted: stopping the bed", file=sys.stderr, flush=True)
         bed.stop(testbed.kubeconfig)
         raise
-    summary = {"kubeconfig": str(testbed.kubeconfig), "kubernetes": pins.kubernetes, "kubevirt": kubevirt_version,
-               "build_seconds": round(build_seconds, 1),
-               "cold_builds": sorted(name for name, b in {**binaries.builds, "kubevirt-manifests": manifests,
-                                                          "kubevirt-components": kubevirt_parts, "sidecar-render": sidecar}.items() if b.cold),
-               "start_seconds": round(time.monotonic() - started - build_seconds, 1),
-               "phases": record.timings}
-    print(json.dumps(summary))
+    return {"kubeconfig": str(testbed.kubeconfig), **report,
+            "start_seconds": round(time.monotonic() - started, 1), "phases": record.timings}
+
+
+def _version(args: argparse.Namespace) -> str:
+    return str(versions.parse_kubevirt_version(args.kubevirt_version or versions.env("TESTBED_KUBEVIRT_VERSION")))
+
+
+def _build_command(args: argparse.Namespace) -> int:
+    if args.if_usable and (reason := bed.unusable_reason()):
+        print(f"testbed: not built: {reason}", file=sys.stderr)
+        print(json.dumps({"built": False, "reason": reason}))
+        return 0
+    print(json.dumps({"built": True, **_build(_version(args))[3]}))
     return 0
+
+
+def _up(args: argparse.Namespace) -> int:
+    print(json.dumps(_start(_version(args), Path(args.kubeconfig))))
+    return 0
+
+
+def _bench(args: argparse.Namespace) -> int:
+    """The bed end to end as a user meets it, timed: up, the suite against it, down."""
+    from tests.suite_runner import run_suite  # the self-tests' driver of `pytest -k slirp`
+
+    with tempfile.TemporaryDirectory(prefix="slirp-bench-") as tmp:
+        kubeconfig = Path(tmp) / "kubeconfig"
+        summary = _start(_version(args), kubeconfig)
+        try:
+            started = time.monotonic()
+            run = run_suite(Path(tmp), "--target=cluster", "--kubeconfig", str(kubeconfig), timeout=args.suite_timeout)
+            suite_seconds = time.monotonic() - started
+        finally:
+            started = time.monotonic()
+            bed.stop(kubeconfig)
+            down_seconds = time.monotonic() - started
+    summary.pop("kubeconfig")
+    outcomes: dict[str, int] = {}
+    for outcome in run.outcomes.values():
+        outcomes[outcome] = outcomes.get(outcome, 0) + 1
+    print(json.dumps({**summary, "suite_seconds": round(suite_seconds, 1), "suite_exit": run.returncode,
+                      "suite_outcomes": outcomes, "outcome": (run.report or {}).get("outcome"),
+                      "down_seconds": round(down_seconds, 1)}))
+    return 0 if run.returncode == 0 else 1
 
 
 def _down(args: argparse.Namespace) -> int:
@@ -78,21 +132,25 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--timeout-scale", type=float, default=1.0, help="multiply every readiness budget")
     parser.add_argument("-v", "--verbose", action="store_true")
     sub = parser.add_subparsers(dest="command", required=True)
+    kubevirt_help = "KubeVirt release (default: TESTBED_KUBEVIRT_VERSION of hack/versions.env)"
+    build = sub.add_parser("build", help="build (or find cached) every part of the bed; prints the build times")
+    build.add_argument("--kubevirt-version", default=None, help=kubevirt_help)
+    build.add_argument("--if-usable", action="store_true",
+                       help="build nothing, and say why, where the bed cannot run (hack/test.sh)")
     up = sub.add_parser("up", help="build (or reuse) and start the bed; writes --kubeconfig")
-    up.add_argument("--kubevirt-version", default=None, help="KubeVirt release whose CRDs and CR to install")
+    up.add_argument("--kubevirt-version", default=None, help=kubevirt_help)
     up.add_argument("--kubeconfig", required=True, help="where to write the bed's admin kubeconfig (must not exist)")
     down = sub.add_parser("down", help="stop the bed recorded for --kubeconfig and remove its files")
     down.add_argument("--kubeconfig", required=True)
+    bench = sub.add_parser("bench", help="build, up, the suite against the bed, down: each phase's time as JSON")
+    bench.add_argument("--kubevirt-version", default=None, help=kubevirt_help)
+    bench.add_argument("--suite-timeout", type=float, default=900.0, help="bound of the suite run, seconds")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING, format="%(name)s: %(message)s")
     signal.signal(signal.SIGTERM, _sigterm_as_interrupt)
     try:
         waits.set_timeout_scale(args.timeout_scale)
-        if args.command == "up":
-            if args.kubevirt_version is None:
-                args.kubevirt_version = versions.env("KUBEVIRT_DEFAULT_VERSION")
-            return _up(args)
-        return _down(args)
+        return {"build": _build_command, "up": _up, "down": _down, "bench": _bench}[args.command](args)
     except (SetupError, ValueError) as e:
         print(f"testbed: error: {e}", file=sys.stderr)
         return 2

@@ -30,6 +30,7 @@ from fixtures.reference.reference_vm import RUN_PREFIX
 from tests.testbed import processes
 from tests.testbed.components import Binaries
 from tests.testbed.pki import CertificateAuthority, KeyPair, write_signing_key
+from tests.testbed.service_address import NEEDS_ROOT  # the one part that needs more than a user has
 
 log = logging.getLogger("slirp.testbed")
 
@@ -42,6 +43,11 @@ POD_IP_START = "10.244.0.1"  # kwok's --cidr names the first address it hands ou
 KUBELET_CLIENT_CN = "kube-apiserver-kubelet-client"  # who the API server is to a kubelet (the node agent)
 EXEC_NAMESPACE = "testbed-exec"  # `kubectl exec` into its pods runs on this host (kwok ClusterExec)
 FORWARDED_POD_PORT = 8080  # port-forward to it, in EXEC_NAMESPACE, reaches ports["port-forward-target"]
+
+
+def unusable_reason() -> str | None:
+    """Why the bed cannot run on this machine, or None."""
+    return NEEDS_ROOT if os.geteuid() != 0 else None
 
 
 def record_path(kubeconfig: Path) -> Path:

@@ -64,11 +64,14 @@ def _own_namespace(pid: int) -> bool:
     return os.readlink(f"/proc/{pid}/ns/net") != os.readlink("/proc/self/ns/net")
 
 
+NEEDS_ROOT = ("the test bed's console path needs root (a veth pair gives virt-api a non-loopback address "
+              "for its APIService)")
+
+
 def hold(testbed, name: str = "virt-api-address") -> str:
     """Start the holder (recorded in the bed, so ``down`` stops it) and return the address it holds."""
     if os.geteuid() != 0:
-        raise SetupError("the test bed's console path needs root (a veth pair gives virt-api a non-loopback "
-                         "address for its APIService): run hack/testbed.sh as root")
+        raise SetupError(f"{NEEDS_ROOT}: run hack/testbed.sh as root")
     proc = testbed.spawn(name, ["unshare", "--net", "--", "sleep", "infinity"])
     testbed.wait_ready(proc, f"{name} (pid {proc.pid}) in its own network namespace",
                        lambda: _own_namespace(proc.pid))
