@@ -8,9 +8,7 @@ from Python::
 
 The suite's own cluster target runs against it:
 ``pytest suites --target=cluster --kubeconfig PATH`` (the guest profile is found from the
-guest's /etc/os-release). With ``--reference-guest fedora`` each VMI boots the Fedora-like
-flavour of the deployed KubeVirt version (``fixtures.reference.fedora_like``) from exactly its
-own ``cloudInitNoCloud`` data, and the suite meets the Fedora profile.
+guest's /etc/os-release).
 
 What is emulated, and where the facts come from, is described in the module docstrings:
 ``server`` (REST, watch, auth), ``discovery`` (resources, OpenAPI stubs), ``store``

@@ -49,7 +49,6 @@ class Options:
     ready_timeout: float = 300.0
     cluster_domain: str = "cluster.local"  # kubelet's --cluster-domain
     node_search: tuple[str, ...] = ()  # the node's resolv.conf search list (kubelet appends it to pods')
-    reference_guest: str = "busybox"  # or "fedora": the Fedora-like flavour of the deployed version
 
 
 class FakeCluster:
@@ -63,8 +62,7 @@ class FakeCluster:
                                          opts.propagation_delay)
         self.core = CoreControllers(self.store)
         self.controllers = Controllers(self.store, self.operator, opts.qemu, opts.ready_timeout,
-                                       cluster_domain=opts.cluster_domain, node_search=tuple(opts.node_search),
-                                       reference_guest=opts.reference_guest)
+                                       cluster_domain=opts.cluster_domain, node_search=tuple(opts.node_search))
         self.streams = Streams(self.store, self.controllers)
         self.api.admission += [self.core.default, self.operator.admit]
         pods = BY_PATH[("", "v1", "pods")].key

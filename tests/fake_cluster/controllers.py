@@ -1,16 +1,11 @@
 """virt-controller and virt-handler: VMs start VMIs, VMIs get a virt-launcher pod backed by a
 real ReferenceVM (QEMU + libslirp in a pod-like lab); the kubelet's part for that pod.
 
-The guest behind a VMI is the busybox reference guest, or (``reference_guest="fedora"``) the
-Fedora-like flavour that stands for the deployed KubeVirt version's test image (as the real
-``fedora-with-test-tooling`` image follows the version), booted from a cidata disk made from
-exactly the VMI's own ``cloudInitNoCloud`` volume.
+The guest behind a VMI is the busybox reference guest.
 
 VMI phases go Pending -> Scheduling (pod created) -> Scheduled (node chosen, lab starting) ->
 Running (QEMU runs). Ready and AgentConnected turn True together once the guest's serial log
-shows a login prompt (the reference guests have no agent: emulated). A Fedora-like guest's
-cloud-init config and final stages may still run then; the suite's Fedora profile waits for
-them after login (``settle_command``), as on ``--target=qemu``. LiveMigratable is False with
+shows a login prompt (the reference guest has no agent: emulated). LiveMigratable is False with
 reason InterfaceNotLiveMigratable (slirp is not migratable). ``status.interfaces`` carries what
 the guest agent would report for slirp: the guest's first lease (``.15`` of the slirp CIDR).
 The VM copies the VMI's conditions and gets printableStatus Starting/Running/Stopping/Stopped/
@@ -29,7 +24,6 @@ import logging
 import uuid
 from dataclasses import dataclass, field
 
-from fixtures.reference.fedora_like import Flavour, flavour_for
 from fixtures.reference.reference_vm import PEER_IP, POD_IP, QemuOptions, ReferenceVM
 
 from . import errors, launcher
@@ -44,7 +38,6 @@ VMIS = BY_PATH[("kubevirt.io", "v1", "virtualmachineinstances")]
 PODS = BY_PATH[("", "v1", "pods")]
 SERVICES = BY_PATH[("", "v1", "services")]
 EVENTS = BY_PATH[("", "v1", "events")]
-REFERENCE_GUESTS = ("busybox", "fedora")  # what backs a VMI (python -m tests.fake_cluster --reference-guest)
 NOT_MIGRATABLE = ("cannot migrate VMI which does not use masquerade, bridge with "
                   "kubevirt.io/allow-pod-bridge-network-live-migration VM annotation or a migratable plugin "
                   "to connect to the pod network")
@@ -67,14 +60,12 @@ class Runtime:
 
 class Controllers:
     def __init__(self, store: Store, operator: KubeVirtOperator, qemu: QemuOptions, ready_timeout: float = 300, *,
-                 cluster_domain: str = "cluster.local", node_search: tuple[str, ...] = (),
-                 reference_guest: str = "busybox") -> None:
+                 cluster_domain: str = "cluster.local", node_search: tuple[str, ...] = ()) -> None:
         self.store = store
         self.cluster_domain = cluster_domain
         self.node_search = node_search
         self.operator = operator
         self.qemu = qemu
-        self.reference_guest = reference_guest  # one of REFERENCE_GUESTS
         self.ready_timeout = ready_timeout
         self.runtimes: dict[str, Runtime] = {}
         self.all_labs: list[ReferenceVM] = []  # closed again at shutdown, whatever state they were in
@@ -280,13 +271,11 @@ class Controllers:
         try:
             spec = launcher.vm_spec(vmi)
             key, password = launcher.cloud_init(vmi)
-            flavour = self._fedora_like(version)
             ref = ReferenceVM(spec, self.qemu, authorized_key=key, password=password,
                               # the launcher pod's resolv.conf, which the sidecar passes on as dnssearch
                               search_domains=pod_search_list(ns, self.cluster_domain, self.node_search),
-                              dns_records=self._dns_records(ns), fedora_like=flavour,
-                              nocloud=launcher.nocloud(vmi) if flavour else None)
-            log.info("VMI %s/%s: booting the %s", ns, name, _guest_name(flavour))
+                              dns_records=self._dns_records(ns))
+            log.info("VMI %s/%s: booting the busybox reference guest", ns, name)
             rt.vm = ref
             self.all_labs.append(ref)
             await loop.run_in_executor(self.pool, ref.start)
@@ -334,12 +323,8 @@ class Controllers:
             if mac:
                 iface["mac"] = mac
             s["interfaces"] = [iface]
-            s["guestOSInfo"] = {"id": "fedora", "name": "Fedora Linux", "prettyName": _guest_name(flavour)}
+            s["guestOSInfo"] = {"id": "fedora", "name": "Fedora Linux", "prettyName": "busybox reference guest"}
         self._vmi_status(ns, name, ready)
-
-    def _fedora_like(self, version: str) -> Flavour | None:
-        """The Fedora-like flavour of KubeVirt ``version``'s test image, or None for the busybox guest."""
-        return flavour_for(version) if self.reference_guest == "fedora" else None
 
     def _dns_records(self, ns: str) -> dict[str, str]:
         return peer_dns_records(ns, self.cluster_domain, PEER_IP, self.store.list(PODS, ns),
@@ -394,10 +379,6 @@ class Controllers:
         self.pool.shutdown(wait=True, cancel_futures=True)
         for ref in self.all_labs:  # a start that was still running when the first close came
             ref.close()
-
-
-def _guest_name(flavour: Flavour | None) -> str:
-    return f"Fedora-like reference guest {flavour}" if flavour else "busybox reference guest"
 
 
 def _strip_times(status: dict) -> dict:
