@@ -30,9 +30,6 @@ def parse_args(argv: list[str] | None = None) -> tuple[Options, bool]:
     p.add_argument("--propagation-delay", type=float, default=1.0,
                    help="seconds until KubeVirt components act on a changed KubeVirt CR")
     p.add_argument("--ready-timeout", type=float, default=300.0, help="bound on waiting for a guest's login prompt")
-    p.add_argument("--cluster-domain", default="cluster.local", help="kubelet's cluster domain")
-    p.add_argument("--node-search", action="append", default=[], metavar="DOMAIN",
-                   help="a search domain of the node's resolv.conf (repeatable); kubelet appends them to pods'")
     p.add_argument("-v", "--verbose", action="store_true")
     a = p.parse_args(argv)
     try:
@@ -43,8 +40,7 @@ def parse_args(argv: list[str] | None = None) -> tuple[Options, bool]:
                    kubevirt_version=a.kubevirt_version,
                    qemu=QemuOptions(netdev_extra=a.qemu_netdev_extra, sysctls=sysctls, accel=a.qemu_accel),
                    available_delay=a.available_delay, propagation_delay=a.propagation_delay,
-                   ready_timeout=a.ready_timeout, cluster_domain=a.cluster_domain,
-                   node_search=tuple(a.node_search)), a.verbose
+                   ready_timeout=a.ready_timeout), a.verbose
 
 
 async def _main(opts: Options) -> None:

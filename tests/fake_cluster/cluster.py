@@ -47,8 +47,6 @@ class Options:
     available_delay: float = 2.0
     propagation_delay: float = 1.0
     ready_timeout: float = 300.0
-    cluster_domain: str = "cluster.local"  # kubelet's --cluster-domain
-    node_search: tuple[str, ...] = ()  # the node's resolv.conf search list (kubelet appends it to pods')
 
 
 class FakeCluster:
@@ -61,8 +59,7 @@ class FakeCluster:
         self.operator = KubeVirtOperator(self.store, opts.kubevirt_version, opts.available_delay,
                                          opts.propagation_delay)
         self.core = CoreControllers(self.store)
-        self.controllers = Controllers(self.store, self.operator, opts.qemu, opts.ready_timeout,
-                                       cluster_domain=opts.cluster_domain, node_search=tuple(opts.node_search))
+        self.controllers = Controllers(self.store, self.operator, opts.qemu, opts.ready_timeout)
         self.streams = Streams(self.store, self.controllers)
         self.api.admission += [self.core.default, self.operator.admit]
         pods = BY_PATH[("", "v1", "pods")].key

@@ -38,6 +38,7 @@ VMIS = BY_PATH[("kubevirt.io", "v1", "virtualmachineinstances")]
 PODS = BY_PATH[("", "v1", "pods")]
 SERVICES = BY_PATH[("", "v1", "services")]
 EVENTS = BY_PATH[("", "v1", "events")]
+CLUSTER_DOMAIN = "cluster.local"  # the fake kubelet's --cluster-domain; the node has no search domains
 NOT_MIGRATABLE = ("cannot migrate VMI which does not use masquerade, bridge with "
                   "kubevirt.io/allow-pod-bridge-network-live-migration VM annotation or a migratable plugin "
                   "to connect to the pod network")
@@ -59,11 +60,8 @@ class Runtime:
 
 
 class Controllers:
-    def __init__(self, store: Store, operator: KubeVirtOperator, qemu: QemuOptions, ready_timeout: float = 300, *,
-                 cluster_domain: str = "cluster.local", node_search: tuple[str, ...] = ()) -> None:
+    def __init__(self, store: Store, operator: KubeVirtOperator, qemu: QemuOptions, ready_timeout: float = 300) -> None:
         self.store = store
-        self.cluster_domain = cluster_domain
-        self.node_search = node_search
         self.operator = operator
         self.qemu = qemu
         self.ready_timeout = ready_timeout
@@ -273,7 +271,7 @@ class Controllers:
             key, password = launcher.cloud_init(vmi)
             ref = ReferenceVM(spec, self.qemu, authorized_key=key, password=password,
                               # the launcher pod's resolv.conf, which the sidecar passes on as dnssearch
-                              search_domains=pod_search_list(ns, self.cluster_domain, self.node_search),
+                              search_domains=pod_search_list(ns, CLUSTER_DOMAIN),
                               dns_records=self._dns_records(ns))
             log.info("VMI %s/%s: booting the busybox reference guest", ns, name)
             rt.vm = ref
@@ -327,7 +325,7 @@ class Controllers:
         self._vmi_status(ns, name, ready)
 
     def _dns_records(self, ns: str) -> dict[str, str]:
-        return peer_dns_records(ns, self.cluster_domain, PEER_IP, self.store.list(PODS, ns),
+        return peer_dns_records(ns, CLUSTER_DOMAIN, PEER_IP, self.store.list(PODS, ns),
                                 self.store.list(SERVICES, ns))
 
     def _launcher_gone(self, uid: str) -> None:
