@@ -11,7 +11,6 @@ import base64
 import json
 import os
 import shutil
-import socket
 import ssl
 import subprocess
 import tempfile
@@ -592,19 +591,6 @@ def test_pod_logs_per_container(vm, core):
 
 
 @pytest.mark.selftest_vm
-def test_vmi_port_forward_fails_for_slirp(vm, raw):
-    ns, name, _ = vm
-    path = f"/apis/subresources.kubevirt.io/v1/namespaces/{ns}/virtualmachineinstances/{name}/portforward/22/tcp"
-    ws = raw.websocket(path, "plain.kubevirt.io")
-    try:
-        ws.settimeout(15)
-        opcode, data = ws.recv_data(control_frame=True)
-        assert opcode == websocket.ABNF.OPCODE_CLOSE and b"10.0.2.15:22" in data, data
-    finally:
-        ws.close()
-
-
-@pytest.mark.selftest_vm
 def test_exec_returns_stdout_and_exit_code(vm, core):
     ns, _, pod = vm
     ws = stream(core.connect_get_namespaced_pod_exec, pod.metadata.name, ns, container="compute",
@@ -617,37 +603,6 @@ def test_exec_returns_stdout_and_exit_code(vm, core):
                  command=["true"], stderr=True, stdin=False, stdout=True, tty=False, _preload_content=False)
     out.run_forever(timeout=30)
     assert out.returncode == 0
-
-
-@pytest.mark.selftest_vm
-@pytest.mark.skipif(KUBECTL is None, reason="kubectl is not installed")
-def test_kubectl_exec_and_port_forward_over_spdy(vm, fake):
-    ns, _, pod = vm
-    r = kubectl(fake.kubeconfig, "-n", ns, "exec", pod.metadata.name, "-c", "compute", "--",
-                "sh", "-c", "echo spdy-out; echo spdy-err >&2; exit 4", check=False)
-    assert (r.returncode, r.stdout.strip()) == (4, "spdy-out") and "spdy-err" in r.stderr, r
-    r = subprocess.run([KUBECTL, "--kubeconfig", str(fake.kubeconfig), "-n", ns, "exec", "-i", pod.metadata.name,
-                        "-c", "compute", "--", "sh", "-c", "tr a-z A-Z"], input="piped through\n", check=False,
-                       capture_output=True, text=True, timeout=60)
-    assert (r.returncode, r.stdout) == (0, "PIPED THROUGH\n"), r
-    pf = subprocess.Popen([KUBECTL, "--kubeconfig", str(fake.kubeconfig), "-n", ns, "port-forward",
-                           pod.metadata.name, ":22"], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    try:
-        line = pf.stdout.readline()  # "Forwarding from 127.0.0.1:NNNNN -> 22" (kubectl exits on failure: EOF)
-        assert "Forwarding from 127.0.0.1:" in line, (line, pf.stderr.read() if pf.poll() is not None else "")
-        local = int(line.split("127.0.0.1:")[1].split()[0])
-        with socket.create_connection(("127.0.0.1", local), timeout=20) as s:
-            s.settimeout(20)
-            assert s.recv(64).startswith(b"SSH-2.0-")
-            s.settimeout(1)
-            try:
-                while s.recv(65536):
-                    pass
-            except TimeoutError:
-                pass
-    finally:
-        pf.terminate()
-        pf.wait(10)
 
 
 @pytest.mark.selftest_vm

@@ -26,11 +26,15 @@ from dataclasses import dataclass, field
 
 from fixtures.reference.reference_vm import PEER_IP, POD_IP, QemuOptions, ReferenceVM
 
-from . import errors, launcher
-from .core import HOST_IP, NODE, cond, peer_dns_records, pod_search_list, running_pod_status, set_cond
+from tests.node_side import errors, vmi_guest
+from tests.node_side.conditions import cond, now
+from tests.node_side.pod_dns import peer_dns_records, pod_search_list
+
+from . import launcher
+from .core import HOST_IP, NODE, running_pod_status, set_cond
 from .discovery import BY_PATH, Resource
 from .kubevirt import KubeVirtOperator
-from .store import Store, now
+from .store import Store
 
 log = logging.getLogger("fake_cluster.controllers")
 VMS = BY_PATH[("kubevirt.io", "v1", "virtualmachines")]
@@ -55,7 +59,7 @@ class Runtime:
     vm: ReferenceVM | None = None
     task: asyncio.Task | None = None
     closed: bool = False
-    console: object | None = None  # the live console session (streams.py)
+    console: object | None = None  # the live console session (virt_api.py)
     extra: dict = field(default_factory=dict)
 
 
@@ -267,8 +271,8 @@ class Controllers:
         self._vmi_status(ns, name, lambda s: s.update(phase="Scheduled", nodeName=NODE,
                                                       activePods={k: NODE for k in s.get("activePods") or {}}))
         try:
-            spec = launcher.vm_spec(vmi)
-            key, password = launcher.cloud_init(vmi)
+            spec = vmi_guest.vm_spec(vmi)
+            key, password = vmi_guest.cloud_init(vmi)
             ref = ReferenceVM(spec, self.qemu, authorized_key=key, password=password,
                               # the launcher pod's resolv.conf, which the sidecar passes on as dnssearch
                               search_domains=pod_search_list(ns, CLUSTER_DOMAIN),

@@ -52,9 +52,9 @@ from kubernetes import client, config, watch
 from fixtures import waits
 from fixtures.reference import sidecar_render
 from fixtures.reference.reference_vm import QemuOptions, ReferenceVM, pod_resolv_conf
-from tests.fake_cluster import launcher
-from tests.fake_cluster.core import cond, is_peer, peer_dns_records, pod_search_list
-from tests.fake_cluster.store import now
+from tests.node_side import vmi_guest as launcher
+from tests.node_side.conditions import cond, now
+from tests.node_side.pod_dns import is_peer, peer_dns_records, pod_search_list
 from tests.testbed import node_layout
 
 log = logging.getLogger("slirp.testbed.node_agent")
