@@ -3,6 +3,7 @@
 import pytest
 
 from fixtures import waits
+from tests import testbed_cli
 from tests.leaks import snapshot
 from tests.testbed import bed
 
@@ -28,3 +29,12 @@ def pytest_collection_modifyitems(config, items):
     for item in items:
         if item.get_closest_marker("testbed"):
             item.add_marker(skip)
+
+
+@pytest.fixture(scope="session")
+def shared_testbed(tmp_path_factory):
+    """One cluster test bed (tests/testbed, KubeVirt v1.1.0) for every test that leaves it as it
+    found it: its KubeVirt CR, namespaces and VMIs as they were. Tests that stop, break or keep
+    changing a bed start their own (``testbed_cli.bed_up``)."""
+    with testbed_cli.bed_up(tmp_path_factory.mktemp("shared-testbed") / "kubeconfig") as running:
+        yield running

@@ -3,21 +3,25 @@
 The slirp sidecar passes every ``search`` entry of its /etc/resolv.conf to QEMU as ``dnssearch=``
 (kubevirt cmd/sidecars/network-slirp-binding/dns/resolvconf.go -> pkg/network/dns/resolveconf.go
 ParseSearchDomains). kubelet writes that file: the cluster's three entries for the namespace and
-cluster domain, then the node's own search domains. Against tests/fake_cluster with cluster
-domain ``k8s.test`` and a node search domain, as kind gives when the host has one and the
-config does not say ``networking.dnsSearch: []``.
+cluster domain, then the node's own search domains. End to end on the cluster test bed, whose
+node agent plays that part of kubelet for the launcher pod, given cluster domain ``k8s.test``
+and a node search domain (``node_layout.kubelet_dns_file``), as kind gives when the host has one
+and the config does not say ``networking.dnsSearch: []``; the QEMU arguments are the real slirp
+sidecar's rendering from that resolv.conf.
 """
 
 from __future__ import annotations
 
+import json
 import xml.etree.ElementTree as ET
+from pathlib import Path
 
 import pytest
 
 from fixtures.errors import SetupError
-from tests import fake_cluster
-from tests.fake_cluster.core import pod_search_list
+from tests.node_side.pod_dns import pod_search_list
 from tests.suite_runner import run_suite
+from tests.testbed import node_layout
 
 
 @pytest.mark.parametrize(("resolv_conf", "expected"), [
@@ -42,19 +46,22 @@ def test_cluster_domain_comes_from_the_namespaces_entry():
         launcher_dns.cluster_domain(("corp.example",), "ns1")
 
 
-def test_fake_kubelet_appends_the_nodes_search_domains():
+def test_the_node_agents_kubelet_appends_the_nodes_search_domains():
     assert pod_search_list("ns", "k8s.test", ("corp.example", "k8s.test")) == (
         "ns.svc.k8s.test", "svc.k8s.test", "k8s.test", "corp.example")
 
 
-@pytest.mark.selftest_vm
-def test_guest_gets_the_pods_search_list_on_another_cluster_domain_and_host(tmp_path):
-    kubeconfig = tmp_path / "fake-kubeconfig"
-    with fake_cluster.running(kubeconfig, preinstalled_kubevirt="v1.1.0", cluster_domain="k8s.test",
-                              node_search=["corp.example"]) as fake:
-        run = run_suite(tmp_path, "--target=cluster", "--kubeconfig", str(fake.kubeconfig),
-                        "--guest-profile=reference-busybox", "suites/test_slirp_dhcp.py",
-                        "suites/test_slirp_udp.py", "suites/test_slirp_kubevirt.py")
+@pytest.mark.testbed
+def test_guest_gets_the_pods_search_list_on_another_cluster_domain_and_host(shared_testbed, tmp_path):
+    dns = node_layout.kubelet_dns_file(Path(shared_testbed.record.state_dir))
+    dns.parent.mkdir(parents=True, exist_ok=True)
+    dns.write_text(json.dumps({"cluster_domain": "k8s.test", "node_search": ["corp.example"]}))
+    try:  # the shared bed's default DNS is back for the next test, whatever happens here
+        run = run_suite(tmp_path, "--target=cluster", "--kubeconfig", str(shared_testbed.kubeconfig),
+                        "--guest-profile=reference-busybox", "--timeout-scale", "3", "suites/test_slirp_dhcp.py",
+                        "suites/test_slirp_udp.py", "suites/test_slirp_kubevirt.py", timeout=1200)
+    finally:
+        dns.unlink()
     assert run.returncode == 0, run.output[-5000:]
     for check in ("test_slirp_dhcp::test_search_list_passed_through",
                   "test_slirp_kubevirt::test_qemu_command_line_carries_slirp_as_the_sidecar_renders_it",

@@ -1,14 +1,13 @@
-"""The cluster modules through the real kubernetes client against tests/fake_cluster (real HTTP).
+"""KubeVirt's operator install path through the real kubernetes client against tests/fake_cluster
+(real HTTP): the dynamic client's create/delete of release-manifest objects, waiting for the
+KubeVirt CR to be Available, and uninstalling only what it installed.
 
-What the in-memory fakes cannot show: the JSON patch really goes out as
-application/json-patch+json, the pod-proxy healthz path and the dynamic client's
-create/delete of release-manifest objects work, and one failed `test` op is answered like the
-API server does. Skipped when the fake API server is not available.
+The fake plays virt-operator here because the cluster test bed has none (it starts virt-api and
+virt-controller itself); registration and its propagation are checked on the bed
+(tests/test_testbed_registration.py).
 """
 
 from __future__ import annotations
-
-import time
 
 import pytest
 import yaml
@@ -17,30 +16,12 @@ fake_cluster = pytest.importorskip("tests.fake_cluster")
 kubernetes_config = pytest.importorskip("kubernetes.config")
 
 from fixtures.cluster import kubevirt_config as kc  # noqa: E402
-from fixtures.cluster import kubevirt_cr, preflight  # noqa: E402
+from fixtures.cluster import kubevirt_cr  # noqa: E402
 from fixtures.cluster.kubevirt_install import KubeVirtInstallation  # noqa: E402
-
-SIDECAR = "quay.io/kubevirt/network-slirp-binding:v1.1.0"
 
 
 def _client(fake):
     return kubernetes_config.new_client_from_config(config_file=str(fake.kubeconfig))
-
-
-def test_register_verify_and_restore_on_a_preinstalled_kubevirt(tmp_path):
-    with fake_cluster.running(tmp_path / "kubeconfig", preinstalled_kubevirt="v1.1.0", propagation_delay=1) as fake:
-        assert preflight.check_cluster_reachable(fake.kubeconfig).startswith("v1.")
-        api_client = _client(fake)
-        before = kc.snapshot_spec(api_client)
-        started = time.monotonic()
-        with kc.slirp_binding_registered(api_client, SIDECAR, enable_feature_gate=True) as reg:
-            config = kc.snapshot_spec(api_client)["configuration"]
-            assert config["network"]["binding"]["slirp"] == {"sidecarImage": SIDECAR}
-            assert kc.FEATURE_GATE in config["developerConfiguration"]["featureGates"]
-            assert reg.propagation == "verified", reg
-            assert {name.split("-")[1] for name in reg.component_versions} >= {"api", "controller", "handler"}
-        assert time.monotonic() - started < 60
-        assert kc.snapshot_spec(api_client) == before
 
 
 def _manifests(directory):

@@ -11,10 +11,8 @@ import base64
 import json
 import os
 import shutil
-import socket
 import ssl
 import subprocess
-import sys
 import tempfile
 import time
 import urllib.error
@@ -30,14 +28,12 @@ from kubernetes.dynamic import DynamicClient
 from kubernetes.stream import portforward, stream
 
 from fixtures import waits
-from fixtures.reference import fedora_image
 from fixtures.reference.reference_vm import RUN_PREFIX
 from fixtures.ssh_client import generate_keypair
 from tests import leaks
 from tests.fake_cluster import running
 
 KV = ("kubevirt.io", "v1")
-REPO = Path(__file__).resolve().parents[1]
 SLIRP_IMAGE = "quay.io/kubevirt/network-slirp-binding:v1.1.0"
 KUBECTL = shutil.which("kubectl")
 
@@ -257,48 +253,6 @@ def test_command_line_options_reach_every_reference_vm():
                           "--qemu-sysctl", "net.ipv4.ping_group_range=0 2147483647", "--qemu-netdev-extra", "restrict=on"])
     assert opts.preinstalled_kubevirt == "v1.1.0" and opts.qemu.accel == "tcg"
     assert opts.qemu.sysctls == {"net.ipv4.ping_group_range": "0 2147483647"} and opts.qemu.netdev_extra == "restrict=on"
-
-
-def test_reference_guest_option_checks_the_version_at_once(capsys):
-    from tests.fake_cluster.__main__ import parse_args
-    assert parse_args(["--kubeconfig", "/nonexistent/kc"])[0].reference_guest == "busybox"
-    opts, _ = parse_args(["--kubeconfig", "/nonexistent/kc", "--preinstalled-kubevirt", "v1.9.0",
-                          "--reference-guest", "fedora"])
-    assert opts.reference_guest == "fedora"
-    with pytest.raises(SystemExit):  # no Fedora-like flavour stands for it: every VMI would fail later
-        parse_args(["--kubeconfig", "/nonexistent/kc", "--reference-guest", "fedora", "--kubevirt-version", "v1.10.0"])
-    assert "v1.1 - v1.9 only" in capsys.readouterr().err
-
-
-def _vmi_of(manifest: dict) -> dict:
-    return {"metadata": {"name": manifest["metadata"]["name"]}, "spec": manifest["spec"]["template"]["spec"]}
-
-
-def test_the_fedora_like_guest_gets_exactly_the_vmis_own_nocloud_data():
-    """What the suite really sent (its own VM manifest), byte for byte, base64 or not; nothing else."""
-    from fixtures.kubevirt.vm_manifest import render_vm
-    from fixtures.reference.cidata import NoCloud
-    from fixtures.vmspec import conformance_vm
-    from tests.fake_cluster import launcher
-
-    vmi = _vmi_of(render_vm(conformance_vm("vm-x"), namespace="ns", image="img", authorized_key="ssh-ed25519 AAAA k",
-                            password="pw-of-the-run"))
-    volume = next(v["cloudInitNoCloud"] for v in vmi["spec"]["volumes"] if "cloudInitNoCloud" in v)
-    assert launcher.nocloud(vmi) == NoCloud(volume["userData"], volume["networkData"])
-    assert "pw-of-the-run" in launcher.nocloud(vmi).user_data
-    assert launcher.vm_spec(vmi).memory == "512Mi"  # as the VMI asks (KubeVirt's Fedora test VMs)
-    encoded = {"userDataBase64": base64.b64encode(volume.pop("userData").encode()).decode(),
-               "networkDataBase64": base64.b64encode(volume.pop("networkData").encode()).decode()}
-    volume.update(encoded)
-    assert launcher.nocloud(vmi) == NoCloud(base64.b64decode(encoded["userDataBase64"]).decode(),
-                                            base64.b64decode(encoded["networkDataBase64"]).decode())
-    volume.clear()
-    volume["userDataSecretRef"] = {"name": "s"}
-    with pytest.raises(ValueError, match="not userDataSecretRef"):
-        launcher.nocloud(vmi)
-    vmi["spec"]["volumes"] = [v for v in vmi["spec"]["volumes"] if "cloudInitNoCloud" not in v]
-    with pytest.raises(ValueError, match="has none"):
-        launcher.nocloud(vmi)
 
 
 def test_namespace_goes_through_terminating(core):
@@ -637,19 +591,6 @@ def test_pod_logs_per_container(vm, core):
 
 
 @pytest.mark.selftest_vm
-def test_vmi_port_forward_fails_for_slirp(vm, raw):
-    ns, name, _ = vm
-    path = f"/apis/subresources.kubevirt.io/v1/namespaces/{ns}/virtualmachineinstances/{name}/portforward/22/tcp"
-    ws = raw.websocket(path, "plain.kubevirt.io")
-    try:
-        ws.settimeout(15)
-        opcode, data = ws.recv_data(control_frame=True)
-        assert opcode == websocket.ABNF.OPCODE_CLOSE and b"10.0.2.15:22" in data, data
-    finally:
-        ws.close()
-
-
-@pytest.mark.selftest_vm
 def test_exec_returns_stdout_and_exit_code(vm, core):
     ns, _, pod = vm
     ws = stream(core.connect_get_namespaced_pod_exec, pod.metadata.name, ns, container="compute",
@@ -662,37 +603,6 @@ def test_exec_returns_stdout_and_exit_code(vm, core):
                  command=["true"], stderr=True, stdin=False, stdout=True, tty=False, _preload_content=False)
     out.run_forever(timeout=30)
     assert out.returncode == 0
-
-
-@pytest.mark.selftest_vm
-@pytest.mark.skipif(KUBECTL is None, reason="kubectl is not installed")
-def test_kubectl_exec_and_port_forward_over_spdy(vm, fake):
-    ns, _, pod = vm
-    r = kubectl(fake.kubeconfig, "-n", ns, "exec", pod.metadata.name, "-c", "compute", "--",
-                "sh", "-c", "echo spdy-out; echo spdy-err >&2; exit 4", check=False)
-    assert (r.returncode, r.stdout.strip()) == (4, "spdy-out") and "spdy-err" in r.stderr, r
-    r = subprocess.run([KUBECTL, "--kubeconfig", str(fake.kubeconfig), "-n", ns, "exec", "-i", pod.metadata.name,
-                        "-c", "compute", "--", "sh", "-c", "tr a-z A-Z"], input="piped through\n", check=False,
-                       capture_output=True, text=True, timeout=60)
-    assert (r.returncode, r.stdout) == (0, "PIPED THROUGH\n"), r
-    pf = subprocess.Popen([KUBECTL, "--kubeconfig", str(fake.kubeconfig), "-n", ns, "port-forward",
-                           pod.metadata.name, ":22"], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    try:
-        line = pf.stdout.readline()  # "Forwarding from 127.0.0.1:NNNNN -> 22" (kubectl exits on failure: EOF)
-        assert "Forwarding from 127.0.0.1:" in line, (line, pf.stderr.read() if pf.poll() is not None else "")
-        local = int(line.split("127.0.0.1:")[1].split()[0])
-        with socket.create_connection(("127.0.0.1", local), timeout=20) as s:
-            s.settimeout(20)
-            assert s.recv(64).startswith(b"SSH-2.0-")
-            s.settimeout(1)
-            try:
-                while s.recv(65536):
-                    pass
-            except TimeoutError:
-                pass
-    finally:
-        pf.terminate()
-        pf.wait(10)
 
 
 @pytest.mark.selftest_vm
@@ -725,17 +635,6 @@ def test_peer_pod_runs_in_the_labs_peer_namespace(vm, core):
     out = stream(core.connect_get_namespaced_pod_exec, "peer", ns, command=["ip", "-4", "-o", "addr", "show"],
                  stderr=True, stdin=False, stdout=True, tty=False)
     assert "198.18.0.1" in out
-
-
-@pytest.mark.selftest_vm
-def test_the_suites_cluster_target_passes_a_suite_against_the_fake(tmp_path):
-    """End to end: the suite's own --target=cluster code (install check, registration with verified
-    propagation, VM, console, SSH over the pod port-forward, exec bridges) against its own fake."""
-    with running(tmp_path / "kc", preinstalled_kubevirt="v1.1.0") as f:
-        r = subprocess.run([sys.executable, "-m", "pytest", "suites/test_slirp_dhcp.py", "--target=cluster",
-                            "--kubeconfig", str(f.kubeconfig), "--guest-profile", "reference-busybox", "-q"],
-                           cwd=REPO, capture_output=True, text=True, timeout=600, check=False)
-    assert r.returncode == 0, r.stdout[-4000:] + r.stderr[-2000:]
 
 
 @pytest.mark.selftest_vm
@@ -779,22 +678,3 @@ def test_stopping_the_fake_leaves_nothing_behind(fake, core, custom, slirp_regis
     assert not ours(after) and not run_dirs(after), after
     assert not fake.kubeconfig.exists()
     assert not list(Path(tempfile.gettempdir()).glob(f"fake-cluster-{fake.proc.pid}-*"))
-
-
-@pytest.mark.selftest_vm
-def test_stopping_the_fake_while_a_fedora_like_guest_boots_leaves_nothing(tmp_path, no_leaks):
-    """The Fedora-like guest's run dir holds more (the root disk's overlay, the cidata ISO with the
-    run's password): all of it goes with the VM when the fake stops mid-boot."""
-    fedora_image.build()
-    with running(tmp_path / "kc", preinstalled_kubevirt="v1.9.0", reference_guest="fedora") as f:
-        api = config.new_client_from_config(str(f.kubeconfig))
-        core, custom = client.CoreV1Api(api), client.CustomObjectsApi(api)
-        register_slirp(custom, Raw(f.kubeconfig))
-        core.create_namespace({"metadata": {"name": "fedora-stop"}})
-        custom.create_namespaced_custom_object(*KV, "fedora-stop", "virtualmachines", binding_vm(
-            "fedora-stop", "fedora-stop", userdata="#cloud-config\npassword: fedora\n"))
-        wait("the fake's Fedora-like QEMU to boot from the VMI's cidata ISO",
-             lambda: any("cidata.iso" in p for p in leaks.qemu_of(f.proc.pid)), 120)
-        assert f.stop() == 0
-    # at once: another run's start sweeps the run dirs of dead processes, which no_leaks would miss
-    assert not leaks.qemu_of(f.proc.pid) and not list(Path(tempfile.gettempdir()).glob(f"{RUN_PREFIX}{f.proc.pid}-*"))

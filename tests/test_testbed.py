@@ -19,7 +19,7 @@ from pathlib import Path
 
 import pytest
 
-from fixtures import gobuild, waits
+from fixtures import waits
 from fixtures.checks import kubevirt as kubevirt_checks
 from fixtures.reference import reference_vm, sidecar_render
 from tests.suite_runner import run_suite
@@ -29,10 +29,8 @@ from tests.testbed import bed, components, kubevirt, node_layout, processes
 
 pytestmark = pytest.mark.testbed
 
-KUBEVIRT_VERSION = "v1.1.0"  # its operator code resolves through the module proxy; v1.5.3 and v1.9.0 do not (README)
-# Every cold build of the bed, in the worst case one after the other, plus the start.
-UP_TIMEOUT = 4 * gobuild.BUILD_TIMEOUT
-START_TIMEOUT = 600.0
+KUBEVIRT_VERSION = testbed_cli.KUBEVIRT_VERSION
+START_TIMEOUT = testbed_cli.DOWN_TIMEOUT
 
 
 def _processes_mentioning(text: str) -> list[str]:
@@ -66,20 +64,10 @@ def _leftovers(record: bed.BedRecord) -> dict[str, list]:
 
 @pytest.fixture(scope="module")
 def testbed(tmp_path_factory):
-    """A bed of KUBEVIRT_VERSION, up for the module; down at the end unless a test took it down."""
-    kubeconfig = tmp_path_factory.mktemp("testbed") / "kubeconfig"
-    up = testbed_cli.run("up", "--kubevirt-version", KUBEVIRT_VERSION, "--kubeconfig", str(kubeconfig),
-                  timeout=UP_TIMEOUT)
-    if up.returncode != 0:
-        if bed.record_path(kubeconfig).exists():
-            testbed_cli.run("down", "--kubeconfig", str(kubeconfig), timeout=START_TIMEOUT)
-        pytest.fail(f"`hack/testbed.sh up` exited {up.returncode}:\n{up.stderr[-4000:]}")
-    summary = json.loads(up.stdout.strip().splitlines()[-1])
-    print(f"testbed up: {summary}")
-    record = bed.BedRecord.load(kubeconfig.resolve())
-    yield kubeconfig, record, summary
-    if bed.record_path(kubeconfig.resolve()).exists():
-        testbed_cli.run("down", "--kubeconfig", str(kubeconfig), timeout=START_TIMEOUT)
+    """A bed of KUBEVIRT_VERSION of the module's own (its tests change the CR and take it down)."""
+    with testbed_cli.bed_up(tmp_path_factory.mktemp("testbed") / "kubeconfig", KUBEVIRT_VERSION) as running:
+        print(f"testbed up: {running.summary}")
+        yield running.kubeconfig, running.record, running.summary
 
 
 def _kubectl(kubeconfig: Path, *args: str, input: str | None = None) -> str:

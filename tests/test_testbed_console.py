@@ -24,7 +24,7 @@ import pytest
 import websocket
 from kubernetes import config as kube_config
 
-from fixtures import gobuild, waits
+from fixtures import waits
 from fixtures.kubevirt.console_websocket import ConsoleBridge
 from tests import testbed_cli
 from tests.testbed import bed, components, handler_console, kubevirt, node_layout, processes, service_address
@@ -32,7 +32,7 @@ from tests.testbed.serial_stand_in import GREETING, SerialConsoleStandIn
 
 pytestmark = pytest.mark.testbed
 
-KUBEVIRT_VERSION = "v1.1.0"
+KUBEVIRT_VERSION = testbed_cli.KUBEVIRT_VERSION
 NAMESPACE = "default"
 # virt-api lets only KubeVirt's service accounts write a VMI's status (vmi-mutator.go, v1.1.0):
 # the test writes it as virt-handler does (its account; the group for RBAC, which the bed lacks).
@@ -41,17 +41,9 @@ AS_VIRT_HANDLER = ("--as=system:serviceaccount:kubevirt:kubevirt-handler", "--as
 
 @pytest.fixture(scope="module")
 def testbed(tmp_path_factory):
-    kubeconfig = tmp_path_factory.mktemp("testbed-console") / "kubeconfig"
-    up = testbed_cli.run("up", "--kubevirt-version", KUBEVIRT_VERSION, "--kubeconfig", str(kubeconfig),
-                  timeout=4 * gobuild.BUILD_TIMEOUT)
-    if up.returncode != 0:
-        if bed.record_path(kubeconfig).exists():
-            testbed_cli.run("down", "--kubeconfig", str(kubeconfig), timeout=600)
-        pytest.fail(f"`hack/testbed.sh up` exited {up.returncode}:\n{up.stderr[-4000:]}")
-    record = bed.BedRecord.load(kubeconfig.resolve())
-    yield kubeconfig, record
-    if bed.record_path(kubeconfig.resolve()).exists():
-        testbed_cli.run("down", "--kubeconfig", str(kubeconfig), timeout=600)
+    """The module's own bed: its tests leave VMIs behind and the last one takes it down."""
+    with testbed_cli.bed_up(tmp_path_factory.mktemp("testbed-console") / "kubeconfig", KUBEVIRT_VERSION) as running:
+        yield running.kubeconfig, running.record
 
 
 def _binaries() -> tuple[Path, Path]:

@@ -8,18 +8,16 @@ from Python::
 
 The suite's own cluster target runs against it:
 ``pytest suites --target=cluster --kubeconfig PATH`` (the guest profile is found from the
-guest's /etc/os-release). With ``--reference-guest fedora`` each VMI boots the Fedora-like
-flavour of the deployed KubeVirt version (``fixtures.reference.fedora_like``) from exactly its
-own ``cloudInitNoCloud`` data, and the suite meets the Fedora profile.
+guest's /etc/os-release).
 
 What is emulated, and where the facts come from, is described in the module docstrings:
 ``server`` (REST, watch, auth), ``discovery`` (resources, OpenAPI stubs), ``store``
 (resourceVersion, graceful deletes, watch history), ``kubevirt`` (operator, component pods,
 propagation, admission, healthz), ``launcher`` and ``controllers`` (virt-controller/handler,
 backed by a real ReferenceVM), ``core`` (defaulting, CRDs, the kubelet for other pods),
-``streams`` and ``lab_exec`` (websocket console, exec, port-forward, logs), ``frontdoor`` and
-``spdy`` (kubectl's SPDY/3.1 exec and port-forward), ``tls`` (the throwaway CA; token and
-client-certificate auth).
+``virt_api`` (healthz, version, the websocket console), ``tests/node_side`` (websocket exec,
+port-forward and logs into a VM's lab, shared with the test bed's node agent), ``tls`` (the
+throwaway CA; token and client-certificate auth).
 
 Stopping (SIGTERM/SIGINT, or ``stop()``) closes every VM's lab (QEMU and its namespaces) and
 removes the kubeconfig (it writes no other file); ``running()`` keeps its log next to the
@@ -29,7 +27,7 @@ Known limits (where the fake is simpler than a cluster): one node; only VMIs who
 interface uses a binding plugin can run (always as slirp); the busybox reference guest has only
 ``root`` (the cloud-init password and first key go to root; its profile is ``reference-busybox``);
 pod commands are not run (peer and client pods stand for the lab's peer namespace); exec ignores
-``tty``; SPDY flow control is not enforced; no aggregated discovery, no OpenAPI v3; list
+``tty``; no SPDY (kubectl exec and port-forward: the test bed's); no aggregated discovery, no OpenAPI v3; list
 ``limit``/``continue`` and watch bookmarks are ignored; only JSON bodies.
 """
 

@@ -10,12 +10,9 @@ import sys
 from pathlib import Path
 
 from fixtures.errors import SetupError
-from fixtures.reference import fedora_image
-from fixtures.reference.fedora_like import flavour_for
 from fixtures.reference.reference_vm import QemuOptions, parse_sysctl
 
 from .cluster import Options, serve
-from .controllers import REFERENCE_GUESTS
 
 
 def parse_args(argv: list[str] | None = None) -> tuple[Options, bool]:
@@ -32,28 +29,18 @@ def parse_args(argv: list[str] | None = None) -> tuple[Options, bool]:
     p.add_argument("--available-delay", type=float, default=2.0, help="seconds until a new KubeVirt CR is Available")
     p.add_argument("--propagation-delay", type=float, default=1.0,
                    help="seconds until KubeVirt components act on a changed KubeVirt CR")
-    p.add_argument("--reference-guest", choices=REFERENCE_GUESTS, default="busybox",
-                   help="the guest behind each VMI: the busybox reference guest, or the Fedora-like flavour of "
-                        "the deployed KubeVirt version's test image, booted from the VMI's own cloudInitNoCloud")
     p.add_argument("--ready-timeout", type=float, default=300.0, help="bound on waiting for a guest's login prompt")
-    p.add_argument("--cluster-domain", default="cluster.local", help="kubelet's cluster domain")
-    p.add_argument("--node-search", action="append", default=[], metavar="DOMAIN",
-                   help="a search domain of the node's resolv.conf (repeatable); kubelet appends them to pods'")
     p.add_argument("-v", "--verbose", action="store_true")
     a = p.parse_args(argv)
     try:
         sysctls = dict(parse_sysctl(s) for s in a.qemu_sysctl)
-        if a.reference_guest == "fedora":  # what would otherwise fail every VMI's start, said at once
-            fedora_image.check_host_tools()
-            flavour_for(a.preinstalled_kubevirt or a.kubevirt_version)
     except SetupError as exc:
         p.error(str(exc))
     return Options(kubeconfig=a.kubeconfig, preinstalled_kubevirt=a.preinstalled_kubevirt,
                    kubevirt_version=a.kubevirt_version,
                    qemu=QemuOptions(netdev_extra=a.qemu_netdev_extra, sysctls=sysctls, accel=a.qemu_accel),
                    available_delay=a.available_delay, propagation_delay=a.propagation_delay,
-                   ready_timeout=a.ready_timeout, cluster_domain=a.cluster_domain,
-                   node_search=tuple(a.node_search), reference_guest=a.reference_guest), a.verbose
+                   ready_timeout=a.ready_timeout), a.verbose
 
 
 async def _main(opts: Options) -> None:

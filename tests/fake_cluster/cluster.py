@@ -1,4 +1,4 @@
-"""Assembly: store + API server + KubeVirt emulation + streams, served over HTTPS on 127.0.0.1.
+"""Assembly: store + API server + KubeVirt emulation + pod streams, served over HTTPS on 127.0.0.1.
 
 ``FakeCluster.start()`` binds a random free port, then writes the kubeconfig (atomically: a
 reader never sees half a file). ``stop()`` closes websockets and watches, closes every lab
@@ -24,16 +24,17 @@ from aiohttp import web
 
 from fixtures.reference.reference_vm import QemuOptions
 
-from . import lab_exec
+from tests.node_side import lab_exec
+from tests.node_side.pod_streams import PodStreams
+
 from .controllers import Controllers
 from .core import CoreControllers
 from .discovery import BY_PATH
-from .frontdoor import FrontDoor, SpdyUpgrades
 from .kubevirt import KubeVirtOperator
 from .server import ApiServer
 from .store import Store
-from .streams import Streams
 from .tls import make_pki
+from .virt_api import VirtApi
 
 log = logging.getLogger("fake_cluster")
 
@@ -47,9 +48,6 @@ class Options:
     available_delay: float = 2.0
     propagation_delay: float = 1.0
     ready_timeout: float = 300.0
-    cluster_domain: str = "cluster.local"  # kubelet's --cluster-domain
-    node_search: tuple[str, ...] = ()  # the node's resolv.conf search list (kubelet appends it to pods')
-    reference_guest: str = "busybox"  # or "fedora": the Fedora-like flavour of the deployed version
 
 
 class FakeCluster:
@@ -62,18 +60,16 @@ class FakeCluster:
         self.operator = KubeVirtOperator(self.store, opts.kubevirt_version, opts.available_delay,
                                          opts.propagation_delay)
         self.core = CoreControllers(self.store)
-        self.controllers = Controllers(self.store, self.operator, opts.qemu, opts.ready_timeout,
-                                       cluster_domain=opts.cluster_domain, node_search=tuple(opts.node_search),
-                                       reference_guest=opts.reference_guest)
-        self.streams = Streams(self.store, self.controllers)
+        self.controllers = Controllers(self.store, self.operator, opts.qemu, opts.ready_timeout)
+        pods = BY_PATH[("", "v1", "pods")]
+        self.streams = PodStreams(lambda ns, name: self.store.get(pods, ns, name), self.controllers.lab_for_pod)
+        self.virt_api = VirtApi(self.store, self.controllers, self.operator)
         self.api.admission += [self.core.default, self.operator.admit]
-        pods = BY_PATH[("", "v1", "pods")].key
-        self.api.subresources.update({(pods, "exec"): self.streams.pod_exec,
-                                      (pods, "portforward"): self.streams.pod_portforward,
-                                      (pods, "log"): self.streams.pod_log,
-                                      (pods, "proxy"): self.operator.pod_proxy})
-        self.api.aggregated["subresources.kubevirt.io"] = (
-            lambda request, rest: self.streams.kubevirt_api(request, rest, self.operator))
+        self.api.subresources.update({(pods.key, "exec"): self.streams.pod_exec,
+                                      (pods.key, "portforward"): self.streams.pod_portforward,
+                                      (pods.key, "log"): self.streams.pod_log,
+                                      (pods.key, "proxy"): self.operator.pod_proxy})
+        self.api.aggregated["subresources.kubevirt.io"] = self.virt_api.handle
         self.ssl = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
         tmp = Path(tempfile.mkdtemp(prefix=f"fake-cluster-{os.getpid()}-"))  # ssl loads keys from files only; gone at once
         try:
@@ -87,7 +83,6 @@ class FakeCluster:
         self.ssl.verify_mode = ssl.CERT_OPTIONAL  # client certificates are optional; tokens work too
         self.runner: web.AppRunner | None = None
         self.listener: asyncio.Server | None = None
-        self.spdy = SpdyUpgrades(self.store, self.controllers, self.token, "fake-admin")
         self.port = 0
 
     def _seed(self) -> None:
@@ -107,9 +102,8 @@ class FakeCluster:
         self._seed()
         self.runner = web.AppRunner(self.api.app, handle_signals=False, access_log=None, shutdown_timeout=2)
         await self.runner.setup()
-        http = self.runner.server
-        self.listener = await asyncio.get_running_loop().create_server(
-            lambda: FrontDoor(http, self.spdy), "127.0.0.1", 0, ssl=self.ssl)
+        self.listener = await asyncio.get_running_loop().create_server(self.runner.server, "127.0.0.1", 0,
+                                                                       ssl=self.ssl)
         self.port = self.listener.sockets[0].getsockname()[1]
         self.write_kubeconfig()
         log.info("serving on https://127.0.0.1:%d, kubeconfig %s", self.port, self.opts.kubeconfig)
@@ -144,7 +138,7 @@ class FakeCluster:
         for w in list(self.store.watchers):  # end watch streams: a None-event wakes nobody, so cancel below
             self.store.unwatch(w)
         await self.streams.close_all()
-        self.spdy.close_all()
+        await self.virt_api.close_all()
         lab_exec.kill_all()
         if self.listener is not None:
             self.listener.close()

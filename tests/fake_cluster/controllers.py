@@ -1,16 +1,11 @@
 """virt-controller and virt-handler: VMs start VMIs, VMIs get a virt-launcher pod backed by a
 real ReferenceVM (QEMU + libslirp in a pod-like lab); the kubelet's part for that pod.
 
-The guest behind a VMI is the busybox reference guest, or (``reference_guest="fedora"``) the
-Fedora-like flavour that stands for the deployed KubeVirt version's test image (as the real
-``fedora-with-test-tooling`` image follows the version), booted from a cidata disk made from
-exactly the VMI's own ``cloudInitNoCloud`` volume.
+The guest behind a VMI is the busybox reference guest.
 
 VMI phases go Pending -> Scheduling (pod created) -> Scheduled (node chosen, lab starting) ->
 Running (QEMU runs). Ready and AgentConnected turn True together once the guest's serial log
-shows a login prompt (the reference guests have no agent: emulated). A Fedora-like guest's
-cloud-init config and final stages may still run then; the suite's Fedora profile waits for
-them after login (``settle_command``), as on ``--target=qemu``. LiveMigratable is False with
+shows a login prompt (the reference guest has no agent: emulated). LiveMigratable is False with
 reason InterfaceNotLiveMigratable (slirp is not migratable). ``status.interfaces`` carries what
 the guest agent would report for slirp: the guest's first lease (``.15`` of the slirp CIDR).
 The VM copies the VMI's conditions and gets printableStatus Starting/Running/Stopping/Stopped/
@@ -29,14 +24,17 @@ import logging
 import uuid
 from dataclasses import dataclass, field
 
-from fixtures.reference.fedora_like import Flavour, flavour_for
 from fixtures.reference.reference_vm import PEER_IP, POD_IP, QemuOptions, ReferenceVM
 
-from . import errors, launcher
-from .core import HOST_IP, NODE, cond, peer_dns_records, pod_search_list, running_pod_status, set_cond
+from tests.node_side import errors, vmi_guest
+from tests.node_side.conditions import cond, now
+from tests.node_side.pod_dns import peer_dns_records, pod_search_list
+
+from . import launcher
+from .core import HOST_IP, NODE, running_pod_status, set_cond
 from .discovery import BY_PATH, Resource
 from .kubevirt import KubeVirtOperator
-from .store import Store, now
+from .store import Store
 
 log = logging.getLogger("fake_cluster.controllers")
 VMS = BY_PATH[("kubevirt.io", "v1", "virtualmachines")]
@@ -44,7 +42,7 @@ VMIS = BY_PATH[("kubevirt.io", "v1", "virtualmachineinstances")]
 PODS = BY_PATH[("", "v1", "pods")]
 SERVICES = BY_PATH[("", "v1", "services")]
 EVENTS = BY_PATH[("", "v1", "events")]
-REFERENCE_GUESTS = ("busybox", "fedora")  # what backs a VMI (python -m tests.fake_cluster --reference-guest)
+CLUSTER_DOMAIN = "cluster.local"  # the fake kubelet's --cluster-domain; the node has no search domains
 NOT_MIGRATABLE = ("cannot migrate VMI which does not use masquerade, bridge with "
                   "kubevirt.io/allow-pod-bridge-network-live-migration VM annotation or a migratable plugin "
                   "to connect to the pod network")
@@ -61,20 +59,15 @@ class Runtime:
     vm: ReferenceVM | None = None
     task: asyncio.Task | None = None
     closed: bool = False
-    console: object | None = None  # the live console session (streams.py)
+    console: object | None = None  # the live console session (virt_api.py)
     extra: dict = field(default_factory=dict)
 
 
 class Controllers:
-    def __init__(self, store: Store, operator: KubeVirtOperator, qemu: QemuOptions, ready_timeout: float = 300, *,
-                 cluster_domain: str = "cluster.local", node_search: tuple[str, ...] = (),
-                 reference_guest: str = "busybox") -> None:
+    def __init__(self, store: Store, operator: KubeVirtOperator, qemu: QemuOptions, ready_timeout: float = 300) -> None:
         self.store = store
-        self.cluster_domain = cluster_domain
-        self.node_search = node_search
         self.operator = operator
         self.qemu = qemu
-        self.reference_guest = reference_guest  # one of REFERENCE_GUESTS
         self.ready_timeout = ready_timeout
         self.runtimes: dict[str, Runtime] = {}
         self.all_labs: list[ReferenceVM] = []  # closed again at shutdown, whatever state they were in
@@ -278,15 +271,13 @@ class Controllers:
         self._vmi_status(ns, name, lambda s: s.update(phase="Scheduled", nodeName=NODE,
                                                       activePods={k: NODE for k in s.get("activePods") or {}}))
         try:
-            spec = launcher.vm_spec(vmi)
-            key, password = launcher.cloud_init(vmi)
-            flavour = self._fedora_like(version)
+            spec = vmi_guest.vm_spec(vmi)
+            key, password = vmi_guest.cloud_init(vmi)
             ref = ReferenceVM(spec, self.qemu, authorized_key=key, password=password,
                               # the launcher pod's resolv.conf, which the sidecar passes on as dnssearch
-                              search_domains=pod_search_list(ns, self.cluster_domain, self.node_search),
-                              dns_records=self._dns_records(ns), fedora_like=flavour,
-                              nocloud=launcher.nocloud(vmi) if flavour else None)
-            log.info("VMI %s/%s: booting the %s", ns, name, _guest_name(flavour))
+                              search_domains=pod_search_list(ns, CLUSTER_DOMAIN),
+                              dns_records=self._dns_records(ns))
+            log.info("VMI %s/%s: booting the busybox reference guest", ns, name)
             rt.vm = ref
             self.all_labs.append(ref)
             await loop.run_in_executor(self.pool, ref.start)
@@ -334,15 +325,11 @@ class Controllers:
             if mac:
                 iface["mac"] = mac
             s["interfaces"] = [iface]
-            s["guestOSInfo"] = {"id": "fedora", "name": "Fedora Linux", "prettyName": _guest_name(flavour)}
+            s["guestOSInfo"] = {"id": "fedora", "name": "Fedora Linux", "prettyName": "busybox reference guest"}
         self._vmi_status(ns, name, ready)
 
-    def _fedora_like(self, version: str) -> Flavour | None:
-        """The Fedora-like flavour of KubeVirt ``version``'s test image, or None for the busybox guest."""
-        return flavour_for(version) if self.reference_guest == "fedora" else None
-
     def _dns_records(self, ns: str) -> dict[str, str]:
-        return peer_dns_records(ns, self.cluster_domain, PEER_IP, self.store.list(PODS, ns),
+        return peer_dns_records(ns, CLUSTER_DOMAIN, PEER_IP, self.store.list(PODS, ns),
                                 self.store.list(SERVICES, ns))
 
     def _launcher_gone(self, uid: str) -> None:
@@ -394,10 +381,6 @@ class Controllers:
         self.pool.shutdown(wait=True, cancel_futures=True)
         for ref in self.all_labs:  # a start that was still running when the first close came
             ref.close()
-
-
-def _guest_name(flavour: Flavour | None) -> str:
-    return f"Fedora-like reference guest {flavour}" if flavour else "busybox reference guest"
 
 
 def _strip_times(status: dict) -> dict:

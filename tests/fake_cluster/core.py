@@ -9,12 +9,8 @@
   reference lab they stand for: a peer pod (label ``app.kubernetes.io/component=slirp-peer``)
   gets the lab's peer address 198.18.0.1 (where TCP/UDP echo on 9007 and DNS already run, so
   the pod's own command is not run), any other pod the "client pod" address 198.18.0.3.
-- DNS: a ClusterFirst pod's resolv.conf search list is ``<ns>.svc.<cluster domain>``,
-  ``svc.<cluster domain>``, ``<cluster domain>``, then the node's own search domains, duplicates
-  dropped (``pod_search_list``, as kubelet's pkg/kubelet/network/dns/dns.go
-  generateSearchesForDNSClusterFirst; its length limits are not emulated). The cluster domain and
-  the node's search list are options of the fake (kind copies the host's into the node unless its
-  config says ``networking.dnsSearch: []``).
+- DNS: a ClusterFirst pod's resolv.conf search list for cluster domain ``cluster.local`` and a
+  node without search domains (``tests/node_side/pod_dns.py``).
 """
 
 from __future__ import annotations
@@ -26,7 +22,10 @@ import uuid
 from fixtures.reference.reference_vm import PEER_IP
 
 from .discovery import BY_PATH, Resource
-from .store import Store, now
+from tests.node_side.conditions import cond, now
+from tests.node_side.pod_dns import is_peer
+
+from .store import Store
 
 PODS = BY_PATH[("", "v1", "pods")]
 SERVICES = BY_PATH[("", "v1", "services")]
@@ -34,24 +33,8 @@ CRDS = BY_PATH[("apiextensions.k8s.io", "v1", "customresourcedefinitions")]
 NODE = "fake-node"
 HOST_IP = "172.18.0.2"
 CLIENT_POD_IP = "198.18.0.3"
-PEER_LABEL = ("app.kubernetes.io/component", "slirp-peer")
 
 
-def pod_search_list(namespace: str, cluster_domain: str, node_search: tuple[str, ...] = ()) -> tuple[str, ...]:
-    """The search list kubelet writes into a ClusterFirst pod's resolv.conf."""
-    if not cluster_domain:
-        return tuple(node_search)
-    composed = [f"{namespace}.svc.{cluster_domain}", f"svc.{cluster_domain}", cluster_domain, *node_search]
-    return tuple(dict.fromkeys(composed))
-
-
-def cond(type_: str, status: str, reason: str = "", message: str = "") -> dict:
-    c = {"type": type_, "status": status, "lastProbeTime": None, "lastTransitionTime": now()}
-    if reason:
-        c["reason"] = reason
-    if message:
-        c["message"] = message
-    return c
 
 
 def set_cond(status: dict, new: dict) -> None:
@@ -59,23 +42,10 @@ def set_cond(status: dict, new: dict) -> None:
     status["conditions"] = [c for c in status.get("conditions") or [] if c["type"] != new["type"]] + [new]
 
 
-def is_peer(pod: dict) -> bool:
-    return (pod["metadata"].get("labels") or {}).get(PEER_LABEL[0]) == PEER_LABEL[1]
 
 
-def peer_dns_records(namespace: str, cluster_domain: str, peer_ip: str, pods: list[dict],
-                     services: list[dict]) -> dict[str, str]:
-    """What a lab's DNS answers, as cluster DNS would for ``namespace``: the suite's peer name, and
-    every Service of the namespace that selects one of its peer pods, all at the lab's peer address."""
-    records = {f"peer-echo.{namespace}.svc.{cluster_domain}": peer_ip}
-    peers = [p for p in pods if p["metadata"].get("namespace") == namespace and is_peer(p)]
-    for svc in services:
-        if svc["metadata"].get("namespace") != namespace:
-            continue
-        sel = (svc.get("spec") or {}).get("selector") or {}
-        if sel and any(all((p["metadata"].get("labels") or {}).get(k) == v for k, v in sel.items()) for p in peers):
-            records[f"{svc['metadata']['name']}.{namespace}.svc.{cluster_domain}"] = peer_ip
-    return records
+
+
 
 
 def running_pod_status(pod: dict, ip: str) -> dict:

@@ -29,9 +29,11 @@ import secrets
 
 from aiohttp import web
 
-from . import errors
+from tests.node_side import errors
+from tests.node_side.conditions import now
+
 from .discovery import BY_PATH, Resource
-from .store import Store, now
+from .store import Store
 from .versions import at_least
 
 KUBEVIRT = BY_PATH[("kubevirt.io", "v1", "kubevirts")]

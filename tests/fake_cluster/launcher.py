@@ -1,5 +1,5 @@
-"""What virt-controller renders for a VMI: the binding check, the virt-launcher pod, and (for the
-fake's backing VM) the VMSpec the slirp sidecar would read from the VMI.
+"""What virt-controller renders for a VMI: the binding check and the virt-launcher pod (what the
+fake's backing VM is made from: tests/node_side/vmi_guest.py).
 
 Facts used (kubevirt/kubevirt, pkg/network netbinding + VMI controller): an interface whose
 ``binding.name`` has no entry in ``spec.configuration.network.binding`` makes the render fail with
@@ -13,24 +13,16 @@ Each registered binding with a ``sidecarImage`` adds one hook sidecar container
 
 from __future__ import annotations
 
-import base64
 import random
 import string
 
-import yaml
-
-from fixtures.reference.cidata import NoCloud
-from fixtures.vmspec import Interface, PodNetwork, Port, VMSpec
+from tests.node_side.vmi_guest import interfaces
 
 from .versions import at_least
 
 
 class RenderError(Exception):
     pass
-
-
-def interfaces(vmi_spec: dict) -> list[dict]:
-    return ((vmi_spec.get("domain") or {}).get("devices") or {}).get("interfaces") or []
 
 
 def binding_config(kv_config: dict) -> dict:
@@ -84,69 +76,3 @@ def launcher_pod(vmi: dict, version: str, sidecars: list[str], image_pull_policy
                  "dnsPolicy": "ClusterFirst", "terminationGracePeriodSeconds": 30},
         "status": {"phase": "Pending"},
     }
-
-
-def vm_spec(vmi: dict) -> VMSpec:
-    """The slirp-bound interface on the pod network, as the sidecar reads it. Raises ValueError."""
-    spec = vmi.get("spec") or {}
-    pod_nets = {n["name"]: n for n in spec.get("networks") or [] if "pod" in n}
-    for iface in interfaces(spec):
-        if iface.get("binding") and iface["name"] in pod_nets:
-            ports = tuple(Port(int(p["port"]), (p.get("protocol") or "TCP").upper(), p.get("name"))
-                          for p in iface.get("ports") or [])
-            net = pod_nets[iface["name"]]
-            memory = (((spec.get("domain") or {}).get("resources") or {}).get("requests") or {}).get("memory")
-            return VMSpec(name=vmi["metadata"]["name"], **({"memory": memory} if memory else {}),
-                          interface=Interface(name=iface["name"], binding=iface["binding"]["name"], ports=ports,
-                                              mac=iface.get("macAddress"), model=iface.get("model")),
-                          network=PodNetwork(name=net["name"],
-                                             vm_network_cidr=(net.get("pod") or {}).get("vmNetworkCIDR")))
-    raise ValueError("the fake cluster only emulates VMIs whose pod-network interface uses a binding plugin "
-                     "(slirp); this VMI has none")
-
-
-def _volume_text(src: dict, field: str) -> str | None:
-    """``<field>`` or ``<field>Base64`` of a cloud-init volume, as virt-launcher writes it to the disk."""
-    if src.get(field) is not None:
-        return src[field]
-    if src.get(field + "Base64"):
-        return base64.b64decode(src[field + "Base64"]).decode(errors="replace")
-    if src.get(field + "SecretRef"):
-        raise ValueError(f"the fake cluster reads cloud-init {field} and {field}Base64, not {field}SecretRef")
-    return None
-
-
-def nocloud(vmi: dict) -> NoCloud:
-    """The VMI's ``cloudInitNoCloud`` user data and network data, exactly as given. Raises ValueError."""
-    for vol in (vmi.get("spec") or {}).get("volumes") or []:
-        if "cloudInitNoCloud" in vol:
-            src = vol["cloudInitNoCloud"] or {}
-            user_data = _volume_text(src, "userData")
-            if user_data is None:
-                raise ValueError(f"volume {vol.get('name')!r}: cloudInitNoCloud without userData")
-            return NoCloud(user_data, _volume_text(src, "networkData"))
-    raise ValueError("a Fedora-like guest boots from a cloudInitNoCloud volume; this VMI has none")
-
-
-def cloud_init(vmi: dict) -> tuple[str, str]:
-    """(first ssh_authorized_keys entry, password) from the NoCloud/ConfigDrive user data."""
-    key, password = "", "fedora"
-    for vol in (vmi.get("spec") or {}).get("volumes") or []:
-        src = vol.get("cloudInitNoCloud") or vol.get("cloudInitConfigDrive")
-        if not src:
-            continue
-        try:
-            data = yaml.safe_load(_volume_text(src, "userData") or "") or {}
-        except (ValueError, yaml.YAMLError):
-            continue
-        if not isinstance(data, dict):
-            continue
-        keys = data.get("ssh_authorized_keys") or []
-        for user in data.get("users") or []:
-            if isinstance(user, dict):
-                keys += user.get("ssh_authorized_keys") or user.get("ssh-authorized-keys") or []
-        if keys:
-            key = str(keys[0])
-        if data.get("password"):
-            password = str(data["password"])
-    return key, password

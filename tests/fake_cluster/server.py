@@ -15,7 +15,9 @@ from collections.abc import Awaitable, Callable
 
 from aiohttp import web
 
-from . import discovery, errors, tables
+from tests.node_side import errors
+
+from . import discovery, tables
 from .discovery import BY_PATH, Resource
 from .patch import PatchError, json_patch, merge_patch
 from .store import Store

@@ -11,23 +11,20 @@ from __future__ import annotations
 
 import asyncio
 import copy
-import datetime
 import uuid
 from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
-from . import errors
+from tests.node_side import errors
+from tests.node_side.conditions import now
+
 from .discovery import Resource
 from .selectors import field_matcher, label_matcher
 
 TERMINATING_SECONDS = {"/namespaces": 1.5, "kubevirt.io/virtualmachines": 1.0,
                        "kubevirt.io/virtualmachineinstances": 0.5, "/pods": 0.5}
 HISTORY = 5000
-
-
-def now() -> str:
-    return datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
 @dataclass(eq=False)

@@ -52,14 +52,14 @@ from kubernetes import client, config, watch
 from fixtures import waits
 from fixtures.reference import sidecar_render
 from fixtures.reference.reference_vm import QemuOptions, ReferenceVM, pod_resolv_conf
-from tests.fake_cluster import launcher
-from tests.fake_cluster.core import cond, is_peer, peer_dns_records, pod_search_list
-from tests.fake_cluster.store import now
+from tests.node_side import vmi_guest as launcher
+from tests.node_side.conditions import cond, now
+from tests.node_side.pod_dns import is_peer, peer_dns_records, pod_search_list
 from tests.testbed import node_layout
 
 log = logging.getLogger("slirp.testbed.node_agent")
 
-CLUSTER_DOMAIN = "cluster.local"  # the bed's kubelet --cluster-domain
+CLUSTER_DOMAIN = "cluster.local"  # the bed's kubelet --cluster-domain, unless node_layout.kubelet_dns_file says
 LAB_PREFIX = 16  # the bed's pod CIDR (bed.POD_CIDR): every pod address is on the lab's veth
 # The cluster side of a lab with no peer pod in its namespace: far beyond the addresses kwok
 # hands out from the start of the pod CIDR.
@@ -295,11 +295,18 @@ class NodeAgent:
         path = node_layout.pod_sysctls_file(self.state_dir)
         return dict(json.loads(path.read_text())) if path.exists() else {}
 
+    def _kubelet_dns(self) -> tuple[str, tuple[str, ...]]:
+        """(cluster domain, the node's search domains) for a launcher pod's resolv.conf."""
+        path = node_layout.kubelet_dns_file(self.state_dir)
+        dns = json.loads(path.read_text()) if path.exists() else {}
+        return dns.get("cluster_domain", CLUSTER_DOMAIN), tuple(dns.get("node_search", ()))
+
     def _boot(self, rt: Runtime, vmi: dict, pod: dict, pods: list[dict], services: list[dict]) -> None:
         ns, name = rt.namespace, rt.name
         try:
             addresses = lab_addresses(pod, pods)
-            search = pod_search_list(ns, CLUSTER_DOMAIN)
+            cluster_domain, node_search = self._kubelet_dns()
+            search = pod_search_list(ns, cluster_domain, node_search)
             resolv = pod_resolv_conf(search, addresses[1])
             (rendering,) = sidecar_render.render_vmis(self.cfg.kubevirt_version, [(vmi, resolv)])
             if isinstance(rendering, sidecar_render.SidecarRejected):
@@ -309,7 +316,7 @@ class NodeAgent:
             vm = ReferenceVM(launcher.vm_spec(vmi), QemuOptions(sysctls=self._pod_sysctls()),
                              authorized_key=key, password=password,
                              search_domains=search,
-                             dns_records=peer_dns_records(ns, CLUSTER_DOMAIN, addresses[1], pods, services),
+                             dns_records=peer_dns_records(ns, cluster_domain, addresses[1], pods, services),
                              addresses=addresses,
                              network_args=(rendering.args, {"sidecar_render": "go",
                                                             "sidecar_kubevirt_version": self.cfg.kubevirt_version,

@@ -10,11 +10,11 @@ read first:
   paths the API server uses: k8s.io/kubernetes pkg/kubelet/server/server.go) for a pod of a
   namespace where the agent runs a VM (outside kwok's exec namespace) are served here: the launcher pod's containers run in its VMI lab's pod
   network namespace (nsenter, so ``cat /etc/resolv.conf`` shows the pod's resolv.conf and
-  ``/proc`` shows QEMU), the namespace's other pods on the lab's cluster side. The protocols are
-  the fake cluster's implementations, reused as they are: SPDY/3.1 (``fake_cluster.spdy`` via
-  ``frontdoor.SpdyUpgrades``, what kubectl and the API server's stream translator speak) and the
-  ``v4.channel.k8s.io`` websockets the API server passes through (``fake_cluster.streams``); the
-  request line is rewritten to the API path those expect.
+  ``/proc`` shows QEMU), the namespace's other pods on the lab's cluster side. The protocols:
+  SPDY/3.1 (``spdy`` via ``frontdoor.SpdyUpgrades``, what kubectl and the API server's stream
+  translator speak) and the ``v4.channel.k8s.io`` websockets the API server passes through
+  (``tests/node_side/pod_streams.py``, which the fake cluster serves too); the request line is
+  rewritten to the API path those expect.
 - anything else (kwok's ``ClusterExec``/``ClusterPortForward`` namespace, logs, health) is piped
   byte for byte to kwok's own server.
 """
@@ -30,9 +30,9 @@ import urllib.parse
 
 from aiohttp import web
 
-from tests.fake_cluster import errors, lab_exec
-from tests.fake_cluster.frontdoor import MAX_HEAD, FrontDoor, SpdyUpgrades
-from tests.fake_cluster.streams import Streams
+from tests.node_side import errors, lab_exec
+from tests.node_side.pod_streams import PodStreams
+from tests.testbed.frontdoor import MAX_HEAD, FrontDoor, SpdyUpgrades
 
 log = logging.getLogger("slirp.testbed.node_kubelet")
 # The API server writes /portForward/ (k8s.io/kubernetes pkg/registry/core/pod/strategy.go,
@@ -43,12 +43,12 @@ _PORTFORWARD_PARAMS = {"port": "ports"}
 
 
 class PodView:
-    """The pods of the node as ``frontdoor``/``streams`` look them up (``store.get(PODS, ns, name)``)."""
+    """The pods of the node as ``frontdoor``/``pod_streams`` look them up."""
 
     def __init__(self, agent) -> None:
         self.agent = agent
 
-    def get(self, _resource, namespace: str, name: str) -> dict:
+    def pod(self, namespace: str, name: str) -> dict:
         pod = self.agent.pods.get((namespace, name))
         if pod is None:
             raise errors.ApiError(404, "NotFound", f'pods "{name}" not found')
@@ -150,9 +150,9 @@ class KubeletServer:
         self.agent = agent
         cfg = agent.cfg
         view = PodView(agent)
-        self.streams = Streams(view, agent)  # duck-typed: store.get(...) and ctl.lab_for_pod(pod)
+        self.streams = PodStreams(view.pod, agent.lab_for_pod)
         # Only the API server's kubelet client certificate may open SPDY streams (no token exists).
-        self.upgrades = SpdyUpgrades(view, agent, secrets.token_urlsafe(32), cfg.kubelet_client_cn)
+        self.upgrades = SpdyUpgrades(view.pod, agent.lab_for_pod, secrets.token_urlsafe(32), cfg.kubelet_client_cn)
         self.tls = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
         self.tls.load_cert_chain(cfg.serving_cert, cfg.serving_key)
         self.tls.load_verify_locations(cfg.ca_file)

@@ -27,3 +27,13 @@ def pod_sysctls_file(state_dir: Path) -> Path:
     it boots from then on (absent: the defaults). A self-test's way to break the contract on purpose,
     as ``--qemu-sysctl`` does on ``--target=qemu``: e.g. an open ``net.ipv4.ping_group_range``."""
     return Path(state_dir) / "node-agent" / "pod-sysctls.json"
+
+
+def kubelet_dns_file(state_dir: Path) -> Path:
+    """JSON ``{"cluster_domain": "...", "node_search": ["...", ...]}``: the kubelet's ``--cluster-domain``
+    and the node's own resolv.conf search domains, which kubelet appends to a ClusterFirst pod's
+    (k8s.io/kubernetes pkg/kubelet/network/dns/dns.go). The node agent writes the launcher pod's
+    resolv.conf from them for each VM it boots from then on (absent: ``cluster.local``, none). A
+    self-test's way to give the bed another cluster domain and a node search domain, as kind gives
+    when the host has one."""
+    return Path(state_dir) / "node-agent" / "kubelet-dns.json"

@@ -1,41 +1,35 @@
-"""Streaming subresources over websockets, with the real wire protocols.
+"""The kubelet's streaming endpoints for a pod backed by a reference VM's lab, over websockets with
+the real wire protocols; served by the fake cluster's API server and by the test bed's node agent
+(tests/testbed/node_kubelet.py, to which the real API server passes websocket requests through).
 
-- VMI console (virt-api/virt-handler): ``GET /apis/subresources.kubevirt.io/v1/namespaces/{ns}/
-  virtualmachineinstances/{name}/console``, subprotocol ``plain.kubevirt.io``; BINARY frames
-  carry serial bytes both ways, TEXT frames from the client are dropped; one session per VMI
-  (a new one closes the old, then QEMU's single-client serial socket is reconnected).
-- VMI port-forward: KubeVirt dials ``status.interfaces[0].ipAddress`` inside the pod. For slirp
-  that is the guest's own address (10.0.2.15), which exists only inside QEMU's user-mode stack,
-  so the dial from the pod's network namespace fails; the fake makes that same dial in the lab and
-  closes the websocket (code 1011) with the dial error. Without an address: HTTP 400.
-- Pod exec (kubelet): ``v5.channel.k8s.io``/``v4.channel.k8s.io``/``channel.k8s.io``; channel
+- Pod exec: ``v5.channel.k8s.io``/``v4.channel.k8s.io``/``channel.k8s.io``; channel
   byte first (0 stdin, 1 stdout, 2 stderr, 3 error Status with the exit code, 4 resize).
   The command runs in the lab: the launcher's containers in the pod namespace, other pods in
   the peer namespace of a VM's lab in the same namespace; it is a live process with stdin and
   streamed output (see ``lab_exec``), except for rootless labs where it runs to completion.
-- Pod port-forward (kubelet): ``v4.channel.k8s.io``/``channel.k8s.io``/``portforward.k8s.io``;
+- Pod port-forward: ``v4.channel.k8s.io``/``channel.k8s.io``/``portforward.k8s.io``;
   two channels per port (2i data, 2i+1 error), each opened by a frame with the port number as
   2 bytes little-endian; the port is dialled on the pod's loopback from inside the pod.
-  SPDY (and kubectl's SPDY-over-websocket tunnel) is not served: upgrade requests that offer
-  none of these subprotocols get HTTP 400.
+  SPDY is the bed's (tests/testbed/spdy.py): upgrade requests here that offer none of these
+  subprotocols get HTTP 400.
 - Pod logs: compute = the lab's QEMU and lab logs, sidecar = one line, other pods = empty.
-"""
 
+Who owns the pods says ``pod_of(namespace, name)`` (raises ``errors.ApiError`` 404) and which lab
+a pod's containers live in ``lab_for_pod(pod) -> (ReferenceVM or None, "pod" | "peer")``.
+"""
 from __future__ import annotations
 
 import asyncio
 import json
 import logging
 import socket
+from collections.abc import Callable
 
 from aiohttp import WSMsgType, web
 
-from . import errors, lab_exec
-from .controllers import PODS, VMIS, Controllers, Runtime
-from .discovery import Resource
-from .store import Store
+from tests.node_side import errors, lab_exec
 
-log = logging.getLogger("fake_cluster.streams")
+log = logging.getLogger("slirp.node_side.pod_streams")
 EXEC_PROTOCOLS = ("v5.channel.k8s.io", "v4.channel.k8s.io", "channel.k8s.io")
 PORTFORWARD_PROTOCOLS = ("v4.channel.k8s.io", "channel.k8s.io", "portforward.k8s.io")
 EXEC_TIMEOUT = 3600  # a bound on one exec session (kubelet has none; streaming idle timeouts are hours)
@@ -59,28 +53,25 @@ def _is_upgrade(request: web.Request) -> bool:
     return request.headers.get("Upgrade", "").lower() == "websocket"
 
 
-class ConsoleSession:
-    def __init__(self, ws: web.WebSocketResponse, sock: socket.socket) -> None:
-        self.ws, self.sock = ws, sock
+async def upgrade(request: web.Request, protocols: tuple[str, ...]) -> web.WebSocketResponse:
+    """The websocket of ``request`` with one of ``protocols``; HTTP 400 (a Status) when it offers none."""
+    if not _is_upgrade(request):
+        raise errors.bad_request("Upgrade request required")
+    if not any(p in protocols for p in _offered(request)):
+        raise errors.bad_request(f"unable to upgrade: none of the offered subprotocols {_offered(request)} "
+                                 f"is supported; supported: {list(protocols)}")
+    ws = web.WebSocketResponse(protocols=protocols, max_msg_size=0, autoping=True)
+    await ws.prepare(request)
+    return ws
 
-    async def close(self) -> None:
-        try:
-            self.sock.close()
-        finally:
-            if not self.ws.closed:
-                await self.ws.close(code=1000, message=b"a new console session replaced this one")
 
-
-class Streams:
-    def __init__(self, store: Store, controllers: Controllers) -> None:
-        self.store = store
-        self.ctl = controllers
+class PodStreams:
+    def __init__(self, pod_of: Callable[[str, str], dict], lab_for_pod: Callable[[dict], tuple]) -> None:
+        self._pod = pod_of
+        self.lab_for_pod = lab_for_pod
         self.sockets: set[web.WebSocketResponse] = set()
 
     # -- helpers --------------------------------------------------------------------------------------
-    def _pod(self, ns: str, name: str) -> dict:
-        return self.store.get(PODS, ns, name)
-
     @staticmethod
     def _container(pod: dict, wanted: str | None) -> str:
         names = [c["name"] for c in pod.get("spec", {}).get("containers") or []]
@@ -97,21 +88,15 @@ class Streams:
                                  f"choose one of: [{' '.join(names)}]")
 
     async def _upgrade(self, request: web.Request, protocols: tuple[str, ...]) -> web.WebSocketResponse:
-        if not _is_upgrade(request):
-            raise errors.bad_request("Upgrade request required")
-        if not any(p in protocols for p in _offered(request)):
-            raise errors.bad_request(f"unable to upgrade: none of the offered subprotocols {_offered(request)} "
-                                     f"is supported; supported: {list(protocols)}")
-        ws = web.WebSocketResponse(protocols=protocols, max_msg_size=0, autoping=True)
-        await ws.prepare(request)
+        ws = await upgrade(request, protocols)
         self.sockets.add(ws)
         return ws
 
     # -- pod log ----------------------------------------------------------------------------------------
-    async def pod_log(self, request: web.Request, res: Resource, ns: str, name: str, sub: str) -> web.StreamResponse:
+    async def pod_log(self, request: web.Request, res, ns: str, name: str, sub: str) -> web.StreamResponse:
         pod = self._pod(ns, name)
         container = self._container(pod, request.query.get("container"))
-        vm, where = self.ctl.lab_for_pod(pod)
+        vm, where = self.lab_for_pod(pod)
         text = ""
         if where == "pod" and container == "compute" and vm is not None and vm.run_dir is not None:
             for log in ("qemu.log", "lab.log"):
@@ -124,7 +109,7 @@ class Streams:
         return web.Response(text=text, content_type="text/plain")
 
     # -- pod exec ---------------------------------------------------------------------------------------
-    async def pod_exec(self, request: web.Request, res: Resource, ns: str, name: str, sub: str) -> web.StreamResponse:
+    async def pod_exec(self, request: web.Request, res, ns: str, name: str, sub: str) -> web.StreamResponse:
         pod = self._pod(ns, name)
         container = self._container(pod, request.query.get("container"))
         argv = request.query.getall("command", [])
@@ -132,9 +117,9 @@ class Streams:
             raise errors.bad_request("you must specify at least 1 command")
         if (pod.get("status") or {}).get("phase") != "Running":
             raise errors.bad_request(f'container not found ("{container}")')
-        vm, where = self.ctl.lab_for_pod(pod)
+        vm, where = self.lab_for_pod(pod)
         if vm is None:
-            raise errors.ApiError(500, "InternalError", f"fake cluster: no running reference VM backs pod {ns}/{name}"
+            raise errors.ApiError(500, "InternalError", f"no running reference VM backs pod {ns}/{name}"
                                   " (exec into client/peer pods needs a running VM in the same namespace)")
         ws = await self._upgrade(request, EXEC_PROTOCOLS)
         try:
@@ -216,7 +201,7 @@ class Streams:
             pass
 
     # -- pod port-forward -------------------------------------------------------------------------------
-    async def pod_portforward(self, request: web.Request, res: Resource, ns: str, name: str,
+    async def pod_portforward(self, request: web.Request, res, ns: str, name: str,
                               sub: str) -> web.StreamResponse:
         pod = self._pod(ns, name)
         try:
@@ -227,7 +212,7 @@ class Streams:
             raise errors.bad_request("query parameter \"port\" is required" if not ports else "invalid port")
         if (pod.get("status") or {}).get("phase") != "Running":
             raise errors.bad_request(f"pod {name} is not running")
-        vm, where = self.ctl.lab_for_pod(pod)
+        vm, where = self.lab_for_pod(pod)
         ws = await self._upgrade(request, PORTFORWARD_PROTOCOLS)
         loop = asyncio.get_running_loop()
         conns: dict[int, socket.socket] = {}
@@ -239,7 +224,7 @@ class Streams:
                 await ws.send_bytes(bytes([2 * i + 1]) + prefix)
                 try:
                     if vm is None:
-                        raise ConnectionError("fake cluster: no running reference VM backs this pod")
+                        raise ConnectionError("no running reference VM backs this pod")
                     dial = vm.port_forward if where == "pod" else (lambda p: vm._dial("peer", vm.peer_ip, p, 5))
                     s = await loop.run_in_executor(None, dial, port)
                 except OSError as exc:
@@ -289,116 +274,14 @@ class Streams:
                 except OSError:
                     return
 
-    # -- kubevirt: console and VMI port-forward ----------------------------------------------------------
-    def _running_vmi(self, ns: str, name: str) -> tuple[dict, Runtime]:
-        vmi = self.store.get(VMIS, ns, name)
-        phase = (vmi.get("status") or {}).get("phase", "")
-        rt = self.ctl.runtime_for_vmi(ns, name)
-        if phase != "Running" or rt is None or rt.vm is None or rt.closed:
-            raise errors.bad_request(f"Unable to connect to VM because phase is {phase or 'Pending'} instead of "
-                                     "Running")
-        return vmi, rt
-
-    async def console(self, request: web.Request, ns: str, name: str) -> web.StreamResponse:
-        _, rt = self._running_vmi(ns, name)
-        old = rt.console
-        rt.console = None
-        if old is not None:
-            await old.close()
-        loop = asyncio.get_running_loop()
-        try:
-            sock = await loop.run_in_executor(None, rt.vm.console_socket)
-        except Exception as exc:  # noqa: BLE001 - the lab died under us (SetupError, WaitTimeout, OSError)
-            raise errors.ApiError(500, "InternalError", f"failed to connect to the serial console: {exc}") from None
-        ws = await self._upgrade(request, ("plain.kubevirt.io",))
-        sock.setblocking(False)
-        session = rt.console = ConsoleSession(ws, sock)
-        pump = loop.create_task(self._console_out(sock, ws))
-        try:
-            async for msg in ws:
-                if msg.type == WSMsgType.BINARY:
-                    try:
-                        await loop.sock_sendall(sock, msg.data)
-                    except OSError:
-                        break
-                # TEXT frames are dropped, like virt-handler does
-        finally:
-            pump.cancel()
-            sock.close()
-            if rt.console is session:
-                rt.console = None
-            if not ws.closed:
-                await ws.close()
-            self.sockets.discard(ws)
-        return ws
-
-    @staticmethod
-    async def _console_out(sock: socket.socket, ws: web.WebSocketResponse) -> None:
-        loop = asyncio.get_running_loop()
-        try:
-            while True:
-                data = await loop.sock_recv(sock, 65536)
-                if not data:
-                    break
-                await ws.send_bytes(data)
-        except (OSError, ConnectionResetError):
-            pass
-        if not ws.closed:
-            await ws.close(code=1000, message=b"the serial console closed")
-
-    async def vmi_portforward(self, request: web.Request, ns: str, name: str, port: int, proto: str) -> web.StreamResponse:
-        vmi, rt = self._running_vmi(ns, name)
-        ifaces = (vmi.get("status") or {}).get("interfaces") or []
-        ip = ifaces[0].get("ipAddress") if ifaces else None
-        if not ip:
-            raise errors.bad_request(f"no IP address found on VirtualMachineInstance {name}")
-        ws = await self._upgrade(request, ("plain.kubevirt.io",))
-        loop = asyncio.get_running_loop()
-        try:
-            if proto.lower() != "tcp":
-                raise OSError(f"protocol {proto} is not supported by this fake")
-            s = await loop.run_in_executor(None, lambda: rt.vm._dial("pod", ip, port, 5))
-        except OSError as exc:
-            reason = f"dial {proto.lower()} {ip}:{port}: {exc}".encode()[:120]
-            await ws.close(code=1011, message=reason)
-            self.sockets.discard(ws)
-            return ws
-        s.setblocking(False)
-        out = loop.create_task(self._console_out(s, ws))
-        try:
-            async for msg in ws:
-                if msg.type == WSMsgType.BINARY:
-                    await loop.sock_sendall(s, msg.data)
-        finally:
-            out.cancel()
-            s.close()
-            await ws.close()
-            self.sockets.discard(ws)
-        return ws
-
-    # -- the aggregated subresources.kubevirt.io/v1 API ---------------------------------------------------
-    async def kubevirt_api(self, request: web.Request, rest: list[str], operator) -> web.StreamResponse:
-        if not operator.installed:
-            raise errors.ApiError(503, "ServiceUnavailable", "the server is currently unable to handle the request")
-        if rest == ["healthz"]:
-            return operator.healthz()
-        if rest == ["version"]:
-            return operator.version_info()
-        if len(rest) >= 5 and rest[0] == "namespaces" and rest[2] == "virtualmachineinstances":
-            ns, name, action = rest[1], rest[3], rest[4]
-            if action == "console" and len(rest) == 5:
-                return await self.console(request, ns, name)
-            if action == "portforward" and len(rest) in (6, 7):
-                try:
-                    port = int(rest[5])
-                except ValueError:
-                    raise errors.bad_request(f"invalid port {rest[5]!r}") from None
-                return await self.vmi_portforward(request, ns, name, port, rest[6] if len(rest) == 7 else "tcp")
-        raise errors.ApiError(404, "NotFound", "the server could not find the requested resource")
-
     async def close_all(self) -> None:
-        for ws in list(self.sockets):
-            try:
-                await ws.close(code=1001, message=b"server shutting down")
-            except (ConnectionError, RuntimeError) as exc:
-                log.debug("closing a websocket at shutdown: %s", exc)
+        await close_websockets(self.sockets)
+
+
+async def close_websockets(sockets: set[web.WebSocketResponse]) -> None:
+    """Close every websocket still open (the server stops)."""
+    for ws in list(sockets):
+        try:
+            await ws.close(code=1001, message=b"server shutting down")
+        except (ConnectionError, RuntimeError) as exc:
+            log.debug("closing a websocket at shutdown: %s", exc)

@@ -29,7 +29,7 @@ from collections.abc import Awaitable, Callable
 
 from .spdy_dict import DICTIONARY
 
-log = logging.getLogger("fake_cluster.spdy")
+log = logging.getLogger("slirp.testbed.spdy")
 SYN_STREAM, SYN_REPLY, RST_STREAM, SETTINGS, PING, GOAWAY, HEADERS, WINDOW_UPDATE = 1, 2, 3, 4, 6, 7, 8, 9
 FLAG_FIN = 0x01
 MAX_DATA = 32 * 1024
@@ -182,7 +182,7 @@ async def serve_exec(conn: Connection, streams: dict[str, Stream], arrived: asyn
                      spawn: Callable[[bool], Awaitable[asyncio.subprocess.Process]] | None = None,
                      timeout: float = 3600) -> None:
     """``spawn(stdin)``: a live process (stdin/stdout/stderr streamed); else ``run()`` to completion."""
-    from . import lab_exec
+    from tests.node_side import lab_exec
     tty = query.get("tty", "").lower() in ("true", "1")
     wanted = {"error"} | {name for name in ("stdin", "stdout") if query.get(name, "").lower() in ("true", "1")}
     if query.get("stderr", "").lower() in ("true", "1") and not tty:
@@ -220,7 +220,7 @@ async def _discard(stream: Stream) -> None:
 
 
 async def _exec_live(streams: dict[str, Stream], proc: asyncio.subprocess.Process, timeout: float) -> dict:
-    from . import lab_exec
+    from tests.node_side import lab_exec
     loop = asyncio.get_running_loop()
 
     async def pump(reader: asyncio.StreamReader, name: str) -> None:

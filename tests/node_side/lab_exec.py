@@ -1,10 +1,11 @@
 """Streaming exec into a lab's namespaces, for container exec with stdin and live output.
 
 ``ReferenceVM.exec_in_pod`` runs a command to completion without input; ``kubectl exec -i`` and
-the suite's ``nc``-under-exec bridges need a live process. The fake runs as root, so it enters
-the lab's namespaces itself: the lab's network and mount namespaces (the peer side; the lab
-process is the ``unshare`` child that ReferenceVM started), and for the pod side additionally
-the pod network namespace the lab keeps bound at ``pod_netns`` inside its mount namespace.
+the suite's ``nc``-under-exec bridges need a live process. Its server (the fake cluster, the
+bed's node agent) runs as root, so it enters the lab's namespaces itself: the lab's network and
+mount namespaces (the peer side; the lab process is the ``unshare`` child that ReferenceVM
+started), and for the pod side additionally the pod network namespace the lab keeps bound at
+``pod_netns`` inside its mount namespace.
 Rootless labs (user namespaces) fall back to ``exec_in_pod``.
 """
 

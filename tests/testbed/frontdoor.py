@@ -15,9 +15,9 @@ import json
 import urllib.parse
 from collections.abc import Callable
 
-from . import errors, lab_exec, spdy
-from .controllers import PODS, Controllers
-from .store import Store
+from tests.node_side import errors, lab_exec
+from tests.node_side.pod_streams import PodStreams
+from tests.testbed import spdy
 
 MAX_HEAD = 64 * 1024
 
@@ -65,8 +65,9 @@ class FrontDoor(asyncio.Protocol):
 
 
 class SpdyUpgrades:
-    def __init__(self, store: Store, ctl: Controllers, token: str, client_cn: str | None) -> None:
-        self.store, self.ctl, self.token, self.client_cn = store, ctl, token, client_cn
+    def __init__(self, pod_of: Callable[[str, str], dict], lab_for_pod: Callable[[dict], tuple], token: str,
+                 client_cn: str | None) -> None:
+        self.pod_of, self.lab_for_pod, self.token, self.client_cn = pod_of, lab_for_pod, token, client_cn
         self.connections: set[spdy.Connection] = set()
 
     def _reply(self, transport, exc: errors.ApiError) -> None:
@@ -100,13 +101,12 @@ class SpdyUpgrades:
                 "exec", "portforward"):
             raise errors.ApiError(404, "NotFound", "the server could not find the requested resource")
         ns, name, action = seg[3], seg[5], seg[6]
-        pod = self.store.get(PODS, ns, name)
+        pod = self.pod_of(ns, name)
         offered = [p.strip() for v in headers.get("x-stream-protocol-version", []) for p in v.split(",") if p.strip()]
         supported = spdy.EXEC_PROTOCOLS if action == "exec" else spdy.PORTFORWARD_PROTOCOLS
         chosen = next((p for p in offered if p in supported), None)
         if action == "exec":
-            from .streams import Streams
-            container = Streams._container(pod, (query.get("container") or [None])[0])
+            container = PodStreams._container(pod, (query.get("container") or [None])[0])
             argv = query.get("command") or []
             if not argv:
                 raise errors.bad_request("you must specify at least 1 command")
@@ -114,7 +114,7 @@ class SpdyUpgrades:
             container, argv = None, []
         if (pod.get("status") or {}).get("phase") != "Running":
             raise errors.bad_request(f'container not found ("{container}")' if container else f"pod {name} is not running")
-        vm, where = self.ctl.lab_for_pod(pod)
+        vm, where = self.lab_for_pod(pod)
         if chosen is None:
             raise errors.ApiError(403, "Forbidden", f"unable to upgrade: unable to negotiate protocol: client supports "
                                   f"{offered}, server supports {list(supported)}")
@@ -127,7 +127,7 @@ class SpdyUpgrades:
 
         def dial(port: int):
             if vm is None or vm.run_dir is None:
-                raise ConnectionError("fake cluster: no running reference VM backs this pod")
+                raise ConnectionError("no running reference VM backs this pod")
             if where == "pod":
                 return loop.run_in_executor(None, vm.port_forward, port)
             return loop.run_in_executor(None, lambda: vm._dial("peer", vm.peer_ip, port, 5))
@@ -158,7 +158,7 @@ class SpdyUpgrades:
         if action == "exec":
             async def run():
                 if vm is None:
-                    raise ConnectionError(f"fake cluster: no running reference VM backs pod {ns}/{name}")
+                    raise ConnectionError(f"no running reference VM backs pod {ns}/{name}")
                 return await loop.run_in_executor(None, lambda: vm.exec_in_pod(list(argv), timeout=300, where=where))
 
             async def spawn(stdin: bool):
