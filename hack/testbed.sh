@@ -9,11 +9,13 @@ PYTHON="${PYTHON:-$REPO/.venv/bin/python}"
 
 usage() {
   cat <<USAGE
-Usage: hack/testbed.sh [--timeout-scale F] up --kubevirt-version V --kubeconfig PATH
+Usage: hack/testbed.sh [--timeout-scale F] up --kubevirt-version V --kubeconfig PATH [--reference-guest busybox|fedora]
        hack/testbed.sh down --kubeconfig PATH
 
 up    builds (or reuses, ~/.cache/slirp-conformance/go) and starts the bed, writes the admin
       kubeconfig to PATH (which must not exist) and prints a JSON summary with build and start times.
+      --reference-guest fedora: the node agent boots the Fedora-like guest of that KubeVirt version
+      behind each VMI, from the VMI's own cloudInitNoCloud (slower: 20-60 s to login under TCG).
 down  stops every process up started and removes PATH, PATH.testbed.json and the bed's temp dir.
 Pins: TESTBED_* in hack/versions.env. Needs Go (/usr/local/go or PATH) and hack/setup.sh.
 USAGE
