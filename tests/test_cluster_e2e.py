@@ -1,8 +1,7 @@
 """The cluster target end to end against the fake cluster: the whole contract runs through the
 real client code (registration, VM boot, websocket console, SSH over pod port-forward), and the
 KubeVirt CR is exactly as it was afterwards, whether the run passed, failed or was interrupted.
-The contract also passes with a Fedora-like guest behind the VMI (``--reference-guest fedora``),
-met with the Fedora profile as on a real cluster."""
+(The contract with a Fedora-like guest behind the VMI: tests/test_testbed_fedora_like.py, on the bed.)"""
 
 from __future__ import annotations
 
@@ -13,9 +12,7 @@ import subprocess
 import pytest
 
 from fixtures import waits
-from fixtures.guest_profiles import FEDORA, REFERENCE
-from fixtures.reference import fedora_image
-from fixtures.reference.fedora_like import flavour_for
+from fixtures.guest_profiles import REFERENCE
 from tests import fake_cluster, recording_tools
 from tests.suite_runner import interrupt_suite, run_suite
 
@@ -60,7 +57,7 @@ def test_contract_passes_and_the_kubevirt_cr_is_restored(fake, tmp_path):
     assert run.returncode == 0, run.output[-5000:]
     modules = {t.split("::")[0] for t in run.outcomes}
     assert "test_slirp_kubevirt" in modules and "test_slirp_icmp" in modules, modules
-    # what tells the Fedora-like run below from this one
+    # what tells a Fedora-like run (tests/test_testbed_fedora_like.py) from this one
     assert guest_profile_met(run) == REFERENCE.name, (run.report or {}).get("versions")
 
 
@@ -109,28 +106,3 @@ def test_kind_target_creates_uses_and_deletes_its_cluster(fake, tmp_path):
     create = next(c for c in calls if c[:3] == ["kind", "'create'", "'cluster'"])
     assert "'--config'" in create and "'slirp-conformance'" in create, create
     assert kubevirt_specs(fake.kubeconfig) == before
-
-
-# v1.1.0: the nmap-ncat flavour (the qemu self-tests default to busybox-nc), and the below-v1.5
-# feature-gate check runs too.
-FEDORA_LIKE_VERSION = "v1.1.0"
-
-
-def test_contract_passes_with_a_fedora_like_guest_behind_the_vmi(tmp_path, no_leaks):
-    """The suite as a user runs it on a cluster (no profile named) meets a Fedora-like guest that
-    cloud-init set up from exactly the VMI's own user data: console login as ``fedora`` with the
-    run's password, SSH with the run's key, the Fedora profile found in /etc/os-release."""
-    fedora_image.build()  # built (or found) first: the child's budgets then hold only boot and checks
-    flavour = flavour_for(FEDORA_LIKE_VERSION)
-    with fake_cluster.running(tmp_path / "kubeconfig", preinstalled_kubevirt=FEDORA_LIKE_VERSION,
-                              reference_guest="fedora", ready_timeout=900) as fake:
-        run = run_suite(tmp_path, *_args(fake), "--timeout-scale", "2", timeout=1500)
-        log = fake.log()
-    assert run.returncode == 0, run.output[-5000:]
-    passed_in = {t.split("::")[0] for t in run.ids("passed")}
-    assert {"test_slirp_kubevirt", "test_slirp_dhcp", "test_slirp_tcp", "test_slirp_udp", "test_slirp_icmp",
-            "test_slirp_ports"} <= passed_in, run.outcomes
-    assert {t for t in run.ids("passed") if "[console]" in t} and {t for t in run.ids("passed") if "[ssh]" in t}
-    # It met the Fedora-like guest, not the busybox one (which the run above meets as reference-busybox).
-    assert guest_profile_met(run) == FEDORA.name, (run.report or {}).get("versions")
-    assert f"booting the Fedora-like reference guest {flavour}" in log, log[-3000:]

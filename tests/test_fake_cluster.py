@@ -30,7 +30,6 @@ from kubernetes.dynamic import DynamicClient
 from kubernetes.stream import portforward, stream
 
 from fixtures import waits
-from fixtures.reference import fedora_image
 from fixtures.reference.reference_vm import RUN_PREFIX
 from fixtures.ssh_client import generate_keypair
 from tests import leaks
@@ -257,48 +256,6 @@ def test_command_line_options_reach_every_reference_vm():
                           "--qemu-sysctl", "net.ipv4.ping_group_range=0 2147483647", "--qemu-netdev-extra", "restrict=on"])
     assert opts.preinstalled_kubevirt == "v1.1.0" and opts.qemu.accel == "tcg"
     assert opts.qemu.sysctls == {"net.ipv4.ping_group_range": "0 2147483647"} and opts.qemu.netdev_extra == "restrict=on"
-
-
-def test_reference_guest_option_checks_the_version_at_once(capsys):
-    from tests.fake_cluster.__main__ import parse_args
-    assert parse_args(["--kubeconfig", "/nonexistent/kc"])[0].reference_guest == "busybox"
-    opts, _ = parse_args(["--kubeconfig", "/nonexistent/kc", "--preinstalled-kubevirt", "v1.9.0",
-                          "--reference-guest", "fedora"])
-    assert opts.reference_guest == "fedora"
-    with pytest.raises(SystemExit):  # no Fedora-like flavour stands for it: every VMI would fail later
-        parse_args(["--kubeconfig", "/nonexistent/kc", "--reference-guest", "fedora", "--kubevirt-version", "v1.10.0"])
-    assert "v1.1 - v1.9 only" in capsys.readouterr().err
-
-
-def _vmi_of(manifest: dict) -> dict:
-    return {"metadata": {"name": manifest["metadata"]["name"]}, "spec": manifest["spec"]["template"]["spec"]}
-
-
-def test_the_fedora_like_guest_gets_exactly_the_vmis_own_nocloud_data():
-    """What the suite really sent (its own VM manifest), byte for byte, base64 or not; nothing else."""
-    from fixtures.kubevirt.vm_manifest import render_vm
-    from fixtures.reference.cidata import NoCloud
-    from fixtures.vmspec import conformance_vm
-    from tests.fake_cluster import launcher
-
-    vmi = _vmi_of(render_vm(conformance_vm("vm-x"), namespace="ns", image="img", authorized_key="ssh-ed25519 AAAA k",
-                            password="pw-of-the-run"))
-    volume = next(v["cloudInitNoCloud"] for v in vmi["spec"]["volumes"] if "cloudInitNoCloud" in v)
-    assert launcher.nocloud(vmi) == NoCloud(volume["userData"], volume["networkData"])
-    assert "pw-of-the-run" in launcher.nocloud(vmi).user_data
-    assert launcher.vm_spec(vmi).memory == "512Mi"  # as the VMI asks (KubeVirt's Fedora test VMs)
-    encoded = {"userDataBase64": base64.b64encode(volume.pop("userData").encode()).decode(),
-               "networkDataBase64": base64.b64encode(volume.pop("networkData").encode()).decode()}
-    volume.update(encoded)
-    assert launcher.nocloud(vmi) == NoCloud(base64.b64decode(encoded["userDataBase64"]).decode(),
-                                            base64.b64decode(encoded["networkDataBase64"]).decode())
-    volume.clear()
-    volume["userDataSecretRef"] = {"name": "s"}
-    with pytest.raises(ValueError, match="not userDataSecretRef"):
-        launcher.nocloud(vmi)
-    vmi["spec"]["volumes"] = [v for v in vmi["spec"]["volumes"] if "cloudInitNoCloud" not in v]
-    with pytest.raises(ValueError, match="has none"):
-        launcher.nocloud(vmi)
 
 
 def test_namespace_goes_through_terminating(core):
@@ -779,22 +736,3 @@ def test_stopping_the_fake_leaves_nothing_behind(fake, core, custom, slirp_regis
     assert not ours(after) and not run_dirs(after), after
     assert not fake.kubeconfig.exists()
     assert not list(Path(tempfile.gettempdir()).glob(f"fake-cluster-{fake.proc.pid}-*"))
-
-
-@pytest.mark.selftest_vm
-def test_stopping_the_fake_while_a_fedora_like_guest_boots_leaves_nothing(tmp_path, no_leaks):
-    """The Fedora-like guest's run dir holds more (the root disk's overlay, the cidata ISO with the
-    run's password): all of it goes with the VM when the fake stops mid-boot."""
-    fedora_image.build()
-    with running(tmp_path / "kc", preinstalled_kubevirt="v1.9.0", reference_guest="fedora") as f:
-        api = config.new_client_from_config(str(f.kubeconfig))
-        core, custom = client.CoreV1Api(api), client.CustomObjectsApi(api)
-        register_slirp(custom, Raw(f.kubeconfig))
-        core.create_namespace({"metadata": {"name": "fedora-stop"}})
-        custom.create_namespaced_custom_object(*KV, "fedora-stop", "virtualmachines", binding_vm(
-            "fedora-stop", "fedora-stop", userdata="#cloud-config\npassword: fedora\n"))
-        wait("the fake's Fedora-like QEMU to boot from the VMI's cidata ISO",
-             lambda: any("cidata.iso" in p for p in leaks.qemu_of(f.proc.pid)), 120)
-        assert f.stop() == 0
-    # at once: another run's start sweeps the run dirs of dead processes, which no_leaks would miss
-    assert not leaks.qemu_of(f.proc.pid) and not list(Path(tempfile.gettempdir()).glob(f"{RUN_PREFIX}{f.proc.pid}-*"))
