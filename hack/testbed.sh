@@ -10,13 +10,15 @@ PYTHON="${PYTHON:-$REPO/.venv/bin/python}"
 usage() {
   cat <<USAGE
 Usage: hack/testbed.sh [--timeout-scale F] build [--kubevirt-version V]
-       hack/testbed.sh [--timeout-scale F] up [--kubevirt-version V] --kubeconfig PATH
+       hack/testbed.sh [--timeout-scale F] up [--kubevirt-version V] --kubeconfig PATH [--reference-guest busybox|fedora]
        hack/testbed.sh down --kubeconfig PATH
-       hack/testbed.sh [--timeout-scale F] bench [--kubevirt-version V]
+       hack/testbed.sh [--timeout-scale F] bench [--kubevirt-version V] [--reference-guest G]
 
 build builds (or finds in ~/.cache/slirp-conformance/go) every part and prints their build times (JSON).
 up    builds (or reuses) and starts the bed, writes the admin kubeconfig to PATH (which must not
       exist) and prints a JSON summary with build and start times.
+      --reference-guest fedora: the node agent boots the Fedora-like guest of that KubeVirt version
+      behind each VMI, from the VMI's own cloudInitNoCloud (slower: 20-60 s to login under TCG).
 down  stops every process up started and removes PATH, PATH.testbed.json and the bed's temp dir.
 bench up, \`pytest -k slirp --target=cluster\` against the bed, down: each phase's time and the
       run's outcome (JSON); exit 1 when the run fails.

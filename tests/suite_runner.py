@@ -29,6 +29,11 @@ class SuiteRun:
     def failed(self) -> set[str]:
         return self.ids("failed") | self.ids("error")
 
+    @property
+    def guest_profile(self) -> str | None:
+        """The guest profile the run met after login (from /etc/os-release), as its report names it."""
+        return ((self.report or {}).get("versions") or {}).get("guest_profile")
+
 
 def _outcomes(junit: Path) -> dict[str, str]:
     outcomes = {}

@@ -21,45 +21,18 @@ import pytest
 
 from fixtures import waits
 from fixtures.checks import kubevirt as kubevirt_checks
-from fixtures.reference import reference_vm, sidecar_render
+from fixtures.guest_profiles import FEDORA, REFERENCE
+from fixtures.reference import sidecar_render
 from tests.suite_runner import run_suite
 from tests.test_reference_e2e import ALL_MODULES, PING_GROUP_RED
-from tests import testbed_cli
+from tests import testbed_cli, testbed_probes
+from tests.testbed_probes import kubectl, leftovers, processes_mentioning
 from tests.testbed import bed, components, kubevirt, node_layout, processes
 
 pytestmark = pytest.mark.testbed
 
 KUBEVIRT_VERSION = testbed_cli.KUBEVIRT_VERSION
 START_TIMEOUT = testbed_cli.DOWN_TIMEOUT
-
-
-def _processes_mentioning(text: str) -> list[str]:
-    found = []
-    for cmdline in Path("/proc").glob("[0-9]*/cmdline"):
-        try:
-            argv = cmdline.read_bytes().split(b"\0")
-        except OSError:
-            continue  # exited meanwhile
-        if any(text.encode() in arg for arg in argv):
-            found.append(f"{cmdline.parent.name}: {argv[0].decode(errors='replace')}")
-    return found
-
-
-def _leftovers(record: bed.BedRecord) -> dict[str, list]:
-    """What of a stopped bed is still there: processes, listening ports, files."""
-    kubeconfig = Path(record.kubeconfig)
-    left = {
-        "processes": [p.name for p in record.processes if processes.alive(p)],
-        # also any process the record missed (started but not recorded): its argv names the state dir
-        "unrecorded processes": _processes_mentioning(record.state_dir),
-        "ports": [f"{name}:{port}" for name, port in record.ports.items() if processes.listening(port)],
-        "files": [str(p) for p in (kubeconfig, bed.record_path(kubeconfig), Path(record.state_dir)) if p.exists()],
-    }
-    for agent in (p for p in record.processes if p.name == "node-agent"):  # its VMs' QEMUs and labs
-        vm_runs = f"{reference_vm.RUN_PREFIX}{agent.pid}-"
-        left["VM processes"] = _processes_mentioning(vm_runs)
-        left["VM run dirs"] = [str(d) for d in Path(tempfile.gettempdir()).glob(vm_runs + "*")]
-    return {k: v for k, v in left.items() if v}
 
 
 @pytest.fixture(scope="module")
@@ -70,17 +43,9 @@ def testbed(tmp_path_factory):
         yield running.kubeconfig, running.record, running.summary
 
 
-def _kubectl(kubeconfig: Path, *args: str, input: str | None = None) -> str:
-    kubectl = components.build_control_plane(components.Pins.from_versions_env()).kubectl  # cached by now
-    out = subprocess.run([str(kubectl), "--kubeconfig", str(kubeconfig), *args], capture_output=True,
-                         text=True, timeout=60, input=input)
-    assert out.returncode == 0, f"kubectl {' '.join(args)} exited {out.returncode}: {out.stderr[-2000:]}"
-    return out.stdout
-
-
 def test_kubectl_version_shows_the_real_pinned_server(testbed):
     kubeconfig, _, summary = testbed
-    version = json.loads(_kubectl(kubeconfig, "version", "-o", "json"))
+    version = json.loads(kubectl(kubeconfig, "version", "-o", "json"))
     server = version.get("serverVersion", {})
     pinned = components.Pins.from_versions_env().kubernetes
     assert server.get("gitVersion") == pinned and server.get("minor") == pinned.split(".")[1], (
@@ -90,7 +55,7 @@ def test_kubectl_version_shows_the_real_pinned_server(testbed):
 
 def test_virtualmachine_crd_is_kubevirts_own_schema(testbed):
     kubeconfig, _, _ = testbed
-    served = json.loads(_kubectl(kubeconfig, "get", "crd", "virtualmachines.kubevirt.io", "-o", "json"))
+    served = json.loads(kubectl(kubeconfig, "get", "crd", "virtualmachines.kubevirt.io", "-o", "json"))
     crds, _ = kubevirt.generate(components.build_kubevirt_manifests(KUBEVIRT_VERSION))
     generated = next(d for d in json.loads(crds)["items"] if d["metadata"]["name"] == "virtualmachines.kubevirt.io")
     problems = kubevirt.served_schema_differences(served, generated)
@@ -102,7 +67,7 @@ def test_virtualmachine_crd_is_kubevirts_own_schema(testbed):
 def test_schema_comparison_fails_on_a_permissive_stand_in(testbed):
     """Negative control: a CRD that accepts anything (as a home-made fake would) is told apart."""
     kubeconfig, _, _ = testbed
-    served = json.loads(_kubectl(kubeconfig, "get", "crd", "virtualmachines.kubevirt.io", "-o", "json"))
+    served = json.loads(kubectl(kubeconfig, "get", "crd", "virtualmachines.kubevirt.io", "-o", "json"))
     stand_in = json.loads(json.dumps(served))
     for version in stand_in["spec"]["versions"]:
         version["schema"] = {"openAPIV3Schema": {"type": "object", "x-kubernetes-preserve-unknown-fields": True}}
@@ -112,15 +77,15 @@ def test_schema_comparison_fails_on_a_permissive_stand_in(testbed):
 
 def test_kubevirt_cr_and_simulated_node_are_there(testbed):
     kubeconfig, _, _ = testbed
-    cr = json.loads(_kubectl(kubeconfig, "get", "kubevirt", "-n", kubevirt.NAMESPACE, "kubevirt", "-o", "json"))
+    cr = json.loads(kubectl(kubeconfig, "get", "kubevirt", "-n", kubevirt.NAMESPACE, "kubevirt", "-o", "json"))
     assert cr["spec"].get("configuration") is not None, cr["spec"]
-    node = json.loads(_kubectl(kubeconfig, "get", "node", bed.NODE_NAME, "-o", "json"))
+    node = json.loads(kubectl(kubeconfig, "get", "node", bed.NODE_NAME, "-o", "json"))
     ready = [c["status"] for c in node["status"]["conditions"] if c["type"] == "Ready"]
     assert ready == ["True"], f"expected kwok's node Ready, conditions: {node['status']['conditions']}"
 
 
 def _kubevirt_cr_specs(kubeconfig: Path) -> list[dict]:
-    return [cr["spec"] for cr in json.loads(_kubectl(kubeconfig, "get", "kubevirt", "-A", "-o", "json"))["items"]]
+    return [cr["spec"] for cr in json.loads(kubectl(kubeconfig, "get", "kubevirt", "-A", "-o", "json"))["items"]]
 
 
 def test_kubevirt_cr_is_identical_before_and_after_a_passing_suite_run(testbed, tmp_path):
@@ -155,6 +120,9 @@ def test_kubevirt_cr_is_identical_before_and_after_a_passing_suite_run(testbed, 
     assert run.returncode == 0 and (run.report or {}).get("outcome") == "CONFORMANT", (
         f"exit {run.returncode}, failed {sorted(run.failed)}:\n{run.output[-4000:]}")
     assert {t.split("::")[0] for t in run.ids("passed")} >= ALL_MODULES | {"test_slirp_kubevirt"}, run.outcomes
+    # The control of tests/test_testbed_fedora_like.py's check `run.guest_profile == FEDORA.name`:
+    # a busybox bed's run meets the reference profile, so that check fails here.
+    assert run.guest_profile == REFERENCE.name != FEDORA.name, (run.report or {}).get("versions")
     assert _kubevirt_cr_specs(kubeconfig) == before, "the CR changed across the passing run"
     assert not _run_leftovers(kubeconfig), (
         f"the run left {_run_leftovers(kubeconfig)} (VMI deletion must complete through the node agent)")
@@ -182,7 +150,7 @@ def test_kubevirt_cr_is_identical_before_and_after_a_failing_suite_run(testbed, 
 
 def _run_leftovers(kubeconfig: Path) -> list[str]:
     """VMIs and the suite's namespaces still in the bed."""
-    left = json.loads(_kubectl(kubeconfig, "get", "vmis,namespaces", "-A", "-o", "json"))["items"]
+    left = json.loads(kubectl(kubeconfig, "get", "vmis,namespaces", "-A", "-o", "json"))["items"]
     return [f"{o['kind']} {o['metadata']['name']}" for o in left
             if o["kind"] == "VirtualMachineInstance" or o["metadata"]["name"].startswith("slirp-conformance-")]
 
@@ -196,7 +164,7 @@ def test_kubevirt_cr_is_identical_before_and_after_an_interrupted_suite_run(test
     before = _kubevirt_cr_specs(kubeconfig)
 
     def vmi_created(_pid: int) -> bool:
-        vmis = json.loads(_kubectl(kubeconfig, "get", "vmis", "-A", "-o", "json"))["items"]
+        vmis = json.loads(kubectl(kubeconfig, "get", "vmis", "-A", "-o", "json"))["items"]
         return any(v["metadata"]["namespace"].startswith("slirp-conformance-") for v in vmis)
     code, output = interrupt_suite(tmp_path, "--target=cluster", f"--kubeconfig={kubeconfig}", "--timeout-scale", "3",
                                    when="the suite's VMI on the bed", ready=vmi_created, timeout=600)
@@ -205,7 +173,7 @@ def test_kubevirt_cr_is_identical_before_and_after_an_interrupted_suite_run(test
     assert not _run_leftovers(kubeconfig), f"the interrupted run left {_run_leftovers(kubeconfig)}"
 
 
-SLIRP_IMAGE = f"quay.io/kubevirt/network-slirp-binding:{KUBEVIRT_VERSION}"
+SLIRP_IMAGE = testbed_probes.slirp_image(KUBEVIRT_VERSION)
 
 
 def _vmi(name: str, interface: dict) -> str:
@@ -220,20 +188,20 @@ def _vmi(name: str, interface: dict) -> str:
 def _launcher_containers(kubeconfig: Path, vmi: str) -> dict[str, dict]:
     """The containers of the virt-launcher pod virt-controller rendered for ``vmi`` (waits for it)."""
     def pods() -> list:
-        return json.loads(_kubectl(kubeconfig, "get", "pods", "-n", "default", "-l",
+        return json.loads(kubectl(kubeconfig, "get", "pods", "-n", "default", "-l",
                                    f"vm.kubevirt.io/name={vmi}", "-o", "json"))["items"]
     try:
         found = waits.wait_for(f"virt-controller to render the launcher pod of {vmi}", pods, 60 * 3,
                                describe=lambda items: f"{len(items)} pods")
     except waits.WaitTimeout as e:
-        status = _kubectl(kubeconfig, "get", "vmi", vmi, "-o", "jsonpath={.status.conditions}")
+        status = kubectl(kubeconfig, "get", "vmi", vmi, "-o", "jsonpath={.status.conditions}")
         pytest.fail(f"{e}; VMI conditions: {status}")
     return {c["name"]: c for c in found[0]["spec"]["containers"]}
 
 
 def _create(kubeconfig: Path, manifest: str) -> subprocess.CompletedProcess:
-    kubectl = components.build_control_plane(components.Pins.from_versions_env()).kubectl
-    return subprocess.run([str(kubectl), "--kubeconfig", str(kubeconfig), "create", "-f", "-"], input=manifest,
+    kubectl_bin = components.build_control_plane(components.Pins.from_versions_env()).kubectl
+    return subprocess.run([str(kubectl_bin), "--kubeconfig", str(kubeconfig), "create", "-f", "-"], input=manifest,
                           capture_output=True, text=True, timeout=60)
 
 
@@ -247,22 +215,14 @@ def test_virt_api_admission_refuses_a_binding_while_the_feature_gate_is_off(test
     # webhook filled in its defaults (the machine type), so both webhooks are live.
     admitted = _create(kubeconfig, _vmi("admitted-vmi", {"masquerade": {}}))
     assert admitted.returncode == 0, admitted.stderr
-    machine = _kubectl(kubeconfig, "get", "vmi", "admitted-vmi", "-o", "jsonpath={.spec.domain.machine.type}")
+    machine = kubectl(kubeconfig, "get", "vmi", "admitted-vmi", "-o", "jsonpath={.spec.domain.machine.type}")
     assert machine, "virt-api's mutating webhook did not default spec.domain.machine.type"
 
 
-def _register_slirp_binding(kubeconfig: Path) -> None:
-    """The feature gate and the slirp binding in the KubeVirt CR (as the suite's registration does)."""
-    patch = {"spec": {"configuration": {
-        "developerConfiguration": {"featureGates": ["NetworkBindingPlugins"]},
-        "network": {"binding": {"slirp": {"sidecarImage": SLIRP_IMAGE}}}}}}
-    _kubectl(kubeconfig, "patch", "kubevirt", "-n", kubevirt.NAMESPACE, "kubevirt", "--type=merge",
-             "-p", json.dumps(patch))
-
 def test_virt_controller_renders_the_slirp_sidecar_from_the_binding_registration(testbed):
     kubeconfig, _, _ = testbed
-    _register_slirp_binding(kubeconfig)
-    _kubectl(kubeconfig, "create", "-f", "-", input=_vmi("slirp-vmi", {"binding": {"name": "slirp"},
+    testbed_probes.register_slirp_binding(kubeconfig, KUBEVIRT_VERSION)
+    kubectl(kubeconfig, "create", "-f", "-", input=_vmi("slirp-vmi", {"binding": {"name": "slirp"},
                                                                          "ports": [{"port": 22}]}))
     containers = _launcher_containers(kubeconfig, "slirp-vmi")
     sidecars = {name: c["image"] for name, c in containers.items() if name.startswith("hook-sidecar-")}
@@ -274,30 +234,30 @@ def test_virt_controller_renders_the_slirp_sidecar_from_the_binding_registration
     # The real scheduler places it on kwok's node (which carries what virt-handler would
     # advertise) and kwok runs it.
     def placed() -> dict:
-        pod = json.loads(_kubectl(kubeconfig, "get", "pods", "-n", "default", "-l", "vm.kubevirt.io/name=slirp-vmi",
+        pod = json.loads(kubectl(kubeconfig, "get", "pods", "-n", "default", "-l", "vm.kubevirt.io/name=slirp-vmi",
                                   "-o", "json"))["items"][0]
         return {"node": pod["spec"].get("nodeName"), "phase": pod["status"].get("phase")}
     waits.wait_for("the launcher pod to be scheduled on the kwok node and Running", placed, 60,
                    accept=lambda p: p == {"node": bed.NODE_NAME, "phase": "Running"})
 
     # Negative control: the same VMI without the binding gets no sidecar, so the check above can fail.
-    _kubectl(kubeconfig, "create", "-f", "-", input=_vmi("masquerade-vmi", {"masquerade": {}}))
+    kubectl(kubeconfig, "create", "-f", "-", input=_vmi("masquerade-vmi", {"masquerade": {}}))
     plain = _launcher_containers(kubeconfig, "masquerade-vmi")
     assert not [n for n in plain if n.startswith("hook-sidecar-")], f"unexpected sidecar: {list(plain)}"
 
 
 def test_kubectl_exec_is_a_real_stream_through_the_api_server_to_kwok(testbed):
     kubeconfig, record, _ = testbed
-    kubectl = components.build_control_plane(components.Pins.from_versions_env()).kubectl
+    kubectl_bin = components.build_control_plane(components.Pins.from_versions_env()).kubectl
 
     def exec_in(namespace: str) -> subprocess.CompletedProcess:
         if namespace != "default":
-            _kubectl(kubeconfig, "create", "namespace", namespace)
-        _kubectl(kubeconfig, "run", "-n", namespace, "exec-probe", "--image=busybox", "--restart=Never")
-        waits.wait_for(f"kwok to run exec-probe in {namespace}", lambda: _kubectl(
+            kubectl(kubeconfig, "create", "namespace", namespace)
+        kubectl(kubeconfig, "run", "-n", namespace, "exec-probe", "--image=busybox", "--restart=Never")
+        waits.wait_for(f"kwok to run exec-probe in {namespace}", lambda: kubectl(
             kubeconfig, "get", "pod", "-n", namespace, "exec-probe", "-o", "jsonpath={.status.phase}"), 60,
             accept=lambda phase: phase == "Running")
-        return subprocess.run([str(kubectl), "--kubeconfig", str(kubeconfig), "exec", "-n", namespace, "exec-probe",
+        return subprocess.run([str(kubectl_bin), "--kubeconfig", str(kubeconfig), "exec", "-n", namespace, "exec-probe",
                                "--", "/bin/sh", "-c", "echo exec-marker-$((6*7)) in $(pwd)"],
                               capture_output=True, text=True, timeout=60)
 
@@ -314,7 +274,7 @@ def test_kubectl_exec_is_a_real_stream_through_the_api_server_to_kwok(testbed):
 def test_kubectl_port_forward_is_a_real_stream_through_the_api_server_to_kwok(testbed):
     """Needs the exec test's pod in EXEC_NAMESPACE; bytes go kubectl -> API server -> kwok -> loopback."""
     kubeconfig, record, _ = testbed
-    kubectl = components.build_control_plane(components.Pins.from_versions_env()).kubectl
+    kubectl_bin = components.build_control_plane(components.Pins.from_versions_env()).kubectl
     with socket.create_server((bed.LOOPBACK, record.ports["port-forward-target"])) as server:
         def echo_once():
             conn, _ = server.accept()
@@ -322,7 +282,7 @@ def test_kubectl_port_forward_is_a_real_stream_through_the_api_server_to_kwok(te
                 conn.sendall(b"echo:" + conn.recv(100))
         threading.Thread(target=echo_once, daemon=True).start()
         local = processes.free_port()
-        forward = subprocess.Popen([str(kubectl), "--kubeconfig", str(kubeconfig), "port-forward", "-n",
+        forward = subprocess.Popen([str(kubectl_bin), "--kubeconfig", str(kubeconfig), "port-forward", "-n",
                                     bed.EXEC_NAMESPACE, "pod/exec-probe", f"{local}:{bed.FORWARDED_POD_PORT}"],
                                    stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
         try:
@@ -353,18 +313,18 @@ def agent_vm(testbed):
     from fixtures.vmspec import conformance_vm
 
     kubeconfig, _, _ = testbed
-    _register_slirp_binding(kubeconfig)
-    _kubectl(kubeconfig, "create", "namespace", AGENT_NAMESPACE)
+    testbed_probes.register_slirp_binding(kubeconfig, KUBEVIRT_VERSION)
+    kubectl(kubeconfig, "create", "namespace", AGENT_NAMESPACE)
     api = config.new_client_from_config(str(kubeconfig))
     peers.deploy(client.CoreV1Api(api), AGENT_NAMESPACE)
     key = generate_keypair()
     spec = conformance_vm()
-    _kubectl(kubeconfig, "create", "-f", "-", input=json.dumps(render_vm(
+    kubectl(kubeconfig, "create", "-f", "-", input=json.dumps(render_vm(
         spec, namespace=AGENT_NAMESPACE, image="quay.io/containerdisks/unused:bed", authorized_key=key.public_openssh,
         password="bed-password")))
 
     def vmi() -> dict:
-        return json.loads(_kubectl(kubeconfig, "get", "vmi", "-n", AGENT_NAMESPACE, spec.name, "-o", "json"))
+        return json.loads(kubectl(kubeconfig, "get", "vmi", "-n", AGENT_NAMESPACE, spec.name, "-o", "json"))
 
     def agent_connected(v: dict) -> bool:
         return v["status"].get("phase") == "Running" and any(
@@ -374,15 +334,15 @@ def agent_vm(testbed):
                            retry_on=(AssertionError,),
                            describe=lambda v: f"phase {v['status'].get('phase')}, conditions "
                                               f"{v['status'].get('conditions')}")
-    pod = json.loads(_kubectl(kubeconfig, "get", "pods", "-n", AGENT_NAMESPACE, "-l",
+    pod = json.loads(kubectl(kubeconfig, "get", "pods", "-n", AGENT_NAMESPACE, "-l",
                               f"kubevirt.io/created-by={found['metadata']['uid']}", "-o", "json"))["items"][0]
     yield kubeconfig, found, pod, key
 
 
 def _exec(kubeconfig: Path, pod: str, *argv: str, container: str | None = None) -> subprocess.CompletedProcess:
-    kubectl = components.build_control_plane(components.Pins.from_versions_env()).kubectl
+    kubectl_bin = components.build_control_plane(components.Pins.from_versions_env()).kubectl
     where = ["-c", container] if container else []
-    return subprocess.run([str(kubectl), "--kubeconfig", str(kubeconfig), "exec", "-n", AGENT_NAMESPACE, pod,
+    return subprocess.run([str(kubectl_bin), "--kubeconfig", str(kubeconfig), "exec", "-n", AGENT_NAMESPACE, pod,
                            *where, "--", *argv], capture_output=True, text=True, errors="replace", timeout=120)
 
 
@@ -417,7 +377,7 @@ def test_vmi_runs_with_the_real_sidecars_arguments_for_the_cluster_vmi(agent_vm)
         conditions["LiveMigratable"]["reason"] == "InterfaceNotLiveMigratable", conditions
     assert conditions["Ready"]["status"] == "True", conditions  # virt-controller's, from the pod
     assert vmi["status"]["nodeName"] == bed.NODE_NAME, vmi["status"]
-    node = json.loads(_kubectl(kubeconfig, "get", "node", bed.NODE_NAME, "-o", "json"))["metadata"]
+    node = json.loads(kubectl(kubeconfig, "get", "node", bed.NODE_NAME, "-o", "json"))["metadata"]
     assert "kubevirt.io/heartbeat" in node["annotations"] and node["labels"]["kubevirt.io/schedulable"] == "true", (
         f"no virt-handler heartbeat on the node: {node['annotations']}, {node['labels']}")
 
@@ -435,9 +395,9 @@ class _Launcher:
 
 def _kubectl_port_forward_banner(kubeconfig: Path, pod: str, port: int) -> bytes:
     """What one connection through `kubectl port-forward` to the pod's ``port`` reads first."""
-    kubectl = components.build_control_plane(components.Pins.from_versions_env()).kubectl
+    kubectl_bin = components.build_control_plane(components.Pins.from_versions_env()).kubectl
     local = processes.free_port()
-    forward = subprocess.Popen([str(kubectl), "--kubeconfig", str(kubeconfig), "port-forward", "-n", AGENT_NAMESPACE,
+    forward = subprocess.Popen([str(kubectl_bin), "--kubeconfig", str(kubeconfig), "port-forward", "-n", AGENT_NAMESPACE,
                                 f"pod/{pod}", f"{local}:{port}"], stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
                                text=True)
     try:
@@ -488,7 +448,7 @@ def test_kubectl_port_forward_and_ssh_into_the_guest_and_the_peers_from_it(agent
         def guest(command: str) -> str:
             _, out, _ = ssh.exec_command(command, timeout=60)
             return out.read().decode(errors="replace")
-        peer_ip = json.loads(_kubectl(kubeconfig, "get", "pod", "-n", AGENT_NAMESPACE, "slirp-peer", "-o",
+        peer_ip = json.loads(kubectl(kubeconfig, "get", "pod", "-n", AGENT_NAMESPACE, "slirp-peer", "-o",
                                       "json"))["status"]["podIP"]
         echoed = guest(f"echo bed-echo-$((6*7)) | timeout 10 nc -w 3 {peer_ip} 9007")
         assert "bed-echo-42" in echoed, f"no echo from the peer pod {peer_ip}:9007 through slirp: {echoed!r}"
@@ -514,16 +474,16 @@ def test_vmi_deletion_completes_and_stops_its_vm(agent_vm, testbed):
     link = node_layout.console_socket(Path(record.state_dir), AGENT_NAMESPACE, name)
     assert link.is_symlink() and link.resolve().is_socket(), f"premise: the console socket is published at {link}"
     run_dir = str(link.resolve().parents[1])
-    assert _processes_mentioning(run_dir), f"premise: QEMU of {name} runs from {run_dir}"
-    _kubectl(kubeconfig, "delete", "vm", "-n", AGENT_NAMESPACE, name, "--wait=false")
+    assert processes_mentioning(run_dir), f"premise: QEMU of {name} runs from {run_dir}"
+    kubectl(kubeconfig, "delete", "vm", "-n", AGENT_NAMESPACE, name, "--wait=false")
 
     def remaining() -> list[str]:
-        items = json.loads(_kubectl(kubeconfig, "get", "vmis,pods", "-n", AGENT_NAMESPACE, "-l",
+        items = json.loads(kubectl(kubeconfig, "get", "vmis,pods", "-n", AGENT_NAMESPACE, "-l",
                                     f"kubevirt.io/vm={name}", "-o", "json"))["items"]
         return [f"{o['kind']} {o['metadata']['name']}" for o in items]
     waits.wait_for(f"VMI {name} and its launcher pod to be gone", remaining, waits.timeout("resource-deleted"),
                    accept=lambda left: not left, describe=lambda left: f"still there: {left}")
-    waits.wait_for(f"the VM of {name} to stop", lambda: not _processes_mentioning(run_dir) and not link.exists(),
+    waits.wait_for(f"the VM of {name} to stop", lambda: not processes_mentioning(run_dir) and not link.exists(),
                    waits.timeout("lab-ready"))
     assert not Path(run_dir).exists(), f"{run_dir} left behind"
 
@@ -534,10 +494,10 @@ def test_down_leaves_nothing(testbed):
     assert running and running == [p.name for p in record.processes], (
         f"premise: every recorded process runs before down; running: {running} of {record.processes}")
     # slirp-vmi (test_virt_controller_renders_...) still runs on the node agent: down must stop its VM.
-    assert _leftovers(record).get("VM processes"), f"premise: a VM runs before down: {_leftovers(record)}"
+    assert leftovers(record).get("VM processes"), f"premise: a VM runs before down: {leftovers(record)}"
     down = testbed_cli.run("down", "--kubeconfig", str(kubeconfig), timeout=START_TIMEOUT)
     assert down.returncode == 0, down.stderr
-    assert not _leftovers(record), f"left after down: {_leftovers(record)}"
+    assert not leftovers(record), f"left after down: {leftovers(record)}"
     assert not _go_temp_files_since(_MODULE_LOADED), (
         f"KubeVirt's Go programs left temp files: {_go_temp_files_since(_MODULE_LOADED)}")
 
@@ -562,7 +522,7 @@ def test_interrupted_up_leaves_nothing(tmp_path):
                                                              "testbed: kube-apiserver ready", START_TIMEOUT)
     assert returncode == 130, f"expected exit 130 after Ctrl-C, got {returncode}: {err[-2000:]}"
     assert record.processes, "the record named no process: the check would prove nothing"
-    assert not _leftovers(record), f"left after an interrupted up: {_leftovers(record)}"
+    assert not leftovers(record), f"left after an interrupted up: {leftovers(record)}"
     new_dirs = set(Path(tempfile.gettempdir()).glob(bed.STATE_DIR_PREFIX + "*")) - before
     assert not new_dirs, f"state dirs left: {new_dirs}"
     print(seen, err, file=sys.stderr)

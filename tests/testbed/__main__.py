@@ -2,8 +2,9 @@
 
     build [--kubevirt-version V] [--if-usable]   build (or find cached) every part; JSON of the build times
     up    [--kubevirt-version V] --kubeconfig PATH   build (or reuse) and start the bed, write PATH
+          [--reference-guest busybox|fedora]       the guest the node agent boots behind each VMI
     down  --kubeconfig PATH                        stop it; leaves no process, port or temp dir
-    bench [--kubevirt-version V]                   build, up, `pytest -k slirp --target=cluster`, down:
+    bench [--kubevirt-version V] [--reference-guest G]  build, up, `pytest -k slirp --target=cluster`, down:
                                                    JSON of each phase's time and the run's outcome
 
 The KubeVirt version defaults to ``TESTBED_KUBEVIRT_VERSION`` of hack/versions.env. Errors the
@@ -25,13 +26,17 @@ from pathlib import Path
 from fixtures import waits
 from fixtures.cluster import versions
 from fixtures.errors import SetupError
-from fixtures.reference import image, sidecar_render
+from fixtures.reference import fedora_image, image, sidecar_render
 from tests.testbed import bed, components, kubevirt, node_agent
 
 
-def _build(kubevirt_version: str) -> tuple[components.Pins, components.Binaries, dict, dict]:
+def _build(kubevirt_version: str, reference_guest: str = "busybox") -> tuple[components.Pins, components.Binaries, dict, dict]:
     """Every part the bed runs, built or found in the cache: (pins, control-plane binaries, the
     KubeVirt parts by name, the build report)."""
+    # Said at once, before any build: otherwise every VMI's start would fail on the node agent.
+    flavour = node_agent.reference_guest_flavour(reference_guest, kubevirt_version)
+    if flavour is not None:
+        fedora_image.check_host_tools()
     pins = components.Pins.from_versions_env()
     started = time.monotonic()
     binaries = components.build_control_plane(pins)
@@ -40,20 +45,23 @@ def _build(kubevirt_version: str) -> tuple[components.Pins, components.Binaries,
                       # the node agent's: the real slirp sidecar's rendering (its guest image below)
                       "sidecar-render": sidecar_render.build(kubevirt_version)}
     image.build()
+    if flavour is not None:
+        fedora_image.build()  # cached; built first so no VMI's start waits for it
     builds = {**binaries.builds, **kubevirt_parts}
     report = {"kubernetes": pins.kubernetes, "kubevirt": kubevirt_version,
+              "reference_guest": f"fedora-like {flavour}" if flavour else "busybox",
               "build_seconds": round(time.monotonic() - started, 1),
               "cold_builds": sorted(name for name, b in builds.items() if b.cold),
               "builds": {name: {"cold": b.cold, "seconds": round(b.seconds, 1)} for name, b in sorted(builds.items())}}
     return pins, binaries, kubevirt_parts, report
 
 
-def _start(kubevirt_version: str, kubeconfig: Path) -> dict:
+def _start(kubevirt_version: str, kubeconfig: Path, reference_guest: str = "busybox") -> dict:
     """Build (or reuse) and start the bed; its summary (build report, start time, phase times)."""
     if bed.record_path(kubeconfig.resolve()).exists():
         raise SetupError(f"a test bed is already recorded for {kubeconfig}: run "
                          f"`hack/testbed.sh down --kubeconfig {kubeconfig}` first")
-    pins, binaries, parts, report = _build(kubevirt_version)
+    pins, binaries, parts, report = _build(kubevirt_version, reference_guest)
     started = time.monotonic()
     testbed = bed.TestBed(binaries, pins.kubernetes, kubeconfig)
     record = testbed.up()
@@ -63,7 +71,7 @@ def _start(kubevirt_version: str, kubeconfig: Path) -> dict:
         testbed.phase("virt-handler-console", lambda: kubevirt.start_handler_console(testbed, kubevirt_version))
         testbed.phase("virt-api", lambda: kubevirt.start_virt_api(testbed, kubevirt_parts, manifests))
         testbed.phase("virt-controller", lambda: kubevirt.start_virt_controller(testbed, kubevirt_parts, kubevirt_version))
-        testbed.phase("node-agent", lambda: node_agent.start(testbed, kubevirt_version))
+        testbed.phase("node-agent", lambda: node_agent.start(testbed, kubevirt_version, reference_guest))
     except BaseException:
         print("testbed: KubeVirt start failed or interrupted: stopping the bed", file=sys.stderr, flush=True)
         bed.stop(testbed.kubeconfig)
@@ -86,7 +94,7 @@ def _build_command(args: argparse.Namespace) -> int:
 
 
 def _up(args: argparse.Namespace) -> int:
-    print(json.dumps(_start(_version(args), Path(args.kubeconfig))))
+    print(json.dumps(_start(_version(args), Path(args.kubeconfig), args.reference_guest)))
     return 0
 
 
@@ -96,7 +104,7 @@ def _bench(args: argparse.Namespace) -> int:
 
     with tempfile.TemporaryDirectory(prefix="slirp-bench-") as tmp:
         kubeconfig = Path(tmp) / "kubeconfig"
-        summary = _start(_version(args), kubeconfig)
+        summary = _start(_version(args), kubeconfig, args.reference_guest)
         try:
             started = time.monotonic()
             run = run_suite(Path(tmp), "--target=cluster", "--kubeconfig", str(kubeconfig), timeout=args.suite_timeout)
@@ -140,10 +148,16 @@ def main(argv: list[str] | None = None) -> int:
     up = sub.add_parser("up", help="build (or reuse) and start the bed; writes --kubeconfig")
     up.add_argument("--kubevirt-version", default=None, help=kubevirt_help)
     up.add_argument("--kubeconfig", required=True, help="where to write the bed's admin kubeconfig (must not exist)")
+    guest_help = ("the guest behind each VMI: the busybox reference guest (default), or the Fedora-like flavour "
+                  "of the bed's KubeVirt version, booted from the VMI's own cloudInitNoCloud")
+    guests = "|".join(node_agent.REFERENCE_GUESTS)
+    # Not argparse choices: a wrong name is one line (SetupError), not a usage text.
+    up.add_argument("--reference-guest", default="busybox", metavar=guests, help=guest_help)
     down = sub.add_parser("down", help="stop the bed recorded for --kubeconfig and remove its files")
     down.add_argument("--kubeconfig", required=True)
     bench = sub.add_parser("bench", help="build, up, the suite against the bed, down: each phase's time as JSON")
     bench.add_argument("--kubevirt-version", default=None, help=kubevirt_help)
+    bench.add_argument("--reference-guest", default="busybox", metavar=guests, help=guest_help)
     bench.add_argument("--suite-timeout", type=float, default=900.0, help="bound of the suite run, seconds")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING, format="%(name)s: %(message)s")

@@ -11,7 +11,12 @@ service_account_kubeconfig``) and, on the real API server:
   reference VM (``ReferenceVM``, the pod-like lab) with the QEMU network arguments of the REAL
   slirp sidecar run on the REAL VMI as virt-api and virt-controller produced it, and the launcher
   pod's resolv.conf (``sidecar_render.render_vmis``). The lab's addresses are the pods' own:
-  the launcher pod's IP in the pod namespace, the peer pod's IP on the cluster side;
+  the launcher pod's IP in the pod namespace, the peer pod's IP on the cluster side. The guest
+  is the busybox reference guest, or (``up --reference-guest fedora``) the Fedora-like flavour
+  that stands for the bed's KubeVirt version's test image (``fedora_like.flavour_for``), booted
+  from a cidata disk of exactly the VMI's own ``cloudInitNoCloud`` volume, as virt-launcher
+  writes it. It boots slower (20-60 s to ``login:`` under TCG); no wait of the agent's spans
+  the boot, the login prompt only turns AgentConnected True on a later pass;
 - publishes the VM's serial console at ``node_layout.console_socket`` (a symlink) for the
   virt-handler console endpoint;
 - reports VMI status as virt-handler v1.1.0 does (pkg/virt-handler/vm.go): phase Running once
@@ -50,7 +55,9 @@ from pathlib import Path
 from kubernetes import client, config, watch
 
 from fixtures import waits
+from fixtures.errors import SetupError
 from fixtures.reference import sidecar_render
+from fixtures.reference.fedora_like import Flavour, flavour_for
 from fixtures.reference.reference_vm import QemuOptions, ReferenceVM, pod_resolv_conf
 from tests.node_side import vmi_guest as launcher
 from tests.node_side.conditions import cond, now
@@ -74,6 +81,7 @@ RESYNC_SECONDS = 2.0  # a level-triggered pass also runs this often (watches wak
 HEARTBEAT_SECONDS = 60.0
 HEARTBEAT_ANNOTATION = "kubevirt.io/heartbeat"
 SCHEDULABLE_LABEL = "kubevirt.io/schedulable"
+REFERENCE_GUESTS = ("busybox", "fedora")  # what `up --reference-guest` boots behind each VMI
 
 
 @dataclass
@@ -92,6 +100,7 @@ class AgentConfig:
     kubelet_client_cn: str
     exec_namespace: str  # kwok's ClusterExec namespace: always forwarded to kwok
     timeout_scale: float = 1.0
+    reference_guest: str = "busybox"  # one of REFERENCE_GUESTS
 
     @classmethod
     def load(cls, path: Path) -> "AgentConfig":
@@ -122,6 +131,15 @@ def _phase(status: dict, phase: str) -> None:
         status["phase"] = phase
         status.setdefault("phaseTransitionTimestamps", []).append(
             {"phase": phase, "phaseTransitionTimestamp": now()})
+
+
+def reference_guest_flavour(reference_guest: str, kubevirt_version: str) -> Flavour | None:
+    """The Fedora-like flavour standing for ``kubevirt_version``'s test image, or None for the
+    busybox guest. SetupError (one line) for a name not in REFERENCE_GUESTS or a version no
+    flavour stands for."""
+    if reference_guest not in REFERENCE_GUESTS:
+        raise SetupError(f"--reference-guest {reference_guest!r} is not one of {', '.join(REFERENCE_GUESTS)}")
+    return flavour_for(kubevirt_version) if reference_guest == "fedora" else None
 
 
 def lab_addresses(launcher_pod: dict, pods: list[dict]) -> tuple[str, str, int]:
@@ -313,8 +331,13 @@ class NodeAgent:
                 raise RuntimeError(f"the slirp sidecar of KubeVirt {self.cfg.kubevirt_version} rejects the "
                                    f"VMI: {rendering}")
             key, password = launcher.cloud_init(vmi)
+            flavour = reference_guest_flavour(self.cfg.reference_guest, self.cfg.kubevirt_version)
+            log.info("VMI %s/%s: booting the %s", ns, name,
+                     f"Fedora-like reference guest {flavour}" if flavour else "busybox reference guest")
             vm = ReferenceVM(launcher.vm_spec(vmi), QemuOptions(sysctls=self._pod_sysctls()),
-                             authorized_key=key, password=password,
+                             authorized_key=key, password=password, fedora_like=flavour,
+                             # the VMI's own cloudInitNoCloud, as virt-launcher writes its cidata disk
+                             nocloud=launcher.nocloud(vmi) if flavour else None,
                              search_domains=search,
                              dns_records=peer_dns_records(ns, cluster_domain, addresses[1], pods, services),
                              addresses=addresses,
@@ -446,9 +469,10 @@ def main(argv: list[str]) -> int:
 
 
 
-def start(testbed, kubevirt_version: str) -> None:
+def start(testbed, kubevirt_version: str, reference_guest: str = "busybox") -> None:
     """Start the agent as a component of ``testbed`` (after virt-controller); ready once its
-    kubelet endpoint listens."""
+    kubelet endpoint listens. ``reference_guest``: one of REFERENCE_GUESTS, checked by the caller
+    (``reference_guest_flavour``) before anything is built or started."""
     import os
 
     from tests.testbed import bed, kubevirt, processes
@@ -461,7 +485,8 @@ def start(testbed, kubevirt_version: str) -> None:
         serving_cert=str(testbed.kwok_serving.cert), serving_key=str(testbed.kwok_serving.key),
         ca_file=str(testbed.ca.pair.cert), kubelet_client_cert=str(testbed.kubelet_client.cert),
         kubelet_client_key=str(testbed.kubelet_client.key), kubelet_client_cn=bed.KUBELET_CLIENT_CN,
-        exec_namespace=bed.EXEC_NAMESPACE, timeout_scale=waits.timeout("api-probe") / waits.TIMEOUTS["api-probe"])
+        exec_namespace=bed.EXEC_NAMESPACE, timeout_scale=waits.timeout("api-probe") / waits.TIMEOUTS["api-probe"],
+        reference_guest=reference_guest)
     path = testbed.state / "node-agent.json"
     path.write_text(json.dumps(cfg.__dict__, indent=1))
     repo = Path(__file__).resolve().parents[2]
