@@ -19,7 +19,7 @@ from pathlib import Path
 import pytest
 
 from fixtures.errors import SetupError
-from tests.node_side.pod_dns import pod_search_list
+from tests.testbed.node_pod_dns import pod_search_list
 from tests.suite_runner import run_suite
 from tests.testbed import node_layout
 

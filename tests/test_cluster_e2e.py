@@ -1,10 +1,11 @@
 """The suite's cluster targets end to end on the cluster test bed (tests/testbed: the real API
 server, virt-api and virt-controller of KubeVirt v1.1.0, the node agent's VM): what the bed's
-own module (tests/test_testbed.py) does not run. A failed start leaves the user what to debug
+own module (tests/test_testbed.py) does not run. A run without ``--kubevirt-version`` is tested as
+the bed's KubeVirt version, read from the cluster; a failed start leaves the user what to debug
 it with and the KubeVirt CR as it was; ``--target=kind`` creates its cluster, runs the contract on
 it and deletes it.
 
-Both leave the shared bed as they found it: the CR restored, the run's namespace gone.
+All leave the shared bed as they found it: the CR restored, the run's namespace gone.
 """
 
 from __future__ import annotations
@@ -12,11 +13,13 @@ from __future__ import annotations
 import json
 import os
 import subprocess
+import xml.etree.ElementTree as ET
 from pathlib import Path
 
 import pytest
 
 from fixtures import waits
+from fixtures.cluster import versions
 from tests import recording_tools, testbed_cli
 from tests.suite_runner import run_suite
 from tests.testbed import components
@@ -47,6 +50,34 @@ def _wait_run_namespace_gone(kubeconfig: Path) -> None:
     """The run deletes its namespace and waits for it; this only bounds a slow controller-manager."""
     waits.wait_for("the run's namespace to be gone", lambda: slirp_namespaces(kubeconfig), 60,
                    accept=lambda left: not left, describe=lambda left: f"still there: {left}")
+
+
+def test_a_run_without_the_flag_is_tested_as_the_beds_version(shared_testbed, tmp_path):
+    """The version under test is read from the cluster (issue 7, item 2): the bed runs v1.1.0, which
+    is not KUBEVIRT_DEFAULT_VERSION, so a run that fell back to the default would record another
+    version, skip the feature gate and register another sidecar image. (Versions the bed cannot
+    build: tests/test_cluster_version_detection.py, without a VM.)"""
+    bed_version = testbed_cli.KUBEVIRT_VERSION
+    assert str(versions.default_version()) != bed_version, "premise: the default differs from the bed's version"
+    assert versions.needs_feature_gate(bed_version), "premise: the bed's version needs the feature gate"
+    kubeconfig = shared_testbed.kubeconfig
+    before = kubevirt_specs(kubeconfig)
+    run = run_suite(tmp_path, "--target=cluster", "--kubeconfig", str(kubeconfig), *BED_TIMEOUTS,
+                    "suites/test_slirp_kubevirt.py", timeout=1200)
+    assert run.returncode == 0, run.output[-5000:]
+    assert kubevirt_specs(kubeconfig) == before, "the CR changed across the run"
+    _wait_run_namespace_gone(kubeconfig)
+    assert ((run.report or {}).get("versions") or {}).get("kubevirt_version") == bed_version, run.report
+    cases = {c.get("name"): c for c in ET.parse(tmp_path / "junit.xml").getroot().iter("testcase")}
+    props = {p.get("name"): p.get("value")
+             for p in cases["test_binding_registered_with_the_sidecar_image"].iter("property")}
+    assert props["kubevirt_version"] == bed_version, props
+    assert props["sidecar_image"] == f"quay.io/kubevirt/network-slirp-binding:{bed_version}", props
+    gates = json.loads(props["evidence.kubevirt-cr"])["feature_gates"]
+    assert versions.FEATURE_GATE in gates, props
+    assert run.outcomes.get("test_slirp_kubevirt::test_feature_gate_present_where_needed") == "passed", run.outcomes
+    assert run.outcomes.get("test_slirp_kubevirt::test_binding_plugin_refused_while_the_feature_gate_is_off") \
+        == "passed", run.outcomes
 
 
 def test_failed_start_leaves_artifacts_and_restores_the_cr(shared_testbed, tmp_path):

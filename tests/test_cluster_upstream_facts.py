@@ -12,10 +12,10 @@ import pytest
 import yaml
 
 from fixtures.cluster import kind, kubevirt_config, versions
+from fixtures.evidence import Evidence
 from fixtures.kubevirt.vm_manifest import render_vm
 from fixtures.vmspec import conformance_vm
 from suites import test_slirp_kubevirt
-from tests.fake_cluster import launcher
 
 
 def _vmi_with_live_migratable(condition: dict):
@@ -61,14 +61,33 @@ def test_vm_has_the_user_guides_zero_grace_period():
     assert vm["spec"]["template"]["spec"]["terminationGracePeriodSeconds"] == 0
 
 
-@pytest.mark.parametrize(("version", "word"), [
-    ("v1.1.0", "bindining"), ("v1.5.3", "bindining"), ("v1.6.6", "bindining"), ("v1.7.0", "binding"),
-    ("v1.9.0", "binding")])
-def test_fake_controller_spells_the_unregistered_binding_error_like_kubevirt(version, word):
-    # kubevirt pkg/network/netbinding/netbinding.go: "bindining" at v1.1.0..v1.6.6, "binding" from v1.7.0.
-    with pytest.raises(launcher.RenderError, match=f"couldn't find configuration for network {word}: nope$"):
-        launcher.sidecar_images({"domain": {"devices": {"interfaces": [{"name": "default",
-                                                                        "binding": {"name": "nope"}}]}}}, {}, version)
+class _Unregistered:
+    """A target whose VM with an unregistered binding failed with ``message``."""
+
+    def __init__(self, message: str) -> None:
+        self.message = message
+
+    def try_unregistered_binding(self, binding: str) -> Evidence:
+        return Evidence("unregistered-binding", {"binding": binding, "message": self.message})
+
+
+# kubevirt pkg/network/netbinding/netbinding.go: "bindining" at v1.1.0..v1.6.6, "binding" from v1.7.0;
+# virt-controller prefixes "failed to render launch manifest: ".
+@pytest.mark.parametrize("word", ["bindining", "binding"])
+def test_unregistered_binding_check_passes_on_either_spelling_of_kubevirts_reason(word):
+    target = _Unregistered(f"failed to render launch manifest: couldn't find configuration for network {word}: "
+                           "slirp-unregistered")
+    test_slirp_kubevirt.test_unregistered_binding_fails_with_the_controllers_reason(target, record=lambda ev: ev)
+
+
+@pytest.mark.parametrize("message", [
+    "failed to render launch manifest: couldn't find configuration for network binding: another-name",
+    "Internal error occurred: failed calling webhook",
+    None])
+def test_unregistered_binding_check_fails_on_another_reason(message):
+    with pytest.raises(AssertionError, match="slirp-unregistered"):
+        test_slirp_kubevirt.test_unregistered_binding_fails_with_the_controllers_reason(
+            _Unregistered(message), record=lambda ev: ev)
 
 
 def test_stale_config_messages_cover_both_spellings():

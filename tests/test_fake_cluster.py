@@ -1,36 +1,29 @@
 """The fake cluster (tests/fake_cluster) against the official python client and kubectl.
 
-The fast tests share one fake with KubeVirt v1.1.0 preinstalled; the ``selftest_vm`` ones share
-one VM booted on it (a real ReferenceVM under TCG). A last test stops a fake with a running VM
-and checks that nothing is left behind.
+Most tests share one fake with KubeVirt v1.1.0 preinstalled; a last test stops a fake and checks
+that nothing is left behind. The fake boots no VM: what a VM behind a VMI does (launcher pod,
+console, exec, port-forward, deletion) is checked on the cluster test bed (tests/test_testbed*.py).
 """
 
 from __future__ import annotations
 
 import base64
 import json
-import os
 import shutil
 import ssl
 import subprocess
 import tempfile
-import time
 import urllib.error
 import urllib.request
 from pathlib import Path
 
 import pytest
-import websocket
 import yaml
 from kubernetes import client, config, watch
 from kubernetes.client.rest import ApiException
 from kubernetes.dynamic import DynamicClient
-from kubernetes.stream import portforward, stream
 
 from fixtures import waits
-from fixtures.reference.reference_vm import RUN_PREFIX
-from fixtures.ssh_client import generate_keypair
-from tests import leaks
 from tests.fake_cluster import running
 
 KV = ("kubevirt.io", "v1")
@@ -40,7 +33,7 @@ KUBECTL = shutil.which("kubectl")
 
 # -- helpers ------------------------------------------------------------------------------------------
 class Raw:
-    """Plain HTTPS and websockets with the kubeconfig's CA and token."""
+    """Plain HTTPS with the kubeconfig's CA and token."""
 
     def __init__(self, kubeconfig) -> None:
         with open(kubeconfig) as f:
@@ -59,12 +52,6 @@ class Raw:
         except urllib.error.HTTPError as e:
             return e.code, json.loads(e.read())
 
-    def websocket(self, path: str, protocol: str) -> websocket.WebSocket:
-        ws = websocket.WebSocket(sslopt={"cert_reqs": ssl.CERT_REQUIRED, "context": self.ctx})
-        ws.connect("wss" + self.server[5:] + path, header=[f"Authorization: Bearer {self.token}"],
-                   subprotocols=[protocol], timeout=10)
-        return ws
-
 
 def kubectl(kubeconfig, *args: str, check: bool = True) -> subprocess.CompletedProcess:
     return subprocess.run([KUBECTL, "--kubeconfig", str(kubeconfig), *args], capture_output=True, text=True,
@@ -79,17 +66,17 @@ def wait(what: str, probe, budget: float = 30):
     return waits.wait_for(what, probe, budget, retry_on=(ApiException,), max_interval=0.5)
 
 
-def binding_vm(name: str, ns: str, binding: str = "slirp", run_strategy: str = "Always", userdata: str = "") -> dict:
-    volumes = [{"name": "cloudinit", "cloudInitNoCloud": {"userData": userdata}}] if userdata else []
+def binding_vm(name: str, ns: str) -> dict:
+    """A stopped VM whose interface uses the slirp binding: admission is all the fake does with it."""
     return {
         "apiVersion": "kubevirt.io/v1", "kind": "VirtualMachine", "metadata": {"name": name, "namespace": ns},
-        "spec": {"runStrategy": run_strategy, "template": {"metadata": {"labels": {"kubevirt.io/vm": name}}, "spec": {
-            "domain": {"devices": {"interfaces": [{"name": "default", "binding": {"name": binding},
+        "spec": {"runStrategy": "Halted", "template": {"metadata": {"labels": {"kubevirt.io/vm": name}}, "spec": {
+            "domain": {"devices": {"interfaces": [{"name": "default", "binding": {"name": "slirp"},
                                                    "macAddress": "02:5c:1a:00:00:01",
                                                    "ports": [{"name": "ssh", "port": 22},
                                                              {"name": "http-test", "port": 8080}]}]},
                        "resources": {"requests": {"memory": "256Mi"}}},
-            "networks": [{"name": "default", "pod": {}}], "volumes": volumes}}},
+            "networks": [{"name": "default", "pod": {}}]}}},
     }
 
 
@@ -147,25 +134,6 @@ def register_slirp(custom, raw) -> str:
     return rv
 
 
-@pytest.fixture(scope="module")
-def vm(fake, core, custom, slirp_registered):
-    """One running VM (TCG) shared by the VM tests: (namespace, name, launcher pod)."""
-    ns, name = "vmtest", f"fake-selftest-vm-{os.getpid()}"  # no other run's QEMU has this -name
-    core.create_namespace({"metadata": {"name": ns}})
-    public = generate_keypair().public_openssh
-    custom.create_namespaced_custom_object(*KV, ns, "virtualmachines", binding_vm(
-        name, ns, userdata=f"#cloud-config\npassword: fedora\nssh_authorized_keys:\n  - {public}\n"))
-
-    def ready():
-        vmi = custom.get_namespaced_custom_object(*KV, ns, "virtualmachineinstances", name)
-        return any(c["type"] == "Ready" and c["status"] == "True" for c in vmi.get("status", {}).get("conditions", []))
-    wait("the VMI to become Ready", ready, 180)
-    pod = core.list_namespaced_pod(ns, label_selector=f"vm.kubevirt.io/name={name}").items[0]
-    yield ns, name, pod
-    if fake.proc.poll() is None:
-        core.delete_namespace(ns)
-
-
 # -- API machinery ------------------------------------------------------------------------------------
 def test_discovery_lists_kubevirt_resources_with_short_names(raw):
     assert raw.get("/version")[1]["gitVersion"].startswith("v1.")
@@ -176,9 +144,7 @@ def test_discovery_lists_kubevirt_resources_with_short_names(raw):
     assert "kv" in res["kubevirts"]["shortNames"] and res["kubevirts"]["namespaced"]
     assert "watch" in res["virtualmachines"]["verbs"]
     core = {r["name"] for r in raw.get("/api/v1")[1]["resources"]}
-    assert {"pods", "pods/exec", "pods/portforward", "pods/log", "namespaces", "services", "events"} <= core
-    sub = {r["name"] for r in raw.get("/apis/subresources.kubevirt.io/v1")[1]["resources"]}
-    assert "virtualmachineinstances/console" in sub
+    assert {"pods", "pods/proxy", "namespaces", "services", "events"} <= core
 
 
 def test_requests_without_the_token_get_401_status(raw):
@@ -247,12 +213,12 @@ def test_selector_watch_sees_objects_enter_and_leave(core, ns):
     assert seen == ["ADDED", "DELETED", "ADDED"]
 
 
-def test_command_line_options_reach_every_reference_vm():
+def test_command_line_options():
     from tests.fake_cluster.__main__ import parse_args
-    opts, _ = parse_args(["--kubeconfig", "/nonexistent/kc", "--preinstalled-kubevirt",
-                          "--qemu-sysctl", "net.ipv4.ping_group_range=0 2147483647", "--qemu-netdev-extra", "restrict=on"])
-    assert opts.preinstalled_kubevirt == "v1.1.0" and opts.qemu.accel == "tcg"
-    assert opts.qemu.sysctls == {"net.ipv4.ping_group_range": "0 2147483647"} and opts.qemu.netdev_extra == "restrict=on"
+    opts, _ = parse_args(["--kubeconfig", "/nonexistent/kc", "--preinstalled-kubevirt", "--propagation-delay", "3"])
+    assert (opts.preinstalled_kubevirt, opts.propagation_delay) == ("v1.1.0", 3.0), opts
+    opts, _ = parse_args(["--kubeconfig", "/nonexistent/kc", "--preinstalled-kubevirt", "v1.5.3"])
+    assert opts.preinstalled_kubevirt == "v1.5.3", opts
 
 
 def test_namespace_goes_through_terminating(core):
@@ -353,12 +319,8 @@ def test_new_kubevirt_cr_becomes_available_and_v1_5_needs_no_gate(tmp_path):
         wait("the components to see the CR", lambda: raw.get("/apis/subresources.kubevirt.io/v1/healthz")[1]
              .get("config-resource-version") == kv["metadata"]["resourceVersion"], 10)
         core.create_namespace({"metadata": {"name": "v15"}})
-        vm = custom.create_namespaced_custom_object(*KV, "v15", "virtualmachines",
-                                                    binding_vm("halted", "v15", run_strategy="Halted"))
-        assert vm["metadata"]["name"] == "halted"
-        stopped = wait("printableStatus Stopped", lambda: custom.get_namespaced_custom_object(
-            *KV, "v15", "virtualmachines", "halted").get("status", {}).get("printableStatus") == "Stopped", 10)
-        assert stopped
+        vm = custom.create_namespaced_custom_object(*KV, "v15", "virtualmachines", binding_vm("halted", "v15"))
+        assert vm["metadata"]["name"] == "halted", "admitted without the gate at v1.5"
 
 
 def test_admission_uses_the_config_virt_api_has_seen(tmp_path):
@@ -371,11 +333,11 @@ def test_admission_uses_the_config_virt_api_has_seen(tmp_path):
         kv = custom.patch_namespaced_custom_object(*KV, "kubevirt", "kubevirts", "kubevirt", {"spec": {
             "configuration": {"developerConfiguration": {"featureGates": ["NetworkBindingPlugins"]}}}})
         with pytest.raises(ApiException) as e:
-            custom.create_namespaced_custom_object(*KV, "p", "virtualmachines", binding_vm("early", "p", run_strategy="Halted"))
+            custom.create_namespaced_custom_object(*KV, "p", "virtualmachines", binding_vm("early", "p"))
         assert "Binding plugins feature gate is not enabled" in api_error(e.value)["message"]
         wait("virt-api to load the CR", lambda: raw.get("/apis/subresources.kubevirt.io/v1/healthz")[1]
              .get("config-resource-version") == kv["metadata"]["resourceVersion"], 10)
-        custom.create_namespaced_custom_object(*KV, "p", "virtualmachines", binding_vm("late", "p", run_strategy="Halted"))
+        custom.create_namespaced_custom_object(*KV, "p", "virtualmachines", binding_vm("late", "p"))
 
 
 def test_config_change_reaches_the_components_late(custom, raw, slirp_registered):
@@ -484,197 +446,10 @@ def test_operator_manifest_install_and_uninstall_with_the_dynamic_client(tmp_pat
         wait("KubeVirt and its components to be removed", gone, 15)
 
 
-def test_unregistered_binding_fails_the_render_with_kubevirts_message(core, custom, ns, slirp_registered):
-    custom.create_namespaced_custom_object(*KV, ns, "virtualmachines", binding_vm("unreg", ns, binding="nope"))
-    msg = "failed to render launch manifest: couldn't find configuration for network bindining: nope"
-
-    def synchronized_false():
-        vmi = custom.get_namespaced_custom_object(*KV, ns, "virtualmachineinstances", "unreg")
-        return [c for c in vmi.get("status", {}).get("conditions", [])
-                if c["type"] == "Synchronized" and c["status"] == "False"]
-    cond = wait("the Synchronized=False condition", synchronized_false, 10)[0]
-    assert cond["reason"] == "FailedCreate" and cond["message"] == msg
-    events = core.list_namespaced_event(ns, field_selector="involvedObject.name=unreg").items
-    assert any(e.reason == "FailedCreate" and e.message == msg and e.type == "Warning" for e in events)
-    assert core.list_namespaced_pod(ns).items == []
-
-
-# -- a real VM behind the fake ------------------------------------------------------------------------
-@pytest.mark.selftest_vm
-def test_vm_runs_with_a_kubevirt_shaped_launcher_pod(vm, custom):
-    ns, name, pod = vm
-    vmi = custom.get_namespaced_custom_object(*KV, ns, "virtualmachineinstances", name)
-    md = pod.metadata
-    assert md.name.startswith(f"virt-launcher-{name}-") and len(md.name) == len(f"virt-launcher-{name}-") + 5
-    assert md.labels["kubevirt.io"] == "virt-launcher" and md.labels["vm.kubevirt.io/name"] == name
-    assert md.labels["kubevirt.io/created-by"] == vmi["metadata"]["uid"]
-    containers = {c.name: c for c in pod.spec.containers}
-    assert containers["hook-sidecar-0"].image == SLIRP_IMAGE
-    assert [(p.name, p.container_port, p.protocol) for p in containers["compute"].ports] == [
-        ("ssh", 22, "TCP"), ("http-test", 8080, "TCP")]
-    assert pod.status.phase == "Running" and pod.status.pod_ip == "198.18.0.2"
-    conds = {c["type"]: c for c in vmi["status"]["conditions"]}
-    assert vmi["status"]["phase"] == "Running" and vmi["status"]["nodeName"] == "fake-node"
-    assert conds["Ready"]["status"] == conds["AgentConnected"]["status"] == "True"
-    assert (conds["LiveMigratable"]["status"], conds["LiveMigratable"]["reason"]) == (
-        "False", "InterfaceNotLiveMigratable")
-    vm_status = custom.get_namespaced_custom_object(*KV, ns, "virtualmachines", name)["status"]
-    assert vm_status["printableStatus"] == "Running" and vm_status["ready"] and vm_status["created"]
-
-
-def _recv_until(ws: websocket.WebSocket, needle: bytes, budget: float = 20) -> bytes:
-    got = b""
-    deadline = time.monotonic() + budget
-    ws.settimeout(1)
-    while needle not in got and time.monotonic() < deadline:
-        try:
-            opcode, data = ws.recv_data()
-        except websocket.WebSocketTimeoutException:
-            continue
-        assert opcode == websocket.ABNF.OPCODE_BINARY, f"console sent opcode {opcode}"
-        got += data
-    return got
-
-
-@pytest.mark.selftest_vm
-def test_console_is_binary_drops_text_and_keeps_one_session(vm, raw):
-    ns, name, _ = vm
-    path = f"/apis/subresources.kubevirt.io/v1/namespaces/{ns}/virtualmachineinstances/{name}/console"
-    first = raw.websocket(path, "plain.kubevirt.io")
-    try:
-        assert first.subprotocol == "plain.kubevirt.io"
-        first.send("XYZZY-TEXT")  # a TEXT frame: dropped
-        first.send_binary(b"\r")
-        out = _recv_until(first, b"login:")
-        assert b"login:" in out and b"XYZZY" not in out, out
-        second = raw.websocket(path, "plain.kubevirt.io")
-        try:
-            first.settimeout(10)
-            with pytest.raises((websocket.WebSocketConnectionClosedException, ConnectionError)):
-                for _ in range(100):  # drain whatever was in flight, then the close arrives
-                    opcode, _ = first.recv_data(control_frame=True)
-                    if opcode == websocket.ABNF.OPCODE_CLOSE:
-                        raise websocket.WebSocketConnectionClosedException("closed")
-            second.send_binary(b"\r")
-            assert b"login:" in _recv_until(second, b"login:")
-        finally:
-            second.close()
-    finally:
-        first.close()
-
-
-@pytest.mark.selftest_vm
-def test_pod_port_forward_reaches_the_guest_ssh_server(vm, core):
-    ns, _, pod = vm
-    pf = portforward(core.connect_get_namespaced_pod_portforward, pod.metadata.name, ns, ports="22")
-    s = pf.socket(22)
-    s.settimeout(20)
-    try:
-        assert s.recv(64).startswith(b"SSH-2.0-")
-        s.settimeout(1)
-        try:  # drain the key exchange offer: closing with unread data resets the client's proxy
-            while s.recv(65536):
-                pass
-        except TimeoutError:
-            pass
-    finally:
-        s.close()
-
-
-@pytest.mark.selftest_vm
-def test_pod_logs_per_container(vm, core):
-    ns, _, pod = vm
-    assert core.read_namespaced_pod_log(pod.metadata.name, ns, container="hook-sidecar-0").strip()
-    with pytest.raises(ApiException) as e:
-        core.read_namespaced_pod_log(pod.metadata.name, ns, container="nope")
-    assert e.value.status == 400
-
-
-@pytest.mark.selftest_vm
-def test_exec_returns_stdout_and_exit_code(vm, core):
-    ns, _, pod = vm
-    ws = stream(core.connect_get_namespaced_pod_exec, pod.metadata.name, ns, container="compute",
-                command=["sh", "-c", "ip -4 -o addr show; echo oops >&2; exit 3"], stderr=True, stdin=False,
-                stdout=True, tty=False, _preload_content=False)
-    ws.run_forever(timeout=30)
-    assert "198.18.0.2" in ws.read_stdout() and "oops" in ws.read_stderr()
-    assert ws.returncode == 3
-    out = stream(core.connect_get_namespaced_pod_exec, pod.metadata.name, ns, container="compute",
-                 command=["true"], stderr=True, stdin=False, stdout=True, tty=False, _preload_content=False)
-    out.run_forever(timeout=30)
-    assert out.returncode == 0
-
-
-@pytest.mark.selftest_vm
-def test_exec_streams_stdin_and_output_live(vm, core):
-    """Like the suite's nc-under-exec bridge: input goes in while the command runs."""
-    ns, _, pod = vm
-    ws = stream(core.connect_get_namespaced_pod_exec, pod.metadata.name, ns, container="compute",
-                command=["sh", "-c", "read line; echo got:$line; sleep 0.5; echo done"], stdin=True, stdout=True,
-                stderr=True, tty=False, _preload_content=False)
-    ws.write_stdin("hello\n")
-    got = ""
-    deadline = time.monotonic() + 20
-    while "got:hello" not in got and time.monotonic() < deadline:
-        ws.update(timeout=1)
-        got += ws.read_stdout() or ""
-    assert "got:hello" in got and ws.is_open(), got  # output arrived before the command ended
-    ws.run_forever(timeout=20)
-    assert "done" in got + (ws.read_stdout() or "") and ws.returncode == 0
-    ws.close()
-
-
-@pytest.mark.selftest_vm
-def test_peer_pod_runs_in_the_labs_peer_namespace(vm, core):
-    ns = vm[0]
-    core.create_namespaced_pod(ns, {"metadata": {"name": "peer", "labels": {
-        "app.kubernetes.io/component": "slirp-peer"}}, "spec": {"containers": [{"name": "c", "image": "busybox"}]}})
-    pod = wait("the peer pod to run", lambda: (p := core.read_namespaced_pod("peer", ns)).status.phase == "Running"
-               and p, 10)
-    assert pod.status.pod_ip == "198.18.0.1"
-    out = stream(core.connect_get_namespaced_pod_exec, "peer", ns, command=["ip", "-4", "-o", "addr", "show"],
-                 stderr=True, stdin=False, stdout=True, tty=False)
-    assert "198.18.0.1" in out
-
-
-@pytest.mark.selftest_vm
-def test_deleting_the_vm_terminates_then_removes_vmi_pod_and_qemu(vm, core, custom):
-    ns, name, _ = vm
-    custom.delete_namespaced_custom_object(*KV, ns, "virtualmachines", name)
-    terminating = custom.get_namespaced_custom_object(*KV, ns, "virtualmachines", name)
-    assert terminating["metadata"].get("deletionTimestamp"), "a VM goes through Terminating"
-
-    def gone(kind):
-        try:
-            custom.get_namespaced_custom_object(*KV, ns, kind, name)
-            return False
-        except ApiException as exc:
-            return exc.status == 404
-    wait("the VM to be gone", lambda: gone("virtualmachines"), 20)
-    wait("the VMI to be gone", lambda: gone("virtualmachineinstances"), 20)
-    wait("the launcher pod to be gone", lambda: not core.list_namespaced_pod(
-        ns, label_selector=f"vm.kubevirt.io/name={name}").items, 20)
-    wait("its QEMU to exit", lambda: not {p for p in leaks.snapshot().qemu_processes if f"-name {name} " in p}, 20)
-
-
-@pytest.mark.selftest_vm
-def test_stopping_the_fake_leaves_nothing_behind(fake, core, custom, slirp_registered):
-    """Stop with a VM still booting. Other self-tests may run QEMU at the same time: look only at
-    this fake's VM and run dirs."""
-    ns, name = "stoptest", f"fake-selftest-stop-{os.getpid()}"
-    core.create_namespace({"metadata": {"name": ns}})
-    legacy = binding_vm(name, ns)  # the pre-runStrategy way to start a VM
-    del legacy["spec"]["runStrategy"]
-    legacy["spec"]["running"] = True
-    custom.create_namespaced_custom_object(*KV, ns, "virtualmachines", legacy)
-    wait("the VMI to run", lambda: custom.get_namespaced_custom_object(*KV, ns, "virtualmachineinstances", name)
-         .get("status", {}).get("phase") == "Running", 60)
-    ours = lambda state: {p for p in state.qemu_processes if f"-name {name} " in p}
-    run_dirs = lambda state: {d for d in state.run_dirs if f"{RUN_PREFIX}{fake.proc.pid}-" in d}
-    before = leaks.snapshot()
-    assert ours(before) and run_dirs(before), "the VM should be running now"
-    assert fake.stop() == 0
-    after = leaks.snapshot()
-    assert not ours(after) and not run_dirs(after), after
-    assert not fake.kubeconfig.exists()
-    assert not list(Path(tempfile.gettempdir()).glob(f"fake-cluster-{fake.proc.pid}-*"))
+def test_stopping_the_fake_leaves_nothing_behind(tmp_path):
+    with running(tmp_path / "kc", preinstalled_kubevirt="v1.1.0") as f:
+        pid = f.proc.pid
+        assert f.kubeconfig.exists()
+        assert f.stop() == 0
+        assert not f.kubeconfig.exists()
+    assert not list(Path(tempfile.gettempdir()).glob(f"fake-cluster-{pid}-*"))

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import json
 
-from tests.node_side.pod_dns import peer_dns_records
+from tests.testbed.node_pod_dns import peer_dns_records
 from tests.testbed import node_agent
 from tests.testbed.node_kubelet import rewrite
 

@@ -413,6 +413,44 @@ def _kubectl_port_forward_banner(kubeconfig: Path, pod: str, port: int) -> bytes
         forward.communicate(timeout=30)
 
 
+def test_python_client_exec_into_the_launcher_pod_keeps_streams_apart_and_streams_stdin(agent_vm):
+    """The official client's websocket exec (what the suite's fixtures/kubevirt/pod_streams.py uses)
+    through the real API server to the node agent: stdout, stderr and a non-zero exit code kept
+    apart, and input reaching a command that is still running (the suite's nc-under-exec bridges).
+    Moved here from the fake cluster, which no longer runs pods."""
+    from kubernetes import client, config
+    from kubernetes.stream import stream
+
+    kubeconfig, _, pod, _ = agent_vm
+    core = client.CoreV1Api(config.new_client_from_config(str(kubeconfig)))
+    name, pod_ip = pod["metadata"]["name"], pod["status"]["podIP"]
+    ran = stream(core.connect_get_namespaced_pod_exec, name, AGENT_NAMESPACE, container="compute",
+                 command=["sh", "-c", "ip -4 -o addr show; echo oops >&2; exit 3"], stderr=True, stdin=False,
+                 stdout=True, tty=False, _preload_content=False)
+    ran.run_forever(timeout=60)
+    out, err = ran.read_stdout(), ran.read_stderr()
+    assert (pod_ip in out, err.strip(), ran.returncode) == (True, "oops", 3), (out, err, ran.returncode)
+
+    live = stream(core.connect_get_namespaced_pod_exec, name, AGENT_NAMESPACE, container="compute",
+                  command=["sh", "-c", "read line; echo got:$line; sleep 0.5; echo done"], stdin=True, stdout=True,
+                  stderr=True, tty=False, _preload_content=False)
+    try:
+        live.write_stdin("hello\n")
+
+        def read_more() -> str:
+            live.update(timeout=1)
+            read.append(live.read_stdout() or "")
+            return "".join(read)
+        read: list[str] = []
+        got = waits.wait_for("the command to echo its stdin while it runs", read_more, 30,
+                             accept=lambda text: "got:hello" in text, max_interval=0.2)
+        assert live.is_open(), f"the command ended before its output was read: {got!r}"
+        live.run_forever(timeout=30)
+        assert "done" in got + (live.read_stdout() or "") and live.returncode == 0, (got, live.returncode)
+    finally:
+        live.close()
+
+
 def test_kubectl_port_forward_and_ssh_into_the_guest_and_the_peers_from_it(agent_vm):
     """`kubectl port-forward` to the launcher pod's listed port 22 reaches the guest's SSH server
     (slirp's hostfwd in the pod namespace), an unlisted port does not; SSH as the suite makes it

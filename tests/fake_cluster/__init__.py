@@ -1,34 +1,27 @@
-"""A fake Kubernetes API server with KubeVirt behaviour, for testing the suite's cluster code.
+"""A fake Kubernetes API server with KubeVirt behaviour, for testing the suite's cluster code where
+the cluster test bed (tests/testbed) cannot: KubeVirt versions the bed cannot build (v1.5.3) and
+virt-operator's install/uninstall path (the bed has no virt-operator). It boots no VM.
 
 Run ``python -m tests.fake_cluster --kubeconfig PATH [--preinstalled-kubevirt [VERSION]]``, or
 from Python::
 
-    with running(path, preinstalled_kubevirt="v1.1.0") as fake:
+    with running(path, preinstalled_kubevirt="v1.5.3") as fake:
         kubernetes.config.load_kube_config(str(fake.kubeconfig))
-
-The suite's own cluster target runs against it:
-``pytest suites --target=cluster --kubeconfig PATH`` (the guest profile is found from the
-guest's /etc/os-release).
 
 What is emulated, and where the facts come from, is described in the module docstrings:
 ``server`` (REST, watch, auth), ``discovery`` (resources, OpenAPI stubs), ``store``
 (resourceVersion, graceful deletes, watch history), ``kubevirt`` (operator, component pods,
-propagation, admission, healthz), ``launcher`` and ``controllers`` (virt-controller/handler,
-backed by a real ReferenceVM), ``core`` (defaulting, CRDs, the kubelet for other pods),
-``virt_api`` (healthz, version, the websocket console), ``tests/node_side`` (websocket exec,
-port-forward and logs into a VM's lab, shared with the test bed's node agent), ``tls`` (the
-throwaway CA; token and client-certificate auth).
+propagation, admission, healthz), ``core`` (defaulting, CRDs, a kubelet that runs no container),
+``virt_api`` (healthz, version), ``tls`` (the throwaway CA; token and client-certificate auth);
+Status errors and conditions come from ``tests/kube_api``, shared with the test bed's node agent.
 
-Stopping (SIGTERM/SIGINT, or ``stop()``) closes every VM's lab (QEMU and its namespaces) and
-removes the kubeconfig (it writes no other file); ``running()`` keeps its log next to the
-kubeconfig (``<kubeconfig>.log``) for post-mortems.
+Stopping (SIGTERM/SIGINT, or ``stop()``) removes the kubeconfig (it writes no other file);
+``running()`` keeps its log next to the kubeconfig (``<kubeconfig>.log``) for post-mortems.
 
-Known limits (where the fake is simpler than a cluster): one node; only VMIs whose pod-network
-interface uses a binding plugin can run (always as slirp); the busybox reference guest has only
-``root`` (the cloud-init password and first key go to root; its profile is ``reference-busybox``);
-pod commands are not run (peer and client pods stand for the lab's peer namespace); exec ignores
-``tty``; no SPDY (kubectl exec and port-forward: the test bed's); no aggregated discovery, no OpenAPI v3; list
-``limit``/``continue`` and watch bookmarks are ignored; only JSON bodies.
+Known limits (where the fake is simpler than a cluster): one node; VirtualMachines and VMIs are
+stored and admitted (virt-api's feature-gate check) but no controller acts on them; pod commands
+are not run and pods have no exec, port-forward or logs; no aggregated discovery, no OpenAPI v3;
+list ``limit``/``continue`` and watch bookmarks are ignored; only JSON bodies.
 """
 
 from __future__ import annotations
@@ -94,7 +87,7 @@ def running(kubeconfig_path, log_path=None, **options) -> Iterator[RunningFake]:
     """Start the fake in a subprocess; yield once its kubeconfig exists (bounded); stop it on exit.
 
     ``options`` are the command-line flags with underscores, e.g. ``preinstalled_kubevirt="v1.1.0"``,
-    ``qemu_sysctl=["net.ipv4.ping_group_range=0 2147483647"]``, ``propagation_delay=1``.
+    ``propagation_delay=1``.
     """
     kubeconfig = Path(kubeconfig_path)
     log_file = Path(log_path) if log_path else kubeconfig.with_name(kubeconfig.name + ".log")

@@ -9,9 +9,6 @@ import signal
 import sys
 from pathlib import Path
 
-from fixtures.errors import SetupError
-from fixtures.reference.reference_vm import QemuOptions, parse_sysctl
-
 from .cluster import Options, serve
 
 
@@ -22,25 +19,14 @@ def parse_args(argv: list[str] | None = None) -> tuple[Options, bool]:
                    help="start with namespace kubevirt and an Available KubeVirt CR (default version v1.1.0)")
     p.add_argument("--kubevirt-version", default="v1.1.0",
                    help="the version a KubeVirt CR created later reports (unless an operator Deployment says)")
-    p.add_argument("--qemu-sysctl", action="append", default=[], metavar="KEY=VALUE",
-                   help="net.* sysctl for every VM's pod namespace (repeatable)")
-    p.add_argument("--qemu-netdev-extra", default="", metavar="OPTS", help="appended to every -netdev user,...")
-    p.add_argument("--qemu-accel", choices=("auto", "kvm", "tcg"), default="tcg")
     p.add_argument("--available-delay", type=float, default=2.0, help="seconds until a new KubeVirt CR is Available")
     p.add_argument("--propagation-delay", type=float, default=1.0,
                    help="seconds until KubeVirt components act on a changed KubeVirt CR")
-    p.add_argument("--ready-timeout", type=float, default=300.0, help="bound on waiting for a guest's login prompt")
     p.add_argument("-v", "--verbose", action="store_true")
     a = p.parse_args(argv)
-    try:
-        sysctls = dict(parse_sysctl(s) for s in a.qemu_sysctl)
-    except SetupError as exc:
-        p.error(str(exc))
     return Options(kubeconfig=a.kubeconfig, preinstalled_kubevirt=a.preinstalled_kubevirt,
-                   kubevirt_version=a.kubevirt_version,
-                   qemu=QemuOptions(netdev_extra=a.qemu_netdev_extra, sysctls=sysctls, accel=a.qemu_accel),
-                   available_delay=a.available_delay, propagation_delay=a.propagation_delay,
-                   ready_timeout=a.ready_timeout), a.verbose
+                   kubevirt_version=a.kubevirt_version, available_delay=a.available_delay,
+                   propagation_delay=a.propagation_delay), a.verbose
 
 
 async def _main(opts: Options) -> None:

@@ -1,9 +1,8 @@
-"""Assembly: store + API server + KubeVirt emulation + pod streams, served over HTTPS on 127.0.0.1.
+"""Assembly: store + API server + KubeVirt emulation, served over HTTPS on 127.0.0.1.
 
 ``FakeCluster.start()`` binds a random free port, then writes the kubeconfig (atomically: a
-reader never sees half a file). ``stop()`` closes websockets and watches, closes every lab
-(QEMU and its namespaces go with it) and removes the kubeconfig. Nothing else is written: the
-server key exists on disk only while ``ssl`` loads it.
+reader never sees half a file). ``stop()`` ends the watches and removes the kubeconfig. Nothing
+else is written: the server key exists on disk only while ``ssl`` loads it.
 """
 
 from __future__ import annotations
@@ -16,18 +15,12 @@ import secrets
 import shutil
 import ssl
 import tempfile
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 import yaml
 from aiohttp import web
 
-from fixtures.reference.reference_vm import QemuOptions
-
-from tests.node_side import lab_exec
-from tests.node_side.pod_streams import PodStreams
-
-from .controllers import Controllers
 from .core import CoreControllers
 from .discovery import BY_PATH
 from .kubevirt import KubeVirtOperator
@@ -44,10 +37,8 @@ class Options:
     kubeconfig: Path
     preinstalled_kubevirt: str | None = None  # a version: start with KubeVirt already Available
     kubevirt_version: str = "v1.1.0"  # what a KubeVirt CR created later reports
-    qemu: QemuOptions = field(default_factory=lambda: QemuOptions(accel="tcg"))
     available_delay: float = 2.0
     propagation_delay: float = 1.0
-    ready_timeout: float = 300.0
 
 
 class FakeCluster:
@@ -60,15 +51,9 @@ class FakeCluster:
         self.operator = KubeVirtOperator(self.store, opts.kubevirt_version, opts.available_delay,
                                          opts.propagation_delay)
         self.core = CoreControllers(self.store)
-        self.controllers = Controllers(self.store, self.operator, opts.qemu, opts.ready_timeout)
-        pods = BY_PATH[("", "v1", "pods")]
-        self.streams = PodStreams(lambda ns, name: self.store.get(pods, ns, name), self.controllers.lab_for_pod)
-        self.virt_api = VirtApi(self.store, self.controllers, self.operator)
+        self.virt_api = VirtApi(self.operator)
         self.api.admission += [self.core.default, self.operator.admit]
-        self.api.subresources.update({(pods.key, "exec"): self.streams.pod_exec,
-                                      (pods.key, "portforward"): self.streams.pod_portforward,
-                                      (pods.key, "log"): self.streams.pod_log,
-                                      (pods.key, "proxy"): self.operator.pod_proxy})
+        self.api.subresources[(BY_PATH[("", "v1", "pods")].key, "proxy")] = self.operator.pod_proxy
         self.api.aggregated["subresources.kubevirt.io"] = self.virt_api.handle
         self.ssl = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
         tmp = Path(tempfile.mkdtemp(prefix=f"fake-cluster-{os.getpid()}-"))  # ssl loads keys from files only; gone at once
@@ -137,14 +122,10 @@ class FakeCluster:
         self.store.cancel_timers()
         for w in list(self.store.watchers):  # end watch streams: a None-event wakes nobody, so cancel below
             self.store.unwatch(w)
-        await self.streams.close_all()
-        await self.virt_api.close_all()
-        lab_exec.kill_all()
         if self.listener is not None:
             self.listener.close()
         if self.runner is not None:
             await self.runner.cleanup()
-        await asyncio.get_running_loop().run_in_executor(None, self.controllers.close_all)
 
 
 async def serve(opts: Options, stop: asyncio.Event) -> None:

@@ -4,13 +4,8 @@
   ``status.phase: Pending``; Services get ``type: ClusterIP`` and a cluster IP from 10.96.0.0/16
   (not for headless ``clusterIP: None``), ports default to TCP and targetPort=port.
 - CRDs: NamesAccepted and Established turn True shortly after creation (no schema is enforced).
-- Pods (other than virt-launcher pods, which the VMI controller drives) are scheduled on
-  ``fake-node`` and Running after ~0.3 s, all containers ready. Their IP says which side of the
-  reference lab they stand for: a peer pod (label ``app.kubernetes.io/component=slirp-peer``)
-  gets the lab's peer address 198.18.0.1 (where TCP/UDP echo on 9007 and DNS already run, so
-  the pod's own command is not run), any other pod the "client pod" address 198.18.0.3.
-- DNS: a ClusterFirst pod's resolv.conf search list for cluster domain ``cluster.local`` and a
-  node without search domains (``tests/node_side/pod_dns.py``).
+- Pods are scheduled on ``fake-node`` and Running after ~0.3 s with an address of 10.244.1.0/24,
+  all containers ready; their commands are not run.
 """
 
 from __future__ import annotations
@@ -19,12 +14,9 @@ import asyncio
 import copy
 import uuid
 
-from fixtures.reference.reference_vm import PEER_IP
+from tests.kube_api.conditions import cond, now
 
 from .discovery import BY_PATH, Resource
-from tests.node_side.conditions import cond, now
-from tests.node_side.pod_dns import is_peer
-
 from .store import Store
 
 PODS = BY_PATH[("", "v1", "pods")]
@@ -32,20 +24,6 @@ SERVICES = BY_PATH[("", "v1", "services")]
 CRDS = BY_PATH[("apiextensions.k8s.io", "v1", "customresourcedefinitions")]
 NODE = "fake-node"
 HOST_IP = "172.18.0.2"
-CLIENT_POD_IP = "198.18.0.3"
-
-
-
-
-def set_cond(status: dict, new: dict) -> None:
-    """Replace the condition of ``new``'s type (or add it)."""
-    status["conditions"] = [c for c in status.get("conditions") or [] if c["type"] != new["type"]] + [new]
-
-
-
-
-
-
 
 
 def running_pod_status(pod: dict, ip: str) -> dict:
@@ -66,6 +44,7 @@ class CoreControllers:
     def __init__(self, store: Store) -> None:
         self.store = store
         self._next_ip = 10
+        self._next_pod_ip = 1
         store.listeners.append(self._on_event)
 
     def _on_event(self, kind: str, res: Resource, obj: dict) -> None:
@@ -114,10 +93,9 @@ class CoreControllers:
         pod = self.store.find(PODS, ns, name)
         if pod is None or pod["metadata"].get("deletionTimestamp"):
             return
-        if (pod["metadata"].get("labels") or {}).get("kubevirt.io") == "virt-launcher":
-            return  # the VMI controller drives it
         if (pod.get("status") or {}).get("phase") in (None, "Pending"):
-            ip = PEER_IP if is_peer(pod) else CLIENT_POD_IP
+            self._next_pod_ip += 1
+            ip = f"10.244.1.{self._next_pod_ip % 254 + 1}"
             asyncio.get_running_loop().call_later(0.3, self._start_pod, ns, name, pod["metadata"]["uid"], ip)
 
     def _start_pod(self, ns: str, name: str, uid: str, ip: str) -> None:

@@ -43,7 +43,7 @@ def _r(group, version, plural, kind, namespaced, short=(), sub=()) -> Resource:
 
 RESOURCES: list[Resource] = [
     _r("", "v1", "namespaces", "Namespace", False, ["ns"], ["status"]),
-    _r("", "v1", "pods", "Pod", True, ["po"], ["status", "log", "exec", "portforward", "attach", "proxy"]),
+    _r("", "v1", "pods", "Pod", True, ["po"], ["status", "proxy"]),
     _r("", "v1", "services", "Service", True, ["svc"], ["status"]),
     _r("", "v1", "events", "Event", True, ["ev"]),
     _r("", "v1", "configmaps", "ConfigMap", True, ["cm"]),
@@ -70,16 +70,9 @@ RESOURCES: list[Resource] = [
     _r("policy", "v1", "poddisruptionbudgets", "PodDisruptionBudget", True, ["pdb"], ["status"]),
 ]
 
-# kubevirt's aggregated API: only what the suite reaches through it.
+# kubevirt's aggregated API: healthz and version only (virt_api.py), no VMI subresource.
 SUBRESOURCES_GROUP = "subresources.kubevirt.io"
-SUBRESOURCES_LIST = [
-    {"name": "virtualmachineinstances/console", "singularName": "", "namespaced": True,
-     "kind": "VirtualMachineInstance", "verbs": ["get"]},
-    {"name": "virtualmachineinstances/vnc", "singularName": "", "namespaced": True,
-     "kind": "VirtualMachineInstance", "verbs": ["get"]},
-    {"name": "virtualmachineinstances/portforward", "singularName": "", "namespaced": True,
-     "kind": "VirtualMachineInstance", "verbs": ["get"]},
-]
+SUBRESOURCES_LIST: list[dict] = []
 
 BY_PATH: dict[tuple[str, str, str], Resource] = {(r.group, r.version, r.plural): r for r in RESOURCES}
 BY_KIND: dict[tuple[str, str], Resource] = {(r.group_version, r.kind): r for r in RESOURCES}
@@ -128,10 +121,9 @@ def resource_list(group: str, version: str) -> dict | None:
                       **({"categories": ["all"]} if r.kind in ("Pod", "Service", "VirtualMachine",
                                                                "VirtualMachineInstance") else {})})
         for sub in r.subresources:
-            verbs = {"status": ["get", "patch", "update"], "log": ["get"], "scale": ["get", "patch", "update"]}
+            verbs = {"status": ["get", "patch", "update"], "scale": ["get", "patch", "update"]}
             items.append({"name": f"{r.plural}/{sub}", "singularName": "", "namespaced": r.namespaced,
-                          "kind": {"exec": "PodExecOptions", "portforward": "PodPortForwardOptions",
-                                   "attach": "PodAttachOptions", "scale": "Scale"}.get(sub, r.kind),
+                          "kind": {"scale": "Scale", "proxy": "PodProxyOptions"}.get(sub, r.kind),
                           "verbs": verbs.get(sub, ["create", "get"])})
     if not items:
         return None

@@ -29,8 +29,8 @@ import secrets
 
 from aiohttp import web
 
-from tests.node_side import errors
-from tests.node_side.conditions import now
+from tests.kube_api import errors
+from tests.kube_api.conditions import now
 
 from .discovery import BY_PATH, Resource
 from .store import Store

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import re
 
-from tests.node_side.errors import bad_request
+from tests.kube_api.errors import bad_request
 
 
 def _split(text: str) -> list[str]:

@@ -15,7 +15,7 @@ from collections.abc import Awaitable, Callable
 
 from aiohttp import web
 
-from tests.node_side import errors
+from tests.kube_api import errors
 
 from . import discovery, tables
 from .discovery import BY_PATH, Resource

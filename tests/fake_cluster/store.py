@@ -16,8 +16,8 @@ from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
-from tests.node_side import errors
-from tests.node_side.conditions import now
+from tests.kube_api import errors
+from tests.kube_api.conditions import now
 
 from .discovery import Resource
 from .selectors import field_matcher, label_matcher

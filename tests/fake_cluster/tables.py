@@ -17,13 +17,6 @@ def _age(ts: str | None) -> str:
     return f"{s // 3600}h"
 
 
-def _cond(obj: dict, kind: str) -> str:
-    for c in obj.get("status", {}).get("conditions") or []:
-        if c.get("type") == kind:
-            return c.get("status", "")
-    return ""
-
-
 def _pod_ready(o: dict) -> str:
     cs = o.get("status", {}).get("containerStatuses") or []
     total = len(o.get("spec", {}).get("containers") or [])
@@ -42,15 +35,6 @@ COLUMNS = {
             ("Node", "string", lambda o: o.get("spec", {}).get("nodeName", "<none>"))],
     "Namespace": [("Status", "string", lambda o: o.get("status", {}).get("phase", "Active")),
                   ("Age", "string", lambda o: _age(o["metadata"].get("creationTimestamp")))],
-    "VirtualMachine": [("Age", "date", lambda o: _age(o["metadata"].get("creationTimestamp"))),
-                       ("Status", "string", lambda o: o.get("status", {}).get("printableStatus", "")),
-                       ("Ready", "string", lambda o: _cond(o, "Ready"))],
-    "VirtualMachineInstance": [("Age", "date", lambda o: _age(o["metadata"].get("creationTimestamp"))),
-                               ("Phase", "string", lambda o: o.get("status", {}).get("phase", "")),
-                               ("IP", "string", lambda o: ((o.get("status", {}).get("interfaces") or [{}])[0]
-                                                           .get("ipAddress", ""))),
-                               ("NodeName", "string", lambda o: o.get("status", {}).get("nodeName", "")),
-                               ("Ready", "string", lambda o: _cond(o, "Ready"))],
     "KubeVirt": [("Age", "date", lambda o: _age(o["metadata"].get("creationTimestamp"))),
                  ("Phase", "string", lambda o: o.get("status", {}).get("phase", ""))],
 }

@@ -15,8 +15,9 @@ import json
 import urllib.parse
 from collections.abc import Callable
 
-from tests.node_side import errors, lab_exec
-from tests.node_side.pod_streams import PodStreams
+from tests.kube_api import errors
+from tests.testbed import node_lab_exec
+from tests.testbed.node_pod_streams import PodStreams
 from tests.testbed import spdy
 
 MAX_HEAD = 64 * 1024
@@ -162,8 +163,8 @@ class SpdyUpgrades:
                 return await loop.run_in_executor(None, lambda: vm.exec_in_pod(list(argv), timeout=300, where=where))
 
             async def spawn(stdin: bool):
-                return await lab_exec.start(vm, where, list(argv), stdin)
-            live = vm is not None and lab_exec.can_stream(vm)
+                return await node_lab_exec.start(vm, where, list(argv), stdin)
+            live = vm is not None and node_lab_exec.can_stream(vm)
             loop.create_task(spdy.serve_exec(conn, streams, arrived, {k: v[0] for k, v in query.items()}, run,
                                              spawn if live else None))
 

@@ -59,9 +59,9 @@ from fixtures.errors import SetupError
 from fixtures.reference import sidecar_render
 from fixtures.reference.fedora_like import Flavour, flavour_for
 from fixtures.reference.reference_vm import QemuOptions, ReferenceVM, pod_resolv_conf
-from tests.node_side import vmi_guest as launcher
-from tests.node_side.conditions import cond, now
-from tests.node_side.pod_dns import is_peer, peer_dns_records, pod_search_list
+from tests.testbed import node_vmi_guest as launcher
+from tests.kube_api.conditions import cond, now
+from tests.testbed.node_pod_dns import is_peer, peer_dns_records, pod_search_list
 from tests.testbed import node_layout
 
 log = logging.getLogger("slirp.testbed.node_agent")

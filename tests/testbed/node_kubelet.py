@@ -13,7 +13,7 @@ read first:
   ``/proc`` shows QEMU), the namespace's other pods on the lab's cluster side. The protocols:
   SPDY/3.1 (``spdy`` via ``frontdoor.SpdyUpgrades``, what kubectl and the API server's stream
   translator speak) and the ``v4.channel.k8s.io`` websockets the API server passes through
-  (``tests/node_side/pod_streams.py``, which the fake cluster serves too); the request line is
+  (``tests/testbed/node_pod_streams.py``); the request line is
   rewritten to the API path those expect.
 - anything else (kwok's ``ClusterExec``/``ClusterPortForward`` namespace, logs, health) is piped
   byte for byte to kwok's own server.
@@ -30,8 +30,9 @@ import urllib.parse
 
 from aiohttp import web
 
-from tests.node_side import errors, lab_exec
-from tests.node_side.pod_streams import PodStreams
+from tests.kube_api import errors
+from tests.testbed import node_lab_exec
+from tests.testbed.node_pod_streams import PodStreams
 from tests.testbed.frontdoor import MAX_HEAD, FrontDoor, SpdyUpgrades
 
 log = logging.getLogger("slirp.testbed.node_kubelet")
@@ -187,7 +188,7 @@ class KubeletServer:
             self.listener.close()
         await self.streams.close_all()
         self.upgrades.close_all()
-        lab_exec.kill_all()
+        node_lab_exec.kill_all()
         if self.runner is not None:
             await self.runner.cleanup()
 

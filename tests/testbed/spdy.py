@@ -182,7 +182,7 @@ async def serve_exec(conn: Connection, streams: dict[str, Stream], arrived: asyn
                      spawn: Callable[[bool], Awaitable[asyncio.subprocess.Process]] | None = None,
                      timeout: float = 3600) -> None:
     """``spawn(stdin)``: a live process (stdin/stdout/stderr streamed); else ``run()`` to completion."""
-    from tests.node_side import lab_exec
+    from tests.testbed import node_lab_exec
     tty = query.get("tty", "").lower() in ("true", "1")
     wanted = {"error"} | {name for name in ("stdin", "stdout") if query.get(name, "").lower() in ("true", "1")}
     if query.get("stderr", "").lower() in ("true", "1") and not tty:
@@ -202,7 +202,7 @@ async def serve_exec(conn: Connection, streams: dict[str, Stream], arrived: asyn
                 streams["stdout"].write(out.encode())
             if err and "stderr" in streams:
                 streams["stderr"].write(err.encode())
-            status = lab_exec.exit_status(rc)
+            status = node_lab_exec.exit_status(rc)
     except Exception as exc:  # noqa: BLE001 - the lab is gone or broken: an internal error, like a failed CRI exec
         status = {"metadata": {}, "status": "Failure", "reason": "InternalError", "code": 500,
                   "message": f"Internal error occurred: error executing command in container: {exc}",
@@ -220,7 +220,7 @@ async def _discard(stream: Stream) -> None:
 
 
 async def _exec_live(streams: dict[str, Stream], proc: asyncio.subprocess.Process, timeout: float) -> dict:
-    from tests.node_side import lab_exec
+    from tests.testbed import node_lab_exec
     loop = asyncio.get_running_loop()
 
     async def pump(reader: asyncio.StreamReader, name: str) -> None:
@@ -242,14 +242,14 @@ async def _exec_live(streams: dict[str, Stream], proc: asyncio.subprocess.Proces
     try:
         await asyncio.wait_for(proc.wait(), timeout)
     except TimeoutError:
-        lab_exec.kill(proc)
+        node_lab_exec.kill(proc)
         await asyncio.wait_for(proc.wait(), 10)
     finally:
         await asyncio.wait(tasks, timeout=5)
         for t in tasks + ([feeder] if feeder else []):
             t.cancel()
-        lab_exec.kill(proc)
-    return lab_exec.exit_status(proc.returncode if proc.returncode is not None else 137)
+        node_lab_exec.kill(proc)
+    return node_lab_exec.exit_status(proc.returncode if proc.returncode is not None else 137)
 
 
 async def serve_port_pair(data: Stream, error: Stream, port: int, dial: Callable[[int], Awaitable[socket.socket]],

@@ -1,7 +1,6 @@
 """What a VMI says its reference VM is: the slirp-bound interface on the pod network (a VMSpec,
 as the slirp sidecar reads it), the SSH key and password of its cloud-init user data, and its
-NoCloud data exactly as given. The fake cluster's virt-handler and the test bed's node agent
-boot their VMs from these.
+NoCloud data exactly as given. The test bed's node agent boots its VMs from these.
 """
 
 from __future__ import annotations

@@ -1,18 +1,18 @@
 """The kubelet's streaming endpoints for a pod backed by a reference VM's lab, over websockets with
-the real wire protocols; served by the fake cluster's API server and by the test bed's node agent
-(tests/testbed/node_kubelet.py, to which the real API server passes websocket requests through).
+the real wire protocols; served by the test bed's node agent (tests/testbed/node_kubelet.py, to
+which the real API server passes websocket requests through).
 
 - Pod exec: ``v5.channel.k8s.io``/``v4.channel.k8s.io``/``channel.k8s.io``; channel
   byte first (0 stdin, 1 stdout, 2 stderr, 3 error Status with the exit code, 4 resize).
   The command runs in the lab: the launcher's containers in the pod namespace, other pods in
   the peer namespace of a VM's lab in the same namespace; it is a live process with stdin and
-  streamed output (see ``lab_exec``), except for rootless labs where it runs to completion.
+  streamed output (see ``node_lab_exec``), except for rootless labs where it runs to completion.
 - Pod port-forward: ``v4.channel.k8s.io``/``channel.k8s.io``/``portforward.k8s.io``;
   two channels per port (2i data, 2i+1 error), each opened by a frame with the port number as
   2 bytes little-endian; the port is dialled on the pod's loopback from inside the pod.
   SPDY is the bed's (tests/testbed/spdy.py): upgrade requests here that offer none of these
   subprotocols get HTTP 400.
-- Pod logs: compute = the lab's QEMU and lab logs, sidecar = one line, other pods = empty.
+- Pod logs are not served here: the bed's kubelet endpoint passes them on to kwok.
 
 Who owns the pods says ``pod_of(namespace, name)`` (raises ``errors.ApiError`` 404) and which lab
 a pod's containers live in ``lab_for_pod(pod) -> (ReferenceVM or None, "pod" | "peer")``.
@@ -27,9 +27,10 @@ from collections.abc import Callable
 
 from aiohttp import WSMsgType, web
 
-from tests.node_side import errors, lab_exec
+from tests.kube_api import errors
+from tests.testbed import node_lab_exec
 
-log = logging.getLogger("slirp.node_side.pod_streams")
+log = logging.getLogger("slirp.testbed.node_pod_streams")
 EXEC_PROTOCOLS = ("v5.channel.k8s.io", "v4.channel.k8s.io", "channel.k8s.io")
 PORTFORWARD_PROTOCOLS = ("v4.channel.k8s.io", "channel.k8s.io", "portforward.k8s.io")
 EXEC_TIMEOUT = 3600  # a bound on one exec session (kubelet has none; streaming idle timeouts are hours)
@@ -92,22 +93,6 @@ class PodStreams:
         self.sockets.add(ws)
         return ws
 
-    # -- pod log ----------------------------------------------------------------------------------------
-    async def pod_log(self, request: web.Request, res, ns: str, name: str, sub: str) -> web.StreamResponse:
-        pod = self._pod(ns, name)
-        container = self._container(pod, request.query.get("container"))
-        vm, where = self.lab_for_pod(pod)
-        text = ""
-        if where == "pod" and container == "compute" and vm is not None and vm.run_dir is not None:
-            for log in ("qemu.log", "lab.log"):
-                try:
-                    text += (vm.run_dir / log).read_text(errors="replace")
-                except OSError:
-                    pass
-        elif where == "pod":
-            text = '{"component":"network-slirp-binding","level":"info","msg":"hook sidecar serving"}\n'
-        return web.Response(text=text, content_type="text/plain")
-
     # -- pod exec ---------------------------------------------------------------------------------------
     async def pod_exec(self, request: web.Request, res, ns: str, name: str, sub: str) -> web.StreamResponse:
         pod = self._pod(ns, name)
@@ -123,7 +108,7 @@ class PodStreams:
                                   " (exec into client/peer pods needs a running VM in the same namespace)")
         ws = await self._upgrade(request, EXEC_PROTOCOLS)
         try:
-            if lab_exec.can_stream(vm):
+            if node_lab_exec.can_stream(vm):
                 status = await self._exec_streaming(ws, vm, where, list(argv), request.query)
             else:
                 status = await self._exec_buffered(ws, vm, where, list(argv))
@@ -137,7 +122,7 @@ class PodStreams:
     async def _exec_streaming(self, ws: web.WebSocketResponse, vm, where: str, argv: list[str], query) -> dict:
         """A live process: stdin (channel 0; the v5 close signal 255 ends it), stdout 1, stderr 2."""
         try:
-            proc = await lab_exec.start(vm, where, argv, stdin=_truthy(query.get("stdin")))
+            proc = await node_lab_exec.start(vm, where, argv, stdin=_truthy(query.get("stdin")))
         except OSError as exc:
             return _internal_error(exc)
         want = {1: _truthy(query.get("stdout", "true")), 2: _truthy(query.get("stderr", "true"))}
@@ -169,15 +154,15 @@ class PodStreams:
         try:
             await asyncio.wait({exited, client}, timeout=EXEC_TIMEOUT, return_when=asyncio.FIRST_COMPLETED)
             if not exited.done():  # the client went away, or the bound ran out: like a killed exec session
-                lab_exec.kill(proc)
+                node_lab_exec.kill(proc)
                 await asyncio.wait({exited}, timeout=10)
             await asyncio.wait(pumps, timeout=5)
         finally:
             client.cancel()
             for t in pumps:
                 t.cancel()
-            lab_exec.kill(proc)
-        return lab_exec.exit_status(proc.returncode if proc.returncode is not None else 137)
+            node_lab_exec.kill(proc)
+        return node_lab_exec.exit_status(proc.returncode if proc.returncode is not None else 137)
 
     async def _exec_buffered(self, ws: web.WebSocketResponse, vm, where: str, argv: list[str]) -> dict:
         """Rootless labs: the command runs to completion through the lab, without input."""
@@ -193,7 +178,7 @@ class PodStreams:
             await ws.send_bytes(b"\x01" + out.encode())
         if err:
             await ws.send_bytes(b"\x02" + err.encode())
-        return lab_exec.exit_status(rc)
+        return node_lab_exec.exit_status(rc)
 
     @staticmethod
     async def _drain(ws: web.WebSocketResponse) -> None:

@@ -1,7 +1,7 @@
 """Streaming exec into a lab's namespaces, for container exec with stdin and live output.
 
 ``ReferenceVM.exec_in_pod`` runs a command to completion without input; ``kubectl exec -i`` and
-the suite's ``nc``-under-exec bridges need a live process. Its server (the fake cluster, the
+the suite's ``nc``-under-exec bridges need a live process. Its server (the
 bed's node agent) runs as root, so it enters the lab's namespaces itself: the lab's network and
 mount namespaces (the peer side; the lab process is the ``unshare`` child that ReferenceVM
 started), and for the pod side additionally the pod network namespace the lab keeps bound at
