@@ -32,9 +32,7 @@ from tests.test_reference_e2e import ALL_MODULES
 from tests.testbed import bed, node_layout
 from tests.testbed_probes import kubectl, leftovers, processes_mentioning, register_slirp_binding
 
-KUBEVIRT_VERSION = "v1.1.0"  # the one version the bed builds (README); its flavour is nmap-ncat
-UP_TIMEOUT = 1800.0  # the bed's builds are warm in these runs; a cold one fails this with its log
-DOWN_TIMEOUT = 600.0
+KUBEVIRT_VERSION = testbed_cli.KUBEVIRT_VERSION  # the Fedora-like flavour follows from it (flavour_for)
 NAMESPACE = "fedora-bed"
 
 
@@ -43,18 +41,8 @@ def fedora_bed(tmp_path_factory):
     """A bed whose node agent boots the Fedora-like guest, up for the module: (kubeconfig, record,
     summary). Down at the end unless a test took it down."""
     kubeconfig = tmp_path_factory.mktemp("fedora-bed") / "kubeconfig"
-    started = time.monotonic()
-    up = testbed_cli.run("up", "--kubevirt-version", KUBEVIRT_VERSION, "--kubeconfig", str(kubeconfig),
-                         "--reference-guest", "fedora", timeout=UP_TIMEOUT)
-    if up.returncode != 0:
-        if bed.record_path(kubeconfig).exists():
-            testbed_cli.run("down", "--kubeconfig", str(kubeconfig), timeout=DOWN_TIMEOUT)
-        pytest.fail(f"`hack/testbed.sh up --reference-guest fedora` exited {up.returncode}:\n{up.stderr[-4000:]}")
-    summary = json.loads(up.stdout.strip().splitlines()[-1])
-    print(f"fedora bed up in {time.monotonic() - started:.1f} s: {summary}")
-    yield kubeconfig, bed.BedRecord.load(kubeconfig.resolve()), summary
-    if bed.record_path(kubeconfig.resolve()).exists():
-        testbed_cli.run("down", "--kubeconfig", str(kubeconfig), timeout=DOWN_TIMEOUT)
+    with testbed_cli.bed_up(kubeconfig, KUBEVIRT_VERSION, "--reference-guest", "fedora") as running:
+        yield running.kubeconfig, running.record, running.summary
 
 
 def test_up_refuses_a_reference_guest_it_cannot_boot_in_one_line(tmp_path):
@@ -163,7 +151,7 @@ def test_down_while_a_fedora_like_guest_boots_leaves_nothing(fedora_bed):
     console = run_dir / "qemu" / "console.log"
     assert not console.exists() or b"login:" not in console.read_bytes(), (
         "premise: the guest is still booting (no login prompt yet)")
-    down = testbed_cli.run("down", "--kubeconfig", str(kubeconfig), timeout=DOWN_TIMEOUT)
+    down = testbed_cli.run("down", "--kubeconfig", str(kubeconfig), timeout=testbed_cli.DOWN_TIMEOUT)
     assert down.returncode == 0, down.stderr
     assert not leftovers(record), f"left after down: {leftovers(record)}"
     assert not run_dir.exists(), f"{run_dir} left behind"

@@ -15,12 +15,13 @@ from pathlib import Path
 import pytest
 
 from fixtures import gobuild
+from fixtures.cluster import versions
 from tests.testbed import bed
 
 REPO = Path(__file__).resolve().parents[1]
 TESTBED_SH = REPO / "hack" / "testbed.sh"
 TIMEOUT_SCALE = ("--timeout-scale", "3")  # other builds may share the machine
-KUBEVIRT_VERSION = "v1.1.0"  # its operator code resolves through the module proxy; v1.5.3 and v1.9.0 do not (README)
+KUBEVIRT_VERSION = versions.env("TESTBED_KUBEVIRT_VERSION")  # the one the module proxy lets the bed build (README)
 UP_TIMEOUT = 4 * gobuild.BUILD_TIMEOUT  # every cold build of the bed, in the worst case one after the other
 DOWN_TIMEOUT = 600.0
 
@@ -38,10 +39,11 @@ class RunningBed:
 
 
 @contextlib.contextmanager
-def bed_up(kubeconfig: Path, kubevirt_version: str = KUBEVIRT_VERSION) -> Iterator[RunningBed]:
-    """``up`` (the test fails with its stderr when it fails), the bed for the block, then ``down``
-    unless a test in the block took it down itself."""
-    up = run("up", "--kubevirt-version", kubevirt_version, "--kubeconfig", str(kubeconfig), timeout=UP_TIMEOUT)
+def bed_up(kubeconfig: Path, kubevirt_version: str = KUBEVIRT_VERSION, *up_args: str) -> Iterator[RunningBed]:
+    """``up`` (with ``up_args``; the test fails with its stderr when it fails), the bed for the
+    block, then ``down`` unless a test in the block took it down itself."""
+    up = run("up", "--kubevirt-version", kubevirt_version, "--kubeconfig", str(kubeconfig), *up_args,
+             timeout=UP_TIMEOUT)
     try:
         if up.returncode != 0:
             pytest.fail(f"`hack/testbed.sh up` exited {up.returncode}:\n{up.stderr[-4000:]}")
