@@ -58,7 +58,9 @@ def run_suite(tmp: Path, *args: str, timeout: float = 600, env: dict | None = No
          f"--report-dir={tmp / 'reports'}", *args],
         cwd=REPO, capture_output=True, text=True, timeout=timeout, env={**os.environ, **(env or {})},
     )
-    return SuiteRun(proc.returncode, proc.stdout + proc.stderr, _outcomes(junit), _report(tmp / "reports"))
+    output = proc.stdout + proc.stderr
+    (tmp / "suite-output.log").write_text(output)  # whole, for when an assertion shows only its tail
+    return SuiteRun(proc.returncode, output, _outcomes(junit), _report(tmp / "reports"))
 
 
 def _report(directory: Path) -> dict | None:
