@@ -9,7 +9,7 @@ hack/setup.sh
 .venv/bin/python -m fixtures.reference.sidecar_render
 mkdir -p reports
 # The cluster test bed's parts (tests/testbed) for TESTBED_KUBEVIRT_VERSION, cached by version (cold:
-# about half an hour on 2 cores; README "Measured"); their build times go to reports/testbed-build.json.
+# about 9 min on 2 idle cores, more under load; README "Measured"); their build times go to reports/testbed-build.json.
 # Where the bed cannot run (not root) nothing is built and its tests are skipped with the reason.
 .venv/bin/python -m tests.testbed build --if-usable > reports/testbed-build.json.part
 mv reports/testbed-build.json.part reports/testbed-build.json

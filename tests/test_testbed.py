@@ -2,7 +2,7 @@
 
 Marked ``testbed``: run by default, skipped with the reason where the bed cannot run (not
 root), left out with ``-m "not testbed"``. hack/test.sh builds the bed's parts before pytest
-starts (cold: about half an hour on 2 cores, cached by version; README "Measured"), so a cold
+starts (cold: about 9 min on 2 idle cores, cached by version; README "Measured"), so a cold
 build never runs inside a test's budget.
 """
 
