@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import json
 import os
-import subprocess
 import xml.etree.ElementTree as ET
 from pathlib import Path
 
@@ -22,7 +21,7 @@ from fixtures import waits
 from fixtures.cluster import versions
 from tests import recording_tools, testbed_cli
 from tests.suite_runner import run_suite
-from tests.testbed import components
+from tests.testbed_probes import kubectl
 
 pytestmark = pytest.mark.testbed
 
@@ -30,10 +29,7 @@ BED_TIMEOUTS = ("--timeout-scale", "3")  # as tests/test_testbed.py: other build
 
 
 def _kubectl_json(kubeconfig: Path, *args: str) -> dict:
-    kubectl = components.build_control_plane(components.Pins.from_versions_env()).kubectl  # cached by the bed
-    out = subprocess.run([str(kubectl), "--kubeconfig", str(kubeconfig), *args, "-o", "json"], capture_output=True,
-                         text=True, timeout=60, check=True).stdout
-    return json.loads(out)
+    return json.loads(kubectl(kubeconfig, *args, "-o", "json"))
 
 
 def kubevirt_specs(kubeconfig: Path) -> dict:

@@ -26,7 +26,7 @@ from fixtures.reference import sidecar_render
 from tests.suite_runner import run_suite
 from tests.test_reference_e2e import ALL_MODULES, PING_GROUP_RED
 from tests import testbed_cli, testbed_probes
-from tests.testbed_probes import kubectl, leftovers, processes_mentioning
+from tests.testbed_probes import kubectl, kubectl_binary, leftovers, processes_mentioning
 from tests.testbed import bed, components, kubevirt, node_layout, processes
 
 pytestmark = pytest.mark.testbed
@@ -200,7 +200,7 @@ def _launcher_containers(kubeconfig: Path, vmi: str) -> dict[str, dict]:
 
 
 def _create(kubeconfig: Path, manifest: str) -> subprocess.CompletedProcess:
-    kubectl_bin = components.build_control_plane(components.Pins.from_versions_env()).kubectl
+    kubectl_bin = kubectl_binary()
     return subprocess.run([str(kubectl_bin), "--kubeconfig", str(kubeconfig), "create", "-f", "-"], input=manifest,
                           capture_output=True, text=True, timeout=60)
 
@@ -248,7 +248,7 @@ def test_virt_controller_renders_the_slirp_sidecar_from_the_binding_registration
 
 def test_kubectl_exec_is_a_real_stream_through_the_api_server_to_kwok(testbed):
     kubeconfig, record, _ = testbed
-    kubectl_bin = components.build_control_plane(components.Pins.from_versions_env()).kubectl
+    kubectl_bin = kubectl_binary()
 
     def exec_in(namespace: str) -> subprocess.CompletedProcess:
         if namespace != "default":
@@ -274,7 +274,7 @@ def test_kubectl_exec_is_a_real_stream_through_the_api_server_to_kwok(testbed):
 def test_kubectl_port_forward_is_a_real_stream_through_the_api_server_to_kwok(testbed):
     """Needs the exec test's pod in EXEC_NAMESPACE; bytes go kubectl -> API server -> kwok -> loopback."""
     kubeconfig, record, _ = testbed
-    kubectl_bin = components.build_control_plane(components.Pins.from_versions_env()).kubectl
+    kubectl_bin = kubectl_binary()
     with socket.create_server((bed.LOOPBACK, record.ports["port-forward-target"])) as server:
         def echo_once():
             conn, _ = server.accept()
@@ -340,7 +340,7 @@ def agent_vm(testbed):
 
 
 def _exec(kubeconfig: Path, pod: str, *argv: str, container: str | None = None) -> subprocess.CompletedProcess:
-    kubectl_bin = components.build_control_plane(components.Pins.from_versions_env()).kubectl
+    kubectl_bin = kubectl_binary()
     where = ["-c", container] if container else []
     return subprocess.run([str(kubectl_bin), "--kubeconfig", str(kubeconfig), "exec", "-n", AGENT_NAMESPACE, pod,
                            *where, "--", *argv], capture_output=True, text=True, errors="replace", timeout=120)
@@ -395,7 +395,7 @@ class _Launcher:
 
 def _kubectl_port_forward_banner(kubeconfig: Path, pod: str, port: int) -> bytes:
     """What one connection through `kubectl port-forward` to the pod's ``port`` reads first."""
-    kubectl_bin = components.build_control_plane(components.Pins.from_versions_env()).kubectl
+    kubectl_bin = kubectl_binary()
     local = processes.free_port()
     forward = subprocess.Popen([str(kubectl_bin), "--kubeconfig", str(kubeconfig), "port-forward", "-n", AGENT_NAMESPACE,
                                 f"pod/{pod}", f"{local}:{port}"], stdout=subprocess.PIPE, stderr=subprocess.STDOUT,

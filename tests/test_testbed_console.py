@@ -27,6 +27,7 @@ from kubernetes import config as kube_config
 from fixtures import waits
 from fixtures.kubevirt.console_websocket import ConsoleBridge
 from tests import testbed_cli
+from tests.testbed_probes import kubectl
 from tests.testbed import bed, components, handler_console, kubevirt, node_layout, processes, service_address
 from tests.testbed.serial_stand_in import GREETING, SerialConsoleStandIn
 
@@ -46,17 +47,9 @@ def testbed(tmp_path_factory):
         yield running.kubeconfig, running.record
 
 
-def _binaries() -> tuple[Path, Path]:
-    """(kubectl, virtctl): cached by the bed's `up`."""
-    kubectl = components.build_control_plane(components.Pins.from_versions_env()).kubectl
-    return kubectl, components.build_kubevirt_components(KUBEVIRT_VERSION).binary("virtctl")
-
-
-def _kubectl(kubeconfig: Path, *args: str, input: str | None = None) -> str:
-    out = subprocess.run([str(_binaries()[0]), "--kubeconfig", str(kubeconfig), *args], capture_output=True,
-                         text=True, timeout=60, input=input)
-    assert out.returncode == 0, f"kubectl {' '.join(args)} exited {out.returncode}: {out.stderr[-2000:]}"
-    return out.stdout
+def _virtctl() -> Path:
+    """virtctl, built with virt-api (cached by the bed's `up`)."""
+    return components.build_kubevirt_components(KUBEVIRT_VERSION).binary("virtctl")
 
 
 def _create_vmi(kubeconfig: Path, name: str, *, running: bool) -> None:
@@ -64,7 +57,7 @@ def _create_vmi(kubeconfig: Path, name: str, *, running: bool) -> None:
     the test plays its VM. virt-controller schedules it (kwok runs its launcher pod); ``running``:
     its status then says Running, as virt-handler writes it once the VM is up (what virt-api's
     console handler checks)."""
-    _kubectl(kubeconfig, "create", "-f", "-", input=json.dumps({
+    kubectl(kubeconfig, "create", "-f", "-", input=json.dumps({
         "apiVersion": "kubevirt.io/v1", "kind": "VirtualMachineInstance",
         "metadata": {"name": name, "namespace": NAMESPACE,
                      "annotations": {node_layout.AGENT_SKIP_ANNOTATION: "skip"}},
@@ -73,11 +66,11 @@ def _create_vmi(kubeconfig: Path, name: str, *, running: bool) -> None:
                  "networks": [{"name": "default", "pod": {}}]}}))
     if running:
         # virt-controller fails a Running VMI that has no running launcher pod: wait for Scheduled.
-        waits.wait_for(f"virt-controller to schedule VMI {name}", lambda: _kubectl(
+        waits.wait_for(f"virt-controller to schedule VMI {name}", lambda: kubectl(
             kubeconfig, "get", "vmi", "-n", NAMESPACE, name, "-o", "jsonpath={.status.phase}") == "Scheduled", 60)
-        _kubectl(kubeconfig, "patch", "vmi", "-n", NAMESPACE, name, *AS_VIRT_HANDLER, "--type=merge",
+        kubectl(kubeconfig, "patch", "vmi", "-n", NAMESPACE, name, *AS_VIRT_HANDLER, "--type=merge",
                  "-p", json.dumps({"status": {"phase": "Running", "nodeName": bed.NODE_NAME}}))
-        phase = _kubectl(kubeconfig, "get", "vmi", "-n", NAMESPACE, name, "-o", "jsonpath={.status.phase}")
+        phase = kubectl(kubeconfig, "get", "vmi", "-n", NAMESPACE, name, "-o", "jsonpath={.status.phase}")
         assert phase == "Running", f"premise: the VMI's status says Running, it says {phase!r}"
 
 
@@ -143,7 +136,7 @@ def test_virtctl_console_exchanges_bytes_and_leaves_on_the_escape(testbed, seria
     _create_vmi(kubeconfig, "console-virtctl", running=True)
     serial_console("console-virtctl")
     nonce = secrets.token_hex(8)
-    virtctl = pexpect.spawn(str(_binaries()[1]), ["--kubeconfig", str(kubeconfig), "console", "-n", NAMESPACE,
+    virtctl = pexpect.spawn(str(_virtctl()), ["--kubeconfig", str(kubeconfig), "console", "-n", NAMESPACE,
                                                   "console-virtctl", "--timeout=1"], timeout=60)
     try:
         virtctl.expect_exact("Successfully connected to console-virtctl console")
@@ -181,7 +174,7 @@ def test_an_unpublished_console_gets_virt_apis_error_at_once_then_works_once_pub
     body = refusal.resp_body.decode(errors="replace") if refusal.resp_body else ""
     assert refusal.status_code == 500 and "dialing virt-handler: websocket: bad handshake" in body, (
         refusal.status_code, body)
-    virtctl = subprocess.run([str(_binaries()[1]), "--kubeconfig", str(kubeconfig), "console", "-n", NAMESPACE,
+    virtctl = subprocess.run([str(_virtctl()), "--kubeconfig", str(kubeconfig), "console", "-n", NAMESPACE,
                               "console-unpublished", "--timeout=1"], capture_output=True, text=True, timeout=60,
                              stdin=subprocess.DEVNULL)
     assert virtctl.returncode != 0 and "dialing virt-handler: websocket: bad handshake" in virtctl.stderr, (
@@ -200,7 +193,7 @@ def test_the_handler_endpoint_refuses_a_client_that_is_not_virt_api(testbed):
     (the bed's admin certificate; virt-api's carries kubevirt.io:system:client:virt-handler)."""
     kubeconfig, record = testbed
     pki = Path(record.state_dir) / "pki"
-    ip = _kubectl(kubeconfig, "get", "pod", "-n", kubevirt.NAMESPACE, "-l", "kubevirt.io=virt-handler", "-o",
+    ip = kubectl(kubeconfig, "get", "pod", "-n", kubevirt.NAMESPACE, "-l", "kubevirt.io=virt-handler", "-o",
                   "jsonpath={.items[0].status.podIP}")
     ctx = ssl.create_default_context(cafile=str(pki / "slirp-conformance-testbed-ca.crt"))
     ctx.check_hostname = False  # virt-api checks the name in the certificate, not the host
@@ -217,7 +210,7 @@ def test_virtctl_version_reads_virt_apis_version_through_the_aggregator(testbed)
     """`virtctl version` asks /apis/subresources.kubevirt.io/v1/version: the APIService route to
     virt-api, which reports the release it was built from (version-stamped as KubeVirt's build)."""
     kubeconfig, _ = testbed
-    out = subprocess.run([str(_binaries()[1]), "--kubeconfig", str(kubeconfig), "version"], capture_output=True,
+    out = subprocess.run([str(_virtctl()), "--kubeconfig", str(kubeconfig), "version"], capture_output=True,
                          text=True, timeout=60)
     assert out.returncode == 0, (out.returncode, out.stderr)
     lines = {line.split(":", 1)[0]: line for line in out.stdout.splitlines() if ":" in line}
@@ -226,7 +219,7 @@ def test_virtctl_version_reads_virt_apis_version_through_the_aggregator(testbed)
     assert "Invalid character" not in out.stderr + out.stdout, out.stderr
 
 def _virt_api_address(kubeconfig: Path) -> str:
-    slice_ = json.loads(_kubectl(kubeconfig, "get", "endpointslice", "-n", kubevirt.NAMESPACE, "virt-api-testbed",
+    slice_ = json.loads(kubectl(kubeconfig, "get", "endpointslice", "-n", kubevirt.NAMESPACE, "virt-api-testbed",
                                  "-o", "json"))
     return slice_["endpoints"][0]["addresses"][0]
 

@@ -12,11 +12,14 @@ from fixtures.reference import reference_vm
 from tests.testbed import bed, components, kubevirt, processes
 
 
+def kubectl_binary() -> Path:
+    """The bed's own kubectl build (cached by ``up``)."""
+    return components.build_control_plane(components.Pins.from_versions_env()).kubectl
+
+
 def kubectl(kubeconfig: Path, *args: str, input: str | None = None) -> str:
-    """stdout of kubectl (the bed's own build, cached by ``up``); an AssertionError with its
-    stderr when it fails."""
-    binary = components.build_control_plane(components.Pins.from_versions_env()).kubectl
-    out = subprocess.run([str(binary), "--kubeconfig", str(kubeconfig), *args], capture_output=True,
+    """stdout of kubectl (the bed's own build); an AssertionError with its stderr when it fails."""
+    out = subprocess.run([str(kubectl_binary()), "--kubeconfig", str(kubeconfig), *args], capture_output=True,
                          text=True, timeout=60, input=input)
     assert out.returncode == 0, f"kubectl {' '.join(args)} exited {out.returncode}: {out.stderr[-2000:]}"
     return out.stdout
