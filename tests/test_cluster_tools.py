@@ -23,6 +23,7 @@ from fixtures import waits
 from fixtures.cluster import kind, preflight, runner
 from fixtures.cluster.versions import pins_for
 from fixtures.errors import SetupError
+from tests.json_reply import reply_json
 
 from tests import recording_tools  # noqa: E402
 
@@ -125,11 +126,7 @@ def test_preflight_rejects_bad_versions_before_running_tools(fake_tools, bad):
 class _VersionHandler(BaseHTTPRequestHandler):
     def do_GET(self):
         body = b'{"major": "1", "minor": "30", "gitVersion": "v1.30.0"}'
-        self.send_response(200 if self.path.rstrip("/") == "/version" else 404)
-        self.send_header("Content-Type", "application/json")
-        self.send_header("Content-Length", str(len(body)))
-        self.end_headers()
-        self.wfile.write(body)
+        reply_json(self, 200 if self.path.rstrip("/") == "/version" else 404, body)
 
     def log_message(self, *args):
         pass

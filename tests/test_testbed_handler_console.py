@@ -19,6 +19,7 @@ import pytest
 import websocket
 
 from fixtures import waits
+from tests.json_reply import reply_json
 from tests.testbed import handler_console, processes
 from tests.testbed.pki import CertificateAuthority
 from tests.testbed.serial_stand_in import GREETING, SerialConsoleStandIn
@@ -37,11 +38,7 @@ def _api_server(ca: CertificateAuthority) -> ThreadingHTTPServer:
             node = VMIS.get((parts[4], parts[6])) if len(parts) == 7 else None
             body = json.dumps({"metadata": {"name": parts[-1], "uid": f"uid-{parts[-1]}"},
                                "status": {"phase": "Running", "nodeName": node}}).encode()
-            self.send_response(200 if node else 404)
-            self.send_header("Content-Type", "application/json")
-            self.send_header("Content-Length", str(len(body)))
-            self.end_headers()
-            self.wfile.write(body)
+            reply_json(self, 200 if node else 404, body)
 
         def log_message(self, *args):
             pass
