@@ -21,6 +21,7 @@ import signal
 import sys
 import tempfile
 import time
+from collections import Counter
 from pathlib import Path
 
 from fixtures import waits
@@ -114,11 +115,8 @@ def _bench(args: argparse.Namespace) -> int:
             bed.stop(kubeconfig)
             down_seconds = time.monotonic() - started
     summary.pop("kubeconfig")
-    outcomes: dict[str, int] = {}
-    for outcome in run.outcomes.values():
-        outcomes[outcome] = outcomes.get(outcome, 0) + 1
     print(json.dumps({**summary, "suite_seconds": round(suite_seconds, 1), "suite_exit": run.returncode,
-                      "suite_outcomes": outcomes, "outcome": (run.report or {}).get("outcome"),
+                      "suite_outcomes": dict(Counter(run.outcomes.values())), "outcome": (run.report or {}).get("outcome"),
                       "down_seconds": round(down_seconds, 1)}))
     return 0 if run.returncode == 0 else 1
 
