@@ -17,6 +17,7 @@ from fixtures.target import Endpoint
 from tests.local_guest import loopback_peers
 
 BIND_WARNING = "bash: bind: warning: line editing not enabled\n"
+NO_EXIT_STATUS = "exit-status-never-comes"
 
 
 class _FedoraLikeServer(paramiko.ServerInterface):
@@ -39,6 +40,10 @@ class _FedoraLikeServer(paramiko.ServerInterface):
 
     @staticmethod
     def _exec(channel: paramiko.Channel, command: str) -> None:
+        if command == NO_EXIT_STATUS:  # output and its end, then nothing: no status, no close
+            channel.sendall(b"partial\n")
+            channel.shutdown_write()
+            return
         p = subprocess.run(["sh", "-c", command], capture_output=True, timeout=60)
         channel.sendall_stderr(BIND_WARNING.encode() + p.stderr)
         channel.sendall(p.stdout)
@@ -81,3 +86,20 @@ def test_an_echo_check_over_ssh_still_compares_equal(fedora_like_ssh):
     with loopback_peers({}) as ports:
         ev = udp.echo(fedora_like_ssh, FEDORA, Endpoint("127.0.0.1", ports["udp_echo"]))
     assert ev["received"] == ev["sent"], ev.facts
+
+
+def test_a_command_whose_exit_status_never_comes_times_out_naming_it(fedora_like_ssh):
+    """Its output ends (EOF) but the server never sends the exit status: run() gives up within
+    its timeout and says which command, instead of waiting forever."""
+    raised: list[BaseException] = []
+
+    def run() -> None:
+        try:
+            fedora_like_ssh.run(NO_EXIT_STATUS, timeout=2)
+        except BaseException as e:  # noqa: BLE001 (handed to the test thread)
+            raised.append(e)
+    worker = threading.Thread(target=run, daemon=True)
+    worker.start()
+    worker.join(30)  # a bound for this test, should run() wait forever again
+    assert not worker.is_alive(), "run() is still waiting for an exit status that never comes"
+    assert len(raised) == 1 and isinstance(raised[0], TimeoutError) and NO_EXIT_STATUS in str(raised[0]), raised
