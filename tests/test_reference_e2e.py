@@ -164,10 +164,11 @@ def test_terminated_run_leaves_nothing(tmp_path, no_leaks):
 
 def test_cold_run_shows_progress_and_quiet_run_does_not(tmp_path, no_leaks):
     """A cold cache: each long phase says what it does and how long it took; -q says nothing."""
+    from fixtures.cache_dirs import cache_root
     from fixtures.reference import image
 
     env = {"SLIRP_CONFORMANCE_CACHE": str(tmp_path / "cache"),
-           "SLIRP_REF_KERNEL_DEB": str(image.kernel_deb(image.default_cache_dir()))}
+           "SLIRP_REF_KERNEL_DEB": str(image.kernel_deb(cache_root()))}
     one = ["-k", "test_lease_time and console", "--target=qemu"]
     loud = run_suite(tmp_path / "loud", *one, env=env)
     assert loud.returncode == 0, loud.output[-3000:]
