@@ -1,7 +1,7 @@
-"""slirp-conformance: the fixture plugins. Options live in fixtures/plugin_options.py; no helpers here."""
+"""slirp-conformance: the fixture modules the suites use (fixtures/, on pytest's pythonpath).
 
-pytest_plugins = [
-    "fixtures.plugin_options",
-    "fixtures.plugin_target",
-    "fixtures.plugin_reporting",
-]
+The plugin itself (options, hooks, reporting) is registered by the package's entry point
+(slirp_conformance/plugin); no helpers here.
+"""
+
+pytest_plugins = ["slirp_vm", "slirp_evidence"]

@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
-# Phase timings of the reference target as JSON (see fixtures/benchmark.py). Example:
+# Phase timings of the reference target as JSON (see src/slirp_conformance/benchmark.py). Example:
 #   hack/bench.sh --boots 5 > reports/bench.json
 #   hack/bench.sh --reference-guest fedora --kubevirt-version v1.5.3 --boots 3 [--cold]
-set -euo pipefail
-cd "$(dirname "$0")/.."
-hack/setup.sh >&2
-exec .venv/bin/python -m fixtures.benchmark "$@"
+# shellcheck source=hack/lib.sh
+. "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
+"$REPO/hack/setup.sh" >&2
+exec "$PYTHON" -m slirp_conformance.benchmark "$@"

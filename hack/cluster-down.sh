@@ -1,9 +1,7 @@
 #!/usr/bin/env bash
 # Delete the suite's kind cluster, but only if hack/cluster-up.sh created it (or --force).
-set -euo pipefail
-
-REPO="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
-PYTHON="${PYTHON:-$REPO/.venv/bin/python}"
+# shellcheck source=hack/lib.sh
+. "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 
 usage() {
   cat <<USAGE
@@ -15,7 +13,7 @@ USAGE
 }
 
 case "${1:-}" in -h|--help) usage; exit 0 ;; esac
-[ -x "$PYTHON" ] || { echo "cluster-down: error: $PYTHON not found; run hack/setup.sh first (or set PYTHON)" >&2; exit 1; }
+need_venv
 export PATH="$REPO/.tools/bin:$PATH"
-cd "$REPO"
-exec "$PYTHON" -m fixtures.cluster.cli down "$@"
+cd "$REPO" || exit
+exec "$PYTHON" -m slirp_conformance.cluster.cli down "$@"

@@ -4,8 +4,10 @@
 #   hack/conformance.sh --target=kind --kubevirt-version v1.5.2
 #   hack/conformance.sh --target=cluster --kubeconfig ~/.kube/config
 # JUnit XML lands in reports/conformance.xml, artifacts of failed checks in reports/artifacts/.
-set -euo pipefail
-cd "$(dirname "$0")/.."
-hack/setup.sh
-mkdir -p reports
-exec .venv/bin/python -m pytest -k slirp --junitxml=reports/conformance.xml --artifacts=reports/artifacts "$@"
+# shellcheck source=hack/lib.sh
+. "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
+"$REPO/hack/setup.sh"
+mkdir -p "$REPO/reports"
+# Outputs go to the checkout's reports/ from any directory; options given later override these.
+suite_pytest "$REPO/suites" -k slirp --junitxml="$REPO/reports/conformance.xml" --artifacts="$REPO/reports/artifacts" \
+    --report-dir="$REPO/reports" "$@"

@@ -2,9 +2,8 @@
 # Install the pinned kind and kubectl into ./.tools/bin, verifying each download's sha256
 # against hack/versions.env. Refuses (never skips verification) when a checksum is missing or
 # does not match.
-set -euo pipefail
-
-REPO="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+# shellcheck source=hack/lib.sh
+. "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 # SLIRP_VERSIONS_ENV: another pins file (self-tests); default hack/versions.env.
 # shellcheck source=hack/versions.env
 . "${SLIRP_VERSIONS_ENV:-$REPO/hack/versions.env}"
@@ -27,7 +26,6 @@ DIR/bin (default: $REPO/.tools/bin), each verified against its pinned sha256.
 USAGE
 }
 
-die() { echo "install-tools: error: $*" >&2; exit 1; }
 
 version="$KUBEVIRT_DEFAULT_VERSION"; all=false; root="$REPO/.tools"; fetch=false
 while [ $# -gt 0 ]; do

@@ -2,8 +2,9 @@
 # Static checks of what no test executes: the nightly workflow (actionlint, which also checks
 # its run: blocks with shellcheck) and the hack/ and .ci/ scripts (shellcheck). Installs both:
 # Debian's shellcheck, and actionlint as a Go module built once into the project's cache.
-set -euo pipefail
-cd "$(dirname "$0")/.."
+# shellcheck source=hack/lib.sh
+. "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
+cd "$REPO" || exit
 
 ACTIONLINT_VERSION=v1.7.12
 cache=${SLIRP_CONFORMANCE_CACHE:-${XDG_CACHE_HOME:-$HOME/.cache}/slirp-conformance}

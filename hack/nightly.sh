@@ -1,10 +1,8 @@
 #!/usr/bin/env bash
 # Nightly / release-gate run for one KubeVirt release: cluster up -> slirp suite -> cluster down
 # (always, also when the tests or the setup fail).
-set -euo pipefail
-
-REPO="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
-PYTHON="${PYTHON:-$REPO/.venv/bin/python}"
+# shellcheck source=hack/lib.sh
+. "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 
 usage() {
   cat <<USAGE
@@ -21,25 +19,24 @@ Exit status: pytest's (0 all passed, 1 failures, ...), or non-zero when the clus
 USAGE
 }
 
-die() { echo "nightly: error: $*" >&2; exit 2; }
 
 version=""; artifacts=""; junit=""; keep=false; extra=()
 while [ $# -gt 0 ]; do
   case "$1" in
-    --kubevirt-version) [ $# -ge 2 ] || die "--kubevirt-version needs a value"; version="$2"; shift ;;
-    --artifacts) [ $# -ge 2 ] || die "--artifacts needs a value"; artifacts="$2"; shift ;;
-    --junitxml) [ $# -ge 2 ] || die "--junitxml needs a value"; junit="$2"; shift ;;
+    --kubevirt-version) [ $# -ge 2 ] || die "--kubevirt-version needs a value" 2; version="$2"; shift ;;
+    --artifacts) [ $# -ge 2 ] || die "--artifacts needs a value" 2; artifacts="$2"; shift ;;
+    --junitxml) [ $# -ge 2 ] || die "--junitxml needs a value" 2; junit="$2"; shift ;;
     --keep-cluster) keep=true ;;
     -h|--help) usage; exit 0 ;;
     --) shift; extra=("$@"); break ;;
-    *) usage >&2; die "unknown argument: $1" ;;
+    *) usage >&2; die "unknown argument: $1" 2 ;;
   esac
   shift
 done
-[ -n "$version" ] || { usage >&2; die "--kubevirt-version is required"; }
-[ -x "$PYTHON" ] || die "$PYTHON not found; run hack/setup.sh first (or set PYTHON)"
+[ -n "$version" ] || { usage >&2; die "--kubevirt-version is required" 2; }
+need_venv
 
-cd "$REPO"
+cd "$REPO" || exit
 export PATH="$REPO/.tools/bin:$PATH"
 artifacts="${artifacts:-reports/nightly-$version}"
 junit="${junit:-$artifacts/junit.xml}"
@@ -65,7 +62,7 @@ trap teardown EXIT
 hack/cluster-up.sh --kubevirt-version "$version" --name "$cluster_name"
 
 set +e
-"$PYTHON" -m pytest -k slirp --target=kind --kubevirt-version "$version" \
+suite_pytest -k slirp --target=kind --kubevirt-version "$version" \
   --junitxml "$junit" --artifacts "$artifacts" --report-dir "$artifacts" ${extra[@]+"${extra[@]}"}
 rc=$?
 set -e

@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # Prepares this machine for the suite: Debian/Ubuntu packages (as root) and .venv/ in the repo.
 # Idempotent: a second run installs nothing. Used by conformance.sh, test.sh and .ci/run.
-set -euo pipefail
-cd "$(dirname "$0")/.."
+# shellcheck source=hack/lib.sh
+. "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
+cd "$REPO" || exit
 
 # What the qemu reference target and the self-tests need from the OS.
 APT_PACKAGES=(qemu-system-x86 busybox-static dropbear-bin netcat-openbsd iproute2 iputils-ping util-linux

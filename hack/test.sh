@@ -1,16 +1,17 @@
 #!/usr/bin/env bash
 # The suite's own tests: unit tests, the reference target end to end, negative controls and
 # leak checks (tests/). Arguments go to pytest, e.g. hack/test.sh -k console
-set -euo pipefail
-cd "$(dirname "$0")/.."
+# shellcheck source=hack/lib.sh
+. "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
+cd "$REPO" || exit
 hack/setup.sh
 # The golden self-test runs KubeVirt's own slirp sidecar code (hack/sidecar-render): build it for
 # the nightly releases first, cached (cold: minutes; one clear line and exit 1 without Go).
-.venv/bin/python -m fixtures.reference.sidecar_render
+"$PYTHON" -m slirp_conformance.reference.sidecar_render
 mkdir -p reports
 # The cluster test bed's parts (tests/testbed) for TESTBED_KUBEVIRT_VERSION, cached by version (cold:
 # about 9 min on 2 idle cores, more under load; README "Measured"); their build times go to reports/testbed-build.json.
 # Where the bed cannot run (not root) nothing is built and its tests are skipped with the reason.
-.venv/bin/python -m tests.testbed build --if-usable > reports/testbed-build.json.part
+"$PYTHON" -m tests.testbed build --if-usable > reports/testbed-build.json.part
 mv reports/testbed-build.json.part reports/testbed-build.json
-exec .venv/bin/python -m pytest tests --junitxml=reports/selftests.xml "$@"
+suite_pytest tests --junitxml=reports/selftests.xml "$@"

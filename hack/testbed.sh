@@ -2,10 +2,8 @@
 # The cluster test bed: real etcd, kube-apiserver, kube-controller-manager, kube-scheduler, kwok,
 # KubeVirt's own CRDs, CR and webhooks, virt-api and virt-controller, built from Go modules by
 # version (cached) and run as local processes on loopback (README: "The cluster test bed").
-set -euo pipefail
-
-REPO="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
-PYTHON="${PYTHON:-$REPO/.venv/bin/python}"
+# shellcheck source=hack/lib.sh
+. "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 
 usage() {
   cat <<USAGE
@@ -28,6 +26,6 @@ USAGE
 }
 
 case "${1:-}" in ""|-h|--help) usage; exit 0 ;; esac
-[ -x "$PYTHON" ] || { echo "testbed: error: $PYTHON not found; run hack/setup.sh first (or set PYTHON)" >&2; exit 1; }
+need_venv
 # No cd: a relative --kubeconfig means relative to where the user is.
 PYTHONPATH="$REPO${PYTHONPATH:+:$PYTHONPATH}" exec "$PYTHON" -m tests.testbed "$@"

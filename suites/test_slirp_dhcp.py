@@ -2,7 +2,7 @@
 
 import pytest
 
-from fixtures.checks import dhcp
+from slirp_conformance.checks import dhcp
 
 pytestmark = [pytest.mark.slirp, pytest.mark.dhcp, pytest.mark.gating]
 

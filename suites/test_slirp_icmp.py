@@ -10,8 +10,8 @@ outcome and are recorded with the result.
 
 import pytest
 
-from fixtures.checks import icmp
-from fixtures.evidence import Evidence, VoidCheck
+from slirp_conformance.checks import icmp
+from slirp_conformance.evidence import Evidence, VoidCheck
 
 pytestmark = [pytest.mark.slirp, pytest.mark.icmp, pytest.mark.gating]
 

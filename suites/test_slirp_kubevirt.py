@@ -3,9 +3,9 @@ QEMU gets slirp exactly as the sidecar renders it, and what KubeVirt must refuse
 
 import pytest
 
-from fixtures.checks import kubevirt
-from fixtures.cluster import versions
-from fixtures.vmspec import slirp_qemu_args
+from slirp_conformance.checks import kubevirt
+from slirp_conformance.cluster import versions
+from slirp_conformance.vmspec import slirp_qemu_args
 
 pytestmark = [pytest.mark.slirp, pytest.mark.kubevirt, pytest.mark.gating]
 

@@ -2,8 +2,8 @@
 
 import pytest
 
-from fixtures.checks import ports, tcp
-from fixtures.evidence import Evidence, VoidCheck
+from slirp_conformance.checks import ports, tcp
+from slirp_conformance.evidence import Evidence, VoidCheck
 
 pytestmark = [pytest.mark.slirp, pytest.mark.ports, pytest.mark.gating]
 

@@ -2,8 +2,8 @@
 
 import pytest
 
-from fixtures import waits
-from fixtures.checks import tcp
+from slirp_conformance import waits
+from slirp_conformance.checks import tcp
 
 pytestmark = [pytest.mark.slirp, pytest.mark.tcp, pytest.mark.gating]
 

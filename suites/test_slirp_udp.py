@@ -2,7 +2,7 @@
 
 import pytest
 
-from fixtures.checks import udp
+from slirp_conformance.checks import udp
 
 pytestmark = [pytest.mark.slirp, pytest.mark.udp, pytest.mark.gating]
 

@@ -2,7 +2,7 @@
 
 import pytest
 
-from fixtures import waits
+from slirp_conformance import waits
 from tests import testbed_cli
 from tests.leaks import snapshot
 from tests.testbed import bed

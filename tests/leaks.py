@@ -16,7 +16,7 @@ import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
-from fixtures.reference.reference_vm import RUN_PREFIX
+from slirp_conformance.reference.reference_vm import RUN_PREFIX
 
 
 @dataclass(frozen=True)
@@ -32,7 +32,7 @@ class HostState:
                 if set(getattr(self, name)) - set(getattr(before, name))}
 
 
-LAB_LINKS = {"cluster0"}  # the peer end of the lab's veth (fixtures/reference/pod_lab.py), should it escape
+LAB_LINKS = {"cluster0"}  # the peer end of the lab's veth (src/slirp_conformance/reference/pod_lab.py), should it escape
 _OWNER = re.compile(re.escape(RUN_PREFIX) + r"(\d+)-")
 
 

@@ -14,7 +14,7 @@ from typing import Iterator
 
 from dnslib import QTYPE, RR, A, DNSRecord
 
-from fixtures.console import Result
+from slirp_conformance.console import Result
 
 
 class LocalShell:

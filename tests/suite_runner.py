@@ -74,8 +74,8 @@ def interrupt_suite(tmp: Path, *args: str, when: str, ready, timeout: float = 12
     default); with ``times=2`` send it again as soon as the child says it is cleaning up (an
     impatient user who presses twice). Returns (exit code, output). Its JUnit is ``tmp/junit.xml``,
     its report ``tmp/reports/``."""
-    from fixtures import waits
-    from fixtures.plugin_target import CLEANING_UP
+    from slirp_conformance import waits
+    from slirp_conformance.plugin.session import CLEANING_UP
 
     proc = subprocess.Popen([sys.executable, "-m", "pytest", "-k", "slirp", "-q", f"--junitxml={tmp / 'junit.xml'}",
                              f"--report-dir={tmp / 'reports'}", *args], cwd=REPO,

@@ -3,7 +3,7 @@
 import subprocess
 import sys
 
-from fixtures import cache_dirs
+from slirp_conformance import cache_dirs
 
 
 def test_a_dead_builders_staging_dir_is_swept_and_a_live_ones_kept(tmp_path):

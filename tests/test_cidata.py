@@ -2,9 +2,9 @@
 
 import subprocess
 
-from fixtures.kubevirt.vm_manifest import render_vm
-from fixtures.reference import cidata
-from fixtures.vmspec import conformance_vm
+from slirp_conformance.kubevirt.vm_manifest import render_vm
+from slirp_conformance.reference import cidata
+from slirp_conformance.vmspec import conformance_vm
 
 
 def test_iso_holds_the_manifests_user_data_and_network_config(tmp_path):

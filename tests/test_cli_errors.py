@@ -89,8 +89,8 @@ def test_kvm_that_does_not_admit_qemus_uid(monkeypatch):
     """QEMU runs as uid/gid 107: a /dev/kvm with mode 0600 (root) must be named, with the fix."""
     import os as real_os
 
-    from fixtures.errors import SetupError
-    from fixtures.reference import reference_vm
+    from slirp_conformance.errors import SetupError
+    from slirp_conformance.reference import reference_vm
 
     class St:
         st_mode, st_uid, st_gid = 0o020600, 0, 0

@@ -1,6 +1,6 @@
 """The declared kubernetes client floor matches the API the cluster code calls (issue 7, item 3).
 
-``fixtures/cluster/kubevirt_cr.py`` calls ``ApiClient.param_serialize`` and the new
+``src/slirp_conformance/cluster/kubevirt_cr.py`` calls ``ApiClient.param_serialize`` and the new
 ``call_api(method, url, ...)``. Checked in the published wheels: kubernetes 29.0.0 and 36.0.3 have
 neither (``call_api(resource_path, method, ...)``); 37.0.0 is the first with both.
 """
@@ -13,8 +13,8 @@ import tomllib
 import kubernetes
 import pytest
 
-from fixtures.cluster import preflight
-from fixtures.errors import SetupError
+from slirp_conformance.cluster import preflight
+from slirp_conformance.errors import SetupError
 from tests.suite_runner import REPO
 
 

@@ -22,7 +22,7 @@ import websocket
 import yaml
 from kubernetes import config as kubernetes_config
 
-from fixtures.kubevirt.console_websocket import ConsoleBridge
+from slirp_conformance.kubevirt.console_websocket import ConsoleBridge
 
 pytestmark = pytest.mark.testbed
 # virt-api v1.1.0 looks the VMI up first (pkg/virt-api/rest/console.go, validateVMIForConsole):

@@ -18,7 +18,7 @@ from pathlib import Path
 
 import pytest
 
-from fixtures.errors import SetupError
+from slirp_conformance.errors import SetupError
 from tests.testbed.node_pod_dns import pod_search_list
 from tests.suite_runner import run_suite
 from tests.testbed import node_layout
@@ -32,13 +32,13 @@ from tests.testbed import node_layout
     ("nameserver 10.96.0.10\n", ("cluster.local",)),  # none: KubeVirt's default search domain
 ])
 def test_search_list_is_read_as_the_sidecar_reads_it(resolv_conf, expected):
-    from fixtures.kubevirt import launcher_dns
+    from slirp_conformance.kubevirt import launcher_dns
 
     assert launcher_dns.sidecar_search_domains(resolv_conf) == expected
 
 
 def test_cluster_domain_comes_from_the_namespaces_entry():
-    from fixtures.kubevirt import launcher_dns
+    from slirp_conformance.kubevirt import launcher_dns
 
     assert launcher_dns.cluster_domain(("ns1.svc.k8s.test", "svc.k8s.test", "k8s.test", "corp.example"), "ns1") == \
         "k8s.test"

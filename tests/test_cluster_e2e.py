@@ -17,8 +17,8 @@ from pathlib import Path
 
 import pytest
 
-from fixtures import waits
-from fixtures.cluster import versions
+from slirp_conformance import waits
+from slirp_conformance.cluster import versions
 from tests import recording_tools, testbed_cli
 from tests.suite_runner import run_suite
 from tests.testbed_probes import kubectl

@@ -14,10 +14,10 @@ from types import SimpleNamespace
 
 import pytest
 
-from fixtures import waits
-from fixtures.cluster import kubevirt_config as kc
-from fixtures.cluster.kubevirt_cr import KubeVirtAPI
-from fixtures.errors import SetupError
+from slirp_conformance import waits
+from slirp_conformance.cluster import kubevirt_config as kc
+from slirp_conformance.cluster.kubevirt_cr import KubeVirtAPI
+from slirp_conformance.errors import SetupError
 
 SIDECAR = "quay.io/kubevirt/network-slirp-binding:v1.1.0"
 

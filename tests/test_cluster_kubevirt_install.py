@@ -11,8 +11,8 @@ import urllib.error
 import pytest
 import yaml
 
-from fixtures.cluster import kubevirt_install as ki
-from fixtures.errors import SetupError
+from slirp_conformance.cluster import kubevirt_install as ki
+from slirp_conformance.errors import SetupError
 
 OPERATOR = [{"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": "kubevirt"}},
             {"apiVersion": "apps/v1", "kind": "Deployment", "metadata": {"name": "virt-operator", "namespace": "kubevirt"}}]

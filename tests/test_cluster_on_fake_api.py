@@ -15,9 +15,9 @@ import yaml
 fake_cluster = pytest.importorskip("tests.fake_cluster")
 kubernetes_config = pytest.importorskip("kubernetes.config")
 
-from fixtures.cluster import kubevirt_config as kc  # noqa: E402
-from fixtures.cluster import kubevirt_cr  # noqa: E402
-from fixtures.cluster.kubevirt_install import KubeVirtInstallation  # noqa: E402
+from slirp_conformance.cluster import kubevirt_config as kc  # noqa: E402
+from slirp_conformance.cluster import kubevirt_cr  # noqa: E402
+from slirp_conformance.cluster.kubevirt_install import KubeVirtInstallation  # noqa: E402
 
 
 def _client(fake):

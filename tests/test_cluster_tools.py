@@ -19,10 +19,10 @@ from pathlib import Path
 import pytest
 import yaml
 
-from fixtures import waits
-from fixtures.cluster import kind, preflight, runner
-from fixtures.cluster.versions import pins_for
-from fixtures.errors import SetupError
+from slirp_conformance import waits
+from slirp_conformance.cluster import kind, preflight, runner
+from slirp_conformance.cluster.versions import pins_for
+from slirp_conformance.errors import SetupError
 from tests.json_reply import reply_json
 
 from tests import recording_tools  # noqa: E402
@@ -281,10 +281,10 @@ def test_failed_create_inside_with_still_deletes_the_partial_cluster(fake_tools,
     assert ["delete", "cluster"] == calls("kind")[-1][1:3]
 
 
-# --- hack/cluster-up.sh / cluster-down.sh (fixtures.cluster.cli) -------------------------------
+# --- hack/cluster-up.sh / cluster-down.sh (slirp_conformance.cluster.cli) -------------------------------
 
 def test_cli_down_deletes_only_what_up_created(fake_tools, tmp_path):
-    from fixtures.cluster import cli
+    from slirp_conformance.cluster import cli
     _, calls = fake_tools
     work = tmp_path / "work"
     assert cli.main(["up", "--kubevirt-version", "v1.1.0", "--name", "slirp-t", "--workdir", str(work),
@@ -303,7 +303,7 @@ def test_cli_down_deletes_only_what_up_created(fake_tools, tmp_path):
 
 
 def test_cli_up_reports_setup_errors_as_one_line(fake_tools, capsys):
-    from fixtures.cluster import cli
+    from slirp_conformance.cluster import cli
     bindir, _ = fake_tools
     _remove(bindir, "docker")
     assert cli.main(["up", "--kubevirt-version", "v1.1.0", "--no-kubevirt"]) == 2

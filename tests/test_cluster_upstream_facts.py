@@ -11,10 +11,10 @@ from types import SimpleNamespace
 import pytest
 import yaml
 
-from fixtures.cluster import kind, kubevirt_config, versions
-from fixtures.evidence import Evidence
-from fixtures.kubevirt.vm_manifest import render_vm
-from fixtures.vmspec import conformance_vm
+from slirp_conformance.cluster import kind, kubevirt_config, versions
+from slirp_conformance.evidence import Evidence
+from slirp_conformance.kubevirt.vm_manifest import render_vm
+from slirp_conformance.vmspec import conformance_vm
 from suites import test_slirp_kubevirt
 
 

@@ -15,11 +15,11 @@ import time
 import pytest
 from kubernetes import config
 
-from fixtures.checks import kubevirt
-from fixtures.cluster import kubevirt_cr, preflight, versions
-from fixtures.errors import SetupError
-from fixtures.kubevirt.kubevirt_target import ClusterOptions, KubeVirtTarget
-from fixtures.vmspec import conformance_vm
+from slirp_conformance.checks import kubevirt
+from slirp_conformance.cluster import kubevirt_cr, preflight, versions
+from slirp_conformance.errors import SetupError
+from slirp_conformance.kubevirt.kubevirt_target import ClusterOptions, KubeVirtTarget
+from slirp_conformance.vmspec import conformance_vm
 from tests import fake_cluster
 from tests.suite_runner import REPO
 
@@ -32,7 +32,7 @@ def fake_v153(tmp_path_factory):
 
 
 def test_the_option_defaults_to_none():
-    from fixtures import plugin_options
+    from slirp_conformance.plugin import options as plugin_options
 
     seen = {}
 

@@ -1,4 +1,4 @@
-"""hack/versions.env and fixtures.cluster.versions: one table, read the same by shell and Python."""
+"""hack/versions.env and slirp_conformance.cluster.versions: one table, read the same by shell and Python."""
 
 from __future__ import annotations
 
@@ -7,8 +7,8 @@ import subprocess
 
 import pytest
 
-from fixtures.cluster import versions
-from fixtures.errors import SetupError
+from slirp_conformance.cluster import versions
+from slirp_conformance.errors import SetupError
 
 
 def test_shell_and_python_read_the_same_values():
@@ -107,7 +107,7 @@ def _pins_file(tmp_path, kind_sum: str, kubectl_sum: str):
 
 def _install_tools(tmp_path, env_file):
     import os
-    script = versions.REPO_ROOT / "hack" / "install-tools.sh"
+    script = versions.REPO / "hack" / "install-tools.sh"
     return subprocess.run(["bash", str(script), "--kubevirt-version", "v1.1.0", "--dir", str(tmp_path / "tools")],
                           capture_output=True, text=True, timeout=60,
                           env={**os.environ, "SLIRP_VERSIONS_ENV": str(env_file)})

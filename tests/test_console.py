@@ -11,12 +11,12 @@ import threading
 
 import pytest
 
-from fixtures.checks import udp
-from fixtures import redaction
-from fixtures.console import Console, ConsoleError, Credentials
-from fixtures.guest_profiles import FEDORA
-from fixtures.redaction import RedactedLog
-from fixtures.target import Endpoint
+from slirp_conformance.checks import udp
+from slirp_conformance import redaction
+from slirp_conformance.console import Console, ConsoleError, Credentials
+from slirp_conformance.guest_profiles import FEDORA
+from slirp_conformance.redaction import RedactedLog
+from slirp_conformance.target import Endpoint
 from tests.local_guest import loopback_peers
 
 

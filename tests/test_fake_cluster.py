@@ -23,7 +23,7 @@ from kubernetes import client, config, watch
 from kubernetes.client.rest import ApiException
 from kubernetes.dynamic import DynamicClient
 
-from fixtures import waits
+from slirp_conformance import waits
 from tests.fake_cluster import running
 
 KV = ("kubevirt.io", "v1")

@@ -4,10 +4,10 @@ from types import SimpleNamespace
 
 import pytest
 
-from fixtures.errors import SetupError
-from fixtures.plugin_target import _fedora_like
-from fixtures.cluster.versions import default_version
-from fixtures.reference.fedora_like import FLAVOURS, flavour_for
+from slirp_conformance.errors import SetupError
+from slirp_conformance.plugin.session import _fedora_like
+from slirp_conformance.cluster.versions import default_version
+from slirp_conformance.reference.fedora_like import FLAVOURS, flavour_for
 
 
 @pytest.mark.parametrize("version, flavour", [

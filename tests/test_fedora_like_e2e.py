@@ -13,7 +13,7 @@ import time
 
 import pytest
 
-from fixtures.reference import fedora_image
+from slirp_conformance.reference import fedora_image
 from tests.leaks import qemu_of
 from tests.suite_runner import interrupt_suite, run_suite
 from tests.test_reference_e2e import ALL_MODULES, PING_GROUP_RED, RESTRICT_RED

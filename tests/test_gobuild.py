@@ -10,8 +10,8 @@ from pathlib import Path
 
 import pytest
 
-from fixtures import gobuild
-from fixtures.errors import SetupError
+from slirp_conformance import gobuild
+from slirp_conformance.errors import SetupError
 
 HELLO = 'package main\n\nimport "fmt"\n\nfunc main() { fmt.Println("hello from our source") }\n'
 

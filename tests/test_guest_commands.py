@@ -8,9 +8,9 @@ import shlex
 
 import pytest
 
-from fixtures.checks import dhcp, ports, tcp, udp
-from fixtures.guest_profiles import FEDORA, PROFILES, REFERENCE, python3_command
-from fixtures.target import Endpoint
+from slirp_conformance.checks import dhcp, ports, tcp, udp
+from slirp_conformance.guest_profiles import FEDORA, PROFILES, REFERENCE, python3_command
+from slirp_conformance.target import Endpoint
 from tests.local_guest import LocalShell, free_tcp_port, loopback_peers
 
 NAME, ADDRESS = "peer-echo.ns.svc.cluster.local", "198.18.0.1"

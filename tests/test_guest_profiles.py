@@ -1,6 +1,6 @@
 """The guest profiles' parsers read what real DHCP clients and tools print."""
 
-from fixtures.guest_profiles import FEDORA, REFERENCE, parse_nmcli_dhcp4, parse_nslookup, parse_udhcpc_lease
+from slirp_conformance.guest_profiles import FEDORA, REFERENCE, parse_nmcli_dhcp4, parse_nslookup, parse_udhcpc_lease
 
 UDHCPC = """event=bound
 ip=10.0.2.15

@@ -6,8 +6,8 @@ from dataclasses import dataclass
 
 import pytest
 
-from fixtures.checks import icmp
-from fixtures.guest_profiles import REFERENCE
+from slirp_conformance.checks import icmp
+from slirp_conformance.guest_profiles import REFERENCE
 
 SNMP_HEAD = ("Icmp: InMsgs InErrors InCsumErrors InDestUnreachs InTimeExcds InParmProbs InSrcQuenchs InRedirects "
              "InEchos InEchoReps InTimestamps InTimestampReps InAddrMasks InAddrMaskReps OutMsgs OutErrors "

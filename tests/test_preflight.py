@@ -2,9 +2,9 @@
 
 import pytest
 
-from fixtures.errors import SetupError
-from fixtures.reference import image, reference_vm
-from fixtures.reference.reference_vm import QemuOptions, parse_sysctl, preflight
+from slirp_conformance.errors import SetupError
+from slirp_conformance.reference import image, reference_vm
+from slirp_conformance.reference.reference_vm import QemuOptions, parse_sysctl, preflight
 
 
 def test_sysctl_values_keep_their_spaces():
@@ -43,7 +43,7 @@ def test_kvm_asked_without_kvm(monkeypatch):
 
 
 def test_rootless_ping_group_range_keeps_its_meaning_for_qemus_gid():
-    from fixtures.reference.pod_lab import _mapped_value
+    from slirp_conformance.reference.pod_lab import _mapped_value
 
     rootless = {"rootless": True}
     assert _mapped_value(rootless, "net.ipv4.ping_group_range", "0 2147483647") == "0 0"

@@ -5,8 +5,8 @@ import json
 import secrets
 import xml.etree.ElementTree as ET
 
-from fixtures import junit, redaction
-from fixtures.conformance_report import ConformanceReport
+from slirp_conformance import junit, redaction
+from slirp_conformance.conformance_report import ConformanceReport
 
 
 def test_registered_values_are_masked_and_json_stays_json():
@@ -43,7 +43,7 @@ def test_unreadable_kubeconfig_registers_nothing(tmp_path):
 
 
 def test_pem_private_key_blocks_are_masked_whole():
-    from fixtures.ssh_client import generate_keypair
+    from slirp_conformance.ssh_client import generate_keypair
 
     generate_keypair()  # registers a key: its armor lines must not break the block rule for others
     pem = "-----BEGIN OPENSSH PRIVATE KEY-----\nb3BlbnNzaC1rZXktdjEAAAAA\n-----END OPENSSH PRIVATE KEY-----"

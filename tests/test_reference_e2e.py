@@ -16,8 +16,8 @@ from pathlib import Path
 
 import pytest
 
-from fixtures import waits
-from fixtures.reference.qemu_target import PASSWORD_ENV
+from slirp_conformance import waits
+from slirp_conformance.reference.qemu_target import PASSWORD_ENV
 from tests.leaks import qemu_of
 from tests.suite_runner import REPO, interrupt_suite, run_suite
 
@@ -143,7 +143,7 @@ def test_killed_run_is_cleaned_up(tmp_path, no_leaks):
     os.kill(proc.pid, signal.SIGKILL)
     proc.wait()
     waits.wait_for("QEMU to die with its parent", lambda: not qemu_of(proc.pid), 15)
-    from fixtures.reference.reference_vm import sweep_stale_run_dirs
+    from slirp_conformance.reference.reference_vm import sweep_stale_run_dirs
 
     sweep_stale_run_dirs()
 
@@ -164,8 +164,8 @@ def test_terminated_run_leaves_nothing(tmp_path, no_leaks):
 
 def test_cold_run_shows_progress_and_quiet_run_does_not(tmp_path, no_leaks):
     """A cold cache: each long phase says what it does and how long it took; -q says nothing."""
-    from fixtures.cache_dirs import cache_root
-    from fixtures.reference import image
+    from slirp_conformance.cache_dirs import cache_root
+    from slirp_conformance.reference import image
 
     env = {"SLIRP_CONFORMANCE_CACHE": str(tmp_path / "cache"),
            "SLIRP_REF_KERNEL_DEB": str(image.kernel_deb(cache_root()))}

@@ -5,12 +5,12 @@ from __future__ import annotations
 
 import pytest
 
-from fixtures import waits
-from fixtures.reference import sidecar_render
-from fixtures.reference.qemu_target import QemuTarget
-from fixtures.reference.reference_vm import QemuOptions
-from fixtures.ssh_client import SSHClient, SSHRefused, generate_keypair, parse_host_key
-from fixtures.vmspec import conformance_vm, slirp_qemu_args
+from slirp_conformance import waits
+from slirp_conformance.reference import sidecar_render
+from slirp_conformance.reference.qemu_target import QemuTarget
+from slirp_conformance.reference.reference_vm import QemuOptions
+from slirp_conformance.ssh_client import SSHClient, SSHRefused, generate_keypair, parse_host_key
+from slirp_conformance.vmspec import conformance_vm, slirp_qemu_args
 
 pytestmark = pytest.mark.selftest_vm
 

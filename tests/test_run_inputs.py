@@ -10,9 +10,10 @@ import sys
 
 import pytest
 
-from fixtures import plugin_options, run_inputs
-from fixtures.conformance_report import ConformanceReport
-from fixtures.errors import SetupError
+from slirp_conformance import run_inputs
+from slirp_conformance.plugin import options as plugin_options
+from slirp_conformance.conformance_report import ConformanceReport
+from slirp_conformance.errors import SetupError
 from tests.suite_runner import REPO
 
 NOT_A_DIR = "/etc/hostname/cache"  # under a file: can never be created
@@ -65,9 +66,9 @@ BAD_INPUTS = [
     ("kubeconfig-missing", ["--target=cluster", "--kubeconfig=/nonexistent/kubeconfig"], {}, "does not exist"),
     # environment settings
     ("cache-not-creatable", ["--target=qemu"], {"SLIRP_CONFORMANCE_CACHE": NOT_A_DIR},
-     "SLIRP_CONFORMANCE_CACHE (/etc/hostname/cache): /etc/hostname is not a directory"),
+     "SLIRP_CONFORMANCE_CACHE (/etc/hostname/cache): /etc/hostname is a file, not a directory"),
     ("xdg-cache-not-creatable", ["--target=qemu"], {"SLIRP_CONFORMANCE_CACHE": "", "XDG_CACHE_HOME": NOT_A_DIR},
-     "XDG_CACHE_HOME (/etc/hostname/cache/slirp-conformance): /etc/hostname is not a directory"),
+     "XDG_CACHE_HOME (/etc/hostname/cache/slirp-conformance): /etc/hostname is a file, not a directory"),
     ("kernel-deb", ["--target=qemu"], {"SLIRP_REF_KERNEL_DEB": "/nonexistent/linux.deb"}, "not a readable .deb file"),
     ("debian-mirror", ["--target=qemu"], {"SLIRP_DEBIAN_MIRROR": "deb.debian.org/debian"}, "give an http(s) URL"),
     ("qemu-binary", ["--target=qemu"], {"SLIRP_QEMU_BINARY": "qemu-system-nowhere"}, "no such executable"),

@@ -1,7 +1,7 @@
 """Golden: ``vmspec.slirp_qemu_args`` says byte for byte what KubeVirt's slirp sidecar adds.
 
 The Go program ``hack/sidecar-render`` runs the converter and the sidecar's ``OnDefineDomain`` of
-each nightly KubeVirt release (built through ``fixtures.gobuild``, cold a few minutes per
+each nightly KubeVirt release (built through ``slirp_conformance.gobuild``, cold a few minutes per
 release, then cached). Every row of the table is compared at every release; the negative
 controls prove that one changed byte in any argument fails the comparison.
 """
@@ -10,10 +10,10 @@ from __future__ import annotations
 
 import pytest
 
-from fixtures import vmspec
-from fixtures.cluster import versions
-from fixtures.reference import sidecar_render
-from fixtures.vmspec import Interface, PodNetwork, Port, VMSpec, conformance_vm
+from slirp_conformance import vmspec
+from slirp_conformance.cluster import versions
+from slirp_conformance.reference import sidecar_render
+from slirp_conformance.vmspec import Interface, PodNetwork, Port, VMSpec, conformance_vm
 
 SEARCH = ("slirp-conformance.svc.cluster.local", "svc.cluster.local", "cluster.local")
 

@@ -7,9 +7,9 @@ import sys
 
 import pytest
 
-from fixtures.errors import SetupError
-from fixtures.reference import sidecar_render
-from fixtures.vmspec import conformance_vm, slirp_qemu_args
+from slirp_conformance.errors import SetupError
+from slirp_conformance.reference import sidecar_render
+from slirp_conformance.vmspec import conformance_vm, slirp_qemu_args
 from tests.suite_runner import REPO
 
 SEARCH = ("ns.svc.cluster.local",)

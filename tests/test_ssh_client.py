@@ -10,10 +10,10 @@ import threading
 import paramiko
 import pytest
 
-from fixtures.checks import udp
-from fixtures.guest_profiles import FEDORA
-from fixtures.ssh_client import SSHClient, generate_keypair, parse_host_key
-from fixtures.target import Endpoint
+from slirp_conformance.checks import udp
+from slirp_conformance.guest_profiles import FEDORA
+from slirp_conformance.ssh_client import SSHClient, generate_keypair, parse_host_key
+from slirp_conformance.target import Endpoint
 from tests.local_guest import loopback_peers
 
 BIND_WARNING = "bash: bind: warning: line editing not enabled\n"

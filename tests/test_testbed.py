@@ -19,10 +19,10 @@ from pathlib import Path
 
 import pytest
 
-from fixtures import waits
-from fixtures.checks import kubevirt as kubevirt_checks
-from fixtures.guest_profiles import FEDORA, REFERENCE
-from fixtures.reference import sidecar_render
+from slirp_conformance import waits
+from slirp_conformance.checks import kubevirt as kubevirt_checks
+from slirp_conformance.guest_profiles import FEDORA, REFERENCE
+from slirp_conformance.reference import sidecar_render
 from tests.suite_runner import run_suite
 from tests.test_reference_e2e import ALL_MODULES, PING_GROUP_RED
 from tests import testbed_cli, testbed_probes
@@ -307,10 +307,10 @@ def agent_vm(testbed):
     for Running and AgentConnected. Yields (kubeconfig, VMI, launcher pod, key pair)."""
     from kubernetes import client, config
 
-    from fixtures.kubevirt import peers
-    from fixtures.kubevirt.vm_manifest import render_vm
-    from fixtures.ssh_client import generate_keypair
-    from fixtures.vmspec import conformance_vm
+    from slirp_conformance.kubevirt import peers
+    from slirp_conformance.kubevirt.vm_manifest import render_vm
+    from slirp_conformance.ssh_client import generate_keypair
+    from slirp_conformance.vmspec import conformance_vm
 
     kubeconfig, _, _ = testbed
     testbed_probes.register_slirp_binding(kubeconfig, KUBEVIRT_VERSION)
@@ -383,7 +383,7 @@ def test_vmi_runs_with_the_real_sidecars_arguments_for_the_cluster_vmi(agent_vm)
 
 
 class _Launcher:
-    """What fixtures/checks/kubevirt.py needs of a target: exec in the launcher's compute container."""
+    """What src/slirp_conformance/checks/kubevirt.py needs of a target: exec in the launcher's compute container."""
 
     def __init__(self, kubeconfig: Path, pod: str) -> None:
         self.kubeconfig, self.pod = kubeconfig, pod
@@ -414,7 +414,7 @@ def _kubectl_port_forward_banner(kubeconfig: Path, pod: str, port: int) -> bytes
 
 
 def test_python_client_exec_into_the_launcher_pod_keeps_streams_apart_and_streams_stdin(agent_vm):
-    """The official client's websocket exec (what the suite's fixtures/kubevirt/pod_streams.py uses)
+    """The official client's websocket exec (what the suite's src/slirp_conformance/kubevirt/pod_streams.py uses)
     through the real API server to the node agent: stdout, stderr and a non-zero exit code kept
     apart, and input reaching a command that is still running (the suite's nc-under-exec bridges).
     Moved here from the fake cluster, which no longer runs pods."""
@@ -459,7 +459,7 @@ def test_kubectl_port_forward_and_ssh_into_the_guest_and_the_peers_from_it(agent
     import paramiko
     from kubernetes import config
 
-    from fixtures.kubevirt import pod_streams
+    from slirp_conformance.kubevirt import pod_streams
 
     kubeconfig, vmi, pod, key = agent_vm
     name = pod["metadata"]["name"]

@@ -2,7 +2,7 @@
 our virt-handler console endpoint -> the VMI's serial console socket (here a test server standing
 in for QEMU's, published where the node agent publishes it: node_layout.console_socket).
 
-Both clients are exercised: the suite's own (fixtures/kubevirt/console_websocket.ConsoleBridge)
+Both clients are exercised: the suite's own (src/slirp_conformance/kubevirt/console_websocket.ConsoleBridge)
 and `virtctl console` built from KubeVirt's module. The negative controls get virt-api's own
 errors, at once: a VMI that is not running, and a running VMI whose console is not published.
 
@@ -24,8 +24,8 @@ import pytest
 import websocket
 from kubernetes import config as kube_config
 
-from fixtures import waits
-from fixtures.kubevirt.console_websocket import ConsoleBridge
+from slirp_conformance import waits
+from slirp_conformance.kubevirt.console_websocket import ConsoleBridge
 from tests import testbed_cli
 from tests.testbed_probes import kubectl
 from tests.testbed import bed, components, handler_console, kubevirt, node_layout, processes, service_address

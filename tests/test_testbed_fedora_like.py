@@ -20,12 +20,12 @@ from pathlib import Path
 
 import pytest
 
-from fixtures import waits
-from fixtures.guest_profiles import FEDORA
-from fixtures.kubevirt.vm_manifest import render_vm
-from fixtures.reference.fedora_like import flavour_for
-from fixtures.ssh_client import generate_keypair
-from fixtures.vmspec import conformance_vm
+from slirp_conformance import waits
+from slirp_conformance.guest_profiles import FEDORA
+from slirp_conformance.kubevirt.vm_manifest import render_vm
+from slirp_conformance.reference.fedora_like import flavour_for
+from slirp_conformance.ssh_client import generate_keypair
+from slirp_conformance.vmspec import conformance_vm
 from tests import testbed_cli
 from tests.suite_runner import run_suite
 from tests.test_reference_e2e import ALL_MODULES

@@ -18,7 +18,7 @@ from pathlib import Path
 import pytest
 import websocket
 
-from fixtures import waits
+from slirp_conformance import waits
 from tests.json_reply import reply_json
 from tests.testbed import handler_console, processes
 from tests.testbed.pki import CertificateAuthority

@@ -9,8 +9,8 @@ from pathlib import Path
 
 import pytest
 
-from fixtures import waits
-from fixtures.errors import SetupError
+from slirp_conformance import waits
+from slirp_conformance.errors import SetupError
 from tests.testbed import bed, components, processes
 from tests.testbed.pki import CertificateAuthority
 

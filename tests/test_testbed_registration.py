@@ -17,9 +17,9 @@ from kubernetes import client
 from kubernetes import config as kubernetes_config
 from kubernetes.client.rest import ApiException
 
-from fixtures import waits
-from fixtures.cluster import kubevirt_config as kc
-from fixtures.cluster import preflight
+from slirp_conformance import waits
+from slirp_conformance.cluster import kubevirt_config as kc
+from slirp_conformance.cluster import preflight
 from tests import testbed_cli
 from tests.testbed import components
 

@@ -2,8 +2,8 @@
 
 import pytest
 
-from fixtures.target import Contract
-from fixtures.vmspec import Interface, PodNetwork, Port, VMSpec, conformance_vm, slirp_qemu_args
+from slirp_conformance.target import Contract
+from slirp_conformance.vmspec import Interface, PodNetwork, Port, VMSpec, conformance_vm, slirp_qemu_args
 
 
 def test_conformance_vm_renders_like_the_sidecar():

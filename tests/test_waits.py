@@ -4,7 +4,7 @@ import itertools
 
 import pytest
 
-from fixtures import waits
+from slirp_conformance import waits
 
 
 def test_returns_the_first_accepted_result():

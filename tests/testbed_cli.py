@@ -14,8 +14,8 @@ from pathlib import Path
 
 import pytest
 
-from fixtures import gobuild
-from fixtures.cluster import versions
+from slirp_conformance import gobuild
+from slirp_conformance.cluster import versions
 from tests.testbed import bed
 
 REPO = Path(__file__).resolve().parents[1]

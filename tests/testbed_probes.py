@@ -8,7 +8,7 @@ import subprocess
 import tempfile
 from pathlib import Path
 
-from fixtures.reference import reference_vm
+from slirp_conformance.reference import reference_vm
 from tests.testbed import bed, components, kubevirt, processes
 
 

@@ -24,10 +24,10 @@ import time
 from collections import Counter
 from pathlib import Path
 
-from fixtures import waits
-from fixtures.cluster import versions
-from fixtures.errors import SetupError
-from fixtures.reference import fedora_image, image, sidecar_render
+from slirp_conformance import waits
+from slirp_conformance.cluster import versions
+from slirp_conformance.errors import SetupError
+from slirp_conformance.reference import fedora_image, image, sidecar_render
 from tests.testbed import bed, components, kubevirt, node_agent
 
 

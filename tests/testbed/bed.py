@@ -23,10 +23,10 @@ import urllib.request
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from fixtures import waits
-from fixtures.cluster import runner
-from fixtures.errors import SetupError
-from fixtures.reference.reference_vm import RUN_PREFIX
+from slirp_conformance import waits
+from slirp_conformance.cluster import runner
+from slirp_conformance.errors import SetupError
+from slirp_conformance.reference.reference_vm import RUN_PREFIX
 from tests.testbed import processes
 from tests.testbed.components import Binaries
 from tests.testbed.pki import CertificateAuthority, KeyPair, write_signing_key

@@ -1,4 +1,4 @@
-"""What the test bed runs, as Go wrapper modules built by version (``fixtures.gobuild``).
+"""What the test bed runs, as Go wrapper modules built by version (``slirp_conformance.gobuild``).
 
 Nothing upstream is copied here: each component is a module path and version from the module
 proxy. Kubernetes and KubeVirt replace their in-repo staging modules in their own go.mod; the
@@ -13,9 +13,9 @@ import dataclasses
 from dataclasses import dataclass
 from pathlib import Path
 
-from fixtures.cluster import versions
-from fixtures.errors import SetupError
-from fixtures.gobuild import Built, WrapperModule, build
+from slirp_conformance.cluster import versions
+from slirp_conformance.errors import SetupError
+from slirp_conformance.gobuild import Built, WrapperModule, build
 
 KUBEVIRT_MANIFESTS_SOURCE = Path(__file__).resolve().parent / "kubevirt_manifests"
 

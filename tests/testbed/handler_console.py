@@ -39,7 +39,7 @@ from pathlib import Path
 
 from aiohttp import ClientSession, ClientTimeout, WSMsgType, web
 
-from fixtures import waits
+from slirp_conformance import waits
 from tests.testbed import processes
 from tests.testbed.node_layout import console_socket
 

@@ -15,9 +15,9 @@ import tempfile
 import urllib.request
 from pathlib import Path
 
-from fixtures import waits
-from fixtures.cluster import runner
-from fixtures.gobuild import Built
+from slirp_conformance import waits
+from slirp_conformance.cluster import runner
+from slirp_conformance.gobuild import Built
 from tests.testbed import handler_console, processes, service_address
 from tests.testbed.bed import LOOPBACK, NODE_NAME
 

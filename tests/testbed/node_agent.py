@@ -54,11 +54,11 @@ from pathlib import Path
 
 from kubernetes import client, config, watch
 
-from fixtures import waits
-from fixtures.errors import SetupError
-from fixtures.reference import sidecar_render
-from fixtures.reference.fedora_like import Flavour, flavour_for
-from fixtures.reference.reference_vm import QemuOptions, ReferenceVM, pod_resolv_conf
+from slirp_conformance import waits
+from slirp_conformance.errors import SetupError
+from slirp_conformance.reference import sidecar_render
+from slirp_conformance.reference.fedora_like import Flavour, flavour_for
+from slirp_conformance.reference.reference_vm import QemuOptions, ReferenceVM, pod_resolv_conf
 from tests.testbed import node_vmi_guest as launcher
 from tests.kube_api.conditions import cond, now
 from tests.testbed.node_pod_dns import is_peer, peer_dns_records, pod_search_list

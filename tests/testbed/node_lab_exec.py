@@ -19,7 +19,7 @@ import shutil
 import signal
 import subprocess
 
-from fixtures.reference.reference_vm import ReferenceVM
+from slirp_conformance.reference.reference_vm import ReferenceVM
 
 
 def can_stream(vm: ReferenceVM) -> bool:
@@ -40,7 +40,7 @@ def argv_for(vm: ReferenceVM, where: str, argv: list[str]) -> list[str]:
     lab_pid = str(vm.lab_pid)
     if where == "pod":
         return ["nsenter", "-t", lab_pid, "-m", "--", "nsenter", f"--net={vm.pod_netns}", "--", *argv]
-    # The peer and client pods run the busybox image (fixtures/kubevirt/peers.py): their `nc`,
+    # The peer and client pods run the busybox image (src/slirp_conformance/kubevirt/peers.py): their `nc`,
     # `ping`... are busybox applets, which print e.g. "can't connect ... Connection refused"
     # where the host's netcat-openbsd stays silent.
     if argv and "/" not in argv[0] and argv[0] in _busybox_applets():

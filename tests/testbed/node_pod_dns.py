@@ -9,7 +9,7 @@ search domains into the node unless its config says ``networking.dnsSearch: []``
 
 from __future__ import annotations
 
-PEER_LABEL = ("app.kubernetes.io/component", "slirp-peer")  # the suite's peer pods (fixtures/kubevirt/peers.py)
+PEER_LABEL = ("app.kubernetes.io/component", "slirp-peer")  # the suite's peer pods (src/slirp_conformance/kubevirt/peers.py)
 
 
 def pod_search_list(namespace: str, cluster_domain: str, node_search: tuple[str, ...] = ()) -> tuple[str, ...]:

@@ -9,8 +9,8 @@ import base64
 
 import yaml
 
-from fixtures.reference.cidata import NoCloud
-from fixtures.vmspec import Interface, PodNetwork, Port, VMSpec
+from slirp_conformance.reference.cidata import NoCloud
+from slirp_conformance.vmspec import Interface, PodNetwork, Port, VMSpec
 
 
 def interfaces(vmi_spec: dict) -> list[dict]:

@@ -15,7 +15,7 @@ import subprocess
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-from fixtures import waits
+from slirp_conformance import waits
 
 log = logging.getLogger("slirp.testbed.processes")
 

@@ -17,8 +17,8 @@ import os
 import random
 import subprocess
 
-from fixtures import waits
-from fixtures.errors import SetupError
+from slirp_conformance import waits
+from slirp_conformance.errors import SetupError
 
 CANDIDATE_NETWORKS = tuple(ipaddress.ip_network(n) for n in ("198.51.100.0/24", "203.0.113.0/24", "192.0.2.0/24"))
 INTERFACE_PREFIX = "tbapi"  # + the holder's pid: one interface per bed, 15 characters at most

@@ -1,0 +1,78 @@
+"""ICMP echo from the guest: what slirp answers itself, and what it cannot forward.
+
+"No reply" proves something only when the echo requests really left the guest towards slirp.
+A guest without a route (``restrict=on`` leases no router) fails its ping locally with
+``Network is unreachable`` and gets no reply either: that must not pass. So every probe reads
+the guest's own counters around the ping: ``OutEchos`` of /proc/net/snmp (the kernel counts an
+echo request only once it has routed and built it) and the slirp NIC's ``tx_packets``, plus the
+route the kernel picks for the peer. ``premise_problems`` says what is missing.
+"""
+
+from __future__ import annotations
+
+import re
+
+from slirp_conformance.evidence import Evidence
+from slirp_conformance.guest_profiles import GuestProfile
+
+_LOCAL_ERROR = re.compile(r"^ping: .*$", re.M)  # ping's own complaints; replies and ICMP errors start otherwise
+
+
+def parse_counters(text: str) -> dict | None:
+    """``icmp_counters_command`` output -> {"tx_packets": n, "OutEchos": n, ...}; None when unreadable."""
+    lines = [line.split() for line in text.splitlines() if line.strip()]
+    icmp = [line[1:] for line in lines if line[0] == "Icmp:"]
+    tx = [line[0] for line in lines if len(line) == 1 and line[0].isdigit()]
+    if len(icmp) != 2 or len(icmp[0]) != len(icmp[1]) or not tx:
+        return None
+    try:
+        counters = {k: int(v) for k, v in zip(*icmp)}
+    except ValueError:
+        return None
+    counters["tx_packets"] = int(tx[0])
+    return counters
+
+
+def ping(shell, profile: GuestProfile, host: str, count: int = 3) -> dict:
+    """Counts replies by their lines, so a ping killed by ``timeout`` still counts right; reads the
+    guest's counters before and after, so the result says how many requests really went out."""
+    before = parse_counters(shell.run(profile.icmp_counters_command()).output)
+    route = shell.run(profile.route_get_command(host))
+    r = shell.run(profile.ping_command(host, count), timeout=count * 2 + 20)
+    after = parse_counters(shell.run(profile.icmp_counters_command()).output)
+    replies = len(re.findall(rf"bytes from {re.escape(host)}", r.output))
+    sent = re.search(r"(\d+) packets transmitted", r.output)
+    route_text = f"{route.output} {route.stderr}".strip()
+    out = {"host": host, "requested": count, "transmitted": int(sent.group(1)) if sent else None,
+           "replies": replies, "rc": r.rc, "output": r.output.strip()[-400:], "stderr": r.stderr.strip()[-400:],
+           "route": route_text if route.ok else f"rc={route.rc}: {route_text[-200:]}",
+           "local_errors": _LOCAL_ERROR.findall(f"{r.output}\n{r.stderr}")}
+    if before is None or after is None:
+        out["echo_requests_out"] = out["nic_tx_packets"] = None
+    else:
+        out["echo_requests_out"] = after.get("OutEchos", 0) - before.get("OutEchos", 0)
+        out["nic_tx_packets"] = after["tx_packets"] - before["tx_packets"]
+    return out
+
+
+def premise_problems(probe: dict, interface: str) -> list[str]:
+    """Why this probe proves nothing about slirp, or [] when its requests demonstrably left the
+    guest through the slirp NIC with nothing local refusing them."""
+    problems = []
+    if not re.search(rf"\bdev {re.escape(interface)}\b", probe["route"]):
+        problems.append(f"the guest routes {probe['host']} not via {interface}: {probe['route']!r}")
+    if probe["local_errors"]:
+        problems.append(f"ping failed inside the guest: {probe['local_errors']}")
+    if probe["echo_requests_out"] is None:
+        problems.append("the guest's ICMP/NIC counters could not be read")
+    else:
+        if probe["echo_requests_out"] < 1:
+            problems.append(f"no echo request left the guest's IP stack (OutEchos +{probe['echo_requests_out']})")
+        if probe["nic_tx_packets"] < probe["echo_requests_out"]:
+            problems.append(f"{interface} sent {probe['nic_tx_packets']} frames for "
+                            f"{probe['echo_requests_out']} echo requests")
+    return problems
+
+
+def observe(shell, profile: GuestProfile, peer: str, gateway: str) -> Evidence:
+    return Evidence("icmp", {"to_peer": ping(shell, profile, peer), "to_gateway": ping(shell, profile, gateway, 1)})

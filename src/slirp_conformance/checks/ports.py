@@ -1,0 +1,56 @@
+"""Guest services for the ports suite: an HTTP server per port, each serving its own token."""
+
+from __future__ import annotations
+
+import secrets
+from dataclasses import dataclass
+
+from slirp_conformance import waits
+from slirp_conformance.guest_profiles import GuestProfile
+
+
+@dataclass(frozen=True)
+class GuestService:
+    port: int
+    token: str
+    local_body: str  # what the guest itself got from it (the positive control)
+
+
+def _root(port: int) -> str:
+    return f"/tmp/slirp-www-{port}"
+
+
+def start(shell, profile: GuestProfile, port: int) -> GuestService:
+    token = f"slirp-port-{port}-" + secrets.token_hex(6)
+    root = _root(port)
+    # Two commands: in `a && b && server & echo $!`, $! would be the backgrounded list's
+    # subshell, not the server, and killing it could leave the server listening.
+    setup = shell.run(f"mkdir -p {root} && printf '%s' {token} > {root}/token")
+    if setup.ok:
+        setup = shell.run(profile.http_serve_command(port, root, f"{root}.pid"))
+    if not setup.ok:
+        raise AssertionError(f"could not start a guest HTTP server on port {port}: rc={setup.rc} "
+                             f"stdout={setup.output[-200:]!r} stderr={setup.stderr[-200:]!r}")
+    get = profile.http_get_command(f"http://127.0.0.1:{port}/token")
+    try:
+        local = waits.wait_for(f"the guest's own HTTP server on port {port} to answer inside the guest",
+                               lambda: shell.run(get), 20, accept=lambda r: r.ok and token in r.output,
+                               describe=lambda r: f"rc={r.rc} output={r.output[-200:]!r}")
+    except waits.WaitTimeout as e:
+        raise AssertionError(f"positive control failed, the ports check would prove nothing: {e}") from None
+    return GuestService(port, token, local.output.strip())
+
+
+def stop(shell, port: int) -> None:
+    """Kill the server by its own PID and wait until that process is gone."""
+    root = _root(port)
+    pid = shell.run(f"cat {root}.pid").output.strip()
+    shell.run(f"rm -rf {root}")
+    if not pid.isdigit():
+        raise AssertionError(f"the guest HTTP server on port {port} left no pid file ({root}.pid): {pid!r}")
+    shell.run(f"kill {pid}")
+    try:
+        waits.wait_for(f"the guest HTTP server on port {port} (pid {pid}) to exit", lambda: shell.run(f"kill -0 {pid}"),
+                       10, accept=lambda r: not r.ok, describe=lambda r: f"kill -0 {pid}: rc={r.rc}")
+    finally:
+        shell.run(f"rm -f {root}.pid")

@@ -1,0 +1,57 @@
+"""TCP through slirp: egress to the peers, and ingress to guest ports at the pod's address."""
+
+from __future__ import annotations
+
+import re
+import secrets
+import socket
+
+from slirp_conformance.evidence import Evidence
+from slirp_conformance.guest_profiles import GuestProfile
+from slirp_conformance.target import Endpoint
+
+TRANSFER_BYTES = 8 << 20  # 8 MiB each way
+
+
+def egress_echo(shell, profile: GuestProfile, echo: Endpoint) -> Evidence:
+    token = "slirp-tcp-" + secrets.token_hex(8)
+    r = shell.run(profile.tcp_echo_command(echo.host, echo.port, token))
+    return Evidence("tcp-egress-echo", {"peer": str(echo), "sent": token, "received": r.output.strip(), "rc": r.rc})
+
+
+def transfer(shell, profile: GuestProfile, echo: Endpoint, budget: int) -> Evidence:
+    r = shell.run(profile.transfer_command(echo.host, echo.port, TRANSFER_BYTES, budget), timeout=budget + 30)
+    shas = re.findall(r"^([0-9a-f]{64})\s", r.output, re.M)
+    sizes = re.findall(r"^\s*(\d+)\s*$", r.output, re.M)
+    return Evidence("tcp-transfer", {
+        "peer": str(echo), "sha256_sent": shas[0] if shas else None,
+        "sha256_received": shas[1] if len(shas) > 1 else None,
+        "bytes_sent": int(sizes[0]) if sizes else None,
+        "bytes_received": int(sizes[1]) if len(sizes) > 1 else None, "rc": r.rc, "output": r.output[-500:],
+    })
+
+
+def http_get(sock: socket.socket, path: str, timeout: float = 10) -> str:
+    """A minimal HTTP/1.0 GET over an already connected socket; returns the body.
+
+    Stops at Content-Length when the server sends one, so a relay that keeps the connection
+    half-open (nc under exec in a client pod) does not turn a good answer into a timeout.
+    """
+    sock.settimeout(timeout)
+    sock.sendall(f"GET {path} HTTP/1.0\r\nHost: guest\r\n\r\n".encode())
+    data = b""
+    while True:
+        head, sep, body = data.partition(b"\r\n\r\n")
+        if sep:
+            length = re.search(rb"(?im)^content-length:\s*(\d+)\s*$", head)
+            if length and len(body) >= int(length.group(1)):
+                break
+        chunk = sock.recv(65536)
+        if not chunk:
+            break
+        data += chunk
+    head, _, body = data.partition(b"\r\n\r\n")
+    status = head.split(b"\r\n", 1)[0].decode(errors="replace")
+    if " 200 " not in status + " ":
+        raise ConnectionError(f"HTTP status {status!r}")
+    return body.decode(errors="replace")

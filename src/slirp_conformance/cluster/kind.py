@@ -1,0 +1,225 @@
+"""A kind cluster built from a config this suite owns: created or reused, deleted only if created.
+
+The config pins the containerd settings that decide whether QEMU's unprivileged ICMP socket
+works in the pod (``net.ipv4.ping_group_range``), so "ping through slirp" means the same thing
+on every kind release: containerd 1.x defaults them to false, containerd >= 2.0 (kind >= v0.27)
+to true. The kubeconfig goes to a file the suite owns (mode 0600) and is never printed.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import logging
+import os
+import re
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Self
+
+import yaml
+
+from slirp_conformance import waits
+from slirp_conformance.cluster import runner
+from slirp_conformance.cluster.versions import Pins
+from slirp_conformance.errors import SetupError
+
+log = logging.getLogger("slirp.cluster.kind")
+
+KVM_DEVICE = "/dev/kvm"
+_KVM_GET_API_VERSION = 0xAE00
+_KVM_CREATE_VM = 0xAE01
+_KVM_API_VERSION = 12
+
+# Every kind node image up to v0.32 ships /etc/containerd/config.toml as `version = 2`, which
+# containerd 1.x reads natively and containerd 2.x migrates (the keys of
+# [plugins."io.containerd.grpc.v1.cri"] move to [plugins."io.containerd.cri.v1.runtime"]).
+# So the v2 section name works on both; a v3 section in a v2 file would be overwritten by the
+# migration. `effective_containerd_settings` checks the result on the node after creation.
+CONTAINERD_PIN = """\
+[plugins."io.containerd.grpc.v1.cri"]
+  enable_unprivileged_icmp = false
+  enable_unprivileged_ports = false
+"""
+PINNED_CONTAINERD_SETTINGS = {"enable_unprivileged_icmp": False, "enable_unprivileged_ports": False}
+
+DEFAULT_CLUSTER_NAME = "slirp-conformance"
+
+Run = Callable[..., runner.Result]
+
+
+def kvm_usable(device: str = KVM_DEVICE) -> bool:
+    """True when ``device`` opens read-write, speaks KVM API 12 and can create a VM."""
+    try:
+        fd = os.open(device, os.O_RDWR | os.O_CLOEXEC)
+    except OSError:
+        return False
+    try:
+        if fcntl.ioctl(fd, _KVM_GET_API_VERSION, 0) != _KVM_API_VERSION:
+            return False
+        vm_fd = fcntl.ioctl(fd, _KVM_CREATE_VM, 0)
+        os.close(vm_fd)
+        return True
+    except OSError:
+        return False
+    finally:
+        os.close(fd)
+
+
+def render_config(name: str, node_image: str, *, kvm: bool) -> str:
+    """The kind cluster config (YAML): one control-plane node, containerd pinned, /dev/kvm if usable."""
+    node: dict = {"role": "control-plane", "image": node_image}
+    if kvm:
+        node["extraMounts"] = [{"hostPath": KVM_DEVICE, "containerPath": KVM_DEVICE}]
+    config = {
+        "kind": "Cluster",
+        "apiVersion": "kind.x-k8s.io/v1alpha4",
+        "name": name,
+        "nodes": [node],
+        # kind copies the host's search domains into the node (and kubelet appends the node's to every
+        # ClusterFirst pod, so the sidecar passes them to the guest) unless this is set: empty keeps
+        # the pods' search list the cluster's own. kind pkg/apis/config/v1alpha4/types.go, Networking.DNSSearch.
+        "networking": {"dnsSearch": []},
+        "containerdConfigPatches": [CONTAINERD_PIN],
+    }
+    return "# Rendered by slirp-conformance (src/slirp_conformance/cluster/kind.py); do not edit.\n" + \
+        yaml.dump(config, Dumper=_BlockDumper, sort_keys=False, default_flow_style=False)
+
+
+class _BlockDumper(yaml.SafeDumper):
+    """Multi-line strings (the TOML patch) as readable ``|`` blocks."""
+
+
+_BlockDumper.add_representer(str, lambda dumper, value: dumper.represent_scalar(
+    "tag:yaml.org,2002:str", value, style="|" if "\n" in value else None))
+
+
+def _same_image(found: str, pinned: str) -> bool:
+    """Same digest when both carry one, else the same ``repo:tag``."""
+    if "@" in found and "@" in pinned:
+        return found.split("@", 1)[1] == pinned.split("@", 1)[1]
+    return found.split("@", 1)[0] == pinned.split("@", 1)[0]
+
+
+def existing_clusters(run: Run = runner.run) -> list[str]:
+    result = run(["kind", "get", "clusters"], timeout=runner.budget("tool-probe"),
+                 fix="check that `kind` works (hack/install-tools.sh) and docker answers")
+    return [line.strip() for line in result.stdout.splitlines() if line.strip()]
+
+
+@dataclass
+class KindCluster:
+    """``with KindCluster(...) as cluster:`` creates or reuses the cluster; exit deletes only what it created.
+
+    ``workdir`` receives ``kind-config.yaml`` and ``kubeconfig`` (0600). ``kvm=None`` probes
+    /dev/kvm. ``keep=True`` never deletes (debugging).
+    """
+    pins: Pins
+    workdir: Path
+    name: str = DEFAULT_CLUSTER_NAME
+    kvm: bool | None = None
+    preload_images: Iterable[str] = ()
+    keep: bool = False
+    run: Run = runner.run
+    created: bool = field(default=False, init=False)
+    reused_node_image: str | None = field(default=None, init=False)
+    kubeconfig_path: Path = field(init=False)
+    config_path: Path = field(init=False)
+
+    def __post_init__(self) -> None:
+        if not re.fullmatch(r"[a-z0-9]([-a-z0-9]*[a-z0-9])?", self.name):
+            raise SetupError(f"kind cluster name {self.name!r} is invalid; use lowercase letters, digits and '-'")
+        self.workdir = Path(self.workdir)
+        self.kubeconfig_path = self.workdir / "kubeconfig"
+        self.config_path = self.workdir / "kind-config.yaml"
+        if self.kvm is None:
+            self.kvm = kvm_usable()
+
+    def __enter__(self) -> Self:
+        try:
+            self.up()
+        except BaseException:
+            self.down()  # a half-created cluster (failed create, Ctrl-C) is ours: do not leak it
+            raise
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.down()
+
+    def up(self) -> KindCluster:
+        self.workdir.mkdir(parents=True, exist_ok=True)
+        if self.name in existing_clusters(self.run):
+            log.info("reusing kind cluster %s (it will be kept at the end)", self.name)
+            self.reused_node_image = self._node_image()
+            if self.reused_node_image and not _same_image(self.reused_node_image, self.pins.node_image):
+                log.warning("the reused kind cluster %s runs %s, not the pinned %s for KubeVirt %s; delete it "
+                            "(kind delete cluster --name %s) to test on the pinned Kubernetes", self.name,
+                            self.reused_node_image, self.pins.node_image, self.pins.kubevirt, self.name)
+        else:
+            self._create()
+        self._export_kubeconfig()
+        if self.preload_images:
+            self.load_images(self.preload_images)
+        return self
+
+    def _create(self) -> None:
+        self.config_path.write_text(render_config(self.name, self.pins.node_image, kvm=bool(self.kvm)))
+        budget = waits.timeout("kind-cluster")
+        log.info("creating kind cluster %s from %s (kind %s, %s, kvm=%s; budget %.0f s)",
+                 self.name, self.pins.node_image, self.pins.kind, self.config_path.name, self.kvm, budget)
+        # Marked created before the call: a half-created cluster (timeout, Ctrl-C) is ours to delete.
+        self.created = True
+        self.run(["kind", "create", "cluster", "--name", self.name, "--config", str(self.config_path),
+                  "--kubeconfig", str(self.kubeconfig_path), "--wait", f"{int(budget * 0.9)}s"],
+                 timeout=budget,
+                 fix=f"see the kind output above; `kind delete cluster --name {self.name}` cleans up a partial cluster")
+
+    def _export_kubeconfig(self) -> None:
+        # Written by kind itself so the credentials never pass through this process's output.
+        self.run(["kind", "export", "kubeconfig", "--name", self.name, "--kubeconfig", str(self.kubeconfig_path)],
+                 timeout=runner.budget("tool-probe"), fix=f"does `kind get clusters` list {self.name}?")
+        os.chmod(self.kubeconfig_path, 0o600)
+
+    def load_images(self, images: Iterable[str]) -> None:
+        """``kind load docker-image`` each image (for --preload-images: no registry pulls in the node)."""
+        for image in images:
+            self.run(["kind", "load", "docker-image", image, "--name", self.name], timeout=runner.budget("kind-load"),
+                     fix=f"pull it first (`docker pull {image}`) or drop it from --preload-images")
+
+    def down(self) -> None:
+        if not self.created:
+            log.info("kind cluster %s was not created by this run; leaving it", self.name)
+            return
+        if self.keep:
+            log.warning("keeping kind cluster %s (delete it with: kind delete cluster --name %s)", self.name, self.name)
+            return
+        self.run(["kind", "delete", "cluster", "--name", self.name, "--kubeconfig", str(self.kubeconfig_path)],
+                 timeout=waits.timeout("resource-deleted"),
+                 fix=f"delete it by hand: kind delete cluster --name {self.name}")
+        self.created = False
+
+    def _node_image(self) -> str | None:
+        try:
+            result = self.run(["docker", "inspect", "--format", "{{.Config.Image}}", self.node_container()],
+                              timeout=runner.budget("tool-probe"))
+        except runner.CommandFailed as e:
+            log.warning("cannot read the node image of kind cluster %s: %s", self.name, e)
+            return None
+        return result.stdout.strip() or None
+
+    def node_container(self) -> str:
+        return f"{self.name}-control-plane"
+
+
+def effective_containerd_settings(node_container: str, run: Run = runner.run) -> dict[str, bool | None]:
+    """The unprivileged ICMP/ports settings containerd actually runs with on a node (evidence).
+
+    Reads ``containerd config dump`` in the node container; None for a key it does not show.
+    """
+    result = run(["docker", "exec", node_container, "containerd", "config", "dump"],
+                 timeout=runner.budget("tool-probe"), fix="is the kind node container running?")
+    settings: dict[str, bool | None] = {}
+    for key in PINNED_CONTAINERD_SETTINGS:
+        values = re.findall(rf"^\s*{key}\s*=\s*(true|false)\s*$", result.stdout, flags=re.MULTILINE)
+        settings[key] = (values[-1] == "true") if values else None
+    return settings

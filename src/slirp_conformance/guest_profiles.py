@@ -1,0 +1,368 @@
+"""How to talk to a guest OS: login, and the commands that read its network state.
+
+The checks never spell a guest command themselves: they ask the profile, so the same check
+runs on the busybox reference guest and on KubeVirt's Fedora test image.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import re
+import shlex
+import textwrap
+from dataclasses import dataclass, field
+from typing import Callable
+
+from slirp_conformance.console import Credentials
+
+
+@dataclass(frozen=True)
+class Lease:
+    """A DHCP lease as the guest's DHCP client recorded it."""
+
+    address: str | None
+    prefix: int | None
+    router: str | None
+    dns: tuple[str, ...]
+    search: tuple[str, ...]
+    lease_seconds: int | None
+    server_id: str | None
+    raw: dict = field(default_factory=dict)
+
+
+def _ints(value: str | None) -> int | None:
+    return int(value) if value and value.strip().isdigit() else None
+
+
+def _mask_to_prefix(value: str | None) -> int | None:
+    if not value:
+        return None
+    if value.isdigit():
+        return int(value)
+    return ipaddress.IPv4Network(f"0.0.0.0/{value}").prefixlen
+
+
+def parse_udhcpc_lease(text: str) -> Lease | None:
+    raw = dict(line.split("=", 1) for line in text.splitlines() if "=" in line)
+    if not raw.get("ip"):
+        return None
+    return Lease(
+        address=raw.get("ip"), prefix=_mask_to_prefix(raw.get("mask")), router=(raw.get("router") or "").split()[0]
+        if raw.get("router") else None, dns=tuple(raw.get("dns", "").split()), search=tuple(raw.get("search", "").split()),
+        lease_seconds=_ints(raw.get("lease")), server_id=raw.get("serverid") or None, raw=raw,
+    )
+
+
+def parse_nmcli_dhcp4(text: str) -> Lease | None:
+    """``nmcli -t -f DHCP4 device show eth0``: lines ``DHCP4.OPTION[n]:key = value``."""
+    raw = {}
+    for line in text.splitlines():
+        m = re.match(r"DHCP4\.OPTION\[\d+\]:(\S+) = (.*)$", line.strip())
+        if m:
+            raw[m.group(1)] = m.group(2).strip()
+    if not raw.get("ip_address"):
+        return None
+    return Lease(
+        address=raw.get("ip_address"), prefix=_mask_to_prefix(raw.get("subnet_mask")),
+        router=(raw.get("routers") or "").split()[0] if raw.get("routers") else None,
+        dns=tuple(raw.get("domain_name_servers", "").split()), search=tuple(raw.get("domain_search", "").split()),
+        lease_seconds=_ints(raw.get("dhcp_lease_time")), server_id=raw.get("dhcp_server_identifier"), raw=raw,
+    )
+
+
+def parse_nslookup(text: str) -> list[str]:
+    """busybox nslookup: the ``Address:`` lines that follow a ``Name:`` line."""
+    answers, after_name = [], False
+    for line in text.splitlines():
+        if line.startswith("Name:"):
+            after_name = True
+        elif after_name and line.startswith("Address"):
+            answers.append(line.split(":", 1)[1].strip().split()[0])
+    return answers
+
+
+def parse_ipv4_lines(text: str) -> list[str]:
+    """One IPv4 address per line; anything else (a boot message on the console) is not an answer."""
+    return [line.strip() for line in text.splitlines() if re.fullmatch(r"\d{1,3}(\.\d{1,3}){3}", line.strip())]
+
+
+def python3_command(program: str, *args: object) -> str:
+    r"""``python3 -c`` running a multi-line ``program`` from ONE shell line (console commands are
+    single lines): the newlines travel as ``\n`` escapes inside a triple-quoted ``exec``
+    argument, the whole in single quotes. So the program may hold no single quote, no backslash
+    and no triple quote."""
+    src = textwrap.dedent(program).strip()
+    if "'" in src or "\\" in src or '"""' in src:
+        raise ValueError("a guest python3 program must not contain ', \\ or triple quotes")
+    line = "exec(\"\"\"" + src.replace("\n", "\\n") + "\"\"\")"
+    return " ".join(["python3", "-c", f"'{line}'", *(shlex.quote(str(a)) for a in args)])
+
+
+# Each program prints what the checks parse on stdout; failures end in a traceback on stderr.
+_PY_TCP_ECHO = """
+    import socket,sys
+    s=socket.create_connection((sys.argv[1],int(sys.argv[2])),timeout=10)
+    s.sendall(sys.argv[3].encode()+bytes([10]))
+    s.shutdown(socket.SHUT_WR)
+    while True:
+        d=s.recv(65536)
+        if not d:
+            break
+        sys.stdout.buffer.write(d)
+"""
+
+# Three tries, as a resolver would: a lost datagram is UDP, not a broken slirp.
+_PY_UDP_ECHO = """
+    import socket,sys
+    s=socket.socket(socket.AF_INET,socket.SOCK_DGRAM)
+    s.settimeout(2)
+    for attempt in range(3):
+        s.sendto(sys.argv[3].encode()+bytes([10]),(sys.argv[1],int(sys.argv[2])))
+        try:
+            sys.stdout.buffer.write(s.recv(65536))
+            break
+        except socket.timeout:
+            pass
+    else:
+        sys.exit("no UDP reply from %s:%s after 3 tries" % (sys.argv[1],sys.argv[2]))
+"""
+
+# 1 MiB of urandom repeated with a counter before each copy (see GuestProfile.transfer_command),
+# sent while the echo is read back; prints both sha256 sums, then sent and received sizes.
+_PY_TRANSFER = """
+    import hashlib,os,socket,sys,threading
+    host,port,size=sys.argv[1],int(sys.argv[2]),int(sys.argv[3])
+    mib=1<<20
+    rnd=os.urandom(min(size,mib))
+    data=b"".join(b"%08d" % i + rnd for i in range(1,max(1,size//mib)+1))
+    s=socket.create_connection((host,port),timeout=30)
+    def send():
+        s.sendall(data)
+        s.shutdown(socket.SHUT_WR)
+    sender=threading.Thread(target=send)
+    sender.start()
+    back=hashlib.sha256()
+    got=0
+    while True:
+        d=s.recv(1<<16)
+        if not d:
+            break
+        back.update(d)
+        got+=len(d)
+    sender.join()
+    print(hashlib.sha256(data).hexdigest()+"  sent")
+    print(back.hexdigest()+"  received")
+    print(len(data))
+    print(got)
+"""
+
+# A DNS A query to one server over UDP with the standard library (no dig in the Fedora image).
+_PY_DNS_QUERY = """
+    import socket,struct,sys
+    name,server,port=sys.argv[1],sys.argv[2],int(sys.argv[3])
+    q=struct.pack(">HHHHHH",0x5c1a,0x0100,1,0,0,0)+b"".join(bytes([len(p)])+p.encode() for p in name.split("."))
+    q+=bytes(1)+struct.pack(">HH",1,1)
+    s=socket.socket(socket.AF_INET,socket.SOCK_DGRAM)
+    s.settimeout(3)
+    for attempt in range(3):
+        s.sendto(q,(server,port))
+        try:
+            r=s.recv(1500)
+            break
+        except socket.timeout:
+            pass
+    else:
+        sys.exit("no DNS reply from %s:%d after 3 tries" % (server,port))
+    an=struct.unpack(">H",r[6:8])[0]
+    i=12
+    while r[i]:
+        i+=r[i]+1
+    i+=5
+    for _ in range(an):
+        i+=2 if r[i]&0xc0==0xc0 else r.index(bytes(1),i)+1-i
+        t,c,ttl,l=struct.unpack(">HHIH",r[i:i+10])
+        i+=10
+        if t==1:
+            print(socket.inet_ntoa(r[i:i+4]))
+        i+=l
+"""
+
+_PY_HTTP_GET = """
+    import sys,urllib.request
+    sys.stdout.buffer.write(urllib.request.urlopen(sys.argv[1],timeout=10).read())
+"""
+
+
+@dataclass(frozen=True)
+class NetcatTools:
+    """TCP/UDP/DNS spoken with OpenBSD netcat and busybox applets (the busybox reference guest,
+    which has no python3)."""
+
+    nc: str = "nc.openbsd"  # busybox's sh runs its own nc applet for plain `nc`
+
+    def tcp_echo(self, host: str, port: int, payload: str) -> str:
+        return f"printf '%s\\n' {shlex.quote(payload)} | timeout 15 {self.nc} -N -w 10 {host} {port}"
+
+    def udp_echo(self, host: str, port: int, payload: str) -> str:
+        return f"printf '%s\\n' {shlex.quote(payload)} | timeout 10 {self.nc} -u -w 1 {host} {port}"
+
+    def transfer(self, host: str, port: int, size: int, budget: int) -> str:
+        mib = 1 << 20
+        copies = max(1, size // mib)
+        return (f"head -c {min(size, mib)} /dev/urandom > /tmp/slirp-rnd && "
+                f"for i in $(seq {copies}); do printf '%08d' $i; cat /tmp/slirp-rnd; done > /tmp/slirp-out && "
+                f"timeout {budget} {self.nc} -N -w 30 {host} {port} < /tmp/slirp-out > /tmp/slirp-back; "
+                f"sha256sum /tmp/slirp-out /tmp/slirp-back; wc -c < /tmp/slirp-out; wc -c < /tmp/slirp-back; "
+                f"rm -f /tmp/slirp-rnd /tmp/slirp-out /tmp/slirp-back")
+
+    def dns_lookup(self, name: str, server: str) -> str:
+        return f"timeout 10 busybox nslookup {shlex.quote(name)} {server}"
+
+    def parse_dns(self, text: str) -> list[str]:
+        return parse_nslookup(text)
+
+    def http_serve(self, port: int, root: str, pidfile: str) -> str:
+        return f"busybox httpd -f -p {port} -h {root} >/dev/null 2>&1 & echo $! > {pidfile}"
+
+    def http_get(self, url: str) -> str:
+        return f"timeout 10 busybox wget -q -O - {shlex.quote(url)}"
+
+
+@dataclass(frozen=True)
+class Python3Tools:
+    """TCP/UDP/DNS/HTTP spoken with python3's standard library: the same on every flavour of the
+    Fedora test image, whichever nc it ships (nmap-ncat, BusyBox nc or OpenBSD nc, none of
+    which agree on -N, -q or UDP end-of-input)."""
+
+    def tcp_echo(self, host: str, port: int, payload: str) -> str:
+        return "timeout 15 " + python3_command(_PY_TCP_ECHO, host, port, payload)
+
+    def udp_echo(self, host: str, port: int, payload: str) -> str:
+        return "timeout 15 " + python3_command(_PY_UDP_ECHO, host, port, payload)
+
+    def transfer(self, host: str, port: int, size: int, budget: int) -> str:
+        return f"timeout {budget} " + python3_command(_PY_TRANSFER, host, port, size)
+
+    def dns_lookup(self, name: str, server: str, port: int = 53) -> str:
+        return "timeout 15 " + python3_command(_PY_DNS_QUERY, name, server, port)
+
+    def parse_dns(self, text: str) -> list[str]:
+        return parse_ipv4_lines(text)
+
+    def http_serve(self, port: int, root: str, pidfile: str) -> str:
+        # $! is the server itself: nothing stands between the shell and python3.
+        return f"python3 -m http.server {port} --directory {root} >/dev/null 2>&1 & echo $! > {pidfile}"
+
+    def http_get(self, url: str) -> str:
+        return "timeout 15 " + python3_command(_PY_HTTP_GET, url)
+
+
+@dataclass(frozen=True)
+class GuestProfile:
+    name: str
+    credentials: Credentials | None
+    ssh_user: str
+    interface: str
+    host_key_command: str  # prints one OpenSSH public key line
+    lease_command: str
+    parse_lease: Callable[[str], Lease | None]
+    resolver_config_command: str  # prints a resolv.conf holding the servers the guest really asks
+    tools: NetcatTools | Python3Tools
+    sudo: str = ""  # prefix for root-only commands over SSH
+    # Run once after the console login: returns when the boot's jobs that write to the console
+    # are over (cloud-init's final stage prints there, into the output of the suite's commands).
+    settle_command: str | None = None
+
+    def nic_driver_command(self) -> str:
+        return f"basename $(readlink /sys/class/net/{self.interface}/device/driver)"
+
+    def mac_command(self) -> str:
+        return f"cat /sys/class/net/{self.interface}/address"
+
+    def address_command(self) -> str:
+        return f"ip -4 -o addr show dev {self.interface}"
+
+    def route_command(self) -> str:
+        return "ip -4 route show default"
+
+    def ping_command(self, host: str, count: int = 3) -> str:
+        # busybox ping does not always honour -w without replies: bound it from outside.
+        return f"timeout {count + 4} ping -n -c {count} -i 0.3 -W 1 {shlex.quote(host)}"
+
+    def icmp_counters_command(self) -> str:
+        """Prints the NIC's transmitted-frame count, then the ``Icmp:`` lines of /proc/net/snmp
+        (the kernel counts an echo request there only once it has a route and builds the packet)."""
+        return f"cat /sys/class/net/{self.interface}/statistics/tx_packets; grep '^Icmp:' /proc/net/snmp"
+
+    def route_get_command(self, host: str) -> str:
+        return f"ip -4 route get {shlex.quote(host)}"
+
+    def tcp_echo_command(self, host: str, port: int, payload: str) -> str:
+        """Send ``payload`` and a newline, close the sending side, print what comes back."""
+        return self.tools.tcp_echo(host, port, payload)
+
+    def udp_echo_command(self, host: str, port: int, payload: str) -> str:
+        """Send ``payload`` and a newline as one datagram, print the reply datagram."""
+        return self.tools.udp_echo(host, port, payload)
+
+    def transfer_command(self, host: str, port: int, size: int, budget: int) -> str:
+        """Send ``size`` bytes to a TCP echo; print both sha256 sums, then sent and received sizes.
+
+        The payload is 1 MiB of /dev/urandom repeated with a counter before each copy: random
+        enough to catch corruption, and 8x cheaper to make than 8 MiB of urandom under TCG.
+        """
+        return self.tools.transfer(host, port, size, budget)
+
+    def dns_command(self, name: str, server: str) -> str:
+        """An A query for ``name`` sent to ``server`` itself (not through the guest's resolver)."""
+        return self.tools.dns_lookup(name, server)
+
+    def parse_dns(self, text: str) -> list[str]:
+        return self.tools.parse_dns(text)
+
+    def http_serve_command(self, port: int, root: str, pidfile: str) -> str:
+        """Start an HTTP server for ``root`` in the background and write ITS pid to ``pidfile``."""
+        return self.tools.http_serve(port, root, pidfile)
+
+    def http_get_command(self, url: str) -> str:
+        return self.tools.http_get(url)
+
+
+REFERENCE = GuestProfile(
+    name="reference-busybox",
+    credentials=None,  # filled per run: the reference target generates the console password
+    ssh_user="root",
+    interface="eth0",
+    host_key_command="dropbearkey -y -f /etc/dropbear/dropbear_ed25519_host_key | grep '^ssh-'",
+    lease_command="cat /run/udhcpc.lease",
+    parse_lease=parse_udhcpc_lease,
+    resolver_config_command="cat /etc/resolv.conf",
+    tools=NetcatTools(),
+)
+
+FEDORA = GuestProfile(
+    name="fedora-with-test-tooling",
+    credentials=Credentials("fedora", "fedora", become_root="sudo -i"),
+    ssh_user="fedora",
+    interface="eth0",
+    host_key_command="cat /etc/ssh/ssh_host_ed25519_key.pub",
+    lease_command="nmcli -t -f DHCP4 device show eth0",
+    parse_lease=parse_nmcli_dhcp4,
+    # systemd-resolved: /etc/resolv.conf names only its stub 127.0.0.53; the servers it
+    # forwards to (the DHCP-provided ones) and the search list are in its own resolv.conf.
+    resolver_config_command="cat /run/systemd/resolve/resolv.conf",
+    tools=Python3Tools(),
+    sudo="sudo ",
+    # Until systemd's boot jobs are over, cloud-init's last stage (cloud-final) included. Not
+    # `cloud-init status --wait`: that starts one more cloud-init Python process (about 4 s
+    # under TCG) while cloud-init's own config and final stages need the CPU.
+    settle_command="systemctl is-system-running --wait >/dev/null",
+)
+
+PROFILES = {p.name: p for p in (REFERENCE, FEDORA)}
+OS_RELEASE_IDS = {"slirp-reference": REFERENCE, "fedora": FEDORA}  # /etc/os-release ID= -> profile
+
+
+def profile_for_os_release(text: str) -> GuestProfile | None:
+    m = re.search(r'^ID="?([^"\n]+)"?$', text, re.M)
+    return OS_RELEASE_IDS.get(m.group(1)) if m else None

@@ -1,0 +1,91 @@
+"""The ``qemu`` target: the conformance VM as a local reference VM (see ``reference_vm``).
+
+Adds what a user of any target gets: a logged-in serial console with a transcript, and SSH
+with the per-run key through a port-forward, the host key read over the console and pinned.
+"""
+
+from __future__ import annotations
+
+import os
+import secrets
+import socket
+import time
+from dataclasses import replace
+from pathlib import Path
+
+from slirp_conformance import progress, redaction
+from slirp_conformance.console import Credentials
+from slirp_conformance.guest_profiles import FEDORA, REFERENCE
+from slirp_conformance.reference import sidecar_render
+from slirp_conformance.reference.fedora_like import Flavour
+from slirp_conformance.reference.reference_vm import QemuOptions, ReferenceVM
+from slirp_conformance.ssh_client import generate_keypair
+from slirp_conformance.target import Contract, Target
+from slirp_conformance.vmspec import VMSpec, sidecar_search_domains
+
+
+PASSWORD_ENV = "SLIRP_CONFORMANCE_GUEST_PASSWORD"
+
+
+class QemuTarget(Target):
+    name = "qemu"
+
+    def __init__(self, spec: VMSpec, opts: QemuOptions, fedora_like: Flavour | None = None) -> None:
+        """``fedora_like``: boot that Fedora-like flavour and drive it with the Fedora profile,
+        logging in as cloud-init's ``fedora`` user, like KubeVirt's test image."""
+        self.spec = spec
+        # A per-run password unless the user picks one (to log in by hand on a kept VM).
+        password = os.environ.get(PASSWORD_ENV) or secrets.token_urlsafe(12)
+        redaction.register(password)
+        self._key = generate_keypair()
+        self.vm = ReferenceVM(spec, opts, authorized_key=self._key.public_openssh, password=password,
+                              fedora_like=fedora_like)
+        self.peers = self.vm.peers
+        self.contract = Contract.from_spec(spec, sidecar_search_domains(self.vm.search_domains))
+        if fedora_like is None:
+            self.profile = replace(REFERENCE, credentials=Credentials("root", password))
+        else:
+            self.profile = replace(FEDORA, credentials=Credentials("fedora", password, become_root="sudo -i"))
+        self.timings = self.vm.timings
+
+    def _start(self) -> None:
+        with progress.phase(f"reference VM {self.spec.name}: guest image, pod lab, QEMU ({self.vm.opts.accel} accel)"):
+            self.vm.start()
+        self._open_console(self.vm.console_socket(), self.vm.run_dir / "console-transcript.log",
+                           f"{self.spec.name} serial console")
+        self.timings["boot_to_console_prompt_s"] = time.monotonic() - self.timings["launched_at"]
+        if self._console.login_prompt_seen_at is not None:
+            self.timings["boot_to_login_prompt_s"] = self._console.login_prompt_seen_at - self.timings["launched_at"]
+
+    def ssh(self):
+        t0 = time.monotonic()
+        connected = self._ssh is not None
+        client = super().ssh()
+        if not connected:
+            self.timings["ssh_ready_s"] = time.monotonic() - t0
+        return client
+
+    def dial_guest_port(self, port: int, timeout: float = 5) -> socket.socket:
+        return self.vm.dial_guest_port(port, timeout)
+
+    def port_forward(self, port: int, timeout: float = 5) -> socket.socket:
+        return self.vm.port_forward(port, timeout)
+
+    def ping_peer_directly(self) -> dict:
+        return self.vm.ping_peer_directly()
+
+    def icmp_evidence(self) -> dict:
+        return self.vm.icmp_evidence()
+
+    def describe(self) -> dict:
+        boot = self.timings.get("boot_to_console_prompt_s")
+        return {"target": self.name, "kubevirt_version": self.vm.opts.kubevirt_version or sidecar_render.default_version(),
+                **self.vm.describe(),
+                **({"boot_to_console_prompt_s": f"{boot:.2f}"} if boot is not None else {})}
+
+    def collect_artifacts(self, into: Path) -> None:
+        super().collect_artifacts(into)
+        self.vm.collect_artifacts(into)
+
+    def _teardown(self) -> None:
+        self.vm.close()

@@ -1,0 +1,213 @@
+"""The slirp sidecar's real QEMU arguments for a VMSpec, from KubeVirt's own code.
+
+``hack/sidecar-render`` (our Go program) runs KubeVirt's VMI-to-domain converter and the slirp
+sidecar's ``OnDefineDomain`` of one release; ``slirp_conformance.gobuild`` builds it per release as a
+wrapper module that requires ``kubevirt.io/kubevirt`` at that tag and takes its go.mod's
+replace block. The VMI is the one the KubeVirt targets create (``vm_manifest.render_vm``), so
+the reference VM and a cluster VM start from the same object.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import subprocess
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+
+from slirp_conformance import gobuild
+from slirp_conformance.cluster import versions
+from slirp_conformance.errors import SetupError
+from slirp_conformance.kubevirt.vm_manifest import render_vm
+from slirp_conformance.vmspec import VMSpec, slirp_qemu_args
+from slirp_conformance.checkout import REPO
+
+MODES = ("go", "python")  # --sidecar-render
+PYTHON_MODEL = ("the suite's Python model (vmspec.slirp_qemu_args, --sidecar-render python), "
+                "not KubeVirt's code")
+
+REPO_SOURCE = REPO / "hack" / "sidecar-render"
+# KubeVirt minor -> build tag of the release glue in hack/sidecar-render (kubevirt_v1_*.go).
+# Only minors whose converter/sidecar API was read are listed; others are refused, not guessed.
+GLUE_BY_MINOR = {"1.1": "kubevirt_v1_1", "1.5": "kubevirt_v1_5", "1.9": "kubevirt_v1_9"}
+# Per release, replacements beyond the release's own go.mod replace block:
+#  * github.com/golang/glog: KubeVirt <= v1.8 replaces it with a directory of its repository
+#    (a glog-to-klog redirect, a nested module absent from the module zip); the glog release its
+#    go.mod requires has the same API and only logs differently.
+#  * The module proxy refuses (HTTP 403, 2026-11-28) kubevirt.io/client-go v1.5.2-v1.5.4 and
+#    kubevirt.io/virt-template-{api,client-go} (every version): client-go comes from v1.5.1 (the
+#    newest v1.5 it serves; the sidecar path uses only its log/precond/kubecli packages) and
+#    virt-template from build shims of ours (hack/sidecar-render/shims/README.md).
+EXTRA_REPLACES: dict[str, tuple[tuple[str, str], ...]] = {
+    "v1.1.0": (("github.com/golang/glog", "github.com/golang/glog v1.0.0"),),
+    "v1.5.3": (("github.com/golang/glog", "github.com/golang/glog v1.2.1"),
+               ("kubevirt.io/client-go", "kubevirt.io/client-go v1.5.1")),
+    "v1.9.0": (("kubevirt.io/virt-template-api", "./shims/virt-template-api"),
+               ("kubevirt.io/virt-template-client-go", "./shims/virt-template-client-go")),
+}
+RENDER_TIMEOUT = 120.0
+_VERSION = re.compile(r"^v(\d+)\.(\d+)\.(\d+)$")
+# Placeholders for what the manifest needs and the sidecar never reads (not secrets).
+_NAMESPACE, _IMAGE, _KEY, _PASSWORD = ("sidecar-render", "registry.invalid/sidecar-render:none",
+                                       "ssh-ed25519 AAAA sidecar-render", "sidecar-render-placeholder")
+
+
+@dataclass(frozen=True)
+class Rendering:
+    args: list[str]
+    search_domains: tuple[str, ...]  # as the sidecar parsed them from the resolv.conf
+    kubevirt_version: str
+
+
+class SidecarRejected(Exception):
+    """The sidecar refused the VMI (its own error, e.g. no slirp binding on the pod network)."""
+
+
+def wrapper_module(kubevirt_version: str) -> gobuild.WrapperModule:
+    m = _VERSION.match(kubevirt_version)
+    minor = f"{m.group(1)}.{m.group(2)}" if m else None
+    if minor not in GLUE_BY_MINOR or kubevirt_version not in EXTRA_REPLACES:
+        raise SetupError(f"sidecar-render builds KubeVirt {', '.join(EXTRA_REPLACES)}, not {kubevirt_version!r}: "
+                         "use one of those, or --sidecar-render python to check the suite's Python model of "
+                         "the sidecar's arguments (the report says so)")
+    return gobuild.WrapperModule(
+        name="sidecar-render", version=kubevirt_version, packages=(".",), source=REPO_SOURCE,
+        requires=(f"kubevirt.io/kubevirt@{kubevirt_version}",),
+        replace_from=f"kubevirt.io/kubevirt@{kubevirt_version}",
+        # kubevirt.io/api and client-go are staging dirs there, published at the same tag.
+        local_replace_version=kubevirt_version, replaces=EXTRA_REPLACES[kubevirt_version],
+        tags=(GLUE_BY_MINOR[minor],), ldflags=f"-X main.kubevirtVersion={kubevirt_version}")
+
+
+_outcomes: dict[str, gobuild.Built | SetupError] = {}
+
+
+def build(kubevirt_version: str) -> gobuild.Built:
+    """The program for one release; a failed build is not retried within the process."""
+    if kubevirt_version not in _outcomes:
+        try:
+            _outcomes[kubevirt_version] = gobuild.build(wrapper_module(kubevirt_version))
+        except SetupError as e:
+            _outcomes[kubevirt_version] = e
+    outcome = _outcomes[kubevirt_version]
+    if isinstance(outcome, SetupError):
+        raise outcome
+    return outcome
+
+
+def prepare(mode: str, kubevirt_version: str) -> None:
+    """Build before the run (the plugin calls this with output capture off, so a cold build's
+    progress line shows); a build that fails stops the run here, in one line."""
+    if mode == "go":
+        build(kubevirt_version)
+
+
+def vmi_json(spec: VMSpec) -> dict:
+    """The VMI KubeVirt makes from the conformance VM (the VM template's spec)."""
+    vm = render_vm(spec, namespace=_NAMESPACE, image=_IMAGE, authorized_key=_KEY, password=_PASSWORD)
+    template = vm["spec"]["template"]
+    return {"apiVersion": "kubevirt.io/v1", "kind": "VirtualMachineInstance",
+            "metadata": {"name": spec.name, "namespace": _NAMESPACE, **template["metadata"]},
+            "spec": template["spec"]}
+
+
+def resolv_conf(search_domains: tuple[str, ...]) -> str:
+    """The launcher pod's resolv.conf as far as the sidecar reads it."""
+    search = f"search {' '.join(search_domains)}\n" if search_domains else ""
+    return f"{search}nameserver 10.96.0.10\noptions ndots:5\n"
+
+
+def render_many(kubevirt_version: str, requests: list[tuple[VMSpec, tuple[str, ...]]]) -> list[Rendering | SidecarRejected]:
+    """One run of the program for many (spec, search list) pairs."""
+    return render_vmis(kubevirt_version, [(vmi_json(spec), resolv_conf(domains)) for spec, domains in requests])
+
+
+def render_vmis(kubevirt_version: str, requests: list[tuple[dict, str]]) -> list[Rendering | SidecarRejected]:
+    """One run of the program for many (whole VMI object, the launcher pod's resolv.conf text) pairs:
+    the test bed's node agent feeds it the VMI as virt-api and virt-controller produced it."""
+    binary = build(kubevirt_version).binary("sidecar-render")
+    payload = [{"vmi": vmi, "resolvConf": resolv} for vmi, resolv in requests]
+    try:
+        r = subprocess.run([binary], input=json.dumps(payload), capture_output=True, text=True,
+                           timeout=RENDER_TIMEOUT)
+    except subprocess.TimeoutExpired:
+        raise SetupError(f"{binary} did not answer within {RENDER_TIMEOUT:.0f} s") from None
+    if r.returncode != 0:
+        lines = r.stderr.strip().splitlines() or [f"exit {r.returncode}"]
+        cause = next((ln for ln in lines if ln.startswith("panic:")), lines[-1])  # a Go panic: its first line
+        raise SetupError(f"{binary} failed: {cause}")
+    out = json.loads(r.stdout)
+    if out["kubevirtVersion"] != kubevirt_version:
+        raise SetupError(f"{binary} says it is KubeVirt {out['kubevirtVersion']}, not {kubevirt_version}: "
+                         "delete it from the cache")
+    return [SidecarRejected(res["error"]) if "error" in res
+            else Rendering(res["args"], tuple(res.get("searchDomains") or ()), kubevirt_version)
+            for res in out["results"]]
+
+
+def render(spec: VMSpec, search_domains: tuple[str, ...], kubevirt_version: str) -> Rendering:
+    """The QEMU arguments the sidecar of ``kubevirt_version`` adds for ``spec``."""
+    (result,) = render_many(kubevirt_version, [(spec, search_domains)])
+    if isinstance(result, SidecarRejected):
+        raise result
+    return result
+
+
+def default_version() -> str:
+    return str(versions.default_version())
+
+
+def check(mode: str, kubevirt_version: str | None) -> None:
+    """Preflight for ``--sidecar-render``: a choice this machine cannot honour fails at once with
+    one line. Nothing falls back: a run checks the sidecar code of the release it names, or the
+    Python model because the user asked for it (``python``), never something else silently."""
+    if mode not in MODES:
+        raise SetupError(f"--sidecar-render {mode!r}: choose one of {', '.join(MODES)}")
+    if mode == "go":
+        try:
+            gobuild.go_binary()
+        except SetupError as e:
+            raise SetupError(f"{e}; or pass --sidecar-render python to check the suite's Python model of the "
+                             f"sidecar's arguments instead of KubeVirt's code (the report says so)") from None
+        wrapper_module(kubevirt_version or default_version())
+
+
+def qemu_network_args(spec: VMSpec, search_domains: tuple[str, ...], mode: str,
+                      kubevirt_version: str | None) -> tuple[list[str], dict[str, str]]:
+    """The reference VM's QEMU network arguments and where they came from (for ``describe()``).
+
+    ``go``: the real sidecar's of ``kubevirt_version`` (default: the versions.env default), an
+    error when that cannot be built or rendered; ``python``: ``slirp_qemu_args``, the suite's model
+    (held to the real sidecar's output by tests/test_sidecar_golden.py at the nightly releases).
+    """
+    if mode == "python":
+        return slirp_qemu_args(spec, search_domains), {
+            "sidecar_render": "python", "sidecar_args_from": PYTHON_MODEL}
+    version = kubevirt_version or default_version()
+    try:
+        rendering = render(spec, search_domains, version)
+    except SidecarRejected as e:
+        raise SetupError(f"the slirp sidecar of KubeVirt {version} rejects the VM: {e}") from None
+    return rendering.args, {"sidecar_render": "go", "sidecar_kubevirt_version": version,
+                            "sidecar_args_from": f"KubeVirt {version}'s converter and slirp sidecar code "
+                                                 f"(hack/sidecar-render)"}
+
+
+def main(argv: list[str]) -> int:
+    """``python -m slirp_conformance.reference.sidecar_render [VERSION...]``: build (or find cached) the
+    program for each release, default the nightly ones; hack/test.sh runs it before the self-tests."""
+    wanted = argv or [str(v) for v in versions.nightly_versions()]
+    try:
+        for version in wanted:
+            built = build(version)
+            state = "built" if built.cold else "cached"
+            print(f"sidecar-render {version}: {state} in {built.seconds:.1f} s ({built.bin_dir})")
+    except SetupError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))

@@ -1,0 +1,215 @@
+"""What every target provides to the guest-facing suites, whatever runs the VM.
+
+A target is a booted VM with a console and SSH, the peers on the far side of slirp's NAT,
+and the contract: the facts the guest must observe, derived from the one ``VMSpec``.
+"""
+
+from __future__ import annotations
+
+import abc
+import ipaddress
+import socket
+from pathlib import Path
+from dataclasses import dataclass
+
+import paramiko
+
+from slirp_conformance import progress, waits
+from slirp_conformance.console import Console
+from slirp_conformance.guest_profiles import GuestProfile
+from slirp_conformance.redaction import RedactedLog
+from slirp_conformance.ssh_client import KeyPair, SSHClient, parse_host_key
+from slirp_conformance.vmspec import UNLISTED_TEST_PORT, VMSpec
+
+SLIRP_LEASE_SECONDS = 86400  # libslirp's fixed DHCP lease time
+
+
+@dataclass(frozen=True)
+class Endpoint:
+    host: str
+    port: int
+
+    def __str__(self) -> str:
+        return f"{self.host}:{self.port}"
+
+
+@dataclass(frozen=True)
+class Peers:
+    """Services beyond the NAT, as the guest addresses them."""
+
+    tcp_echo: Endpoint
+    udp_echo: Endpoint
+    dns_name: str  # a name the peer side's DNS serves
+    dns_address: str  # what it must resolve to
+    icmp_host: str  # answers ICMP echo when pinged directly (proven by ``Target.ping_peer_directly``)
+
+
+@dataclass(frozen=True)
+class Contract:
+    """What the guest must see, all derived from the VM spec and the pod's DNS search list."""
+
+    guest_ip: str
+    prefix: int
+    gateway: str
+    nameserver: str
+    search_domains: tuple[str, ...]
+    lease_seconds: int
+    mac: str | None
+    nic_model: str
+    listed_tcp_ports: tuple[int, ...]
+    unlisted_tcp_port: int
+
+    @classmethod
+    def from_spec(cls, spec: VMSpec, search_domains: tuple[str, ...]) -> "Contract":
+        net = spec.network.cidr
+        base = int(net.network_address)
+        listed = tuple(p.port for p in spec.interface.ports if p.protocol == "TCP")
+        if UNLISTED_TEST_PORT in listed:
+            raise ValueError(f"port {UNLISTED_TEST_PORT} must stay unlisted: the ports suite relies on it")
+        return cls(
+            guest_ip=str(ipaddress.IPv4Address(base + 15)),  # libslirp's first DHCP address
+            prefix=net.prefixlen,
+            gateway=str(ipaddress.IPv4Address(base + 2)),  # libslirp's virtual host
+            nameserver=str(ipaddress.IPv4Address(base + 3)),  # libslirp's DNS relay
+            search_domains=search_domains,
+            lease_seconds=SLIRP_LEASE_SECONDS,
+            mac=spec.interface.mac,
+            nic_model=spec.interface.effective_model,
+            listed_tcp_ports=listed,
+            unlisted_tcp_port=UNLISTED_TEST_PORT,
+        )
+
+
+class Target(abc.ABC):
+    """A running conformance VM. Created by the session fixture, closed at session end.
+
+    Subclasses bring the VM up in ``_start`` (ending with ``_open_console``) and tear it down in
+    ``_teardown``; the guest access common to every target (console login, pinned host key,
+    SSH through a port-forward) lives here.
+    """
+
+    name: str
+    spec: VMSpec
+    profile: GuestProfile
+    peers: Peers
+    contract: Contract
+    failure_artifacts: Path | None = None  # set before start(): where a failed start leaves evidence
+    _key: KeyPair  # the run's SSH key, authorized in the guest
+    _console: Console | None = None
+    _transcript: RedactedLog | None = None
+    _transcript_path: Path | None = None
+    _host_key: paramiko.PKey | None = None
+    _ssh: SSHClient | None = None
+    _ssh_error: BaseException | None = None
+
+    # -- lifecycle ------------------------------------------------------------------------------
+    def start(self) -> "Target":
+        try:
+            self._start()
+        except BaseException:
+            if self.failure_artifacts is not None:  # gather before anything unwinds
+                self.collect_artifacts(self.failure_artifacts)
+            self.close()
+            raise
+        return self
+
+    @abc.abstractmethod
+    def _start(self) -> None:
+        """Bring the VM up and call ``_open_console``."""
+
+    def _open_console(self, sock: socket.socket, transcript: Path, name: str) -> None:
+        """Log in on the serial console, then read the guest's SSH host key there to pin it."""
+        self._transcript_path = transcript
+        self._transcript = RedactedLog(transcript)  # a guest may echo the password (redaction.py)
+        self._console = Console(sock, transcript=self._transcript, name=name)
+        with progress.phase(f"{name}: logging in"):
+            self._console.login(self.profile.credentials, waits.timeout("console-login"))
+        self._on_login()
+        if self.profile.settle_command:
+            self._console.run(self.profile.settle_command, waits.timeout("console-login"))
+        self._host_key = parse_host_key(self._console.run(self.profile.host_key_command).output.strip())
+
+    def _on_login(self) -> None:
+        """Hook: runs right after the console login (e.g. to recognise the guest OS)."""
+
+    def close(self) -> None:
+        """Tear everything down; safe to call twice and after a failed start."""
+        for client in (self._ssh, self._console):
+            if client is not None:
+                client.close()
+        self._ssh = self._console = None
+        if self._transcript is not None:
+            self._transcript.close()
+            self._transcript = None
+        self._teardown()
+
+    @abc.abstractmethod
+    def _teardown(self) -> None:
+        """Release what ``_start`` created (VM, namespaces, cluster...)."""
+
+    # -- guest access -----------------------------------------------------------------------------
+    def console(self) -> Console:
+        """The logged-in serial console (one per VM; shared by the session)."""
+        assert self._console is not None, "target not started"
+        return self._console
+
+    def ssh(self) -> SSHClient:
+        """SSH as the profile's user with the run's key, through a port-forward to port 22,
+        the host key pinned. Connected on first use; a failure is kept and raised again, so
+        every SSH test fails at once with the same cause."""
+        if self._ssh is None:
+            if self._ssh_error is not None:
+                raise self._ssh_error
+            try:
+                self._ssh = SSHClient.connect(lambda: self.port_forward(22), user=self.profile.ssh_user,
+                                              key=self._key, host_key=self._host_key, name=self.spec.name,
+                                              budget=waits.timeout("ssh-ready"))
+            except (waits.WaitTimeout, AssertionError) as e:
+                self._ssh_error = e
+                raise
+        return self._ssh
+
+    def transcript_text(self) -> str | None:
+        """The console transcript so far, redacted (its unfinished last line too: the prompt)."""
+        if self._transcript is not None:
+            self._transcript.flush()
+        if self._transcript_path is not None and self._transcript_path.exists():
+            pending = self._transcript.pending() if self._transcript is not None else ""
+            return self._transcript_path.read_text(errors="replace") + pending
+        return None
+
+    # -- what each target provides -------------------------------------------------------------
+    @abc.abstractmethod
+    def dial_guest_port(self, port: int, timeout: float = 5) -> socket.socket:
+        """A TCP connection to ``port`` at the pod's address, as a client in the cluster would.
+
+        Raises ConnectionError (or TimeoutError) when nothing answers there.
+        """
+
+    @abc.abstractmethod
+    def port_forward(self, port: int, timeout: float = 5) -> socket.socket:
+        """A TCP connection to ``port`` on the pod's loopback, like a pod port-forward (SSH uses it).
+
+        slirp sees a loopback client here, so the guest answers its gateway: this path works
+        even when the guest has no default route, unlike ``dial_guest_port``.
+        """
+
+    @abc.abstractmethod
+    def ping_peer_directly(self) -> dict:
+        """Ping ``peers.icmp_host`` from beside the VM (the pod), not through slirp: evidence that
+        the peer does answer ICMP, so a guest's failed ping is slirp's doing. Keys: ok, output."""
+
+    @abc.abstractmethod
+    def icmp_evidence(self) -> dict:
+        """What decides slirp's ICMP: the pod's net.ipv4.ping_group_range, QEMU's uid/gid, caps."""
+
+    def describe(self) -> dict:
+        """Versions and settings for reports (JUnit properties)."""
+        return {"target": self.name}
+
+    def collect_artifacts(self, into: Path) -> None:
+        """Logs, transcripts and object dumps worth reading after a failure (redacted by the caller)."""
+        into.mkdir(parents=True, exist_ok=True)
+        text = self.transcript_text()
+        if text is not None:
+            into.joinpath("console-transcript.log").write_text(text)
