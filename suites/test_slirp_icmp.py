@@ -20,8 +20,10 @@ pytestmark = [pytest.mark.slirp, pytest.mark.icmp, pytest.mark.gating]
 def peer_answers_icmp(slirp_target):
     direct = slirp_target.ping_peer_directly()
     if not direct["ok"]:
-        raise VoidCheck(Evidence("icmp", {"peer_direct_ping": direct}), [
-            f"{slirp_target.peers.icmp_host} does not answer ICMP even when pinged directly from the pod"])
+        raise VoidCheck(
+            Evidence("icmp", {"peer_direct_ping": direct}),
+            [f"{slirp_target.peers.icmp_host} does not answer ICMP even when pinged directly from the pod"],
+        )
     return direct
 
 
@@ -33,8 +35,10 @@ def icmp_probe(shell, profile, peers, contract, slirp_target, peer_answers_icmp,
     ev["pod"] = slirp_target.icmp_evidence()
     problems = icmp.premise_problems(ev["to_peer"], profile.interface)
     if ev["to_gateway"]["replies"] < 1:
-        problems.append(f"slirp's own gateway {contract.gateway} did not answer the guest's ping "
-                        f"(the guest's ping must work at all): {ev['to_gateway']['output'][-200:]!r}")
+        problems.append(
+            f"slirp's own gateway {contract.gateway} did not answer the guest's ping "
+            f"(the guest's ping must work at all): {ev['to_gateway']['output'][-200:]!r}"
+        )
     ev["premise"] = "proven" if not problems else problems
     if problems:
         raise VoidCheck(ev, problems)
@@ -45,4 +49,7 @@ def test_icmp_echo_to_peer_gets_no_reply(icmp_probe, peers):
     ev = icmp_probe
     assert ev["to_peer"]["replies"] == 0, ev.explain(
         f"replies from {peers.icmp_host} through slirp to {ev['to_peer']['echo_requests_out']} echo requests "
-        "that left the guest (ICMP must fail)", 0, ev["to_peer"]["replies"])
+        "that left the guest (ICMP must fail)",
+        0,
+        ev["to_peer"]["replies"],
+    )

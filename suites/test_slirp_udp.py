@@ -14,5 +14,6 @@ def test_udp_echo(shell, profile, peers, record):
 
 def test_dns_through_slirp_relay(shell, profile, peers, contract, record):
     ev = record(udp.dns_lookup(shell, profile, peers.dns_name, contract.nameserver))
-    assert ev["answers"] == [peers.dns_address], ev.explain(f"A records of {peers.dns_name} via {contract.nameserver}",
-                                                            [peers.dns_address], ev["answers"])
+    assert ev["answers"] == [peers.dns_address], ev.explain(
+        f"A records of {peers.dns_name} via {contract.nameserver}", [peers.dns_address], ev["answers"]
+    )

@@ -26,13 +26,17 @@ class HostState:
     links: frozenset[str]
     run_dirs: frozenset[str]
 
-    def leaked_since(self, before: "HostState") -> dict[str, set[str]]:
-        return {name: set(getattr(self, name)) - set(getattr(before, name))
-                for name in ("qemu_processes", "netns", "links", "run_dirs")
-                if set(getattr(self, name)) - set(getattr(before, name))}
+    def leaked_since(self, before: HostState) -> dict[str, set[str]]:
+        return {
+            name: set(getattr(self, name)) - set(getattr(before, name))
+            for name in ("qemu_processes", "netns", "links", "run_dirs")
+            if set(getattr(self, name)) - set(getattr(before, name))
+        }
 
 
-LAB_LINKS = {"cluster0"}  # the peer end of the lab's veth (src/slirp_conformance/reference/pod_lab.py), should it escape
+LAB_LINKS = {
+    "cluster0"
+}  # the peer end of the lab's veth (src/slirp_conformance/reference/pod_lab.py), should it escape
 _OWNER = re.compile(re.escape(RUN_PREFIX) + r"(\d+)-")
 
 
@@ -62,8 +66,9 @@ def _ours_or_orphaned(text: str) -> bool:
 def qemu_of(pid: int) -> frozenset[str]:
     """The QEMU processes (command lines) of the suite run whose pytest has this pid: a readiness
     probe that another run's QEMU, or one still dying from an earlier test, cannot satisfy."""
-    return frozenset(p for p in _lines(["pgrep", "-a", "-f", "qemu-system"])
-                     if (m := _OWNER.search(p)) and int(m.group(1)) == pid)
+    return frozenset(
+        p for p in _lines(["pgrep", "-a", "-f", "qemu-system"]) if (m := _OWNER.search(p)) and int(m.group(1)) == pid
+    )
 
 
 def _lines(argv: list[str]) -> frozenset[str]:
@@ -72,12 +77,14 @@ def _lines(argv: list[str]) -> frozenset[str]:
 
 
 def snapshot() -> HostState:
-    links = frozenset(line.split(":")[1].strip().split("@")[0]
-                      for line in _lines(["ip", "-o", "link", "show"]) if ":" in line)
+    links = frozenset(
+        line.split(":")[1].strip().split("@")[0] for line in _lines(["ip", "-o", "link", "show"]) if ":" in line
+    )
     return HostState(
         qemu_processes=frozenset(p for p in _lines(["pgrep", "-a", "-f", "qemu-system"]) if _ours_or_orphaned(p)),
         netns=_lines(["ip", "netns", "list"]),
         links=links & LAB_LINKS,
-        run_dirs=frozenset(str(p) for p in Path(tempfile.gettempdir()).glob(RUN_PREFIX + "*")
-                           if _ours_or_orphaned(p.name)),
+        run_dirs=frozenset(
+            str(p) for p in Path(tempfile.gettempdir()).glob(RUN_PREFIX + "*") if _ours_or_orphaned(p.name)
+        ),
     )

@@ -9,8 +9,8 @@ import socket
 import socketserver
 import subprocess
 import threading
+from collections.abc import Iterator
 from contextlib import contextmanager
-from typing import Iterator
 
 from dnslib import QTYPE, RR, A, DNSRecord
 
@@ -68,10 +68,14 @@ class _UDP(_Threaded, socketserver.UDPServer):
 def loopback_peers(dns_records: dict[str, str]) -> Iterator[dict[str, int]]:
     """TCP echo, UDP echo and a DNS server on 127.0.0.1; yields their ports."""
     dns_handler = type("Dns", (_Dns,), {"records": dict(dns_records)})
-    servers = {"tcp_echo": _TCP(("127.0.0.1", 0), _TcpEcho), "udp_echo": _UDP(("127.0.0.1", 0), _UdpEcho),
-               "dns": _UDP(("127.0.0.1", 0), dns_handler)}
-    threads = [threading.Thread(target=s.serve_forever, kwargs={"poll_interval": 0.1}, daemon=True)
-               for s in servers.values()]
+    servers = {
+        "tcp_echo": _TCP(("127.0.0.1", 0), _TcpEcho),
+        "udp_echo": _UDP(("127.0.0.1", 0), _UdpEcho),
+        "dns": _UDP(("127.0.0.1", 0), dns_handler),
+    }
+    threads = [
+        threading.Thread(target=s.serve_forever, kwargs={"poll_interval": 0.1}, daemon=True) for s in servers.values()
+    ]
     for t in threads:
         t.start()
     try:

@@ -8,9 +8,12 @@ import shutil
 from pathlib import Path
 
 _RECORD = 'printf "%s" "$(basename "$0")" >> "$FAKE_LOG"; for a in "$@"; do printf " %s" "$(shell_quote "$a")" >> "$FAKE_LOG"; done; echo >> "$FAKE_LOG"\n'
-PRELUDE = """#!/bin/sh
+PRELUDE = (
+    """#!/bin/sh
 shell_quote() { printf "'%s'" "$(printf '%s' "$1" | sed "s/'/'\\\\\\\\''/g")"; }
-""" + _RECORD
+"""
+    + _RECORD
+)
 
 FAKES = {
     "docker": """

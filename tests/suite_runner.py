@@ -54,9 +54,23 @@ def _outcomes(junit: Path) -> dict[str, str]:
 def run_suite(tmp: Path, *args: str, timeout: float = 600, env: dict | None = None) -> SuiteRun:
     junit = tmp / "junit.xml"
     proc = subprocess.run(
-        [sys.executable, "-m", "pytest", "-k", "slirp", "-p", "no:randomly", f"--junitxml={junit}",
-         f"--report-dir={tmp / 'reports'}", *args],
-        cwd=REPO, capture_output=True, text=True, timeout=timeout, env={**os.environ, **(env or {})},
+        [
+            sys.executable,
+            "-m",
+            "pytest",
+            "-k",
+            "slirp",
+            "-p",
+            "no:randomly",
+            f"--junitxml={junit}",
+            f"--report-dir={tmp / 'reports'}",
+            *args,
+        ],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        env={**os.environ, **(env or {})},
     )
     output = proc.stdout + proc.stderr
     (tmp / "suite-output.log").write_text(output)  # whole, for when an assertion shows only its tail
@@ -68,8 +82,9 @@ def _report(directory: Path) -> dict | None:
     return json.loads(path.read_text()) if path.exists() else None
 
 
-def interrupt_suite(tmp: Path, *args: str, when: str, ready, timeout: float = 120,
-                    sig: int = signal.SIGINT, times: int = 1) -> tuple[int, str]:
+def interrupt_suite(
+    tmp: Path, *args: str, when: str, ready, timeout: float = 120, sig: int = signal.SIGINT, times: int = 1
+) -> tuple[int, str]:
     """Start the suite, and once ``ready(pid)`` holds for the child's pid send it ``sig`` (Ctrl-C by
     default); with ``times=2`` send it again as soon as the child says it is cleaning up (an
     impatient user who presses twice). Returns (exit code, output). Its JUnit is ``tmp/junit.xml``,
@@ -77,9 +92,23 @@ def interrupt_suite(tmp: Path, *args: str, when: str, ready, timeout: float = 12
     from slirp_conformance import waits
     from slirp_conformance.plugin.session import CLEANING_UP
 
-    proc = subprocess.Popen([sys.executable, "-m", "pytest", "-k", "slirp", "-q", f"--junitxml={tmp / 'junit.xml'}",
-                             f"--report-dir={tmp / 'reports'}", *args], cwd=REPO,
-                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    proc = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "pytest",
+            "-k",
+            "slirp",
+            "-q",
+            f"--junitxml={tmp / 'junit.xml'}",
+            f"--report-dir={tmp / 'reports'}",
+            *args,
+        ],
+        cwd=REPO,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
     lines: list[str] = []
 
     def read() -> None:  # line by line, so the wait below sees the child's words as they come

@@ -11,8 +11,9 @@ def test_iso_holds_the_manifests_user_data_and_network_config(tmp_path):
     spec = conformance_vm("vm-x")
     iso = cidata.write_iso(tmp_path / "cidata.iso", vm_name="vm-x", authorized_key="ssh-ed25519 AAAA k", password="pw")
     out = tmp_path / "out"
-    subprocess.run(["xorriso", "-osirrox", "on", "-indev", str(iso), "-extract", "/", str(out)], check=True,
-                   capture_output=True)
+    subprocess.run(
+        ["xorriso", "-osirrox", "on", "-indev", str(iso), "-extract", "/", str(out)], check=True, capture_output=True
+    )
     manifest = render_vm(spec, namespace="ns", image="img", authorized_key="ssh-ed25519 AAAA k", password="pw")
     volume = next(v for v in manifest["spec"]["template"]["spec"]["volumes"] if "cloudInitNoCloud" in v)
     nocloud = volume["cloudInitNoCloud"]

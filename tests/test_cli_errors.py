@@ -12,8 +12,14 @@ from tests.suite_runner import REPO
 
 
 def _pytest(*args: str, env: dict | None = None) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "pytest", "-k", "slirp", *args], cwd=REPO, capture_output=True,
-                          text=True, timeout=60, env={**os.environ, **(env or {})})
+    return subprocess.run(
+        [sys.executable, "-m", "pytest", "-k", "slirp", *args],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        env={**os.environ, **(env or {})},
+    )
 
 
 def _one_line_error(r: subprocess.CompletedProcess) -> str:
@@ -51,11 +57,14 @@ def test_unknown_kubevirt_version():
     assert "v1.10.0" in _one_line_error(r)
 
 
-@pytest.mark.parametrize("value, fix", [
-    ("net.ipv4.ping_group_range", "KEY=VALUE"),
-    ("kernel.hostname=x", "only net.*"),
-    ("net.ipv4.no_such_knob=1", "no such sysctl"),
-])
+@pytest.mark.parametrize(
+    "value, fix",
+    [
+        ("net.ipv4.ping_group_range", "KEY=VALUE"),
+        ("kernel.hostname=x", "only net.*"),
+        ("net.ipv4.no_such_knob=1", "no such sysctl"),
+    ],
+)
 def test_malformed_qemu_sysctl(value, fix):
     r = _pytest("--target=qemu", "--qemu-sysctl", value)
     assert r.returncode == 4

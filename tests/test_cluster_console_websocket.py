@@ -27,8 +27,7 @@ from slirp_conformance.kubevirt.console_websocket import ConsoleBridge
 pytestmark = pytest.mark.testbed
 # virt-api v1.1.0 looks the VMI up first (pkg/virt-api/rest/console.go, validateVMIForConsole):
 # a missing one is the API's NotFound Status, as the bed's virt-api answers it.
-NOT_FOUND = {"code": 404, "reason": "NotFound",
-             "message": 'virtualmachineinstance.kubevirt.io "no-such-vmi" not found'}
+NOT_FOUND = {"code": 404, "reason": "NotFound", "message": 'virtualmachineinstance.kubevirt.io "no-such-vmi" not found'}
 
 
 class ConnectProxy:
@@ -135,8 +134,12 @@ def test_a_dead_proxy_is_not_bypassed(shared_testbed, tmp_path):
 def test_tls_server_name_is_what_the_certificate_is_checked_against(shared_testbed, tmp_path):
     assert _console_status(_client(shared_testbed, tmp_path, **{"tls-server-name": "localhost"})) == 404
     with pytest.raises(ssl.SSLCertVerificationError, match="not-the-api-server.example"):
-        ConsoleBridge(_client(shared_testbed, tmp_path, **{"tls-server-name": "not-the-api-server.example"}),
-                      "default", "no-such-vmi", connect_timeout=10)
+        ConsoleBridge(
+            _client(shared_testbed, tmp_path, **{"tls-server-name": "not-the-api-server.example"}),
+            "default",
+            "no-such-vmi",
+            connect_timeout=10,
+        )
 
 
 def test_without_either_field_the_console_dials_the_server_directly(shared_testbed, tmp_path, proxy):

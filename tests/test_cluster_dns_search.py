@@ -19,18 +19,23 @@ from pathlib import Path
 import pytest
 
 from slirp_conformance.errors import SetupError
-from tests.testbed.node_pod_dns import pod_search_list
 from tests.suite_runner import run_suite
 from tests.testbed import node_layout
+from tests.testbed.node_pod_dns import pod_search_list
 
 
-@pytest.mark.parametrize(("resolv_conf", "expected"), [
-    ("search ns.svc.cluster.local svc.cluster.local cluster.local\nnameserver 10.96.0.10\noptions ndots:5\n",
-     ("ns.svc.cluster.local", "svc.cluster.local", "cluster.local")),
-    # every search line counts (unlike glibc, where the last wins), lower-cased, order kept
-    ("search A.svc.K8S.test\nnameserver 1.1.1.1\nsearch corp.Example\n", ("a.svc.k8s.test", "corp.example")),
-    ("nameserver 10.96.0.10\n", ("cluster.local",)),  # none: KubeVirt's default search domain
-])
+@pytest.mark.parametrize(
+    ("resolv_conf", "expected"),
+    [
+        (
+            "search ns.svc.cluster.local svc.cluster.local cluster.local\nnameserver 10.96.0.10\noptions ndots:5\n",
+            ("ns.svc.cluster.local", "svc.cluster.local", "cluster.local"),
+        ),
+        # every search line counts (unlike glibc, where the last wins), lower-cased, order kept
+        ("search A.svc.K8S.test\nnameserver 1.1.1.1\nsearch corp.Example\n", ("a.svc.k8s.test", "corp.example")),
+        ("nameserver 10.96.0.10\n", ("cluster.local",)),  # none: KubeVirt's default search domain
+    ],
+)
 def test_search_list_is_read_as_the_sidecar_reads_it(resolv_conf, expected):
     from slirp_conformance.kubevirt import launcher_dns
 
@@ -40,15 +45,21 @@ def test_search_list_is_read_as_the_sidecar_reads_it(resolv_conf, expected):
 def test_cluster_domain_comes_from_the_namespaces_entry():
     from slirp_conformance.kubevirt import launcher_dns
 
-    assert launcher_dns.cluster_domain(("ns1.svc.k8s.test", "svc.k8s.test", "k8s.test", "corp.example"), "ns1") == \
-        "k8s.test"
+    assert (
+        launcher_dns.cluster_domain(("ns1.svc.k8s.test", "svc.k8s.test", "k8s.test", "corp.example"), "ns1")
+        == "k8s.test"
+    )
     with pytest.raises(SetupError, match="ns1.svc.<cluster domain>"):
         launcher_dns.cluster_domain(("corp.example",), "ns1")
 
 
 def test_the_node_agents_kubelet_appends_the_nodes_search_domains():
     assert pod_search_list("ns", "k8s.test", ("corp.example", "k8s.test")) == (
-        "ns.svc.k8s.test", "svc.k8s.test", "k8s.test", "corp.example")
+        "ns.svc.k8s.test",
+        "svc.k8s.test",
+        "k8s.test",
+        "corp.example",
+    )
 
 
 @pytest.mark.testbed
@@ -57,17 +68,32 @@ def test_guest_gets_the_pods_search_list_on_another_cluster_domain_and_host(shar
     dns.parent.mkdir(parents=True, exist_ok=True)
     dns.write_text(json.dumps({"cluster_domain": "k8s.test", "node_search": ["corp.example"]}))
     try:  # the shared bed's default DNS is back for the next test, whatever happens here
-        run = run_suite(tmp_path, "--target=cluster", "--kubeconfig", str(shared_testbed.kubeconfig),
-                        "--guest-profile=reference-busybox", "--timeout-scale", "3", "suites/test_slirp_dhcp.py",
-                        "suites/test_slirp_udp.py", "suites/test_slirp_kubevirt.py", timeout=1200)
+        run = run_suite(
+            tmp_path,
+            "--target=cluster",
+            "--kubeconfig",
+            str(shared_testbed.kubeconfig),
+            "--guest-profile=reference-busybox",
+            "--timeout-scale",
+            "3",
+            "suites/test_slirp_dhcp.py",
+            "suites/test_slirp_udp.py",
+            "suites/test_slirp_kubevirt.py",
+            timeout=1200,
+        )
     finally:
         dns.unlink()
     assert run.returncode == 0, run.output[-5000:]
-    for check in ("test_slirp_dhcp::test_search_list_passed_through",
-                  "test_slirp_kubevirt::test_qemu_command_line_carries_slirp_as_the_sidecar_renders_it",
-                  "test_slirp_udp::test_dns_through_slirp_relay"):
+    for check in (
+        "test_slirp_dhcp::test_search_list_passed_through",
+        "test_slirp_kubevirt::test_qemu_command_line_carries_slirp_as_the_sidecar_renders_it",
+        "test_slirp_udp::test_dns_through_slirp_relay",
+    ):
         ran = {k: v for k, v in run.outcomes.items() if k.split("[")[0] == check}
         assert ran and set(ran.values()) == {"passed"}, (check, run.outcomes)
-    props = [p.get("value") for p in ET.parse(tmp_path / "junit.xml").getroot().iter("property")
-             if p.get("name") == "evidence.qemu-command-line"]
+    props = [
+        p.get("value")
+        for p in ET.parse(tmp_path / "junit.xml").getroot().iter("property")
+        if p.get("name") == "evidence.qemu-command-line"
+    ]
     assert props and "dnssearch=corp.example" in props[0] and "svc.k8s.test" in props[0], props

@@ -33,19 +33,29 @@ def _kubectl_json(kubeconfig: Path, *args: str) -> dict:
 
 
 def kubevirt_specs(kubeconfig: Path) -> dict:
-    return {f"{i['metadata']['namespace']}/{i['metadata']['name']}": i["spec"]
-            for i in _kubectl_json(kubeconfig, "get", "kubevirt", "-A")["items"]}
+    return {
+        f"{i['metadata']['namespace']}/{i['metadata']['name']}": i["spec"]
+        for i in _kubectl_json(kubeconfig, "get", "kubevirt", "-A")["items"]
+    }
 
 
 def slirp_namespaces(kubeconfig: Path) -> set[str]:
-    return {i["metadata"]["name"] for i in _kubectl_json(kubeconfig, "get", "namespaces")["items"]
-            if i["metadata"]["name"].startswith("slirp-conformance-")}
+    return {
+        i["metadata"]["name"]
+        for i in _kubectl_json(kubeconfig, "get", "namespaces")["items"]
+        if i["metadata"]["name"].startswith("slirp-conformance-")
+    }
 
 
 def _wait_run_namespace_gone(kubeconfig: Path) -> None:
     """The run deletes its namespace and waits for it; this only bounds a slow controller-manager."""
-    waits.wait_for("the run's namespace to be gone", lambda: slirp_namespaces(kubeconfig), 60,
-                   accept=lambda left: not left, describe=lambda left: f"still there: {left}")
+    waits.wait_for(
+        "the run's namespace to be gone",
+        lambda: slirp_namespaces(kubeconfig),
+        60,
+        accept=lambda left: not left,
+        describe=lambda left: f"still there: {left}",
+    )
 
 
 def test_a_run_without_the_flag_is_tested_as_the_beds_version(shared_testbed, tmp_path):
@@ -58,22 +68,31 @@ def test_a_run_without_the_flag_is_tested_as_the_beds_version(shared_testbed, tm
     assert versions.needs_feature_gate(bed_version), "premise: the bed's version needs the feature gate"
     kubeconfig = shared_testbed.kubeconfig
     before = kubevirt_specs(kubeconfig)
-    run = run_suite(tmp_path, "--target=cluster", "--kubeconfig", str(kubeconfig), *BED_TIMEOUTS,
-                    "suites/test_slirp_kubevirt.py", timeout=1200)
+    run = run_suite(
+        tmp_path,
+        "--target=cluster",
+        "--kubeconfig",
+        str(kubeconfig),
+        *BED_TIMEOUTS,
+        "suites/test_slirp_kubevirt.py",
+        timeout=1200,
+    )
     assert run.returncode == 0, run.output[-5000:]
     assert kubevirt_specs(kubeconfig) == before, "the CR changed across the run"
     _wait_run_namespace_gone(kubeconfig)
     assert ((run.report or {}).get("versions") or {}).get("kubevirt_version") == bed_version, run.report
     cases = {c.get("name"): c for c in ET.parse(tmp_path / "junit.xml").getroot().iter("testcase")}
-    props = {p.get("name"): p.get("value")
-             for p in cases["test_binding_registered_with_the_sidecar_image"].iter("property")}
+    props = {
+        p.get("name"): p.get("value") for p in cases["test_binding_registered_with_the_sidecar_image"].iter("property")
+    }
     assert props["kubevirt_version"] == bed_version, props
     assert props["sidecar_image"] == f"quay.io/kubevirt/network-slirp-binding:{bed_version}", props
     gates = json.loads(props["evidence.kubevirt-cr"])["feature_gates"]
     assert versions.FEATURE_GATE in gates, props
     assert run.outcomes.get("test_slirp_kubevirt::test_feature_gate_present_where_needed") == "passed", run.outcomes
-    assert run.outcomes.get("test_slirp_kubevirt::test_binding_plugin_refused_while_the_feature_gate_is_off") \
-        == "passed", run.outcomes
+    assert (
+        run.outcomes.get("test_slirp_kubevirt::test_binding_plugin_refused_while_the_feature_gate_is_off") == "passed"
+    ), run.outcomes
 
 
 def test_failed_start_leaves_artifacts_and_restores_the_cr(shared_testbed, tmp_path):
@@ -83,19 +102,28 @@ def test_failed_start_leaves_artifacts_and_restores_the_cr(shared_testbed, tmp_p
     kubeconfig = shared_testbed.kubeconfig
     before = kubevirt_specs(kubeconfig)
     artifacts = tmp_path / "artifacts"
-    run = run_suite(tmp_path, "--target=cluster", "--kubeconfig", str(kubeconfig),
-                    "--guest-profile=fedora-with-test-tooling", f"--artifacts={artifacts}", *BED_TIMEOUTS,
-                    timeout=1200)
+    run = run_suite(
+        tmp_path,
+        "--target=cluster",
+        "--kubeconfig",
+        str(kubeconfig),
+        "--guest-profile=fedora-with-test-tooling",
+        f"--artifacts={artifacts}",
+        *BED_TIMEOUTS,
+        timeout=1200,
+    )
     assert run.returncode != 0, run.output[-3000:]
     assert kubevirt_specs(kubeconfig) == before, "the CR changed across the failed run"
     _wait_run_namespace_gone(kubeconfig)
     setup = artifacts / "session-setup"
     names = {p.name for p in setup.iterdir()} if setup.is_dir() else set()
     assert {"kubevirt-cr.yaml", "vm.yaml", "vmi.yaml", "pods.yaml", "events.yaml", "console-transcript.log"} <= names, (
-        names, run.output[-3000:])
+        names,
+        run.output[-3000:],
+    )
     assert any(n.endswith("-compute.log") for n in names), names
     vm_yaml = (setup / "vm.yaml").read_text()
-    assert "password" in vm_yaml and "<redacted>" in vm_yaml and "password\": \"fedora" not in vm_yaml, vm_yaml
+    assert "password" in vm_yaml and "<redacted>" in vm_yaml and 'password": "fedora' not in vm_yaml, vm_yaml
 
 
 def test_kind_target_creates_uses_and_deletes_its_cluster(shared_testbed, tmp_path):
@@ -108,9 +136,19 @@ def test_kind_target_creates_uses_and_deletes_its_cluster(shared_testbed, tmp_pa
     state.mkdir()
     log.touch()
     before = kubevirt_specs(kubeconfig)
-    run = run_suite(tmp_path, "--target=kind", f"--kubevirt-version={testbed_cli.KUBEVIRT_VERSION}", *BED_TIMEOUTS,
-                    timeout=1800, env={"PATH": f"{bindir}:{os.environ['PATH']}", "FAKE_LOG": str(log),
-                                       "FAKE_STATE": str(state), "FAKE_KIND_KUBECONFIG": str(kubeconfig)})
+    run = run_suite(
+        tmp_path,
+        "--target=kind",
+        f"--kubevirt-version={testbed_cli.KUBEVIRT_VERSION}",
+        *BED_TIMEOUTS,
+        timeout=1800,
+        env={
+            "PATH": f"{bindir}:{os.environ['PATH']}",
+            "FAKE_LOG": str(log),
+            "FAKE_STATE": str(state),
+            "FAKE_KIND_KUBECONFIG": str(kubeconfig),
+        },
+    )
     calls = [line.split() for line in log.read_text().splitlines()]
     kind_calls = [c[1:3] for c in calls if c[0] == "kind"]
     assert run.returncode == 0, run.output[-5000:]

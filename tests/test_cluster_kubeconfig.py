@@ -20,20 +20,34 @@ from tests.suite_runner import REPO
 def _kubeconfig(path: Path, contexts: dict[str, int], current: str) -> Path:
     """A kubeconfig whose context NAME points at https://127.0.0.1:PORT (nothing listens there)."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(yaml.safe_dump({
-        "apiVersion": "v1", "kind": "Config", "current-context": current,
-        "clusters": [{"name": n, "cluster": {"server": f"https://127.0.0.1:{p}", "insecure-skip-tls-verify": True}}
-                     for n, p in contexts.items()],
-        "users": [{"name": "u", "user": {"token": "not-a-secret-but-never-shown"}}],
-        "contexts": [{"name": n, "context": {"cluster": n, "user": "u"}} for n in contexts]}))
+    path.write_text(
+        yaml.safe_dump(
+            {
+                "apiVersion": "v1",
+                "kind": "Config",
+                "current-context": current,
+                "clusters": [
+                    {"name": n, "cluster": {"server": f"https://127.0.0.1:{p}", "insecure-skip-tls-verify": True}}
+                    for n, p in contexts.items()
+                ],
+                "users": [{"name": "u", "user": {"token": "not-a-secret-but-never-shown"}}],
+                "contexts": [{"name": n, "context": {"cluster": n, "user": "u"}} for n in contexts],
+            }
+        )
+    )
     return path
 
 
 def _run(tmp_path: Path, *args: str, env: dict | None = None) -> tuple[int, str]:
     base = {k: v for k, v in os.environ.items() if k != "KUBECONFIG"}
-    r = subprocess.run([sys.executable, "-m", "pytest", "-k", "slirp", "--target=cluster", *args], cwd=REPO,
-                       capture_output=True, text=True, timeout=120,
-                       env={**base, "HOME": str(tmp_path / "home"), **(env or {})})
+    r = subprocess.run(
+        [sys.executable, "-m", "pytest", "-k", "slirp", "--target=cluster", *args],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        env={**base, "HOME": str(tmp_path / "home"), **(env or {})},
+    )
     return r.returncode, r.stdout + r.stderr
 
 

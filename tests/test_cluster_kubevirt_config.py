@@ -44,7 +44,9 @@ def apply_json_patch(doc: dict, ops: list[dict]) -> dict:
         if op["op"] == "test":
             current = target[int(last)] if isinstance(target, list) else target.get(last, object())
             if current != op["value"]:
-                raise FakeApiException(422, f'the server rejected our request: testing value {op["path"]} failed: test failed')
+                raise FakeApiException(
+                    422, f"the server rejected our request: testing value {op['path']} failed: test failed"
+                )
         elif op["op"] == "add":
             if isinstance(target, list):
                 target.append(op["value"]) if last == "-" else target.insert(int(last), op["value"])
@@ -73,8 +75,12 @@ class FakeCustomObjects:
     """One KubeVirt CR. ``before_patch`` hooks simulate concurrent writers and failures."""
 
     def __init__(self, spec: dict, namespace: str = "kubevirt", name: str = "kubevirt"):
-        self.obj = {"apiVersion": "kubevirt.io/v1", "kind": "KubeVirt",
-                    "metadata": {"namespace": namespace, "name": name, "resourceVersion": "100"}, "spec": spec}
+        self.obj = {
+            "apiVersion": "kubevirt.io/v1",
+            "kind": "KubeVirt",
+            "metadata": {"namespace": namespace, "name": name, "resourceVersion": "100"},
+            "spec": spec,
+        }
         self.patches: list[tuple[list[dict], str | None]] = []
         self.before_patch: list = []  # callables run (and popped) before the next patch
 
@@ -129,7 +135,6 @@ class FakeCore:
         body = json.dumps({"apiserver": {"connectivity": "ok"}, "config-resource-version": self._loaded}).encode()
         return SimpleNamespace(data=body)
 
-
     def get_raw(self, path, timeout):
         """virt-api's aggregated /apis/subresources.kubevirt.io/v1/healthz."""
         assert path == "/apis/subresources.kubevirt.io/v1/healthz"
@@ -138,22 +143,36 @@ class FakeCore:
         return json.dumps({"apiserver": {"connectivity": "ok"}, "config-resource-version": self._loaded}).encode()
 
 
-def make_api(spec: dict, *, virt_api_healthz: bool = False, **core_kwargs
-             ) -> tuple[KubeVirtAPI, FakeCustomObjects, FakeCore]:
+def make_api(
+    spec: dict, *, virt_api_healthz: bool = False, **core_kwargs
+) -> tuple[KubeVirtAPI, FakeCustomObjects, FakeCore]:
     custom = FakeCustomObjects(copy.deepcopy(spec))
     core = FakeCore(custom, **core_kwargs)
     return KubeVirtAPI(custom=custom, core=core, get_raw=core.get_raw if virt_api_healthz else None), custom, core
 
 
-RELEASE_SPEC = {"certificateRotateStrategy": {}, "configuration": {"developerConfiguration": {"featureGates": []}},
-                "customizeComponents": {}, "imagePullPolicy": "IfNotPresent", "workloadUpdateStrategy": {}}
-BUSY_SPEC = {"configuration": {
-    "developerConfiguration": {"featureGates": ["Snapshot"], "useEmulation": True},
-    "network": {"defaultNetworkInterface": "bridge", "permitSlirpInterface": False,
-                "binding": {"passt": {"sidecarImage": "quay.io/kubevirt/network-passt-binding:v1.1.0"}}}}}
+RELEASE_SPEC = {
+    "certificateRotateStrategy": {},
+    "configuration": {"developerConfiguration": {"featureGates": []}},
+    "customizeComponents": {},
+    "imagePullPolicy": "IfNotPresent",
+    "workloadUpdateStrategy": {},
+}
+BUSY_SPEC = {
+    "configuration": {
+        "developerConfiguration": {"featureGates": ["Snapshot"], "useEmulation": True},
+        "network": {
+            "defaultNetworkInterface": "bridge",
+            "permitSlirpInterface": False,
+            "binding": {"passt": {"sidecarImage": "quay.io/kubevirt/network-passt-binding:v1.1.0"}},
+        },
+    }
+}
 
 
-@pytest.mark.parametrize("spec", [RELEASE_SPEC, BUSY_SPEC, {}], ids=["release-cr", "other-bindings", "no-configuration"])
+@pytest.mark.parametrize(
+    "spec", [RELEASE_SPEC, BUSY_SPEC, {}], ids=["release-cr", "other-bindings", "no-configuration"]
+)
 @pytest.mark.parametrize("gate", [True, False], ids=["gate", "no-gate"])
 def test_register_merges_and_restores_exactly(spec, gate):
     api, custom, core = make_api(spec)
@@ -175,8 +194,10 @@ def test_register_merges_and_restores_exactly(spec, gate):
 
     assert kc.snapshot_spec(api) == before, "spec.configuration not restored exactly"
     assert all(ct == "application/json-patch+json" for _, ct in custom.patches)
-    assert all(body[0] == {"op": "test", "path": "/metadata/resourceVersion", "value": body[0]["value"]}
-               for body, _ in custom.patches), "every write must be guarded by a resourceVersion test"
+    assert all(
+        body[0] == {"op": "test", "path": "/metadata/resourceVersion", "value": body[0]["value"]}
+        for body, _ in custom.patches
+    ), "every write must be guarded by a resourceVersion test"
 
 
 def test_registration_never_replaces_the_network_object():
@@ -306,8 +327,10 @@ def test_missing_sidecar_image_is_a_setup_error():
 
 def test_retry_while_config_stale_retries_only_the_stale_config_error(monkeypatch):
     monkeypatch.setitem(waits.TIMEOUTS, "kubevirt-config-propagated", 5)
-    answers = [FakeApiException(422, "admission webhook denied the request: Binding plugins feature gate is not enabled"),
-               "created"]
+    answers = [
+        FakeApiException(422, "admission webhook denied the request: Binding plugins feature gate is not enabled"),
+        "created",
+    ]
 
     def create():
         answer = answers.pop(0)

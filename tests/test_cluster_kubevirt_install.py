@@ -14,10 +14,16 @@ import yaml
 from slirp_conformance.cluster import kubevirt_install as ki
 from slirp_conformance.errors import SetupError
 
-OPERATOR = [{"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": "kubevirt"}},
-            {"apiVersion": "apps/v1", "kind": "Deployment", "metadata": {"name": "virt-operator", "namespace": "kubevirt"}}]
-CR = {"apiVersion": "kubevirt.io/v1", "kind": "KubeVirt", "metadata": {"name": "kubevirt", "namespace": "kubevirt"},
-      "spec": {"configuration": {"developerConfiguration": {"featureGates": []}}, "imagePullPolicy": "IfNotPresent"}}
+OPERATOR = [
+    {"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": "kubevirt"}},
+    {"apiVersion": "apps/v1", "kind": "Deployment", "metadata": {"name": "virt-operator", "namespace": "kubevirt"}},
+]
+CR = {
+    "apiVersion": "kubevirt.io/v1",
+    "kind": "KubeVirt",
+    "metadata": {"name": "kubevirt", "namespace": "kubevirt"},
+    "spec": {"configuration": {"developerConfiguration": {"featureGates": []}}, "imagePullPolicy": "IfNotPresent"},
+}
 
 
 def _write(directory, operator=OPERATOR, cr=(CR,)):

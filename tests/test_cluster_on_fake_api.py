@@ -27,21 +27,56 @@ def _client(fake):
 def _manifests(directory):
     operator = [
         {"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": "kubevirt"}},
-        {"apiVersion": "apiextensions.k8s.io/v1", "kind": "CustomResourceDefinition",
-         "metadata": {"name": "kubevirts.kubevirt.io"},
-         "spec": {"group": "kubevirt.io", "scope": "Namespaced",
-                  "names": {"kind": "KubeVirt", "plural": "kubevirts", "singular": "kubevirt", "listKind": "KubeVirtList"},
-                  "versions": [{"name": "v1", "served": True, "storage": True, "schema": {
-                      "openAPIV3Schema": {"type": "object", "x-kubernetes-preserve-unknown-fields": True}}}]}},
-        {"apiVersion": "v1", "kind": "ServiceAccount", "metadata": {"name": "kubevirt-operator", "namespace": "kubevirt"}},
-        {"apiVersion": "apps/v1", "kind": "Deployment", "metadata": {"name": "virt-operator", "namespace": "kubevirt"},
-         "spec": {"replicas": 1, "selector": {"matchLabels": {"kubevirt.io": "virt-operator"}},
-                  "template": {"metadata": {"labels": {"kubevirt.io": "virt-operator"}},
-                               "spec": {"containers": [{"name": "virt-operator",
-                                                        "image": "quay.io/kubevirt/virt-operator:v1.5.3"}]}}}},
+        {
+            "apiVersion": "apiextensions.k8s.io/v1",
+            "kind": "CustomResourceDefinition",
+            "metadata": {"name": "kubevirts.kubevirt.io"},
+            "spec": {
+                "group": "kubevirt.io",
+                "scope": "Namespaced",
+                "names": {
+                    "kind": "KubeVirt",
+                    "plural": "kubevirts",
+                    "singular": "kubevirt",
+                    "listKind": "KubeVirtList",
+                },
+                "versions": [
+                    {
+                        "name": "v1",
+                        "served": True,
+                        "storage": True,
+                        "schema": {"openAPIV3Schema": {"type": "object", "x-kubernetes-preserve-unknown-fields": True}},
+                    }
+                ],
+            },
+        },
+        {
+            "apiVersion": "v1",
+            "kind": "ServiceAccount",
+            "metadata": {"name": "kubevirt-operator", "namespace": "kubevirt"},
+        },
+        {
+            "apiVersion": "apps/v1",
+            "kind": "Deployment",
+            "metadata": {"name": "virt-operator", "namespace": "kubevirt"},
+            "spec": {
+                "replicas": 1,
+                "selector": {"matchLabels": {"kubevirt.io": "virt-operator"}},
+                "template": {
+                    "metadata": {"labels": {"kubevirt.io": "virt-operator"}},
+                    "spec": {
+                        "containers": [{"name": "virt-operator", "image": "quay.io/kubevirt/virt-operator:v1.5.3"}]
+                    },
+                },
+            },
+        },
     ]
-    cr = {"apiVersion": "kubevirt.io/v1", "kind": "KubeVirt", "metadata": {"name": "kubevirt", "namespace": "kubevirt"},
-          "spec": {"configuration": {"developerConfiguration": {"featureGates": []}}, "imagePullPolicy": "IfNotPresent"}}
+    cr = {
+        "apiVersion": "kubevirt.io/v1",
+        "kind": "KubeVirt",
+        "metadata": {"name": "kubevirt", "namespace": "kubevirt"},
+        "spec": {"configuration": {"developerConfiguration": {"featureGates": []}}, "imagePullPolicy": "IfNotPresent"},
+    }
     (directory / "kubevirt-operator.yaml").write_text(yaml.safe_dump_all(operator))
     (directory / "kubevirt-cr.yaml").write_text(yaml.safe_dump(cr))
 

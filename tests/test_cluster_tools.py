@@ -23,12 +23,10 @@ from slirp_conformance import waits
 from slirp_conformance.cluster import kind, preflight, runner
 from slirp_conformance.cluster.versions import pins_for
 from slirp_conformance.errors import SetupError
+from tests import recording_tools
 from tests.json_reply import reply_json
 
-from tests import recording_tools  # noqa: E402
-
 PINS = pins_for("v1.1.0")  # kind v0.19.0, kindest/node:v1.27.1, kubectl v1.27.1
-
 
 
 @pytest.fixture
@@ -56,6 +54,7 @@ def _remove(bindir: Path, tool: str) -> None:
 
 
 # --- preflight -------------------------------------------------------------------------------
+
 
 def test_preflight_kind_target_passes_and_reports_versions(fake_tools):
     _, calls = fake_tools
@@ -133,11 +132,18 @@ class _VersionHandler(BaseHTTPRequestHandler):
 
 
 def _kubeconfig(path: Path, server: str) -> Path:
-    path.write_text(yaml.safe_dump({
-        "apiVersion": "v1", "kind": "Config", "current-context": "c",
-        "clusters": [{"name": "k", "cluster": {"server": server}}],
-        "users": [{"name": "u", "user": {"token": "TOPSECRET-TOKEN-VALUE"}}],
-        "contexts": [{"name": "c", "context": {"cluster": "k", "user": "u"}}]}))
+    path.write_text(
+        yaml.safe_dump(
+            {
+                "apiVersion": "v1",
+                "kind": "Config",
+                "current-context": "c",
+                "clusters": [{"name": "k", "cluster": {"server": server}}],
+                "users": [{"name": "u", "user": {"token": "TOPSECRET-TOKEN-VALUE"}}],
+                "contexts": [{"name": "c", "context": {"cluster": "k", "user": "u"}}],
+            }
+        )
+    )
     return path
 
 
@@ -176,6 +182,7 @@ class socket_closed_port:
 
     def __enter__(self) -> int:
         import socket
+
         s = socket.socket()
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
@@ -187,6 +194,7 @@ class socket_closed_port:
 
 
 # --- kind ------------------------------------------------------------------------------------
+
 
 @pytest.mark.parametrize("kvm", [True, False], ids=["kvm", "no-kvm"])
 def test_render_config_pins_containerd_and_mounts_kvm_only_when_usable(kvm):
@@ -217,8 +225,14 @@ def test_kind_creates_exports_loads_and_deletes_what_it_created(fake_tools, tmp_
         assert config["nodes"][0]["image"] == PINS.node_image
     kind_calls = [c[1:] for c in calls("kind")]
     create = next(c for c in kind_calls if c[:2] == ["create", "cluster"])
-    assert create[2:8] == ["--name", "slirp-t", "--config", str(work / "kind-config.yaml"),
-                           "--kubeconfig", str(work / "kubeconfig")]
+    assert create[2:8] == [
+        "--name",
+        "slirp-t",
+        "--config",
+        str(work / "kind-config.yaml"),
+        "--kubeconfig",
+        str(work / "kubeconfig"),
+    ]
     assert create[8] == "--wait" and create[9].endswith("s")
     assert ["export", "kubeconfig", "--name", "slirp-t", "--kubeconfig", str(work / "kubeconfig")] in kind_calls
     assert ["load", "docker-image", "example.org/sidecar:1", "--name", "slirp-t"] in kind_calls
@@ -244,9 +258,11 @@ def test_kind_keep_leaves_a_created_cluster(fake_tools, tmp_path):
 
 def test_kind_failure_is_one_line_without_stdout_secrets(fake_tools, tmp_path):
     bindir, _ = fake_tools
-    (bindir / "kind").write_text(recording_tools.PRELUDE + 'case "$1" in get) exit 0;; esac\n'
-                                 'echo "token: SECRET-TOKEN in stdout"; echo "ERROR: failed to create cluster: '
-                                 'node(s) already exist; Authorization: Bearer abcdefghijklmnop" >&2; exit 1\n')
+    (bindir / "kind").write_text(
+        recording_tools.PRELUDE + 'case "$1" in get) exit 0;; esac\n'
+        'echo "token: SECRET-TOKEN in stdout"; echo "ERROR: failed to create cluster: '
+        'node(s) already exist; Authorization: Bearer abcdefghijklmnop" >&2; exit 1\n'
+    )
     with pytest.raises(SetupError, match="exited with 1") as err:
         kind.KindCluster(PINS, tmp_path / "work", name="slirp-t", kvm=False).up()
     message = str(err.value)
@@ -275,28 +291,36 @@ def test_reused_cluster_on_another_node_image_is_reported(fake_tools, tmp_path, 
 def test_failed_create_inside_with_still_deletes_the_partial_cluster(fake_tools, tmp_path, monkeypatch):
     _, calls = fake_tools
     monkeypatch.setenv("FAKE_KIND_CREATE_FAILS", "1")
-    with pytest.raises(SetupError, match="failed to create cluster"), \
-            kind.KindCluster(PINS, tmp_path / "work", name="slirp-t", kvm=False):
+    with (
+        pytest.raises(SetupError, match="failed to create cluster"),
+        kind.KindCluster(PINS, tmp_path / "work", name="slirp-t", kvm=False),
+    ):
         pytest.fail("the body must not run")
-    assert ["delete", "cluster"] == calls("kind")[-1][1:3]
+    assert calls("kind")[-1][1:3] == ["delete", "cluster"]
 
 
 # --- hack/cluster-up.sh / cluster-down.sh (slirp_conformance.cluster.cli) -------------------------------
 
+
 def test_cli_down_deletes_only_what_up_created(fake_tools, tmp_path):
     from slirp_conformance.cluster import cli
+
     _, calls = fake_tools
     work = tmp_path / "work"
-    assert cli.main(["up", "--kubevirt-version", "v1.1.0", "--name", "slirp-t", "--workdir", str(work),
-                     "--no-kubevirt"]) == 0
+    assert (
+        cli.main(["up", "--kubevirt-version", "v1.1.0", "--name", "slirp-t", "--workdir", str(work), "--no-kubevirt"])
+        == 0
+    )
     assert (work / "state.json").exists() and "SECRET" not in (work / "state.json").read_text()
     assert cli.main(["down", "--name", "slirp-t", "--workdir", str(work)]) == 0
     assert calls("kind")[-1][1:5] == ["delete", "cluster", "--name", "slirp-t"]
 
     # reused: up finds it, down leaves it
     (Path(os.environ["FAKE_STATE"]) / "kind-clusters").write_text("slirp-t\n")
-    assert cli.main(["up", "--kubevirt-version", "v1.1.0", "--name", "slirp-t", "--workdir", str(work),
-                     "--no-kubevirt"]) == 0
+    assert (
+        cli.main(["up", "--kubevirt-version", "v1.1.0", "--name", "slirp-t", "--workdir", str(work), "--no-kubevirt"])
+        == 0
+    )
     before = len(calls("kind"))
     assert cli.main(["down", "--name", "slirp-t", "--workdir", str(work)]) == 0
     assert all(c[1:3] != ["delete", "cluster"] for c in calls("kind")[before:])
@@ -304,6 +328,7 @@ def test_cli_down_deletes_only_what_up_created(fake_tools, tmp_path):
 
 def test_cli_up_reports_setup_errors_as_one_line(fake_tools, capsys):
     from slirp_conformance.cluster import cli
+
     bindir, _ = fake_tools
     _remove(bindir, "docker")
     assert cli.main(["up", "--kubevirt-version", "v1.1.0", "--no-kubevirt"]) == 2

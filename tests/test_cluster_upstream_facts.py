@@ -47,8 +47,10 @@ def test_every_pinned_node_image_carries_the_digest_of_its_kind_release():
 def test_kind_config_asks_for_the_digest_and_no_host_search_domains():
     pins = versions.pins_for("v1.1.0")
     config = yaml.safe_load(kind.render_config("c", pins.node_image, kvm=False))
-    assert config["nodes"][0]["image"] == \
-        "kindest/node:v1.27.1@sha256:b7d12ed662b873bd8510879c1846e87c7e676a79fefc93e17b2a52989d3ff42b"
+    assert (
+        config["nodes"][0]["image"]
+        == "kindest/node:v1.27.1@sha256:b7d12ed662b873bd8510879c1846e87c7e676a79fefc93e17b2a52989d3ff42b"
+    )
     # kind pkg/apis/config/v1alpha4/types.go (since v0.19.0): Networking.DNSSearch, "If not set, this will be
     # inherited from the host". An empty list keeps the host's search domains out of the node and its pods.
     assert config["networking"]["dnsSearch"] == []
@@ -56,8 +58,7 @@ def test_kind_config_asks_for_the_digest_and_no_host_search_domains():
 
 def test_vm_has_the_user_guides_zero_grace_period():
     # kubevirt/user-guide docs/network/net_binding_plugins/slirp.md: terminationGracePeriodSeconds: 0
-    vm = render_vm(conformance_vm("vm"), namespace="ns", image="img", authorized_key="ssh-ed25519 AAAA k",
-                   password="p")
+    vm = render_vm(conformance_vm("vm"), namespace="ns", image="img", authorized_key="ssh-ed25519 AAAA k", password="p")
     assert vm["spec"]["template"]["spec"]["terminationGracePeriodSeconds"] == 0
 
 
@@ -75,19 +76,25 @@ class _Unregistered:
 # virt-controller prefixes "failed to render launch manifest: ".
 @pytest.mark.parametrize("word", ["bindining", "binding"])
 def test_unregistered_binding_check_passes_on_either_spelling_of_kubevirts_reason(word):
-    target = _Unregistered(f"failed to render launch manifest: couldn't find configuration for network {word}: "
-                           "slirp-unregistered")
+    target = _Unregistered(
+        f"failed to render launch manifest: couldn't find configuration for network {word}: slirp-unregistered"
+    )
     test_slirp_kubevirt.test_unregistered_binding_fails_with_the_controllers_reason(target, record=lambda ev: ev)
 
 
-@pytest.mark.parametrize("message", [
-    "failed to render launch manifest: couldn't find configuration for network binding: another-name",
-    "Internal error occurred: failed calling webhook",
-    None])
+@pytest.mark.parametrize(
+    "message",
+    [
+        "failed to render launch manifest: couldn't find configuration for network binding: another-name",
+        "Internal error occurred: failed calling webhook",
+        None,
+    ],
+)
 def test_unregistered_binding_check_fails_on_another_reason(message):
     with pytest.raises(AssertionError, match="slirp-unregistered"):
         test_slirp_kubevirt.test_unregistered_binding_fails_with_the_controllers_reason(
-            _Unregistered(message), record=lambda ev: ev)
+            _Unregistered(message), record=lambda ev: ev
+        )
 
 
 def test_stale_config_messages_cover_both_spellings():

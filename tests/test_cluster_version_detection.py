@@ -61,9 +61,22 @@ def test_preflight_refuses_a_flag_that_disagrees(fake_v153):
 
 def test_a_disagreeing_flag_stops_the_run_at_once_in_one_line(fake_v153):
     started = time.monotonic()
-    r = subprocess.run([sys.executable, "-m", "pytest", "-k", "slirp", "--target=cluster",
-                        f"--kubeconfig={fake_v153.kubeconfig}", "--kubevirt-version=v1.1.0"],
-                       cwd=REPO, capture_output=True, text=True, timeout=120)
+    r = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "pytest",
+            "-k",
+            "slirp",
+            "--target=cluster",
+            f"--kubeconfig={fake_v153.kubeconfig}",
+            "--kubevirt-version=v1.1.0",
+        ],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     text = r.stdout + r.stderr
     assert r.returncode == 4 and "Traceback" not in text, text[-3000:]
     errors = [line for line in text.splitlines() if line.startswith("ERROR")]
@@ -79,15 +92,19 @@ def _cr_spec(kubeconfig) -> dict:
 # The suite's own start (KubeVirtTarget.register_binding: the cluster's version, then the binding
 # registered for it), stopped before the run's namespace and VM. v1.1.0 is the control: the same
 # code adds the gate there, so the v1.5.3 row's empty gate list is the version's doing.
-@pytest.mark.parametrize(("cluster_version", "gates"), [
-    ("v1.5.3", []),
-    ("v1.1.0", [versions.FEATURE_GATE]),
-])
+@pytest.mark.parametrize(
+    ("cluster_version", "gates"),
+    [
+        ("v1.5.3", []),
+        ("v1.1.0", [versions.FEATURE_GATE]),
+    ],
+)
 def test_the_binding_is_registered_for_the_clusters_version(tmp_path, cluster_version, gates):
     with fake_cluster.running(tmp_path / "kubeconfig", preinstalled_kubevirt=cluster_version) as fake:
         before = _cr_spec(fake.kubeconfig)
-        target = KubeVirtTarget(conformance_vm("vm-version-detection"),
-                                ClusterOptions(target="cluster", kubeconfig=str(fake.kubeconfig)))
+        target = KubeVirtTarget(
+            conformance_vm("vm-version-detection"), ClusterOptions(target="cluster", kubeconfig=str(fake.kubeconfig))
+        )
         try:
             target.register_binding()
             described = target.describe()
@@ -97,7 +114,9 @@ def test_the_binding_is_registered_for_the_clusters_version(tmp_path, cluster_ve
         after = _cr_spec(fake.kubeconfig)
     image = f"quay.io/kubevirt/network-slirp-binding:{cluster_version}"
     assert str(target.version) == described["kubevirt_version"] == ev["kubevirt_version"] == cluster_version, (
-        described, ev.facts)
+        described,
+        ev.facts,
+    )
     assert described["sidecar_image"] == image and ev["binding"] == {"sidecarImage": image}, (described, ev.facts)
     assert ev["feature_gates"] == gates, ev.facts
     assert versions.needs_feature_gate(target.version) == bool(gates), "the gate-off check runs exactly where a gate is"

@@ -40,8 +40,10 @@ def test_v1_1_uses_kubevirts_own_ci_pair():
     assert (pins.kind, pins.node_image_tag) == ("v0.19.0", "kindest/node:v1.27.1")
 
 
-@pytest.mark.parametrize(("version", "needed"), [
-    ("v1.1.0", True), ("v1.2.2", True), ("v1.4.1", True), ("v1.5.0", False), ("v1.9.0", False), ("1.3.0", True)])
+@pytest.mark.parametrize(
+    ("version", "needed"),
+    [("v1.1.0", True), ("v1.2.2", True), ("v1.4.1", True), ("v1.5.0", False), ("v1.9.0", False), ("1.3.0", True)],
+)
 def test_feature_gate_needed_below_v1_5(version, needed):
     assert versions.needs_feature_gate(version) is needed
 
@@ -63,8 +65,10 @@ def test_empty_checksum_is_none_so_install_tools_refuses():
 
 def test_release_urls_and_sidecar_image():
     urls = versions.release_manifest_urls("v1.5.3")
-    assert urls["kubevirt-operator.yaml"] == \
-        "https://github.com/kubevirt/kubevirt/releases/download/v1.5.3/kubevirt-operator.yaml"
+    assert (
+        urls["kubevirt-operator.yaml"]
+        == "https://github.com/kubevirt/kubevirt/releases/download/v1.5.3/kubevirt-operator.yaml"
+    )
     assert versions.slirp_sidecar_image("v1.1.0") == "quay.io/kubevirt/network-slirp-binding:v1.1.0"
 
 
@@ -82,24 +86,32 @@ def test_env_parser_refuses_shell_expansions(tmp_path):
 
 # --- hack/install-tools.sh: sha256-verified or nothing -----------------------------------------
 
+
 def _pins_file(tmp_path, kind_sum: str, kubectl_sum: str):
     """A copy of hack/versions.env whose download URLs point at local files, with given sums."""
     import hashlib
     import platform
+
     srv = tmp_path / "srv"
     srv.mkdir(exist_ok=True)
     (srv / "kind").write_text("#!/bin/sh\necho kind v0.19.0\n")
     (srv / "kubectl").write_text("#!/bin/sh\necho kubectl\n")
-    sums = {"kind": hashlib.sha256((srv / "kind").read_bytes()).hexdigest(),
-            "kubectl": hashlib.sha256((srv / "kubectl").read_bytes()).hexdigest()}
+    sums = {
+        "kind": hashlib.sha256((srv / "kind").read_bytes()).hexdigest(),
+        "kubectl": hashlib.sha256((srv / "kubectl").read_bytes()).hexdigest(),
+    }
     arch = {"x86_64": "amd64", "aarch64": "arm64", "arm64": "arm64"}[platform.machine()]
     text = versions.VERSIONS_ENV.read_text()
     text = re.sub(r'KIND_URL_TEMPLATE=".*"', f'KIND_URL_TEMPLATE="file://{srv}/kind"', text)
     text = re.sub(r'KUBECTL_URL_TEMPLATE=".*"', f'KUBECTL_URL_TEMPLATE="file://{srv}/kubectl"', text)
-    fill = {"kind": sums["kind"] if kind_sum == "right" else kind_sum,
-            "kubectl": sums["kubectl"] if kubectl_sum == "right" else kubectl_sum}
-    text += (f'\nKIND_v0_19_0_SHA256_linux_{arch}="{fill["kind"]}"\n'
-             f'KUBECTL_v1_27_1_SHA256_linux_{arch}="{fill["kubectl"]}"\n')
+    fill = {
+        "kind": sums["kind"] if kind_sum == "right" else kind_sum,
+        "kubectl": sums["kubectl"] if kubectl_sum == "right" else kubectl_sum,
+    }
+    text += (
+        f'\nKIND_v0_19_0_SHA256_linux_{arch}="{fill["kind"]}"\n'
+        f'KUBECTL_v1_27_1_SHA256_linux_{arch}="{fill["kubectl"]}"\n'
+    )
     env_file = tmp_path / "versions.env"
     env_file.write_text(text)
     return env_file
@@ -107,14 +119,21 @@ def _pins_file(tmp_path, kind_sum: str, kubectl_sum: str):
 
 def _install_tools(tmp_path, env_file):
     import os
+
     script = versions.REPO / "hack" / "install-tools.sh"
-    return subprocess.run(["bash", str(script), "--kubevirt-version", "v1.1.0", "--dir", str(tmp_path / "tools")],
-                          capture_output=True, text=True, timeout=60,
-                          env={**os.environ, "SLIRP_VERSIONS_ENV": str(env_file)})
+    return subprocess.run(
+        ["bash", str(script), "--kubevirt-version", "v1.1.0", "--dir", str(tmp_path / "tools")],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        env={**os.environ, "SLIRP_VERSIONS_ENV": str(env_file)},
+    )
 
 
-@pytest.mark.skipif(subprocess.run(["uname", "-s"], capture_output=True, text=True).stdout.strip() != "Linux",
-                    reason="pins file written for linux")
+@pytest.mark.skipif(
+    subprocess.run(["uname", "-s"], capture_output=True, text=True).stdout.strip() != "Linux",
+    reason="pins file written for linux",
+)
 def test_install_tools_verifies_refuses_and_installs(tmp_path):
     missing = _install_tools(tmp_path, _pins_file(tmp_path, "", "right"))
     assert missing.returncode != 0 and "Refusing to install an unverified binary" in missing.stderr, missing.stderr

@@ -16,8 +16,14 @@ from tests.suite_runner import REPO
 
 
 def _run(*args: str) -> tuple[int, str]:
-    r = subprocess.run([sys.executable, "-m", "pytest", "-k", "slirp", *args], cwd=REPO, capture_output=True,
-                       text=True, timeout=120, env={**os.environ, "PATH": "/usr/bin:/bin"})
+    r = subprocess.run(
+        [sys.executable, "-m", "pytest", "-k", "slirp", *args],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        env={**os.environ, "PATH": "/usr/bin:/bin"},
+    )
     return r.returncode, r.stdout + r.stderr
 
 

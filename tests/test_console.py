@@ -3,16 +3,16 @@ echoes what it is sent, as a tty does, so the end markers are exercised for real
 
 from __future__ import annotations
 
-import secrets
 import re
+import secrets
 import socket
 import subprocess
 import threading
 
 import pytest
 
-from slirp_conformance.checks import udp
 from slirp_conformance import redaction
+from slirp_conformance.checks import udp
 from slirp_conformance.console import Console, ConsoleError, Credentials
 from slirp_conformance.guest_profiles import FEDORA
 from slirp_conformance.redaction import RedactedLog
@@ -23,8 +23,15 @@ from tests.local_guest import loopback_peers
 class FakeSerialGuest(threading.Thread):
     """Speaks like a serial console: 'login:' / 'Password:' then a '# ' shell running /bin/sh -c."""
 
-    def __init__(self, sock: socket.socket, password: str = "secret", prompt_after_boot: bool = True,
-                 after_prompt: str = "", echo_password: bool = False, interject: str = "") -> None:
+    def __init__(
+        self,
+        sock: socket.socket,
+        password: str = "secret",
+        prompt_after_boot: bool = True,
+        after_prompt: str = "",
+        echo_password: bool = False,
+        interject: str = "",
+    ) -> None:
         """``after_prompt``: escape codes a terminal prints after its prompts (agetty, bash);
         ``echo_password``: the tty still echoes when the password arrives (BusyBox login prints
         ``Password:`` before it turns the echo off); ``interject``: a line another writer puts on
@@ -58,8 +65,10 @@ class FakeSerialGuest(threading.Thread):
                 self.state = "password"
                 self.send(line + "\r\nPassword: " + self.after_prompt)  # the user name echoes, not the password
             else:
-                self.send("\r\nLast failed login: Tue Jun  9 22:25:30 UTC 2020 on ttyS0\r\nfakehost login: "
-                          + self.after_prompt)
+                self.send(
+                    "\r\nLast failed login: Tue Jun  9 22:25:30 UTC 2020 on ttyS0\r\nfakehost login: "
+                    + self.after_prompt
+                )
         elif self.state == "password":
             if self.echo_password:
                 self.send(line)
@@ -76,8 +85,9 @@ class FakeSerialGuest(threading.Thread):
                     while chunk := p.stdout.read1(4096):
                         text = chunk.decode().replace("\n", "\r\n")
                         if self.interject:
-                            text = re.sub(r"([BEF]_[0-9a-f]{12}(?::\d+:)?)\r\n", lambda m: m[1] + self.interject + "\r\n",
-                                          text)
+                            text = re.sub(
+                                r"([BEF]_[0-9a-f]{12}(?::\d+:)?)\r\n", lambda m: m[1] + self.interject + "\r\n", text
+                            )
                         self.send(text)
             self.send("\x1b[6n# ")  # busybox ash asks for the cursor position after its prompt
 

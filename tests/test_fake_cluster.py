@@ -54,8 +54,9 @@ class Raw:
 
 
 def kubectl(kubeconfig, *args: str, check: bool = True) -> subprocess.CompletedProcess:
-    return subprocess.run([KUBECTL, "--kubeconfig", str(kubeconfig), *args], capture_output=True, text=True,
-                          timeout=60, check=check)
+    return subprocess.run(
+        [KUBECTL, "--kubeconfig", str(kubeconfig), *args], capture_output=True, text=True, timeout=60, check=check
+    )
 
 
 def api_error(exc: ApiException) -> dict:
@@ -69,14 +70,31 @@ def wait(what: str, probe, budget: float = 30):
 def binding_vm(name: str, ns: str) -> dict:
     """A stopped VM whose interface uses the slirp binding: admission is all the fake does with it."""
     return {
-        "apiVersion": "kubevirt.io/v1", "kind": "VirtualMachine", "metadata": {"name": name, "namespace": ns},
-        "spec": {"runStrategy": "Halted", "template": {"metadata": {"labels": {"kubevirt.io/vm": name}}, "spec": {
-            "domain": {"devices": {"interfaces": [{"name": "default", "binding": {"name": "slirp"},
-                                                   "macAddress": "02:5c:1a:00:00:01",
-                                                   "ports": [{"name": "ssh", "port": 22},
-                                                             {"name": "http-test", "port": 8080}]}]},
-                       "resources": {"requests": {"memory": "256Mi"}}},
-            "networks": [{"name": "default", "pod": {}}]}}},
+        "apiVersion": "kubevirt.io/v1",
+        "kind": "VirtualMachine",
+        "metadata": {"name": name, "namespace": ns},
+        "spec": {
+            "runStrategy": "Halted",
+            "template": {
+                "metadata": {"labels": {"kubevirt.io/vm": name}},
+                "spec": {
+                    "domain": {
+                        "devices": {
+                            "interfaces": [
+                                {
+                                    "name": "default",
+                                    "binding": {"name": "slirp"},
+                                    "macAddress": "02:5c:1a:00:00:01",
+                                    "ports": [{"name": "ssh", "port": 22}, {"name": "http-test", "port": 8080}],
+                                }
+                            ]
+                        },
+                        "resources": {"requests": {"memory": "256Mi"}},
+                    },
+                    "networks": [{"name": "default", "pod": {}}],
+                },
+            },
+        },
     }
 
 
@@ -125,12 +143,26 @@ def slirp_registered(custom, raw):
 
 def register_slirp(custom, raw) -> str:
     """Feature gate on and slirp registered (merged), then wait for the components to see it."""
-    kv = custom.patch_namespaced_custom_object(*KV, "kubevirt", "kubevirts", "kubevirt", {"spec": {"configuration": {
-        "developerConfiguration": {"featureGates": ["NetworkBindingPlugins"]},
-        "network": {"binding": {"slirp": {"sidecarImage": SLIRP_IMAGE}}}}}})
+    kv = custom.patch_namespaced_custom_object(
+        *KV,
+        "kubevirt",
+        "kubevirts",
+        "kubevirt",
+        {
+            "spec": {
+                "configuration": {
+                    "developerConfiguration": {"featureGates": ["NetworkBindingPlugins"]},
+                    "network": {"binding": {"slirp": {"sidecarImage": SLIRP_IMAGE}}},
+                }
+            }
+        },
+    )
     rv = kv["metadata"]["resourceVersion"]
-    wait("virt-api to report the new config", lambda: raw.get("/apis/subresources.kubevirt.io/v1/healthz")[1]
-         .get("config-resource-version") == rv, 10)
+    wait(
+        "virt-api to report the new config",
+        lambda: raw.get("/apis/subresources.kubevirt.io/v1/healthz")[1].get("config-resource-version") == rv,
+        10,
+    )
     return rv
 
 
@@ -172,7 +204,9 @@ def test_crud_conflicts_selectors_and_patches(core, ns):
     assert e.value.status == 404 and api_error(e.value)["reason"] == "NotFound"
     assert [c.metadata.name for c in core.list_namespaced_config_map(ns, label_selector="app=x").items] == ["a"]
     assert [c.metadata.name for c in core.list_namespaced_config_map(ns, label_selector="app in (y,z)").items] == []
-    assert [c.metadata.name for c in core.list_namespaced_config_map(ns, field_selector="metadata.name=a").items] == ["a"]
+    assert [c.metadata.name for c in core.list_namespaced_config_map(ns, field_selector="metadata.name=a").items] == [
+        "a"
+    ]
 
     stale = core.read_namespaced_config_map("a", ns)
     core.patch_namespaced_config_map("a", ns, {"data": {"k": "2"}})  # merge/strategic patch
@@ -208,13 +242,18 @@ def test_selector_watch_sees_objects_enter_and_leave(core, ns):
     core.patch_namespaced_config_map("s", ns, {"metadata": {"labels": {"pick": "no"}}})
     core.patch_namespaced_config_map("s", ns, {"data": {"ignored": "1"}})
     core.patch_namespaced_config_map("s", ns, {"metadata": {"labels": {"pick": "yes"}}})
-    seen = [ev["type"] for ev in watch.Watch().stream(core.list_namespaced_config_map, ns, label_selector="pick=yes",
-                                                      resource_version=rv, timeout_seconds=2)]
+    seen = [
+        ev["type"]
+        for ev in watch.Watch().stream(
+            core.list_namespaced_config_map, ns, label_selector="pick=yes", resource_version=rv, timeout_seconds=2
+        )
+    ]
     assert seen == ["ADDED", "DELETED", "ADDED"]
 
 
 def test_command_line_options():
     from tests.fake_cluster.__main__ import parse_args
+
     opts, _ = parse_args(["--kubeconfig", "/nonexistent/kc", "--preinstalled-kubevirt", "--propagation-delay", "3"])
     assert (opts.preinstalled_kubevirt, opts.propagation_delay) == ("v1.1.0", 3.0), opts
     opts, _ = parse_args(["--kubeconfig", "/nonexistent/kc", "--preinstalled-kubevirt", "v1.5.3"])
@@ -236,12 +275,15 @@ def test_namespace_goes_through_terminating(core):
             return False
         except ApiException as exc:
             return exc.status == 404
+
     wait("the namespace to disappear", gone, 10)
 
 
 def test_pods_terminate_gracefully_unless_forced(core, ns):
     for name in ("graceful", "forced"):
-        core.create_namespaced_pod(ns, {"metadata": {"name": name}, "spec": {"containers": [{"name": "c", "image": "x"}]}})
+        core.create_namespaced_pod(
+            ns, {"metadata": {"name": name}, "spec": {"containers": [{"name": "c", "image": "x"}]}}
+        )
     core.delete_namespaced_pod("graceful", ns)
     assert core.read_namespaced_pod("graceful", ns).metadata.deletion_timestamp is not None
     core.delete_namespaced_pod("forced", ns, grace_period_seconds=0)
@@ -263,8 +305,18 @@ def test_kubectl_get_describe_patch_delete(fake, core, ns):
     assert "kubevirt" in out and "Deployed" in out, out
     assert "k" in kubectl(fake.kubeconfig, "-n", ns, "get", "configmaps", "-o", "name").stdout
     kubectl(fake.kubeconfig, "-n", ns, "patch", "configmap", "k", "--type", "merge", "-p", '{"data":{"b":"2"}}')
-    kubectl(fake.kubeconfig, "-n", ns, "patch", "configmap", "k", "--type", "json",
-            "-p", '[{"op":"add","path":"/data/c","value":"3"}]')
+    kubectl(
+        fake.kubeconfig,
+        "-n",
+        ns,
+        "patch",
+        "configmap",
+        "k",
+        "--type",
+        "json",
+        "-p",
+        '[{"op":"add","path":"/data/c","value":"3"}]',
+    )
     assert core.read_namespaced_config_map("k", ns).data == {"a": "1", "b": "2", "c": "3"}
     desc = kubectl(fake.kubeconfig, "-n", "kubevirt", "describe", "kv", "kubevirt").stdout
     assert "Available" in desc and "Observed Kube Virt Version:   v1.1.0" in desc, desc
@@ -272,8 +324,9 @@ def test_kubectl_get_describe_patch_delete(fake, core, ns):
     assert core.list_namespaced_config_map(ns).items == []
     manifest = fake.kubeconfig.with_name("applied.yaml")
     for value in ("1", "2"):  # create, then a client-side-apply patch
-        manifest.write_text(f"apiVersion: v1\nkind: ConfigMap\nmetadata: {{name: ap, namespace: {ns}}}\n"
-                            f"data: {{a: '{value}'}}\n")
+        manifest.write_text(
+            f"apiVersion: v1\nkind: ConfigMap\nmetadata: {{name: ap, namespace: {ns}}}\ndata: {{a: '{value}'}}\n"
+        )
         kubectl(fake.kubeconfig, "apply", "-f", str(manifest))
     assert core.read_namespaced_config_map("ap", ns).data == {"a": "2"}
 
@@ -283,7 +336,8 @@ def test_preinstalled_kubevirt_is_available_with_release_config(custom):
     kv = custom.get_namespaced_custom_object(*KV, "kubevirt", "kubevirts", "kubevirt")
     assert kv["status"]["phase"] == "Deployed" and kv["status"]["observedKubeVirtVersion"] == "v1.1.0"
     assert {"type": "Available", "status": "True"}.items() <= next(
-        c for c in kv["status"]["conditions"] if c["type"] == "Available").items()
+        c for c in kv["status"]["conditions"] if c["type"] == "Available"
+    ).items()
 
 
 def test_binding_needs_the_feature_gate_below_v1_5(custom, ns):
@@ -294,8 +348,10 @@ def test_binding_needs_the_feature_gate_below_v1_5(custom, ns):
         custom.create_namespaced_custom_object(*KV, ns, "virtualmachines", binding_vm("fg", ns))
     body = api_error(e.value)
     assert e.value.status == 422 and body["reason"] == "Invalid"
-    assert body["message"] == ('admission webhook "virtualmachine-validator.kubevirt.io" denied the request: '
-                               "Binding plugins feature gate is not enabled")
+    assert body["message"] == (
+        'admission webhook "virtualmachine-validator.kubevirt.io" denied the request: '
+        "Binding plugins feature gate is not enabled"
+    )
 
 
 def test_new_kubevirt_cr_becomes_available_and_v1_5_needs_no_gate(tmp_path):
@@ -304,20 +360,35 @@ def test_new_kubevirt_cr_becomes_available_and_v1_5_needs_no_gate(tmp_path):
         core, custom, raw = client.CoreV1Api(api), client.CustomObjectsApi(api), Raw(f.kubeconfig)
         core.create_namespace({"metadata": {"name": "kubevirt"}})
         rv = core.list_namespace().metadata.resource_version
-        custom.create_namespaced_custom_object(*KV, "kubevirt", "kubevirts", {
-            "apiVersion": "kubevirt.io/v1", "kind": "KubeVirt", "metadata": {"name": "kubevirt"},
-            "spec": {"configuration": {"developerConfiguration": {"featureGates": []}}}})
+        custom.create_namespaced_custom_object(
+            *KV,
+            "kubevirt",
+            "kubevirts",
+            {
+                "apiVersion": "kubevirt.io/v1",
+                "kind": "KubeVirt",
+                "metadata": {"name": "kubevirt"},
+                "spec": {"configuration": {"developerConfiguration": {"featureGates": []}}},
+            },
+        )
         events = []
-        for ev in watch.Watch().stream(custom.list_namespaced_custom_object, *KV, "kubevirt", "kubevirts",
-                                       resource_version=rv, timeout_seconds=10):
+        for ev in watch.Watch().stream(
+            custom.list_namespaced_custom_object, *KV, "kubevirt", "kubevirts", resource_version=rv, timeout_seconds=10
+        ):
             events.append(ev["type"])
             conds = {c["type"]: c["status"] for c in ev["object"].get("status", {}).get("conditions", [])}
             if conds.get("Available") == "True":
                 break
         assert events[0] == "ADDED" and events[-1] == "MODIFIED" and conds["Available"] == "True", events
         kv = custom.get_namespaced_custom_object(*KV, "kubevirt", "kubevirts", "kubevirt")
-        wait("the components to see the CR", lambda: raw.get("/apis/subresources.kubevirt.io/v1/healthz")[1]
-             .get("config-resource-version") == kv["metadata"]["resourceVersion"], 10)
+        wait(
+            "the components to see the CR",
+            lambda: (
+                raw.get("/apis/subresources.kubevirt.io/v1/healthz")[1].get("config-resource-version")
+                == kv["metadata"]["resourceVersion"]
+            ),
+            10,
+        )
         core.create_namespace({"metadata": {"name": "v15"}})
         vm = custom.create_namespaced_custom_object(*KV, "v15", "virtualmachines", binding_vm("halted", "v15"))
         assert vm["metadata"]["name"] == "halted", "admitted without the gate at v1.5"
@@ -330,23 +401,41 @@ def test_admission_uses_the_config_virt_api_has_seen(tmp_path):
         api = config.new_client_from_config(str(f.kubeconfig))
         core, custom, raw = client.CoreV1Api(api), client.CustomObjectsApi(api), Raw(f.kubeconfig)
         core.create_namespace({"metadata": {"name": "p"}})
-        kv = custom.patch_namespaced_custom_object(*KV, "kubevirt", "kubevirts", "kubevirt", {"spec": {
-            "configuration": {"developerConfiguration": {"featureGates": ["NetworkBindingPlugins"]}}}})
+        kv = custom.patch_namespaced_custom_object(
+            *KV,
+            "kubevirt",
+            "kubevirts",
+            "kubevirt",
+            {"spec": {"configuration": {"developerConfiguration": {"featureGates": ["NetworkBindingPlugins"]}}}},
+        )
         with pytest.raises(ApiException) as e:
             custom.create_namespaced_custom_object(*KV, "p", "virtualmachines", binding_vm("early", "p"))
         assert "Binding plugins feature gate is not enabled" in api_error(e.value)["message"]
-        wait("virt-api to load the CR", lambda: raw.get("/apis/subresources.kubevirt.io/v1/healthz")[1]
-             .get("config-resource-version") == kv["metadata"]["resourceVersion"], 10)
+        wait(
+            "virt-api to load the CR",
+            lambda: (
+                raw.get("/apis/subresources.kubevirt.io/v1/healthz")[1].get("config-resource-version")
+                == kv["metadata"]["resourceVersion"]
+            ),
+            10,
+        )
         custom.create_namespaced_custom_object(*KV, "p", "virtualmachines", binding_vm("late", "p"))
 
 
 def test_config_change_reaches_the_components_late(custom, raw, slirp_registered):
-    kv = custom.patch_namespaced_custom_object(*KV, "kubevirt", "kubevirts", "kubevirt",
-                                               {"metadata": {"annotations": {"touched": "yes"}}})
+    kv = custom.patch_namespaced_custom_object(
+        *KV, "kubevirt", "kubevirts", "kubevirt", {"metadata": {"annotations": {"touched": "yes"}}}
+    )
     seen = raw.get("/apis/subresources.kubevirt.io/v1/healthz")[1]["config-resource-version"]
     assert seen != kv["metadata"]["resourceVersion"]
-    wait("propagation", lambda: raw.get("/apis/subresources.kubevirt.io/v1/healthz")[1]
-         ["config-resource-version"] == kv["metadata"]["resourceVersion"], 10)
+    wait(
+        "propagation",
+        lambda: (
+            raw.get("/apis/subresources.kubevirt.io/v1/healthz")[1]["config-resource-version"]
+            == kv["metadata"]["resourceVersion"]
+        ),
+        10,
+    )
 
 
 def test_component_pods_report_config_resource_version_through_the_pod_proxy(core, custom, slirp_registered):
@@ -358,10 +447,12 @@ def test_component_pods_report_config_resource_version_through_the_pod_proxy(cor
     def versions():
         out = {}
         for p in pods.items:
-            r = core.connect_get_namespaced_pod_proxy_with_path(f"https:{p.metadata.name}:8443", "kubevirt", "healthz",
-                                                                _preload_content=False)
+            r = core.connect_get_namespaced_pod_proxy_with_path(
+                f"https:{p.metadata.name}:8443", "kubevirt", "healthz", _preload_content=False
+            )
             out[p.metadata.name] = json.loads(r.data)["config-resource-version"]
         return out
+
     wait("every component to report the CR's resourceVersion", lambda: set(versions().values()) == {rv}, 10)
     with pytest.raises(ApiException) as e:
         core.connect_get_namespaced_pod_proxy_with_path(f"https:{pods.items[0].metadata.name}:9999", "kubevirt", "x")
@@ -421,18 +512,26 @@ def test_operator_manifest_install_and_uninstall_with_the_dynamic_client(tmp_pat
             res = dyn.resources.get(api_version=doc["apiVersion"], kind=doc["kind"])
             res.create(body=doc, namespace=doc["metadata"].get("namespace") if res.namespaced else None)
         crds = dyn.resources.get(api_version="apiextensions.k8s.io/v1", kind="CustomResourceDefinition")
-        wait("the CRD to be Established", lambda: any(
-            c["type"] == "Established" and c["status"] == "True"
-            for c in crds.get(name="kubevirts.kubevirt.io").to_dict().get("status", {}).get("conditions", [])), 10)
+        wait(
+            "the CRD to be Established",
+            lambda: any(
+                c["type"] == "Established" and c["status"] == "True"
+                for c in crds.get(name="kubevirts.kubevirt.io").to_dict().get("status", {}).get("conditions", [])
+            ),
+            10,
+        )
         kvs = dyn.resources.get(api_version="kubevirt.io/v1", kind="KubeVirt")
-        kvs.create(namespace="kubevirt", body={"apiVersion": "kubevirt.io/v1", "kind": "KubeVirt",
-                                               "metadata": {"name": "kubevirt"}, "spec": {}})
+        kvs.create(
+            namespace="kubevirt",
+            body={"apiVersion": "kubevirt.io/v1", "kind": "KubeVirt", "metadata": {"name": "kubevirt"}, "spec": {}},
+        )
         phases = []
 
         def available():
             kv = kvs.get(name="kubevirt", namespace="kubevirt").to_dict()
             phases.append(kv.get("status", {}).get("phase"))
             return kv.get("status", {}).get("phase") == "Deployed" and kv
+
         kv = wait("KubeVirt to be Available", available, 15)
         assert kv["status"]["observedKubeVirtVersion"] == "v1.3.1"  # from the operator's image
         assert "Deploying" in phases, phases
@@ -441,8 +540,13 @@ def test_operator_manifest_install_and_uninstall_with_the_dynamic_client(tmp_pat
         kvs.delete(name="kubevirt", namespace="kubevirt")
 
         def gone():
-            return not kvs.get(namespace="kubevirt").items and not core.list_namespaced_pod(
-                "kubevirt", label_selector="kubevirt.io in (virt-api,virt-controller,virt-handler)").items
+            return (
+                not kvs.get(namespace="kubevirt").items
+                and not core.list_namespaced_pod(
+                    "kubevirt", label_selector="kubevirt.io in (virt-api,virt-controller,virt-handler)"
+                ).items
+            )
+
         wait("KubeVirt and its components to be removed", gone, 15)
 
 

@@ -4,15 +4,23 @@ from types import SimpleNamespace
 
 import pytest
 
+from slirp_conformance.cluster.versions import default_version
 from slirp_conformance.errors import SetupError
 from slirp_conformance.plugin.session import _fedora_like
-from slirp_conformance.cluster.versions import default_version
 from slirp_conformance.reference.fedora_like import FLAVOURS, flavour_for
 
 
-@pytest.mark.parametrize("version, flavour", [
-    ("v1.1.0", "nmap-ncat"), ("v1.1.1", "nmap-ncat"), ("v1.2.0", "busybox-nc"), ("v1.5.3", "busybox-nc"),
-    ("1.8.2", "busybox-nc"), ("v1.9.0", "openbsd-nc")])
+@pytest.mark.parametrize(
+    "version, flavour",
+    [
+        ("v1.1.0", "nmap-ncat"),
+        ("v1.1.1", "nmap-ncat"),
+        ("v1.2.0", "busybox-nc"),
+        ("v1.5.3", "busybox-nc"),
+        ("1.8.2", "busybox-nc"),
+        ("v1.9.0", "openbsd-nc"),
+    ],
+)
 def test_flavour_follows_the_kubevirt_release(version, flavour):
     assert flavour_for(version).name == flavour
 
@@ -34,7 +42,9 @@ def _config(args: list[str], guest: str = "fedora", version: str | None = None):
 
 
 def test_qemu_target_takes_the_flavour_of_the_release_under_test():
-    assert _fedora_like(_config(["--target=qemu", "--kubevirt-version", "v1.9.0"], version="v1.9.0")).name == "openbsd-nc"
+    assert (
+        _fedora_like(_config(["--target=qemu", "--kubevirt-version", "v1.9.0"], version="v1.9.0")).name == "openbsd-nc"
+    )
     assert _fedora_like(_config(["--kubevirt-version=v1.1.0"], version="v1.1.0")).name == "nmap-ncat"
     # no --kubevirt-version: the release the run checks (KUBEVIRT_DEFAULT_VERSION), whose sidecar
     # renders the VM's network too; never a flavour of another release

@@ -54,19 +54,28 @@ def test_contract_passes_on_the_fedora_like_flavour(version, fedora_like_images,
 
 def test_restrict_on_turns_exactly_the_same_checks_red(fedora_like_images, tmp_path, no_leaks):
     run = run_suite(tmp_path, *_fedora(DEFAULT_VERSION), "--qemu-netdev-extra", "restrict=on", timeout=900)
-    assert run.failed == RESTRICT_RED, (f"unexpected red: {sorted(run.failed - RESTRICT_RED)}; "
-                                        f"unexpected green: {sorted(RESTRICT_RED - run.failed)}")
+    assert run.failed == RESTRICT_RED, (
+        f"unexpected red: {sorted(run.failed - RESTRICT_RED)}; unexpected green: {sorted(RESTRICT_RED - run.failed)}"
+    )
 
 
 def test_open_ping_group_range_turns_exactly_icmp_red(fedora_like_images, tmp_path, no_leaks):
-    run = run_suite(tmp_path, *_fedora(DEFAULT_VERSION), "--qemu-sysctl", "net.ipv4.ping_group_range=0 2147483647",
-                    timeout=900)
-    assert run.failed == PING_GROUP_RED, (f"unexpected red: {sorted(run.failed - PING_GROUP_RED)}; "
-                                          f"unexpected green: {sorted(PING_GROUP_RED - run.failed)}")
+    run = run_suite(
+        tmp_path, *_fedora(DEFAULT_VERSION), "--qemu-sysctl", "net.ipv4.ping_group_range=0 2147483647", timeout=900
+    )
+    assert run.failed == PING_GROUP_RED, (
+        f"unexpected red: {sorted(run.failed - PING_GROUP_RED)}; "
+        f"unexpected green: {sorted(PING_GROUP_RED - run.failed)}"
+    )
 
 
 def test_interrupted_boot_leaves_nothing(fedora_like_images, no_leaks, tmp_path):
     """Ctrl-C while the guest boots: QEMU, namespaces, the run dir with its overlay and ISO all go."""
-    rc, out = interrupt_suite(tmp_path, *_fedora(DEFAULT_VERSION), when="the child run's Fedora-like QEMU to start",
-                              ready=lambda pid: any("cidata.iso" in p for p in qemu_of(pid)), sig=signal.SIGINT)
+    rc, out = interrupt_suite(
+        tmp_path,
+        *_fedora(DEFAULT_VERSION),
+        when="the child run's Fedora-like QEMU to start",
+        ready=lambda pid: any("cidata.iso" in p for p in qemu_of(pid)),
+        sig=signal.SIGINT,
+    )
     assert rc in (1, 2), out[-2000:]

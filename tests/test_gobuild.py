@@ -30,8 +30,10 @@ def _publish(proxy: Path, module: str, version: str, files: dict[str, str]) -> N
 
 
 def _lib(version: str) -> dict[str, str]:
-    return {"go.mod": "module example.test/lib\n\ngo 1.21\n",
-            "lib.go": f'package lib\n\nconst Version = "lib {version}"\n'}
+    return {
+        "go.mod": "module example.test/lib\n\ngo 1.21\n",
+        "lib.go": f'package lib\n\nconst Version = "lib {version}"\n',
+    }
 
 
 @pytest.fixture
@@ -45,17 +47,32 @@ def go_env(tmp_path, monkeypatch):
     proxy = tmp_path / "proxy"
     _publish(proxy, "example.test/lib", "v1.0.0", _lib("v1.0.0"))
     _publish(proxy, "example.test/lib", "v1.1.0", _lib("v1.1.0"))
-    _publish(proxy, "example.test/staged", "v1.2.0", {
-        "go.mod": "module example.test/staged\n\ngo 1.21\n",
-        "staged.go": 'package staged\n\nconst Version = "staged v1.2.0"\n'})
-    _publish(proxy, "example.test/upstream", "v1.2.0", {
-        "go.mod": ("module example.test/upstream\n\ngo 1.21\n\ngodebug default=go1.21\n\n"
-                   "require (\n\texample.test/lib v1.0.0\n\texample.test/staged v0.0.0\n)\n\n"
-                   "replace example.test/lib => example.test/lib v1.1.0\n\n"
-                   "replace example.test/staged => ./staging/staged\n"),
-        "cmd/hello/main.go": ('package main\n\nimport (\n\t"fmt"\n\n\t"example.test/lib"\n'
-                              '\t"example.test/staged"\n)\n\nfunc main() { fmt.Println(lib.Version, staged.Version) }\n'),
-    })
+    _publish(
+        proxy,
+        "example.test/staged",
+        "v1.2.0",
+        {
+            "go.mod": "module example.test/staged\n\ngo 1.21\n",
+            "staged.go": 'package staged\n\nconst Version = "staged v1.2.0"\n',
+        },
+    )
+    _publish(
+        proxy,
+        "example.test/upstream",
+        "v1.2.0",
+        {
+            "go.mod": (
+                "module example.test/upstream\n\ngo 1.21\n\ngodebug default=go1.21\n\n"
+                "require (\n\texample.test/lib v1.0.0\n\texample.test/staged v0.0.0\n)\n\n"
+                "replace example.test/lib => example.test/lib v1.1.0\n\n"
+                "replace example.test/staged => ./staging/staged\n"
+            ),
+            "cmd/hello/main.go": (
+                'package main\n\nimport (\n\t"fmt"\n\n\t"example.test/lib"\n'
+                '\t"example.test/staged"\n)\n\nfunc main() { fmt.Println(lib.Version, staged.Version) }\n'
+            ),
+        },
+    )
     monkeypatch.setenv("GOPROXY", proxy.as_uri())
     monkeypatch.setenv("GOSUMDB", "off")
     monkeypatch.setenv("GOMODCACHE", str(tmp_path / "modcache"))
@@ -96,9 +113,13 @@ def test_changed_source_builds_under_a_new_key(go_env):
 
 def test_replace_block_and_godebug_are_taken_from_the_named_go_mod(go_env):
     spec = gobuild.WrapperModule(
-        "hello-upstream", "v1.2.0", ("example.test/upstream/cmd/hello",),
-        requires=("example.test/upstream@v1.2.0",), replace_from="example.test/upstream@v1.2.0",
-        local_replace_version="v1.2.0")
+        "hello-upstream",
+        "v1.2.0",
+        ("example.test/upstream/cmd/hello",),
+        requires=("example.test/upstream@v1.2.0",),
+        replace_from="example.test/upstream@v1.2.0",
+        local_replace_version="v1.2.0",
+    )
     built = gobuild.build(spec, go_env / "cache")
     out = subprocess.run([built.binary("hello")], capture_output=True, text=True, check=True).stdout
     # lib v1.1.0 only through the copied replace; staged only through local_replace_version.
@@ -110,18 +131,26 @@ def test_replace_block_and_godebug_are_taken_from_the_named_go_mod(go_env):
 
 def test_without_the_replace_block_the_upstream_pin_is_lost(go_env):
     """Negative control for the test above: the same build without replace_from fails."""
-    spec = gobuild.WrapperModule("hello-upstream", "v1.2.0", ("example.test/upstream/cmd/hello",),
-                                 requires=("example.test/upstream@v1.2.0",))
+    spec = gobuild.WrapperModule(
+        "hello-upstream", "v1.2.0", ("example.test/upstream/cmd/hello",), requires=("example.test/upstream@v1.2.0",)
+    )
     with pytest.raises(SetupError, match=r"`go build` of hello-upstream v1.2.0 failed .*full log: "):
         gobuild.build(spec, go_env / "cache")
 
 
 def test_a_directory_replacement_needs_a_version(go_env):
-    spec = gobuild.WrapperModule("hello-upstream", "v1.2.0", ("example.test/upstream/cmd/hello",),
-                                 requires=("example.test/upstream@v1.2.0",),
-                                 replace_from="example.test/upstream@v1.2.0")
-    with pytest.raises(SetupError, match=r"replaces example.test/staged with its own directory "
-                                         r"\./staging/staged: give the wrapper module a local_replace_version"):
+    spec = gobuild.WrapperModule(
+        "hello-upstream",
+        "v1.2.0",
+        ("example.test/upstream/cmd/hello",),
+        requires=("example.test/upstream@v1.2.0",),
+        replace_from="example.test/upstream@v1.2.0",
+    )
+    with pytest.raises(
+        SetupError,
+        match=r"replaces example.test/staged with its own directory "
+        r"\./staging/staged: give the wrapper module a local_replace_version",
+    ):
         gobuild.build(spec, go_env / "cache")
 
 
@@ -173,9 +202,14 @@ def test_single_replacements_override_the_named_go_mod_and_may_point_at_a_shim_o
     (shim / "go.mod").write_text("module example.test/staged\n\ngo 1.21\n")
     (shim / "staged.go").write_text('package staged\n\nconst Version = "staged shim"\n')
     spec = gobuild.WrapperModule(
-        "hello-upstream", "v1.2.0", ("example.test/upstream/cmd/hello",),
-        requires=("example.test/upstream@v1.2.0",), replace_from="example.test/upstream@v1.2.0",
-        replaces=(("example.test/staged", "./shims/staged"),), source=src)
+        "hello-upstream",
+        "v1.2.0",
+        ("example.test/upstream/cmd/hello",),
+        requires=("example.test/upstream@v1.2.0",),
+        replace_from="example.test/upstream@v1.2.0",
+        replaces=(("example.test/staged", "./shims/staged"),),
+        source=src,
+    )
     built = gobuild.build(spec, go_env / "cache")
     out = subprocess.run([built.binary("hello")], capture_output=True, text=True, check=True).stdout
     assert out == "lib v1.1.0 staged shim\n"

@@ -81,8 +81,10 @@ def test_listed_port_service_dies_by_its_own_pid(profile, shell):
 class _ResolvedShell(LocalShell):
     """A guest running systemd-resolved: /etc/resolv.conf lists only the stub."""
 
-    FILES = {"/etc/resolv.conf": "nameserver 127.0.0.53\noptions edns0 trust-ad\nsearch ns.svc.cluster.local\n",
-             "/run/systemd/resolve/resolv.conf": "nameserver 10.0.2.3\nsearch ns.svc.cluster.local\n"}
+    FILES = {
+        "/etc/resolv.conf": "nameserver 127.0.0.53\noptions edns0 trust-ad\nsearch ns.svc.cluster.local\n",
+        "/run/systemd/resolve/resolv.conf": "nameserver 10.0.2.3\nsearch ns.svc.cluster.local\n",
+    }
 
     def run(self, command: str, timeout: float = 60):
         for path, text in self.FILES.items():
@@ -90,8 +92,9 @@ class _ResolvedShell(LocalShell):
         return super().run(command, timeout)
 
 
-@pytest.mark.parametrize("profile, expected", [(FEDORA, ["10.0.2.3"]), (REFERENCE, ["127.0.0.53"])],
-                         ids=["fedora", "reference-busybox"])
+@pytest.mark.parametrize(
+    "profile, expected", [(FEDORA, ["10.0.2.3"]), (REFERENCE, ["127.0.0.53"])], ids=["fedora", "reference-busybox"]
+)
 def test_nameserver_is_read_where_the_guest_keeps_it(profile, expected):
     ev = dhcp.observe(_ResolvedShell(), profile)
     assert ev["resolv_nameservers"] == expected, ev.facts

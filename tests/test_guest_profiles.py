@@ -29,7 +29,13 @@ def test_udhcpc_and_nmcli_leases_read_the_same():
     a, b = parse_udhcpc_lease(UDHCPC), parse_nmcli_dhcp4(NMCLI)
     for lease in (a, b):
         assert (lease.address, lease.prefix, lease.router, lease.dns, lease.lease_seconds, lease.server_id) == (
-            "10.0.2.15", 24, "10.0.2.2", ("10.0.2.3",), 86400, "10.0.2.2")
+            "10.0.2.15",
+            24,
+            "10.0.2.2",
+            ("10.0.2.3",),
+            86400,
+            "10.0.2.2",
+        )
         assert lease.search == ("ns.svc.cluster.local", "svc.cluster.local", "cluster.local")
 
 
@@ -51,13 +57,19 @@ def test_busybox_nslookup_answers_only():
 
 def test_reference_speaks_openbsd_netcat_fedora_python3_and_pings_are_bound():
     assert "nc.openbsd -N" in REFERENCE.tcp_echo_command("198.18.0.1", 9007, "x")
-    for command in (FEDORA.tcp_echo_command("10.96.0.5", 9007, "x"), FEDORA.udp_echo_command("10.96.0.5", 9007, "x"),
-                    FEDORA.dns_command("peer", "10.0.2.3"), FEDORA.transfer_command("10.96.0.5", 9007, 1, 9)):
+    for command in (
+        FEDORA.tcp_echo_command("10.96.0.5", 9007, "x"),
+        FEDORA.udp_echo_command("10.96.0.5", 9007, "x"),
+        FEDORA.dns_command("peer", "10.0.2.3"),
+        FEDORA.transfer_command("10.96.0.5", 9007, 1, 9),
+    ):
         assert " python3 -c " in command and " nc " not in command
     assert REFERENCE.ping_command("198.18.0.1").startswith("timeout ")
 
 
 def test_python_dns_answers_ignore_boot_messages_on_the_console():
-    out = ("[   90.987130] cloud-init[421]: Cloud-init v. 22.4.2 running 'modules:final'. Up 89.72 seconds.\n"
-           "198.18.0.1\n10.96.0.10\n")
+    out = (
+        "[   90.987130] cloud-init[421]: Cloud-init v. 22.4.2 running 'modules:final'. Up 89.72 seconds.\n"
+        "198.18.0.1\n10.96.0.10\n"
+    )
     assert FEDORA.parse_dns(out) == ["198.18.0.1", "10.96.0.10"]

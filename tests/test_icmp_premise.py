@@ -9,10 +9,12 @@ import pytest
 from slirp_conformance.checks import icmp
 from slirp_conformance.guest_profiles import REFERENCE
 
-SNMP_HEAD = ("Icmp: InMsgs InErrors InCsumErrors InDestUnreachs InTimeExcds InParmProbs InSrcQuenchs InRedirects "
-             "InEchos InEchoReps InTimestamps InTimestampReps InAddrMasks InAddrMaskReps OutMsgs OutErrors "
-             "OutRateLimitGlobal OutRateLimitHost OutDestUnreachs OutTimeExcds OutParmProbs OutSrcQuenchs "
-             "OutRedirects OutEchos OutEchoReps OutTimestamps OutTimestampReps OutAddrMasks OutAddrMaskReps")
+SNMP_HEAD = (
+    "Icmp: InMsgs InErrors InCsumErrors InDestUnreachs InTimeExcds InParmProbs InSrcQuenchs InRedirects "
+    "InEchos InEchoReps InTimestamps InTimestampReps InAddrMasks InAddrMaskReps OutMsgs OutErrors "
+    "OutRateLimitGlobal OutRateLimitHost OutDestUnreachs OutTimeExcds OutParmProbs OutSrcQuenchs "
+    "OutRedirects OutEchos OutEchoReps OutTimestamps OutTimestampReps OutAddrMasks OutAddrMaskReps"
+)
 
 
 def counters(tx: int, out_echos: int) -> str:
@@ -44,8 +46,11 @@ class FakeShell:
         return self.answers.pop(0)
 
 
-SENT = R("PING 198.18.0.1 (198.18.0.1): 56 data bytes\n\n--- 198.18.0.1 ping statistics ---\n"
-         "3 packets transmitted, 0 packets received, 100% packet loss\n", rc=1)
+SENT = R(
+    "PING 198.18.0.1 (198.18.0.1): 56 data bytes\n\n--- 198.18.0.1 ping statistics ---\n"
+    "3 packets transmitted, 0 packets received, 100% packet loss\n",
+    rc=1,
+)
 UNREACHABLE = R("PING 198.18.0.1 (198.18.0.1): 56 data bytes\n", rc=1, stderr="ping: sendto: Network is unreachable\n")
 ROUTE = R("198.18.0.1 via 10.0.2.2 dev eth0  src 10.0.2.15")
 NO_ROUTE = R("", rc=2, stderr="ip: RTNETLINK answers: Network is unreachable")
@@ -77,10 +82,13 @@ def test_a_ping_that_failed_inside_the_guest_is_void():
     assert any("OutEchos +0" in x for x in problems) and any("sendto" in x for x in problems)
 
 
-@pytest.mark.parametrize("before,after,why", [
-    (counters(100, 1), counters(100, 4), "frames"),  # counted, but nothing left the NIC
-    ("cat: can't open", counters(104, 4), "could not be read"),
-])
+@pytest.mark.parametrize(
+    "before,after,why",
+    [
+        (counters(100, 1), counters(100, 4), "frames"),  # counted, but nothing left the NIC
+        ("cat: can't open", counters(104, 4), "could not be read"),
+    ],
+)
 def test_missing_proof_is_void(before, after, why):
     p, _ = probe(R(before), ROUTE, SENT, R(after))
     assert any(why in x for x in icmp.premise_problems(p, "eth0"))

@@ -12,13 +12,17 @@ from pathlib import Path
 
 from tests.suite_runner import REPO
 
-PLUGIN_MODULES = ("slirp_conformance.plugin.options", "slirp_conformance.plugin.session",
-                  "slirp_conformance.plugin.reporting", "slirp_vm", "slirp_evidence")
+PLUGIN_MODULES = (
+    "slirp_conformance.plugin.options",
+    "slirp_conformance.plugin.session",
+    "slirp_conformance.plugin.reporting",
+    "slirp_vm",
+    "slirp_evidence",
+)
 
 
 def _run(args: list[str], cwd: Path, env: dict | None = None) -> subprocess.CompletedProcess:
-    return subprocess.run(args, cwd=cwd, capture_output=True, text=True, timeout=300,
-                          env={**os.environ, **(env or {})})
+    return subprocess.run(args, cwd=cwd, capture_output=True, text=True, timeout=300, env={**os.environ, **(env or {})})
 
 
 def test_each_plugin_module_is_registered_once():

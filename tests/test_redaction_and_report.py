@@ -29,8 +29,10 @@ def test_kubeconfig_credentials_are_registered_written_and_decoded(tmp_path):
     key_b64 = base64.b64encode(key_pem.encode()).decode()
     token = secrets.token_urlsafe(24)
     kubeconfig = tmp_path / "kubeconfig"
-    kubeconfig.write_text(f"apiVersion: v1\nkind: Config\nusers:\n- name: a\n  user:\n    client-key-data: {key_b64}\n"
-                          f"- name: b\n  user:\n    token: {token}\n")
+    kubeconfig.write_text(
+        f"apiVersion: v1\nkind: Config\nusers:\n- name: a\n  user:\n    client-key-data: {key_b64}\n"
+        f"- name: b\n  user:\n    token: {token}\n"
+    )
     redaction.register_kubeconfig(kubeconfig)
     text = f"{key_b64} Authorization: Bearer {token}\n" + key_pem.splitlines()[1]
     assert redaction.redact(text).count("<redacted>") == 3
@@ -52,9 +54,11 @@ def test_pem_private_key_blocks_are_masked_whole():
 
 def _junit(tmp_path):
     path = tmp_path / "junit.xml"
-    path.write_text('<?xml version="1.0" encoding="utf-8"?><testsuites><testsuite name="pytest" errors="0" '
-                    'failures="0" skipped="0" tests="1"><testcase classname="suites.test_slirp_dhcp" name="a"/>'
-                    '</testsuite></testsuites>')
+    path.write_text(
+        '<?xml version="1.0" encoding="utf-8"?><testsuites><testsuite name="pytest" errors="0" '
+        'failures="0" skipped="0" tests="1"><testcase classname="suites.test_slirp_dhcp" name="a"/>'
+        "</testsuite></testsuites>"
+    )
     return path
 
 
@@ -76,8 +80,12 @@ def test_redacted_log_masks_a_secret_split_across_writes(tmp_path):
 
 def test_junit_gets_deselected_and_interrupted_cases(tmp_path):
     path = _junit(tmp_path)
-    junit.amend(path, deselected=[("suites/test_slirp_kubevirt.py::test_x", "KubeVirt-only")],
-                interrupted="KeyboardInterrupt: signal 15", not_run=["suites/test_slirp_tcp.py::test_y"])
+    junit.amend(
+        path,
+        deselected=[("suites/test_slirp_kubevirt.py::test_x", "KubeVirt-only")],
+        interrupted="KeyboardInterrupt: signal 15",
+        not_run=["suites/test_slirp_tcp.py::test_y"],
+    )
     suite = ET.parse(path).getroot().find("testsuite")
     assert (suite.get("tests"), suite.get("skipped"), suite.get("errors")) == ("3", "1", "1")
     error = next(c for c in suite.iter("testcase") if c.get("name") == "run-interrupted").find("error")
@@ -96,14 +104,24 @@ def test_report_verdicts_void_is_never_a_pass(tmp_path):
     r.expect("suites/test_slirp_icmp.py::test_i[ssh]", "icmp")
     r.expect("suites/test_slirp_tcp.py::test_t[ssh]", "tcp")
     r.expect("suites/test_slirp_udp.py::test_u[ssh]", "udp")
-    r.add(_Report("suites/test_slirp_icmp.py::test_i[ssh]", "setup", "failed", "VOID icmp: premise",
-                  [("evidence.icmp", json.dumps({"premise": ["no echo request left"]})), ("target", "qemu")]))
+    r.add(
+        _Report(
+            "suites/test_slirp_icmp.py::test_i[ssh]",
+            "setup",
+            "failed",
+            "VOID icmp: premise",
+            [("evidence.icmp", json.dumps({"premise": ["no echo request left"]})), ("target", "qemu")],
+        )
+    )
     r.add(_Report("suites/test_slirp_tcp.py::test_t[ssh]", "call", "passed"))
     r.finish(1, None)
     data = r.to_dict()
     verdicts = {c["nodeid"]: c["verdict"] for c in data["clauses"]}
-    assert verdicts == {"suites/test_slirp_icmp.py::test_i[ssh]": "void", "suites/test_slirp_tcp.py::test_t[ssh]": "pass",
-                        "suites/test_slirp_udp.py::test_u[ssh]": "not run"}
+    assert verdicts == {
+        "suites/test_slirp_icmp.py::test_i[ssh]": "void",
+        "suites/test_slirp_tcp.py::test_t[ssh]": "pass",
+        "suites/test_slirp_udp.py::test_u[ssh]": "not run",
+    }
     assert data["outcome"] == "NOT CONFORMANT" and data["premises"][0]["premise"] == ["no echo request left"]
     md_path = r.write(tmp_path)[1]
     assert "VOID" in md_path.read_text() and json.loads((tmp_path / "conformance.json").read_text())

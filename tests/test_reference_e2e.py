@@ -57,7 +57,8 @@ def test_contract_passes_on_the_reference_target(tmp_path, no_leaks):
     modules = {t.split("::")[0] for t, outcome in run.outcomes.items() if outcome != "skipped"}
     assert modules == ALL_MODULES, f"collected modules {modules}"
     assert {t for t, o in run.outcomes.items() if o == "skipped"} == {
-        t for t in run.outcomes if t.startswith("test_slirp_kubevirt::")}, "deselected checks are skipped in JUnit"
+        t for t in run.outcomes if t.startswith("test_slirp_kubevirt::")
+    }, "deselected checks are skipped in JUnit"
     assert not run.failed and len(run.ids("passed")) >= 25, run.outcomes
     report = run.report
     assert report["outcome"] == "CONFORMANT" and report["target"] == "qemu", report
@@ -68,17 +69,27 @@ def test_contract_passes_on_the_reference_target(tmp_path, no_leaks):
     assert report["versions"]["libslirp"] and report["versions"]["qemu"], report["versions"]
     icmp = [p for p in report["premises"] if p["check"] == "icmp"]
     assert len(icmp) == 2 and all(p["premise"] == "proven" and p["proof"]["echo_requests_out"] >= 1 for p in icmp)
-    reported = {(p.get("name"), p.get("value")) for p in ET.parse(tmp_path / "junit.xml").iter("property")
-                if p.get("name") == "sidecar_render"}
+    reported = {
+        (p.get("name"), p.get("value"))
+        for p in ET.parse(tmp_path / "junit.xml").iter("property")
+        if p.get("name") == "sidecar_render"
+    }
     assert reported == {("sidecar_render", "go")}, reported
 
 
 def test_restrict_on_turns_exactly_tcp_udp_and_dhcp_router_checks_red(tmp_path, no_leaks):
     password = "pw-" + secrets.token_hex(12)
-    run = run_suite(tmp_path, "--target=qemu", "--qemu-netdev-extra", "restrict=on",
-                    f"--artifacts={tmp_path / 'artifacts'}", env={PASSWORD_ENV: password})
-    assert run.failed == RESTRICT_RED, (f"unexpected red: {sorted(run.failed - RESTRICT_RED)}; "
-                                        f"unexpected green: {sorted(RESTRICT_RED - run.failed)}")
+    run = run_suite(
+        tmp_path,
+        "--target=qemu",
+        "--qemu-netdev-extra",
+        "restrict=on",
+        f"--artifacts={tmp_path / 'artifacts'}",
+        env={PASSWORD_ENV: password},
+    )
+    assert run.failed == RESTRICT_RED, (
+        f"unexpected red: {sorted(run.failed - RESTRICT_RED)}; unexpected green: {sorted(RESTRICT_RED - run.failed)}"
+    )
     icmp = _both("test_slirp_icmp::test_icmp_echo_to_peer_gets_no_reply")
     assert icmp <= run.ids("error"), f"the ICMP check must be void (an error), got {run.outcomes}"
     assert "VOID icmp" in run.output and "OutEchos +0" in run.output, run.output[-3000:]
@@ -113,22 +124,26 @@ def _everything_parses_and_keeps_the_secret(tmp: Path, password: str) -> None:
 
 def test_open_ping_group_range_turns_exactly_icmp_red(tmp_path, no_leaks):
     run = run_suite(tmp_path, "--target=qemu", "--qemu-sysctl", "net.ipv4.ping_group_range=0 2147483647")
-    assert run.failed == PING_GROUP_RED, (f"unexpected red: {sorted(run.failed - PING_GROUP_RED)}; "
-                                          f"unexpected green: {sorted(PING_GROUP_RED - run.failed)}")
+    assert run.failed == PING_GROUP_RED, (
+        f"unexpected red: {sorted(run.failed - PING_GROUP_RED)}; "
+        f"unexpected green: {sorted(PING_GROUP_RED - run.failed)}"
+    )
     assert "0 2147483647" in run.output or run.failed  # the evidence names the range
 
 
 def test_interrupted_run_leaves_nothing(tmp_path, no_leaks):
     """Ctrl-C in the middle of a run: QEMU, namespaces, veths and run dirs all go."""
-    rc, out = interrupt_suite(tmp_path, "--target=qemu", when="the child run's QEMU to start",
-                              ready=lambda pid: qemu_of(pid))
+    rc, out = interrupt_suite(
+        tmp_path, "--target=qemu", when="the child run's QEMU to start", ready=lambda pid: qemu_of(pid)
+    )
     assert rc in (1, 2), out[-2000:]  # 2: interrupted
 
 
 def test_double_ctrl_c_cleans_up_quietly(tmp_path, no_leaks):
     """A second Ctrl-C during the cleanup the first one started: no traceback, nothing left."""
-    rc, out = interrupt_suite(tmp_path, "--target=qemu", when="the child run's QEMU to start",
-                              ready=lambda pid: qemu_of(pid), times=2)
+    rc, out = interrupt_suite(
+        tmp_path, "--target=qemu", when="the child run's QEMU to start", ready=lambda pid: qemu_of(pid), times=2
+    )
     assert rc in (1, 2), out[-2000:]
     assert "still cleaning up" in out, "the second Ctrl-C must have arrived during the cleanup: " + out[-2000:]
     assert "Traceback" not in out and len(out.splitlines()) < 40, out[-3000:]
@@ -137,8 +152,12 @@ def test_double_ctrl_c_cleans_up_quietly(tmp_path, no_leaks):
 def test_killed_run_is_cleaned_up(tmp_path, no_leaks):
     """SIGKILL gives no chance to clean up: the kernel ends QEMU and the namespaces (parent-death
     signal, PID namespace), and the next run sweeps the orphaned run dir."""
-    proc = subprocess.Popen([sys.executable, "-m", "pytest", "-k", "slirp", "--target=qemu", "-q"], cwd=REPO,
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "pytest", "-k", "slirp", "--target=qemu", "-q"],
+        cwd=REPO,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
     waits.wait_for("the child run's QEMU to start", lambda: qemu_of(proc.pid), 120)
     os.kill(proc.pid, signal.SIGKILL)
     proc.wait()
@@ -150,8 +169,13 @@ def test_killed_run_is_cleaned_up(tmp_path, no_leaks):
 
 def test_terminated_run_leaves_nothing(tmp_path, no_leaks):
     """SIGTERM (a cancelled CI job) unwinds like Ctrl-C, and its JUnit and report say so."""
-    rc, out = interrupt_suite(tmp_path, "--target=qemu", when="the child run's QEMU to start",
-                              ready=lambda pid: qemu_of(pid), sig=signal.SIGTERM)
+    rc, out = interrupt_suite(
+        tmp_path,
+        "--target=qemu",
+        when="the child run's QEMU to start",
+        ready=lambda pid: qemu_of(pid),
+        sig=signal.SIGTERM,
+    )
     assert rc in (1, 2), out[-2000:]
     report = json.loads((tmp_path / "reports" / "conformance.json").read_text())
     assert report["outcome"] == "INTERRUPTED" and "signal 15" in report["interrupted"], report
@@ -167,8 +191,10 @@ def test_cold_run_shows_progress_and_quiet_run_does_not(tmp_path, no_leaks):
     from slirp_conformance.cache_dirs import cache_root
     from slirp_conformance.reference import image
 
-    env = {"SLIRP_CONFORMANCE_CACHE": str(tmp_path / "cache"),
-           "SLIRP_REF_KERNEL_DEB": str(image.kernel_deb(cache_root()))}
+    env = {
+        "SLIRP_CONFORMANCE_CACHE": str(tmp_path / "cache"),
+        "SLIRP_REF_KERNEL_DEB": str(image.kernel_deb(cache_root())),
+    }
     one = ["-k", "test_lease_time and console", "--target=qemu"]
     loud = run_suite(tmp_path / "loud", *one, env=env)
     assert loud.returncode == 0, loud.output[-3000:]

@@ -25,7 +25,7 @@ def target():
 
 
 def _contains_slice(haystack: list[str], needle: list[str]) -> bool:
-    return any(haystack[i:i + len(needle)] == needle for i in range(len(haystack) - len(needle) + 1))
+    return any(haystack[i : i + len(needle)] == needle for i in range(len(haystack) - len(needle) + 1))
 
 
 def test_qemu_gets_exactly_the_sidecar_arguments(target):
@@ -59,14 +59,21 @@ def test_peer_sees_the_pod_address_as_source(target):
 def test_ssh_refuses_a_host_key_other_than_the_one_read_on_the_console(target):
     other = parse_host_key(generate_keypair().public_openssh)
     with pytest.raises(SSHRefused, match="BadHostKeyException"):
-        SSHClient.connect(lambda: target.port_forward(22), user="root", key=target._key, host_key=other,
-                          name="selftest-vm", budget=20)
+        SSHClient.connect(
+            lambda: target.port_forward(22), user="root", key=target._key, host_key=other, name="selftest-vm", budget=20
+        )
 
 
 def test_ssh_refuses_a_key_the_guest_does_not_authorize(target):
     with pytest.raises(SSHRefused, match="AuthenticationException"):
-        SSHClient.connect(lambda: target.port_forward(22), user="root", key=generate_keypair(),
-                          host_key=target._host_key, name="selftest-vm", budget=20)
+        SSHClient.connect(
+            lambda: target.port_forward(22),
+            user="root",
+            key=generate_keypair(),
+            host_key=target._host_key,
+            name="selftest-vm",
+            budget=20,
+        )
 
 
 def test_ssh_and_console_see_the_same_guest(target):
@@ -87,6 +94,7 @@ def test_artifacts_hold_the_transcript_but_no_password(target, tmp_path):
 def test_unlisted_port_refused_at_the_pod_and_listed_port_open(target):
     with pytest.raises(ConnectionRefusedError):
         target.dial_guest_port(8081)
-    sock = waits.wait_for("the pod's hostfwd listener on 22", lambda: target.dial_guest_port(22), 10,
-                          retry_on=(ConnectionError,))
+    sock = waits.wait_for(
+        "the pod's hostfwd listener on 22", lambda: target.dial_guest_port(22), 10, retry_on=(ConnectionError,)
+    )
     sock.close()

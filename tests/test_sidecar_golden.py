@@ -21,8 +21,13 @@ ROWS: dict[str, tuple[VMSpec, tuple[str, ...]]] = {
     "conformance-vm": (conformance_vm(), SEARCH),
     "no-ports": (VMSpec("v", Interface()), SEARCH),
     "tcp-and-udp-ports": (VMSpec("v", Interface(ports=(Port(22), Port(53, "UDP"), Port(8080, "TCP", "http")))), SEARCH),
-    "duplicate-ports": (VMSpec("v", Interface(ports=(Port(80), Port(80, "TCP", "again"), Port(53, "UDP"),
-                                                     Port(53, "TCP"), Port(53, "UDP")))), SEARCH),
+    "duplicate-ports": (
+        VMSpec(
+            "v",
+            Interface(ports=(Port(80), Port(80, "TCP", "again"), Port(53, "UDP"), Port(53, "TCP"), Port(53, "UDP"))),
+        ),
+        SEARCH,
+    ),
     "low-and-high-ports": (VMSpec("v", Interface(ports=(Port(1), Port(65535, "UDP")))), SEARCH),
     "vm-network-cidr": (VMSpec("v", Interface(ports=(Port(22),)), PodNetwork(vm_network_cidr="10.1.0.0/24")), SEARCH),
     "vm-network-cidr-host-bits": (VMSpec("v", Interface(), PodNetwork(vm_network_cidr="10.1.0.5/24")), SEARCH),
@@ -65,7 +70,7 @@ def test_slirp_qemu_args_matches_the_sidecar(sidecar, row):
 def _flip_byte(args: list[str], index: int, at: int) -> list[str]:
     changed = list(args)
     s = changed[index]
-    changed[index] = s[:at] + chr(ord(s[at]) ^ 0x01) + s[at + 1:]
+    changed[index] = s[:at] + chr(ord(s[at]) ^ 0x01) + s[at + 1 :]
     return changed
 
 
@@ -76,8 +81,10 @@ def test_one_changed_byte_anywhere_fails_the_golden(sidecar):
     for row, real in sidecar.items():
         for index, arg in enumerate(real.args):
             for at in sorted({0, len(arg) // 2, len(arg) - 1}):
+
                 def changed(spec, search, index=index, at=at):
                     return _flip_byte(vmspec.slirp_qemu_args(spec, search), index, at)
+
                 if mismatch(changed, row, real) is None:
                     missed.append((row, index, at))
     assert not missed, f"byte changes the golden did not notice: {missed}"

@@ -23,6 +23,7 @@ def go_renders(monkeypatch):
     def render(spec, search, version):
         calls.append(version)
         return sidecar_render.Rendering(GO_ARGS, search, version)
+
     monkeypatch.setattr(sidecar_render, "render", render)
     return calls
 
@@ -31,6 +32,7 @@ def go_renders(monkeypatch):
 def go_fails(monkeypatch):
     def render(spec, search, version):
         raise SetupError("the Go toolchain is missing: install Go")
+
     monkeypatch.setattr(sidecar_render, "render", render)
 
 
@@ -67,14 +69,18 @@ def test_there_is_no_mode_that_falls_back():
 
 
 def test_a_release_without_glue_is_refused_in_one_line():
-    with pytest.raises(SetupError, match=r"^sidecar-render builds KubeVirt v1.1.0, v1.5.3, v1.9.0, not 'v1.7.4': "
-                                         r"use one of those, or --sidecar-render python"):
+    with pytest.raises(
+        SetupError,
+        match=r"^sidecar-render builds KubeVirt v1.1.0, v1.5.3, v1.9.0, not 'v1.7.4': "
+        r"use one of those, or --sidecar-render python",
+    ):
         sidecar_render.check("go", "v1.7.4")
 
 
 def test_without_go_the_fix_names_the_python_model(monkeypatch):
     def no_go():
         raise SetupError("the Go toolchain is missing: install Go")
+
     monkeypatch.setattr(sidecar_render.gobuild, "go_binary", no_go)
     with pytest.raises(SetupError, match=r"install Go; or pass --sidecar-render python"):
         sidecar_render.check("go", "v1.9.0")
@@ -95,14 +101,20 @@ def test_resolv_conf_has_a_search_line_only_when_there_are_domains():
 
 @pytest.mark.parametrize("args", [[], ["--sidecar-render=go"]], ids=["default", "go"])
 def test_a_release_without_glue_stops_the_run_in_one_line(args):
-    r = subprocess.run([sys.executable, "-m", "pytest", "-k", "slirp", "--target=qemu", *args,
-                        "--kubevirt-version=v1.7.4"], cwd=REPO, capture_output=True, text=True, timeout=60)
+    r = subprocess.run(
+        [sys.executable, "-m", "pytest", "-k", "slirp", "--target=qemu", *args, "--kubevirt-version=v1.7.4"],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
     text = r.stdout + r.stderr
     assert r.returncode == 4 and "Traceback" not in text, text
     errors = [line for line in text.splitlines() if line.startswith("ERROR")]
     assert len(errors) == 1 and errors[0].startswith(
         "ERROR: sidecar-render builds KubeVirt v1.1.0, v1.5.3, v1.9.0, not 'v1.7.4': use one of those, or "
-        "--sidecar-render python"), text
+        "--sidecar-render python"
+    ), text
 
 
 def test_prepare_builds_once_and_a_failed_build_stops_the_run(monkeypatch):
@@ -111,6 +123,7 @@ def test_prepare_builds_once_and_a_failed_build_stops_the_run(monkeypatch):
     def failing_build(spec, cache=None):
         calls.append(spec.version)
         raise SetupError("`go build` of sidecar-render v1.9.0 failed")
+
     monkeypatch.setattr(sidecar_render.gobuild, "build", failing_build)
     monkeypatch.setattr(sidecar_render, "_outcomes", {})
     sidecar_render.prepare("python", "v1.9.0")

@@ -98,6 +98,7 @@ def test_a_command_whose_exit_status_never_comes_times_out_naming_it(fedora_like
             fedora_like_ssh.run(NO_EXIT_STATUS, timeout=2)
         except BaseException as e:  # noqa: BLE001 (handed to the test thread)
             raised.append(e)
+
     worker = threading.Thread(target=run, daemon=True)
     worker.start()
     worker.join(30)  # a bound for this test, should run() wait forever again

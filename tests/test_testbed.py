@@ -23,11 +23,11 @@ from slirp_conformance import waits
 from slirp_conformance.checks import kubevirt as kubevirt_checks
 from slirp_conformance.guest_profiles import FEDORA, REFERENCE
 from slirp_conformance.reference import sidecar_render
+from tests import testbed_cli, testbed_probes
 from tests.suite_runner import run_suite
 from tests.test_reference_e2e import ALL_MODULES, PING_GROUP_RED
-from tests import testbed_cli, testbed_probes
-from tests.testbed_probes import kubectl, kubectl_binary, leftovers, processes_mentioning
 from tests.testbed import bed, components, kubevirt, node_layout, processes
+from tests.testbed_probes import kubectl, kubectl_binary, leftovers, processes_mentioning
 
 pytestmark = pytest.mark.testbed
 
@@ -49,7 +49,8 @@ def test_kubectl_version_shows_the_real_pinned_server(testbed):
     server = version.get("serverVersion", {})
     pinned = components.Pins.from_versions_env().kubernetes
     assert server.get("gitVersion") == pinned and server.get("minor") == pinned.split(".")[1], (
-        f"expected the API server to report {pinned}, got {server}")
+        f"expected the API server to report {pinned}, got {server}"
+    )
     assert summary["kubernetes"] == pinned, summary
 
 
@@ -99,33 +100,39 @@ def test_kubevirt_cr_is_identical_before_and_after_a_passing_suite_run(testbed, 
     kubeconfig, _, _ = testbed
     before = _kubevirt_cr_specs(kubeconfig)
     assert before and not ((before[0].get("configuration") or {}).get("network") or {}).get("binding"), (
-        f"premise: the bed's CR starts without a binding registration: {before}")
+        f"premise: the bed's CR starts without a binding registration: {before}"
+    )
     seen_registered, done = [], threading.Event()
 
     def watch_cr() -> None:
         while not done.wait(1):
             specs = _kubevirt_cr_specs(kubeconfig)
-            if any("slirp" in ((spec.get("configuration") or {}).get("network") or {}).get("binding", {})
-                   for spec in specs):
+            if any(
+                "slirp" in ((spec.get("configuration") or {}).get("network") or {}).get("binding", {}) for spec in specs
+            ):
                 seen_registered.append(specs)
+
     poller = threading.Thread(target=watch_cr, daemon=True)
     poller.start()
     try:
-        run = run_suite(tmp_path, "--target=cluster", f"--kubeconfig={kubeconfig}", "--timeout-scale", "3",
-                        timeout=1800)
+        run = run_suite(
+            tmp_path, "--target=cluster", f"--kubeconfig={kubeconfig}", "--timeout-scale", "3", timeout=1800
+        )
     finally:
         done.set()
         poller.join(30)
     assert seen_registered, f"premise: the run never registered the binding; its output:\n{run.output[-3000:]}"
     assert run.returncode == 0 and (run.report or {}).get("outcome") == "CONFORMANT", (
-        f"exit {run.returncode}, failed {sorted(run.failed)}:\n{run.output[-4000:]}")
+        f"exit {run.returncode}, failed {sorted(run.failed)}:\n{run.output[-4000:]}"
+    )
     assert {t.split("::")[0] for t in run.ids("passed")} >= ALL_MODULES | {"test_slirp_kubevirt"}, run.outcomes
     # The control of tests/test_testbed_fedora_like.py's check `run.guest_profile == FEDORA.name`:
     # a busybox bed's run meets the reference profile, so that check fails here.
     assert run.guest_profile == REFERENCE.name != FEDORA.name, (run.report or {}).get("versions")
     assert _kubevirt_cr_specs(kubeconfig) == before, "the CR changed across the passing run"
     assert not _run_leftovers(kubeconfig), (
-        f"the run left {_run_leftovers(kubeconfig)} (VMI deletion must complete through the node agent)")
+        f"the run left {_run_leftovers(kubeconfig)} (VMI deletion must complete through the node agent)"
+    )
 
 
 def test_kubevirt_cr_is_identical_before_and_after_a_failing_suite_run(testbed, tmp_path):
@@ -137,13 +144,15 @@ def test_kubevirt_cr_is_identical_before_and_after_a_failing_suite_run(testbed, 
     sysctls.parent.mkdir(parents=True, exist_ok=True)
     sysctls.write_text(json.dumps({"net.ipv4.ping_group_range": "0 2147483647"}))
     try:
-        run = run_suite(tmp_path, "--target=cluster", f"--kubeconfig={kubeconfig}", "--timeout-scale", "3",
-                        timeout=1800)
+        run = run_suite(
+            tmp_path, "--target=cluster", f"--kubeconfig={kubeconfig}", "--timeout-scale", "3", timeout=1800
+        )
     finally:
         sysctls.unlink()
     assert run.returncode == 1 and run.failed == PING_GROUP_RED, (
         f"exit {run.returncode}; unexpected red {sorted(run.failed - PING_GROUP_RED)}, unexpected green "
-        f"{sorted(PING_GROUP_RED - run.failed)}:\n{run.output[-3000:]}")
+        f"{sorted(PING_GROUP_RED - run.failed)}:\n{run.output[-3000:]}"
+    )
     assert _kubevirt_cr_specs(kubeconfig) == before, "the CR changed across the failing run"
     assert not _run_leftovers(kubeconfig), f"the failing run left {_run_leftovers(kubeconfig)}"
 
@@ -151,8 +160,11 @@ def test_kubevirt_cr_is_identical_before_and_after_a_failing_suite_run(testbed, 
 def _run_leftovers(kubeconfig: Path) -> list[str]:
     """VMIs and the suite's namespaces still in the bed."""
     left = json.loads(kubectl(kubeconfig, "get", "vmis,namespaces", "-A", "-o", "json"))["items"]
-    return [f"{o['kind']} {o['metadata']['name']}" for o in left
-            if o["kind"] == "VirtualMachineInstance" or o["metadata"]["name"].startswith("slirp-conformance-")]
+    return [
+        f"{o['kind']} {o['metadata']['name']}"
+        for o in left
+        if o["kind"] == "VirtualMachineInstance" or o["metadata"]["name"].startswith("slirp-conformance-")
+    ]
 
 
 def test_kubevirt_cr_is_identical_before_and_after_an_interrupted_suite_run(testbed, tmp_path):
@@ -166,8 +178,17 @@ def test_kubevirt_cr_is_identical_before_and_after_an_interrupted_suite_run(test
     def vmi_created(_pid: int) -> bool:
         vmis = json.loads(kubectl(kubeconfig, "get", "vmis", "-A", "-o", "json"))["items"]
         return any(v["metadata"]["namespace"].startswith("slirp-conformance-") for v in vmis)
-    code, output = interrupt_suite(tmp_path, "--target=cluster", f"--kubeconfig={kubeconfig}", "--timeout-scale", "3",
-                                   when="the suite's VMI on the bed", ready=vmi_created, timeout=600)
+
+    code, output = interrupt_suite(
+        tmp_path,
+        "--target=cluster",
+        f"--kubeconfig={kubeconfig}",
+        "--timeout-scale",
+        "3",
+        when="the suite's VMI on the bed",
+        ready=vmi_created,
+        timeout=600,
+    )
     assert code == 2, f"expected exit 2 (interrupted), got {code}:\n{output[-3000:]}"
     assert _kubevirt_cr_specs(kubeconfig) == before, f"the CR changed across the interrupted run:\n{output[-2000:]}"
     assert not _run_leftovers(kubeconfig), f"the interrupted run left {_run_leftovers(kubeconfig)}"
@@ -177,22 +198,37 @@ SLIRP_IMAGE = testbed_probes.slirp_image(KUBEVIRT_VERSION)
 
 
 def _vmi(name: str, interface: dict) -> str:
-    return json.dumps({
-        "apiVersion": "kubevirt.io/v1", "kind": "VirtualMachineInstance",
-        "metadata": {"name": name, "namespace": "default"},
-        "spec": {"domain": {"devices": {"interfaces": [{"name": "default", **interface}]},
-                            "resources": {"requests": {"memory": "128Mi"}}},
-                 "networks": [{"name": "default", "pod": {}}]}})
+    return json.dumps(
+        {
+            "apiVersion": "kubevirt.io/v1",
+            "kind": "VirtualMachineInstance",
+            "metadata": {"name": name, "namespace": "default"},
+            "spec": {
+                "domain": {
+                    "devices": {"interfaces": [{"name": "default", **interface}]},
+                    "resources": {"requests": {"memory": "128Mi"}},
+                },
+                "networks": [{"name": "default", "pod": {}}],
+            },
+        }
+    )
 
 
 def _launcher_containers(kubeconfig: Path, vmi: str) -> dict[str, dict]:
     """The containers of the virt-launcher pod virt-controller rendered for ``vmi`` (waits for it)."""
+
     def pods() -> list:
-        return json.loads(kubectl(kubeconfig, "get", "pods", "-n", "default", "-l",
-                                   f"vm.kubevirt.io/name={vmi}", "-o", "json"))["items"]
+        return json.loads(
+            kubectl(kubeconfig, "get", "pods", "-n", "default", "-l", f"vm.kubevirt.io/name={vmi}", "-o", "json")
+        )["items"]
+
     try:
-        found = waits.wait_for(f"virt-controller to render the launcher pod of {vmi}", pods, 60 * 3,
-                               describe=lambda items: f"{len(items)} pods")
+        found = waits.wait_for(
+            f"virt-controller to render the launcher pod of {vmi}",
+            pods,
+            60 * 3,
+            describe=lambda items: f"{len(items)} pods",
+        )
     except waits.WaitTimeout as e:
         status = kubectl(kubeconfig, "get", "vmi", vmi, "-o", "jsonpath={.status.conditions}")
         pytest.fail(f"{e}; VMI conditions: {status}")
@@ -201,8 +237,13 @@ def _launcher_containers(kubeconfig: Path, vmi: str) -> dict[str, dict]:
 
 def _create(kubeconfig: Path, manifest: str) -> subprocess.CompletedProcess:
     kubectl_bin = kubectl_binary()
-    return subprocess.run([str(kubectl_bin), "--kubeconfig", str(kubeconfig), "create", "-f", "-"], input=manifest,
-                          capture_output=True, text=True, timeout=60)
+    return subprocess.run(
+        [str(kubectl_bin), "--kubeconfig", str(kubeconfig), "create", "-f", "-"],
+        input=manifest,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
 
 
 def test_virt_api_admission_refuses_a_binding_while_the_feature_gate_is_off(testbed):
@@ -210,7 +251,8 @@ def test_virt_api_admission_refuses_a_binding_while_the_feature_gate_is_off(test
     kubeconfig, _, _ = testbed
     refused = _create(kubeconfig, _vmi("gate-off-vmi", {"binding": {"name": "slirp"}}))
     assert refused.returncode != 0 and "Binding plugins feature gate is not enabled" in refused.stderr, (
-        f"expected virt-api's refusal, got exit {refused.returncode}: {refused.stdout} {refused.stderr}")
+        f"expected virt-api's refusal, got exit {refused.returncode}: {refused.stdout} {refused.stderr}"
+    )
     # Negative control: a VMI without a binding plugin is admitted, and virt-api's mutating
     # webhook filled in its defaults (the machine type), so both webhooks are live.
     admitted = _create(kubeconfig, _vmi("admitted-vmi", {"masquerade": {}}))
@@ -222,11 +264,18 @@ def test_virt_api_admission_refuses_a_binding_while_the_feature_gate_is_off(test
 def test_virt_controller_renders_the_slirp_sidecar_from_the_binding_registration(testbed):
     kubeconfig, _, _ = testbed
     testbed_probes.register_slirp_binding(kubeconfig, KUBEVIRT_VERSION)
-    kubectl(kubeconfig, "create", "-f", "-", input=_vmi("slirp-vmi", {"binding": {"name": "slirp"},
-                                                                         "ports": [{"port": 22}]}))
+    kubectl(
+        kubeconfig,
+        "create",
+        "-f",
+        "-",
+        input=_vmi("slirp-vmi", {"binding": {"name": "slirp"}, "ports": [{"port": 22}]}),
+    )
     containers = _launcher_containers(kubeconfig, "slirp-vmi")
     sidecars = {name: c["image"] for name, c in containers.items() if name.startswith("hook-sidecar-")}
-    assert list(sidecars.values()) == [SLIRP_IMAGE], f"expected one sidecar of {SLIRP_IMAGE}, pod has {containers.keys()}: {sidecars}"
+    assert list(sidecars.values()) == [SLIRP_IMAGE], (
+        f"expected one sidecar of {SLIRP_IMAGE}, pod has {containers.keys()}: {sidecars}"
+    )
     compute = containers.get("compute", {})
     assert compute.get("image") == kubevirt.launcher_image(KUBEVIRT_VERSION), compute.get("image")
     assert {"containerPort": 22, "protocol": "TCP"} in (compute.get("ports") or []), compute.get("ports")
@@ -234,11 +283,17 @@ def test_virt_controller_renders_the_slirp_sidecar_from_the_binding_registration
     # The real scheduler places it on kwok's node (which carries what virt-handler would
     # advertise) and kwok runs it.
     def placed() -> dict:
-        pod = json.loads(kubectl(kubeconfig, "get", "pods", "-n", "default", "-l", "vm.kubevirt.io/name=slirp-vmi",
-                                  "-o", "json"))["items"][0]
+        pod = json.loads(
+            kubectl(kubeconfig, "get", "pods", "-n", "default", "-l", "vm.kubevirt.io/name=slirp-vmi", "-o", "json")
+        )["items"][0]
         return {"node": pod["spec"].get("nodeName"), "phase": pod["status"].get("phase")}
-    waits.wait_for("the launcher pod to be scheduled on the kwok node and Running", placed, 60,
-                   accept=lambda p: p == {"node": bed.NODE_NAME, "phase": "Running"})
+
+    waits.wait_for(
+        "the launcher pod to be scheduled on the kwok node and Running",
+        placed,
+        60,
+        accept=lambda p: p == {"node": bed.NODE_NAME, "phase": "Running"},
+    )
 
     # Negative control: the same VMI without the binding gets no sidecar, so the check above can fail.
     kubectl(kubeconfig, "create", "-f", "-", input=_vmi("masquerade-vmi", {"masquerade": {}}))
@@ -254,17 +309,36 @@ def test_kubectl_exec_is_a_real_stream_through_the_api_server_to_kwok(testbed):
         if namespace != "default":
             kubectl(kubeconfig, "create", "namespace", namespace)
         kubectl(kubeconfig, "run", "-n", namespace, "exec-probe", "--image=busybox", "--restart=Never")
-        waits.wait_for(f"kwok to run exec-probe in {namespace}", lambda: kubectl(
-            kubeconfig, "get", "pod", "-n", namespace, "exec-probe", "-o", "jsonpath={.status.phase}"), 60,
-            accept=lambda phase: phase == "Running")
-        return subprocess.run([str(kubectl_bin), "--kubeconfig", str(kubeconfig), "exec", "-n", namespace, "exec-probe",
-                               "--", "/bin/sh", "-c", "echo exec-marker-$((6*7)) in $(pwd)"],
-                              capture_output=True, text=True, timeout=60)
+        waits.wait_for(
+            f"kwok to run exec-probe in {namespace}",
+            lambda: kubectl(kubeconfig, "get", "pod", "-n", namespace, "exec-probe", "-o", "jsonpath={.status.phase}"),
+            60,
+            accept=lambda phase: phase == "Running",
+        )
+        return subprocess.run(
+            [
+                str(kubectl_bin),
+                "--kubeconfig",
+                str(kubeconfig),
+                "exec",
+                "-n",
+                namespace,
+                "exec-probe",
+                "--",
+                "/bin/sh",
+                "-c",
+                "echo exec-marker-$((6*7)) in $(pwd)",
+            ],
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
 
     ran = exec_in(bed.EXEC_NAMESPACE)
     expected = f"exec-marker-42 in {Path(record.state_dir) / 'exec'}"
     assert ran.returncode == 0 and ran.stdout.strip() == expected, (
-        f"expected {expected!r} from the command kwok ran, got exit {ran.returncode}: {ran.stdout!r} {ran.stderr!r}")
+        f"expected {expected!r} from the command kwok ran, got exit {ran.returncode}: {ran.stdout!r} {ran.stderr!r}"
+    )
     # Negative control: outside the namespace kwok serves exec for (and the namespaces where the
     # node agent runs a VM), the stream is refused.
     refused = exec_in("no-exec")
@@ -276,15 +350,29 @@ def test_kubectl_port_forward_is_a_real_stream_through_the_api_server_to_kwok(te
     kubeconfig, record, _ = testbed
     kubectl_bin = kubectl_binary()
     with socket.create_server((bed.LOOPBACK, record.ports["port-forward-target"])) as server:
+
         def echo_once():
             conn, _ = server.accept()
             with conn:
                 conn.sendall(b"echo:" + conn.recv(100))
+
         threading.Thread(target=echo_once, daemon=True).start()
         local = processes.free_port()
-        forward = subprocess.Popen([str(kubectl_bin), "--kubeconfig", str(kubeconfig), "port-forward", "-n",
-                                    bed.EXEC_NAMESPACE, "pod/exec-probe", f"{local}:{bed.FORWARDED_POD_PORT}"],
-                                   stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+        forward = subprocess.Popen(
+            [
+                str(kubectl_bin),
+                "--kubeconfig",
+                str(kubeconfig),
+                "port-forward",
+                "-n",
+                bed.EXEC_NAMESPACE,
+                "pod/exec-probe",
+                f"{local}:{bed.FORWARDED_POD_PORT}",
+            ],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
+        )
         try:
             # Its own word, not a probe connection: a probe would be forwarded and use up the echo.
             first = forward.stdout.readline()  # bounded: kubectl exits (EOF) if it cannot forward
@@ -319,35 +407,68 @@ def agent_vm(testbed):
     peers.deploy(client.CoreV1Api(api), AGENT_NAMESPACE)
     key = generate_keypair()
     spec = conformance_vm()
-    kubectl(kubeconfig, "create", "-f", "-", input=json.dumps(render_vm(
-        spec, namespace=AGENT_NAMESPACE, image="quay.io/containerdisks/unused:bed", authorized_key=key.public_openssh,
-        password="bed-password")))
+    kubectl(
+        kubeconfig,
+        "create",
+        "-f",
+        "-",
+        input=json.dumps(
+            render_vm(
+                spec,
+                namespace=AGENT_NAMESPACE,
+                image="quay.io/containerdisks/unused:bed",
+                authorized_key=key.public_openssh,
+                password="bed-password",
+            )
+        ),
+    )
 
     def vmi() -> dict:
         return json.loads(kubectl(kubeconfig, "get", "vmi", "-n", AGENT_NAMESPACE, spec.name, "-o", "json"))
 
     def agent_connected(v: dict) -> bool:
         return v["status"].get("phase") == "Running" and any(
-            c["type"] == "AgentConnected" and c["status"] == "True" for c in v["status"].get("conditions") or [])
-    found = waits.wait_for(f"VMI {AGENT_NAMESPACE}/{spec.name} Running with AgentConnected", vmi,
-                           waits.timeout("vmi-agent-connected"), accept=agent_connected,
-                           retry_on=(AssertionError,),
-                           describe=lambda v: f"phase {v['status'].get('phase')}, conditions "
-                                              f"{v['status'].get('conditions')}")
-    pod = json.loads(kubectl(kubeconfig, "get", "pods", "-n", AGENT_NAMESPACE, "-l",
-                              f"kubevirt.io/created-by={found['metadata']['uid']}", "-o", "json"))["items"][0]
+            c["type"] == "AgentConnected" and c["status"] == "True" for c in v["status"].get("conditions") or []
+        )
+
+    found = waits.wait_for(
+        f"VMI {AGENT_NAMESPACE}/{spec.name} Running with AgentConnected",
+        vmi,
+        waits.timeout("vmi-agent-connected"),
+        accept=agent_connected,
+        retry_on=(AssertionError,),
+        describe=lambda v: f"phase {v['status'].get('phase')}, conditions {v['status'].get('conditions')}",
+    )
+    pod = json.loads(
+        kubectl(
+            kubeconfig,
+            "get",
+            "pods",
+            "-n",
+            AGENT_NAMESPACE,
+            "-l",
+            f"kubevirt.io/created-by={found['metadata']['uid']}",
+            "-o",
+            "json",
+        )
+    )["items"][0]
     yield kubeconfig, found, pod, key
 
 
 def _exec(kubeconfig: Path, pod: str, *argv: str, container: str | None = None) -> subprocess.CompletedProcess:
     kubectl_bin = kubectl_binary()
     where = ["-c", container] if container else []
-    return subprocess.run([str(kubectl_bin), "--kubeconfig", str(kubeconfig), "exec", "-n", AGENT_NAMESPACE, pod,
-                           *where, "--", *argv], capture_output=True, text=True, errors="replace", timeout=120)
+    return subprocess.run(
+        [str(kubectl_bin), "--kubeconfig", str(kubeconfig), "exec", "-n", AGENT_NAMESPACE, pod, *where, "--", *argv],
+        capture_output=True,
+        text=True,
+        errors="replace",
+        timeout=120,
+    )
 
 
 def _contains_run(argv: list[str], part: list[str]) -> bool:
-    return any(argv[i:i + len(part)] == part for i in range(len(argv) - len(part) + 1))
+    return any(argv[i : i + len(part)] == part for i in range(len(argv) - len(part) + 1))
 
 
 def test_vmi_runs_with_the_real_sidecars_arguments_for_the_cluster_vmi(agent_vm):
@@ -368,18 +489,22 @@ def test_vmi_runs_with_the_real_sidecars_arguments_for_the_cluster_vmi(agent_vm)
     assert _contains_run(argv, expected.args), f"QEMU runs {argv}, not the sidecar's {expected.args}"
     # Negative control: the rendering of a VMI with one port less is told apart.
     other = json.loads(json.dumps(vmi))
-    other["spec"]["domain"]["devices"]["interfaces"][0]["ports"] = \
-        other["spec"]["domain"]["devices"]["interfaces"][0]["ports"][:1]
+    other["spec"]["domain"]["devices"]["interfaces"][0]["ports"] = other["spec"]["domain"]["devices"]["interfaces"][0][
+        "ports"
+    ][:1]
     (changed,) = sidecar_render.render_vmis(KUBEVIRT_VERSION, [(other, resolv.stdout)])
     assert changed.args != expected.args and not _contains_run(argv, changed.args), changed.args
     conditions = {c["type"]: c for c in vmi["status"]["conditions"]}
-    assert conditions["LiveMigratable"]["status"] == "False" and \
-        conditions["LiveMigratable"]["reason"] == "InterfaceNotLiveMigratable", conditions
+    assert (
+        conditions["LiveMigratable"]["status"] == "False"
+        and conditions["LiveMigratable"]["reason"] == "InterfaceNotLiveMigratable"
+    ), conditions
     assert conditions["Ready"]["status"] == "True", conditions  # virt-controller's, from the pod
     assert vmi["status"]["nodeName"] == bed.NODE_NAME, vmi["status"]
     node = json.loads(kubectl(kubeconfig, "get", "node", bed.NODE_NAME, "-o", "json"))["metadata"]
     assert "kubevirt.io/heartbeat" in node["annotations"] and node["labels"]["kubevirt.io/schedulable"] == "true", (
-        f"no virt-handler heartbeat on the node: {node['annotations']}, {node['labels']}")
+        f"no virt-handler heartbeat on the node: {node['annotations']}, {node['labels']}"
+    )
 
 
 class _Launcher:
@@ -397,16 +522,28 @@ def _kubectl_port_forward_banner(kubeconfig: Path, pod: str, port: int) -> bytes
     """What one connection through `kubectl port-forward` to the pod's ``port`` reads first."""
     kubectl_bin = kubectl_binary()
     local = processes.free_port()
-    forward = subprocess.Popen([str(kubectl_bin), "--kubeconfig", str(kubeconfig), "port-forward", "-n", AGENT_NAMESPACE,
-                                f"pod/{pod}", f"{local}:{port}"], stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-                               text=True)
+    forward = subprocess.Popen(
+        [
+            str(kubectl_bin),
+            "--kubeconfig",
+            str(kubeconfig),
+            "port-forward",
+            "-n",
+            AGENT_NAMESPACE,
+            f"pod/{pod}",
+            f"{local}:{port}",
+        ],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
     try:
         first = forward.stdout.readline()  # bounded: kubectl exits (EOF) if it cannot forward
         assert first.startswith("Forwarding from"), f"kubectl port-forward: {first}{forward.stdout.read()}"
         with socket.create_connection((bed.LOOPBACK, local), timeout=30) as conn:
             try:
                 return conn.recv(8)
-            except (ConnectionError, socket.timeout):
+            except (TimeoutError, ConnectionError):
                 return b""
     finally:
         forward.terminate()
@@ -424,16 +561,34 @@ def test_python_client_exec_into_the_launcher_pod_keeps_streams_apart_and_stream
     kubeconfig, _, pod, _ = agent_vm
     core = client.CoreV1Api(config.new_client_from_config(str(kubeconfig)))
     name, pod_ip = pod["metadata"]["name"], pod["status"]["podIP"]
-    ran = stream(core.connect_get_namespaced_pod_exec, name, AGENT_NAMESPACE, container="compute",
-                 command=["sh", "-c", "ip -4 -o addr show; echo oops >&2; exit 3"], stderr=True, stdin=False,
-                 stdout=True, tty=False, _preload_content=False)
+    ran = stream(
+        core.connect_get_namespaced_pod_exec,
+        name,
+        AGENT_NAMESPACE,
+        container="compute",
+        command=["sh", "-c", "ip -4 -o addr show; echo oops >&2; exit 3"],
+        stderr=True,
+        stdin=False,
+        stdout=True,
+        tty=False,
+        _preload_content=False,
+    )
     ran.run_forever(timeout=60)
     out, err = ran.read_stdout(), ran.read_stderr()
     assert (pod_ip in out, err.strip(), ran.returncode) == (True, "oops", 3), (out, err, ran.returncode)
 
-    live = stream(core.connect_get_namespaced_pod_exec, name, AGENT_NAMESPACE, container="compute",
-                  command=["sh", "-c", "read line; echo got:$line; sleep 0.5; echo done"], stdin=True, stdout=True,
-                  stderr=True, tty=False, _preload_content=False)
+    live = stream(
+        core.connect_get_namespaced_pod_exec,
+        name,
+        AGENT_NAMESPACE,
+        container="compute",
+        command=["sh", "-c", "read line; echo got:$line; sleep 0.5; echo done"],
+        stdin=True,
+        stdout=True,
+        stderr=True,
+        tty=False,
+        _preload_content=False,
+    )
     try:
         live.write_stdin("hello\n")
 
@@ -441,9 +596,15 @@ def test_python_client_exec_into_the_launcher_pod_keeps_streams_apart_and_stream
             live.update(timeout=1)
             read.append(live.read_stdout() or "")
             return "".join(read)
+
         read: list[str] = []
-        got = waits.wait_for("the command to echo its stdin while it runs", read_more, 30,
-                             accept=lambda text: "got:hello" in text, max_interval=0.2)
+        got = waits.wait_for(
+            "the command to echo its stdin while it runs",
+            read_more,
+            30,
+            accept=lambda text: "got:hello" in text,
+            max_interval=0.2,
+        )
         assert live.is_open(), f"the command ended before its output was read: {got!r}"
         live.run_forever(timeout=30)
         assert "done" in got + (live.read_stdout() or "") and live.returncode == 0, (got, live.returncode)
@@ -465,29 +626,48 @@ def test_kubectl_port_forward_and_ssh_into_the_guest_and_the_peers_from_it(agent
     name = pod["metadata"]["name"]
     assert _kubectl_port_forward_banner(kubeconfig, name, 22).startswith(b"SSH-2.0"), "no SSH banner on port 22"
     assert not _kubectl_port_forward_banner(kubeconfig, name, 2222).startswith(b"SSH-2.0"), (
-        "negative control: port 2222 is not listed, yet it answered with SSH")
+        "negative control: port 2222 is not listed, yet it answered with SSH"
+    )
 
     def attempt() -> paramiko.SSHClient:
         ssh = paramiko.SSHClient()
         ssh.set_missing_host_key_policy(paramiko.AutoAddPolicy())  # the guest's identity is not under test
-        sock = pod_streams.port_forward(lambda: config.new_client_from_config(str(kubeconfig)), AGENT_NAMESPACE,
-                                        name, 22)
+        sock = pod_streams.port_forward(
+            lambda: config.new_client_from_config(str(kubeconfig)), AGENT_NAMESPACE, name, 22
+        )
         try:
-            ssh.connect(bed.LOOPBACK, sock=sock, username="fedora", pkey=key.private, allow_agent=False,
-                        look_for_keys=False, timeout=15, banner_timeout=15, auth_timeout=15)
+            ssh.connect(
+                bed.LOOPBACK,
+                sock=sock,
+                username="fedora",
+                pkey=key.private,
+                allow_agent=False,
+                look_for_keys=False,
+                timeout=15,
+                banner_timeout=15,
+                auth_timeout=15,
+            )
         except BaseException:
             ssh.close()
             sock.close()
             raise
         return ssh
-    ssh = waits.wait_for("SSH through the launcher pod's port-forward", attempt, waits.timeout("ssh-ready"),
-                         retry_on=(paramiko.ssh_exception.SSHException, ConnectionError, EOFError, socket.timeout))
+
+    ssh = waits.wait_for(
+        "SSH through the launcher pod's port-forward",
+        attempt,
+        waits.timeout("ssh-ready"),
+        retry_on=(paramiko.ssh_exception.SSHException, ConnectionError, EOFError, socket.timeout),
+    )
     try:
+
         def guest(command: str) -> str:
             _, out, _ = ssh.exec_command(command, timeout=60)
             return out.read().decode(errors="replace")
-        peer_ip = json.loads(kubectl(kubeconfig, "get", "pod", "-n", AGENT_NAMESPACE, "slirp-peer", "-o",
-                                      "json"))["status"]["podIP"]
+
+        peer_ip = json.loads(kubectl(kubeconfig, "get", "pod", "-n", AGENT_NAMESPACE, "slirp-peer", "-o", "json"))[
+            "status"
+        ]["podIP"]
         echoed = guest(f"echo bed-echo-$((6*7)) | timeout 10 nc -w 3 {peer_ip} 9007")
         assert "bed-echo-42" in echoed, f"no echo from the peer pod {peer_ip}:9007 through slirp: {echoed!r}"
         dns_name = f"peer-echo.{AGENT_NAMESPACE}.svc.cluster.local"
@@ -502,7 +682,8 @@ def test_kubectl_port_forward_and_ssh_into_the_guest_and_the_peers_from_it(agent
     assert "SSH-2.0" in listed.stdout, f"the client pod did not reach the guest at {pod_ip}:22: {listed}"
     unlisted = _exec(kubeconfig, "slirp-client", "sh", "-c", f"echo | nc -w 5 {pod_ip} 2222")
     assert "SSH-2.0" not in unlisted.stdout and unlisted.returncode != 0, (
-        f"port 2222 is not listed, yet {pod_ip}:2222 answered: {unlisted}")
+        f"port 2222 is not listed, yet {pod_ip}:2222 answered: {unlisted}"
+    )
 
 
 def test_vmi_deletion_completes_and_stops_its_vm(agent_vm, testbed):
@@ -516,13 +697,23 @@ def test_vmi_deletion_completes_and_stops_its_vm(agent_vm, testbed):
     kubectl(kubeconfig, "delete", "vm", "-n", AGENT_NAMESPACE, name, "--wait=false")
 
     def remaining() -> list[str]:
-        items = json.loads(kubectl(kubeconfig, "get", "vmis,pods", "-n", AGENT_NAMESPACE, "-l",
-                                    f"kubevirt.io/vm={name}", "-o", "json"))["items"]
+        items = json.loads(
+            kubectl(kubeconfig, "get", "vmis,pods", "-n", AGENT_NAMESPACE, "-l", f"kubevirt.io/vm={name}", "-o", "json")
+        )["items"]
         return [f"{o['kind']} {o['metadata']['name']}" for o in items]
-    waits.wait_for(f"VMI {name} and its launcher pod to be gone", remaining, waits.timeout("resource-deleted"),
-                   accept=lambda left: not left, describe=lambda left: f"still there: {left}")
-    waits.wait_for(f"the VM of {name} to stop", lambda: not processes_mentioning(run_dir) and not link.exists(),
-                   waits.timeout("lab-ready"))
+
+    waits.wait_for(
+        f"VMI {name} and its launcher pod to be gone",
+        remaining,
+        waits.timeout("resource-deleted"),
+        accept=lambda left: not left,
+        describe=lambda left: f"still there: {left}",
+    )
+    waits.wait_for(
+        f"the VM of {name} to stop",
+        lambda: not processes_mentioning(run_dir) and not link.exists(),
+        waits.timeout("lab-ready"),
+    )
     assert not Path(run_dir).exists(), f"{run_dir} left behind"
 
 
@@ -530,14 +721,16 @@ def test_down_leaves_nothing(testbed):
     kubeconfig, record, _ = testbed
     running = [p.name for p in record.processes if processes.alive(p)]
     assert running and running == [p.name for p in record.processes], (
-        f"premise: every recorded process runs before down; running: {running} of {record.processes}")
+        f"premise: every recorded process runs before down; running: {running} of {record.processes}"
+    )
     # slirp-vmi (test_virt_controller_renders_...) still runs on the node agent: down must stop its VM.
     assert leftovers(record).get("VM processes"), f"premise: a VM runs before down: {leftovers(record)}"
     down = testbed_cli.run("down", "--kubeconfig", str(kubeconfig), timeout=START_TIMEOUT)
     assert down.returncode == 0, down.stderr
     assert not leftovers(record), f"left after down: {leftovers(record)}"
     assert not _go_temp_files_since(_MODULE_LOADED), (
-        f"KubeVirt's Go programs left temp files: {_go_temp_files_since(_MODULE_LOADED)}")
+        f"KubeVirt's Go programs left temp files: {_go_temp_files_since(_MODULE_LOADED)}"
+    )
 
 
 _MODULE_LOADED = time.time()
@@ -548,16 +741,16 @@ _GO_TEMP_PATTERNS = ("certsdir*", "kubevirt-manifests.*", "resource-generator.*"
 
 def _go_temp_files_since(when: float) -> list[str]:
     tmp = Path(tempfile.gettempdir())
-    return sorted(str(p) for pattern in _GO_TEMP_PATTERNS for p in tmp.glob(pattern)
-                  if p.lstat().st_mtime >= when)
+    return sorted(str(p) for pattern in _GO_TEMP_PATTERNS for p in tmp.glob(pattern) if p.lstat().st_mtime >= when)
 
 
 def test_interrupted_up_leaves_nothing(tmp_path):
     """Ctrl-C once the API server is up: `up` stops what it started and exits 130."""
     kubeconfig = tmp_path / "kubeconfig"
     before = set(Path(tempfile.gettempdir()).glob(bed.STATE_DIR_PREFIX + "*"))
-    record, returncode, seen, err = testbed_cli.interrupt_up(kubeconfig, KUBEVIRT_VERSION,
-                                                             "testbed: kube-apiserver ready", START_TIMEOUT)
+    record, returncode, seen, err = testbed_cli.interrupt_up(
+        kubeconfig, KUBEVIRT_VERSION, "testbed: kube-apiserver ready", START_TIMEOUT
+    )
     assert returncode == 130, f"expected exit 130 after Ctrl-C, got {returncode}: {err[-2000:]}"
     assert record.processes, "the record named no process: the check would prove nothing"
     assert not leftovers(record), f"left after an interrupted up: {leftovers(record)}"

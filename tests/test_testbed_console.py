@@ -27,9 +27,9 @@ from kubernetes import config as kube_config
 from slirp_conformance import waits
 from slirp_conformance.kubevirt.console_websocket import ConsoleBridge
 from tests import testbed_cli
-from tests.testbed_probes import kubectl
 from tests.testbed import bed, components, handler_console, kubevirt, node_layout, processes, service_address
 from tests.testbed.serial_stand_in import GREETING, SerialConsoleStandIn
+from tests.testbed_probes import kubectl
 
 pytestmark = pytest.mark.testbed
 
@@ -57,19 +57,52 @@ def _create_vmi(kubeconfig: Path, name: str, *, running: bool) -> None:
     the test plays its VM. virt-controller schedules it (kwok runs its launcher pod); ``running``:
     its status then says Running, as virt-handler writes it once the VM is up (what virt-api's
     console handler checks)."""
-    kubectl(kubeconfig, "create", "-f", "-", input=json.dumps({
-        "apiVersion": "kubevirt.io/v1", "kind": "VirtualMachineInstance",
-        "metadata": {"name": name, "namespace": NAMESPACE,
-                     "annotations": {node_layout.AGENT_SKIP_ANNOTATION: "skip"}},
-        "spec": {"domain": {"devices": {"interfaces": [{"name": "default", "masquerade": {}}]},
-                            "resources": {"requests": {"memory": "128Mi"}}},
-                 "networks": [{"name": "default", "pod": {}}]}}))
+    kubectl(
+        kubeconfig,
+        "create",
+        "-f",
+        "-",
+        input=json.dumps(
+            {
+                "apiVersion": "kubevirt.io/v1",
+                "kind": "VirtualMachineInstance",
+                "metadata": {
+                    "name": name,
+                    "namespace": NAMESPACE,
+                    "annotations": {node_layout.AGENT_SKIP_ANNOTATION: "skip"},
+                },
+                "spec": {
+                    "domain": {
+                        "devices": {"interfaces": [{"name": "default", "masquerade": {}}]},
+                        "resources": {"requests": {"memory": "128Mi"}},
+                    },
+                    "networks": [{"name": "default", "pod": {}}],
+                },
+            }
+        ),
+    )
     if running:
         # virt-controller fails a Running VMI that has no running launcher pod: wait for Scheduled.
-        waits.wait_for(f"virt-controller to schedule VMI {name}", lambda: kubectl(
-            kubeconfig, "get", "vmi", "-n", NAMESPACE, name, "-o", "jsonpath={.status.phase}") == "Scheduled", 60)
-        kubectl(kubeconfig, "patch", "vmi", "-n", NAMESPACE, name, *AS_VIRT_HANDLER, "--type=merge",
-                 "-p", json.dumps({"status": {"phase": "Running", "nodeName": bed.NODE_NAME}}))
+        waits.wait_for(
+            f"virt-controller to schedule VMI {name}",
+            lambda: (
+                kubectl(kubeconfig, "get", "vmi", "-n", NAMESPACE, name, "-o", "jsonpath={.status.phase}")
+                == "Scheduled"
+            ),
+            60,
+        )
+        kubectl(
+            kubeconfig,
+            "patch",
+            "vmi",
+            "-n",
+            NAMESPACE,
+            name,
+            *AS_VIRT_HANDLER,
+            "--type=merge",
+            "-p",
+            json.dumps({"status": {"phase": "Running", "nodeName": bed.NODE_NAME}}),
+        )
         phase = kubectl(kubeconfig, "get", "vmi", "-n", NAMESPACE, name, "-o", "jsonpath={.status.phase}")
         assert phase == "Running", f"premise: the VMI's status says Running, it says {phase!r}"
 
@@ -82,6 +115,7 @@ def serial_console(testbed):
     def publish(name: str) -> SerialConsoleStandIn:
         opened.append(SerialConsoleStandIn(Path(record.state_dir), NAMESPACE, name))
         return opened[-1]
+
     yield publish
     for server in opened:
         server.close()
@@ -101,6 +135,7 @@ def _read_until(sock: socket.socket, marker: bytes, budget: float) -> bytes:
             raise AssertionError(f"console closed before {marker!r}; got {seen!r}")
         seen += chunk
         return seen
+
     return waits.wait_for(f"{marker!r} on the console", more, budget, accept=lambda got: marker in got)
 
 
@@ -126,9 +161,12 @@ def test_suite_console_client_exchanges_bytes_through_the_api_server_and_virt_ap
     # and virt-api dialled our virt-handler endpoint.
     address = _virt_api_address(kubeconfig)
     virt_api_log = Path(record.state_dir, "virt-api.log").read_text()
-    assert any('"url":"/apis/subresources.kubevirt.io/v1/namespaces/default/virtualmachineinstances/console-suite/'
-               'console"' in line and f'"remoteAddress":"{address}"' in line for line in virt_api_log.splitlines()), (
-        f"virt-api logged no console request from the aggregator at {address}")
+    assert any(
+        '"url":"/apis/subresources.kubevirt.io/v1/namespaces/default/virtualmachineinstances/console-suite/console"'
+        in line
+        and f'"remoteAddress":"{address}"' in line
+        for line in virt_api_log.splitlines()
+    ), f"virt-api logged no console request from the aggregator at {address}"
 
 
 def test_virtctl_console_exchanges_bytes_and_leaves_on_the_escape(testbed, serial_console):
@@ -136,8 +174,11 @@ def test_virtctl_console_exchanges_bytes_and_leaves_on_the_escape(testbed, seria
     _create_vmi(kubeconfig, "console-virtctl", running=True)
     serial_console("console-virtctl")
     nonce = secrets.token_hex(8)
-    virtctl = pexpect.spawn(str(_virtctl()), ["--kubeconfig", str(kubeconfig), "console", "-n", NAMESPACE,
-                                                  "console-virtctl", "--timeout=1"], timeout=60)
+    virtctl = pexpect.spawn(
+        str(_virtctl()),
+        ["--kubeconfig", str(kubeconfig), "console", "-n", NAMESPACE, "console-virtctl", "--timeout=1"],
+        timeout=60,
+    )
     try:
         virtctl.expect_exact("Successfully connected to console-virtctl console")
         virtctl.expect_exact(GREETING.decode())
@@ -173,12 +214,29 @@ def test_an_unpublished_console_gets_virt_apis_error_at_once_then_works_once_pub
     refusal = _console_refusal(kubeconfig, "console-unpublished")
     body = refusal.resp_body.decode(errors="replace") if refusal.resp_body else ""
     assert refusal.status_code == 500 and "dialing virt-handler: websocket: bad handshake" in body, (
-        refusal.status_code, body)
-    virtctl = subprocess.run([str(_virtctl()), "--kubeconfig", str(kubeconfig), "console", "-n", NAMESPACE,
-                              "console-unpublished", "--timeout=1"], capture_output=True, text=True, timeout=60,
-                             stdin=subprocess.DEVNULL)
+        refusal.status_code,
+        body,
+    )
+    virtctl = subprocess.run(
+        [
+            str(_virtctl()),
+            "--kubeconfig",
+            str(kubeconfig),
+            "console",
+            "-n",
+            NAMESPACE,
+            "console-unpublished",
+            "--timeout=1",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        stdin=subprocess.DEVNULL,
+    )
     assert virtctl.returncode != 0 and "dialing virt-handler: websocket: bad handshake" in virtctl.stderr, (
-        virtctl.returncode, virtctl.stderr)
+        virtctl.returncode,
+        virtctl.stderr,
+    )
 
     serial_console("console-unpublished")
     bridge = ConsoleBridge(_api_client(kubeconfig), NAMESPACE, "console-unpublished", connect_timeout=30)
@@ -193,15 +251,28 @@ def test_the_handler_endpoint_refuses_a_client_that_is_not_virt_api(testbed):
     (the bed's admin certificate; virt-api's carries kubevirt.io:system:client:virt-handler)."""
     kubeconfig, record = testbed
     pki = Path(record.state_dir) / "pki"
-    ip = kubectl(kubeconfig, "get", "pod", "-n", kubevirt.NAMESPACE, "-l", "kubevirt.io=virt-handler", "-o",
-                  "jsonpath={.items[0].status.podIP}")
+    ip = kubectl(
+        kubeconfig,
+        "get",
+        "pod",
+        "-n",
+        kubevirt.NAMESPACE,
+        "-l",
+        "kubevirt.io=virt-handler",
+        "-o",
+        "jsonpath={.items[0].status.podIP}",
+    )
     ctx = ssl.create_default_context(cafile=str(pki / "slirp-conformance-testbed-ca.crt"))
     ctx.check_hostname = False  # virt-api checks the name in the certificate, not the host
     ctx.load_cert_chain(str(pki / "admin.crt"), str(pki / "admin.key"))
-    with socket.create_connection((ip, record.ports["virt-handler-console"]), timeout=10) as raw, \
-            ctx.wrap_socket(raw) as tls:
-        tls.sendall(b"GET /v1/namespaces/default/virtualmachineinstances/x/console HTTP/1.1\r\n"
-                    b"Host: x\r\nConnection: close\r\n\r\n")
+    with (
+        socket.create_connection((ip, record.ports["virt-handler-console"]), timeout=10) as raw,
+        ctx.wrap_socket(raw) as tls,
+    ):
+        tls.sendall(
+            b"GET /v1/namespaces/default/virtualmachineinstances/x/console HTTP/1.1\r\n"
+            b"Host: x\r\nConnection: close\r\n\r\n"
+        )
         reply = tls.recv(4096)
     assert reply.startswith(b"HTTP/1.1 403") and handler_console.CLIENT_COMMON_NAME.encode() in reply, reply[:300]
 
@@ -210,17 +281,20 @@ def test_virtctl_version_reads_virt_apis_version_through_the_aggregator(testbed)
     """`virtctl version` asks /apis/subresources.kubevirt.io/v1/version: the APIService route to
     virt-api, which reports the release it was built from (version-stamped as KubeVirt's build)."""
     kubeconfig, _ = testbed
-    out = subprocess.run([str(_virtctl()), "--kubeconfig", str(kubeconfig), "version"], capture_output=True,
-                         text=True, timeout=60)
+    out = subprocess.run(
+        [str(_virtctl()), "--kubeconfig", str(kubeconfig), "version"], capture_output=True, text=True, timeout=60
+    )
     assert out.returncode == 0, (out.returncode, out.stderr)
     lines = {line.split(":", 1)[0]: line for line in out.stdout.splitlines() if ":" in line}
     for side in ("Client Version", "Server Version"):
         assert f'GitVersion:"{KUBEVIRT_VERSION}"' in lines.get(side, ""), f"{side}: {out.stdout} {out.stderr}"
     assert "Invalid character" not in out.stderr + out.stdout, out.stderr
 
+
 def _virt_api_address(kubeconfig: Path) -> str:
-    slice_ = json.loads(kubectl(kubeconfig, "get", "endpointslice", "-n", kubevirt.NAMESPACE, "virt-api-testbed",
-                                 "-o", "json"))
+    slice_ = json.loads(
+        kubectl(kubeconfig, "get", "endpointslice", "-n", kubevirt.NAMESPACE, "virt-api-testbed", "-o", "json")
+    )
     return slice_["endpoints"][0]["addresses"][0]
 
 
@@ -247,7 +321,8 @@ def test_interrupted_up_leaves_no_address_behind(tmp_path):
     kubeconfig = tmp_path / "kubeconfig"
     links_before: list[str] = []
     record, returncode, _, err = testbed_cli.interrupt_up(
-        kubeconfig, KUBEVIRT_VERSION, "testbed: virt-api ready", 600, on_ready=lambda: links_before.extend(_links()))
+        kubeconfig, KUBEVIRT_VERSION, "testbed: virt-api ready", 600, on_ready=lambda: links_before.extend(_links())
+    )
     holders = [p for p in record.processes if p.name == "virt-api-address"]
     assert holders, f"premise: the record names virt-api's address holder: {[p.name for p in record.processes]}"
     interface = service_address.INTERFACE_PREFIX + str(holders[0].pid)

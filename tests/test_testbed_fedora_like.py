@@ -48,17 +48,17 @@ def fedora_bed(tmp_path_factory):
 def test_up_refuses_a_reference_guest_it_cannot_boot_in_one_line(tmp_path):
     """Said at once, before any build or start: otherwise every VMI would fail on the node agent."""
     kubeconfig = tmp_path / "kubeconfig"
-    for args, says in ((["--reference-guest", "fedora-39"], "--reference-guest 'fedora-39' is not one of busybox, "
-                                                             "fedora"),
-                       (["--reference-guest", "fedora", "--kubevirt-version", "v1.10.0"], "outside the supported "
-                                                                                          "range")):
+    for args, says in (
+        (["--reference-guest", "fedora-39"], "--reference-guest 'fedora-39' is not one of busybox, fedora"),
+        (["--reference-guest", "fedora", "--kubevirt-version", "v1.10.0"], "outside the supported range"),
+    ):
         started = time.monotonic()
         up = testbed_cli.run("up", "--kubeconfig", str(kubeconfig), *args, timeout=120)
         took = time.monotonic() - started
         lines = up.stderr.strip().splitlines()
-        assert up.returncode == 2 and len(lines) == 1 and lines[0].startswith("testbed: error: ") \
-            and says in lines[0], f"{args}: expected exit 2 and one line saying {says!r}, got exit {up.returncode}: " \
-                                  f"{up.stderr!r}"
+        assert (
+            up.returncode == 2 and len(lines) == 1 and lines[0].startswith("testbed: error: ") and says in lines[0]
+        ), f"{args}: expected exit 2 and one line saying {says!r}, got exit {up.returncode}: {up.stderr!r}"
         assert not kubeconfig.exists() and not bed.record_path(kubeconfig).exists(), f"{args}: `up` started a bed"
         assert took < 60, f"{args}: the refusal took {took:.0f} s: it should come before any build"
 
@@ -72,14 +72,15 @@ def test_contract_passes_with_a_fedora_like_guest_behind_the_vmi(fedora_bed, tmp
     flavour = flavour_for(KUBEVIRT_VERSION)
     assert summary["reference_guest"] == f"fedora-like {flavour}", summary
     started = time.monotonic()
-    run = run_suite(tmp_path, "--target=cluster", "--kubeconfig", str(kubeconfig), "--timeout-scale", "3",
-                    timeout=1800)
+    run = run_suite(tmp_path, "--target=cluster", "--kubeconfig", str(kubeconfig), "--timeout-scale", "3", timeout=1800)
     print(f"suite on the fedora bed: exit {run.returncode} in {time.monotonic() - started:.1f} s")
     assert run.returncode == 0 and (run.report or {}).get("outcome") == "CONFORMANT", (
-        f"exit {run.returncode}, failed {sorted(run.failed)}:\n{run.output[-5000:]}")
+        f"exit {run.returncode}, failed {sorted(run.failed)}:\n{run.output[-5000:]}"
+    )
     assert {t.split("::")[0] for t in run.ids("passed")} >= ALL_MODULES | {"test_slirp_kubevirt"}, run.outcomes
     assert [t for t in run.ids("passed") if "[console]" in t] and [t for t in run.ids("passed") if "[ssh]" in t], (
-        f"expected checks over both the console and SSH to pass: {sorted(run.ids('passed'))}")
+        f"expected checks over both the console and SSH to pass: {sorted(run.ids('passed'))}"
+    )
     # It met the Fedora-like guest; a busybox bed's run meets reference-busybox (tests/test_testbed.py).
     assert run.guest_profile == FEDORA.name, (run.report or {}).get("versions")
     agent_log = (Path(record.state_dir) / "node-agent.log").read_text(errors="replace")
@@ -92,14 +93,30 @@ def _create_fedora_vmi(kubeconfig: Path, name: str, password: str) -> dict:
     register_slirp_binding(kubeconfig, KUBEVIRT_VERSION)
     if not kubectl(kubeconfig, "get", "namespace", "--ignore-not-found", NAMESPACE).strip():
         kubectl(kubeconfig, "create", "namespace", NAMESPACE)
-    vm = render_vm(conformance_vm(name), namespace=NAMESPACE, image="quay.io/containerdisks/unused:bed",
-                   authorized_key=generate_keypair().public_openssh, password=password)
+    vm = render_vm(
+        conformance_vm(name),
+        namespace=NAMESPACE,
+        image="quay.io/containerdisks/unused:bed",
+        authorized_key=generate_keypair().public_openssh,
+        password=password,
+    )
     spec = vm["spec"]["template"]["spec"]
     volume = next(v["cloudInitNoCloud"] for v in spec["volumes"] if "cloudInitNoCloud" in v)
     volume["userDataBase64"] = base64.b64encode(volume.pop("userData").encode()).decode()
-    kubectl(kubeconfig, "create", "-f", "-", input=json.dumps({
-        "apiVersion": "kubevirt.io/v1", "kind": "VirtualMachineInstance",
-        "metadata": {"name": name, "namespace": NAMESPACE}, "spec": spec}))
+    kubectl(
+        kubeconfig,
+        "create",
+        "-f",
+        "-",
+        input=json.dumps(
+            {
+                "apiVersion": "kubevirt.io/v1",
+                "kind": "VirtualMachineInstance",
+                "metadata": {"name": name, "namespace": NAMESPACE},
+                "spec": spec,
+            }
+        ),
+    )
     return volume
 
 
@@ -107,14 +124,21 @@ def _run_dir_once_booting(record: bed.BedRecord, name: str) -> Path:
     """The run dir of VMI ``name``'s VM once the node agent has started its QEMU (the console it
     publishes points into it)."""
     link = node_layout.console_socket(Path(record.state_dir), NAMESPACE, name)
-    waits.wait_for(f"the node agent to start the VM of {NAMESPACE}/{name} and publish its console at {link}",
-                   link.is_symlink, waits.timeout("vmi-running"))
+    waits.wait_for(
+        f"the node agent to start the VM of {NAMESPACE}/{name} and publish its console at {link}",
+        link.is_symlink,
+        waits.timeout("vmi-running"),
+    )
     return link.resolve().parents[1]
 
 
 def _iso_files(iso: Path, into: Path) -> dict[str, str]:
-    subprocess.run(["xorriso", "-osirrox", "on", "-indev", str(iso), "-extract", "/", str(into)], check=True,
-                   capture_output=True, timeout=60)
+    subprocess.run(
+        ["xorriso", "-osirrox", "on", "-indev", str(iso), "-extract", "/", str(into)],
+        check=True,
+        capture_output=True,
+        timeout=60,
+    )
     return {p.name: p.read_text() for p in into.iterdir()}
 
 
@@ -134,7 +158,8 @@ def test_the_vmis_own_nocloud_data_reaches_the_guests_cidata(fedora_bed, tmp_pat
     assert password in user_data, f"premise: the VMI's user data carries the test's password: {user_data!r}"
     assert files.get("user-data") == user_data, f"cidata user-data {files.get('user-data')!r}, VMI's {user_data!r}"
     assert files.get("network-config") == volume["networkData"], (
-        f"cidata network-config {files.get('network-config')!r}, VMI's {volume['networkData']!r}")
+        f"cidata network-config {files.get('network-config')!r}, VMI's {volume['networkData']!r}"
+    )
     assert "nocloud-vm" in files.get("meta-data", ""), files
 
 
@@ -147,10 +172,12 @@ def test_down_while_a_fedora_like_guest_boots_leaves_nothing(fedora_bed):
     _create_fedora_vmi(kubeconfig, "down-vm", f"down-{uuid.uuid4().hex}")
     run_dir = _run_dir_once_booting(record, "down-vm")
     assert [p for p in processes_mentioning(str(run_dir / "cidata.iso"))], (
-        f"premise: QEMU boots from the VMI's cidata ISO in {run_dir}")
+        f"premise: QEMU boots from the VMI's cidata ISO in {run_dir}"
+    )
     console = run_dir / "qemu" / "console.log"
     assert not console.exists() or b"login:" not in console.read_bytes(), (
-        "premise: the guest is still booting (no login prompt yet)")
+        "premise: the guest is still booting (no login prompt yet)"
+    )
     down = testbed_cli.run("down", "--kubeconfig", str(kubeconfig), timeout=testbed_cli.DOWN_TIMEOUT)
     assert down.returncode == 0, down.stderr
     assert not leftovers(record), f"left after down: {leftovers(record)}"

@@ -32,16 +32,22 @@ VMIS = {("ns", "on-node"): NODE, ("ns", "elsewhere"): "another-node"}
 
 def _api_server(ca: CertificateAuthority) -> ThreadingHTTPServer:
     """Answers GET of the VMIs in VMIS (with their nodeName), 404 for any other; client certs required."""
+
     class Handler(BaseHTTPRequestHandler):
-        def do_GET(self):  # noqa: N802 (http.server's name)
+        def do_GET(self):
             parts = self.path.strip("/").split("/")  # apis/kubevirt.io/v1/namespaces/NS/virtualmachineinstances/N
             node = VMIS.get((parts[4], parts[6])) if len(parts) == 7 else None
-            body = json.dumps({"metadata": {"name": parts[-1], "uid": f"uid-{parts[-1]}"},
-                               "status": {"phase": "Running", "nodeName": node}}).encode()
+            body = json.dumps(
+                {
+                    "metadata": {"name": parts[-1], "uid": f"uid-{parts[-1]}"},
+                    "status": {"phase": "Running", "nodeName": node},
+                }
+            ).encode()
             reply_json(self, 200 if node else 404, body)
 
         def log_message(self, *args):
             pass
+
     serving = ca.issue("fake-api", "fake-api", hosts=(HOST,), server=True)
     ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
     ctx.load_cert_chain(str(serving.cert), str(serving.key))
@@ -64,15 +70,33 @@ def endpoint(tmp_path):
     serving = ca.issue("handler", handler_console.SERVER_COMMON_NAME, hosts=(HOST,), server=True)
     virt_api = ca.issue("virt-api", handler_console.CLIENT_COMMON_NAME, client=True)
     port = processes.free_port()
-    proc = subprocess.Popen([sys.executable, "-m", "tests.testbed.handler_console", f"--listen={HOST}",
-                             f"--port={port}", f"--cert={serving.cert}", f"--key={serving.key}",
-                             f"--ca={ca.pair.cert}", f"--state-dir={tmp_path}", f"--node-name={NODE}",
-                             f"--api-server=https://{HOST}:{api.server_address[1]}",
-                             f"--api-cert={api_client.cert}", f"--api-key={api_client.key}"],
-                            cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    proc = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "tests.testbed.handler_console",
+            f"--listen={HOST}",
+            f"--port={port}",
+            f"--cert={serving.cert}",
+            f"--key={serving.key}",
+            f"--ca={ca.pair.cert}",
+            f"--state-dir={tmp_path}",
+            f"--node-name={NODE}",
+            f"--api-server=https://{HOST}:{api.server_address[1]}",
+            f"--api-cert={api_client.cert}",
+            f"--api-key={api_client.key}",
+        ],
+        cwd=REPO,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
     try:
-        waits.wait_for(f"the handler console endpoint on {HOST}:{port}",
-                       lambda: proc.poll() is None and processes.listening(port), waits.timeout("testbed-component"))
+        waits.wait_for(
+            f"the handler console endpoint on {HOST}:{port}",
+            lambda: proc.poll() is None and processes.listening(port),
+            waits.timeout("testbed-component"),
+        )
         yield port, tmp_path, ca, virt_api
     finally:
         proc.terminate()
@@ -98,9 +122,15 @@ def _dial(port: int, ca, pair, name: str, namespace: str = "ns") -> websocket.We
     the server's name is not checked (virt-api checks the certificate's common name instead)."""
     return websocket.create_connection(
         f"wss://{HOST}:{port}/v1/namespaces/{namespace}/virtualmachineinstances/{name}/console",
-        subprotocols=[handler_console.SUBPROTOCOL], timeout=30,
-        sslopt={"ca_certs": str(ca.pair.cert), "certfile": str(pair.cert), "keyfile": str(pair.key),
-                "check_hostname": False})
+        subprotocols=[handler_console.SUBPROTOCOL],
+        timeout=30,
+        sslopt={
+            "ca_certs": str(ca.pair.cert),
+            "certfile": str(pair.cert),
+            "keyfile": str(pair.key),
+            "check_hostname": False,
+        },
+    )
 
 
 def _recv_until(ws: websocket.WebSocket, marker: bytes) -> bytes:
@@ -143,11 +173,14 @@ def test_a_second_session_ends_the_first(endpoint, stand_ins):
         second.close()
 
 
-@pytest.mark.parametrize("name, status, message", [
-    ("missing", 404, "VMI ns/missing does not exist"),
-    ("elsewhere", 404, "VMI ns/elsewhere does not exist"),  # not on this node: not in virt-handler's informer
-    ("on-node", 400, "console.sock: no such file or directory"),  # nothing published
-])
+@pytest.mark.parametrize(
+    "name, status, message",
+    [
+        ("missing", 404, "VMI ns/missing does not exist"),
+        ("elsewhere", 404, "VMI ns/elsewhere does not exist"),  # not on this node: not in virt-handler's informer
+        ("on-node", 400, "console.sock: no such file or directory"),  # nothing published
+    ],
+)
 def test_refuses_before_the_upgrade_as_virt_handler_does(endpoint, name, status, message):
     port, _, ca, virt_api = endpoint
     with pytest.raises(websocket.WebSocketBadStatusException) as refused:
@@ -169,11 +202,16 @@ def test_refuses_a_client_without_a_certificate(endpoint):
     """The TLS handshake itself fails (RequireAndVerifyClientCert), before any HTTP answer."""
     port, _, ca, _ = endpoint
     with pytest.raises(Exception) as refused:
-        websocket.create_connection(f"wss://{HOST}:{port}/v1/namespaces/ns/virtualmachineinstances/on-node/console",
-                                    subprotocols=[handler_console.SUBPROTOCOL], timeout=30,
-                                    sslopt={"ca_certs": str(ca.pair.cert), "check_hostname": False}).close()
+        websocket.create_connection(
+            f"wss://{HOST}:{port}/v1/namespaces/ns/virtualmachineinstances/on-node/console",
+            subprotocols=[handler_console.SUBPROTOCOL],
+            timeout=30,
+            sslopt={"ca_certs": str(ca.pair.cert), "check_hostname": False},
+        ).close()
     assert not isinstance(refused.value, websocket.WebSocketBadStatusException), (
-        f"expected a TLS failure, got an HTTP answer: {refused.value}")
+        f"expected a TLS failure, got an HTTP answer: {refused.value}"
+    )
     # TLS 1.3: the client's handshake ends before the server has checked; it then hangs up.
     assert isinstance(refused.value, (ssl.SSLError, ConnectionError, websocket.WebSocketConnectionClosedException)), (
-        repr(refused.value))
+        repr(refused.value)
+    )

@@ -36,8 +36,10 @@ def test_pins_come_from_versions_env():
 
 def _sleeper(tmp_path: Path, *, ignore_term: bool = False) -> processes.Proc:
     on_term = "signal.SIG_IGN" if ignore_term else "lambda *_: (print('got SIGTERM', flush=True), sys.exit(0))"
-    code = (f"import signal, sys, time\nsignal.signal(signal.SIGTERM, {on_term})\n"
-            "print('up', flush=True)\ntime.sleep(120)\n")
+    code = (
+        f"import signal, sys, time\nsignal.signal(signal.SIGTERM, {on_term})\n"
+        "print('up', flush=True)\ntime.sleep(120)\n"
+    )
     return processes.start("sleeper", [sys.executable, "-c", code], tmp_path / "sleeper.log")
 
 
@@ -79,8 +81,9 @@ def test_down_stops_recorded_processes_and_removes_every_file(tmp_path, monkeypa
     kubeconfig = tmp_path / "kc"
     kubeconfig.write_text("{}")
     proc = _sleeper(state)
-    bed.BedRecord(kubeconfig=str(kubeconfig), state_dir=str(state), kubernetes_version="v1.34.4",
-                  processes=[proc]).save()
+    bed.BedRecord(
+        kubeconfig=str(kubeconfig), state_dir=str(state), kubernetes_version="v1.34.4", processes=[proc]
+    ).save()
     bed.stop(kubeconfig)
     left = [p for p in (kubeconfig, bed.record_path(kubeconfig), state) if p.exists()]
     assert not processes.alive(proc) and not left, f"alive={processes.alive(proc)} left={left}"
@@ -89,8 +92,9 @@ def test_down_stops_recorded_processes_and_removes_every_file(tmp_path, monkeypa
 def test_issued_certificates_chain_to_the_bed_ca(tmp_path):
     ca = CertificateAuthority(tmp_path)
     pair = ca.issue("server", "kube-apiserver", hosts=("127.0.0.1", "localhost"), server=True)
-    out = subprocess.run(["openssl", "verify", "-CAfile", str(ca.pair.cert), str(pair.cert)],
-                         capture_output=True, text=True, timeout=30)
+    out = subprocess.run(
+        ["openssl", "verify", "-CAfile", str(ca.pair.cert), str(pair.cert)], capture_output=True, text=True, timeout=30
+    )
     assert out.returncode == 0, out.stdout + out.stderr
     assert oct(pair.key.stat().st_mode & 0o777) == "0o600", "private keys must be owner-only"
 

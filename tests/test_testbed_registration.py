@@ -32,14 +32,22 @@ GATE_OFF = "Binding plugins feature gate is not enabled"  # virt-api v1.1.0's ad
 def _virt_api_refusal(api_client) -> str | None:
     """virt-api's admission message for a VMI with the slirp binding (a server-side dry run), or
     None when it admits it."""
-    vmi = {"apiVersion": "kubevirt.io/v1", "kind": "VirtualMachineInstance",
-           "metadata": {"name": "registration-probe", "namespace": "default"},
-           "spec": {"domain": {"devices": {"interfaces": [{"name": "default", "binding": {"name": "slirp"}}]},
-                               "resources": {"requests": {"memory": "128Mi"}}},
-                    "networks": [{"name": "default", "pod": {}}]}}
+    vmi = {
+        "apiVersion": "kubevirt.io/v1",
+        "kind": "VirtualMachineInstance",
+        "metadata": {"name": "registration-probe", "namespace": "default"},
+        "spec": {
+            "domain": {
+                "devices": {"interfaces": [{"name": "default", "binding": {"name": "slirp"}}]},
+                "resources": {"requests": {"memory": "128Mi"}},
+            },
+            "networks": [{"name": "default", "pod": {}}],
+        },
+    }
     try:
         client.CustomObjectsApi(api_client).create_namespaced_custom_object(
-            "kubevirt.io", "v1", "default", "virtualmachineinstances", vmi, dry_run="All")
+            "kubevirt.io", "v1", "default", "virtualmachineinstances", vmi, dry_run="All"
+        )
     except ApiException as e:
         return json.loads(e.body).get("message", e.body)
     return None
@@ -64,6 +72,10 @@ def test_register_verify_and_restore_on_a_preinstalled_kubevirt(shared_testbed):
         assert _virt_api_refusal(api_client) is None, "virt-api still refuses the binding after verified propagation"
 
     assert kc.snapshot_spec(api_client) == before, "the CR is not as it was before the registration"
-    waits.wait_for("virt-api to refuse the binding again once the registration is undone",
-                   lambda: _virt_api_refusal(api_client), 60, accept=lambda msg: bool(msg) and GATE_OFF in msg,
-                   describe=lambda msg: f"virt-api answers {msg!r}")
+    waits.wait_for(
+        "virt-api to refuse the binding again once the registration is undone",
+        lambda: _virt_api_refusal(api_client),
+        60,
+        accept=lambda msg: bool(msg) and GATE_OFF in msg,
+        describe=lambda msg: f"virt-api answers {msg!r}",
+    )

@@ -23,8 +23,9 @@ def test_duplicate_ports_are_rendered_once_and_protocols_lowercased():
     assert netdev.endswith(",hostfwd=tcp::80-:80,hostfwd=udp::53-:53,hostfwd=tcp::53-:53")
 
 
-@pytest.mark.parametrize("model, driver", [(None, "e1000"), ("virtio", "e1000"), ("rtl8139", "rtl8139"),
-                                           ("e1000", "e1000")])
+@pytest.mark.parametrize(
+    "model, driver", [(None, "e1000"), ("virtio", "e1000"), ("rtl8139", "rtl8139"), ("e1000", "e1000")]
+)
 def test_nic_model_is_forced_to_what_slirp_supports(model, driver):
     spec = VMSpec("v", Interface(model=model))
     assert f'"driver":"{driver}"' in slirp_qemu_args(spec)[3]
@@ -45,10 +46,16 @@ def test_contract_of_the_conformance_vm():
     assert c.mac == "02:5c:1a:00:00:01" and c.nic_model == "e1000" and c.search_domains == ("a.test",)
 
 
-@pytest.mark.parametrize("bad", [
-    lambda: Port(0), lambda: Port(70000), lambda: Port(22, "SCTP"), lambda: Interface(mac="02:5C:1A:00:00:01"),
-    lambda: VMSpec("v", Interface(name="a"), PodNetwork(name="b")),
-])
+@pytest.mark.parametrize(
+    "bad",
+    [
+        lambda: Port(0),
+        lambda: Port(70000),
+        lambda: Port(22, "SCTP"),
+        lambda: Interface(mac="02:5C:1A:00:00:01"),
+        lambda: VMSpec("v", Interface(name="a"), PodNetwork(name="b")),
+    ],
+)
 def test_invalid_specs_are_refused(bad):
     with pytest.raises(ValueError):
         bad()
@@ -61,5 +68,8 @@ def test_listing_the_unlisted_test_port_is_refused():
 
 
 def test_search_list_is_lower_cased_and_defaults_to_cluster_local_like_the_sidecar():
-    assert "dnssearch=ns.example.org,dnssearch=example.org" in slirp_qemu_args(VMSpec("v"), ("NS.Example.org", "Example.ORG"))[1]
+    assert (
+        "dnssearch=ns.example.org,dnssearch=example.org"
+        in slirp_qemu_args(VMSpec("v"), ("NS.Example.org", "Example.ORG"))[1]
+    )
     assert slirp_qemu_args(VMSpec("v"))[1] == "user,id=default,net=10.0.2.0/24,dnssearch=cluster.local"

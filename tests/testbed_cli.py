@@ -27,8 +27,9 @@ DOWN_TIMEOUT = 600.0
 
 
 def run(*args: str, timeout: float) -> subprocess.CompletedProcess:
-    return subprocess.run(["bash", str(TESTBED_SH), *TIMEOUT_SCALE, *args], capture_output=True,
-                          text=True, timeout=timeout, cwd=REPO)
+    return subprocess.run(
+        ["bash", str(TESTBED_SH), *TIMEOUT_SCALE, *args], capture_output=True, text=True, timeout=timeout, cwd=REPO
+    )
 
 
 @dataclass(frozen=True)
@@ -42,25 +43,41 @@ class RunningBed:
 def bed_up(kubeconfig: Path, kubevirt_version: str = KUBEVIRT_VERSION, *up_args: str) -> Iterator[RunningBed]:
     """``up`` (with ``up_args``; the test fails with its stderr when it fails), the bed for the
     block, then ``down`` unless a test in the block took it down itself."""
-    up = run("up", "--kubevirt-version", kubevirt_version, "--kubeconfig", str(kubeconfig), *up_args,
-             timeout=UP_TIMEOUT)
+    up = run(
+        "up", "--kubevirt-version", kubevirt_version, "--kubeconfig", str(kubeconfig), *up_args, timeout=UP_TIMEOUT
+    )
     try:
         if up.returncode != 0:
             pytest.fail(f"`hack/testbed.sh up` exited {up.returncode}:\n{up.stderr[-4000:]}")
-        yield RunningBed(kubeconfig, bed.BedRecord.load(kubeconfig.resolve()),
-                         json.loads(up.stdout.strip().splitlines()[-1]))
+        yield RunningBed(
+            kubeconfig, bed.BedRecord.load(kubeconfig.resolve()), json.loads(up.stdout.strip().splitlines()[-1])
+        )
     finally:
         if bed.record_path(kubeconfig.resolve()).exists():
             run("down", "--kubeconfig", str(kubeconfig), timeout=DOWN_TIMEOUT)
 
 
-def interrupt_up(kubeconfig: Path, kubevirt_version: str, phase_line: str, timeout: float,
-                 on_ready=None) -> tuple[bed.BedRecord, int, str, str]:
+def interrupt_up(
+    kubeconfig: Path, kubevirt_version: str, phase_line: str, timeout: float, on_ready=None
+) -> tuple[bed.BedRecord, int, str, str]:
     """Start ``up``; when a stderr line starts with ``phase_line``, call ``on_ready()`` and send
     SIGINT. Returns (the bed's record as it was then, exit code, the lines seen, the rest of stderr)."""
-    proc = subprocess.Popen(["bash", str(TESTBED_SH), *TIMEOUT_SCALE, "up", "--kubevirt-version",
-                             kubevirt_version, "--kubeconfig", str(kubeconfig)],
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=REPO)
+    proc = subprocess.Popen(
+        [
+            "bash",
+            str(TESTBED_SH),
+            *TIMEOUT_SCALE,
+            "up",
+            "--kubevirt-version",
+            kubevirt_version,
+            "--kubeconfig",
+            str(kubeconfig),
+        ],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        cwd=REPO,
+    )
     seen = []
     try:
         for line in proc.stderr:  # bounded: every build and readiness wait inside `up` is

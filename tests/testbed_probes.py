@@ -19,8 +19,13 @@ def kubectl_binary() -> Path:
 
 def kubectl(kubeconfig: Path, *args: str, input: str | None = None) -> str:
     """stdout of kubectl (the bed's own build); an AssertionError with its stderr when it fails."""
-    out = subprocess.run([str(kubectl_binary()), "--kubeconfig", str(kubeconfig), *args], capture_output=True,
-                         text=True, timeout=60, input=input)
+    out = subprocess.run(
+        [str(kubectl_binary()), "--kubeconfig", str(kubeconfig), *args],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        input=input,
+    )
     assert out.returncode == 0, f"kubectl {' '.join(args)} exited {out.returncode}: {out.stderr[-2000:]}"
     return out.stdout
 
@@ -31,11 +36,17 @@ def slirp_image(kubevirt_version: str) -> str:
 
 def register_slirp_binding(kubeconfig: Path, kubevirt_version: str) -> None:
     """The feature gate and the slirp binding in the KubeVirt CR (as the suite's registration does)."""
-    patch = {"spec": {"configuration": {
-        "developerConfiguration": {"featureGates": ["NetworkBindingPlugins"]},
-        "network": {"binding": {"slirp": {"sidecarImage": slirp_image(kubevirt_version)}}}}}}
-    kubectl(kubeconfig, "patch", "kubevirt", "-n", kubevirt.NAMESPACE, "kubevirt", "--type=merge",
-            "-p", json.dumps(patch))
+    patch = {
+        "spec": {
+            "configuration": {
+                "developerConfiguration": {"featureGates": ["NetworkBindingPlugins"]},
+                "network": {"binding": {"slirp": {"sidecarImage": slirp_image(kubevirt_version)}}},
+            }
+        }
+    }
+    kubectl(
+        kubeconfig, "patch", "kubevirt", "-n", kubevirt.NAMESPACE, "kubevirt", "--type=merge", "-p", json.dumps(patch)
+    )
 
 
 def processes_mentioning(text: str) -> list[str]:

@@ -28,13 +28,12 @@ import xml.etree.ElementTree as ET
 from pathlib import Path
 
 from slirp_conformance.cache_dirs import cache_root
+from slirp_conformance.checkout import REPO
 from slirp_conformance.cluster import versions
 from slirp_conformance.reference import fedora_image, fedora_like, image
 from slirp_conformance.reference.qemu_target import QemuTarget
 from slirp_conformance.reference.reference_vm import QemuOptions
 from slirp_conformance.vmspec import conformance_vm
-from slirp_conformance.checkout import REPO
-
 
 
 def _suite_run(env: dict, *extra: str) -> tuple[float, dict[str, float], int, float | None]:
@@ -42,12 +41,33 @@ def _suite_run(env: dict, *extra: str) -> tuple[float, dict[str, float], int, fl
     with tempfile.TemporaryDirectory() as tmp:
         junit = Path(tmp) / "junit.xml"
         t0 = time.monotonic()
-        proc = subprocess.run([sys.executable, "-m", "pytest", "-q", "-k", "slirp", "--target=qemu",
-                               f"--junitxml={junit}", f"--report-dir={tmp}", *extra], cwd=REPO, env=env,
-                              capture_output=True, text=True)
+        proc = subprocess.run(
+            [
+                sys.executable,
+                "-m",
+                "pytest",
+                "-q",
+                "-k",
+                "slirp",
+                "--target=qemu",
+                f"--junitxml={junit}",
+                f"--report-dir={tmp}",
+                *extra,
+            ],
+            cwd=REPO,
+            env=env,
+            capture_output=True,
+            text=True,
+        )
         wall = time.monotonic() - t0
-        checks = {f"{c.get('classname').rsplit('.', 1)[-1]}::{c.get('name')}": round(float(c.get("time")), 3)
-                  for c in ET.parse(junit).getroot().iter("testcase")} if junit.exists() else {}
+        checks = (
+            {
+                f"{c.get('classname').rsplit('.', 1)[-1]}::{c.get('name')}": round(float(c.get("time")), 3)
+                for c in ET.parse(junit).getroot().iter("testcase")
+            }
+            if junit.exists()
+            else {}
+        )
         report = Path(tmp) / "conformance.json"
         boot = json.loads(report.read_text())["versions"].get("boot_to_console_prompt_s") if report.exists() else None
     return wall, checks, proc.returncode, float(boot) if boot else None
@@ -60,8 +80,9 @@ def main() -> int:
     parser.add_argument("--kubevirt-version", default=None, help="fedora: the flavour of this KubeVirt release")
     parser.add_argument("--cold", action="store_true", help="fedora: rebuild the image from scratch first")
     args = parser.parse_args()
-    report: dict = {"host": {"cores": os.cpu_count(), "kernel": os.uname().release,
-                             "loadavg_at_start": os.getloadavg()[0]}}
+    report: dict = {
+        "host": {"cores": os.cpu_count(), "kernel": os.uname().release, "loadavg_at_start": os.getloadavg()[0]}
+    }
     if args.reference_guest == "fedora":
         return _fedora_like(args, report)
 
@@ -93,8 +114,10 @@ def main() -> int:
             report["accel"] = target.vm.accel
         finally:
             target.close()
-    report["boot_to_console_prompt_s"] = {"median": round(statistics.median(boots), 2),
-                                          "all": [round(b, 2) for b in boots]}
+    report["boot_to_console_prompt_s"] = {
+        "median": round(statistics.median(boots), 2),
+        "all": [round(b, 2) for b in boots],
+    }
     report["ssh_ready_s"] = {"median": round(statistics.median(ssh), 2)}
 
     wall, checks, rc, boot = _suite_run(dict(os.environ))
@@ -115,8 +138,11 @@ def _qemu_cpu_s(run_dir: Path | None) -> float | None:
         return None
     for proc in Path("/proc").iterdir():
         try:
-            if proc.name.isdigit() and str(run_dir).encode() in (proc / "cmdline").read_bytes() \
-                    and (proc / "comm").read_text().startswith("qemu-system"):
+            if (
+                proc.name.isdigit()
+                and str(run_dir).encode() in (proc / "cmdline").read_bytes()
+                and (proc / "comm").read_text().startswith("qemu-system")
+            ):
                 fields = (proc / "stat").read_text().rsplit(")", 1)[1].split()
                 return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
         except OSError:  # a process that ended meanwhile
@@ -154,8 +180,12 @@ def _fedora_like(args, report: dict) -> int:
             report["accel"] = target.vm.accel
         finally:
             target.close()
-    for name, values in (("boot_to_login_prompt_s", login), ("boot_to_suite_shell_s", shell), ("ssh_ready_s", ssh),
-                         ("qemu_cpu_to_suite_shell_s", [c for c in cpu if c is not None])):
+    for name, values in (
+        ("boot_to_login_prompt_s", login),
+        ("boot_to_suite_shell_s", shell),
+        ("ssh_ready_s", ssh),
+        ("qemu_cpu_to_suite_shell_s", [c for c in cpu if c is not None]),
+    ):
         if values:
             report[name] = {"median": round(statistics.median(values), 2), "all": [round(v, 2) for v in values]}
     # Other work on the host stretches every wall-clock figure; these say how busy it was per boot,

@@ -100,8 +100,10 @@ class ConformanceReport:
         a verdict about another release is never a verdict about this one."""
         checked = self.versions.get("kubevirt_version")
         if self.requested_kubevirt_version and checked != self.requested_kubevirt_version:
-            return (f"--kubevirt-version {self.requested_kubevirt_version} was requested but the run checked "
-                    f"{'KubeVirt ' + checked if checked else 'no recorded release'}")
+            return (
+                f"--kubevirt-version {self.requested_kubevirt_version} was requested but the run checked "
+                f"{'KubeVirt ' + checked if checked else 'no recorded release'}"
+            )
         return None
 
     @property
@@ -118,9 +120,11 @@ class ConformanceReport:
     def decided_by(self) -> dict:
         """Which release and which sidecar rendering the verdict rests on."""
         keys = ("kubevirt_version", "sidecar_render", "sidecar_args_from", "sidecar_image")
-        return {"kubevirt_version_requested": self.requested_kubevirt_version,
-                **{k: self.versions[k] for k in keys if k in self.versions},
-                **({"release_mismatch": self.release_mismatch} if self.release_mismatch else {})}
+        return {
+            "kubevirt_version_requested": self.requested_kubevirt_version,
+            **{k: self.versions[k] for k in keys if k in self.versions},
+            **({"release_mismatch": self.release_mismatch} if self.release_mismatch else {}),
+        }
 
     def premises(self) -> list[dict]:
         """The negative checks' premises: what proved each probe went out (or why it is void)."""
@@ -128,23 +132,39 @@ class ConformanceReport:
         for c in self.clauses.values():
             for check, ev in c.evidence.items():
                 if isinstance(ev, dict) and ("premise" in ev or "outcome" in ev):
-                    out.append({"nodeid": c.nodeid, "check": check, "verdict": c.verdict,
-                                "premise": ev.get("premise", ev.get("outcome")),
-                                "proof": _premise_proof(ev)})
+                    out.append(
+                        {
+                            "nodeid": c.nodeid,
+                            "check": check,
+                            "verdict": c.verdict,
+                            "premise": ev.get("premise", ev.get("outcome")),
+                            "proof": _premise_proof(ev),
+                        }
+                    )
         return out
 
     def to_dict(self) -> dict:
-        return {"outcome": self.outcome, "target": self.target, "interrupted": self.interrupted,
-                "exit_status": self.exit_status, "decided_by": self.decided_by(),
-                "started_at": _iso(self.started_at),
-                "finished_at": _iso(self.finished_at), "versions": self.versions, "counts": self.counts(),
-                "premises": self.premises(),
-                "clauses": [asdict(c) for c in sorted(self.clauses.values(), key=lambda c: c.nodeid)]}
+        return {
+            "outcome": self.outcome,
+            "target": self.target,
+            "interrupted": self.interrupted,
+            "exit_status": self.exit_status,
+            "decided_by": self.decided_by(),
+            "started_at": _iso(self.started_at),
+            "finished_at": _iso(self.finished_at),
+            "versions": self.versions,
+            "counts": self.counts(),
+            "premises": self.premises(),
+            "clauses": [asdict(c) for c in sorted(self.clauses.values(), key=lambda c: c.nodeid)],
+        }
 
     def to_markdown(self) -> str:
         counts = ", ".join(f"{n} {v}" for v, n in self.counts().items())
-        lines = [f"# slirp conformance: **{self.outcome}**", "",
-                 f"Target `{self.target or 'unknown'}`; {counts or 'no clauses'}."]
+        lines = [
+            f"# slirp conformance: **{self.outcome}**",
+            "",
+            f"Target `{self.target or 'unknown'}`; {counts or 'no clauses'}.",
+        ]
         if self.interrupted:
             lines += ["", f"**Run interrupted** ({self.interrupted}): clauses marked `not run` were never checked."]
         if self.release_mismatch:
@@ -152,30 +172,45 @@ class ConformanceReport:
         checked = self.versions.get("kubevirt_version")
         if checked:
             source = self.versions.get("sidecar_args_from") or self.versions.get("sidecar_image") or ""
-            lines += ["", f"Decided for KubeVirt `{checked}`" + (f"; sidecar arguments from {source}" if source else "")
-                      + ("" if self.requested_kubevirt_version else " (no --kubevirt-version given)") + "."]
+            lines += [
+                "",
+                f"Decided for KubeVirt `{checked}`"
+                + (f"; sidecar arguments from {source}" if source else "")
+                + ("" if self.requested_kubevirt_version else " (no --kubevirt-version given)")
+                + ".",
+            ]
         if self.versions:
             lines += ["", "| version / setting | value |", "|---|---|"]
             lines += [f"| {k} | `{_cell(v, 90)}` |" for k, v in sorted(self.versions.items())]
         lines += ["", "| area | clause | verdict | decided by |", "|---|---|---|---|"]
-        for (area, name), group in sorted(_by_clause(self.clauses.values()).items(),
-                                          key=lambda kv: (_rank(kv[1]), kv[0])):
+        for (area, name), group in sorted(
+            _by_clause(self.clauses.values()).items(), key=lambda kv: (_rank(kv[1]), kv[0])
+        ):
             verdicts = ", ".join(f"{c.verdict.upper()}" + (f" ({ch})" if ch else "") for ch, c in group)
             worst = min((c for _, c in group), key=lambda c: _rank([("", c)]))
             lines.append(f"| {area} | `{name}` | {verdicts} | {_cell(worst.reason or _summary(worst), 150)} |")
         premises = self.premises()
         if premises:
-            lines += ["", "Negative checks' premises (the probe really went out):", "",
-                      "| clause | premise | proof |", "|---|---|---|"]
-            lines += [f"| `{_short_id(p['nodeid'])}` | {_cell(json.dumps(p['premise']), 120)} | "
-                      f"{_cell(json.dumps(p['proof']), 160)} |" for p in premises]
+            lines += [
+                "",
+                "Negative checks' premises (the probe really went out):",
+                "",
+                "| clause | premise | proof |",
+                "|---|---|---|",
+            ]
+            lines += [
+                f"| `{_short_id(p['nodeid'])}` | {_cell(json.dumps(p['premise']), 120)} | "
+                f"{_cell(json.dumps(p['proof']), 160)} |"
+                for p in premises
+            ]
         return redact("\n".join(lines) + "\n")
 
     def write(self, directory: Path) -> tuple[Path, Path]:
         directory.mkdir(parents=True, exist_ok=True)
         paths = directory / "conformance.json", directory / "conformance.md"
-        for path, text in zip(paths, (redact(json.dumps(self.to_dict(), indent=2, default=str)) + "\n",
-                                      self.to_markdown())):
+        for path, text in zip(
+            paths, (redact(json.dumps(self.to_dict(), indent=2, default=str)) + "\n", self.to_markdown())
+        ):
             tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
             tmp.write_text(text)
             tmp.replace(path)

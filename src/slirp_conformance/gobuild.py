@@ -93,11 +93,11 @@ class Built:
 
 def go_binary() -> str:
     """The `go` command: on PATH, else the official tarball's place."""
-    found = shutil.which("go") or next(
-        (p for p in ("/usr/local/go/bin/go",) if os.access(p, os.X_OK)), None)
+    found = shutil.which("go") or next((p for p in ("/usr/local/go/bin/go",) if os.access(p, os.X_OK)), None)
     if found is None:
-        raise SetupError("the Go toolchain is missing: install Go (https://go.dev/dl, into /usr/local/go) "
-                         "or put `go` on PATH")
+        raise SetupError(
+            "the Go toolchain is missing: install Go (https://go.dev/dl, into /usr/local/go) or put `go` on PATH"
+        )
     return found
 
 
@@ -126,8 +126,11 @@ def source_snapshot(source: Path | None) -> dict[str, bytes]:
         return {}
     if not source.is_dir():
         raise SetupError(f"Go source directory {source} does not exist")
-    return {str(p.relative_to(source)): p.read_bytes() for p in sorted(source.rglob("*")) if p.is_file() and (
-        p.suffix in (".go", ".s") or (p.name == "go.mod" and p.parent != source))}
+    return {
+        str(p.relative_to(source)): p.read_bytes()
+        for p in sorted(source.rglob("*"))
+        if p.is_file() and (p.suffix in (".go", ".s") or (p.name == "go.mod" and p.parent != source))
+    }
 
 
 def cache_key(spec: WrapperModule, go_version: str, snapshot: dict[str, bytes]) -> str:
@@ -153,14 +156,20 @@ def build(spec: WrapperModule, cache: Path | None = None) -> Built:
     try:
         home.mkdir(parents=True, exist_ok=True)
     except OSError as e:
-        raise SetupError(f"cannot create the build cache {home} ({e.strerror}): point SLIRP_CONFORMANCE_CACHE "
-                         f"at a directory you can write") from None
+        raise SetupError(
+            f"cannot create the build cache {home} ({e.strerror}): point SLIRP_CONFORMANCE_CACHE "
+            f"at a directory you can write"
+        ) from None
     with _locked(home / _LOCK_NAME, spec):
         if (final / "bin").is_dir():  # another process built it while we waited
             return Built(final / "bin", key, False, time.monotonic() - started)
         sweep_stale_temp_dirs(home)
-        print(f"gobuild: building {spec.name} {spec.version} (cold build, can take minutes; "
-              f"cached afterwards under {final})", file=sys.stderr, flush=True)
+        print(
+            f"gobuild: building {spec.name} {spec.version} (cold build, can take minutes; "
+            f"cached afterwards under {final})",
+            file=sys.stderr,
+            flush=True,
+        )
         work = Path(tempfile.mkdtemp(prefix=f"{_TEMP_PREFIX}{key}-{os.getpid()}-", dir=home))
         try:
             log = home / f"build-{key}.log"  # kept here when the build fails
@@ -204,7 +213,7 @@ def sweep_stale_temp_dirs(home: Path) -> list[Path]:
     swept = []
     for tmp in home.glob(f"{_TEMP_PREFIX}*"):
         try:
-            pid = int(tmp.name[len(_TEMP_PREFIX):].split("-")[1])
+            pid = int(tmp.name[len(_TEMP_PREFIX) :].split("-")[1])
             age = time.time() - tmp.stat().st_mtime
         except (IndexError, ValueError, OSError):
             pid, age = 0, STALE_TEMP_AGE + 1
@@ -219,8 +228,15 @@ def _run(go: str, args: list[str], cwd: Path, log: Path, what: str) -> str:
         out.write(f"$ go {' '.join(args)}\n")
         out.flush()
         try:
-            r = subprocess.run([go, *args], cwd=cwd, env=_go_env(go), stdout=subprocess.PIPE,
-                               stderr=out, text=True, timeout=BUILD_TIMEOUT)
+            r = subprocess.run(
+                [go, *args],
+                cwd=cwd,
+                env=_go_env(go),
+                stdout=subprocess.PIPE,
+                stderr=out,
+                text=True,
+                timeout=BUILD_TIMEOUT,
+            )
         except subprocess.TimeoutExpired:
             raise SetupError(f"{what} took over {BUILD_TIMEOUT:.0f} s: see {log}") from None
         out.write(r.stdout)
@@ -230,14 +246,22 @@ def _run(go: str, args: list[str], cwd: Path, log: Path, what: str) -> str:
     return r.stdout
 
 
-def replacements_of(go: str, module_at_version: str, local_version: str | None, cwd: Path,
-                    log: Path, overridden: frozenset[str] = frozenset()) -> tuple[list[str], list[str]]:
+def replacements_of(
+    go: str,
+    module_at_version: str,
+    local_version: str | None,
+    cwd: Path,
+    log: Path,
+    overridden: frozenset[str] = frozenset(),
+) -> tuple[list[str], list[str]]:
     """``go mod edit`` arguments for the replace block and godebug lines of a module's go.mod,
     read from the module cache (``go mod download -json``); ``overridden`` paths are left out."""
-    info = json.loads(_run(go, ["mod", "download", "-json", module_at_version], cwd, log,
-                           f"`go mod download {module_at_version}`"))
-    gomod = json.loads(_run(go, ["mod", "edit", "-json", info["GoMod"]], cwd, log,
-                            f"reading the go.mod of {module_at_version}"))
+    info = json.loads(
+        _run(go, ["mod", "download", "-json", module_at_version], cwd, log, f"`go mod download {module_at_version}`")
+    )
+    gomod = json.loads(
+        _run(go, ["mod", "edit", "-json", info["GoMod"]], cwd, log, f"reading the go.mod of {module_at_version}")
+    )
     edits = []
     for rep in gomod.get("Replace") or []:
         if rep["Old"]["Path"] in overridden:
@@ -249,8 +273,10 @@ def replacements_of(go: str, module_at_version: str, local_version: str | None, 
         elif local_version:  # a directory of that repository: the published module instead
             edits.append(f"-replace={old}={rep['Old']['Path']}@{local_version}")
         else:
-            raise SetupError(f"{module_at_version} replaces {old} with its own directory {new['Path']}: "
-                             "give the wrapper module a local_replace_version")
+            raise SetupError(
+                f"{module_at_version} replaces {old} with its own directory {new['Path']}: "
+                "give the wrapper module a local_replace_version"
+            )
     godebug = [f"-godebug={d['Key']}={d['Value']}" for d in gomod.get("GoDebug") or []]
     return edits, godebug
 
@@ -266,8 +292,9 @@ def _build_into(go: str, spec: WrapperModule, snapshot: dict[str, bytes], work: 
     _run(go, ["mod", "init", MODULE_PREFIX + spec.name], mod, log, "`go mod init`")
     edits: list[str] = []
     if spec.replace_from:
-        replaces, godebug = replacements_of(go, spec.replace_from, spec.local_replace_version, mod, log,
-                                            frozenset(old for old, _ in spec.replaces))
+        replaces, godebug = replacements_of(
+            go, spec.replace_from, spec.local_replace_version, mod, log, frozenset(old for old, _ in spec.replaces)
+        )
         edits += replaces + godebug
     edits += [f"-require={req}" for req in spec.requires]
     edits += [f"-replace={old}={new.replace(' ', '@')}" for old, new in spec.replaces]  # "./dir": a shim of ours

@@ -10,8 +10,8 @@ import ipaddress
 import re
 import shlex
 import textwrap
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Callable
 
 from slirp_conformance.console import Credentials
 
@@ -47,9 +47,14 @@ def parse_udhcpc_lease(text: str) -> Lease | None:
     if not raw.get("ip"):
         return None
     return Lease(
-        address=raw.get("ip"), prefix=_mask_to_prefix(raw.get("mask")), router=(raw.get("router") or "").split()[0]
-        if raw.get("router") else None, dns=tuple(raw.get("dns", "").split()), search=tuple(raw.get("search", "").split()),
-        lease_seconds=_ints(raw.get("lease")), server_id=raw.get("serverid") or None, raw=raw,
+        address=raw.get("ip"),
+        prefix=_mask_to_prefix(raw.get("mask")),
+        router=(raw.get("router") or "").split()[0] if raw.get("router") else None,
+        dns=tuple(raw.get("dns", "").split()),
+        search=tuple(raw.get("search", "").split()),
+        lease_seconds=_ints(raw.get("lease")),
+        server_id=raw.get("serverid") or None,
+        raw=raw,
     )
 
 
@@ -63,10 +68,14 @@ def parse_nmcli_dhcp4(text: str) -> Lease | None:
     if not raw.get("ip_address"):
         return None
     return Lease(
-        address=raw.get("ip_address"), prefix=_mask_to_prefix(raw.get("subnet_mask")),
+        address=raw.get("ip_address"),
+        prefix=_mask_to_prefix(raw.get("subnet_mask")),
         router=(raw.get("routers") or "").split()[0] if raw.get("routers") else None,
-        dns=tuple(raw.get("domain_name_servers", "").split()), search=tuple(raw.get("domain_search", "").split()),
-        lease_seconds=_ints(raw.get("dhcp_lease_time")), server_id=raw.get("dhcp_server_identifier"), raw=raw,
+        dns=tuple(raw.get("domain_name_servers", "").split()),
+        search=tuple(raw.get("domain_search", "").split()),
+        lease_seconds=_ints(raw.get("dhcp_lease_time")),
+        server_id=raw.get("dhcp_server_identifier"),
+        raw=raw,
     )
 
 
@@ -94,7 +103,7 @@ def python3_command(program: str, *args: object) -> str:
     src = textwrap.dedent(program).strip()
     if "'" in src or "\\" in src or '"""' in src:
         raise ValueError("a guest python3 program must not contain ', \\ or triple quotes")
-    line = "exec(\"\"\"" + src.replace("\n", "\\n") + "\"\"\")"
+    line = 'exec("""' + src.replace("\n", "\\n") + '""")'
     return " ".join(["python3", "-c", f"'{line}'", *(shlex.quote(str(a)) for a in args)])
 
 
@@ -209,11 +218,13 @@ class NetcatTools:
     def transfer(self, host: str, port: int, size: int, budget: int) -> str:
         mib = 1 << 20
         copies = max(1, size // mib)
-        return (f"head -c {min(size, mib)} /dev/urandom > /tmp/slirp-rnd && "
-                f"for i in $(seq {copies}); do printf '%08d' $i; cat /tmp/slirp-rnd; done > /tmp/slirp-out && "
-                f"timeout {budget} {self.nc} -N -w 30 {host} {port} < /tmp/slirp-out > /tmp/slirp-back; "
-                f"sha256sum /tmp/slirp-out /tmp/slirp-back; wc -c < /tmp/slirp-out; wc -c < /tmp/slirp-back; "
-                f"rm -f /tmp/slirp-rnd /tmp/slirp-out /tmp/slirp-back")
+        return (
+            f"head -c {min(size, mib)} /dev/urandom > /tmp/slirp-rnd && "
+            f"for i in $(seq {copies}); do printf '%08d' $i; cat /tmp/slirp-rnd; done > /tmp/slirp-out && "
+            f"timeout {budget} {self.nc} -N -w 30 {host} {port} < /tmp/slirp-out > /tmp/slirp-back; "
+            f"sha256sum /tmp/slirp-out /tmp/slirp-back; wc -c < /tmp/slirp-out; wc -c < /tmp/slirp-back; "
+            f"rm -f /tmp/slirp-rnd /tmp/slirp-out /tmp/slirp-back"
+        )
 
     def dns_lookup(self, name: str, server: str) -> str:
         return f"timeout 10 busybox nslookup {shlex.quote(name)} {server}"

@@ -35,8 +35,12 @@ def amend(path: Path, *, deselected: list[tuple[str, str]], interrupted: str | N
         added["skipped"] += 1
     if interrupted:
         case = ET.Element("testcase", classname="slirp-conformance", name="run-interrupted", time="0")
-        error = ET.SubElement(case, "error", type="interrupted",
-                              message=f"the run was interrupted ({interrupted}); {len(not_run)} clause(s) never ran")
+        error = ET.SubElement(
+            case,
+            "error",
+            type="interrupted",
+            message=f"the run was interrupted ({interrupted}); {len(not_run)} clause(s) never ran",
+        )
         error.text = "\n".join(not_run)
         suite.append(case)
         added["tests"] += 1

@@ -23,14 +23,23 @@ from slirp_conformance.errors import SetupError
 # Options that mean something on one kind of target only. A value given for another target would
 # be ignored silently, and the run would check something the user did not ask for.
 QEMU_ONLY = ("qemu_netdev_extra", "qemu_sysctl", "sidecar_render", "reference_guest", "qemu_accel")
-CLUSTER_ONLY = ("kubeconfig", "context", "kubevirt_manifests", "slirp_sidecar_image", "vm_image",
-                "peer_image", "guest_profile")
+CLUSTER_ONLY = (
+    "kubeconfig",
+    "context",
+    "kubevirt_manifests",
+    "slirp_sidecar_image",
+    "vm_image",
+    "peer_image",
+    "guest_profile",
+)
 KIND_ONLY = ("kind_cluster_name", "keep_cluster", "preload_images")
 EXISTING_CLUSTER_ONLY = ("install_kubevirt",)
 
 # An image reference as the container runtimes take it: [registry[:port]/]path[:tag][@sha256:hex].
-_IMAGE = re.compile(r"^(?:[a-z0-9.-]+(?::\d+)?/)?[a-z0-9]+(?:[._/-][a-z0-9]+)*"
-                    r"(?::[A-Za-z0-9_][A-Za-z0-9_.-]{0,127})?(?:@sha256:[0-9a-f]{64})?$")
+_IMAGE = re.compile(
+    r"^(?:[a-z0-9.-]+(?::\d+)?/)?[a-z0-9]+(?:[._/-][a-z0-9]+)*"
+    r"(?::[A-Za-z0-9_][A-Za-z0-9_.-]{0,127})?(?:@sha256:[0-9a-f]{64})?$"
+)
 # kind's own rule for cluster names (sigs.k8s.io/kind v0.30.0 pkg/internal/apis/config/validate.go
 # validNameRE, and clusterNameMax = 50 in pkg/cluster/internal/create/create.go).
 _KIND_NAME = re.compile(r"^[a-z0-9.-]+$")
@@ -76,15 +85,21 @@ def check_options(get, default, target: str) -> None:
     if get("kubevirt_version") is not None:
         versions.parse_kubevirt_version(get("kubevirt_version"))
     groups = {"qemu": QEMU_ONLY, "kind": CLUSTER_ONLY + KIND_ONLY, "cluster": CLUSTER_ONLY + EXISTING_CLUSTER_ONLY}
-    wrong = [d for d in QEMU_ONLY + CLUSTER_ONLY + KIND_ONLY + EXISTING_CLUSTER_ONLY
-             if d not in groups[target] and get(d) != default(d)]
+    wrong = [
+        d
+        for d in QEMU_ONLY + CLUSTER_ONLY + KIND_ONLY + EXISTING_CLUSTER_ONLY
+        if d not in groups[target] and get(d) != default(d)
+    ]
     if wrong:
-        where = {d: t for t, ds in (("qemu", QEMU_ONLY), ("kind", KIND_ONLY),
-                                    ("cluster", EXISTING_CLUSTER_ONLY)) for d in ds}
+        where = {
+            d: t for t, ds in (("qemu", QEMU_ONLY), ("kind", KIND_ONLY), ("cluster", EXISTING_CLUSTER_ONLY)) for d in ds
+        }
         first = wrong[0]
         applies = f"--target={where[first]}" if first in where else "--target=kind and --target=cluster"
-        raise SetupError(f"{_flag(first)} applies to {applies} only, and this run is --target={target}: "
-                         f"drop it (or choose that target)")
+        raise SetupError(
+            f"{_flag(first)} applies to {applies} only, and this run is --target={target}: "
+            f"drop it (or choose that target)"
+        )
     for option in ("artifacts", "report_dir"):
         if get(option):
             check_writable_dir(f"{_flag(option)} {get(option)}", Path(get(option)), fix="pass another directory")
@@ -96,14 +111,18 @@ def check_options(get, default, target: str) -> None:
         check_image_reference("--preload-images", image)
     name = get("kind_cluster_name")
     if not _KIND_NAME.match(name) or len(name) > _KIND_NAME_MAX:
-        raise SetupError(f"--kind-cluster-name {name!r}: kind takes lower-case letters, digits, '.' and '-', "
-                         f"at most {_KIND_NAME_MAX} of them, e.g. slirp-conformance")
+        raise SetupError(
+            f"--kind-cluster-name {name!r}: kind takes lower-case letters, digits, '.' and '-', "
+            f"at most {_KIND_NAME_MAX} of them, e.g. slirp-conformance"
+        )
     manifests = get("kubevirt_manifests")
     if manifests is not None:
         missing = [n for n in ("kubevirt-operator.yaml", "kubevirt-cr.yaml") if not (Path(manifests) / n).is_file()]
         if missing:
-            raise SetupError(f"--kubevirt-manifests {manifests}: {', '.join(missing)} not found there; pass the "
-                             f"directory holding the release's kubevirt-operator.yaml and kubevirt-cr.yaml")
+            raise SetupError(
+                f"--kubevirt-manifests {manifests}: {', '.join(missing)} not found there; pass the "
+                f"directory holding the release's kubevirt-operator.yaml and kubevirt-cr.yaml"
+            )
 
 
 def _check_netdev_extra(value: str) -> None:
@@ -111,18 +130,23 @@ def _check_netdev_extra(value: str) -> None:
         return
     for part in value.split(","):
         if not _NETDEV_OPTION.match(part):
-            raise SetupError(f"--qemu-netdev-extra {value!r}: {part!r} is not a `-netdev user` suboption "
-                             f"(key or key=value, comma-separated, no spaces), e.g. restrict=on")
+            raise SetupError(
+                f"--qemu-netdev-extra {value!r}: {part!r} is not a `-netdev user` suboption "
+                f"(key or key=value, comma-separated, no spaces), e.g. restrict=on"
+            )
         key = part.split("=", 1)[0]
         if key in _NETDEV_OWNED:
-            raise SetupError(f"--qemu-netdev-extra {value!r}: {key}= is the slirp sidecar's to set; "
-                             f"a run that overrides it checks another network: drop it")
+            raise SetupError(
+                f"--qemu-netdev-extra {value!r}: {key}= is the slirp sidecar's to set; "
+                f"a run that overrides it checks another network: drop it"
+            )
 
 
 def check_image_reference(option: str, value: str) -> None:
     if not _IMAGE.match(value) or len(value) > 255:
-        raise SetupError(f"{option} {value!r} is not an image reference like "
-                         f"quay.io/kubevirt/network-slirp-binding:v1.9.0")
+        raise SetupError(
+            f"{option} {value!r} is not an image reference like quay.io/kubevirt/network-slirp-binding:v1.9.0"
+        )
 
 
 # -- environment settings ---------------------------------------------------------------------
@@ -131,22 +155,29 @@ def check_environment(env: dict[str, str] | os._Environ[str] = os.environ) -> No
     _check_cache_root(env)
     deb = env.get("SLIRP_REF_KERNEL_DEB")
     if deb and not (deb.endswith(".deb") and Path(deb).is_file()):
-        raise SetupError(f"SLIRP_REF_KERNEL_DEB={deb}: not a readable .deb file; point it at a "
-                         f"linux-image-*.deb or unset it (the kernel is then downloaded with apt-get)")
+        raise SetupError(
+            f"SLIRP_REF_KERNEL_DEB={deb}: not a readable .deb file; point it at a "
+            f"linux-image-*.deb or unset it (the kernel is then downloaded with apt-get)"
+        )
     mirror = env.get("SLIRP_DEBIAN_MIRROR")
     if mirror and not re.match(r"^https?://[^\s/]+(/\S*)?$", mirror):
-        raise SetupError(f"SLIRP_DEBIAN_MIRROR={mirror!r}: give an http(s) URL of a Debian mirror, "
-                         f"e.g. http://deb.debian.org/debian, or unset it")
+        raise SetupError(
+            f"SLIRP_DEBIAN_MIRROR={mirror!r}: give an http(s) URL of a Debian mirror, "
+            f"e.g. http://deb.debian.org/debian, or unset it"
+        )
     qemu = env.get("SLIRP_QEMU_BINARY")
     if qemu and not _executable(qemu):
-        raise SetupError(f"SLIRP_QEMU_BINARY={qemu}: no such executable; point it at a qemu-system-x86_64 "
-                         f"or unset it (Debian's: apt-get install qemu-system-x86)")
+        raise SetupError(
+            f"SLIRP_QEMU_BINARY={qemu}: no such executable; point it at a qemu-system-x86_64 "
+            f"or unset it (Debian's: apt-get install qemu-system-x86)"
+        )
     password = env.get("SLIRP_CONFORMANCE_GUEST_PASSWORD")
-    if password is not None and (not password or any(c not in _PASSWORD_CHARS for c in password)
-                                 or len(password) > 64):
+    if password is not None and (not password or any(c not in _PASSWORD_CHARS for c in password) or len(password) > 64):
         # Typed on a serial console and into cloud-init's YAML: printable ASCII without spaces.
-        raise SetupError("SLIRP_CONFORMANCE_GUEST_PASSWORD: use 1-64 printable ASCII characters without "
-                         "spaces or quotes, or unset it (a random one is made per run)")
+        raise SetupError(
+            "SLIRP_CONFORMANCE_GUEST_PASSWORD: use 1-64 printable ASCII characters without "
+            "spaces or quotes, or unset it (a random one is made per run)"
+        )
 
 
 _PASSWORD_CHARS = set(string.ascii_letters + string.digits + "!#%&()*+,-./:;<=>?@[]^_{|}~")
@@ -160,10 +191,12 @@ def _executable(name: str) -> bool:
 
 def _check_cache_root(env) -> None:
     root = cache_dirs.cache_root(env)
-    name = "SLIRP_CONFORMANCE_CACHE" if env.get("SLIRP_CONFORMANCE_CACHE") else (
-        "XDG_CACHE_HOME" if env.get("XDG_CACHE_HOME") else "the cache directory ~/.cache")
-    check_writable_dir(f"{name} ({root})", root,
-                       fix="point SLIRP_CONFORMANCE_CACHE at a directory you can write")
+    name = (
+        "SLIRP_CONFORMANCE_CACHE"
+        if env.get("SLIRP_CONFORMANCE_CACHE")
+        else ("XDG_CACHE_HOME" if env.get("XDG_CACHE_HOME") else "the cache directory ~/.cache")
+    )
+    check_writable_dir(f"{name} ({root})", root, fix="point SLIRP_CONFORMANCE_CACHE at a directory you can write")
 
 
 def check_writable_dir(what: str, path: Path, *, fix: str) -> None:

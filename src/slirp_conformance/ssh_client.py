@@ -11,8 +11,8 @@ from __future__ import annotations
 import base64
 import io
 import socket
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Callable
 
 import paramiko
 from cryptography.hazmat.primitives import serialization
@@ -33,8 +33,9 @@ class KeyPair:
 
 def generate_keypair(comment: str = "slirp-conformance") -> KeyPair:
     key = Ed25519PrivateKey.generate()
-    pem = key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.OpenSSH,
-                            serialization.NoEncryption()).decode()
+    pem = key.private_bytes(
+        serialization.Encoding.PEM, serialization.PrivateFormat.OpenSSH, serialization.NoEncryption()
+    ).decode()
     redaction.register(pem)
     private = paramiko.Ed25519Key.from_private_key(io.StringIO(pem))
     return KeyPair(private, f"{private.get_name()} {private.get_base64()} {comment}")
@@ -65,8 +66,16 @@ class SSHClient:
         self.name = name
 
     @classmethod
-    def connect(cls, dial: Callable[[], socket.socket], *, user: str, key: KeyPair, host_key: paramiko.PKey,
-                name: str, budget: float) -> "SSHClient":
+    def connect(
+        cls,
+        dial: Callable[[], socket.socket],
+        *,
+        user: str,
+        key: KeyPair,
+        host_key: paramiko.PKey,
+        name: str,
+        budget: float,
+    ) -> SSHClient:
         """Connect through ``dial()``; retry only transport-level failures until ``budget`` runs out."""
         alias = f"[{name}]"
 
@@ -76,8 +85,17 @@ class SSHClient:
             client.set_missing_host_key_policy(_PinnedHostKey())
             sock = dial()
             try:
-                client.connect(alias, sock=sock, username=user, pkey=key.private, allow_agent=False,
-                               look_for_keys=False, timeout=15, banner_timeout=15, auth_timeout=15)
+                client.connect(
+                    alias,
+                    sock=sock,
+                    username=user,
+                    pkey=key.private,
+                    allow_agent=False,
+                    look_for_keys=False,
+                    timeout=15,
+                    banner_timeout=15,
+                    auth_timeout=15,
+                )
             except (paramiko.BadHostKeyException, paramiko.AuthenticationException) as e:
                 client.close()
                 sock.close()
@@ -89,7 +107,9 @@ class SSHClient:
             return client
 
         client = waits.wait_for(
-            f"SSH to {name} as {user}", attempt, budget,
+            f"SSH to {name} as {user}",
+            attempt,
+            budget,
             retry_on=(paramiko.ssh_exception.SSHException, ConnectionError, socket.timeout, EOFError),
         )
         return cls(client, name)

@@ -9,8 +9,8 @@ from __future__ import annotations
 import abc
 import ipaddress
 import socket
-from pathlib import Path
 from dataclasses import dataclass
+from pathlib import Path
 
 import paramiko
 
@@ -60,7 +60,7 @@ class Contract:
     unlisted_tcp_port: int
 
     @classmethod
-    def from_spec(cls, spec: VMSpec, search_domains: tuple[str, ...]) -> "Contract":
+    def from_spec(cls, spec: VMSpec, search_domains: tuple[str, ...]) -> Contract:
         net = spec.network.cidr
         base = int(net.network_address)
         listed = tuple(p.port for p in spec.interface.ports if p.protocol == "TCP")
@@ -103,7 +103,7 @@ class Target(abc.ABC):
     _ssh_error: BaseException | None = None
 
     # -- lifecycle ------------------------------------------------------------------------------
-    def start(self) -> "Target":
+    def start(self) -> Target:
         try:
             self._start()
         except BaseException:
@@ -161,9 +161,14 @@ class Target(abc.ABC):
             if self._ssh_error is not None:
                 raise self._ssh_error
             try:
-                self._ssh = SSHClient.connect(lambda: self.port_forward(22), user=self.profile.ssh_user,
-                                              key=self._key, host_key=self._host_key, name=self.spec.name,
-                                              budget=waits.timeout("ssh-ready"))
+                self._ssh = SSHClient.connect(
+                    lambda: self.port_forward(22),
+                    user=self.profile.ssh_user,
+                    key=self._key,
+                    host_key=self._host_key,
+                    name=self.spec.name,
+                    budget=waits.timeout("ssh-ready"),
+                )
             except (waits.WaitTimeout, AssertionError) as e:
                 self._ssh_error = e
                 raise

@@ -95,8 +95,14 @@ def running(kubeconfig_path, log_path=None, **options) -> Iterator[RunningFake]:
         kubeconfig.unlink()
     argv = [sys.executable, "-m", "tests.fake_cluster", "--kubeconfig", str(kubeconfig), *_options_to_argv(options)]
     with open(log_file, "wb") as log:
-        proc = subprocess.Popen(argv, cwd=REPO, stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT,
-                                env={**os.environ, "PYTHONPATH": str(REPO)})
+        proc = subprocess.Popen(
+            argv,
+            cwd=REPO,
+            stdin=subprocess.DEVNULL,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            env={**os.environ, "PYTHONPATH": str(REPO)},
+        )
     fake = RunningFake(proc, kubeconfig, log_file)
     try:
         deadline = time.monotonic() + START_BUDGET
@@ -104,7 +110,9 @@ def running(kubeconfig_path, log_path=None, **options) -> Iterator[RunningFake]:
             if proc.poll() is not None:
                 raise FakeClusterError(f"the fake cluster exited with {proc.returncode}: {fake.log()[-2000:]}")
             if time.monotonic() > deadline:
-                raise FakeClusterError(f"no kubeconfig at {kubeconfig} after {START_BUDGET:.0f} s: {fake.log()[-2000:]}")
+                raise FakeClusterError(
+                    f"no kubeconfig at {kubeconfig} after {START_BUDGET:.0f} s: {fake.log()[-2000:]}"
+                )
             time.sleep(0.1)
         yield fake
     finally:

@@ -48,15 +48,18 @@ class FakeCluster:
         self.ca, server_pem, self.client = make_pki()
         self.store = Store()
         self.api = ApiServer(self.store, self.token, client_cn="fake-admin")
-        self.operator = KubeVirtOperator(self.store, opts.kubevirt_version, opts.available_delay,
-                                         opts.propagation_delay)
+        self.operator = KubeVirtOperator(
+            self.store, opts.kubevirt_version, opts.available_delay, opts.propagation_delay
+        )
         self.core = CoreControllers(self.store)
         self.virt_api = VirtApi(self.operator)
         self.api.admission += [self.core.default, self.operator.admit]
         self.api.subresources[(BY_PATH[("", "v1", "pods")].key, "proxy")] = self.operator.pod_proxy
         self.api.aggregated["subresources.kubevirt.io"] = self.virt_api.handle
         self.ssl = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
-        tmp = Path(tempfile.mkdtemp(prefix=f"fake-cluster-{os.getpid()}-"))  # ssl loads keys from files only; gone at once
+        tmp = Path(
+            tempfile.mkdtemp(prefix=f"fake-cluster-{os.getpid()}-")
+        )  # ssl loads keys from files only; gone at once
         try:
             cert, key = tmp / "server.crt", tmp / "server.key"
             cert.write_bytes(server_pem.cert)
@@ -73,13 +76,29 @@ class FakeCluster:
     def _seed(self) -> None:
         ns = BY_PATH[("", "v1", "namespaces")]
         for name in ("default", "kube-system", "kube-public", "kube-node-lease"):
-            self.store.create(ns, None, {"metadata": {"name": name, "labels": {"kubernetes.io/metadata.name": name}},
-                                         "spec": {"finalizers": ["kubernetes"]}, "status": {"phase": "Active"}})
-        self.store.create(BY_PATH[("", "v1", "nodes")], None, {
-            "metadata": {"name": "fake-node", "labels": {"kubernetes.io/hostname": "fake-node",
-                                                         "kubevirt.io/schedulable": "true"}},
-            "status": {"conditions": [{"type": "Ready", "status": "True", "reason": "KubeletReady"}],
-                       "addresses": [{"type": "InternalIP", "address": "172.18.0.2"}]}})
+            self.store.create(
+                ns,
+                None,
+                {
+                    "metadata": {"name": name, "labels": {"kubernetes.io/metadata.name": name}},
+                    "spec": {"finalizers": ["kubernetes"]},
+                    "status": {"phase": "Active"},
+                },
+            )
+        self.store.create(
+            BY_PATH[("", "v1", "nodes")],
+            None,
+            {
+                "metadata": {
+                    "name": "fake-node",
+                    "labels": {"kubernetes.io/hostname": "fake-node", "kubevirt.io/schedulable": "true"},
+                },
+                "status": {
+                    "conditions": [{"type": "Ready", "status": "True", "reason": "KubeletReady"}],
+                    "addresses": [{"type": "InternalIP", "address": "172.18.0.2"}],
+                },
+            },
+        )
         if self.opts.preinstalled_kubevirt:
             self.operator.preinstall(self.opts.preinstalled_kubevirt)
 
@@ -87,8 +106,7 @@ class FakeCluster:
         self._seed()
         self.runner = web.AppRunner(self.api.app, handle_signals=False, access_log=None, shutdown_timeout=2)
         await self.runner.setup()
-        self.listener = await asyncio.get_running_loop().create_server(self.runner.server, "127.0.0.1", 0,
-                                                                       ssl=self.ssl)
+        self.listener = await asyncio.get_running_loop().create_server(self.runner.server, "127.0.0.1", 0, ssl=self.ssl)
         self.port = self.listener.sockets[0].getsockname()[1]
         self.write_kubeconfig()
         log.info("serving on https://127.0.0.1:%d, kubeconfig %s", self.port, self.opts.kubeconfig)
@@ -97,14 +115,27 @@ class FakeCluster:
         b64 = lambda b: base64.b64encode(b).decode()
         server = f"https://127.0.0.1:{self.port}"
         cfg = {
-            "apiVersion": "v1", "kind": "Config", "preferences": {}, "current-context": "fake",
-            "clusters": [{"name": "fake", "cluster": {"server": server, "certificate-authority-data": b64(self.ca.cert)}}],
-            "users": [{"name": "fake-admin", "user": {"token": self.token}},
-                      {"name": "fake-admin-cert", "user": {"client-certificate-data": b64(self.client.cert),
-                                                           "client-key-data": b64(self.client.key)}}],
-            "contexts": [{"name": "fake", "context": {"cluster": "fake", "user": "fake-admin", "namespace": "default"}},
-                         {"name": "fake-cert", "context": {"cluster": "fake", "user": "fake-admin-cert",
-                                                           "namespace": "default"}}],
+            "apiVersion": "v1",
+            "kind": "Config",
+            "preferences": {},
+            "current-context": "fake",
+            "clusters": [
+                {"name": "fake", "cluster": {"server": server, "certificate-authority-data": b64(self.ca.cert)}}
+            ],
+            "users": [
+                {"name": "fake-admin", "user": {"token": self.token}},
+                {
+                    "name": "fake-admin-cert",
+                    "user": {"client-certificate-data": b64(self.client.cert), "client-key-data": b64(self.client.key)},
+                },
+            ],
+            "contexts": [
+                {"name": "fake", "context": {"cluster": "fake", "user": "fake-admin", "namespace": "default"}},
+                {
+                    "name": "fake-cert",
+                    "context": {"cluster": "fake", "user": "fake-admin-cert", "namespace": "default"},
+                },
+            ],
         }
         path = Path(self.opts.kubeconfig)
         path.parent.mkdir(parents=True, exist_ok=True)

@@ -30,13 +30,27 @@ def running_pod_status(pod: dict, ip: str) -> dict:
     t = now()
     containers = pod.get("spec", {}).get("containers") or []
     return {
-        "phase": "Running", "hostIP": HOST_IP, "hostIPs": [{"ip": HOST_IP}], "podIP": ip, "podIPs": [{"ip": ip}],
-        "startTime": pod["metadata"].get("creationTimestamp", t), "qosClass": "BestEffort",
+        "phase": "Running",
+        "hostIP": HOST_IP,
+        "hostIPs": [{"ip": HOST_IP}],
+        "podIP": ip,
+        "podIPs": [{"ip": ip}],
+        "startTime": pod["metadata"].get("creationTimestamp", t),
+        "qosClass": "BestEffort",
         "conditions": [cond(c, "True") for c in ("Initialized", "Ready", "ContainersReady", "PodScheduled")],
-        "containerStatuses": [{"name": c["name"], "image": c.get("image", ""), "imageID": "", "ready": True,
-                               "started": True, "restartCount": 0,
-                               "containerID": f"containerd://{uuid.uuid4().hex}",
-                               "state": {"running": {"startedAt": t}}} for c in containers],
+        "containerStatuses": [
+            {
+                "name": c["name"],
+                "image": c.get("image", ""),
+                "imageID": "",
+                "ready": True,
+                "started": True,
+                "restartCount": 0,
+                "containerID": f"containerd://{uuid.uuid4().hex}",
+                "state": {"running": {"startedAt": t}},
+            }
+            for c in containers
+        ],
     }
 
 
@@ -56,15 +70,19 @@ class CoreControllers:
 
     def _establish_crd(self, name: str, uid: str) -> None:
         """apiextensions-apiserver: names accepted, then Established (no schema is enforced here)."""
+
         def fn(o: dict) -> None:
             if o["metadata"]["uid"] != uid:
                 return
-            o["status"] = {"acceptedNames": copy.deepcopy((o.get("spec") or {}).get("names") or {}),
-                           "storedVersions": [v["name"] for v in (o.get("spec") or {}).get("versions") or []
-                                              if v.get("storage")],
-                           "conditions": [cond("NamesAccepted", "True", "NoConflicts", "no conflicts found"),
-                                          cond("Established", "True", "InitialNamesAccepted",
-                                                "the initial names have been accepted")]}
+            o["status"] = {
+                "acceptedNames": copy.deepcopy((o.get("spec") or {}).get("names") or {}),
+                "storedVersions": [v["name"] for v in (o.get("spec") or {}).get("versions") or [] if v.get("storage")],
+                "conditions": [
+                    cond("NamesAccepted", "True", "NoConflicts", "no conflicts found"),
+                    cond("Established", "True", "InitialNamesAccepted", "the initial names have been accepted"),
+                ],
+            }
+
         self.store.mutate(CRDS, None, name, fn, status_only=True)
 
     # -- defaulting ------------------------------------------------------------------------------------
@@ -73,8 +91,13 @@ class CoreControllers:
             return
         if res is PODS:
             spec = obj.setdefault("spec", {})
-            for k, v in (("restartPolicy", "Always"), ("dnsPolicy", "ClusterFirst"), ("schedulerName", "default-scheduler"),
-                         ("terminationGracePeriodSeconds", 30), ("serviceAccountName", "default")):
+            for k, v in (
+                ("restartPolicy", "Always"),
+                ("dnsPolicy", "ClusterFirst"),
+                ("schedulerName", "default-scheduler"),
+                ("terminationGracePeriodSeconds", 30),
+                ("serviceAccountName", "default"),
+            ):
                 spec.setdefault(k, v)
             obj["status"] = {"phase": "Pending", "qosClass": "BestEffort"}
         elif res is SERVICES:
@@ -106,4 +129,5 @@ class CoreControllers:
         def fn(o: dict) -> None:
             o["spec"]["nodeName"] = NODE
             o["status"] = running_pod_status(o, ip)
+
         self.store.mutate(PODS, ns, name, fn)

@@ -12,9 +12,17 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 ALL_VERBS = ["create", "delete", "deletecollection", "get", "list", "patch", "update", "watch"]
-SERVER_VERSION = {"major": "1", "minor": "27", "gitVersion": "v1.27.1", "gitCommit": "fake",
-                  "gitTreeState": "clean", "buildDate": "2023-04-14T00:00:00Z", "goVersion": "go1.20.3",
-                  "compiler": "gc", "platform": "linux/amd64"}
+SERVER_VERSION = {
+    "major": "1",
+    "minor": "27",
+    "gitVersion": "v1.27.1",
+    "gitCommit": "fake",
+    "gitTreeState": "clean",
+    "buildDate": "2023-04-14T00:00:00Z",
+    "goVersion": "go1.20.3",
+    "compiler": "gc",
+    "platform": "linux/amd64",
+}
 
 
 @dataclass(frozen=True)
@@ -52,11 +60,17 @@ RESOURCES: list[Resource] = [
     _r("", "v1", "nodes", "Node", False, ["no"], ["status"]),
     _r("kubevirt.io", "v1", "kubevirts", "KubeVirt", True, ["kv", "kvs"], ["status"]),
     _r("kubevirt.io", "v1", "virtualmachines", "VirtualMachine", True, ["vm", "vms"], ["status"]),
-    _r("kubevirt.io", "v1", "virtualmachineinstances", "VirtualMachineInstance", True,
-       ["vmi", "vmis"], ["status"]),
+    _r("kubevirt.io", "v1", "virtualmachineinstances", "VirtualMachineInstance", True, ["vmi", "vmis"], ["status"]),
     # Kinds of the release operator manifest: stored generically, no behaviour.
-    _r("apiextensions.k8s.io", "v1", "customresourcedefinitions", "CustomResourceDefinition", False,
-       ["crd", "crds"], ["status"]),
+    _r(
+        "apiextensions.k8s.io",
+        "v1",
+        "customresourcedefinitions",
+        "CustomResourceDefinition",
+        False,
+        ["crd", "crds"],
+        ["status"],
+    ),
     _r("apps", "v1", "deployments", "Deployment", True, ["deploy"], ["status", "scale"]),
     _r("apps", "v1", "daemonsets", "DaemonSet", True, ["ds"], ["status"]),
     _r("rbac.authorization.k8s.io", "v1", "clusterroles", "ClusterRole", False),
@@ -64,8 +78,9 @@ RESOURCES: list[Resource] = [
     _r("rbac.authorization.k8s.io", "v1", "roles", "Role", True),
     _r("rbac.authorization.k8s.io", "v1", "rolebindings", "RoleBinding", True),
     _r("scheduling.k8s.io", "v1", "priorityclasses", "PriorityClass", False, ["pc"]),
-    _r("admissionregistration.k8s.io", "v1", "validatingwebhookconfigurations",
-       "ValidatingWebhookConfiguration", False),
+    _r(
+        "admissionregistration.k8s.io", "v1", "validatingwebhookconfigurations", "ValidatingWebhookConfiguration", False
+    ),
     _r("admissionregistration.k8s.io", "v1", "mutatingwebhookconfigurations", "MutatingWebhookConfiguration", False),
     _r("policy", "v1", "poddisruptionbudgets", "PodDisruptionBudget", True, ["pdb"], ["status"]),
 ]
@@ -88,8 +103,11 @@ def groups() -> dict[str, list[str]]:
 
 
 def api_versions() -> dict:
-    return {"kind": "APIVersions", "versions": ["v1"],
-            "serverAddressByClientCIDRs": [{"clientCIDR": "0.0.0.0/0", "serverAddress": "127.0.0.1"}]}
+    return {
+        "kind": "APIVersions",
+        "versions": ["v1"],
+        "serverAddressByClientCIDRs": [{"clientCIDR": "0.0.0.0/0", "serverAddress": "127.0.0.1"}],
+    }
 
 
 def _group_doc(name: str, versions: list[str]) -> dict:
@@ -98,8 +116,7 @@ def _group_doc(name: str, versions: list[str]) -> dict:
 
 
 def api_group_list() -> dict:
-    return {"kind": "APIGroupList", "apiVersion": "v1",
-            "groups": [_group_doc(g, vs) for g, vs in groups().items()]}
+    return {"kind": "APIGroupList", "apiVersion": "v1", "groups": [_group_doc(g, vs) for g, vs in groups().items()]}
 
 
 def api_group(name: str) -> dict | None:
@@ -115,16 +132,32 @@ def resource_list(group: str, version: str) -> dict | None:
     for r in RESOURCES:
         if r.group != group or r.version != version:
             continue
-        items.append({"name": r.plural, "singularName": r.singular, "namespaced": r.namespaced, "kind": r.kind,
-                      "verbs": ALL_VERBS if r.kind != "Namespace" else [v for v in ALL_VERBS if v != "deletecollection"],
-                      **({"shortNames": list(r.short_names)} if r.short_names else {}),
-                      **({"categories": ["all"]} if r.kind in ("Pod", "Service", "VirtualMachine",
-                                                               "VirtualMachineInstance") else {})})
+        items.append(
+            {
+                "name": r.plural,
+                "singularName": r.singular,
+                "namespaced": r.namespaced,
+                "kind": r.kind,
+                "verbs": ALL_VERBS if r.kind != "Namespace" else [v for v in ALL_VERBS if v != "deletecollection"],
+                **({"shortNames": list(r.short_names)} if r.short_names else {}),
+                **(
+                    {"categories": ["all"]}
+                    if r.kind in ("Pod", "Service", "VirtualMachine", "VirtualMachineInstance")
+                    else {}
+                ),
+            }
+        )
         for sub in r.subresources:
             verbs = {"status": ["get", "patch", "update"], "scale": ["get", "patch", "update"]}
-            items.append({"name": f"{r.plural}/{sub}", "singularName": "", "namespaced": r.namespaced,
-                          "kind": {"scale": "Scale", "proxy": "PodProxyOptions"}.get(sub, r.kind),
-                          "verbs": verbs.get(sub, ["create", "get"])})
+            items.append(
+                {
+                    "name": f"{r.plural}/{sub}",
+                    "singularName": "",
+                    "namespaced": r.namespaced,
+                    "kind": {"scale": "Scale", "proxy": "PodProxyOptions"}.get(sub, r.kind),
+                    "verbs": verbs.get(sub, ["create", "get"]),
+                }
+            )
     if not items:
         return None
     return {"kind": "APIResourceList", "apiVersion": "v1", "groupVersion": gv, "resources": items}

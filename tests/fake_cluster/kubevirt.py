@@ -43,30 +43,56 @@ PODS = BY_PATH[("", "v1", "pods")]
 FEATURE_GATE = "NetworkBindingPlugins"
 # component -> (replicas, propagation delay multiplier)
 COMPONENTS = {"virt-api": (2, 1.0), "virt-controller": (2, 1.0), "virt-handler": (1, 1.5)}
-WEBHOOKS = {"VirtualMachine": "virtualmachine-validator.kubevirt.io",
-            "VirtualMachineInstance": "virtualmachineinstances-create-validator.kubevirt.io"}
+WEBHOOKS = {
+    "VirtualMachine": "virtualmachine-validator.kubevirt.io",
+    "VirtualMachineInstance": "virtualmachineinstances-create-validator.kubevirt.io",
+}
 
 
 def available_status(version: str, generation: int) -> dict:
     t = now()
     return {
-        "phase": "Deployed", "observedKubeVirtVersion": version, "targetKubeVirtVersion": version,
-        "observedKubeVirtRegistry": "quay.io/kubevirt", "targetKubeVirtRegistry": "quay.io/kubevirt",
-        "operatorVersion": version, "observedGeneration": generation, "defaultArchitecture": "amd64",
+        "phase": "Deployed",
+        "observedKubeVirtVersion": version,
+        "targetKubeVirtVersion": version,
+        "observedKubeVirtRegistry": "quay.io/kubevirt",
+        "targetKubeVirtRegistry": "quay.io/kubevirt",
+        "operatorVersion": version,
+        "observedGeneration": generation,
+        "defaultArchitecture": "amd64",
         "conditions": [
-            {"type": "Available", "status": "True", "reason": "AllComponentsReady",
-             "message": "All components are ready.", "lastProbeTime": t, "lastTransitionTime": t},
-            {"type": "Progressing", "status": "False", "reason": "AllComponentsReady",
-             "message": "All components are ready.", "lastProbeTime": t, "lastTransitionTime": t},
-            {"type": "Degraded", "status": "False", "reason": "AllComponentsReady",
-             "message": "All components are ready.", "lastProbeTime": t, "lastTransitionTime": t},
+            {
+                "type": "Available",
+                "status": "True",
+                "reason": "AllComponentsReady",
+                "message": "All components are ready.",
+                "lastProbeTime": t,
+                "lastTransitionTime": t,
+            },
+            {
+                "type": "Progressing",
+                "status": "False",
+                "reason": "AllComponentsReady",
+                "message": "All components are ready.",
+                "lastProbeTime": t,
+                "lastTransitionTime": t,
+            },
+            {
+                "type": "Degraded",
+                "status": "False",
+                "reason": "AllComponentsReady",
+                "message": "All components are ready.",
+                "lastProbeTime": t,
+                "lastTransitionTime": t,
+            },
         ],
     }
 
 
 class KubeVirtOperator:
-    def __init__(self, store: Store, version: str, available_delay: float = 2.0,
-                 propagation_delay: float = 1.0) -> None:
+    def __init__(
+        self, store: Store, version: str, available_delay: float = 2.0, propagation_delay: float = 1.0
+    ) -> None:
         self.store = store
         self.version = version
         self.available_delay = available_delay
@@ -102,12 +128,22 @@ class KubeVirtOperator:
         self.version = version
         if self.store.find(NAMESPACES, None, "kubevirt") is None:
             self.store.create(NAMESPACES, None, {"metadata": {"name": "kubevirt"}, "status": {"phase": "Active"}})
-        cr = self.store.create(KUBEVIRT, "kubevirt", {
-            "apiVersion": "kubevirt.io/v1", "kind": "KubeVirt",
-            "metadata": {"name": "kubevirt", "namespace": "kubevirt", "finalizers": ["foregroundDeleteKubeVirt"]},
-            "spec": {"certificateRotateStrategy": {}, "imagePullPolicy": "IfNotPresent", "workloadUpdateStrategy": {},
-                     "configuration": {"developerConfiguration": {"featureGates": []}}},
-            "status": available_status(version, 1)})
+        cr = self.store.create(
+            KUBEVIRT,
+            "kubevirt",
+            {
+                "apiVersion": "kubevirt.io/v1",
+                "kind": "KubeVirt",
+                "metadata": {"name": "kubevirt", "namespace": "kubevirt", "finalizers": ["foregroundDeleteKubeVirt"]},
+                "spec": {
+                    "certificateRotateStrategy": {},
+                    "imagePullPolicy": "IfNotPresent",
+                    "workloadUpdateStrategy": {},
+                    "configuration": {"developerConfiguration": {"featureGates": []}},
+                },
+                "status": available_status(version, 1),
+            },
+        )
         self.seen_by = {c: cr for c in COMPONENTS}
         self._deploy_components("kubevirt", version)
 
@@ -118,8 +154,13 @@ class KubeVirtOperator:
         loop = asyncio.get_running_loop()
         snapshot = None if kind == "DELETED" else obj
         for component, (_, factor) in COMPONENTS.items():
-            loop.call_later(self.propagation_delay * factor, self._propagate, component, snapshot,
-                            obj["metadata"]["resourceVersion"])
+            loop.call_later(
+                self.propagation_delay * factor,
+                self._propagate,
+                component,
+                snapshot,
+                obj["metadata"]["resourceVersion"],
+            )
         md = obj["metadata"]
         if kind == "ADDED" and not (obj.get("status") or {}).get("conditions"):
             loop.call_later(min(0.5, self.available_delay / 2), self._deploying, md["namespace"], md["name"], md["uid"])
@@ -144,29 +185,66 @@ class KubeVirtOperator:
             rs = secrets.token_hex(5)
             for _ in range(replicas):
                 n += 1
-                name = f"{component}-{secrets.token_hex(2)}{secrets.choice('bcdfghjklmnpqrstvwxz')}" \
-                    if component == "virt-handler" else f"{component}-{rs}-{secrets.token_hex(2)}x"
+                name = (
+                    f"{component}-{secrets.token_hex(2)}{secrets.choice('bcdfghjklmnpqrstvwxz')}"
+                    if component == "virt-handler"
+                    else f"{component}-{rs}-{secrets.token_hex(2)}x"
+                )
                 ip = f"10.244.0.{10 + n}"
                 try:
-                    self.store.create(PODS, ns, {
-                        "metadata": {"name": name, "labels": {"kubevirt.io": component,
-                                                              "app.kubernetes.io/managed-by": "virt-operator",
-                                                              "app.kubernetes.io/component": "kubevirt"}},
-                        "spec": {"nodeName": "fake-node", "containers": [{
-                            "name": component, "image": f"quay.io/kubevirt/{component}:{version}",
-                            "ports": [{"containerPort": 8443, "name": "metrics", "protocol": "TCP"}]}]},
-                        "status": {"phase": "Running", "podIP": ip, "podIPs": [{"ip": ip}], "hostIP": "172.18.0.2",
-                                   "startTime": t,
-                                   "conditions": [{"type": c, "status": "True", "lastTransitionTime": t}
-                                                  for c in ("Initialized", "Ready", "ContainersReady", "PodScheduled")],
-                                   "containerStatuses": [{"name": component, "ready": True, "started": True,
-                                                          "restartCount": 0, "image": f"quay.io/kubevirt/{component}:{version}",
-                                                          "imageID": "", "state": {"running": {"startedAt": t}}}]}})
+                    self.store.create(
+                        PODS,
+                        ns,
+                        {
+                            "metadata": {
+                                "name": name,
+                                "labels": {
+                                    "kubevirt.io": component,
+                                    "app.kubernetes.io/managed-by": "virt-operator",
+                                    "app.kubernetes.io/component": "kubevirt",
+                                },
+                            },
+                            "spec": {
+                                "nodeName": "fake-node",
+                                "containers": [
+                                    {
+                                        "name": component,
+                                        "image": f"quay.io/kubevirt/{component}:{version}",
+                                        "ports": [{"containerPort": 8443, "name": "metrics", "protocol": "TCP"}],
+                                    }
+                                ],
+                            },
+                            "status": {
+                                "phase": "Running",
+                                "podIP": ip,
+                                "podIPs": [{"ip": ip}],
+                                "hostIP": "172.18.0.2",
+                                "startTime": t,
+                                "conditions": [
+                                    {"type": c, "status": "True", "lastTransitionTime": t}
+                                    for c in ("Initialized", "Ready", "ContainersReady", "PodScheduled")
+                                ],
+                                "containerStatuses": [
+                                    {
+                                        "name": component,
+                                        "ready": True,
+                                        "started": True,
+                                        "restartCount": 0,
+                                        "image": f"quay.io/kubevirt/{component}:{version}",
+                                        "imageID": "",
+                                        "state": {"running": {"startedAt": t}},
+                                    }
+                                ],
+                            },
+                        },
+                    )
                 except errors.ApiError:  # the namespace is going away
                     return
 
     def _component_pods(self, ns: str) -> list[dict]:
-        return [p for p in self.store.list(PODS, ns) if (p["metadata"].get("labels") or {}).get("kubevirt.io") in COMPONENTS]
+        return [
+            p for p in self.store.list(PODS, ns) if (p["metadata"].get("labels") or {}).get("kubevirt.io") in COMPONENTS
+        ]
 
     async def pod_proxy(self, request: web.Request, res: Resource, ns: str, name: str, sub: str) -> web.Response:
         """The API server's pod proxy, enough for KubeVirt's component ``/healthz``."""
@@ -185,8 +263,11 @@ class KubeVirtOperator:
                 body["config-resource-version"] = self.seen_rv(component)
             return web.json_response(body)
         ip = (pod.get("status") or {}).get("podIP", "")
-        raise errors.ApiError(503, "ServiceUnavailable", f"error trying to reach service: dial tcp {ip}:{port or 80}: "
-                              "connect: connection refused")
+        raise errors.ApiError(
+            503,
+            "ServiceUnavailable",
+            f"error trying to reach service: dial tcp {ip}:{port or 80}: connect: connection refused",
+        )
 
     def _operator_version(self) -> str:
         for dep in self.store.list(DEPLOYMENTS, None):
@@ -206,15 +287,39 @@ class KubeVirtOperator:
 
         def fn(o: dict) -> None:
             o["metadata"].setdefault("finalizers", ["foregroundDeleteKubeVirt"])
-            o["status"] = {"phase": "Deploying", "targetKubeVirtVersion": version,
-                           "targetKubeVirtRegistry": "quay.io/kubevirt", "operatorVersion": version,
-                           "conditions": [
-                               {"type": "Available", "status": "False", "reason": "DeploymentInProgress",
-                                "message": "Deploying version " + version, "lastProbeTime": t, "lastTransitionTime": t},
-                               {"type": "Progressing", "status": "True", "reason": "DeploymentInProgress",
-                                "message": "Deploying version " + version, "lastProbeTime": t, "lastTransitionTime": t},
-                               {"type": "Degraded", "status": "False", "reason": "DeploymentInProgress",
-                                "message": "Deploying version " + version, "lastProbeTime": t, "lastTransitionTime": t}]}
+            o["status"] = {
+                "phase": "Deploying",
+                "targetKubeVirtVersion": version,
+                "targetKubeVirtRegistry": "quay.io/kubevirt",
+                "operatorVersion": version,
+                "conditions": [
+                    {
+                        "type": "Available",
+                        "status": "False",
+                        "reason": "DeploymentInProgress",
+                        "message": "Deploying version " + version,
+                        "lastProbeTime": t,
+                        "lastTransitionTime": t,
+                    },
+                    {
+                        "type": "Progressing",
+                        "status": "True",
+                        "reason": "DeploymentInProgress",
+                        "message": "Deploying version " + version,
+                        "lastProbeTime": t,
+                        "lastTransitionTime": t,
+                    },
+                    {
+                        "type": "Degraded",
+                        "status": "False",
+                        "reason": "DeploymentInProgress",
+                        "message": "Deploying version " + version,
+                        "lastProbeTime": t,
+                        "lastTransitionTime": t,
+                    },
+                ],
+            }
+
         self.store.mutate(KUBEVIRT, ns, name, fn)
 
     def _make_available(self, ns: str, name: str, uid: str) -> None:
@@ -227,6 +332,7 @@ class KubeVirtOperator:
         def fn(o: dict) -> None:
             o["status"] = available_status(version, o["metadata"].get("generation", 1))
             o["metadata"].setdefault("finalizers", ["foregroundDeleteKubeVirt"])
+
         self.store.mutate(KUBEVIRT, ns, name, fn)
 
     def _finalize(self, ns: str, name: str) -> None:
@@ -235,8 +341,10 @@ class KubeVirtOperator:
                 self.store.delete(PODS, ns, pod["metadata"]["name"])
 
         def fn(o: dict) -> None:
-            o["metadata"]["finalizers"] = [f for f in o["metadata"].get("finalizers") or []
-                                           if f != "foregroundDeleteKubeVirt"]
+            o["metadata"]["finalizers"] = [
+                f for f in o["metadata"].get("finalizers") or [] if f != "foregroundDeleteKubeVirt"
+            ]
+
         self.store.mutate(KUBEVIRT, ns, name, fn)
 
     # -- virt-api --------------------------------------------------------------------------------------
@@ -253,13 +361,24 @@ class KubeVirtOperator:
         else:
             spec, path = obj.get("spec") or {}, "spec"
         ifaces = ((spec.get("domain") or {}).get("devices") or {}).get("interfaces") or []
-        causes = [{"reason": "FieldValueInvalid", "message": "Binding plugins feature gate is not enabled",
-                   "field": f"{path}.domain.devices.interfaces[{i}].binding"}
-                  for i, iface in enumerate(ifaces) if iface.get("binding")]
+        causes = [
+            {
+                "reason": "FieldValueInvalid",
+                "message": "Binding plugins feature gate is not enabled",
+                "field": f"{path}.domain.devices.interfaces[{i}].binding",
+            }
+            for i, iface in enumerate(ifaces)
+            if iface.get("binding")
+        ]
         if causes:
-            raise errors.invalid(res.kind, obj.get("metadata", {}).get("name", ""),
-                                 f'admission webhook "{WEBHOOKS[res.kind]}" denied the request: '
-                                 + ", ".join(c["message"] for c in causes), causes, group="kubevirt.io")
+            raise errors.invalid(
+                res.kind,
+                obj.get("metadata", {}).get("name", ""),
+                f'admission webhook "{WEBHOOKS[res.kind]}" denied the request: '
+                + ", ".join(c["message"] for c in causes),
+                causes,
+                group="kubevirt.io",
+            )
 
     def healthz(self) -> web.Response:
         body = {"apiserver": "ok"}
@@ -268,6 +387,14 @@ class KubeVirtOperator:
         return web.json_response(body)
 
     def version_info(self) -> web.Response:
-        return web.json_response({"gitVersion": self.deployed_version("virt-api"), "gitCommit": "fake", "gitTreeState": "clean",
-                                  "buildDate": "2023-11-06T00:00:00Z", "goVersion": "go1.20.8", "compiler": "gc",
-                                  "platform": "linux/amd64"})
+        return web.json_response(
+            {
+                "gitVersion": self.deployed_version("virt-api"),
+                "gitCommit": "fake",
+                "gitTreeState": "clean",
+                "buildDate": "2023-11-06T00:00:00Z",
+                "goVersion": "go1.20.8",
+                "compiler": "gc",
+                "platform": "linux/amd64",
+            }
+        )

@@ -49,9 +49,14 @@ def label_matcher(text: str | None):
         labels = labels or {}
         for key, op, values in reqs:
             present, value = key in labels, labels.get(key)
-            ok = {"=": present and value in values, "in": present and value in values,
-                  "!=": not present or value not in values, "notin": not present or value not in values,
-                  "exists": present, "!exists": not present}[op]
+            ok = {
+                "=": present and value in values,
+                "in": present and value in values,
+                "!=": not present or value not in values,
+                "notin": not present or value not in values,
+                "exists": present,
+                "!exists": not present,
+            }[op]
             if not ok:
                 return False
         return True
@@ -79,7 +84,8 @@ def field_matcher(text: str | None):
         reqs.append((m.group(1), m.group(2) == "!=", m.group(3)))
 
     def match(obj: dict) -> bool:
-        return all((_lookup(obj, path) != value) if negate else (_lookup(obj, path) == value)
-                   for path, negate, value in reqs)
+        return all(
+            (_lookup(obj, path) != value) if negate else (_lookup(obj, path) == value) for path, negate, value in reqs
+        )
 
     return match

@@ -80,7 +80,9 @@ class ApiServer:
         if seg[:1] in (["healthz"], ["livez"], ["readyz"]):
             return web.Response(text="ok")
         if seg == ["openapi", "v2"] and "protobuf" in request.headers.get("Accept", ""):
-            return web.Response(body=OPENAPI_V2_PB, content_type="application/com.github.proto-openapi.spec.v2.v1.0+protobuf")
+            return web.Response(
+                body=OPENAPI_V2_PB, content_type="application/com.github.proto-openapi.spec.v2.v1.0+protobuf"
+            )
         if seg[:1] == ["openapi"]:
             raise errors.ApiError(404, "NotFound", "the server could not find the requested resource")
         if len(seg) >= 3 and seg[0] == "apis" and seg[1] in self.aggregated:
@@ -135,8 +137,9 @@ class ApiServer:
         for hook in self.admission:
             hook(op, res, obj, old)
 
-    async def _rest(self, request: web.Request, res: Resource, ns: str | None, name: str | None,
-                    status: bool) -> web.StreamResponse:
+    async def _rest(
+        self, request: web.Request, res: Resource, ns: str | None, name: str | None, status: bool
+    ) -> web.StreamResponse:
         q = request.query
         m = request.method
         if name is None:
@@ -147,8 +150,14 @@ class ApiServer:
                 rv = str(self.store.rv)
                 if tables.wants_table(request.headers.get("Accept", "")):
                     return _json(tables.table(res.kind, items, rv, q.get("includeObject", "")))
-                return _json({"kind": f"{res.kind}List", "apiVersion": res.group_version,
-                              "metadata": {"resourceVersion": rv}, "items": items})
+                return _json(
+                    {
+                        "kind": f"{res.kind}List",
+                        "apiVersion": res.group_version,
+                        "metadata": {"resourceVersion": rv},
+                        "items": items,
+                    }
+                )
             if m == "POST":
                 obj = await self._body(request)
                 if not isinstance(obj, dict):
@@ -156,25 +165,35 @@ class ApiServer:
                 if obj.get("kind") not in (None, res.kind):
                     raise errors.bad_request(f"the kind {obj.get('kind')!r} does not match {res.kind}")
                 if ns and obj.get("metadata", {}).get("namespace") not in (None, "", ns):
-                    raise errors.bad_request("the namespace of the provided object does not match the namespace "
-                                             "sent on the request")
+                    raise errors.bad_request(
+                        "the namespace of the provided object does not match the namespace sent on the request"
+                    )
                 self._admit("CREATE", res, obj, None)
                 if q.get("dryRun") == "All":
                     return _json(obj, 201)
                 return _json(self.store.create(res, ns, obj), 201)
             if m == "DELETE":
-                deleted = [self.store.delete(res, o["metadata"].get("namespace"), o["metadata"]["name"])
-                           for o in self.store.list(res, ns, q.get("labelSelector"), q.get("fieldSelector"))]
-                return _json({"kind": f"{res.kind}List", "apiVersion": res.group_version,
-                              "metadata": {"resourceVersion": str(self.store.rv)}, "items": deleted})
+                deleted = [
+                    self.store.delete(res, o["metadata"].get("namespace"), o["metadata"]["name"])
+                    for o in self.store.list(res, ns, q.get("labelSelector"), q.get("fieldSelector"))
+                ]
+                return _json(
+                    {
+                        "kind": f"{res.kind}List",
+                        "apiVersion": res.group_version,
+                        "metadata": {"resourceVersion": str(self.store.rv)},
+                        "items": deleted,
+                    }
+                )
             raise errors.ApiError(405, "MethodNotAllowed", f"{m} is not supported on a collection")
         if m == "GET":
             if _truthy(q.get("watch")):
                 raise errors.bad_request("watch a single object with fieldSelector=metadata.name=<name>")
             obj = self.store.get(res, ns, name)
             if tables.wants_table(request.headers.get("Accept", "")):
-                return _json(tables.table(res.kind, [obj], obj["metadata"]["resourceVersion"],
-                                          q.get("includeObject", "")))
+                return _json(
+                    tables.table(res.kind, [obj], obj["metadata"]["resourceVersion"], q.get("includeObject", ""))
+                )
             return _json(obj)
         if m == "PUT":
             obj = await self._body(request)
@@ -183,16 +202,22 @@ class ApiServer:
             old = self.store.get(res, ns, name)
             if not status:
                 self._admit("UPDATE", res, obj, old)
-            return _json(self.store.update(res, ns, name, obj, status_only=status,
-                                           preserve_status=not status and "status" in res.subresources))
+            return _json(
+                self.store.update(
+                    res, ns, name, obj, status_only=status, preserve_status=not status and "status" in res.subresources
+                )
+            )
         if m == "PATCH":
             return _json(await self._patch(request, res, ns, name, status))
         if m == "DELETE":
             body = await self._body(request) or {}
             pre = body.get("preconditions") or {}
             current = self.store.get(res, ns, name)
-            if pre.get("uid") and pre["uid"] != current["metadata"]["uid"] or (
-                    pre.get("resourceVersion") and pre["resourceVersion"] != current["metadata"]["resourceVersion"]):
+            if (
+                (pre.get("uid")
+                and pre["uid"] != current["metadata"]["uid"])
+                or (pre.get("resourceVersion") and pre["resourceVersion"] != current["metadata"]["resourceVersion"])
+            ):
                 raise errors.conflict(res.group, res.plural, name)
             grace = body.get("gracePeriodSeconds", q.get("gracePeriodSeconds"))
             try:
@@ -212,10 +237,13 @@ class ApiServer:
             elif ctype in ("application/merge-patch+json", "application/strategic-merge-patch+json"):
                 new = merge_patch(current, body)
             else:
-                raise errors.ApiError(415, "UnsupportedMediaType",
-                                      "the body of the request was in an unknown format - accepted media types "
-                                      "include: application/json-patch+json, application/merge-patch+json, "
-                                      "application/strategic-merge-patch+json")
+                raise errors.ApiError(
+                    415,
+                    "UnsupportedMediaType",
+                    "the body of the request was in an unknown format - accepted media types "
+                    "include: application/json-patch+json, application/merge-patch+json, "
+                    "application/strategic-merge-patch+json",
+                )
         except PatchError as exc:
             code = 422 if ctype == "application/json-patch+json" else 400
             raise errors.ApiError(code, "Invalid" if code == 422 else "BadRequest", str(exc)) from None
@@ -223,8 +251,9 @@ class ApiServer:
             raise errors.bad_request("the patch must result in an object")
         if not status:
             self._admit("UPDATE", res, new, current)
-        return self.store.update(res, ns, name, new, status_only=status,
-                                 preserve_status=not status and "status" in res.subresources)
+        return self.store.update(
+            res, ns, name, new, status_only=status, preserve_status=not status and "status" in res.subresources
+        )
 
     async def _watch(self, request: web.Request, res: Resource, ns: str | None) -> web.StreamResponse:
         q = request.query

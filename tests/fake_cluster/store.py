@@ -22,8 +22,12 @@ from tests.kube_api.conditions import now
 from .discovery import Resource
 from .selectors import field_matcher, label_matcher
 
-TERMINATING_SECONDS = {"/namespaces": 1.5, "kubevirt.io/virtualmachines": 1.0,
-                       "kubevirt.io/virtualmachineinstances": 0.5, "/pods": 0.5}
+TERMINATING_SECONDS = {
+    "/namespaces": 1.5,
+    "kubevirt.io/virtualmachines": 1.0,
+    "kubevirt.io/virtualmachineinstances": 0.5,
+    "/pods": 0.5,
+}
 HISTORY = 5000
 
 
@@ -52,8 +56,12 @@ class Watcher:
 
     def wants(self, res: Resource, obj: dict) -> bool:
         md = obj.get("metadata", {})
-        return (res.key == self.res.key and (self.namespace is None or md.get("namespace") == self.namespace)
-                and self.labels(md.get("labels")) and self.fields(obj))
+        return (
+            res.key == self.res.key
+            and (self.namespace is None or md.get("namespace") == self.namespace)
+            and self.labels(md.get("labels"))
+            and self.fields(obj)
+        )
 
 
 class Store:
@@ -102,11 +110,19 @@ class Store:
             raise errors.not_found(res.group, res.plural, name)
         return copy.deepcopy(obj)
 
-    def list(self, res: Resource, namespace: str | None = None, label_selector: str | None = None,
-             field_selector: str | None = None) -> list[dict]:
+    def list(
+        self,
+        res: Resource,
+        namespace: str | None = None,
+        label_selector: str | None = None,
+        field_selector: str | None = None,
+    ) -> list[dict]:
         labels, fields = label_matcher(label_selector), field_matcher(field_selector)
-        out = [o for (ns, _), o in sorted(self._table(res).items())
-               if (not namespace or ns == namespace) and labels(o["metadata"].get("labels")) and fields(o)]
+        out = [
+            o
+            for (ns, _), o in sorted(self._table(res).items())
+            if (not namespace or ns == namespace) and labels(o["metadata"].get("labels")) and fields(o)
+        ]
         return copy.deepcopy(out)
 
     # -- writes -------------------------------------------------------------------------------------
@@ -115,8 +131,12 @@ class Store:
         md = obj.setdefault("metadata", {})
         if not md.get("name"):
             if not md.get("generateName"):
-                raise errors.invalid(res.kind, "", f"{res.kind} \"\" is invalid: metadata.name: Required value: "
-                                     "name or generateName is required", group=res.group)
+                raise errors.invalid(
+                    res.kind,
+                    "",
+                    f'{res.kind} "" is invalid: metadata.name: Required value: name or generateName is required',
+                    group=res.group,
+                )
             md["name"] = md["generateName"] + uuid.uuid4().hex[:5]
         ns = self._ns(res, namespace or md.get("namespace"))
         if res.namespaced:
@@ -136,15 +156,29 @@ class Store:
 
     def _check_namespace(self, ns: str) -> None:
         from .discovery import BY_PATH
+
         nsobj = self._table(BY_PATH[("", "v1", "namespaces")]).get(("", ns))
         if nsobj is None:
             raise errors.not_found("", "namespaces", ns)
         if nsobj["metadata"].get("deletionTimestamp"):
-            raise errors.ApiError(403, "Forbidden", f"unable to create new content in namespace {ns} because "
-                                  "it is being terminated", {"name": ns, "kind": "namespaces"})
+            raise errors.ApiError(
+                403,
+                "Forbidden",
+                f"unable to create new content in namespace {ns} because it is being terminated",
+                {"name": ns, "kind": "namespaces"},
+            )
 
-    def update(self, res: Resource, namespace: str | None, name: str, obj: dict, *, status_only: bool = False,
-               check_rv: bool = True, preserve_status: bool = False) -> dict:
+    def update(
+        self,
+        res: Resource,
+        namespace: str | None,
+        name: str,
+        obj: dict,
+        *,
+        status_only: bool = False,
+        check_rv: bool = True,
+        preserve_status: bool = False,
+    ) -> dict:
         """``status_only``: a write to the status subresource; ``preserve_status``: a client write to the
         main resource of a kind with a status subresource (its status changes are ignored)."""
         current = self.find(res, namespace, name)
@@ -153,8 +187,9 @@ class Store:
         obj = copy.deepcopy(obj)
         md = obj.setdefault("metadata", {})
         if md.get("name", name) != name:
-            raise errors.bad_request(f"the name of the object ({md.get('name')}) does not match the name on "
-                                     f"the URL ({name})")
+            raise errors.bad_request(
+                f"the name of the object ({md.get('name')}) does not match the name on the URL ({name})"
+            )
         wanted_rv = md.get("resourceVersion")
         if check_rv and wanted_rv and wanted_rv != current["metadata"]["resourceVersion"]:
             raise errors.conflict(res.group, res.plural, name)
@@ -164,8 +199,14 @@ class Store:
         else:
             new = obj
             cur_md = current["metadata"]
-            for k in ("uid", "creationTimestamp", "namespace", "deletionTimestamp", "deletionGracePeriodSeconds",
-                      "generation"):
+            for k in (
+                "uid",
+                "creationTimestamp",
+                "namespace",
+                "deletionTimestamp",
+                "deletionGracePeriodSeconds",
+                "generation",
+            ):
                 if k in cur_md:
                     md[k] = cur_md[k]
                 else:
@@ -184,13 +225,17 @@ class Store:
         new["metadata"]["resourceVersion"] = self._next_rv()
         self._table(res)[(self._ns(res, namespace), name)] = new
         self._emit("MODIFIED", res, new, current)
-        if (new["metadata"].get("deletionTimestamp") and current["metadata"].get("finalizers")
-                and not new["metadata"].get("finalizers")):
+        if (
+            new["metadata"].get("deletionTimestamp")
+            and current["metadata"].get("finalizers")
+            and not new["metadata"].get("finalizers")
+        ):
             self._remove(res, new)  # the last finalizer is gone
         return copy.deepcopy(new)
 
-    def mutate(self, res: Resource, namespace: str | None, name: str, fn: Callable[[dict], None],
-               status_only: bool = False) -> dict | None:
+    def mutate(
+        self, res: Resource, namespace: str | None, name: str, fn: Callable[[dict], None], status_only: bool = False
+    ) -> dict | None:
         """Controller-side read-modify-write; None when the object is gone."""
         current = self.find(res, namespace, name)
         if current is None:
@@ -230,6 +275,7 @@ class Store:
 
     def _empty_namespace(self, ns: str) -> None:
         from .discovery import RESOURCES
+
         for res in RESOURCES:
             if not res.namespaced:
                 continue
@@ -243,6 +289,7 @@ class Store:
             return
         if res.kind == "Namespace":  # whatever is still left goes now
             from .discovery import RESOURCES
+
             for r in RESOURCES:
                 if r.namespaced:
                     for (ons, _), obj in list(self._table(r).items()):
@@ -261,8 +308,14 @@ class Store:
         self._emit("DELETED", res, obj)
 
     # -- watches ------------------------------------------------------------------------------------
-    def watch(self, res: Resource, namespace: str | None, label_selector: str | None, field_selector: str | None,
-              resource_version: str | None) -> Watcher:
+    def watch(
+        self,
+        res: Resource,
+        namespace: str | None,
+        label_selector: str | None,
+        field_selector: str | None,
+        resource_version: str | None,
+    ) -> Watcher:
         w = Watcher(res, namespace, label_matcher(label_selector), field_matcher(field_selector))
         if resource_version in (None, "", "0"):
             for obj in self.list(res, namespace, label_selector, field_selector):

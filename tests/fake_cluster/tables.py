@@ -28,15 +28,22 @@ def _pod_status(o: dict) -> str:
 
 
 COLUMNS = {
-    "Pod": [("Ready", "string", _pod_ready), ("Status", "string", _pod_status),
-            ("Restarts", "integer", lambda o: 0),
-            ("Age", "string", lambda o: _age(o["metadata"].get("creationTimestamp"))),
-            ("IP", "string", lambda o: o.get("status", {}).get("podIP", "<none>")),
-            ("Node", "string", lambda o: o.get("spec", {}).get("nodeName", "<none>"))],
-    "Namespace": [("Status", "string", lambda o: o.get("status", {}).get("phase", "Active")),
-                  ("Age", "string", lambda o: _age(o["metadata"].get("creationTimestamp")))],
-    "KubeVirt": [("Age", "date", lambda o: _age(o["metadata"].get("creationTimestamp"))),
-                 ("Phase", "string", lambda o: o.get("status", {}).get("phase", ""))],
+    "Pod": [
+        ("Ready", "string", _pod_ready),
+        ("Status", "string", _pod_status),
+        ("Restarts", "integer", lambda o: 0),
+        ("Age", "string", lambda o: _age(o["metadata"].get("creationTimestamp"))),
+        ("IP", "string", lambda o: o.get("status", {}).get("podIP", "<none>")),
+        ("Node", "string", lambda o: o.get("spec", {}).get("nodeName", "<none>")),
+    ],
+    "Namespace": [
+        ("Status", "string", lambda o: o.get("status", {}).get("phase", "Active")),
+        ("Age", "string", lambda o: _age(o["metadata"].get("creationTimestamp"))),
+    ],
+    "KubeVirt": [
+        ("Age", "date", lambda o: _age(o["metadata"].get("creationTimestamp"))),
+        ("Phase", "string", lambda o: o.get("status", {}).get("phase", "")),
+    ],
 }
 DEFAULT = [("Age", "string", lambda o: _age(o["metadata"].get("creationTimestamp")))]
 
@@ -56,7 +63,13 @@ def table(kind: str, items: list[dict], resource_version: str, include_object: s
         else:
             embedded = {"kind": "PartialObjectMetadata", "apiVersion": "meta.k8s.io/v1", "metadata": o["metadata"]}
         rows.append({"cells": [fn(o) for _, _, fn in cols], "object": embedded})
-    return {"kind": "Table", "apiVersion": "meta.k8s.io/v1", "metadata": {"resourceVersion": resource_version},
-            "columnDefinitions": [{"name": n, "type": t, "format": "name" if n == "Name" else "", "description": n,
-                                   "priority": 0} for n, t, _ in cols],
-            "rows": rows}
+    return {
+        "kind": "Table",
+        "apiVersion": "meta.k8s.io/v1",
+        "metadata": {"resourceVersion": resource_version},
+        "columnDefinitions": [
+            {"name": n, "type": t, "format": "name" if n == "Name" else "", "description": n, "priority": 0}
+            for n, t, _ in cols
+        ],
+        "rows": rows,
+    }

@@ -9,8 +9,15 @@ class ApiError(Exception):
         self.code, self.reason, self.message, self.details = code, reason, message, details
 
     def status(self) -> dict:
-        body = {"kind": "Status", "apiVersion": "v1", "metadata": {}, "status": "Failure",
-                "message": self.message, "reason": self.reason, "code": self.code}
+        body = {
+            "kind": "Status",
+            "apiVersion": "v1",
+            "metadata": {},
+            "status": "Failure",
+            "message": self.message,
+            "reason": self.reason,
+            "code": self.code,
+        }
         if self.details is not None:
             body["details"] = self.details
         return body
@@ -23,15 +30,20 @@ def not_found(group: str, plural: str, name: str) -> ApiError:
 
 def already_exists(group: str, plural: str, name: str) -> ApiError:
     kind = f"{plural}.{group}" if group else plural
-    return ApiError(409, "AlreadyExists", f'{kind} "{name}" already exists',
-                    {"name": name, "group": group, "kind": plural})
+    return ApiError(
+        409, "AlreadyExists", f'{kind} "{name}" already exists', {"name": name, "group": group, "kind": plural}
+    )
 
 
 def conflict(group: str, plural: str, name: str) -> ApiError:
     kind = f"{plural}.{group}" if group else plural
-    return ApiError(409, "Conflict", f'Operation cannot be fulfilled on {kind} "{name}": the object has been '
-                    "modified; please apply your changes to the latest version and try again",
-                    {"name": name, "group": group, "kind": plural})
+    return ApiError(
+        409,
+        "Conflict",
+        f'Operation cannot be fulfilled on {kind} "{name}": the object has been '
+        "modified; please apply your changes to the latest version and try again",
+        {"name": name, "group": group, "kind": plural},
+    )
 
 
 def bad_request(message: str) -> ApiError:

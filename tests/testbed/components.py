@@ -27,10 +27,12 @@ class Pins:
     kwok: str
 
     @classmethod
-    def from_versions_env(cls) -> "Pins":
-        return cls(kubernetes=versions.env("TESTBED_KUBERNETES_VERSION"),
-                   etcd=versions.env("TESTBED_ETCD_VERSION"),
-                   kwok=versions.env("TESTBED_KWOK_VERSION"))
+    def from_versions_env(cls) -> Pins:
+        return cls(
+            kubernetes=versions.env("TESTBED_KUBERNETES_VERSION"),
+            etcd=versions.env("TESTBED_ETCD_VERSION"),
+            kwok=versions.env("TESTBED_KWOK_VERSION"),
+        )
 
 
 def _staging_version(kubernetes: str) -> str:
@@ -43,9 +45,16 @@ def _staging_version(kubernetes: str) -> str:
 
 def _version_ldflags(package: str, version: str) -> str:
     major, minor, _ = version.lstrip("v").split(".")
-    return " ".join(f"-X {package}.{key}={value}" for key, value in (
-        ("gitVersion", version), ("gitMajor", major), ("gitMinor", minor), ("gitTreeState", "clean"),
-        ("buildDate", "1970-01-01T00:00:00Z")))
+    return " ".join(
+        f"-X {package}.{key}={value}"
+        for key, value in (
+            ("gitVersion", version),
+            ("gitMajor", major),
+            ("gitMinor", minor),
+            ("gitTreeState", "clean"),
+            ("buildDate", "1970-01-01T00:00:00Z"),
+        )
+    )
 
 
 def kubernetes_module(version: str) -> WrapperModule:
@@ -55,51 +64,82 @@ def kubernetes_module(version: str) -> WrapperModule:
     hack/lib/version.sh at the tag): without the stamps the binaries call themselves v0.0.0.
     """
     staging = _staging_version(version)  # validates the pin first
-    ldflags = " ".join(["-s -w",
-                        _version_ldflags("k8s.io/component-base/version", version),
-                        _version_ldflags("k8s.io/client-go/pkg/version", version)])
+    ldflags = " ".join(
+        [
+            "-s -w",
+            _version_ldflags("k8s.io/component-base/version", version),
+            _version_ldflags("k8s.io/client-go/pkg/version", version),
+        ]
+    )
     return WrapperModule(
-        name="kubernetes", version=version,
-        packages=("k8s.io/kubernetes/cmd/kube-apiserver", "k8s.io/kubernetes/cmd/kube-controller-manager",
-                  "k8s.io/kubernetes/cmd/kubectl"),
+        name="kubernetes",
+        version=version,
+        packages=(
+            "k8s.io/kubernetes/cmd/kube-apiserver",
+            "k8s.io/kubernetes/cmd/kube-controller-manager",
+            "k8s.io/kubernetes/cmd/kubectl",
+        ),
         requires=(f"k8s.io/kubernetes@{version}",),
-        replace_from=f"k8s.io/kubernetes@{version}", local_replace_version=staging,
-        tags=("selinux", "notest"), ldflags=ldflags)
+        replace_from=f"k8s.io/kubernetes@{version}",
+        local_replace_version=staging,
+        tags=("selinux", "notest"),
+        ldflags=ldflags,
+    )
 
 
 def kube_scheduler_module(version: str) -> WrapperModule:
     """kube-scheduler alone, so the Kubernetes build above keeps its cache entry."""
-    return dataclasses.replace(kubernetes_module(version), name="kube-scheduler",
-                               packages=("k8s.io/kubernetes/cmd/kube-scheduler",))
+    return dataclasses.replace(
+        kubernetes_module(version), name="kube-scheduler", packages=("k8s.io/kubernetes/cmd/kube-scheduler",)
+    )
 
 
 def etcd_module(version: str) -> WrapperModule:
     """etcd's server module has ``package main`` at its root; its binary is named ``server``."""
-    return WrapperModule(name="etcd", version=version, packages=("go.etcd.io/etcd/server/v3",),
-                         requires=(f"go.etcd.io/etcd/server/v3@{version}",), ldflags="-s -w")
+    return WrapperModule(
+        name="etcd",
+        version=version,
+        packages=("go.etcd.io/etcd/server/v3",),
+        requires=(f"go.etcd.io/etcd/server/v3@{version}",),
+        ldflags="-s -w",
+    )
 
 
 def kwok_module(version: str) -> WrapperModule:
     """kwok itself (no replace directives); the version stamp as its hack/releases.sh sets it."""
-    return WrapperModule(name="kwok", version=version, packages=("sigs.k8s.io/kwok/cmd/kwok",),
-                         requires=(f"sigs.k8s.io/kwok@{version}",),
-                         ldflags=f"-s -w -X sigs.k8s.io/kwok/pkg/consts.Version={version}")
+    return WrapperModule(
+        name="kwok",
+        version=version,
+        packages=("sigs.k8s.io/kwok/cmd/kwok",),
+        requires=(f"sigs.k8s.io/kwok@{version}",),
+        ldflags=f"-s -w -X sigs.k8s.io/kwok/pkg/consts.Version={version}",
+    )
 
 
-def _kubevirt_module(name: str, kubevirt_version: str, packages: tuple[str, ...],
-                     source: Path | None = None) -> WrapperModule:
+def _kubevirt_module(
+    name: str, kubevirt_version: str, packages: tuple[str, ...], source: Path | None = None
+) -> WrapperModule:
     """A wrapper of kubevirt.io/kubevirt at a tag: its replace block, api/client-go at the tag."""
     return WrapperModule(
-        name=name, version=kubevirt_version, packages=packages, source=source,
+        name=name,
+        version=kubevirt_version,
+        packages=packages,
+        source=source,
         requires=(f"kubevirt.io/kubevirt@{kubevirt_version}",),
-        replace_from=f"kubevirt.io/kubevirt@{kubevirt_version}", local_replace_version=kubevirt_version,
-        ldflags="-s -w")
+        replace_from=f"kubevirt.io/kubevirt@{kubevirt_version}",
+        local_replace_version=kubevirt_version,
+        ldflags="-s -w",
+    )
 
 
 def kubevirt_manifests_module(kubevirt_version: str) -> WrapperModule:
     """Our small program printing KubeVirt's CRDs, plus KubeVirt's own resource-generator (the CR)."""
-    return _kubevirt_module("kubevirt-manifests", kubevirt_version,
-                            (".", "kubevirt.io/kubevirt/tools/resource-generator"), KUBEVIRT_MANIFESTS_SOURCE)
+    return _kubevirt_module(
+        "kubevirt-manifests",
+        kubevirt_version,
+        (".", "kubevirt.io/kubevirt/tools/resource-generator"),
+        KUBEVIRT_MANIFESTS_SOURCE,
+    )
 
 
 def kubevirt_components_module(kubevirt_version: str) -> WrapperModule:
@@ -109,13 +149,26 @@ def kubevirt_components_module(kubevirt_version: str) -> WrapperModule:
     at the tag): unstamped, virt-api reports v0.0.0-master and virtctl prints a semver error on
     every command (its client/server version check, pkg/virtctl/version/version.go).
     """
-    stamps = " ".join(f"-X kubevirt.io/client-go/version.{key}={value}" for key, value in (
-        ("gitVersion", kubevirt_version), ("gitTreeState", "clean"), ("buildDate", "1970-01-01T00:00:00Z")))
+    stamps = " ".join(
+        f"-X kubevirt.io/client-go/version.{key}={value}"
+        for key, value in (
+            ("gitVersion", kubevirt_version),
+            ("gitTreeState", "clean"),
+            ("buildDate", "1970-01-01T00:00:00Z"),
+        )
+    )
     return dataclasses.replace(
-        _kubevirt_module("kubevirt-components", kubevirt_version,
-                         ("kubevirt.io/kubevirt/cmd/virt-api", "kubevirt.io/kubevirt/cmd/virt-controller",
-                          "kubevirt.io/kubevirt/cmd/virtctl")),
-        ldflags=f"-s -w {stamps}")
+        _kubevirt_module(
+            "kubevirt-components",
+            kubevirt_version,
+            (
+                "kubevirt.io/kubevirt/cmd/virt-api",
+                "kubevirt.io/kubevirt/cmd/virt-controller",
+                "kubevirt.io/kubevirt/cmd/virtctl",
+            ),
+        ),
+        ldflags=f"-s -w {stamps}",
+    )
 
 
 @dataclass(frozen=True)
@@ -131,17 +184,21 @@ class Binaries:
 
 def build_control_plane(pins: Pins) -> Binaries:
     """Build (or find in the cache) etcd, the Kubernetes binaries and kwok."""
-    built = {"etcd": build(etcd_module(pins.etcd)),
-             "kubernetes": build(kubernetes_module(pins.kubernetes)),
-             "kube-scheduler": build(kube_scheduler_module(pins.kubernetes)),
-             "kwok": build(kwok_module(pins.kwok))}
-    return Binaries(etcd=built["etcd"].binary("server"),
-                    kube_apiserver=built["kubernetes"].binary("kube-apiserver"),
-                    kube_controller_manager=built["kubernetes"].binary("kube-controller-manager"),
-                    kube_scheduler=built["kube-scheduler"].binary("kube-scheduler"),
-                    kubectl=built["kubernetes"].binary("kubectl"),
-                    kwok=built["kwok"].binary("kwok"),
-                    builds=built)
+    built = {
+        "etcd": build(etcd_module(pins.etcd)),
+        "kubernetes": build(kubernetes_module(pins.kubernetes)),
+        "kube-scheduler": build(kube_scheduler_module(pins.kubernetes)),
+        "kwok": build(kwok_module(pins.kwok)),
+    }
+    return Binaries(
+        etcd=built["etcd"].binary("server"),
+        kube_apiserver=built["kubernetes"].binary("kube-apiserver"),
+        kube_controller_manager=built["kubernetes"].binary("kube-controller-manager"),
+        kube_scheduler=built["kube-scheduler"].binary("kube-scheduler"),
+        kubectl=built["kubernetes"].binary("kubectl"),
+        kwok=built["kwok"].binary("kwok"),
+        builds=built,
+    )
 
 
 def build_kubevirt_manifests(kubevirt_version: str) -> Built:

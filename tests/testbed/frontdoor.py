@@ -16,9 +16,8 @@ import urllib.parse
 from collections.abc import Callable
 
 from tests.kube_api import errors
-from tests.testbed import node_lab_exec
+from tests.testbed import node_lab_exec, spdy
 from tests.testbed.node_pod_streams import PodStreams
-from tests.testbed import spdy
 
 MAX_HEAD = 64 * 1024
 
@@ -38,14 +37,14 @@ class FrontDoor(asyncio.Protocol):
         end = self.buf.find(b"\r\n\r\n")
         if end < 0 and len(self.buf) < MAX_HEAD:
             return
-        lines = self.buf[:max(end, 0)].decode("latin-1").split("\r\n")
+        lines = self.buf[: max(end, 0)].decode("latin-1").split("\r\n")
         headers: dict[str, list[str]] = {}
         for line in lines[1:]:
             key, _, value = line.partition(":")
             headers.setdefault(key.strip().lower(), []).append(value.strip())
         if end >= 0 and any(v.lower().startswith("spdy/") for v in headers.get("upgrade", [])):
             self.handed = True
-            self.upgrades.upgrade(self.transport, lines[0], headers, self.buf[end + 4:])
+            self.upgrades.upgrade(self.transport, lines[0], headers, self.buf[end + 4 :])
             return
         self._hand_to_http()
 
@@ -66,16 +65,24 @@ class FrontDoor(asyncio.Protocol):
 
 
 class SpdyUpgrades:
-    def __init__(self, pod_of: Callable[[str, str], dict], lab_for_pod: Callable[[dict], tuple], token: str,
-                 client_cn: str | None) -> None:
+    def __init__(
+        self,
+        pod_of: Callable[[str, str], dict],
+        lab_for_pod: Callable[[dict], tuple],
+        token: str,
+        client_cn: str | None,
+    ) -> None:
         self.pod_of, self.lab_for_pod, self.token, self.client_cn = pod_of, lab_for_pod, token, client_cn
         self.connections: set[spdy.Connection] = set()
 
     def _reply(self, transport, exc: errors.ApiError) -> None:
         body = json.dumps(exc.status()).encode()
         reason = {400: "Bad Request", 401: "Unauthorized", 403: "Forbidden", 404: "Not Found"}.get(exc.code, "Error")
-        transport.write(f"HTTP/1.1 {exc.code} {reason}\r\nContent-Type: application/json\r\nContent-Length: "
-                        f"{len(body)}\r\nConnection: close\r\n\r\n".encode() + body)
+        transport.write(
+            f"HTTP/1.1 {exc.code} {reason}\r\nContent-Type: application/json\r\nContent-Length: "
+            f"{len(body)}\r\nConnection: close\r\n\r\n".encode()
+            + body
+        )
         transport.close()
 
     def _authorized(self, transport, headers: dict[str, list[str]]) -> bool:
@@ -98,8 +105,12 @@ class SpdyUpgrades:
         url = urllib.parse.urlsplit(parts[1] if len(parts) > 1 else "/")
         query = urllib.parse.parse_qs(url.query)
         seg = [s for s in url.path.split("/") if s]
-        if len(seg) != 7 or seg[:3] != ["api", "v1", "namespaces"] or seg[4] != "pods" or seg[6] not in (
-                "exec", "portforward"):
+        if (
+            len(seg) != 7
+            or seg[:3] != ["api", "v1", "namespaces"]
+            or seg[4] != "pods"
+            or seg[6] not in ("exec", "portforward")
+        ):
             raise errors.ApiError(404, "NotFound", "the server could not find the requested resource")
         ns, name, action = seg[3], seg[5], seg[6]
         pod = self.pod_of(ns, name)
@@ -114,13 +125,21 @@ class SpdyUpgrades:
         else:
             container, argv = None, []
         if (pod.get("status") or {}).get("phase") != "Running":
-            raise errors.bad_request(f'container not found ("{container}")' if container else f"pod {name} is not running")
+            raise errors.bad_request(
+                f'container not found ("{container}")' if container else f"pod {name} is not running"
+            )
         vm, where = self.lab_for_pod(pod)
         if chosen is None:
-            raise errors.ApiError(403, "Forbidden", f"unable to upgrade: unable to negotiate protocol: client supports "
-                                  f"{offered}, server supports {list(supported)}")
-        transport.write(b"HTTP/1.1 101 Switching Protocols\r\nConnection: Upgrade\r\nUpgrade: SPDY/3.1\r\n"
-                        + f"X-Stream-Protocol-Version: {chosen}\r\n\r\n".encode())
+            raise errors.ApiError(
+                403,
+                "Forbidden",
+                f"unable to upgrade: unable to negotiate protocol: client supports "
+                f"{offered}, server supports {list(supported)}",
+            )
+        transport.write(
+            b"HTTP/1.1 101 Switching Protocols\r\nConnection: Upgrade\r\nUpgrade: SPDY/3.1\r\n"
+            + f"X-Stream-Protocol-Version: {chosen}\r\n\r\n".encode()
+        )
         loop = asyncio.get_running_loop()
         streams: dict[str, spdy.Stream] = {}
         pairs: dict[str, dict[str, spdy.Stream]] = {}
@@ -146,8 +165,11 @@ class SpdyUpgrades:
                     port = int(stream.headers.get("port", "0"))
                 except ValueError:
                     port = 0
-                loop.create_task(spdy.serve_port_pair(pair["data"], pair["error"], port, dial,
-                                                      f"{name}, uid {pod['metadata']['uid']}"))
+                loop.create_task(
+                    spdy.serve_port_pair(
+                        pair["data"], pair["error"], port, dial, f"{name}, uid {pod['metadata']['uid']}"
+                    )
+                )
 
         conn = spdy.Connection(on_stream)
         self.connections.add(conn)
@@ -157,6 +179,7 @@ class SpdyUpgrades:
         if tail:
             conn.data_received(tail)
         if action == "exec":
+
             async def run():
                 if vm is None:
                     raise ConnectionError(f"no running reference VM backs pod {ns}/{name}")
@@ -164,9 +187,13 @@ class SpdyUpgrades:
 
             async def spawn(stdin: bool):
                 return await node_lab_exec.start(vm, where, list(argv), stdin)
+
             live = vm is not None and node_lab_exec.can_stream(vm)
-            loop.create_task(spdy.serve_exec(conn, streams, arrived, {k: v[0] for k, v in query.items()}, run,
-                                             spawn if live else None))
+            loop.create_task(
+                spdy.serve_exec(
+                    conn, streams, arrived, {k: v[0] for k, v in query.items()}, run, spawn if live else None
+                )
+            )
 
     def close_all(self) -> None:
         for conn in list(self.connections):

@@ -86,8 +86,10 @@ class ConsoleServer:
 
     async def console(self, request):
         if _peer_common_name(request) != CLIENT_COMMON_NAME:
-            return web.Response(status=403, text=f"common name is invalid, expected {CLIENT_COMMON_NAME}, "
-                                                 f"but got {_peer_common_name(request)}")
+            return web.Response(
+                status=403,
+                text=f"common name is invalid, expected {CLIENT_COMMON_NAME}, but got {_peer_common_name(request)}",
+            )
         namespace, name = request.match_info["namespace"], request.match_info["name"]
         async with ClientSession(timeout=ClientTimeout(total=waits.timeout("api-probe"))) as session:
             vmi = await self.vmi_on_node(session, namespace, name)
@@ -149,13 +151,15 @@ def serve(args: argparse.Namespace) -> None:
     app = web.Application()
     app.router.add_get("/v1/namespaces/{namespace}/virtualmachineinstances/{name}/console", server.console)
     print(f"virt-handler console endpoint on https://{args.listen}:{args.port}", file=sys.stderr, flush=True)
-    web.run_app(app, host=args.listen, port=args.port, ssl_context=ctx, print=None, shutdown_timeout=2,
-                access_log=None)
+    web.run_app(app, host=args.listen, port=args.port, ssl_context=ctx, print=None, shutdown_timeout=2, access_log=None)
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m tests.testbed.handler_console", description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        prog="python -m tests.testbed.handler_console",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
     for flag in ("listen", "cert", "key", "ca", "state-dir", "node-name", "api-server", "api-cert", "api-key"):
         parser.add_argument(f"--{flag}", required=True)
     parser.add_argument("--port", type=int, required=True)
@@ -166,11 +170,16 @@ def main(argv: list[str] | None = None) -> int:
 # -- started by the bed -------------------------------------------------------------------------
 def handler_pod(namespace: str, node_name: str, kubevirt_version: str) -> dict:
     """The pod virt-api looks up: virt-handler's labels, on the node, with the node's network."""
-    return {"apiVersion": "v1", "kind": "Pod",
-            "metadata": {"name": f"virt-handler-{node_name}", "namespace": namespace, "labels": HANDLER_POD_LABEL},
-            "spec": {"nodeName": node_name, "hostNetwork": True,
-                     "containers": [{"name": "virt-handler",
-                                     "image": f"quay.io/kubevirt/virt-handler:{kubevirt_version}"}]}}
+    return {
+        "apiVersion": "v1",
+        "kind": "Pod",
+        "metadata": {"name": f"virt-handler-{node_name}", "namespace": namespace, "labels": HANDLER_POD_LABEL},
+        "spec": {
+            "nodeName": node_name,
+            "hostNetwork": True,
+            "containers": [{"name": "virt-handler", "image": f"quay.io/kubevirt/virt-handler:{kubevirt_version}"}],
+        },
+    }
 
 
 def start(testbed, namespace: str, node_name: str, kubevirt_version: str) -> int:
@@ -181,21 +190,39 @@ def start(testbed, namespace: str, node_name: str, kubevirt_version: str) -> int
 
     def pod_ip() -> str:
         return testbed.kubectl("get", "pod", "-n", namespace, pod, "-o", "jsonpath={.status.podIP}").stdout.strip()
-    ip = waits.wait_for(f"kwok to give pod {namespace}/{pod} an IP", pod_ip, waits.timeout("testbed-component"),
-                        describe=lambda got: repr(got or "no podIP yet"))
+
+    ip = waits.wait_for(
+        f"kwok to give pod {namespace}/{pod} an IP",
+        pod_ip,
+        waits.timeout("testbed-component"),
+        describe=lambda got: repr(got or "no podIP yet"),
+    )
     serving = testbed.ca.issue("virt-handler-console", SERVER_COMMON_NAME, hosts=(ip,), server=True)
     port = processes.free_port(ip)
     testbed.record.ports["virt-handler-console"] = port
-    proc = testbed.spawn("virt-handler-console", [
-        # Importable from whatever directory the bed was started in.
-        sys.executable, "-c", f"import runpy, sys; sys.path.insert(0, {str(REPO_ROOT)!r}); "
-                              "runpy.run_module('tests.testbed.handler_console', run_name='__main__')",
-        f"--listen={ip}", f"--port={port}",
-        f"--cert={serving.cert}", f"--key={serving.key}", f"--ca={testbed.ca.pair.cert}",
-        f"--state-dir={testbed.state}", f"--node-name={node_name}", f"--api-server={testbed.server}",
-        f"--api-cert={testbed.admin.cert}", f"--api-key={testbed.admin.key}"])
-    testbed.wait_ready(proc, f"the virt-handler console endpoint listening on {ip}:{port}",
-                       lambda: processes.listening(port, ip))
+    proc = testbed.spawn(
+        "virt-handler-console",
+        [
+            # Importable from whatever directory the bed was started in.
+            sys.executable,
+            "-c",
+            f"import runpy, sys; sys.path.insert(0, {str(REPO_ROOT)!r}); "
+            "runpy.run_module('tests.testbed.handler_console', run_name='__main__')",
+            f"--listen={ip}",
+            f"--port={port}",
+            f"--cert={serving.cert}",
+            f"--key={serving.key}",
+            f"--ca={testbed.ca.pair.cert}",
+            f"--state-dir={testbed.state}",
+            f"--node-name={node_name}",
+            f"--api-server={testbed.server}",
+            f"--api-cert={testbed.admin.cert}",
+            f"--api-key={testbed.admin.key}",
+        ],
+    )
+    testbed.wait_ready(
+        proc, f"the virt-handler console endpoint listening on {ip}:{port}", lambda: processes.listening(port, ip)
+    )
     return port
 
 

@@ -61,14 +61,24 @@ def install(testbed, manifests: Built, kubevirt_version: str) -> None:
 
     def not_established() -> list[str]:
         served = json.loads(testbed.kubectl("get", "crd", *names, "-o", "json").stdout)["items"]
-        done = {crd["metadata"]["name"] for crd in served
-                if any(c["type"] == "Established" and c["status"] == "True"
-                       for c in (crd.get("status") or {}).get("conditions") or [])}
+        done = {
+            crd["metadata"]["name"]
+            for crd in served
+            if any(
+                c["type"] == "Established" and c["status"] == "True"
+                for c in (crd.get("status") or {}).get("conditions") or []
+            )
+        }
         return sorted(set(names) - done)
+
     # Polled, not `kubectl wait`: that fails outright on a CRD whose status.conditions is still null.
-    waits.wait_for(f"KubeVirt's {len(names)} CRDs to be Established", not_established,
-                   waits.timeout("crd-established"), accept=lambda missing: not missing,
-                   describe=lambda missing: f"not yet: {missing}")
+    waits.wait_for(
+        f"KubeVirt's {len(names)} CRDs to be Established",
+        not_established,
+        waits.timeout("crd-established"),
+        accept=lambda missing: not missing,
+        describe=lambda missing: f"not yet: {missing}",
+    )
     testbed.kubectl("create", "namespace", NAMESPACE)
     testbed.kubectl("create", "-f", "-", input=cr)
     report_deployed(testbed, kubevirt_version)
@@ -103,8 +113,10 @@ def served_schema_differences(served: dict, generated: dict) -> list[str]:
         want_schema = (version.get("schema") or {}).get("openAPIV3Schema")
         got_schema = (got.get("schema") or {}).get("openAPIV3Schema")
         if want_schema != got_schema:
-            problems.append(f"version {name}: openAPIV3Schema differs (generated {len(str(want_schema))} chars, "
-                            f"served {len(str(got_schema))} chars)")
+            problems.append(
+                f"version {name}: openAPIV3Schema differs (generated {len(str(want_schema))} chars, "
+                f"served {len(str(got_schema))} chars)"
+            )
     return problems
 
 
@@ -119,13 +131,28 @@ def report_deployed(testbed, kubevirt_version: str) -> None:
     finished install.
     """
     ready = {"reason": "AllComponentsReady", "message": "All components are ready."}
-    status = {"phase": "Deployed", "observedKubeVirtVersion": kubevirt_version,
-              "targetKubeVirtVersion": kubevirt_version, "operatorVersion": kubevirt_version,
-              "conditions": [{"type": "Available", "status": "True", **ready},
-                             {"type": "Progressing", "status": "False", **ready},
-                             {"type": "Degraded", "status": "False", **ready}]}
-    testbed.kubectl("patch", "kubevirt", "-n", NAMESPACE, "kubevirt", "--subresource=status", "--type=merge",
-                    "-p", json.dumps({"status": status}))
+    status = {
+        "phase": "Deployed",
+        "observedKubeVirtVersion": kubevirt_version,
+        "targetKubeVirtVersion": kubevirt_version,
+        "operatorVersion": kubevirt_version,
+        "conditions": [
+            {"type": "Available", "status": "True", **ready},
+            {"type": "Progressing", "status": "False", **ready},
+            {"type": "Degraded", "status": "False", **ready},
+        ],
+    }
+    testbed.kubectl(
+        "patch",
+        "kubevirt",
+        "-n",
+        NAMESPACE,
+        "kubevirt",
+        "--subresource=status",
+        "--type=merge",
+        "-p",
+        json.dumps({"status": status}),
+    )
 
 
 def advertise_node_devices(testbed) -> None:
@@ -137,10 +164,23 @@ def advertise_node_devices(testbed) -> None:
     """
     node = json.loads(testbed.kubectl("get", "node", NODE_NAME, "-o", "json").stdout)
     resources = dict(node["status"].get("allocatable") or {})
-    resources.update({"ephemeral-storage": "1Ti", "devices.kubevirt.io/kvm": "1k",
-                      "devices.kubevirt.io/tun": "1k", "devices.kubevirt.io/vhost-net": "1k"})
-    testbed.kubectl("patch", "node", NODE_NAME, "--subresource=status", "--type=merge",
-                    "-p", json.dumps({"status": {"capacity": resources, "allocatable": resources}}))
+    resources.update(
+        {
+            "ephemeral-storage": "1Ti",
+            "devices.kubevirt.io/kvm": "1k",
+            "devices.kubevirt.io/tun": "1k",
+            "devices.kubevirt.io/vhost-net": "1k",
+        }
+    )
+    testbed.kubectl(
+        "patch",
+        "node",
+        NODE_NAME,
+        "--subresource=status",
+        "--type=merge",
+        "-p",
+        json.dumps({"status": {"capacity": resources, "allocatable": resources}}),
+    )
 
 
 def launcher_image(kubevirt_version: str) -> str:
@@ -162,8 +202,12 @@ def service_account_kubeconfig(testbed, component: str, service_account: str):
     virt-handler must be those users. Group system:masters stands in for KubeVirt's RBAC,
     which the bed does not install.
     """
-    pair = testbed.ca.issue(f"{component}-client", f"system:serviceaccount:{NAMESPACE}:{service_account}",
-                            organization="system:masters", client=True)
+    pair = testbed.ca.issue(
+        f"{component}-client",
+        f"system:serviceaccount:{NAMESPACE}:{service_account}",
+        organization="system:masters",
+        client=True,
+    )
     return testbed._component_kubeconfig(component, pair)
 
 
@@ -179,17 +223,26 @@ def start_virt_controller(testbed, components: Built, kubevirt_version: str) -> 
     kubeconfig = service_account_kubeconfig(testbed, "virt-controller", CONTROLLER_SERVICE_ACCOUNT)
     port = processes.free_port()
     testbed.record.ports["virt-controller"] = port
-    proc = testbed.spawn("virt-controller", [
-        str(components.binary("virt-controller")), f"--kubeconfig={kubeconfig}",
-        f"--launcher-image={launcher_image(kubevirt_version)}",
-        # Its metrics/health server, by default on 0.0.0.0:8182: beds side by side would collide.
-        f"--listen={LOOPBACK}", f"--port={port}"], env=_daemon_env(testbed))
+    proc = testbed.spawn(
+        "virt-controller",
+        [
+            str(components.binary("virt-controller")),
+            f"--kubeconfig={kubeconfig}",
+            f"--launcher-image={launcher_image(kubevirt_version)}",
+            # Its metrics/health server, by default on 0.0.0.0:8182: beds side by side would collide.
+            f"--listen={LOOPBACK}",
+            f"--port={port}",
+        ],
+        env=_daemon_env(testbed),
+    )
 
     def leader() -> bool:
         # Controllers start right after the lease is won (pkg/virt-controller/watch/application.go).
-        out = testbed.kubectl("get", "lease", "-n", NAMESPACE, "virt-controller", "-o",
-                              "jsonpath={.spec.holderIdentity}", check=False)
+        out = testbed.kubectl(
+            "get", "lease", "-n", NAMESPACE, "virt-controller", "-o", "jsonpath={.spec.holderIdentity}", check=False
+        )
         return out.returncode == 0 and bool(out.stdout.strip())
+
     testbed.wait_ready(proc, f"virt-controller to hold the lease {NAMESPACE}/virt-controller", leader)
 
 
@@ -212,33 +265,54 @@ def start_virt_api(testbed, components: Built, manifests: Built) -> None:
     """
     address = service_address.hold(testbed)
     service_dns = f"virt-api.{NAMESPACE}.svc"  # the name the aggregator checks the certificate for
-    serving = testbed.ca.issue("virt-api", "virt-api", hosts=(address, service_dns, LOOPBACK, "localhost"),
-                               server=True)
+    serving = testbed.ca.issue("virt-api", "virt-api", hosts=(address, service_dns, LOOPBACK, "localhost"), server=True)
     # The name virt-handler's console server insists on (pkg/util/tls/tls.go verifyPeerCert).
     handler_client = testbed.ca.issue("virt-api-handler-client", handler_console.CLIENT_COMMON_NAME, client=True)
-    ca_map = {"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "kubevirt-ca", "namespace": NAMESPACE},
-              "data": {"ca-bundle": testbed.ca.cert_pem.decode()}}
+    ca_map = {
+        "apiVersion": "v1",
+        "kind": "ConfigMap",
+        "metadata": {"name": "kubevirt-ca", "namespace": NAMESPACE},
+        "data": {"ca-bundle": testbed.ca.cert_pem.decode()},
+    }
     testbed.kubectl("create", "-f", "-", input=json.dumps(ca_map))
     port = processes.free_port(address)
     testbed.record.ports["virt-api"] = port
     url = f"https://{address}:{port}"
     console_port = testbed.record.ports.get("virt-handler-console")
-    proc = testbed.spawn("virt-api", [
-        str(components.binary("virt-api")), f"--kubeconfig={testbed.kubeconfig}",
-        f"--listen={address}", f"--port={port}",
-        f"--tls-cert-file={serving.cert}", f"--tls-key-file={serving.key}",
-        f"--handler-cert-file={handler_client.cert}", f"--handler-key-file={handler_client.key}",
-        *([f"--console-server-port={console_port}"] if console_port else [])], env=_daemon_env(testbed))
+    proc = testbed.spawn(
+        "virt-api",
+        [
+            str(components.binary("virt-api")),
+            f"--kubeconfig={testbed.kubeconfig}",
+            f"--listen={address}",
+            f"--port={port}",
+            f"--tls-cert-file={serving.cert}",
+            f"--tls-key-file={serving.key}",
+            f"--handler-cert-file={handler_client.cert}",
+            f"--handler-key-file={handler_client.key}",
+            *([f"--console-server-port={console_port}"] if console_port else []),
+        ],
+        env=_daemon_env(testbed),
+    )
     ctx = ssl.create_default_context(cafile=str(testbed.ca.pair.cert))
 
     def healthy() -> bool:
         # The path of virt-api's readiness probe (components/deployments.go).
-        with urllib.request.urlopen(url + "/apis/subresources.kubevirt.io/v1/healthz", context=ctx,
-                                    timeout=waits.timeout("api-probe")) as r:
+        with urllib.request.urlopen(
+            url + "/apis/subresources.kubevirt.io/v1/healthz", context=ctx, timeout=waits.timeout("api-probe")
+        ) as r:
             return r.status == 200
+
     testbed.wait_ready(proc, f"virt-api at {url} healthy", healthy)
-    hooks = _generate([str(manifests.binary("kubevirt-manifests")), "--what=webhooks", f"--namespace={NAMESPACE}",
-                       f"--virt-api-url={url}", f"--ca-file={testbed.ca.pair.cert}"])
+    hooks = _generate(
+        [
+            str(manifests.binary("kubevirt-manifests")),
+            "--what=webhooks",
+            f"--namespace={NAMESPACE}",
+            f"--virt-api-url={url}",
+            f"--ca-file={testbed.ca.pair.cert}",
+        ]
+    )
     testbed.kubectl("create", "-f", "-", input=hooks)
     register_subresource_api(testbed, proc, manifests, address, port)
 
@@ -247,27 +321,48 @@ def virt_api_endpoint_slice(address: str, port: int) -> dict:
     """What the endpoint-slice controller would write for a ready virt-api pod at ``address``; the
     aggregator picks the endpoint from it (k8s.io/apiserver pkg/util/proxy ResolveEndpoint: the
     slice port whose name equals the Service port's, here unnamed)."""
-    return {"apiVersion": "discovery.k8s.io/v1", "kind": "EndpointSlice",
-            "metadata": {"name": "virt-api-testbed", "namespace": NAMESPACE,
-                         "labels": {"kubernetes.io/service-name": "virt-api",
-                                    "endpointslice.kubernetes.io/managed-by": "testbed.slirp-conformance"}},
-            "addressType": "IPv4",
-            "endpoints": [{"addresses": [address], "conditions": {"ready": True}, "nodeName": NODE_NAME}],
-            "ports": [{"name": "", "port": port, "protocol": "TCP"}]}
+    return {
+        "apiVersion": "discovery.k8s.io/v1",
+        "kind": "EndpointSlice",
+        "metadata": {
+            "name": "virt-api-testbed",
+            "namespace": NAMESPACE,
+            "labels": {
+                "kubernetes.io/service-name": "virt-api",
+                "endpointslice.kubernetes.io/managed-by": "testbed.slirp-conformance",
+            },
+        },
+        "addressType": "IPv4",
+        "endpoints": [{"addresses": [address], "conditions": {"ready": True}, "nodeName": NODE_NAME}],
+        "ports": [{"name": "", "port": port, "protocol": "TCP"}],
+    }
 
 
 def register_subresource_api(testbed, proc, manifests: Built, address: str, port: int) -> None:
     """KubeVirt's `virt-api` Service and `v1[alpha3].subresources.kubevirt.io` APIServices (its own
     Go definitions, kubevirt-manifests --what=aggregation), the EndpointSlice to virt-api; wait
     until the aggregator reports the v1 APIService Available."""
-    objects = _generate([str(manifests.binary("kubevirt-manifests")), "--what=aggregation",
-                         f"--namespace={NAMESPACE}", f"--ca-file={testbed.ca.pair.cert}"])
+    objects = _generate(
+        [
+            str(manifests.binary("kubevirt-manifests")),
+            "--what=aggregation",
+            f"--namespace={NAMESPACE}",
+            f"--ca-file={testbed.ca.pair.cert}",
+        ]
+    )
     testbed.kubectl("create", "-f", "-", input=objects)
     testbed.kubectl("create", "-f", "-", input=json.dumps(virt_api_endpoint_slice(address, port)))
 
     def available() -> bool:
-        out = testbed.kubectl("get", "apiservice", SUBRESOURCE_API_SERVICE, "-o",
-                              "jsonpath={.status.conditions[?(@.type=='Available')].status}").stdout
+        out = testbed.kubectl(
+            "get",
+            "apiservice",
+            SUBRESOURCE_API_SERVICE,
+            "-o",
+            "jsonpath={.status.conditions[?(@.type=='Available')].status}",
+        ).stdout
         return out.strip() == "True"
-    testbed.wait_ready(proc, f"APIService {SUBRESOURCE_API_SERVICE} Available (aggregator to virt-api at "
-                             f"{address}:{port})", available)
+
+    testbed.wait_ready(
+        proc, f"APIService {SUBRESOURCE_API_SERVICE} Available (aggregator to virt-api at {address}:{port})", available
+    )

@@ -59,10 +59,10 @@ from slirp_conformance.errors import SetupError
 from slirp_conformance.reference import sidecar_render
 from slirp_conformance.reference.fedora_like import Flavour, flavour_for
 from slirp_conformance.reference.reference_vm import QemuOptions, ReferenceVM, pod_resolv_conf
-from tests.testbed import node_vmi_guest as launcher
 from tests.kube_api.conditions import cond, now
-from tests.testbed.node_pod_dns import is_peer, peer_dns_records, pod_search_list
 from tests.testbed import node_layout
+from tests.testbed import node_vmi_guest as launcher
+from tests.testbed.node_pod_dns import is_peer, peer_dns_records, pod_search_list
 
 log = logging.getLogger("slirp.testbed.node_agent")
 
@@ -73,8 +73,10 @@ LAB_PREFIX = 16  # the bed's pod CIDR (bed.POD_CIDR): every pod address is on th
 LONE_PEER_IP = "10.244.255.254"
 FINAL_PHASES = ("Succeeded", "Failed")
 # v1.1.0 checkNetworkInterfacesForMigration (pkg/virt-handler/vm.go)
-NOT_MIGRATABLE = ("cannot migrate VMI which does not use masquerade to connect to the pod network or bridge with "
-                  "kubevirt.io/allow-pod-bridge-network-live-migration VM annotation")
+NOT_MIGRATABLE = (
+    "cannot migrate VMI which does not use masquerade to connect to the pod network or bridge with "
+    "kubevirt.io/allow-pod-bridge-network-live-migration VM annotation"
+)
 RESYNC_SECONDS = 2.0  # a level-triggered pass also runs this often (watches wake it at once)
 # virt-handler's heartbeat (pkg/virt-handler/heartbeat/heartbeat.go, v1.1.0: every minute, jittered):
 # virt-controller fails the VMIs of a node whose heartbeat is older than 5 minutes (watch/node.go).
@@ -103,13 +105,14 @@ class AgentConfig:
     reference_guest: str = "busybox"  # one of REFERENCE_GUESTS
 
     @classmethod
-    def load(cls, path: Path) -> "AgentConfig":
+    def load(cls, path: Path) -> AgentConfig:
         return cls(**json.loads(path.read_text()))
 
 
 @dataclass
 class Runtime:
     """One VMI's VM on this node."""
+
     uid: str
     namespace: str
     name: str
@@ -129,8 +132,7 @@ def _set_cond(status: dict, new: dict) -> None:
 def _phase(status: dict, phase: str) -> None:
     if status.get("phase") != phase:
         status["phase"] = phase
-        status.setdefault("phaseTransitionTimestamps", []).append(
-            {"phase": phase, "phaseTransitionTimestamp": now()})
+        status.setdefault("phaseTransitionTimestamps", []).append({"phase": phase, "phaseTransitionTimestamp": now()})
 
 
 def reference_guest_flavour(reference_guest: str, kubevirt_version: str) -> Flavour | None:
@@ -146,8 +148,14 @@ def lab_addresses(launcher_pod: dict, pods: list[dict]) -> tuple[str, str, int]:
     """(pod IP, cluster-side IP, prefix): the launcher pod's IP, and the first Running peer pod's
     of its namespace (the lab's peer services answer there, as the peer pod would)."""
     ns = launcher_pod["metadata"]["namespace"]
-    peers = sorted((p for p in pods if p["metadata"].get("namespace") == ns and is_peer(p)
-                    and (p.get("status") or {}).get("podIP")), key=lambda p: p["metadata"]["name"])
+    peers = sorted(
+        (
+            p
+            for p in pods
+            if p["metadata"].get("namespace") == ns and is_peer(p) and (p.get("status") or {}).get("podIP")
+        ),
+        key=lambda p: p["metadata"]["name"],
+    )
     peer_ip = peers[0]["status"]["podIP"] if peers else LONE_PEER_IP
     return launcher_pod["status"]["podIP"], peer_ip, LAB_PREFIX
 
@@ -159,9 +167,15 @@ def guest_interface(vmi: dict, network_args: list[str]) -> dict:
     spec = launcher.vm_spec(vmi)
     guest_ip = str(ipaddress.IPv4Network(spec.network.cidr)[15])
     device = next((json.loads(a) for a in network_args if a.startswith("{")), {})
-    return {"name": spec.interface.name, "interfaceName": "eth0", "ipAddress": guest_ip,
-            "ipAddresses": [guest_ip], "mac": device.get("mac", "52:54:00:12:34:56"),
-            "infoSource": "guest-agent", "queueCount": 1}
+    return {
+        "name": spec.interface.name,
+        "interfaceName": "eth0",
+        "ipAddress": guest_ip,
+        "ipAddresses": [guest_ip],
+        "mac": device.get("mac", "52:54:00:12:34:56"),
+        "infoSource": "guest-agent",
+        "queueCount": 1,
+    }
 
 
 class NodeAgent:
@@ -182,13 +196,21 @@ class NodeAgent:
 
     # -- API helpers ---------------------------------------------------------------------------
     def _list(self) -> tuple[list[dict], list[dict], list[dict]]:
-        pods = json.loads(self.core.list_pod_for_all_namespaces(
-            field_selector=f"spec.nodeName={self.cfg.node_name}", _preload_content=False,
-            _request_timeout=waits.timeout("api-probe") * 6).data)["items"]
-        services = json.loads(self.core.list_service_for_all_namespaces(
-            _preload_content=False, _request_timeout=waits.timeout("api-probe") * 6).data)["items"]
-        vmis = self.custom.list_cluster_custom_object("kubevirt.io", "v1", "virtualmachineinstances",
-                                                      _request_timeout=waits.timeout("api-probe") * 6)["items"]
+        pods = json.loads(
+            self.core.list_pod_for_all_namespaces(
+                field_selector=f"spec.nodeName={self.cfg.node_name}",
+                _preload_content=False,
+                _request_timeout=waits.timeout("api-probe") * 6,
+            ).data
+        )["items"]
+        services = json.loads(
+            self.core.list_service_for_all_namespaces(
+                _preload_content=False, _request_timeout=waits.timeout("api-probe") * 6
+            ).data
+        )["items"]
+        vmis = self.custom.list_cluster_custom_object(
+            "kubevirt.io", "v1", "virtualmachineinstances", _request_timeout=waits.timeout("api-probe") * 6
+        )["items"]
         return vmis, pods, services
 
     def update_vmi_status(self, namespace: str, name: str, uid: str, change) -> None:
@@ -196,8 +218,9 @@ class NodeAgent:
         Update does; a conflict is retried on the object as it is then."""
         for _ in range(5):
             try:
-                vmi = self.custom.get_namespaced_custom_object("kubevirt.io", "v1", namespace,
-                                                               "virtualmachineinstances", name)
+                vmi = self.custom.get_namespaced_custom_object(
+                    "kubevirt.io", "v1", namespace, "virtualmachineinstances", name
+                )
             except client.ApiException as e:
                 if e.status == 404:
                     return
@@ -210,8 +233,9 @@ class NodeAgent:
             if json.dumps(status, sort_keys=True) == before:
                 return
             try:
-                self.custom.replace_namespaced_custom_object("kubevirt.io", "v1", namespace,
-                                                             "virtualmachineinstances", name, vmi)
+                self.custom.replace_namespaced_custom_object(
+                    "kubevirt.io", "v1", namespace, "virtualmachineinstances", name, vmi
+                )
                 return
             except client.ApiException as e:
                 if e.status not in (409, 404):
@@ -238,10 +262,10 @@ class NodeAgent:
 
     def run_reconciler(self) -> None:
         for what, lister, args in (
-                ("VMIs", self.custom.list_cluster_custom_object, ("kubevirt.io", "v1", "virtualmachineinstances")),
-                ("pods", self.core.list_pod_for_all_namespaces, ())):
-            threading.Thread(target=self._watch, args=(what, lister, *args), daemon=True,
-                             name=f"watch-{what}").start()
+            ("VMIs", self.custom.list_cluster_custom_object, ("kubevirt.io", "v1", "virtualmachineinstances")),
+            ("pods", self.core.list_pod_for_all_namespaces, ()),
+        ):
+            threading.Thread(target=self._watch, args=(what, lister, *args), daemon=True, name=f"watch-{what}").start()
         last_heartbeat = 0.0
         while not self.stopping.is_set():
             self.wake.wait(RESYNC_SECONDS)
@@ -253,14 +277,16 @@ class NodeAgent:
                     self.heartbeat()
                     last_heartbeat = time.monotonic()
                 self.reconcile(*self._list())
-            except Exception:  # noqa: BLE001 - one failed pass (API hiccup) must not end the agent
+            except Exception:
                 log.exception("reconcile pass failed; the next one retries")
 
     def heartbeat(self) -> None:
         """What virt-handler writes on its node: schedulable, and the time it last said so."""
-        self.core.patch_node(self.cfg.node_name, {"metadata": {
-            "labels": {SCHEDULABLE_LABEL: "true"}, "annotations": {HEARTBEAT_ANNOTATION: now()}}},
-            _request_timeout=waits.timeout("api-probe") * 6)
+        self.core.patch_node(
+            self.cfg.node_name,
+            {"metadata": {"labels": {SCHEDULABLE_LABEL: "true"}, "annotations": {HEARTBEAT_ANNOTATION: now()}}},
+            _request_timeout=waits.timeout("api-probe") * 6,
+        )
 
     def reconcile(self, vmis: list[dict], pods: list[dict], services: list[dict]) -> None:
         self.pods = {(p["metadata"]["namespace"], p["metadata"]["name"]): p for p in pods}
@@ -275,10 +301,15 @@ class NodeAgent:
             uid, ns, name = md["uid"], md["namespace"], md["name"]
             seen.add(uid)
             rt = self.runtimes.get(uid)
-            pod = next((p for p in pods if (p["metadata"].get("labels") or {}).get("kubevirt.io/created-by") == uid),
-                       None)
-            pod_up = (pod is not None and not pod["metadata"].get("deletionTimestamp")
-                      and (pod.get("status") or {}).get("phase") == "Running" and pod["status"].get("podIP"))
+            pod = next(
+                (p for p in pods if (p["metadata"].get("labels") or {}).get("kubevirt.io/created-by") == uid), None
+            )
+            pod_up = (
+                pod is not None
+                and not pod["metadata"].get("deletionTimestamp")
+                and (pod.get("status") or {}).get("phase") == "Running"
+                and pod["status"].get("podIP")
+            )
             phase = status.get("phase")
             if phase in FINAL_PHASES:
                 if rt is not None and not rt.closed:
@@ -288,8 +319,12 @@ class NodeAgent:
                 # virt-handler shuts the domain down; a domain shut off on request is Succeeded.
                 if rt is not None:
                     self._stop(rt)
-                self.update_vmi_status(ns, name, uid, lambda s: (
-                    _phase(s, "Succeeded"), _set_cond(s, cond("Ready", "False", "PodTerminating"))))
+                self.update_vmi_status(
+                    ns,
+                    name,
+                    uid,
+                    lambda s: (_phase(s, "Succeeded"), _set_cond(s, cond("Ready", "False", "PodTerminating"))),
+                )
                 continue
             if not pod_up:
                 if rt is not None and phase in ("Scheduled", "Running"):
@@ -328,35 +363,56 @@ class NodeAgent:
             resolv = pod_resolv_conf(search, addresses[1])
             (rendering,) = sidecar_render.render_vmis(self.cfg.kubevirt_version, [(vmi, resolv)])
             if isinstance(rendering, sidecar_render.SidecarRejected):
-                raise RuntimeError(f"the slirp sidecar of KubeVirt {self.cfg.kubevirt_version} rejects the "
-                                   f"VMI: {rendering}")
+                raise RuntimeError(
+                    f"the slirp sidecar of KubeVirt {self.cfg.kubevirt_version} rejects the VMI: {rendering}"
+                )
             key, password = launcher.cloud_init(vmi)
             flavour = reference_guest_flavour(self.cfg.reference_guest, self.cfg.kubevirt_version)
-            log.info("VMI %s/%s: booting the %s", ns, name,
-                     f"Fedora-like reference guest {flavour}" if flavour else "busybox reference guest")
-            vm = ReferenceVM(launcher.vm_spec(vmi), QemuOptions(sysctls=self._pod_sysctls()),
-                             authorized_key=key, password=password, fedora_like=flavour,
-                             # the VMI's own cloudInitNoCloud, as virt-launcher writes its cidata disk
-                             nocloud=launcher.nocloud(vmi) if flavour else None,
-                             search_domains=search,
-                             dns_records=peer_dns_records(ns, cluster_domain, addresses[1], pods, services),
-                             addresses=addresses,
-                             network_args=(rendering.args, {"sidecar_render": "go",
-                                                            "sidecar_kubevirt_version": self.cfg.kubevirt_version,
-                                                            "sidecar_input": "the cluster's VMI"}))
+            log.info(
+                "VMI %s/%s: booting the %s",
+                ns,
+                name,
+                f"Fedora-like reference guest {flavour}" if flavour else "busybox reference guest",
+            )
+            vm = ReferenceVM(
+                launcher.vm_spec(vmi),
+                QemuOptions(sysctls=self._pod_sysctls()),
+                authorized_key=key,
+                password=password,
+                fedora_like=flavour,
+                # the VMI's own cloudInitNoCloud, as virt-launcher writes its cidata disk
+                nocloud=launcher.nocloud(vmi) if flavour else None,
+                search_domains=search,
+                dns_records=peer_dns_records(ns, cluster_domain, addresses[1], pods, services),
+                addresses=addresses,
+                network_args=(
+                    rendering.args,
+                    {
+                        "sidecar_render": "go",
+                        "sidecar_kubevirt_version": self.cfg.kubevirt_version,
+                        "sidecar_input": "the cluster's VMI",
+                    },
+                ),
+            )
             with self.lock:
                 if rt.closed:
                     return
                 rt.vm = vm
             vm.start()
-        except Exception as e:  # noqa: BLE001 - any failure to start is the VMI's failure, reported on it
+        except Exception as e:
             log.exception("VMI %s/%s failed to start", ns, name)
             rt.failed = str(e)
             self._stop(rt)
             message = f"failed to start the VM: {e}"
-            self.update_vmi_status(ns, name, rt.uid, lambda s: (
-                _phase(s, "Failed"),
-                _set_cond(s, cond("Synchronized", "False", "Synchronizing with the Domain failed.", message))))
+            self.update_vmi_status(
+                ns,
+                name,
+                rt.uid,
+                lambda s: (
+                    _phase(s, "Failed"),
+                    _set_cond(s, cond("Synchronized", "False", "Synchronizing with the Domain failed.", message)),
+                ),
+            )
             return
         if rt.closed:
             vm.close()
@@ -372,6 +428,7 @@ class NodeAgent:
             s["migrationMethod"] = "BlockMigration"
             s["machine"] = {"type": machine}
             _set_cond(s, cond("LiveMigratable", "False", "InterfaceNotLiveMigratable", NOT_MIGRATABLE))
+
         self.update_vmi_status(ns, name, rt.uid, running)
         log.info("VMI %s/%s Running: QEMU %s", ns, name, " ".join(vm.network_args))
         self.wake.set()
@@ -385,14 +442,17 @@ class NodeAgent:
             booted = False
         if not booted:
             return
-        vmi = self.custom.get_namespaced_custom_object("kubevirt.io", "v1", rt.namespace, "virtualmachineinstances",
-                                                       rt.name)
+        vmi = self.custom.get_namespaced_custom_object(
+            "kubevirt.io", "v1", rt.namespace, "virtualmachineinstances", rt.name
+        )
         iface = guest_interface(vmi, vm.network_args or [])
 
         def agent(s: dict) -> None:
-            _set_cond(s, {"type": "AgentConnected", "status": "True", "lastProbeTime": now(),
-                          "lastTransitionTime": None})
+            _set_cond(
+                s, {"type": "AgentConnected", "status": "True", "lastProbeTime": now(), "lastTransitionTime": None}
+            )
             s["interfaces"] = [iface]
+
         self.update_vmi_status(rt.namespace, rt.name, rt.uid, agent)
         rt.agent_reported = True
 
@@ -468,7 +528,6 @@ def main(argv: list[str]) -> int:
     return 0
 
 
-
 def start(testbed, kubevirt_version: str, reference_guest: str = "busybox") -> None:
     """Start the agent as a component of ``testbed`` (after virt-controller); ready once its
     kubelet endpoint listens. ``reference_guest``: one of REFERENCE_GUESTS, checked by the caller
@@ -479,21 +538,34 @@ def start(testbed, kubevirt_version: str, reference_guest: str = "busybox") -> N
 
     cfg = AgentConfig(
         kubeconfig=str(kubevirt.service_account_kubeconfig(testbed, "node-agent", kubevirt.HANDLER_SERVICE_ACCOUNT)),
-        state_dir=str(testbed.state), node_name=bed.NODE_NAME, kubevirt_version=kubevirt_version,
+        state_dir=str(testbed.state),
+        node_name=bed.NODE_NAME,
+        kubevirt_version=kubevirt_version,
         kubelet_port=testbed.record.ports["node-kubelet"],
         kwok_address=f"{bed.LOOPBACK}:{testbed.record.ports['kwok']}",
-        serving_cert=str(testbed.kwok_serving.cert), serving_key=str(testbed.kwok_serving.key),
-        ca_file=str(testbed.ca.pair.cert), kubelet_client_cert=str(testbed.kubelet_client.cert),
-        kubelet_client_key=str(testbed.kubelet_client.key), kubelet_client_cn=bed.KUBELET_CLIENT_CN,
-        exec_namespace=bed.EXEC_NAMESPACE, timeout_scale=waits.timeout("api-probe") / waits.TIMEOUTS["api-probe"],
-        reference_guest=reference_guest)
+        serving_cert=str(testbed.kwok_serving.cert),
+        serving_key=str(testbed.kwok_serving.key),
+        ca_file=str(testbed.ca.pair.cert),
+        kubelet_client_cert=str(testbed.kubelet_client.cert),
+        kubelet_client_key=str(testbed.kubelet_client.key),
+        kubelet_client_cn=bed.KUBELET_CLIENT_CN,
+        exec_namespace=bed.EXEC_NAMESPACE,
+        timeout_scale=waits.timeout("api-probe") / waits.TIMEOUTS["api-probe"],
+        reference_guest=reference_guest,
+    )
     path = testbed.state / "node-agent.json"
     path.write_text(json.dumps(cfg.__dict__, indent=1))
     repo = Path(__file__).resolve().parents[2]
-    proc = testbed.spawn("node-agent", [sys.executable, "-m", "tests.testbed.node_agent", str(path)],
-                         env={**os.environ, "PYTHONPATH": str(repo)})
-    testbed.wait_ready(proc, f"the node agent's kubelet endpoint on port {cfg.kubelet_port}",
-                       lambda: processes.listening(cfg.kubelet_port))
+    proc = testbed.spawn(
+        "node-agent",
+        [sys.executable, "-m", "tests.testbed.node_agent", str(path)],
+        env={**os.environ, "PYTHONPATH": str(repo)},
+    )
+    testbed.wait_ready(
+        proc,
+        f"the node agent's kubelet endpoint on port {cfg.kubelet_port}",
+        lambda: processes.listening(cfg.kubelet_port),
+    )
 
 
 if __name__ == "__main__":

@@ -32,8 +32,8 @@ from aiohttp import web
 
 from tests.kube_api import errors
 from tests.testbed import node_lab_exec
-from tests.testbed.node_pod_streams import PodStreams
 from tests.testbed.frontdoor import MAX_HEAD, FrontDoor, SpdyUpgrades
+from tests.testbed.node_pod_streams import PodStreams
 
 log = logging.getLogger("slirp.testbed.node_kubelet")
 # The API server writes /portForward/ (k8s.io/kubernetes pkg/registry/core/pod/strategy.go,
@@ -70,8 +70,11 @@ def rewrite(request_line: str) -> tuple[str, str, str] | None:
     # pkg/registry/core/pod/strategy.go streamParams and PortForwardLocation; k8s.io/api core/v1
     # ExecStdinParam...): renamed to the API's, which the stream handlers read.
     renames = _PORTFORWARD_PARAMS if action == "portforward" else _EXEC_PARAMS
-    query = "&".join(renames.get(q.partition("=")[0], q.partition("=")[0]) + "=" + q.partition("=")[2]
-                     for q in url.query.split("&") if q)
+    query = "&".join(
+        renames.get(q.partition("=")[0], q.partition("=")[0]) + "=" + q.partition("=")[2]
+        for q in url.query.split("&")
+        if q
+    )
     if action == "exec":
         parts = [p for p in (tail or "").split("/") if p]
         if not parts:
@@ -82,7 +85,7 @@ def rewrite(request_line: str) -> tuple[str, str, str] | None:
 
 
 class KubeletDoor(asyncio.Protocol):
-    def __init__(self, server: "KubeletServer") -> None:
+    def __init__(self, server: KubeletServer) -> None:
         self.server = server
         self.transport: asyncio.Transport | None = None
         self.buf = b""
@@ -104,7 +107,7 @@ class KubeletDoor(asyncio.Protocol):
         if end < 0 and len(self.buf) < MAX_HEAD:
             return
         self.decided = True
-        head = self.buf[:max(end, 0)].decode("latin-1")
+        head = self.buf[: max(end, 0)].decode("latin-1")
         request_line, _, rest = head.partition("\r\n")
         found = rewrite(request_line)
         log.info("kubelet request %s -> %s", request_line.split("?")[0], "node agent" if found else "kwok")
@@ -123,8 +126,12 @@ class KubeletDoor(asyncio.Protocol):
             reader, self.upstream = await asyncio.open_connection(host, int(port), ssl=self.server.kwok_tls)
         except OSError as e:
             body = f"node agent: kwok's kubelet server at {host}:{port} is not reachable: {e}".encode()
-            self.transport.write(b"HTTP/1.1 502 Bad Gateway\r\nContent-Type: text/plain\r\nContent-Length: "
-                                 + str(len(body)).encode() + b"\r\nConnection: close\r\n\r\n" + body)
+            self.transport.write(
+                b"HTTP/1.1 502 Bad Gateway\r\nContent-Type: text/plain\r\nContent-Length: "
+                + str(len(body)).encode()
+                + b"\r\nConnection: close\r\n\r\n"
+                + body
+            )
             self.transport.close()
             return
         self.upstream.write(self.buf)
@@ -164,8 +171,13 @@ class KubeletServer:
         app = web.Application(middlewares=[_api_errors])
         for action, handler in (("exec", self.streams.pod_exec), ("portforward", self.streams.pod_portforward)):
             route = f"/api/v1/namespaces/{{ns}}/pods/{{name}}/{action}"
-            app.router.add_route("*", route, lambda request, h=handler, a=action: h(
-                request, None, request.match_info["ns"], request.match_info["name"], a))
+            app.router.add_route(
+                "*",
+                route,
+                lambda request, h=handler, a=action: h(
+                    request, None, request.match_info["ns"], request.match_info["name"], a
+                ),
+            )
         self.app = app
         self.runner: web.AppRunner | None = None
         self.listener: asyncio.Server | None = None
@@ -173,15 +185,19 @@ class KubeletServer:
     def backs(self, namespace: str, pod: str) -> bool:
         """Is the pod's network one of the agent's labs? (Else kwok answers, e.g. "no exec found".)"""
         found = self.agent.pods.get((namespace, pod))
-        return (namespace != self.agent.cfg.exec_namespace and found is not None
-                and self.agent.lab_for_pod(found)[0] is not None)
+        return (
+            namespace != self.agent.cfg.exec_namespace
+            and found is not None
+            and self.agent.lab_for_pod(found)[0] is not None
+        )
 
     async def start(self) -> None:
         self.runner = web.AppRunner(self.app, handle_signals=False, access_log=None, shutdown_timeout=2)
         await self.runner.setup()
         self.http = self.runner.server
         self.listener = await asyncio.get_running_loop().create_server(
-            lambda: KubeletDoor(self), "127.0.0.1", self.agent.cfg.kubelet_port, ssl=self.tls)
+            lambda: KubeletDoor(self), "127.0.0.1", self.agent.cfg.kubelet_port, ssl=self.tls
+        )
 
     async def close(self) -> None:
         if self.listener is not None:

@@ -23,8 +23,13 @@ from slirp_conformance.reference.reference_vm import ReferenceVM
 
 
 def can_stream(vm: ReferenceVM) -> bool:
-    return (os.geteuid() == 0 and not vm.rootless and vm.lab_pid is not None and vm.run_dir is not None
-            and shutil.which("nsenter") is not None)
+    return (
+        os.geteuid() == 0
+        and not vm.rootless
+        and vm.lab_pid is not None
+        and vm.run_dir is not None
+        and shutil.which("nsenter") is not None
+    )
 
 
 @functools.cache
@@ -58,9 +63,13 @@ def _die_with_parent() -> None:
 async def start(vm: ReferenceVM, where: str, argv: list[str], stdin: bool) -> asyncio.subprocess.Process:
     """Raises FileNotFoundError/OSError like a failed container exec would."""
     proc = await asyncio.create_subprocess_exec(
-        *argv_for(vm, where, argv), stdin=asyncio.subprocess.PIPE if stdin else asyncio.subprocess.DEVNULL,
-        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE, start_new_session=True,
-        preexec_fn=_die_with_parent)
+        *argv_for(vm, where, argv),
+        stdin=asyncio.subprocess.PIPE if stdin else asyncio.subprocess.DEVNULL,
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
+        start_new_session=True,
+        preexec_fn=_die_with_parent,
+    )
     LIVE.add(proc)
     return proc
 
@@ -84,6 +93,10 @@ def exit_status(rc: int) -> dict:
     a command that cannot be run exits 126/127 with nsenter's message on stderr)."""
     if rc == 0:
         return {"metadata": {}, "status": "Success"}
-    return {"metadata": {}, "status": "Failure", "reason": "NonZeroExitCode",
-            "message": f"command terminated with non-zero exit code: exit status {rc}",
-            "details": {"causes": [{"reason": "ExitCode", "message": str(rc if rc > 0 else 128 - rc)}]}}
+    return {
+        "metadata": {},
+        "status": "Failure",
+        "reason": "NonZeroExitCode",
+        "message": f"command terminated with non-zero exit code: exit status {rc}",
+        "details": {"causes": [{"reason": "ExitCode", "message": str(rc if rc > 0 else 128 - rc)}]},
+    }

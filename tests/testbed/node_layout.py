@@ -6,7 +6,6 @@ from __future__ import annotations
 
 from pathlib import Path
 
-
 # A VMI with this annotation set to "skip" is left alone by the node agent: no VM, no status. The
 # console self-tests play such a VMI's VM themselves, with a stand-in serial console.
 AGENT_SKIP_ANNOTATION = "testbed.slirp-conformance.kubevirt.io/node-agent"

@@ -9,7 +9,10 @@ search domains into the node unless its config says ``networking.dnsSearch: []``
 
 from __future__ import annotations
 
-PEER_LABEL = ("app.kubernetes.io/component", "slirp-peer")  # the suite's peer pods (src/slirp_conformance/kubevirt/peers.py)
+PEER_LABEL = (
+    "app.kubernetes.io/component",
+    "slirp-peer",
+)  # the suite's peer pods (src/slirp_conformance/kubevirt/peers.py)
 
 
 def pod_search_list(namespace: str, cluster_domain: str, node_search: tuple[str, ...] = ()) -> tuple[str, ...]:
@@ -24,8 +27,9 @@ def is_peer(pod: dict) -> bool:
     return (pod["metadata"].get("labels") or {}).get(PEER_LABEL[0]) == PEER_LABEL[1]
 
 
-def peer_dns_records(namespace: str, cluster_domain: str, peer_ip: str, pods: list[dict],
-                     services: list[dict]) -> dict[str, str]:
+def peer_dns_records(
+    namespace: str, cluster_domain: str, peer_ip: str, pods: list[dict], services: list[dict]
+) -> dict[str, str]:
     """What a lab's DNS answers, as cluster DNS would for ``namespace``: the suite's peer name, and
     every Service of the namespace that selects one of its peer pods, all at the lab's peer address."""
     records = {f"peer-echo.{namespace}.svc.{cluster_domain}": peer_ip}

@@ -17,6 +17,7 @@ which the real API server passes websocket requests through).
 Who owns the pods says ``pod_of(namespace, name)`` (raises ``errors.ApiError`` 404) and which lab
 a pod's containers live in ``lab_for_pod(pod) -> (ReferenceVM or None, "pod" | "peer")``.
 """
+
 from __future__ import annotations
 
 import asyncio
@@ -37,9 +38,14 @@ EXEC_TIMEOUT = 3600  # a bound on one exec session (kubelet has none; streaming 
 
 
 def _internal_error(exc: BaseException) -> dict:
-    return {"metadata": {}, "status": "Failure", "reason": "InternalError", "code": 500,
-            "message": f"Internal error occurred: error executing command in container: {exc}",
-            "details": {"causes": [{"message": str(exc)}]}}
+    return {
+        "metadata": {},
+        "status": "Failure",
+        "reason": "InternalError",
+        "code": 500,
+        "message": f"Internal error occurred: error executing command in container: {exc}",
+        "details": {"causes": [{"message": str(exc)}]},
+    }
 
 
 def _truthy(value: str | None) -> bool:
@@ -59,8 +65,10 @@ async def upgrade(request: web.Request, protocols: tuple[str, ...]) -> web.WebSo
     if not _is_upgrade(request):
         raise errors.bad_request("Upgrade request required")
     if not any(p in protocols for p in _offered(request)):
-        raise errors.bad_request(f"unable to upgrade: none of the offered subprotocols {_offered(request)} "
-                                 f"is supported; supported: {list(protocols)}")
+        raise errors.bad_request(
+            f"unable to upgrade: none of the offered subprotocols {_offered(request)} "
+            f"is supported; supported: {list(protocols)}"
+        )
     ws = web.WebSocketResponse(protocols=protocols, max_msg_size=0, autoping=True)
     await ws.prepare(request)
     return ws
@@ -85,8 +93,9 @@ class PodStreams:
             return names[0]
         if default in names:
             return default
-        raise errors.bad_request(f"a container name must be specified for pod {pod['metadata']['name']}, "
-                                 f"choose one of: [{' '.join(names)}]")
+        raise errors.bad_request(
+            f"a container name must be specified for pod {pod['metadata']['name']}, choose one of: [{' '.join(names)}]"
+        )
 
     async def _upgrade(self, request: web.Request, protocols: tuple[str, ...]) -> web.WebSocketResponse:
         ws = await upgrade(request, protocols)
@@ -104,8 +113,12 @@ class PodStreams:
             raise errors.bad_request(f'container not found ("{container}")')
         vm, where = self.lab_for_pod(pod)
         if vm is None:
-            raise errors.ApiError(500, "InternalError", f"no running reference VM backs pod {ns}/{name}"
-                                  " (exec into client/peer pods needs a running VM in the same namespace)")
+            raise errors.ApiError(
+                500,
+                "InternalError",
+                f"no running reference VM backs pod {ns}/{name}"
+                " (exec into client/peer pods needs a running VM in the same namespace)",
+            )
         ws = await self._upgrade(request, EXEC_PROTOCOLS)
         try:
             if node_lab_exec.can_stream(vm):
@@ -169,7 +182,8 @@ class PodStreams:
         drain = asyncio.get_running_loop().create_task(self._drain(ws))
         try:
             rc, out, err = await asyncio.get_running_loop().run_in_executor(
-                None, lambda: vm.exec_in_pod(argv, timeout=EXEC_TIMEOUT, where=where))
+                None, lambda: vm.exec_in_pod(argv, timeout=EXEC_TIMEOUT, where=where)
+            )
         except (OSError, ValueError, KeyError) as exc:
             return _internal_error(exc)
         finally:
@@ -186,15 +200,14 @@ class PodStreams:
             pass
 
     # -- pod port-forward -------------------------------------------------------------------------------
-    async def pod_portforward(self, request: web.Request, res, ns: str, name: str,
-                              sub: str) -> web.StreamResponse:
+    async def pod_portforward(self, request: web.Request, res, ns: str, name: str, sub: str) -> web.StreamResponse:
         pod = self._pod(ns, name)
         try:
             ports = [int(p) for v in request.query.getall("ports", []) for p in v.split(",") if p.strip()]
         except ValueError:
             raise errors.bad_request("invalid port in ports") from None
         if not ports or any(not 0 < p < 65536 for p in ports):
-            raise errors.bad_request("query parameter \"port\" is required" if not ports else "invalid port")
+            raise errors.bad_request('query parameter "port" is required' if not ports else "invalid port")
         if (pod.get("status") or {}).get("phase") != "Running":
             raise errors.bad_request(f"pod {name} is not running")
         vm, where = self.lab_for_pod(pod)
@@ -213,9 +226,11 @@ class PodStreams:
                     dial = vm.port_forward if where == "pod" else (lambda p: vm._dial("peer", vm.peer_ip, p, 5))
                     s = await loop.run_in_executor(None, dial, port)
                 except OSError as exc:
-                    msg = (f"an error occurred forwarding {port} -> {port}: error forwarding port {port} to pod "
-                           f"{pod['metadata']['uid']}, uid : failed to connect to localhost:{port} inside namespace: "
-                           f"{exc}")
+                    msg = (
+                        f"an error occurred forwarding {port} -> {port}: error forwarding port {port} to pod "
+                        f"{pod['metadata']['uid']}, uid : failed to connect to localhost:{port} inside namespace: "
+                        f"{exc}"
+                    )
                     await ws.send_bytes(bytes([2 * i + 1]) + msg.encode())
                     continue
                 s.setblocking(False)

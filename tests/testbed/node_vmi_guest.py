@@ -23,17 +23,27 @@ def vm_spec(vmi: dict) -> VMSpec:
     pod_nets = {n["name"]: n for n in spec.get("networks") or [] if "pod" in n}
     for iface in interfaces(spec):
         if iface.get("binding") and iface["name"] in pod_nets:
-            ports = tuple(Port(int(p["port"]), (p.get("protocol") or "TCP").upper(), p.get("name"))
-                          for p in iface.get("ports") or [])
+            ports = tuple(
+                Port(int(p["port"]), (p.get("protocol") or "TCP").upper(), p.get("name"))
+                for p in iface.get("ports") or []
+            )
             net = pod_nets[iface["name"]]
             memory = (((spec.get("domain") or {}).get("resources") or {}).get("requests") or {}).get("memory")
-            return VMSpec(name=vmi["metadata"]["name"], **({"memory": memory} if memory else {}),
-                          interface=Interface(name=iface["name"], binding=iface["binding"]["name"], ports=ports,
-                                              mac=iface.get("macAddress"), model=iface.get("model")),
-                          network=PodNetwork(name=net["name"],
-                                             vm_network_cidr=(net.get("pod") or {}).get("vmNetworkCIDR")))
-    raise ValueError("a reference VM backs only VMIs whose pod-network interface uses a binding plugin "
-                     "(slirp); this VMI has none")
+            return VMSpec(
+                name=vmi["metadata"]["name"],
+                **({"memory": memory} if memory else {}),
+                interface=Interface(
+                    name=iface["name"],
+                    binding=iface["binding"]["name"],
+                    ports=ports,
+                    mac=iface.get("macAddress"),
+                    model=iface.get("model"),
+                ),
+                network=PodNetwork(name=net["name"], vm_network_cidr=(net.get("pod") or {}).get("vmNetworkCIDR")),
+            )
+    raise ValueError(
+        "a reference VM backs only VMIs whose pod-network interface uses a binding plugin (slirp); this VMI has none"
+    )
 
 
 def _volume_text(src: dict, field: str) -> str | None:

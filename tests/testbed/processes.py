@@ -57,9 +57,16 @@ def start(name: str, argv: list[str], log_path: Path, *, env: dict[str, str] | N
     """Start ``argv`` detached (own session), output to ``log_path``."""
     log.info("start %s: %s", name, " ".join(argv))
     with open(log_path, "ab") as out:
-        popen = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=out, stderr=subprocess.STDOUT,
-                                 env=env, start_new_session=True, close_fds=True,
-                                 preexec_fn=_unblock_stop_signals)
+        popen = subprocess.Popen(
+            argv,
+            stdin=subprocess.DEVNULL,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            env=env,
+            start_new_session=True,
+            close_fds=True,
+            preexec_fn=_unblock_stop_signals,
+        )
     started = _start_time(popen.pid)
     # The Popen object is dropped on purpose: the process outlives this one (`up` exits). A child
     # that dies early becomes a zombie of ours until we exit; `alive` treats zombies as dead.
@@ -92,13 +99,11 @@ def stop(proc: Proc) -> None:
         return
     _signal_group(proc.pid, signal.SIGTERM)
     try:
-        waits.wait_for(f"{proc.name} (pid {proc.pid}) to exit after SIGTERM",
-                       lambda: _reaped_or_gone(proc), STOP_GRACE)
+        waits.wait_for(f"{proc.name} (pid {proc.pid}) to exit after SIGTERM", lambda: _reaped_or_gone(proc), STOP_GRACE)
     except waits.WaitTimeout:
         log.warning("%s (pid %d) ignored SIGTERM for %.0f s: SIGKILL", proc.name, proc.pid, STOP_GRACE)
         _signal_group(proc.pid, signal.SIGKILL)
-        waits.wait_for(f"{proc.name} (pid {proc.pid}) to exit after SIGKILL",
-                       lambda: _reaped_or_gone(proc), STOP_GRACE)
+        waits.wait_for(f"{proc.name} (pid {proc.pid}) to exit after SIGKILL", lambda: _reaped_or_gone(proc), STOP_GRACE)
     _signal_group(proc.pid, signal.SIGKILL)  # anything the component forked and left behind
 
 

@@ -55,8 +55,10 @@ def unrouted_network() -> ipaddress.IPv4Network:
     for network in CANDIDATE_NETWORKS:
         if not any(network.overlaps(r) for r in routed):
             return network
-    raise SetupError(f"every candidate network for virt-api's address ({', '.join(map(str, CANDIDATE_NETWORKS))}) "
-                     f"is routed on this host: {', '.join(map(str, routed))}")
+    raise SetupError(
+        f"every candidate network for virt-api's address ({', '.join(map(str, CANDIDATE_NETWORKS))}) "
+        f"is routed on this host: {', '.join(map(str, routed))}"
+    )
 
 
 def _own_namespace(pid: int) -> bool:
@@ -64,8 +66,9 @@ def _own_namespace(pid: int) -> bool:
     return os.readlink(f"/proc/{pid}/ns/net") != os.readlink("/proc/self/ns/net")
 
 
-NEEDS_ROOT = ("the test bed's console path needs root (a veth pair gives virt-api a non-loopback address "
-              "for its APIService)")
+NEEDS_ROOT = (
+    "the test bed's console path needs root (a veth pair gives virt-api a non-loopback address for its APIService)"
+)
 
 
 def hold(testbed, name: str = "virt-api-address") -> str:
@@ -73,8 +76,7 @@ def hold(testbed, name: str = "virt-api-address") -> str:
     if os.geteuid() != 0:
         raise SetupError(f"{NEEDS_ROOT}: run hack/testbed.sh as root")
     proc = testbed.spawn(name, ["unshare", "--net", "--", "sleep", "infinity"])
-    testbed.wait_ready(proc, f"{name} (pid {proc.pid}) in its own network namespace",
-                       lambda: _own_namespace(proc.pid))
+    testbed.wait_ready(proc, f"{name} (pid {proc.pid}) in its own network namespace", lambda: _own_namespace(proc.pid))
     interface = f"{INTERFACE_PREFIX}{proc.pid}"
     made = _ip("link", "add", interface, "type", "veth", "peer", "name", "eth0", "netns", str(proc.pid))
     if made.returncode != 0:

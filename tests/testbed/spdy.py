@@ -45,7 +45,7 @@ class Stream:
 
     def write(self, data: bytes) -> None:
         for i in range(0, len(data), MAX_DATA):
-            self.conn.send_data(self.id, data[i:i + MAX_DATA])
+            self.conn.send_data(self.id, data[i : i + MAX_DATA])
 
     def close(self) -> None:
         if not self.local_closed:
@@ -102,7 +102,7 @@ class Connection(asyncio.Protocol):
             flags, length = flags_len >> 24, flags_len & 0xFFFFFF
             if len(self.buf) < 8 + length:
                 return
-            payload, self.buf = self.buf[8:8 + length], self.buf[8 + length:]
+            payload, self.buf = self.buf[8 : 8 + length], self.buf[8 + length :]
             if first & 0x80000000:
                 self._control(first & 0xFFFF, flags, payload)
             else:
@@ -138,11 +138,11 @@ class Connection(asyncio.Protocol):
         raw = self.inflate.decompress(block)
         (count,), pos, headers = struct.unpack(">I", raw[:4]), 4, {}
         for _ in range(count):
-            (klen,) = struct.unpack(">I", raw[pos:pos + 4])
-            key = raw[pos + 4:pos + 4 + klen].decode()
+            (klen,) = struct.unpack(">I", raw[pos : pos + 4])
+            key = raw[pos + 4 : pos + 4 + klen].decode()
             pos += 4 + klen
-            (vlen,) = struct.unpack(">I", raw[pos:pos + 4])
-            headers[key.lower()] = raw[pos + 4:pos + 4 + vlen].split(b"\0")[0].decode()
+            (vlen,) = struct.unpack(">I", raw[pos : pos + 4])
+            headers[key.lower()] = raw[pos + 4 : pos + 4 + vlen].split(b"\0")[0].decode()
             pos += 4 + vlen
         return headers
 
@@ -177,12 +177,18 @@ async def _wait_streams(streams: dict[str, Stream], wanted: set[str], arrived: a
     return True
 
 
-async def serve_exec(conn: Connection, streams: dict[str, Stream], arrived: asyncio.Event, query: dict,
-                     run: Callable[[], Awaitable[tuple[int, str, str]]],
-                     spawn: Callable[[bool], Awaitable[asyncio.subprocess.Process]] | None = None,
-                     timeout: float = 3600) -> None:
+async def serve_exec(
+    conn: Connection,
+    streams: dict[str, Stream],
+    arrived: asyncio.Event,
+    query: dict,
+    run: Callable[[], Awaitable[tuple[int, str, str]]],
+    spawn: Callable[[bool], Awaitable[asyncio.subprocess.Process]] | None = None,
+    timeout: float = 3600,
+) -> None:
     """``spawn(stdin)``: a live process (stdin/stdout/stderr streamed); else ``run()`` to completion."""
     from tests.testbed import node_lab_exec
+
     tty = query.get("tty", "").lower() in ("true", "1")
     wanted = {"error"} | {name for name in ("stdin", "stdout") if query.get(name, "").lower() in ("true", "1")}
     if query.get("stderr", "").lower() in ("true", "1") and not tty:
@@ -204,9 +210,14 @@ async def serve_exec(conn: Connection, streams: dict[str, Stream], arrived: asyn
                 streams["stderr"].write(err.encode())
             status = node_lab_exec.exit_status(rc)
     except Exception as exc:  # noqa: BLE001 - the lab is gone or broken: an internal error, like a failed CRI exec
-        status = {"metadata": {}, "status": "Failure", "reason": "InternalError", "code": 500,
-                  "message": f"Internal error occurred: error executing command in container: {exc}",
-                  "details": {"causes": [{"message": str(exc)}]}}
+        status = {
+            "metadata": {},
+            "status": "Failure",
+            "reason": "InternalError",
+            "code": 500,
+            "message": f"Internal error occurred: error executing command in container: {exc}",
+            "details": {"causes": [{"message": str(exc)}]},
+        }
     streams["error"].write(json.dumps(status).encode())
     for s in streams.values():
         s.close()
@@ -221,6 +232,7 @@ async def _discard(stream: Stream) -> None:
 
 async def _exec_live(streams: dict[str, Stream], proc: asyncio.subprocess.Process, timeout: float) -> dict:
     from tests.testbed import node_lab_exec
+
     loop = asyncio.get_running_loop()
 
     async def pump(reader: asyncio.StreamReader, name: str) -> None:
@@ -252,14 +264,17 @@ async def _exec_live(streams: dict[str, Stream], proc: asyncio.subprocess.Proces
     return node_lab_exec.exit_status(proc.returncode if proc.returncode is not None else 137)
 
 
-async def serve_port_pair(data: Stream, error: Stream, port: int, dial: Callable[[int], Awaitable[socket.socket]],
-                          pod_desc: str) -> None:
+async def serve_port_pair(
+    data: Stream, error: Stream, port: int, dial: Callable[[int], Awaitable[socket.socket]], pod_desc: str
+) -> None:
     loop = asyncio.get_running_loop()
     try:
         sock = await dial(port)
     except OSError as exc:
-        error.write(f"error forwarding port {port} to pod {pod_desc}: failed to connect to localhost:{port} inside "
-                    f"namespace: {exc}".encode())
+        error.write(
+            f"error forwarding port {port} to pod {pod_desc}: failed to connect to localhost:{port} inside "
+            f"namespace: {exc}".encode()
+        )
         error.close()
         data.close()
         return

@@ -13,10 +13,19 @@ def observe(shell, profile: GuestProfile) -> Evidence:
     lease_run = shell.run(profile.lease_command)
     lease = profile.parse_lease(lease_run.output) if lease_run.ok else None
     ev["lease_source"] = profile.lease_command
-    ev["lease"] = None if lease is None else {
-        "address": lease.address, "prefix": lease.prefix, "router": lease.router, "dns": list(lease.dns),
-        "search": list(lease.search), "lease_seconds": lease.lease_seconds, "server_id": lease.server_id,
-    }
+    ev["lease"] = (
+        None
+        if lease is None
+        else {
+            "address": lease.address,
+            "prefix": lease.prefix,
+            "router": lease.router,
+            "dns": list(lease.dns),
+            "search": list(lease.search),
+            "lease_seconds": lease.lease_seconds,
+            "server_id": lease.server_id,
+        }
+    )
     addr = shell.run(profile.address_command()).output
     ev["addresses"] = re.findall(r"inet (\d+\.\d+\.\d+\.\d+/\d+)", addr)
     routes = shell.run(profile.route_command()).output

@@ -43,10 +43,17 @@ def ping(shell, profile: GuestProfile, host: str, count: int = 3) -> dict:
     replies = len(re.findall(rf"bytes from {re.escape(host)}", r.output))
     sent = re.search(r"(\d+) packets transmitted", r.output)
     route_text = f"{route.output} {route.stderr}".strip()
-    out = {"host": host, "requested": count, "transmitted": int(sent.group(1)) if sent else None,
-           "replies": replies, "rc": r.rc, "output": r.output.strip()[-400:], "stderr": r.stderr.strip()[-400:],
-           "route": route_text if route.ok else f"rc={route.rc}: {route_text[-200:]}",
-           "local_errors": _LOCAL_ERROR.findall(f"{r.output}\n{r.stderr}")}
+    out = {
+        "host": host,
+        "requested": count,
+        "transmitted": int(sent.group(1)) if sent else None,
+        "replies": replies,
+        "rc": r.rc,
+        "output": r.output.strip()[-400:],
+        "stderr": r.stderr.strip()[-400:],
+        "route": route_text if route.ok else f"rc={route.rc}: {route_text[-200:]}",
+        "local_errors": _LOCAL_ERROR.findall(f"{r.output}\n{r.stderr}"),
+    }
     if before is None or after is None:
         out["echo_requests_out"] = out["nic_tx_packets"] = None
     else:
@@ -69,8 +76,9 @@ def premise_problems(probe: dict, interface: str) -> list[str]:
         if probe["echo_requests_out"] < 1:
             problems.append(f"no echo request left the guest's IP stack (OutEchos +{probe['echo_requests_out']})")
         if probe["nic_tx_packets"] < probe["echo_requests_out"]:
-            problems.append(f"{interface} sent {probe['nic_tx_packets']} frames for "
-                            f"{probe['echo_requests_out']} echo requests")
+            problems.append(
+                f"{interface} sent {probe['nic_tx_packets']} frames for {probe['echo_requests_out']} echo requests"
+            )
     return problems
 
 

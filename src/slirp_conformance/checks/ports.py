@@ -29,13 +29,19 @@ def start(shell, profile: GuestProfile, port: int) -> GuestService:
     if setup.ok:
         setup = shell.run(profile.http_serve_command(port, root, f"{root}.pid"))
     if not setup.ok:
-        raise AssertionError(f"could not start a guest HTTP server on port {port}: rc={setup.rc} "
-                             f"stdout={setup.output[-200:]!r} stderr={setup.stderr[-200:]!r}")
+        raise AssertionError(
+            f"could not start a guest HTTP server on port {port}: rc={setup.rc} "
+            f"stdout={setup.output[-200:]!r} stderr={setup.stderr[-200:]!r}"
+        )
     get = profile.http_get_command(f"http://127.0.0.1:{port}/token")
     try:
-        local = waits.wait_for(f"the guest's own HTTP server on port {port} to answer inside the guest",
-                               lambda: shell.run(get), 20, accept=lambda r: r.ok and token in r.output,
-                               describe=lambda r: f"rc={r.rc} output={r.output[-200:]!r}")
+        local = waits.wait_for(
+            f"the guest's own HTTP server on port {port} to answer inside the guest",
+            lambda: shell.run(get),
+            20,
+            accept=lambda r: r.ok and token in r.output,
+            describe=lambda r: f"rc={r.rc} output={r.output[-200:]!r}",
+        )
     except waits.WaitTimeout as e:
         raise AssertionError(f"positive control failed, the ports check would prove nothing: {e}") from None
     return GuestService(port, token, local.output.strip())
@@ -50,7 +56,12 @@ def stop(shell, port: int) -> None:
         raise AssertionError(f"the guest HTTP server on port {port} left no pid file ({root}.pid): {pid!r}")
     shell.run(f"kill {pid}")
     try:
-        waits.wait_for(f"the guest HTTP server on port {port} (pid {pid}) to exit", lambda: shell.run(f"kill -0 {pid}"),
-                       10, accept=lambda r: not r.ok, describe=lambda r: f"kill -0 {pid}: rc={r.rc}")
+        waits.wait_for(
+            f"the guest HTTP server on port {port} (pid {pid}) to exit",
+            lambda: shell.run(f"kill -0 {pid}"),
+            10,
+            accept=lambda r: not r.ok,
+            describe=lambda r: f"kill -0 {pid}: rc={r.rc}",
+        )
     finally:
         shell.run(f"rm -f {root}.pid")

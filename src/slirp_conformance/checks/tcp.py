@@ -23,12 +23,18 @@ def transfer(shell, profile: GuestProfile, echo: Endpoint, budget: int) -> Evide
     r = shell.run(profile.transfer_command(echo.host, echo.port, TRANSFER_BYTES, budget), timeout=budget + 30)
     shas = re.findall(r"^([0-9a-f]{64})\s", r.output, re.M)
     sizes = re.findall(r"^\s*(\d+)\s*$", r.output, re.M)
-    return Evidence("tcp-transfer", {
-        "peer": str(echo), "sha256_sent": shas[0] if shas else None,
-        "sha256_received": shas[1] if len(shas) > 1 else None,
-        "bytes_sent": int(sizes[0]) if sizes else None,
-        "bytes_received": int(sizes[1]) if len(sizes) > 1 else None, "rc": r.rc, "output": r.output[-500:],
-    })
+    return Evidence(
+        "tcp-transfer",
+        {
+            "peer": str(echo),
+            "sha256_sent": shas[0] if shas else None,
+            "sha256_received": shas[1] if len(shas) > 1 else None,
+            "bytes_sent": int(sizes[0]) if sizes else None,
+            "bytes_received": int(sizes[1]) if len(sizes) > 1 else None,
+            "rc": r.rc,
+            "output": r.output[-500:],
+        },
+    )
 
 
 def http_get(sock: socket.socket, path: str, timeout: float = 10) -> str:

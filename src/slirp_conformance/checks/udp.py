@@ -17,5 +17,13 @@ def echo(shell, profile: GuestProfile, peer: Endpoint) -> Evidence:
 
 def dns_lookup(shell, profile: GuestProfile, name: str, server: str) -> Evidence:
     r = shell.run(profile.dns_command(name, server))
-    return Evidence("dns", {"name": name, "server": server, "answers": profile.parse_dns(r.output) if r.ok else [],
-                            "rc": r.rc, "output": r.output[-400:]})
+    return Evidence(
+        "dns",
+        {
+            "name": name,
+            "server": server,
+            "answers": profile.parse_dns(r.output) if r.ok else [],
+            "rc": r.rc,
+            "output": r.output[-400:],
+        },
+    )

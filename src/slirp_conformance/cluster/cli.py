@@ -38,23 +38,32 @@ def cmd_up(args: argparse.Namespace) -> int:
     workdir = Path(args.workdir or default_workdir(args.name))
     cluster = kind.KindCluster(pins, workdir, name=args.name, kvm=report.kvm, preload_images=args.preload_images)
     cluster.up()
-    state = {"name": args.name, "created": cluster.created, "kubeconfig": str(cluster.kubeconfig_path),
-             "kubevirt_version": str(pins.kubevirt), "node_image": pins.node_image, "kvm": report.kvm,
-             "kubevirt_installed_by_suite": False}
+    state = {
+        "name": args.name,
+        "created": cluster.created,
+        "kubeconfig": str(cluster.kubeconfig_path),
+        "kubevirt_version": str(pins.kubevirt),
+        "node_image": pins.node_image,
+        "kvm": report.kvm,
+        "kubevirt_installed_by_suite": False,
+    }
     _state_path(workdir).write_text(json.dumps(state, indent=2))
     if cluster.created:
         try:
-            log.info("containerd settings on the node: %s",
-                     kind.effective_containerd_settings(cluster.node_container()))
+            log.info(
+                "containerd settings on the node: %s", kind.effective_containerd_settings(cluster.node_container())
+            )
         except runner.CommandFailed as e:
             log.warning("could not read containerd settings on the node: %s", e)
     if not args.no_kubevirt:
         from kubernetes import config
 
         from slirp_conformance.cluster.kubevirt_install import KubeVirtInstallation
+
         api_client = config.new_client_from_config(config_file=str(cluster.kubeconfig_path))
-        installation = KubeVirtInstallation(api_client, pins.kubevirt, use_emulation=not report.kvm,
-                                            manifests_dir=args.kubevirt_manifests)
+        installation = KubeVirtInstallation(
+            api_client, pins.kubevirt, use_emulation=not report.kvm, manifests_dir=args.kubevirt_manifests
+        )
         version = installation.ensure()
         state["kubevirt_installed_by_suite"] = installation.installed
         _state_path(workdir).write_text(json.dumps(state, indent=2))
@@ -68,49 +77,74 @@ def cmd_down(args: argparse.Namespace) -> int:
     state_file = _state_path(workdir)
     state = json.loads(state_file.read_text()) if state_file.exists() else {}
     if not state.get("created") and not args.force:
-        log.warning("kind cluster %s was not created by hack/cluster-up.sh (no %s saying so); leaving it "
-                    "(use --force to delete anyway)", args.name, state_file)
+        log.warning(
+            "kind cluster %s was not created by hack/cluster-up.sh (no %s saying so); leaving it "
+            "(use --force to delete anyway)",
+            args.name,
+            state_file,
+        )
         return 0
     if args.name not in kind.existing_clusters():
         log.info("kind cluster %s does not exist; nothing to delete", args.name)
     else:
-        runner.run(["kind", "delete", "cluster", "--name", args.name, "--kubeconfig", str(workdir / "kubeconfig")],
-                   timeout=runner.budget("resource-deleted"),
-                   fix=f"delete it by hand: kind delete cluster --name {args.name}")
+        runner.run(
+            ["kind", "delete", "cluster", "--name", args.name, "--kubeconfig", str(workdir / "kubeconfig")],
+            timeout=runner.budget("resource-deleted"),
+            fix=f"delete it by hand: kind delete cluster --name {args.name}",
+        )
     state_file.unlink(missing_ok=True)
     return 0
 
 
 def cmd_pins(args: argparse.Namespace) -> int:
     pins = versions.pins_for(args.kubevirt_version)
-    print(f"KUBEVIRT_VERSION={pins.kubevirt}\nKIND_VERSION={pins.kind}\nNODE_IMAGE={pins.node_image}\n"
-          f"KUBECTL_VERSION={pins.kubectl}\nNEEDS_FEATURE_GATE={str(versions.needs_feature_gate(pins.kubevirt)).lower()}")
+    print(
+        f"KUBEVIRT_VERSION={pins.kubevirt}\nKIND_VERSION={pins.kind}\nNODE_IMAGE={pins.node_image}\n"
+        f"KUBECTL_VERSION={pins.kubectl}\nNEEDS_FEATURE_GATE={str(versions.needs_feature_gate(pins.kubevirt)).lower()}"
+    )
     return 0
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m slirp_conformance.cluster.cli", description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        prog="python -m slirp_conformance.cluster.cli",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
     parser.add_argument("-v", "--verbose", action="store_true")
     sub = parser.add_subparsers(dest="command", required=True)
     up = sub.add_parser("up", help="create or reuse the kind cluster and install KubeVirt")
     up.add_argument("--kubevirt-version", default=None, help="default: KUBEVIRT_DEFAULT_VERSION of hack/versions.env")
-    up.add_argument("--kubevirt-manifests", metavar="DIR", default=None,
-                    help="air-gapped: read kubevirt-operator.yaml and kubevirt-cr.yaml from DIR")
+    up.add_argument(
+        "--kubevirt-manifests",
+        metavar="DIR",
+        default=None,
+        help="air-gapped: read kubevirt-operator.yaml and kubevirt-cr.yaml from DIR",
+    )
     up.add_argument("--preload-images", nargs="*", default=[], metavar="IMAGE")
     up.add_argument("--no-kubevirt", action="store_true", help="only the cluster")
-    up.add_argument("--kvm", choices=("auto", "yes", "no"), default="auto",
-                    help="mount /dev/kvm into the node (auto: when it opens and creates a VM); no: useEmulation")
+    up.add_argument(
+        "--kvm",
+        choices=("auto", "yes", "no"),
+        default="auto",
+        help="mount /dev/kvm into the node (auto: when it opens and creates a VM); no: useEmulation",
+    )
     down = sub.add_parser("down", help="delete the kind cluster if cluster-up created it")
     down.add_argument("--force", action="store_true", help="delete even if this suite did not create it")
     pins = sub.add_parser("pins", help="print the pins of a KubeVirt version as KEY=VALUE lines")
     pins.add_argument("--kubevirt-version", default=None)
     for p in (up, down):
         p.add_argument("--name", default=kind.DEFAULT_CLUSTER_NAME)
-        p.add_argument("--workdir", default=None, help="where kubeconfig, kind-config.yaml and state.json live "
-                                                       "(default: ~/.cache/slirp-conformance/kind/NAME)")
+        p.add_argument(
+            "--workdir",
+            default=None,
+            help="where kubeconfig, kind-config.yaml and state.json live "
+            "(default: ~/.cache/slirp-conformance/kind/NAME)",
+        )
     args = parser.parse_args(argv)
-    logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    logging.basicConfig(
+        level=logging.DEBUG if args.verbose else logging.INFO, format="%(levelname)s %(name)s: %(message)s"
+    )
     if getattr(args, "kubevirt_version", "unset") is None:
         args.kubevirt_version = str(versions.default_version())
     runner.prepend_tools_dir()

@@ -82,16 +82,19 @@ def render_config(name: str, node_image: str, *, kvm: bool) -> str:
         "networking": {"dnsSearch": []},
         "containerdConfigPatches": [CONTAINERD_PIN],
     }
-    return "# Rendered by slirp-conformance (src/slirp_conformance/cluster/kind.py); do not edit.\n" + \
-        yaml.dump(config, Dumper=_BlockDumper, sort_keys=False, default_flow_style=False)
+    return "# Rendered by slirp-conformance (src/slirp_conformance/cluster/kind.py); do not edit.\n" + yaml.dump(
+        config, Dumper=_BlockDumper, sort_keys=False, default_flow_style=False
+    )
 
 
 class _BlockDumper(yaml.SafeDumper):
     """Multi-line strings (the TOML patch) as readable ``|`` blocks."""
 
 
-_BlockDumper.add_representer(str, lambda dumper, value: dumper.represent_scalar(
-    "tag:yaml.org,2002:str", value, style="|" if "\n" in value else None))
+_BlockDumper.add_representer(
+    str,
+    lambda dumper, value: dumper.represent_scalar("tag:yaml.org,2002:str", value, style="|" if "\n" in value else None),
+)
 
 
 def _same_image(found: str, pinned: str) -> bool:
@@ -102,8 +105,11 @@ def _same_image(found: str, pinned: str) -> bool:
 
 
 def existing_clusters(run: Run = runner.run) -> list[str]:
-    result = run(["kind", "get", "clusters"], timeout=runner.budget("tool-probe"),
-                 fix="check that `kind` works (hack/install-tools.sh) and docker answers")
+    result = run(
+        ["kind", "get", "clusters"],
+        timeout=runner.budget("tool-probe"),
+        fix="check that `kind` works (hack/install-tools.sh) and docker answers",
+    )
     return [line.strip() for line in result.stdout.splitlines() if line.strip()]
 
 
@@ -114,6 +120,7 @@ class KindCluster:
     ``workdir`` receives ``kind-config.yaml`` and ``kubeconfig`` (0600). ``kvm=None`` probes
     /dev/kvm. ``keep=True`` never deletes (debugging).
     """
+
     pins: Pins
     workdir: Path
     name: str = DEFAULT_CLUSTER_NAME
@@ -152,9 +159,15 @@ class KindCluster:
             log.info("reusing kind cluster %s (it will be kept at the end)", self.name)
             self.reused_node_image = self._node_image()
             if self.reused_node_image and not _same_image(self.reused_node_image, self.pins.node_image):
-                log.warning("the reused kind cluster %s runs %s, not the pinned %s for KubeVirt %s; delete it "
-                            "(kind delete cluster --name %s) to test on the pinned Kubernetes", self.name,
-                            self.reused_node_image, self.pins.node_image, self.pins.kubevirt, self.name)
+                log.warning(
+                    "the reused kind cluster %s runs %s, not the pinned %s for KubeVirt %s; delete it "
+                    "(kind delete cluster --name %s) to test on the pinned Kubernetes",
+                    self.name,
+                    self.reused_node_image,
+                    self.pins.node_image,
+                    self.pins.kubevirt,
+                    self.name,
+                )
         else:
             self._create()
         self._export_kubeconfig()
@@ -165,26 +178,52 @@ class KindCluster:
     def _create(self) -> None:
         self.config_path.write_text(render_config(self.name, self.pins.node_image, kvm=bool(self.kvm)))
         budget = waits.timeout("kind-cluster")
-        log.info("creating kind cluster %s from %s (kind %s, %s, kvm=%s; budget %.0f s)",
-                 self.name, self.pins.node_image, self.pins.kind, self.config_path.name, self.kvm, budget)
+        log.info(
+            "creating kind cluster %s from %s (kind %s, %s, kvm=%s; budget %.0f s)",
+            self.name,
+            self.pins.node_image,
+            self.pins.kind,
+            self.config_path.name,
+            self.kvm,
+            budget,
+        )
         # Marked created before the call: a half-created cluster (timeout, Ctrl-C) is ours to delete.
         self.created = True
-        self.run(["kind", "create", "cluster", "--name", self.name, "--config", str(self.config_path),
-                  "--kubeconfig", str(self.kubeconfig_path), "--wait", f"{int(budget * 0.9)}s"],
-                 timeout=budget,
-                 fix=f"see the kind output above; `kind delete cluster --name {self.name}` cleans up a partial cluster")
+        self.run(
+            [
+                "kind",
+                "create",
+                "cluster",
+                "--name",
+                self.name,
+                "--config",
+                str(self.config_path),
+                "--kubeconfig",
+                str(self.kubeconfig_path),
+                "--wait",
+                f"{int(budget * 0.9)}s",
+            ],
+            timeout=budget,
+            fix=f"see the kind output above; `kind delete cluster --name {self.name}` cleans up a partial cluster",
+        )
 
     def _export_kubeconfig(self) -> None:
         # Written by kind itself so the credentials never pass through this process's output.
-        self.run(["kind", "export", "kubeconfig", "--name", self.name, "--kubeconfig", str(self.kubeconfig_path)],
-                 timeout=runner.budget("tool-probe"), fix=f"does `kind get clusters` list {self.name}?")
+        self.run(
+            ["kind", "export", "kubeconfig", "--name", self.name, "--kubeconfig", str(self.kubeconfig_path)],
+            timeout=runner.budget("tool-probe"),
+            fix=f"does `kind get clusters` list {self.name}?",
+        )
         os.chmod(self.kubeconfig_path, 0o600)
 
     def load_images(self, images: Iterable[str]) -> None:
         """``kind load docker-image`` each image (for --preload-images: no registry pulls in the node)."""
         for image in images:
-            self.run(["kind", "load", "docker-image", image, "--name", self.name], timeout=runner.budget("kind-load"),
-                     fix=f"pull it first (`docker pull {image}`) or drop it from --preload-images")
+            self.run(
+                ["kind", "load", "docker-image", image, "--name", self.name],
+                timeout=runner.budget("kind-load"),
+                fix=f"pull it first (`docker pull {image}`) or drop it from --preload-images",
+            )
 
     def down(self) -> None:
         if not self.created:
@@ -193,15 +232,19 @@ class KindCluster:
         if self.keep:
             log.warning("keeping kind cluster %s (delete it with: kind delete cluster --name %s)", self.name, self.name)
             return
-        self.run(["kind", "delete", "cluster", "--name", self.name, "--kubeconfig", str(self.kubeconfig_path)],
-                 timeout=waits.timeout("resource-deleted"),
-                 fix=f"delete it by hand: kind delete cluster --name {self.name}")
+        self.run(
+            ["kind", "delete", "cluster", "--name", self.name, "--kubeconfig", str(self.kubeconfig_path)],
+            timeout=waits.timeout("resource-deleted"),
+            fix=f"delete it by hand: kind delete cluster --name {self.name}",
+        )
         self.created = False
 
     def _node_image(self) -> str | None:
         try:
-            result = self.run(["docker", "inspect", "--format", "{{.Config.Image}}", self.node_container()],
-                              timeout=runner.budget("tool-probe"))
+            result = self.run(
+                ["docker", "inspect", "--format", "{{.Config.Image}}", self.node_container()],
+                timeout=runner.budget("tool-probe"),
+            )
         except runner.CommandFailed as e:
             log.warning("cannot read the node image of kind cluster %s: %s", self.name, e)
             return None
@@ -216,8 +259,11 @@ def effective_containerd_settings(node_container: str, run: Run = runner.run) ->
 
     Reads ``containerd config dump`` in the node container; None for a key it does not show.
     """
-    result = run(["docker", "exec", node_container, "containerd", "config", "dump"],
-                 timeout=runner.budget("tool-probe"), fix="is the kind node container running?")
+    result = run(
+        ["docker", "exec", node_container, "containerd", "config", "dump"],
+        timeout=runner.budget("tool-probe"),
+        fix="is the kind node container running?",
+    )
     settings: dict[str, bool | None] = {}
     for key in PINNED_CONTAINERD_SETTINGS:
         values = re.findall(rf"^\s*{key}\s*=\s*(true|false)\s*$", result.stdout, flags=re.MULTILINE)

@@ -61,6 +61,7 @@ class ConfigRestoreError(SetupError):
 @dataclass
 class Registration:
     """What ``slirp_binding_registered`` did (for evidence / JUnit properties)."""
+
     ref: KubeVirtRef
     binding_name: str
     sidecar_image: str
@@ -100,26 +101,56 @@ def registration_ops(spec: dict, binding_name: str, sidecar_image: str, *, add_f
         return [{"op": "add", "path": "/spec/configuration", "value": new}]
     network = config.get("network")
     if not isinstance(network, dict):
-        ops.append({"op": "add", "path": _pointer("spec", "configuration", "network"),
-                    "value": {"binding": {binding_name: binding}}})
+        ops.append(
+            {
+                "op": "add",
+                "path": _pointer("spec", "configuration", "network"),
+                "value": {"binding": {binding_name: binding}},
+            }
+        )
     elif not isinstance(network.get("binding"), dict):
-        ops.append({"op": "add", "path": _pointer("spec", "configuration", "network", "binding"),
-                    "value": {binding_name: binding}})
+        ops.append(
+            {
+                "op": "add",
+                "path": _pointer("spec", "configuration", "network", "binding"),
+                "value": {binding_name: binding},
+            }
+        )
     elif network["binding"].get(binding_name) != binding:
         # `add` on an existing member replaces just that member; restore puts the old one back.
-        ops.append({"op": "add", "path": _pointer("spec", "configuration", "network", "binding", binding_name),
-                    "value": binding})
+        ops.append(
+            {
+                "op": "add",
+                "path": _pointer("spec", "configuration", "network", "binding", binding_name),
+                "value": binding,
+            }
+        )
     if add_feature_gate:
         dev = config.get("developerConfiguration")
         if not isinstance(dev, dict):
-            ops.append({"op": "add", "path": _pointer("spec", "configuration", "developerConfiguration"),
-                        "value": {"featureGates": [FEATURE_GATE]}})
+            ops.append(
+                {
+                    "op": "add",
+                    "path": _pointer("spec", "configuration", "developerConfiguration"),
+                    "value": {"featureGates": [FEATURE_GATE]},
+                }
+            )
         elif not isinstance(dev.get("featureGates"), list):
-            ops.append({"op": "add", "path": _pointer("spec", "configuration", "developerConfiguration",
-                                                      "featureGates"), "value": [FEATURE_GATE]})
+            ops.append(
+                {
+                    "op": "add",
+                    "path": _pointer("spec", "configuration", "developerConfiguration", "featureGates"),
+                    "value": [FEATURE_GATE],
+                }
+            )
         elif FEATURE_GATE not in dev["featureGates"]:
-            ops.append({"op": "add", "path": _pointer("spec", "configuration", "developerConfiguration",
-                                                      "featureGates", "-"), "value": FEATURE_GATE})
+            ops.append(
+                {
+                    "op": "add",
+                    "path": _pointer("spec", "configuration", "developerConfiguration", "featureGates", "-"),
+                    "value": FEATURE_GATE,
+                }
+            )
     return ops
 
 
@@ -153,17 +184,24 @@ def _patch_guarded(api: KubeVirtAPI, ref: KubeVirtRef, build_ops: Callable[[dict
         body = [{"op": "test", "path": "/metadata/resourceVersion", "value": rv}, *ops]
         try:
             # The client defaults PATCH bodies to merge-patch; a JSON patch must say so.
-            return api.custom.patch_namespaced_custom_object(kubevirt_cr.GROUP, kubevirt_cr.VERSION, ref.namespace,
-                                                             kubevirt_cr.PLURAL, ref.name, body,
-                                                             _content_type=JSON_PATCH)
+            return api.custom.patch_namespaced_custom_object(
+                kubevirt_cr.GROUP,
+                kubevirt_cr.VERSION,
+                ref.namespace,
+                kubevirt_cr.PLURAL,
+                ref.name,
+                body,
+                _content_type=JSON_PATCH,
+            )
         except Exception as e:
             if not _is_conflict(e):
                 raise
-            log.info("KubeVirt CR changed under us while %s (attempt %d/%d); re-reading",
-                     what, attempt, PATCH_ATTEMPTS)
-    raise SetupError(f"the KubeVirt CR {ref.namespace}/{ref.name} kept changing while {what} "
-                     f"({PATCH_ATTEMPTS} attempts); is another controller (e.g. HCO) managing it? "
-                     f"Then configure the binding through that controller")
+            log.info("KubeVirt CR changed under us while %s (attempt %d/%d); re-reading", what, attempt, PATCH_ATTEMPTS)
+    raise SetupError(
+        f"the KubeVirt CR {ref.namespace}/{ref.name} kept changing while {what} "
+        f"({PATCH_ATTEMPTS} attempts); is another controller (e.g. HCO) managing it? "
+        f"Then configure the binding through that controller"
+    )
 
 
 def _rv_at_least(reported: str, wanted: str) -> bool:
@@ -190,8 +228,12 @@ def _component_versions(api: KubeVirtAPI, namespace: str) -> dict[str, str]:
                 continue
             try:
                 response = api.core.connect_get_namespaced_pod_proxy_with_path(
-                    f"https:{pod.metadata.name}:8443", namespace, "healthz",
-                    _preload_content=False, _request_timeout=timeout)
+                    f"https:{pod.metadata.name}:8443",
+                    namespace,
+                    "healthz",
+                    _preload_content=False,
+                    _request_timeout=timeout,
+                )
             except Exception as e:
                 if getattr(e, "status", None) in (401, 403, 404, 405):
                     raise _ProxyUnavailable(f"pods/proxy answered HTTP {e.status} for {pod.metadata.name}") from None
@@ -236,8 +278,10 @@ def wait_propagated(api: Any, ref: KubeVirtRef, resource_version: str) -> tuple[
         return bool(versions) and all(_rv_at_least(v, resource_version) for v in versions.values())
 
     reasons = []
-    modes = (("verified", lambda: _component_versions(api, ref.namespace), 1),
-             ("verified: virt-api only", lambda: _virt_api_versions(api), VIRT_API_CONFIRMATIONS))
+    modes = (
+        ("verified", lambda: _component_versions(api, ref.namespace), 1),
+        ("verified: virt-api only", lambda: _virt_api_versions(api), VIRT_API_CONFIRMATIONS),
+    )
     for mode, probe, needed in modes:
         answered = {"any": False, "streak": 0}
 
@@ -249,9 +293,13 @@ def wait_propagated(api: Any, ref: KubeVirtRef, resource_version: str) -> tuple[
 
         try:
             versions = waits.wait_for(
-                f"KubeVirt components to load CR resourceVersion {resource_version} ({mode})", counted, budget,
+                f"KubeVirt components to load CR resourceVersion {resource_version} ({mode})",
+                counted,
+                budget,
                 accept=lambda vs, answered=answered, needed=needed: current(vs) and answered["streak"] >= needed,
-                retry_on=retry_on, describe=behind)
+                retry_on=retry_on,
+                describe=behind,
+            )
         except _ProxyUnavailable as e:
             reasons.append(str(e))
             continue
@@ -262,8 +310,11 @@ def wait_propagated(api: Any, ref: KubeVirtRef, resource_version: str) -> tuple[
             continue
         return mode, versions
     why = "; ".join(reasons)
-    log.warning("cannot observe KubeVirt config propagation (%s); callers must retry VM creation on the "
-                "stale-config admission error", why)
+    log.warning(
+        "cannot observe KubeVirt config propagation (%s); callers must retry VM creation on the "
+        "stale-config admission error",
+        why,
+    )
     return f"unverified: {why}", {}
 
 
@@ -271,6 +322,7 @@ def _api_errors() -> tuple[type[BaseException], ...]:
     try:
         from kubernetes.client import ApiException
         from urllib3.exceptions import HTTPError
+
         return (ApiException, HTTPError)
     except ImportError:  # pragma: no cover
         return ()
@@ -289,6 +341,7 @@ class StaleConfigError(Exception):
 def retry_while_config_stale(create: Callable[[], T], what: str = "the VM to be admitted") -> T:
     """Call ``create`` until it stops failing with the stale-config errors (bounded by
     "kubevirt-config-propagated"). For when ``Registration.propagation`` is "unverified"."""
+
     def attempt() -> T:
         try:
             return create()
@@ -297,17 +350,25 @@ def retry_while_config_stale(create: Callable[[], T], what: str = "the VM to be 
                 raise StaleConfigError(f"{type(e).__name__}: {runner.redact(str(e))[:300]}") from None
             raise
 
-    return waits.wait_for(what + " with the new KubeVirt configuration", attempt,
-                          waits.timeout("kubevirt-config-propagated"), accept=lambda _: True,
-                          retry_on=(StaleConfigError,))
+    return waits.wait_for(
+        what + " with the new KubeVirt configuration",
+        attempt,
+        waits.timeout("kubevirt-config-propagated"),
+        accept=lambda _: True,
+        retry_on=(StaleConfigError,),
+    )
 
 
 def _restore(api: KubeVirtAPI, ref: KubeVirtRef, saved: Any, expected_after_register: Any) -> None:
     def build(spec: dict) -> list[dict]:
         current = spec.get("configuration", _MISSING)
         if expected_after_register is not None and current != expected_after_register and current != saved:
-            log.warning("spec.configuration of KubeVirt %s/%s changed while the binding was registered; "
-                        "restoring the saved value reverts those changes too", ref.namespace, ref.name)
+            log.warning(
+                "spec.configuration of KubeVirt %s/%s changed while the binding was registered; "
+                "restoring the saved value reverts those changes too",
+                ref.namespace,
+                ref.name,
+            )
         return restore_ops(spec, saved)
 
     try:
@@ -316,9 +377,14 @@ def _restore(api: KubeVirtAPI, ref: KubeVirtRef, saved: Any, expected_after_regi
         shown = "absent" if saved is _MISSING else json.dumps(saved, sort_keys=True)
         raise ConfigRestoreError(
             f"could not restore spec.configuration of KubeVirt {ref.namespace}/{ref.name} ({type(e).__name__}: "
-            f"{runner.redact(str(e))[:300]}); put it back by hand, it was: {shown}") from e
-    log.info("restored spec.configuration of KubeVirt %s/%s (resourceVersion %s)",
-             ref.namespace, ref.name, obj["metadata"]["resourceVersion"])
+            f"{runner.redact(str(e))[:300]}); put it back by hand, it was: {shown}"
+        ) from e
+    log.info(
+        "restored spec.configuration of KubeVirt %s/%s (resourceVersion %s)",
+        ref.namespace,
+        ref.name,
+        obj["metadata"]["resourceVersion"],
+    )
     try:
         wait_propagated(api, ref, obj["metadata"]["resourceVersion"])
     except waits.WaitTimeout as e:
@@ -326,8 +392,9 @@ def _restore(api: KubeVirtAPI, ref: KubeVirtRef, saved: Any, expected_after_regi
 
 
 @contextmanager
-def slirp_binding_registered(api_client: Any, sidecar_image: str, *, binding_name: str = "slirp",
-                             enable_feature_gate: bool) -> Iterator[Registration]:
+def slirp_binding_registered(
+    api_client: Any, sidecar_image: str, *, binding_name: str = "slirp", enable_feature_gate: bool
+) -> Iterator[Registration]:
     """Register ``binding_name`` -> ``sidecar_image`` in the KubeVirt CR for the ``with`` block.
 
     ``enable_feature_gate``: add NetworkBindingPlugins (use ``versions.needs_feature_gate``).
@@ -341,21 +408,40 @@ def slirp_binding_registered(api_client: Any, sidecar_image: str, *, binding_nam
     spec_before = before.get("spec", {})
     # (not deepcopy(_MISSING): a copy of the sentinel would no longer be the sentinel)
     saved = copy.deepcopy(spec_before["configuration"]) if "configuration" in spec_before else _MISSING
-    gate_present = FEATURE_GATE in (((before.get("spec", {}).get("configuration") or {})
-                                     .get("developerConfiguration") or {}).get("featureGates") or [])
+    gate_present = FEATURE_GATE in (
+        ((before.get("spec", {}).get("configuration") or {}).get("developerConfiguration") or {}).get("featureGates")
+        or []
+    )
     after: Any = None
     try:
-        obj = _patch_guarded(api, ref, lambda spec: registration_ops(
-            spec, binding_name, sidecar_image, add_feature_gate=enable_feature_gate), "registering the binding")
+        obj = _patch_guarded(
+            api,
+            ref,
+            lambda spec: registration_ops(spec, binding_name, sidecar_image, add_feature_gate=enable_feature_gate),
+            "registering the binding",
+        )
         after = copy.deepcopy(obj.get("spec", {}).get("configuration"))
         rv = obj["metadata"]["resourceVersion"]
-        log.info("registered network binding %r (sidecar %s, feature gate added: %s) in KubeVirt %s/%s at "
-                 "resourceVersion %s", binding_name, sidecar_image, enable_feature_gate and not gate_present,
-                 ref.namespace, ref.name, rv)
+        log.info(
+            "registered network binding %r (sidecar %s, feature gate added: %s) in KubeVirt %s/%s at "
+            "resourceVersion %s",
+            binding_name,
+            sidecar_image,
+            enable_feature_gate and not gate_present,
+            ref.namespace,
+            ref.name,
+            rv,
+        )
         propagation, component_versions = wait_propagated(api, ref, rv)
-        yield Registration(ref=ref, binding_name=binding_name, sidecar_image=sidecar_image,
-                           feature_gate_added=enable_feature_gate and not gate_present, resource_version=rv,
-                           propagation=propagation, component_versions=component_versions)
+        yield Registration(
+            ref=ref,
+            binding_name=binding_name,
+            sidecar_image=sidecar_image,
+            feature_gate_added=enable_feature_gate and not gate_present,
+            resource_version=rv,
+            propagation=propagation,
+            component_versions=component_versions,
+        )
     finally:
         _restore(api, ref, saved, after)
 
@@ -373,15 +459,21 @@ def feature_gate_off(api_client: Any, ref: KubeVirtRef) -> Iterator[str]:
     def remove(spec: dict) -> list[dict]:
         if FEATURE_GATE not in gates(spec):
             return []
-        path = _pointer("spec", "configuration", "developerConfiguration", "featureGates",
-                        str(gates(spec).index(FEATURE_GATE)))
+        path = _pointer(
+            "spec", "configuration", "developerConfiguration", "featureGates", str(gates(spec).index(FEATURE_GATE))
+        )
         return [{"op": "test", "path": path, "value": FEATURE_GATE}, {"op": "remove", "path": path}]
 
     def add(spec: dict) -> list[dict]:
         if FEATURE_GATE in gates(spec):
             return []
-        return [{"op": "add", "path": _pointer("spec", "configuration", "developerConfiguration", "featureGates",
-                                               "-"), "value": FEATURE_GATE}]
+        return [
+            {
+                "op": "add",
+                "path": _pointer("spec", "configuration", "developerConfiguration", "featureGates", "-"),
+                "value": FEATURE_GATE,
+            }
+        ]
 
     obj = _patch_guarded(api, ref, remove, "turning the feature gate off")
     try:

@@ -23,6 +23,7 @@ COMPONENT_LABELS = ("kubevirt.io=virt-api", "kubevirt.io=virt-controller", "kube
 class KubeVirtAPI:
     """``custom``: CustomObjectsApi-like; ``core``: CoreV1Api-like; ``get_raw(path, timeout) -> bytes``:
     a GET of an API path (raises an exception with ``.status`` on HTTP errors)."""
+
     custom: Any
     core: Any
     get_raw: Any = None
@@ -32,9 +33,12 @@ class KubeVirtAPI:
         from kubernetes import client
 
         def get_raw(path: str, timeout: float) -> bytes:
-            params = api_client.param_serialize(method="GET", resource_path=path,
-                                                header_params={"Accept": "application/json"},
-                                                auth_settings=["BearerToken"])
+            params = api_client.param_serialize(
+                method="GET",
+                resource_path=path,
+                header_params={"Accept": "application/json"},
+                auth_settings=["BearerToken"],
+            )
             response = api_client.call_api(*params, _request_timeout=timeout)
             response.read()
             if not 200 <= response.status <= 299:
@@ -82,8 +86,10 @@ def get_kubevirt(api: Any, ref: KubeVirtRef) -> dict:
 def require_kubevirt(api: Any) -> KubeVirtRef:
     ref = find_kubevirt(api)
     if ref is None:
-        raise SetupError("no KubeVirt CR in the cluster; install KubeVirt first (the kind target does it "
-                         "for you, or pass --kubevirt-version to let the suite install it)")
+        raise SetupError(
+            "no KubeVirt CR in the cluster; install KubeVirt first (the kind target does it "
+            "for you, or pass --kubevirt-version to let the suite install it)"
+        )
     return ref
 
 
@@ -108,18 +114,23 @@ def running_version(obj: dict, ref: KubeVirtRef) -> KubeVirtVersion:
     """``observed_version`` as a supported release; SetupError naming the CR otherwise."""
     found = observed_version(obj)
     if not found:
-        raise SetupError(f"KubeVirt {ref.namespace}/{ref.name} reports no status.observedKubeVirtVersion; is it "
-                         f"deployed (kubectl get kubevirt -A)?")
+        raise SetupError(
+            f"KubeVirt {ref.namespace}/{ref.name} reports no status.observedKubeVirtVersion; is it "
+            f"deployed (kubectl get kubevirt -A)?"
+        )
     try:
         return parse_kubevirt_version(found)
     except SetupError as e:
-        raise SetupError(f"KubeVirt {ref.namespace}/{ref.name} runs {found!r} (status.observedKubeVirtVersion): "
-                         f"{e}") from None
+        raise SetupError(
+            f"KubeVirt {ref.namespace}/{ref.name} runs {found!r} (status.observedKubeVirtVersion): {e}"
+        ) from None
 
 
 def check_requested(running: KubeVirtVersion, requested: KubeVirtVersion | None, ref: KubeVirtRef) -> None:
     """An explicit --kubevirt-version must be what the cluster runs."""
     if requested is not None and running != requested:
-        raise SetupError(f"the cluster runs KubeVirt {running} ({ref.namespace}/{ref.name}) but --kubevirt-version "
-                         f"is {requested}; drop --kubevirt-version to test the installed one, or use a cluster "
-                         f"without KubeVirt")
+        raise SetupError(
+            f"the cluster runs KubeVirt {running} ({ref.namespace}/{ref.name}) but --kubevirt-version "
+            f"is {requested}; drop --kubevirt-version to test the installed one, or use a cluster "
+            f"without KubeVirt"
+        )

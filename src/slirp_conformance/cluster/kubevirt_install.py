@@ -47,8 +47,9 @@ def _parse(text: str, source: str) -> list[dict]:
     return docs
 
 
-def load_manifests(version: KubeVirtVersion | str, manifests_dir: str | Path | None = None
-                   ) -> tuple[list[dict], list[dict]]:
+def load_manifests(
+    version: KubeVirtVersion | str, manifests_dir: str | Path | None = None
+) -> tuple[list[dict], list[dict]]:
     """(operator objects, CR objects) of ``version``, from ``manifests_dir`` or the GitHub release."""
     if isinstance(version, str):
         version = parse_kubevirt_version(version)
@@ -60,8 +61,10 @@ def load_manifests(version: KubeVirtVersion | str, manifests_dir: str | Path | N
             try:
                 texts[name] = (path.read_text(), str(path))
             except OSError as e:
-                raise SetupError(f"--kubevirt-manifests: cannot read {path} ({e.strerror}); put the {version} "
-                                 f"release's {OPERATOR_MANIFEST} and {CR_MANIFEST} in {directory}") from None
+                raise SetupError(
+                    f"--kubevirt-manifests: cannot read {path} ({e.strerror}); put the {version} "
+                    f"release's {OPERATOR_MANIFEST} and {CR_MANIFEST} in {directory}"
+                ) from None
     else:
         timeout = runner.budget("manifest-download")
         for name, url in release_manifest_urls(version).items():
@@ -70,8 +73,10 @@ def load_manifests(version: KubeVirtVersion | str, manifests_dir: str | Path | N
                     texts[name] = (response.read().decode(), url)
             except (urllib.error.URLError, TimeoutError, OSError) as e:
                 reason = getattr(e, "reason", e)
-                raise SetupError(f"cannot download {url} ({reason}); check the network/proxy, or download the "
-                                 f"release manifests elsewhere and pass --kubevirt-manifests DIR") from None
+                raise SetupError(
+                    f"cannot download {url} ({reason}); check the network/proxy, or download the "
+                    f"release manifests elsewhere and pass --kubevirt-manifests DIR"
+                ) from None
     operator = _parse(*texts[OPERATOR_MANIFEST])
     crs = _parse(*texts[CR_MANIFEST])
     if not any(d["kind"] == "KubeVirt" for d in crs):
@@ -90,14 +95,17 @@ def with_use_emulation(cr: dict) -> dict:
 def _describe(obj: dict) -> str:
     if not obj:
         return "not found"
-    conds = ", ".join(f"{c.get('type')}={c.get('status')}" + (f" ({c.get('reason')})" if c.get("reason") else "")
-                      for c in obj.get("status", {}).get("conditions", []) or [])
+    conds = ", ".join(
+        f"{c.get('type')}={c.get('status')}" + (f" ({c.get('reason')})" if c.get("reason") else "")
+        for c in obj.get("status", {}).get("conditions", []) or []
+    )
     return f"phase={obj.get('status', {}).get('phase')!s}; conditions: {conds or 'none yet'}"
 
 
 def wait_available(api: Any, ref: kubevirt_cr.KubeVirtRef) -> dict:
     """Wait (bounded by "kubevirt-available") for the CR's Available condition; logs each new state."""
     from kubernetes.client import ApiException
+
     seen = {"last": None}
 
     def probe() -> dict:
@@ -108,9 +116,15 @@ def wait_available(api: Any, ref: kubevirt_cr.KubeVirtRef) -> dict:
             seen["last"] = state
         return obj
 
-    return waits.wait_for(f"KubeVirt {ref.namespace}/{ref.name} to report condition Available", probe,
-                          waits.timeout("kubevirt-available"), accept=kubevirt_cr.is_available,
-                          retry_on=(ApiException,), describe=_describe, max_interval=10)
+    return waits.wait_for(
+        f"KubeVirt {ref.namespace}/{ref.name} to report condition Available",
+        probe,
+        waits.timeout("kubevirt-available"),
+        accept=kubevirt_cr.is_available,
+        retry_on=(ApiException,),
+        describe=_describe,
+        max_interval=10,
+    )
 
 
 _discovery_dir: list[str] = []
@@ -136,9 +150,17 @@ class KubeVirtInstallation:
     ``version`` (after ``ensure``): the version the cluster runs, from the CR's status.
     """
 
-    def __init__(self, api_client: Any, version: KubeVirtVersion | str | None, *, use_emulation: bool,
-                 manifests_dir: str | Path | None = None, expect_version: bool = True, keep: bool = False,
-                 install: bool = True):
+    def __init__(
+        self,
+        api_client: Any,
+        version: KubeVirtVersion | str | None,
+        *,
+        use_emulation: bool,
+        manifests_dir: str | Path | None = None,
+        expect_version: bool = True,
+        keep: bool = False,
+        install: bool = True,
+    ):
         self.api_client = api_client
         self.requested = parse_kubevirt_version(version) if isinstance(version, str) else version
         self.use_emulation = use_emulation
@@ -190,8 +212,12 @@ class KubeVirtInstallation:
             crs = [with_use_emulation(d) if d["kind"] == "KubeVirt" else d for d in crs]
         self.installed = True  # from here on, uninstall cleans up whatever got created
         dyn = _dynamic(self.api_client)
-        log.info("installing KubeVirt %s (%d operator objects, useEmulation=%s)",
-                 self.requested, len(operator), self.use_emulation)
+        log.info(
+            "installing KubeVirt %s (%d operator objects, useEmulation=%s)",
+            self.requested,
+            len(operator),
+            self.use_emulation,
+        )
         for doc in operator:
             if self._create(dyn, doc):
                 self._created.append(doc)
@@ -200,7 +226,9 @@ class KubeVirtInstallation:
         for doc in crs:
             if self._create(dyn, doc) and doc["kind"] == "KubeVirt":
                 self._created_cr = True
-                self.ref = kubevirt_cr.KubeVirtRef(doc["metadata"].get("namespace", "kubevirt"), doc["metadata"]["name"])
+                self.ref = kubevirt_cr.KubeVirtRef(
+                    doc["metadata"].get("namespace", "kubevirt"), doc["metadata"]["name"]
+                )
         if self.ref is None:
             self.ref = kubevirt_cr.require_kubevirt(self.api_client)
         obj = wait_available(kubevirt_cr.as_api(self.api_client), self.ref)
@@ -211,6 +239,7 @@ class KubeVirtInstallation:
     def _create(dyn: Any, doc: dict) -> bool:
         """Create one object; False when it already existed (then it is not ours to delete)."""
         from kubernetes.dynamic.exceptions import DynamicApiError
+
         resource = dyn.resources.get(api_version=doc["apiVersion"], kind=doc["kind"])
         namespace = doc["metadata"].get("namespace") if resource.namespaced else None
         try:
@@ -219,22 +248,31 @@ class KubeVirtInstallation:
             if e.status == 409:
                 log.info("%s %s exists already; leaving it as it is", doc["kind"], doc["metadata"]["name"])
                 return False
-            raise SetupError(f"creating {doc['kind']} {doc['metadata']['name']} failed: HTTP {e.status} "
-                             f"{getattr(e, 'reason', '')}; does the kubeconfig's user have cluster-admin?") from None
+            raise SetupError(
+                f"creating {doc['kind']} {doc['metadata']['name']} failed: HTTP {e.status} "
+                f"{getattr(e, 'reason', '')}; does the kubeconfig's user have cluster-admin?"
+            ) from None
         return True
 
     @staticmethod
     def _wait_crd_established(dyn: Any) -> None:
         from kubernetes.dynamic.exceptions import DynamicApiError
+
         crds = dyn.resources.get(api_version="apiextensions.k8s.io/v1", kind="CustomResourceDefinition")
 
         def established() -> bool:
             crd = crds.get(name=KUBEVIRT_CRD).to_dict()
-            return any(c.get("type") == "Established" and c.get("status") == "True"
-                       for c in crd.get("status", {}).get("conditions", []) or [])
+            return any(
+                c.get("type") == "Established" and c.get("status") == "True"
+                for c in crd.get("status", {}).get("conditions", []) or []
+            )
 
-        waits.wait_for(f"CRD {KUBEVIRT_CRD} to be Established", established, runner.budget("crd-established"),
-                       retry_on=(DynamicApiError,))
+        waits.wait_for(
+            f"CRD {KUBEVIRT_CRD} to be Established",
+            established,
+            runner.budget("crd-established"),
+            retry_on=(DynamicApiError,),
+        )
 
     def uninstall(self) -> None:
         """Delete the CR (and wait until the operator removed KubeVirt), then the operator objects we created."""
@@ -245,6 +283,7 @@ class KubeVirtInstallation:
             NotFoundError,
             ResourceNotFoundError,
         )
+
         dyn = _dynamic(self.api_client)
         budget = waits.timeout("resource-deleted")
         if self._created_cr and self.ref is not None:
@@ -273,6 +312,7 @@ class KubeVirtInstallation:
     @classmethod
     def _delete_and_wait(cls, resource: Any, name: str, namespace: str | None, budget: float) -> None:
         from kubernetes.dynamic.exceptions import NotFoundError
+
         try:
             resource.delete(name=name, namespace=namespace)
         except NotFoundError:

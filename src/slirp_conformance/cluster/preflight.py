@@ -48,6 +48,7 @@ KUBERNETES_CLIENT_FLOOR = (37, 0, 0)
 @dataclass
 class PreflightReport:
     """What preflight found; ``warnings`` and ``notes`` are for the session header / JUnit properties."""
+
     target: str
     kubevirt_version: KubeVirtVersion | None = None
     pins: Pins | None = None
@@ -69,16 +70,21 @@ def _semver(text: str) -> tuple[int, int, int] | None:
 
 def check_docker(run: Run = runner.run) -> str:
     """The docker CLI is there and its daemon answers; returns the server version."""
-    fix = ("start the Docker daemon (or fix DOCKER_HOST / permissions on the docker socket); "
-           "--target=kind needs a working Docker engine, --target=cluster does not, and --target=qemu "
-           "runs the local reference VM with no cluster at all")
+    fix = (
+        "start the Docker daemon (or fix DOCKER_HOST / permissions on the docker socket); "
+        "--target=kind needs a working Docker engine, --target=cluster does not, and --target=qemu "
+        "runs the local reference VM with no cluster at all"
+    )
     try:
-        result = run(["docker", "info", "--format", "{{json .ServerVersion}}"],
-                     timeout=runner.budget("tool-probe"), fix=fix)
+        result = run(
+            ["docker", "info", "--format", "{{json .ServerVersion}}"], timeout=runner.budget("tool-probe"), fix=fix
+        )
     except runner.ToolMissing:
-        raise SetupError("docker is not installed or not on PATH; install Docker Engine "
-                         "(--target=kind runs the cluster in Docker), or use --target=cluster with a kubeconfig, "
-                         "or --target=qemu for the local reference VM (no cluster)") from None
+        raise SetupError(
+            "docker is not installed or not on PATH; install Docker Engine "
+            "(--target=kind runs the cluster in Docker), or use --target=cluster with a kubeconfig, "
+            "or --target=qemu for the local reference VM (no cluster)"
+        ) from None
     except runner.CommandFailed as e:
         raise SetupError(f"docker is installed but its daemon does not answer: {e}; {fix}") from None
     version = result.stdout.strip().strip('"')
@@ -98,8 +104,9 @@ def check_kind(pin: str, run: Run = runner.run) -> tuple[str, str | None]:
         raise SetupError(f"cannot read the kind version from `kind version` ({out.strip()[:80]!r}); {INSTALL_TOOLS}")
     shown = "v{}.{}.{}".format(*found)
     if wanted and found < wanted:
-        raise SetupError(f"kind {shown} is older than the pinned {pin} and may not boot the pinned node image; "
-                         f"{INSTALL_TOOLS}")
+        raise SetupError(
+            f"kind {shown} is older than the pinned {pin} and may not boot the pinned node image; {INSTALL_TOOLS}"
+        )
     if wanted and found != wanted:
         return shown, f"kind {shown} differs from the pinned {pin} (newer: node images are best-effort there)"
     return shown, None
@@ -107,8 +114,9 @@ def check_kind(pin: str, run: Run = runner.run) -> tuple[str, str | None]:
 
 def check_kubectl(pin: str, run: Run = runner.run) -> tuple[str, str | None]:
     """(kubectl client version, warning or None); ToolMissing when absent."""
-    out = run(["kubectl", "version", "--client", "--output", "json"], timeout=runner.budget("tool-probe"),
-              fix=INSTALL_TOOLS).stdout
+    out = run(
+        ["kubectl", "version", "--client", "--output", "json"], timeout=runner.budget("tool-probe"), fix=INSTALL_TOOLS
+    ).stdout
     try:
         git_version = json.loads(out)["clientVersion"]["gitVersion"]
     except (ValueError, KeyError, TypeError):
@@ -118,8 +126,10 @@ def check_kubectl(pin: str, run: Run = runner.run) -> tuple[str, str | None]:
         raise SetupError(f"cannot read the kubectl version ({git_version!r}); {INSTALL_TOOLS}")
     shown = "v{}.{}.{}".format(*found)
     if wanted and (found[0] != wanted[0] or abs(found[1] - wanted[1]) > 1):
-        return shown, (f"kubectl {shown} is outside the +/-1 minor skew of Kubernetes {pin} "
-                       f"(only the hack scripts and artifact collection use it); {INSTALL_TOOLS}")
+        return shown, (
+            f"kubectl {shown} is outside the +/-1 minor skew of Kubernetes {pin} "
+            f"(only the hack scripts and artifact collection use it); {INSTALL_TOOLS}"
+        )
     return shown, None
 
 
@@ -130,9 +140,11 @@ def check_kubernetes_client() -> str:
     found = _semver(getattr(kubernetes, "__version__", "") or "")
     floor = "{}.{}.{}".format(*KUBERNETES_CLIENT_FLOOR)
     if found is None or found < KUBERNETES_CLIENT_FLOOR:
-        raise SetupError(f"the Python client kubernetes {kubernetes.__version__} is older than {floor}, the first "
-                         f"with the API this suite calls; run: pip install 'kubernetes>={floor}' "
-                         f"(or bash hack/setup.sh)")
+        raise SetupError(
+            f"the Python client kubernetes {kubernetes.__version__} is older than {floor}, the first "
+            f"with the API this suite calls; run: pip install 'kubernetes>={floor}' "
+            f"(or bash hack/setup.sh)"
+        )
     return "{}.{}.{}".format(*found)
 
 
@@ -154,15 +166,18 @@ def check_kubeconfig(path: str | Path | None) -> str:
     if not found:
         if given:
             raise SetupError(f"the kubeconfig {files[0]} does not exist; pass --kubeconfig with a readable file")
-        raise SetupError(f"no kubeconfig: pass --kubeconfig PATH, set KUBECONFIG, or create "
-                         f"{Path('~/.kube/config').expanduser()} (--target=cluster needs one)")
+        raise SetupError(
+            f"no kubeconfig: pass --kubeconfig PATH, set KUBECONFIG, or create "
+            f"{Path('~/.kube/config').expanduser()} (--target=cluster needs one)"
+        )
     for kubeconfig in found:
         try:
             with kubeconfig.open("rb") as f:
                 f.read(1)
         except OSError as e:
-            raise SetupError(f"cannot read the kubeconfig {kubeconfig} ({e.strerror}); "
-                             f"pass --kubeconfig with a readable file") from None
+            raise SetupError(
+                f"cannot read the kubeconfig {kubeconfig} ({e.strerror}); pass --kubeconfig with a readable file"
+            ) from None
     return os.pathsep.join(str(f) for f in found)
 
 
@@ -186,11 +201,14 @@ def _load_kubeconfig(path: str, context: str | None, configuration) -> None:
                 known = ", ".join(sorted(c["name"] for c in config.list_kube_config_contexts(config_file=path)[0]))
             except (ConfigException, yaml.YAMLError, KeyError, TypeError, ValueError):
                 known = "none readable"
-            raise SetupError(f"--context {context} is not in the kubeconfig {path} (its contexts: {known}); "
-                             f"pass one of them with --context") from None
+            raise SetupError(
+                f"--context {context} is not in the kubeconfig {path} (its contexts: {known}); "
+                f"pass one of them with --context"
+            ) from None
         # Messages of ConfigException name fields and files, not credential values; redact anyway.
-        raise SetupError(f"the kubeconfig {path} is not usable: {runner.redact(' '.join(str(e).split()))[:300]}; "
-                         f"{fix}") from None
+        raise SetupError(
+            f"the kubeconfig {path} is not usable: {runner.redact(' '.join(str(e).split()))[:300]}; {fix}"
+        ) from None
     except (ValueError, TypeError, AttributeError, KeyError, OSError) as e:
         raise SetupError(f"the kubeconfig {path} is not a kubeconfig ({type(e).__name__}); {fix}") from None
 
@@ -205,8 +223,9 @@ def client_configuration(kubeconfig: str | Path | None, context: str | None = No
     return configuration
 
 
-def check_kubevirt_version(kubeconfig: str | Path | None, *, context: str | None = None,
-                           requested: KubeVirtVersion | None = None) -> KubeVirtVersion | None:
+def check_kubevirt_version(
+    kubeconfig: str | Path | None, *, context: str | None = None, requested: KubeVirtVersion | None = None
+) -> KubeVirtVersion | None:
     """The version the cluster's KubeVirt runs (status.observedKubeVirtVersion), None when there is
     none or it is still deploying; SetupError when ``requested`` (an explicit --kubevirt-version) differs."""
     from kubernetes import client
@@ -218,9 +237,18 @@ def check_kubevirt_version(kubeconfig: str | Path | None, *, context: str | None
         api = kubevirt_cr.as_api(api_client)
         try:
             ref = kubevirt_cr.find_kubevirt(api, request_timeout=timeout)
-            obj = None if ref is None else api.custom.get_namespaced_custom_object(
-                kubevirt_cr.GROUP, kubevirt_cr.VERSION, ref.namespace, kubevirt_cr.PLURAL, ref.name,
-                _request_timeout=timeout)
+            obj = (
+                None
+                if ref is None
+                else api.custom.get_namespaced_custom_object(
+                    kubevirt_cr.GROUP,
+                    kubevirt_cr.VERSION,
+                    ref.namespace,
+                    kubevirt_cr.PLURAL,
+                    ref.name,
+                    _request_timeout=timeout,
+                )
+            )
         except client.ApiException as e:
             if e.status in (401, 403):  # not allowed to list KubeVirt CRs: the target finds out later
                 log.warning("preflight: cannot read KubeVirt CRs (HTTP %s); the version is checked at setup", e.status)
@@ -242,27 +270,44 @@ def check_cluster_reachable(kubeconfig: str | Path | None, *, context: str | Non
     with client.ApiClient(configuration) as api_client:
         try:
             # Raw JSON: the generated VersionInfo model rejects servers that omit optional fields.
-            response = client.VersionApi(api_client).get_code(_preload_content=False,
-                                                              _request_timeout=(timeout, timeout))
+            response = client.VersionApi(api_client).get_code(
+                _preload_content=False, _request_timeout=(timeout, timeout)
+            )
             info = json.loads(response.data)
         except client.ApiException as e:
             if e.status in (401, 403):
-                raise SetupError(f"the cluster at {configuration.host} rejected the kubeconfig's credentials "
-                                 f"(HTTP {e.status}); refresh them or use another --kubeconfig") from None
-            raise SetupError(f"the cluster at {configuration.host} answered GET /version with HTTP {e.status}; "
-                             f"check that it is a Kubernetes API server") from None
+                raise SetupError(
+                    f"the cluster at {configuration.host} rejected the kubeconfig's credentials "
+                    f"(HTTP {e.status}); refresh them or use another --kubeconfig"
+                ) from None
+            raise SetupError(
+                f"the cluster at {configuration.host} answered GET /version with HTTP {e.status}; "
+                f"check that it is a Kubernetes API server"
+            ) from None
         except ValueError:
-            raise SetupError(f"{configuration.host} answered GET /version with something that is not JSON; "
-                             f"check that the kubeconfig points at a Kubernetes API server") from None
+            raise SetupError(
+                f"{configuration.host} answered GET /version with something that is not JSON; "
+                f"check that the kubeconfig points at a Kubernetes API server"
+            ) from None
         except Exception as e:  # noqa: BLE001 - urllib3/SSL/socket errors: many types, all "unreachable"
             reason = runner.redact(f"{type(e).__name__}: {e}")[:300]
-            raise SetupError(f"the cluster at {configuration.host} is not reachable within {timeout:.0f} s ({reason}); "
-                             f"check the kubeconfig's server address, VPN/proxy, and that the cluster is up") from None
+            raise SetupError(
+                f"the cluster at {configuration.host} is not reachable within {timeout:.0f} s ({reason}); "
+                f"check the kubeconfig's server address, VPN/proxy, and that the cluster is up"
+            ) from None
     return str(info.get("gitVersion", "unknown"))
 
 
-def preflight(target: str, *, kubevirt_version: str | None, kubeconfig: str | Path | None = None,
-              context: str | None = None, kvm: bool | None = None, kvm_device: str = KVM_DEVICE, run: Run = runner.run) -> PreflightReport:
+def preflight(
+    target: str,
+    *,
+    kubevirt_version: str | None,
+    kubeconfig: str | Path | None = None,
+    context: str | None = None,
+    kvm: bool | None = None,
+    kvm_device: str = KVM_DEVICE,
+    run: Run = runner.run,
+) -> PreflightReport:
     """All checks for ``--target`` (kind | cluster), cheapest first; the first failure raises SetupError.
 
     ``kvm``: None probes ``kvm_device`` (opens it and creates a VM); pass True/False to override
@@ -281,8 +326,10 @@ def preflight(target: str, *, kubevirt_version: str | None, kubeconfig: str | Pa
     if target == "kind":
         report.kvm = kvm_usable(kvm_device) if kvm is None else kvm
         if not report.kvm:
-            report.notes.append(f"{kvm_device} is missing or not usable: KubeVirt will run with useEmulation: true "
-                                "(slow TCG guests; consider --timeout-scale)")
+            report.notes.append(
+                f"{kvm_device} is missing or not usable: KubeVirt will run with useEmulation: true "
+                "(slow TCG guests; consider --timeout-scale)"
+            )
         report.tool_versions["docker"] = check_docker(run)
         assert report.pins is not None
         report.tool_versions["kind"], warning = check_kind(report.pins.kind, run)

@@ -17,12 +17,13 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from slirp_conformance import redaction, waits
-from slirp_conformance.errors import SetupError
 from slirp_conformance.checkout import REPO
+from slirp_conformance.errors import SetupError
 
 log = logging.getLogger("slirp.cluster.runner")
 
 TOOLS_DIR = REPO / ".tools" / "bin"
+
 
 def budget(name: str) -> float:
     """A named, scaled budget of slirp_conformance.waits (tool-probe, api-probe, kind-load, ...)."""
@@ -75,8 +76,16 @@ class Result:
     stderr: str
 
 
-def run(argv: Sequence[str], *, timeout: float, check: bool = True, input: str | None = None,
-        env: dict[str, str] | None = None, secrets: Iterable[str] = (), fix: str = "") -> Result:
+def run(
+    argv: Sequence[str],
+    *,
+    timeout: float,
+    check: bool = True,
+    input: str | None = None,
+    env: dict[str, str] | None = None,
+    secrets: Iterable[str] = (),
+    fix: str = "",
+) -> Result:
     """Run ``argv`` with a hard ``timeout``; raise CommandFailed/CommandTimedOut/ToolMissing.
 
     ``fix`` is appended to error messages (what the user should do). ``secrets`` are extra
@@ -90,27 +99,39 @@ def run(argv: Sequence[str], *, timeout: float, check: bool = True, input: str |
     if executable is None:
         raise ToolMissing(f"`{argv[0]}` is not installed or not on PATH{suffix or '; run hack/install-tools.sh'}")
     log.info("run: %s (timeout %.0f s)", shown, timeout)
-    proc = subprocess.Popen([executable, *argv[1:]], stdin=subprocess.PIPE if input is not None else subprocess.DEVNULL,
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env,
-                            start_new_session=True)
+    proc = subprocess.Popen(
+        [executable, *argv[1:]],
+        stdin=subprocess.PIPE if input is not None else subprocess.DEVNULL,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env=env,
+        start_new_session=True,
+    )
     try:
         stdout, stderr = proc.communicate(input=input, timeout=timeout)
     except subprocess.TimeoutExpired:
         _kill_group(proc)
         stdout, stderr = proc.communicate()
         tail = redact(_tail(stderr or ""), secrets)
-        raise CommandTimedOut(f"`{shown}` did not finish within {timeout:.0f} s and was killed"
-                              + (f"; stderr tail: {tail}" if tail else "") + suffix,
-                              returncode=None, stderr_tail=tail) from None
+        raise CommandTimedOut(
+            f"`{shown}` did not finish within {timeout:.0f} s and was killed"
+            + (f"; stderr tail: {tail}" if tail else "")
+            + suffix,
+            returncode=None,
+            stderr_tail=tail,
+        ) from None
     except BaseException:
         _kill_group(proc)  # KeyboardInterrupt: do not leave the tool running behind us
         raise
     result = Result(argv=argv, returncode=proc.returncode, stdout=stdout or "", stderr=stderr or "")
     if check and proc.returncode != 0:
         tail = redact(_tail(result.stderr), secrets)
-        raise CommandFailed(f"`{shown}` exited with {proc.returncode}"
-                            + (f": {tail}" if tail else "") + suffix,
-                            returncode=proc.returncode, stderr_tail=tail)
+        raise CommandFailed(
+            f"`{shown}` exited with {proc.returncode}" + (f": {tail}" if tail else "") + suffix,
+            returncode=proc.returncode,
+            stderr_tail=tail,
+        )
     return result
 
 

@@ -10,8 +10,8 @@ from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
 
-from slirp_conformance.errors import SetupError
 from slirp_conformance.checkout import REPO
+from slirp_conformance.errors import SetupError
 
 VERSIONS_ENV = REPO / "hack" / "versions.env"
 
@@ -32,8 +32,10 @@ def parse_env_file(path: Path = VERSIONS_ENV) -> dict[str, str]:
             continue
         match = _LINE.match(line)
         if not match:
-            raise SetupError(f"{path}:{number}: not a plain KEY=VALUE line: {line!r}; "
-                             f"fix the line (no expansions, quotes only around the whole value)")
+            raise SetupError(
+                f"{path}:{number}: not a plain KEY=VALUE line: {line!r}; "
+                f"fix the line (no expansions, quotes only around the whole value)"
+            )
         values[match["key"]] = match["quoted"] if match["quoted"] is not None else match["bare"]
     return values
 
@@ -78,14 +80,18 @@ def supported_range() -> str:
 def parse_kubevirt_version(text: str) -> KubeVirtVersion:
     """``"v1.5.3"`` (or ``"1.5.3"``) -> KubeVirtVersion; SetupError naming the range otherwise."""
     match = _VERSION.match(str(text).strip())
-    hint = (f"use a full release version in the supported range {supported_range()}, "
-            f"e.g. --kubevirt-version {env('KUBEVIRT_DEFAULT_VERSION')}")
+    hint = (
+        f"use a full release version in the supported range {supported_range()}, "
+        f"e.g. --kubevirt-version {env('KUBEVIRT_DEFAULT_VERSION')}"
+    )
     if not match:
         raise SetupError(f"KubeVirt version {text!r} is not a release version (vMAJOR.MINOR.PATCH); {hint}")
     version = KubeVirtVersion(int(match["major"]), int(match["minor"]), int(match["patch"]))
     if version.minor_key not in supported_minors():
-        raise SetupError(f"KubeVirt {version} is outside the supported range {supported_range()} "
-                         f"(the slirp binding sidecar ships only in those releases); {hint}")
+        raise SetupError(
+            f"KubeVirt {version} is outside the supported range {supported_range()} "
+            f"(the slirp binding sidecar ships only in those releases); {hint}"
+        )
     return version
 
 
@@ -99,6 +105,7 @@ def needs_feature_gate(version: KubeVirtVersion | str) -> bool:
 @dataclass(frozen=True)
 class Pins:
     """What a kind cluster for one KubeVirt release is built from."""
+
     kubevirt: KubeVirtVersion
     kind: str
     node_image: str
@@ -118,8 +125,12 @@ def pins_for(version: KubeVirtVersion | str) -> Pins:
     if isinstance(version, str):
         version = parse_kubevirt_version(version)
     prefix = "KUBEVIRT_" + version.minor_key.replace(".", "_")
-    return Pins(kubevirt=version, kind=env(f"{prefix}_KIND"), node_image=env(f"{prefix}_NODE_IMAGE"),
-                kubectl=env(f"{prefix}_KUBECTL"))
+    return Pins(
+        kubevirt=version,
+        kind=env(f"{prefix}_KIND"),
+        node_image=env(f"{prefix}_NODE_IMAGE"),
+        kubectl=env(f"{prefix}_KUBECTL"),
+    )
 
 
 def latest_known_patch(minor: str) -> KubeVirtVersion:

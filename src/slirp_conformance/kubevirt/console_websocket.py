@@ -31,8 +31,9 @@ def websocket_options(api_client: Any) -> tuple[str, dict]:
     if cfg.refresh_api_key_hook is not None:  # exec plugins and expiring tokens
         cfg.refresh_api_key_hook(cfg)
     # auth_settings() is how the client itself builds auth headers (token, exec plugin, basic).
-    headers = [f"{a['key']}: {a['value']}" for a in cfg.auth_settings().values()
-               if a.get("in") == "header" and a.get("value")]
+    headers = [
+        f"{a['key']}: {a['value']}" for a in cfg.auth_settings().values() if a.get("in") == "header" and a.get("value")
+    ]
     sslopt: dict = {"cert_reqs": ssl.CERT_REQUIRED if cfg.verify_ssl else ssl.CERT_NONE}
     if cfg.ssl_ca_cert:
         sslopt["ca_certs"] = cfg.ssl_ca_cert
@@ -58,11 +59,15 @@ def _proxy_options(cfg: Any) -> dict:
     url = urllib.parse.urlsplit(cfg.proxy)
     scheme = url.scheme or "http"
     if scheme not in ("http", "socks4", "socks4a", "socks5", "socks5h"):
-        raise SetupError(f"the kubeconfig's proxy-url scheme {scheme!r} is not supported for the console "
-                         f"websocket; use http:// or socks5://")
-    options: dict = {"http_proxy_host": url.hostname, "http_proxy_port": url.port or (1080 if "socks" in scheme
-                                                                                       else 3128),
-                     "proxy_type": scheme}
+        raise SetupError(
+            f"the kubeconfig's proxy-url scheme {scheme!r} is not supported for the console "
+            f"websocket; use http:// or socks5://"
+        )
+    options: dict = {
+        "http_proxy_host": url.hostname,
+        "http_proxy_port": url.port or (1080 if "socks" in scheme else 3128),
+        "proxy_type": scheme,
+    }
     if url.username:
         options["http_proxy_auth"] = (urllib.parse.unquote(url.username), urllib.parse.unquote(url.password or ""))
     if getattr(cfg, "no_proxy", None):

@@ -28,8 +28,8 @@ from slirp_conformance.console import Credentials
 from slirp_conformance.errors import SetupError
 from slirp_conformance.evidence import Evidence
 from slirp_conformance.guest_profiles import FEDORA, PROFILES, profile_for_os_release
-from slirp_conformance.kubevirt import peers as peer_pods
 from slirp_conformance.kubevirt import launcher_dns, pod_streams
+from slirp_conformance.kubevirt import peers as peer_pods
 from slirp_conformance.kubevirt.console_websocket import ConsoleBridge
 from slirp_conformance.kubevirt.vm_manifest import PART_OF, render_vm
 from slirp_conformance.ssh_client import generate_keypair
@@ -71,8 +71,9 @@ class KubeVirtTarget(Target):
         # given through cloud-init; the profile is then read from the guest's /etc/os-release.
         self._credentials = Credentials("fedora", secrets.token_urlsafe(12), become_root="sudo -i")
         redaction.register(self._credentials.password)
-        self.profile = replace(PROFILES.get(opts.guest_profile, FEDORA), credentials=self._credentials,
-                               ssh_user="fedora")
+        self.profile = replace(
+            PROFILES.get(opts.guest_profile, FEDORA), credentials=self._credentials, ssh_user="fedora"
+        )
         self.spec = spec  # 512Mi, as KubeVirt's own Fedora test VMs (src/slirp_conformance/vmspec.conformance_vm)
         self.namespace = f"slirp-conformance-{secrets.token_hex(3)}{opts.namespace_suffix}"
         # The search list is the launcher pod's (read once it runs, ``_read_pod_dns``); until then, none.
@@ -111,8 +112,9 @@ class KubeVirtTarget(Target):
         cluster's) and the slirp binding registered for that version (its sidecar image, the
         feature gate only below v1.5). ``close()`` restores the CR. Self-tests call it alone to
         check these decisions on clusters that boot no VM."""
-        with progress.phase("creating or reusing the kind cluster" if self.opts.target == "kind"
-                            else "checking the cluster"):
+        with progress.phase(
+            "creating or reusing the kind cluster" if self.opts.target == "kind" else "checking the cluster"
+        ):
             self._kubeconfig = self._cluster()
         redaction.register_kubeconfig(self._kubeconfig)
         self.api = self.new_api_client()
@@ -120,22 +122,34 @@ class KubeVirtTarget(Target):
         self.custom = client.CustomObjectsApi(self.api)
         # kind: emulate exactly when no usable /dev/kvm went into the node. An existing cluster's
         # nodes cannot be probed from here: emulation is the choice that always boots.
-        with progress.phase("KubeVirt: reading the installed release (installing it when absent and allowed), "
-                            "waiting until Available"):
-            installation = self._stack.enter_context(KubeVirtInstallation(
-                self.api, self.requested or versions.default_version(), use_emulation=not self._kvm,
-                manifests_dir=self.opts.kubevirt_manifests, expect_version=self.requested is not None,
-                install=self.opts.target == "kind" or self.opts.install_kubevirt))
+        with progress.phase(
+            "KubeVirt: reading the installed release (installing it when absent and allowed), waiting until Available"
+        ):
+            installation = self._stack.enter_context(
+                KubeVirtInstallation(
+                    self.api,
+                    self.requested or versions.default_version(),
+                    use_emulation=not self._kvm,
+                    manifests_dir=self.opts.kubevirt_manifests,
+                    expect_version=self.requested is not None,
+                    install=self.opts.target == "kind" or self.opts.install_kubevirt,
+                )
+            )
         self.version = versions.parse_kubevirt_version(installation.version)
         image = self.opts.sidecar_image or versions.slirp_sidecar_image(self.version)
-        self.registration = self._stack.enter_context(kubevirt_config.slirp_binding_registered(
-            self.api, image, enable_feature_gate=versions.needs_feature_gate(self.version)))
+        self.registration = self._stack.enter_context(
+            kubevirt_config.slirp_binding_registered(
+                self.api, image, enable_feature_gate=versions.needs_feature_gate(self.version)
+            )
+        )
 
     def _node_versions(self) -> dict:
         """Container runtime and kubelet versions: the ICMP outcome depends on the runtime."""
         infos = [n.status.node_info for n in self.core.list_node().items if n.status and n.status.node_info]
-        return {"container_runtime": ",".join(sorted({i.container_runtime_version for i in infos})) or "unknown",
-                "kubelet": ",".join(sorted({i.kubelet_version for i in infos})) or "unknown"}
+        return {
+            "container_runtime": ",".join(sorted({i.container_runtime_version for i in infos})) or "unknown",
+            "kubelet": ",".join(sorted({i.kubelet_version for i in infos})) or "unknown",
+        }
 
     def _cluster(self) -> str:
         if self.opts.target == "cluster":
@@ -145,17 +159,27 @@ class KubeVirtTarget(Target):
         from slirp_conformance.cluster.kind import KindCluster
 
         pins = versions.pins_for(self.requested or versions.default_version())
-        kind = self._stack.enter_context(KindCluster(
-            pins=pins, workdir=self._workdir, name=self.opts.kind_cluster_name,
-            preload_images=self.opts.preload_images, keep=self.opts.keep_cluster))
+        kind = self._stack.enter_context(
+            KindCluster(
+                pins=pins,
+                workdir=self._workdir,
+                name=self.opts.kind_cluster_name,
+                preload_images=self.opts.preload_images,
+                keep=self.opts.keep_cluster,
+            )
+        )
         self._kvm = bool(kind.kvm)
-        self._kind_facts = {"kind": pins.kind, "kind_node_image": kind.reused_node_image or pins.node_image,
-                            "kind_cluster_created": str(kind.created)}
+        self._kind_facts = {
+            "kind": pins.kind,
+            "kind_node_image": kind.reused_node_image or pins.node_image,
+            "kind_cluster_created": str(kind.created),
+        }
         return str(kind.kubeconfig_path)
 
     def _namespace(self) -> None:
-        self.core.create_namespace(client.V1Namespace(metadata=client.V1ObjectMeta(
-            name=self.namespace, labels=dict(PART_OF))))
+        self.core.create_namespace(
+            client.V1Namespace(metadata=client.V1ObjectMeta(name=self.namespace, labels=dict(PART_OF)))
+        )
         self._stack.callback(self._delete_namespace)
 
     def _delete_namespace(self) -> None:
@@ -164,26 +188,35 @@ class KubeVirtTarget(Target):
         except client.ApiException as e:
             if e.status != 404:
                 raise
-        waits.wait_for(f"namespace {self.namespace} to be gone",
-                       lambda: _is_gone(lambda: self.core.read_namespace(self.namespace)),
-                       waits.timeout("resource-deleted"))
+        waits.wait_for(
+            f"namespace {self.namespace} to be gone",
+            lambda: _is_gone(lambda: self.core.read_namespace(self.namespace)),
+            waits.timeout("resource-deleted"),
+        )
 
     def _vm(self) -> None:
-        manifest = render_vm(self.spec, namespace=self.namespace, image=self.opts.vm_image or
-                             f"quay.io/kubevirt/fedora-with-test-tooling-container-disk:{self.version}",
-                             authorized_key=self._key.public_openssh,
-                             password=self.profile.credentials.password)
+        manifest = render_vm(
+            self.spec,
+            namespace=self.namespace,
+            image=self.opts.vm_image or f"quay.io/kubevirt/fedora-with-test-tooling-container-disk:{self.version}",
+            authorized_key=self._key.public_openssh,
+            password=self.profile.credentials.password,
+        )
         create = lambda: self.custom.create_namespaced_custom_object(  # noqa: E731
-            "kubevirt.io", "v1", self.namespace, "virtualmachines", manifest)
+            "kubevirt.io", "v1", self.namespace, "virtualmachines", manifest
+        )
         if self.registration.propagation_verified:
             create()
         else:
             kubevirt_config.retry_while_config_stale(create)
-        vmi = self._wait_vmi(lambda v: v.get("status", {}).get("phase") == "Running"
-                             and _condition(v, "AgentConnected"), "VMI Running and AgentConnected",
-                             waits.timeout("vmi-agent-connected"))
-        pods = self.core.list_namespaced_pod(self.namespace,
-                                             label_selector=f"kubevirt.io/created-by={vmi['metadata']['uid']}")
+        vmi = self._wait_vmi(
+            lambda v: v.get("status", {}).get("phase") == "Running" and _condition(v, "AgentConnected"),
+            "VMI Running and AgentConnected",
+            waits.timeout("vmi-agent-connected"),
+        )
+        pods = self.core.list_namespaced_pod(
+            self.namespace, label_selector=f"kubevirt.io/created-by={vmi['metadata']['uid']}"
+        )
         if not pods.items:
             raise SetupError(f"no virt-launcher pod for VMI {self.spec.name} (label kubevirt.io/created-by)")
         self.launcher_pod = pods.items[0].metadata.name
@@ -195,12 +228,15 @@ class KubeVirtTarget(Target):
         peer's DNS name is in the cluster domain that list names."""
         rc, out = self.exec_in_launcher(["cat", "/etc/resolv.conf"])
         if rc != 0:
-            raise SetupError(f"cannot read /etc/resolv.conf in launcher pod {self.namespace}/{self.launcher_pod} "
-                             f"(exit {rc}: {out.strip()[:200]}); the expected DNS search list comes from there")
+            raise SetupError(
+                f"cannot read /etc/resolv.conf in launcher pod {self.namespace}/{self.launcher_pod} "
+                f"(exit {rc}: {out.strip()[:200]}); the expected DNS search list comes from there"
+            )
         search = launcher_dns.sidecar_search_domains(out)
         self.contract = Contract.from_spec(self.spec, search)
-        self.peers = replace(self.peers, dns_name=peer_pods.dns_name(
-            self.namespace, launcher_dns.cluster_domain(search, self.namespace)))
+        self.peers = replace(
+            self.peers, dns_name=peer_pods.dns_name(self.namespace, launcher_dns.cluster_domain(search, self.namespace))
+        )
         self._pod_dns = {"pod_dns_search": " ".join(search)}
 
     def _wait_vmi(self, done, what: str, budget: float) -> dict:
@@ -208,22 +244,31 @@ class KubeVirtTarget(Target):
         last: dict = {}
         w = watch.Watch()
         try:
-            for event in w.stream(self.custom.list_namespaced_custom_object, "kubevirt.io", "v1", self.namespace,
-                                  "virtualmachineinstances", field_selector=f"metadata.name={self.spec.name}",
-                                  timeout_seconds=int(budget)):
+            for event in w.stream(
+                self.custom.list_namespaced_custom_object,
+                "kubevirt.io",
+                "v1",
+                self.namespace,
+                "virtualmachineinstances",
+                field_selector=f"metadata.name={self.spec.name}",
+                timeout_seconds=int(budget),
+            ):
                 last = event["object"]
                 if done(last):
                     return last
         finally:
             w.stop()
         status = last.get("status", {})
-        raise waits.WaitTimeout(f"waited {budget:.0f} s for {what} of {self.namespace}/{self.spec.name}; last "
-                                f"phase {status.get('phase')!r}, conditions {status.get('conditions')}")
+        raise waits.WaitTimeout(
+            f"waited {budget:.0f} s for {what} of {self.namespace}/{self.spec.name}; last "
+            f"phase {status.get('phase')!r}, conditions {status.get('conditions')}"
+        )
 
     def _console_login(self) -> None:
         self._bridge = ConsoleBridge(self.new_api_client(), self.namespace, self.spec.name)
-        self._open_console(self._bridge.sock, self._workdir / "console-transcript.log",
-                           f"{self.namespace}/{self.spec.name} console")
+        self._open_console(
+            self._bridge.sock, self._workdir / "console-transcript.log", f"{self.namespace}/{self.spec.name} console"
+        )
 
     def _on_login(self) -> None:
         if self.opts.guest_profile == "auto":
@@ -242,22 +287,32 @@ class KubeVirtTarget(Target):
         return pod_streams.dial_from_pod(self.new_api_client, self.namespace, peer_pods.CLIENT_POD, pod_ip, port)
 
     def ping_peer_directly(self) -> dict:
-        rc, out = pod_streams.exec_in_pod(self.new_api_client, self.namespace, peer_pods.CLIENT_POD,
-                                          ["ping", "-c", "2", "-W", "2", self.peers.icmp_host])
+        rc, out = pod_streams.exec_in_pod(
+            self.new_api_client,
+            self.namespace,
+            peer_pods.CLIENT_POD,
+            ["ping", "-c", "2", "-W", "2", self.peers.icmp_host],
+        )
         return {"ok": rc == 0, "from": f"pod {peer_pods.CLIENT_POD}", "output": out.strip()}
 
     def icmp_evidence(self) -> dict:
-        script = ("cat /proc/sys/net/ipv4/ping_group_range; for d in /proc/[0-9]*; do "
-                  "if tr '\\0' ' ' < $d/cmdline 2>/dev/null | grep -q -- '-netdev user'; then "
-                  "grep -E '^(Uid|Gid|CapEff|CapBnd):' $d/status; fi; done")
-        rc, out = pod_streams.exec_in_pod(self.new_api_client, self.namespace, self.launcher_pod,
-                                          ["sh", "-c", script], container="compute")
+        script = (
+            "cat /proc/sys/net/ipv4/ping_group_range; for d in /proc/[0-9]*; do "
+            "if tr '\\0' ' ' < $d/cmdline 2>/dev/null | grep -q -- '-netdev user'; then "
+            "grep -E '^(Uid|Gid|CapEff|CapBnd):' $d/status; fi; done"
+        )
+        rc, out = pod_streams.exec_in_pod(
+            self.new_api_client, self.namespace, self.launcher_pod, ["sh", "-c", script], container="compute"
+        )
         lines = out.strip().splitlines()
         fields = {line.split(":")[0]: line.split(":", 1)[1].split() for line in lines[1:] if ":" in line}
-        return {"ping_group_range": " ".join(lines[0].split()) if lines else None,
-                "qemu_uid": int(fields["Uid"][1]) if "Uid" in fields else None,
-                "qemu_gid": int(fields["Gid"][1]) if "Gid" in fields else None,
-                "qemu_cap_eff": fields.get("CapEff", [None])[0], "qemu_cap_bnd": fields.get("CapBnd", [None])[0]}
+        return {
+            "ping_group_range": " ".join(lines[0].split()) if lines else None,
+            "qemu_uid": int(fields["Uid"][1]) if "Uid" in fields else None,
+            "qemu_gid": int(fields["Gid"][1]) if "Gid" in fields else None,
+            "qemu_cap_eff": fields.get("CapEff", [None])[0],
+            "qemu_cap_bnd": fields.get("CapBnd", [None])[0],
+        }
 
     # -- KubeVirt-only views -----------------------------------------------------------------------
     @property
@@ -271,23 +326,32 @@ class KubeVirtTarget(Target):
         return self.core.read_namespaced_pod(self.launcher_pod, self.namespace)
 
     def vmi_object(self) -> dict:
-        return self.custom.get_namespaced_custom_object("kubevirt.io", "v1", self.namespace,
-                                                        "virtualmachineinstances", self.spec.name)
+        return self.custom.get_namespaced_custom_object(
+            "kubevirt.io", "v1", self.namespace, "virtualmachineinstances", self.spec.name
+        )
 
     def exec_in_launcher(self, argv: list[str]) -> tuple[int, str]:
-        return pod_streams.exec_in_pod(self.new_api_client, self.namespace, self.launcher_pod, argv,
-                                       container="compute")
+        return pod_streams.exec_in_pod(
+            self.new_api_client, self.namespace, self.launcher_pod, argv, container="compute"
+        )
 
     def try_unregistered_binding(self, binding: str) -> Evidence:
         """Create a VM whose interface names an unregistered binding; return why KubeVirt failed it
         (VMI condition or event message), then delete it and wait until it is gone."""
         name = f"vm-unregistered-{secrets.token_hex(2)}"
-        manifest = render_vm(replace(self.spec, name=name), namespace=self.namespace, image="unused:never-pulled",
-                             authorized_key=self._key.public_openssh, password="unused", binding=binding)
+        manifest = render_vm(
+            replace(self.spec, name=name),
+            namespace=self.namespace,
+            image="unused:never-pulled",
+            authorized_key=self._key.public_openssh,
+            password="unused",
+            binding=binding,
+        )
         ev = Evidence("unregistered-binding", {"vm": name, "binding": binding})
         try:
-            self.custom.create_namespaced_custom_object("kubevirt.io", "v1", self.namespace, "virtualmachines",
-                                                        manifest)
+            self.custom.create_namespaced_custom_object(
+                "kubevirt.io", "v1", self.namespace, "virtualmachines", manifest
+            )
         except client.ApiException as e:  # refused at admission is a refusal too
             ev["message"], ev["where"] = e.body, "admission"
             return ev
@@ -297,16 +361,24 @@ class KubeVirtTarget(Target):
                 if event.involved_object.name == name and event.reason == "FailedCreate":
                     return event.message
             try:
-                vmi = self.custom.get_namespaced_custom_object("kubevirt.io", "v1", self.namespace,
-                                                               "virtualmachineinstances", name)
+                vmi = self.custom.get_namespaced_custom_object(
+                    "kubevirt.io", "v1", self.namespace, "virtualmachineinstances", name
+                )
             except client.ApiException:
                 return None
-            return next((c.get("message") for c in vmi.get("status", {}).get("conditions") or []
-                         if c.get("type") == "Synchronized" and c.get("status") == "False"), None)
+            return next(
+                (
+                    c.get("message")
+                    for c in vmi.get("status", {}).get("conditions") or []
+                    if c.get("type") == "Synchronized" and c.get("status") == "False"
+                ),
+                None,
+            )
 
         try:
-            ev["message"] = waits.wait_for(f"KubeVirt to report why VM {name} cannot start", reason,
-                                           waits.timeout("vmi-running"))
+            ev["message"] = waits.wait_for(
+                f"KubeVirt to report why VM {name} cannot start", reason, waits.timeout("vmi-running")
+            )
             ev["where"] = "controller"
         except waits.WaitTimeout as e:
             ev["message"] = str(e)
@@ -317,14 +389,20 @@ class KubeVirtTarget(Target):
     def try_with_feature_gate_off(self) -> Evidence:
         """With NetworkBindingPlugins removed, a VM using a binding plugin must be refused."""
         name = f"vm-gate-off-{secrets.token_hex(2)}"
-        manifest = render_vm(replace(self.spec, name=name), namespace=self.namespace, image="unused:never-pulled",
-                             authorized_key=self._key.public_openssh, password="unused")
+        manifest = render_vm(
+            replace(self.spec, name=name),
+            namespace=self.namespace,
+            image="unused:never-pulled",
+            authorized_key=self._key.public_openssh,
+            password="unused",
+        )
         ev = Evidence("feature-gate-off", {"vm": name})
         with kubevirt_config.feature_gate_off(self.api, self.registration.ref) as propagation:
             ev["propagation"] = propagation
             try:
-                self.custom.create_namespaced_custom_object("kubevirt.io", "v1", self.namespace,
-                                                            "virtualmachines", manifest)
+                self.custom.create_namespaced_custom_object(
+                    "kubevirt.io", "v1", self.namespace, "virtualmachines", manifest
+                )
                 ev["admitted"] = True
             except client.ApiException as e:
                 ev["admitted"], ev["status"], ev["message"] = False, e.status, e.body
@@ -335,13 +413,27 @@ class KubeVirtTarget(Target):
     def _delete_vm(self, name: str) -> None:
         """Delete a VM of this run and wait until it is gone."""
         self.custom.delete_namespaced_custom_object("kubevirt.io", "v1", self.namespace, "virtualmachines", name)
-        waits.wait_for(f"VM {name} to be deleted", lambda: _is_gone(lambda: self.custom.get_namespaced_custom_object(
-            "kubevirt.io", "v1", self.namespace, "virtualmachines", name)), waits.timeout("resource-deleted"))
+        waits.wait_for(
+            f"VM {name} to be deleted",
+            lambda: _is_gone(
+                lambda: self.custom.get_namespaced_custom_object(
+                    "kubevirt.io", "v1", self.namespace, "virtualmachines", name
+                )
+            ),
+            waits.timeout("resource-deleted"),
+        )
 
     def describe(self) -> dict:
-        return {"target": self.name, "kubevirt_version": str(self.version), "namespace": self.namespace,
-                "sidecar_image": self.registration.sidecar_image if self.registration else "",
-                "guest_profile": self.profile.name, **self._nodes, **self._kind_facts, **self._pod_dns}
+        return {
+            "target": self.name,
+            "kubevirt_version": str(self.version),
+            "namespace": self.namespace,
+            "sidecar_image": self.registration.sidecar_image if self.registration else "",
+            "guest_profile": self.profile.name,
+            **self._nodes,
+            **self._kind_facts,
+            **self._pod_dns,
+        }
 
     def collect_artifacts(self, into: Path) -> None:
         """VM/VMI/pod YAML, events, compute and sidecar logs, the KubeVirt CR and the console
@@ -353,9 +445,11 @@ class KubeVirtTarget(Target):
         pieces = {
             "kubevirt-cr.yaml": lambda: self.kubevirt_cr() if self.registration else None,
             "vm.yaml": lambda: self.custom.get_namespaced_custom_object(
-                "kubevirt.io", "v1", self.namespace, "virtualmachines", self.spec.name),
+                "kubevirt.io", "v1", self.namespace, "virtualmachines", self.spec.name
+            ),
             "vmi.yaml": lambda: self.custom.get_namespaced_custom_object(
-                "kubevirt.io", "v1", self.namespace, "virtualmachineinstances", self.spec.name),
+                "kubevirt.io", "v1", self.namespace, "virtualmachineinstances", self.spec.name
+            ),
             "pods.yaml": lambda: sanitize(self.core.list_namespaced_pod(self.namespace)),
             "events.yaml": lambda: sanitize(self.core.list_namespaced_event(self.namespace)),
         }
@@ -371,8 +465,9 @@ class KubeVirtTarget(Target):
                 containers = ["compute"]
             for container in containers:
                 try:
-                    log_text = self.core.read_namespaced_pod_log(self.launcher_pod, self.namespace,
-                                                                 container=container, tail_lines=2000)
+                    log_text = self.core.read_namespaced_pod_log(
+                        self.launcher_pod, self.namespace, container=container, tail_lines=2000
+                    )
                 except client.ApiException as e:
                     log_text = f"not collected: {e.status} {e.reason}"
                 into.joinpath(f"{self.launcher_pod}-{container}.log").write_text(log_text)
@@ -396,5 +491,6 @@ def _is_gone(read) -> bool:
 
 
 def _condition(obj: dict, kind: str) -> bool:
-    return any(c.get("type") == kind and c.get("status") == "True"
-               for c in obj.get("status", {}).get("conditions") or [])
+    return any(
+        c.get("type") == kind and c.get("status") == "True" for c in obj.get("status", {}).get("conditions") or []
+    )

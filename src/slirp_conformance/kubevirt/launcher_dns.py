@@ -20,7 +20,7 @@ def sidecar_search_domains(resolv_conf: str) -> tuple[str, ...]:
     entries: list[str] = []
     for line in resolv_conf.splitlines():
         if line.startswith("search"):
-            entries += line[len("search"):].split()
+            entries += line[len("search") :].split()
     return vmspec.sidecar_search_domains(tuple(entries))
 
 
@@ -29,7 +29,9 @@ def cluster_domain(search_domains: tuple[str, ...], namespace: str) -> str:
     prefix = f"{namespace}.svc."
     for domain in search_domains:
         if domain.startswith(prefix) and len(domain) > len(prefix):
-            return domain[len(prefix):]
-    raise SetupError(f"the launcher pod's DNS search list {' '.join(search_domains)!r} has no "
-                     f"{namespace}.svc.<cluster domain> entry: is its dnsPolicy ClusterFirst? The suite needs "
-                     f"cluster DNS to name the peer")
+            return domain[len(prefix) :]
+    raise SetupError(
+        f"the launcher pod's DNS search list {' '.join(search_domains)!r} has no "
+        f"{namespace}.svc.<cluster domain> entry: is its dnsPolicy ClusterFirst? The suite needs "
+        f"cluster DNS to name the peer"
+    )

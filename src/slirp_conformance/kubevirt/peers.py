@@ -27,27 +27,50 @@ def dns_name(namespace: str, cluster_domain: str) -> str:
 def _pod(name: str, image: str, labels: dict, command: list[str]) -> client.V1Pod:
     return client.V1Pod(
         metadata=client.V1ObjectMeta(name=name, labels=labels),
-        spec=client.V1PodSpec(restart_policy="Never", termination_grace_period_seconds=1, containers=[
-            client.V1Container(name=name, image=image, command=command)]))
+        spec=client.V1PodSpec(
+            restart_policy="Never",
+            termination_grace_period_seconds=1,
+            containers=[client.V1Container(name=name, image=image, command=command)],
+        ),
+    )
 
 
 def deploy(core: client.CoreV1Api, namespace: str, image: str = DEFAULT_IMAGE) -> Peers:
-    echo = (f"tcpsvd 0 {ECHO_PORT} cat & udpsvd -E 0 {ECHO_PORT} cat & wait")
+    echo = f"tcpsvd 0 {ECHO_PORT} cat & udpsvd -E 0 {ECHO_PORT} cat & wait"
     core.create_namespaced_pod(namespace, _pod(PEER_POD, image, PEER_LABELS, ["sh", "-c", echo]))
-    core.create_namespaced_pod(namespace, _pod(CLIENT_POD, image, {"app.kubernetes.io/component": "slirp-client",
-                                                                   **PART_OF}, ["sleep", "86400"]))
-    core.create_namespaced_service(namespace, client.V1Service(
-        metadata=client.V1ObjectMeta(name=PEER_SERVICE, labels=dict(PART_OF)),
-        spec=client.V1ServiceSpec(cluster_ip="None", selector=PEER_LABELS, ports=[
-            client.V1ServicePort(name="echo-tcp", port=ECHO_PORT, protocol="TCP"),
-            client.V1ServicePort(name="echo-udp", port=ECHO_PORT, protocol="UDP")])))
+    core.create_namespaced_pod(
+        namespace,
+        _pod(CLIENT_POD, image, {"app.kubernetes.io/component": "slirp-client", **PART_OF}, ["sleep", "86400"]),
+    )
+    core.create_namespaced_service(
+        namespace,
+        client.V1Service(
+            metadata=client.V1ObjectMeta(name=PEER_SERVICE, labels=dict(PART_OF)),
+            spec=client.V1ServiceSpec(
+                cluster_ip="None",
+                selector=PEER_LABELS,
+                ports=[
+                    client.V1ServicePort(name="echo-tcp", port=ECHO_PORT, protocol="TCP"),
+                    client.V1ServicePort(name="echo-udp", port=ECHO_PORT, protocol="UDP"),
+                ],
+            ),
+        ),
+    )
     ips = {}
     for name in (PEER_POD, CLIENT_POD):
-        pod = waits.wait_for(f"pod {namespace}/{name} Running with an IP",
-                             lambda n=name: core.read_namespaced_pod(n, namespace), waits.timeout("pod-ready"),
-                             accept=lambda p: p.status.phase == "Running" and bool(p.status.pod_ip),
-                             describe=lambda p: f"phase {p.status.phase}, podIP {p.status.pod_ip}")
+        pod = waits.wait_for(
+            f"pod {namespace}/{name} Running with an IP",
+            lambda n=name: core.read_namespaced_pod(n, namespace),
+            waits.timeout("pod-ready"),
+            accept=lambda p: p.status.phase == "Running" and bool(p.status.pod_ip),
+            describe=lambda p: f"phase {p.status.phase}, podIP {p.status.pod_ip}",
+        )
         ips[name] = pod.status.pod_ip
     peer_ip = ips[PEER_POD]
-    return Peers(tcp_echo=Endpoint(peer_ip, ECHO_PORT), udp_echo=Endpoint(peer_ip, ECHO_PORT),
-                 dns_name="", dns_address=peer_ip, icmp_host=peer_ip)  # dns_name: see the module docstring
+    return Peers(
+        tcp_echo=Endpoint(peer_ip, ECHO_PORT),
+        udp_echo=Endpoint(peer_ip, ECHO_PORT),
+        dns_name="",
+        dns_address=peer_ip,
+        icmp_host=peer_ip,
+    )  # dns_name: see the module docstring

@@ -25,14 +25,16 @@ def user_data(authorized_key: str, password: str) -> str:
 NETWORK_DATA = json.dumps({"version": 2, "ethernets": {"eth0": {"dhcp4": True}}}) + "\n"
 
 
-def render_vm(spec: VMSpec, *, namespace: str, image: str, authorized_key: str, password: str,
-              binding: str | None = None) -> dict:
+def render_vm(
+    spec: VMSpec, *, namespace: str, image: str, authorized_key: str, password: str, binding: str | None = None
+) -> dict:
     """``binding`` overrides the interface's binding name (negative tests use an unregistered one)."""
     iface = spec.interface
     interface: dict = {"name": iface.name, "binding": {"name": binding or iface.binding}}
     if iface.ports:
-        interface["ports"] = [{k: v for k, v in (("name", p.name), ("port", p.port), ("protocol", p.protocol)) if v}
-                              for p in iface.ports]
+        interface["ports"] = [
+            {k: v for k, v in (("name", p.name), ("port", p.port), ("protocol", p.protocol)) if v} for p in iface.ports
+        ]
     if iface.mac:
         interface["macAddress"] = iface.mac
     if iface.model:
@@ -51,8 +53,10 @@ def render_vm(spec: VMSpec, *, namespace: str, image: str, authorized_key: str, 
                 "spec": {
                     "domain": {
                         "devices": {
-                            "disks": [{"name": "containerdisk", "disk": {"bus": "virtio"}},
-                                      {"name": "cloudinitdisk", "disk": {"bus": "virtio"}}],
+                            "disks": [
+                                {"name": "containerdisk", "disk": {"bus": "virtio"}},
+                                {"name": "cloudinitdisk", "disk": {"bus": "virtio"}},
+                            ],
                             "interfaces": [interface],
                         },
                         "resources": {"requests": {"memory": spec.memory}},
@@ -63,8 +67,13 @@ def render_vm(spec: VMSpec, *, namespace: str, image: str, authorized_key: str, 
                     "terminationGracePeriodSeconds": 0,
                     "volumes": [
                         {"name": "containerdisk", "containerDisk": {"image": image}},
-                        {"name": "cloudinitdisk", "cloudInitNoCloud": {
-                            "networkData": NETWORK_DATA, "userData": user_data(authorized_key, password)}},
+                        {
+                            "name": "cloudinitdisk",
+                            "cloudInitNoCloud": {
+                                "networkData": NETWORK_DATA,
+                                "userData": user_data(authorized_key, password),
+                            },
+                        },
                     ],
                 },
             },

@@ -8,9 +8,9 @@ one line; hack/*.sh pin the root with ``-c pyproject.toml``. Runs of other proje
 Python (the plugin is installed there) are left alone: no option of ours, not started here.
 """
 
-from pathlib import Path
 
 import pytest
+
 from slirp_conformance.checkout import REPO
 
 PYPROJECT = REPO / "pyproject.toml"
@@ -35,7 +35,8 @@ def pytest_load_initial_conftests(early_config, parser, args):
         raise pytest.UsageError(
             f"pytest rooted this run in {early_config.rootpath}, not in the suite's {REPO} (a bare path after an "
             f"option, as in --kubeconfig PATH, is read as a test path): write option values with '=' "
-            f"(--kubeconfig=PATH), or run hack/conformance.sh, or pass -c {PYPROJECT}")
+            f"(--kubeconfig=PATH), or run hack/conformance.sh, or pass -c {PYPROJECT}"
+        )
 
 
 @pytest.hookimpl(tryfirst=True)
@@ -74,55 +75,113 @@ def _check_inputs(config) -> None:
 
 def pytest_addoption(parser):
     group = _Group(parser.getgroup("slirp-conformance", "slirp network binding conformance"))
-    group.addoption("--target", choices=("kind", "cluster", "qemu"), default="kind",
-                    help="where the VM runs: a kind cluster the suite manages (default), an existing cluster "
-                         "(--kubeconfig), or the local QEMU/libslirp reference VM")
-    group.addoption("--timeout-scale", type=float, default=1.0,
-                    help="multiply every named timeout (slow CI, emulated guests)")
-    group.addoption("--artifacts", metavar="DIR", default=None,
-                    help="write logs, transcripts and evidence of each failed test under DIR")
-    group.addoption("--report-dir", metavar="DIR", default="reports",
-                    help="where every conformance run writes conformance.md and conformance.json "
-                         "(default: reports/ under the current directory)")
-    group.addoption("--qemu-netdev-extra", metavar="OPTS", default="",
-                    help="qemu target: options appended to the `-netdev user,...` string, e.g. restrict=on "
-                         "(negative controls)")
-    group.addoption("--qemu-sysctl", metavar="KEY=VALUE", action="append", default=[],
-                    help="qemu target: a net.* sysctl for the pod network namespace (repeatable), e.g. "
-                         "net.ipv4.ping_group_range='0 2147483647' to mirror a containerd 2.x pod")
+    group.addoption(
+        "--target",
+        choices=("kind", "cluster", "qemu"),
+        default="kind",
+        help="where the VM runs: a kind cluster the suite manages (default), an existing cluster "
+        "(--kubeconfig), or the local QEMU/libslirp reference VM",
+    )
+    group.addoption(
+        "--timeout-scale", type=float, default=1.0, help="multiply every named timeout (slow CI, emulated guests)"
+    )
+    group.addoption(
+        "--artifacts",
+        metavar="DIR",
+        default=None,
+        help="write logs, transcripts and evidence of each failed test under DIR",
+    )
+    group.addoption(
+        "--report-dir",
+        metavar="DIR",
+        default="reports",
+        help="where every conformance run writes conformance.md and conformance.json "
+        "(default: reports/ under the current directory)",
+    )
+    group.addoption(
+        "--qemu-netdev-extra",
+        metavar="OPTS",
+        default="",
+        help="qemu target: options appended to the `-netdev user,...` string, e.g. restrict=on (negative controls)",
+    )
+    group.addoption(
+        "--qemu-sysctl",
+        metavar="KEY=VALUE",
+        action="append",
+        default=[],
+        help="qemu target: a net.* sysctl for the pod network namespace (repeatable), e.g. "
+        "net.ipv4.ping_group_range='0 2147483647' to mirror a containerd 2.x pod",
+    )
     cluster = _Group(parser.getgroup("slirp-conformance cluster", "kind and existing-cluster targets"))
-    cluster.addoption("--kubeconfig", default=None, help="cluster target: kubeconfig (default: KUBECONFIG or ~/.kube/config)")
+    cluster.addoption(
+        "--kubeconfig", default=None, help="cluster target: kubeconfig (default: KUBECONFIG or ~/.kube/config)"
+    )
     cluster.addoption("--context", default=None, help="cluster target: kubeconfig context")
-    cluster.addoption("--kubevirt-version", default=None,
-                      help="KubeVirt release under test (v1.1.0 .. v1.9.x); default: the cluster's own "
-                           "(KubeVirt CR status.observedKubeVirtVersion), or KUBEVIRT_DEFAULT_VERSION of "
-                           "hack/versions.env where the suite installs it. Given, it must match the cluster")
-    cluster.addoption("--kubevirt-manifests", metavar="DIR", default=None,
-                      help="air-gapped install: directory holding kubevirt-operator.yaml and kubevirt-cr.yaml")
-    cluster.addoption("--install-kubevirt", action="store_true",
-                      help="cluster target: install KubeVirt when absent (kind always may)")
-    cluster.addoption("--slirp-sidecar-image", default=None,
-                      help="default quay.io/kubevirt/network-slirp-binding:<kubevirt version>")
-    cluster.addoption("--vm-image", default=None,
-                      help="default quay.io/kubevirt/fedora-with-test-tooling-container-disk:<kubevirt version>")
+    cluster.addoption(
+        "--kubevirt-version",
+        default=None,
+        help="KubeVirt release under test (v1.1.0 .. v1.9.x); default: the cluster's own "
+        "(KubeVirt CR status.observedKubeVirtVersion), or KUBEVIRT_DEFAULT_VERSION of "
+        "hack/versions.env where the suite installs it. Given, it must match the cluster",
+    )
+    cluster.addoption(
+        "--kubevirt-manifests",
+        metavar="DIR",
+        default=None,
+        help="air-gapped install: directory holding kubevirt-operator.yaml and kubevirt-cr.yaml",
+    )
+    cluster.addoption(
+        "--install-kubevirt", action="store_true", help="cluster target: install KubeVirt when absent (kind always may)"
+    )
+    cluster.addoption(
+        "--slirp-sidecar-image", default=None, help="default quay.io/kubevirt/network-slirp-binding:<kubevirt version>"
+    )
+    cluster.addoption(
+        "--vm-image",
+        default=None,
+        help="default quay.io/kubevirt/fedora-with-test-tooling-container-disk:<kubevirt version>",
+    )
     cluster.addoption("--peer-image", default=None, help="image of the peer and client pods (busybox)")
-    cluster.addoption("--guest-profile", default="auto",
-                      choices=("auto", "fedora-with-test-tooling", "reference-busybox"),
-                      help="how to talk to the VM's OS: auto (from /etc/os-release after login), "
-                           "fedora-with-test-tooling or reference-busybox")
-    cluster.addoption("--kind-cluster-name", default="slirp-conformance",
-                      help="kind target: reuse this cluster if it exists, else create it")
+    cluster.addoption(
+        "--guest-profile",
+        default="auto",
+        choices=("auto", "fedora-with-test-tooling", "reference-busybox"),
+        help="how to talk to the VM's OS: auto (from /etc/os-release after login), "
+        "fedora-with-test-tooling or reference-busybox",
+    )
+    cluster.addoption(
+        "--kind-cluster-name",
+        default="slirp-conformance",
+        help="kind target: reuse this cluster if it exists, else create it",
+    )
     cluster.addoption("--keep-cluster", action="store_true", help="kind target: keep a cluster the suite created")
-    cluster.addoption("--preload-images", action="append", default=[], metavar="IMAGE",
-                      help="kind target: `kind load` this locally present image first (repeatable)")
-    group.addoption("--sidecar-render", choices=("go", "python"), default="go",
-                    help="qemu target: where the VM's QEMU network arguments come from: go (default) = KubeVirt's "
-                         "own converter and slirp sidecar code of the release under test (hack/sidecar-render, "
-                         "built with Go and cached; the run stops when it cannot be built), python = the suite's "
-                         "model, src/slirp_conformance/vmspec.slirp_qemu_args (the report says so)")
-    group.addoption("--reference-guest", choices=("busybox", "fedora"), default="busybox",
-                    help="qemu target: the fast busybox reference guest (default), or a Fedora-like guest built "
-                         "from Debian packages whose tools follow the Fedora test image of the release under test "
-                         "(--kubevirt-version, else KUBEVIRT_DEFAULT_VERSION)")
-    group.addoption("--qemu-accel", choices=("auto", "kvm", "tcg"), default="auto",
-                    help="qemu target: accelerator; auto uses KVM only when a probe guest really runs on it")
+    cluster.addoption(
+        "--preload-images",
+        action="append",
+        default=[],
+        metavar="IMAGE",
+        help="kind target: `kind load` this locally present image first (repeatable)",
+    )
+    group.addoption(
+        "--sidecar-render",
+        choices=("go", "python"),
+        default="go",
+        help="qemu target: where the VM's QEMU network arguments come from: go (default) = KubeVirt's "
+        "own converter and slirp sidecar code of the release under test (hack/sidecar-render, "
+        "built with Go and cached; the run stops when it cannot be built), python = the suite's "
+        "model, src/slirp_conformance/vmspec.slirp_qemu_args (the report says so)",
+    )
+    group.addoption(
+        "--reference-guest",
+        choices=("busybox", "fedora"),
+        default="busybox",
+        help="qemu target: the fast busybox reference guest (default), or a Fedora-like guest built "
+        "from Debian packages whose tools follow the Fedora test image of the release under test "
+        "(--kubevirt-version, else KUBEVIRT_DEFAULT_VERSION)",
+    )
+    group.addoption(
+        "--qemu-accel",
+        choices=("auto", "kvm", "tcg"),
+        default="auto",
+        help="qemu target: accelerator; auto uses KVM only when a probe guest really runs on it",
+    )

@@ -5,7 +5,6 @@ The fixtures that record evidence are ``fixtures/slirp_evidence.py``."""
 from __future__ import annotations
 
 import json
-import os
 import re
 from pathlib import Path
 
@@ -40,8 +39,7 @@ def _collect(item, root: Path, evidence: list[Evidence]) -> None:
     safe = re.sub(r"[^A-Za-z0-9_.-]+", "_", item.nodeid)
     into = root / safe
     into.mkdir(parents=True, exist_ok=True)
-    (into / "evidence.json").write_text(
-        redact(json.dumps({e.check: e.facts for e in evidence}, indent=2, default=str)))
+    (into / "evidence.json").write_text(redact(json.dumps({e.check: e.facts for e in evidence}, indent=2, default=str)))
     target = item.config.stash.get(TARGET_KEY, None)
     if target is not None:
         target.collect_artifacts(into)
@@ -72,15 +70,17 @@ class ConformanceReporting:
         self.report = ConformanceReport(
             target=config.getoption("target"),
             # run_inputs has refused an unparsable value by now (options.pytest_configure, tryfirst)
-            requested_kubevirt_version=str(parse_kubevirt_version(requested)) if requested else None)
+            requested_kubevirt_version=str(parse_kubevirt_version(requested)) if requested else None,
+        )
         self.interrupted: str | None = None
         self.written: tuple[Path, Path] | None = None
 
     def pytest_deselected(self, items) -> None:
         for item in items:
             if _is_clause(item):
-                self.report.deselect(item.nodeid, _area(item),
-                                     item.stash.get(DESELECT_REASON, "deselected by the run's -k/-m selection"))
+                self.report.deselect(
+                    item.nodeid, _area(item), item.stash.get(DESELECT_REASON, "deselected by the run's -k/-m selection")
+                )
 
     @pytest.hookimpl(trylast=True)
     def pytest_collection_modifyitems(self, items) -> None:
@@ -115,13 +115,16 @@ class ConformanceReporting:
         try:
             self.written = self.report.write(directory)
         except OSError as e:
-            self.config.get_terminal_writer().line(f"slirp-conformance: cannot write the report under {directory}: "
-                                                   f"{e.strerror}; pass --report-dir DIR", red=True)
+            self.config.get_terminal_writer().line(
+                f"slirp-conformance: cannot write the report under {directory}: {e.strerror}; pass --report-dir DIR",
+                red=True,
+            )
 
     def pytest_terminal_summary(self, terminalreporter) -> None:
         if self.written:
-            terminalreporter.write_line(f"conformance: {self.report.outcome}; report {self.written[1]} "
-                                        f"(and {self.written[0].name})")
+            terminalreporter.write_line(
+                f"conformance: {self.report.outcome}; report {self.written[1]} (and {self.written[0].name})"
+            )
 
     def pytest_unconfigure(self, config) -> None:
         """After junitxml wrote its file: deselected clauses as skipped cases, and an error case
@@ -132,7 +135,9 @@ class ConformanceReporting:
         junit.redact_file(Path(xmlpath))
         if not self.report.clauses:
             return
-        junit.amend(Path(xmlpath), deselected=[(c.nodeid, c.reason) for c in self.report.clauses.values()
-                                               if c.verdict == "deselected"],
-                    interrupted=self.interrupted,
-                    not_run=[c.nodeid for c in self.report.clauses.values() if c.verdict == "not run"])
+        junit.amend(
+            Path(xmlpath),
+            deselected=[(c.nodeid, c.reason) for c in self.report.clauses.values() if c.verdict == "deselected"],
+            interrupted=self.interrupted,
+            not_run=[c.nodeid for c in self.report.clauses.values() if c.verdict == "not run"],
+        )

@@ -18,8 +18,6 @@ from slirp_conformance.reference import qemu_target, reference_vm, sidecar_rende
 from slirp_conformance.target import Target
 from slirp_conformance.vmspec import conformance_vm
 
-
-
 _interrupts: list[int] = []
 _terminal_fd: list[int] = []  # stderr as pytest_configure found it: pytest captures fd 2 while tests run
 
@@ -33,8 +31,11 @@ def _interrupt(signum, _frame):
     _interrupts.append(signum)
     fd = _terminal_fd[0] if _terminal_fd else 2
     if len(_interrupts) > 1:
-        os.write(fd, b"\nslirp-conformance: still cleaning up (VM, namespaces, KubeVirt CR); every step is "
-                    b"bounded, please wait\n")
+        os.write(
+            fd,
+            b"\nslirp-conformance: still cleaning up (VM, namespaces, KubeVirt CR); every step is "
+            b"bounded, please wait\n",
+        )
         return
     os.write(fd, b"\n" + CLEANING_UP)
     raise KeyboardInterrupt(f"signal {signum}")
@@ -43,10 +44,13 @@ def _interrupt(signum, _frame):
 def _qemu_options(config) -> reference_vm.QemuOptions:
     sysctls = dict(reference_vm.parse_sysctl(s) for s in config.getoption("qemu_sysctl"))
     release = run_inputs.release_under_test(config.getoption("kubevirt_version"))
-    return reference_vm.QemuOptions(netdev_extra=config.getoption("qemu_netdev_extra"), sysctls=sysctls,
-                                   accel=config.getoption("qemu_accel"),
-                                   sidecar_render=config.getoption("sidecar_render"),
-                                   kubevirt_version=str(release.version))
+    return reference_vm.QemuOptions(
+        netdev_extra=config.getoption("qemu_netdev_extra"),
+        sysctls=sysctls,
+        accel=config.getoption("qemu_accel"),
+        sidecar_render=config.getoption("sidecar_render"),
+        kubevirt_version=str(release.version),
+    )
 
 
 def _fedora_like(config):
@@ -113,7 +117,8 @@ def _refuse_xdist_on_clusters(config) -> None:
         raise pytest.UsageError(
             f"--target={target} runs one VM on one shared cluster setup (kind cluster, KubeVirt, binding "
             f"registration, feature gate) that xdist workers would each create and tear down: drop -n/--tx "
-            f"(pytest-xdist); only --target=qemu runs one VM per worker")
+            f"(pytest-xdist); only --target=qemu runs one VM per worker"
+        )
 
 
 def pytest_collection_modifyitems(session, config, items) -> None:
@@ -144,8 +149,12 @@ def pytest_collection_modifyitems(session, config, items) -> None:
         else:
             from slirp_conformance.cluster import preflight
 
-            preflight.preflight(target, kubevirt_version=config.getoption("kubevirt_version"),
-                                kubeconfig=config.getoption("kubeconfig"), context=config.getoption("context"))
+            preflight.preflight(
+                target,
+                kubevirt_version=config.getoption("kubevirt_version"),
+                kubeconfig=config.getoption("kubeconfig"),
+                context=config.getoption("context"),
+            )
     except SetupError as e:
         raise pytest.UsageError(str(e)) from None
 
@@ -164,15 +173,22 @@ def make_target(config) -> Target:
     from slirp_conformance.kubevirt.kubevirt_target import ClusterOptions, KubeVirtTarget
 
     worker = getattr(config, "workerinput", {}).get("workerid")
-    return KubeVirtTarget(spec, ClusterOptions(
-        target=config.getoption("target"), kubevirt_version=config.getoption("kubevirt_version"),
-        kubeconfig=config.getoption("kubeconfig"), context=config.getoption("context"),
-        install_kubevirt=config.getoption("install_kubevirt"),
-        kubevirt_manifests=config.getoption("kubevirt_manifests"),
-        sidecar_image=config.getoption("slirp_sidecar_image"), vm_image=config.getoption("vm_image"),
-        peer_image=config.getoption("peer_image") or peers.DEFAULT_IMAGE,
-        guest_profile=config.getoption("guest_profile"), kind_cluster_name=config.getoption("kind_cluster_name"),
-        keep_cluster=config.getoption("keep_cluster"), preload_images=config.getoption("preload_images"),
-        namespace_suffix=f"-{worker}" if worker else ""))
-
-
+    return KubeVirtTarget(
+        spec,
+        ClusterOptions(
+            target=config.getoption("target"),
+            kubevirt_version=config.getoption("kubevirt_version"),
+            kubeconfig=config.getoption("kubeconfig"),
+            context=config.getoption("context"),
+            install_kubevirt=config.getoption("install_kubevirt"),
+            kubevirt_manifests=config.getoption("kubevirt_manifests"),
+            sidecar_image=config.getoption("slirp_sidecar_image"),
+            vm_image=config.getoption("vm_image"),
+            peer_image=config.getoption("peer_image") or peers.DEFAULT_IMAGE,
+            guest_profile=config.getoption("guest_profile"),
+            kind_cluster_name=config.getoption("kind_cluster_name"),
+            keep_cluster=config.getoption("keep_cluster"),
+            preload_images=config.getoption("preload_images"),
+            namespace_suffix=f"-{worker}" if worker else "",
+        ),
+    )

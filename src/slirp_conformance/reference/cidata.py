@@ -36,14 +36,21 @@ def write_iso(out: Path, *, vm_name: str, authorized_key: str, password: str) ->
 def write_nocloud_iso(out: Path, *, vm_name: str, nocloud: NoCloud) -> Path:
     """The ``cidata`` volume of exactly ``nocloud`` (no network-config file when it has none)."""
     with tempfile.TemporaryDirectory(prefix="cidata-") as tmp:
-        files = {"user-data": nocloud.user_data, "meta-data": meta_data(vm_name),
-                 "network-config": nocloud.network_config}
+        files = {
+            "user-data": nocloud.user_data,
+            "meta-data": meta_data(vm_name),
+            "network-config": nocloud.network_config,
+        }
         for name, text in files.items():
             if text is None:
                 continue
             Path(tmp, name).write_text(text)
-        r = subprocess.run(["xorriso", "-as", "mkisofs", "-quiet", "-V", "cidata", "-J", "-r", "-o", str(out), tmp],
-                           capture_output=True, text=True, timeout=60)
+        r = subprocess.run(
+            ["xorriso", "-as", "mkisofs", "-quiet", "-V", "cidata", "-J", "-r", "-o", str(out), tmp],
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
     if r.returncode != 0:
         raise SetupError(f"xorriso could not write the cidata ISO: {r.stderr.strip()[-300:]}")
     out.chmod(0o644)

@@ -24,12 +24,12 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, Iterator
 
-from slirp_conformance.errors import SetupError
 from slirp_conformance.cache_dirs import cache_root
+from slirp_conformance.errors import SetupError
 from slirp_conformance.reference import cpio, image
 from slirp_conformance.reference.fedora_like import FLAVOURS, Flavour
 
@@ -39,29 +39,65 @@ INIT_SCRIPT = HERE / "fedora_like_init.sh"
 SUITE = "bookworm"
 MIRROR = os.environ.get("SLIRP_DEBIAN_MIRROR", "http://deb.debian.org/debian")
 PACKAGES = (
-    "systemd", "systemd-sysv", "systemd-resolved", "libpam-systemd", "udev", "dbus", "openssh-server", "sudo", "bash",
-    "python3", "iputils-ping", "iproute2", "network-manager", "cloud-init", "procps", "kmod",
+    "systemd",
+    "systemd-sysv",
+    "systemd-resolved",
+    "libpam-systemd",
+    "udev",
+    "dbus",
+    "openssh-server",
+    "sudo",
+    "bash",
+    "python3",
+    "iputils-ping",
+    "iproute2",
+    "network-manager",
+    "cloud-init",
+    "procps",
+    "kmod",
     "python3-cffi-backend",  # debootstrap cannot resolve python3-cryptography's virtual dependency alone
-    "ncat", "netcat-openbsd", "busybox",  # the three nc tool sets; each flavour keeps its own
+    "ncat",
+    "netcat-openbsd",
+    "busybox",  # the three nc tool sets; each flavour keeps its own
 )
 # What the initramfs loads to mount the root disk, dependencies first (from modules.dep).
 INITRAMFS_MODULES = ("virtio_pci", "virtio_blk", "crc32c_generic", "ext4")
 # Units a test VM does not need at boot (measured: ../shared/fedora-like-guest-facts.md).
 MASKED_UNITS = (
-    "e2scrub_all.timer", "e2scrub_reap.service", "apt-daily.timer", "apt-daily-upgrade.timer",
-    "dpkg-db-backup.timer", "fstrim.timer", "sys-kernel-debug.mount", "sys-kernel-tracing.mount",
-    "sys-kernel-config.mount", "sys-fs-fuse-connections.mount", "dev-hugepages.mount", "dev-mqueue.mount",
-    "systemd-pstore.service", "modprobe@.service", "getty@tty1.service", "cloud-init-hotplugd.socket",
-    "systemd-binfmt.service", "proc-sys-fs-binfmt_misc.automount", "proc-sys-fs-binfmt_misc.mount",
+    "e2scrub_all.timer",
+    "e2scrub_reap.service",
+    "apt-daily.timer",
+    "apt-daily-upgrade.timer",
+    "dpkg-db-backup.timer",
+    "fstrim.timer",
+    "sys-kernel-debug.mount",
+    "sys-kernel-tracing.mount",
+    "sys-kernel-config.mount",
+    "sys-fs-fuse-connections.mount",
+    "dev-hugepages.mount",
+    "dev-mqueue.mount",
+    "systemd-pstore.service",
+    "modprobe@.service",
+    "getty@tty1.service",
+    "cloud-init-hotplugd.socket",
+    "systemd-binfmt.service",
+    "proc-sys-fs-binfmt_misc.automount",
+    "proc-sys-fs-binfmt_misc.mount",
 )
 # Generators that find nothing to do in this VM (encrypted, verity, integrity or GPT auto-mounted
 # disks, hibernation, rc.local, SysV scripts, offline updates, systemd.run=): systemd runs every
 # generator before it starts any unit, about 0.1-0.5 s each under TCG. Kept: fstab, getty
 # (serial-getty@ttyS0 from console=), debug (systemd.mask=) and cloud-init's own.
 MASKED_GENERATORS = (
-    "systemd-cryptsetup-generator", "systemd-veritysetup-generator", "systemd-integritysetup-generator",
-    "systemd-gpt-auto-generator", "systemd-hibernate-resume-generator", "systemd-rc-local-generator",
-    "systemd-sysv-generator", "systemd-system-update-generator", "systemd-run-generator",
+    "systemd-cryptsetup-generator",
+    "systemd-veritysetup-generator",
+    "systemd-integritysetup-generator",
+    "systemd-gpt-auto-generator",
+    "systemd-hibernate-resume-generator",
+    "systemd-rc-local-generator",
+    "systemd-sysv-generator",
+    "systemd-system-update-generator",
+    "systemd-run-generator",
 )
 # Device plugins that Debian's network-manager package carries and Fedora ships as separate
 # packages (NetworkManager-wifi, -wwan, -bluetooth, -adsl, -team): NetworkManager loads every
@@ -74,8 +110,14 @@ REMOVED_NM_PLUGINS = ("adsl", "bluetooth", "team", "wifi", "wwan")
 # user data against its schema (the real image validates it and only warns).
 REMOVED_PACKAGES = ("python3-jsonschema",)
 DISK_SIZE = "2G"
-HOST_TOOLS = {"debootstrap": "debootstrap", "mke2fs": "e2fsprogs", "xorriso": "xorriso", "qemu-img": "qemu-utils",
-              "depmod": "kmod", "dpkg-deb": "dpkg"}
+HOST_TOOLS = {
+    "debootstrap": "debootstrap",
+    "mke2fs": "e2fsprogs",
+    "xorriso": "xorriso",
+    "qemu-img": "qemu-utils",
+    "depmod": "kmod",
+    "dpkg-deb": "dpkg",
+}
 
 
 @dataclass(frozen=True)
@@ -94,8 +136,10 @@ class FedoraLikeImage:
 def check_host_tools() -> None:
     missing = sorted({pkg for tool, pkg in HOST_TOOLS.items() if shutil.which(tool) is None})
     if missing:
-        raise SetupError(f"the Fedora-like guest needs Debian packages {', '.join(missing)}: run "
-                         f"`apt-get install {' '.join(missing)}` (or hack/setup.sh as root)")
+        raise SetupError(
+            f"the Fedora-like guest needs Debian packages {', '.join(missing)}: run "
+            f"`apt-get install {' '.join(missing)}` (or hack/setup.sh as root)"
+        )
 
 
 def _progress(message: str) -> None:
@@ -113,9 +157,14 @@ def _content_key(deb: Path) -> str:
 
 def _load(final: Path) -> FedoraLikeImage:
     meta = json.loads((final / "manifest.json").read_text())
-    return FedoraLikeImage(final / "vmlinux", final / "initrd.cpio",
-                           {name: final / f"root-{name}.img" for name in meta["flavours"]}, final.name,
-                           meta["kernel_version"], meta["build_s"])
+    return FedoraLikeImage(
+        final / "vmlinux",
+        final / "initrd.cpio",
+        {name: final / f"root-{name}.img" for name in meta["flavours"]},
+        final.name,
+        meta["kernel_version"],
+        meta["build_s"],
+    )
 
 
 @contextlib.contextmanager
@@ -147,8 +196,10 @@ def build(cache: Path | None = None, progress: Callable[[str], None] = _progress
     if (final / "manifest.json").is_file():
         return _load(final)
     if os.geteuid() != 0:
-        raise SetupError("building the Fedora-like guest needs root (debootstrap): run once as root, e.g. "
-                         "`sudo .venv/bin/python -m slirp_conformance.reference.fedora_image`; the image is then cached")
+        raise SetupError(
+            "building the Fedora-like guest needs root (debootstrap): run once as root, e.g. "
+            "`sudo .venv/bin/python -m slirp_conformance.reference.fedora_image`; the image is then cached"
+        )
     base.mkdir(parents=True, exist_ok=True)
     with _locked(base / ".build.lock"):
         if (final / "manifest.json").is_file():
@@ -171,9 +222,19 @@ def build(cache: Path | None = None, progress: Callable[[str], None] = _progress
                 os.chmod(f, 0o644)
             os.chmod(work, 0o755)  # QEMU runs as an unprivileged user and must read it
             build_s = round(time.monotonic() - t0, 1)
-            (work / "manifest.json").write_text(json.dumps(
-                {"kernel_version": version, "deb": deb.name, "flavours": list(FLAVOURS), "build_s": build_s,
-                 "suite": SUITE, "packages": list(PACKAGES)}, indent=1))
+            (work / "manifest.json").write_text(
+                json.dumps(
+                    {
+                        "kernel_version": version,
+                        "deb": deb.name,
+                        "flavours": list(FLAVOURS),
+                        "build_s": build_s,
+                        "suite": SUITE,
+                        "packages": list(PACKAGES),
+                    },
+                    indent=1,
+                )
+            )
             os.rename(work, final)
             progress(f"built in {build_s:.0f} s: {final}")
             _prune(base, keep=final)
@@ -217,8 +278,7 @@ def _base_tree(tree: Path, base: Path, progress: Callable[[str], None]) -> None:
         _debootstrap(tree, base.parent / "debootstrap-debs")
         partial = tarball.with_suffix(".tar.partial")
         try:
-            _run(["tar", *_TAR_FLAGS, "-cpf", str(partial), "-C", str(tree), "."],
-                 "archiving the tree", 600)
+            _run(["tar", *_TAR_FLAGS, "-cpf", str(partial), "-C", str(tree), "."], "archiving the tree", 600)
             os.replace(partial, tarball)
         finally:
             partial.unlink(missing_ok=True)
@@ -230,8 +290,19 @@ def _base_tree(tree: Path, base: Path, progress: Callable[[str], None]) -> None:
 def _debootstrap(tree: Path, debs: Path) -> None:
     debs.mkdir(parents=True, exist_ok=True)
     try:
-        _run(["debootstrap", "--variant=minbase", f"--cache-dir={debs}", f"--include={','.join(PACKAGES)}",
-              SUITE, str(tree), MIRROR], "debootstrap", 1800)
+        _run(
+            [
+                "debootstrap",
+                "--variant=minbase",
+                f"--cache-dir={debs}",
+                f"--include={','.join(PACKAGES)}",
+                SUITE,
+                str(tree),
+                MIRROR,
+            ],
+            "debootstrap",
+            1800,
+        )
     except SetupError as e:
         log = tree / "debootstrap" / "debootstrap.log"
         detail = " | ".join(log.read_text(errors="replace").splitlines()[-5:]) if log.exists() else ""
@@ -266,8 +337,11 @@ def _configure(tree: Path) -> None:
     for plugin in REMOVED_NM_PLUGINS:
         for so in (tree / NM_PLUGINS_DIR).glob(f"*/libnm-device-plugin-{plugin}.so"):
             so.unlink()
-    _run(["dpkg", f"--root={tree}", "--purge", "--force-depends", *REMOVED_PACKAGES], "removing "
-         + ", ".join(REMOVED_PACKAGES), 300)
+    _run(
+        ["dpkg", f"--root={tree}", "--purge", "--force-depends", *REMOVED_PACKAGES],
+        "removing " + ", ".join(REMOVED_PACKAGES),
+        300,
+    )
     for key in (tree / "etc" / "ssh").glob("ssh_host_*"):  # cloud-init makes one ed25519 key per instance
         key.unlink()
     (tree / "etc" / "machine-id").write_text("")  # one per boot, as in a cloud image
@@ -307,8 +381,11 @@ def _module_order(tree: Path, version: str, wanted: tuple[str, ...]) -> list[Pat
 def _write_initramfs(tree: Path, version: str, out: Path) -> None:
     modules = _module_order(tree, version, INITRAMFS_MODULES)
     entries = [cpio.directory(d) for d in ("bin", "etc", "lib", "lib/modules", "dev", "proc", "sys", "newroot")]
-    entries += [cpio.chardev("dev/console", 5, 1), cpio.file("bin/busybox", Path(image.BUSYBOX).read_bytes(), 0o755),
-                cpio.file("init", INIT_SCRIPT.read_bytes(), 0o755)]
+    entries += [
+        cpio.chardev("dev/console", 5, 1),
+        cpio.file("bin/busybox", Path(image.BUSYBOX).read_bytes(), 0o755),
+        cpio.file("init", INIT_SCRIPT.read_bytes(), 0o755),
+    ]
     names = []
     for path in modules:
         name = path.name.split(".ko")[0]
@@ -334,8 +411,11 @@ def _make_disk(tree: Path, flavour: Flavour, out: Path, stash: Path) -> None:
         (tree / "etc" / "alternatives" / "nc").unlink(missing_ok=True)
         nc.unlink(missing_ok=True)
         nc.symlink_to("/bin/busybox" if flavour.nc == "busybox" else flavour.nc)
-        _run(["mke2fs", "-q", "-F", "-t", "ext4", "-L", "root", "-d", str(tree), str(out), DISK_SIZE],
-             f"mke2fs for {flavour.name}", 600)
+        _run(
+            ["mke2fs", "-q", "-F", "-t", "ext4", "-L", "root", "-d", str(tree), str(out), DISK_SIZE],
+            f"mke2fs for {flavour.name}",
+            600,
+        )
     finally:
         for dst, src in moved:
             os.rename(dst, src)
@@ -348,8 +428,17 @@ def main() -> int:
     except SetupError as e:
         print(f"error: {e}", file=sys.stderr)
         return 1
-    print(json.dumps({"key": img.key, "kernel_version": img.kernel_version, "build_s": img.build_s,
-                      "disks": {k: str(v) for k, v in img.disks.items()}}, indent=1))
+    print(
+        json.dumps(
+            {
+                "key": img.key,
+                "kernel_version": img.kernel_version,
+                "build_s": img.build_s,
+                "disks": {k: str(v) for k, v in img.disks.items()},
+            },
+            indent=1,
+        )
+    )
     return 0
 
 

@@ -27,14 +27,21 @@ class Flavour:
         return f"{self.name} (KubeVirt {self.kubevirt}, Fedora {self.fedora})"
 
 
-FLAVOURS = {f.name: f for f in (
-    Flavour("nmap-ncat", "v1.1.x", "35", "ncat", absent=("usr/bin/nc.openbsd", "bin/nc.openbsd"),
-            covers=((1, 1),)),
-    Flavour("busybox-nc", "v1.2 - v1.8", "35 (v1.2-v1.6), 39 (v1.7-v1.8)", "busybox",
+FLAVOURS = {
+    f.name: f
+    for f in (
+        Flavour("nmap-ncat", "v1.1.x", "35", "ncat", absent=("usr/bin/nc.openbsd", "bin/nc.openbsd"), covers=((1, 1),)),
+        Flavour(
+            "busybox-nc",
+            "v1.2 - v1.8",
+            "35 (v1.2-v1.6), 39 (v1.7-v1.8)",
+            "busybox",
             absent=("usr/bin/ncat", "usr/bin/nc.openbsd", "bin/nc.openbsd"),
-            covers=tuple((1, m) for m in range(2, 9))),
-    Flavour("openbsd-nc", "v1.9.0", "43", "nc.openbsd", absent=(), covers=((1, 9),)),
-)}
+            covers=tuple((1, m) for m in range(2, 9)),
+        ),
+        Flavour("openbsd-nc", "v1.9.0", "43", "nc.openbsd", absent=(), covers=((1, 9),)),
+    )
+}
 
 
 def flavour_for(kubevirt_version: str) -> Flavour:
@@ -43,5 +50,7 @@ def flavour_for(kubevirt_version: str) -> Flavour:
     for flavour in FLAVOURS.values():
         if (release.major, release.minor) in flavour.covers:
             return flavour
-    raise SetupError(f"KubeVirt {release}: no Fedora-like flavour stands for its test image; "
-                     f"FLAVOURS in {__name__} covers v1.1 - v1.9")
+    raise SetupError(
+        f"KubeVirt {release}: no Fedora-like flavour stands for its test image; "
+        f"FLAVOURS in {__name__} covers v1.1 - v1.9"
+    )

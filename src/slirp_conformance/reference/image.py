@@ -126,8 +126,10 @@ def kernel_deb(cache: Path) -> Path:
     found = sorted(debs.glob(f"{pkg}_*.deb"))
     if found:
         return found[-1]
-    with progress.phase(f"downloading the guest kernel ({pkg}, once; cached)"), \
-            tempfile.TemporaryDirectory(dir=debs) as tmp:
+    with (
+        progress.phase(f"downloading the guest kernel ({pkg}, once; cached)"),
+        tempfile.TemporaryDirectory(dir=debs) as tmp,
+    ):
         os.chmod(tmp, 0o777)  # apt's _apt user downloads into it when we are root
         r = subprocess.run(["apt-get", "download", pkg], cwd=tmp, capture_output=True, text=True, timeout=600)
         got = list(Path(tmp).glob("*.deb"))
@@ -144,9 +146,7 @@ def kernel_deb(cache: Path) -> Path:
 def _extract_kernel(deb: Path, into: Path) -> tuple[Path, dict[str, Path], str]:
     patterns = ["*/boot/vmlinuz-*"] + [f"*/{m}.ko*" for m in NIC_MODULES]
     with subprocess.Popen(["dpkg-deb", "--fsys-tarfile", str(deb)], stdout=subprocess.PIPE) as dpkg:
-        subprocess.run(
-            ["tar", "-x", "-C", str(into), "--wildcards", *patterns], stdin=dpkg.stdout, check=True
-        )
+        subprocess.run(["tar", "-x", "-C", str(into), "--wildcards", *patterns], stdin=dpkg.stdout, check=True)
     if dpkg.returncode != 0:
         raise SetupError(f"{deb} is not a readable .deb: delete it and run again")
     vmlinuz = next(into.glob("boot/vmlinuz-*"), None)
@@ -203,11 +203,34 @@ def _content_key(deb: Path) -> str:
 
 def _base_entries(modules: dict[str, Path]) -> list[cpio.Entry]:
     d, f, s = cpio.directory, cpio.file, cpio.symlink
-    entries = [d(p) for p in ("bin", "sbin", "usr", "usr/bin", "usr/sbin", "etc", "etc/init.d",
-                               "etc/dropbear", "lib", "lib64", "lib/modules", "proc", "sys", "dev",
-                               "run", "var", "tmp")]
-    entries += [cpio.directory("root", 0o700), cpio.chardev("dev/console", 5, 1),
-                cpio.chardev("dev/null", 1, 3, 0o666), s("var/run", "/run")]
+    entries = [
+        d(p)
+        for p in (
+            "bin",
+            "sbin",
+            "usr",
+            "usr/bin",
+            "usr/sbin",
+            "etc",
+            "etc/init.d",
+            "etc/dropbear",
+            "lib",
+            "lib64",
+            "lib/modules",
+            "proc",
+            "sys",
+            "dev",
+            "run",
+            "var",
+            "tmp",
+        )
+    ]
+    entries += [
+        cpio.directory("root", 0o700),
+        cpio.chardev("dev/console", 5, 1),
+        cpio.chardev("dev/null", 1, 3, 0o666),
+        s("var/run", "/run"),
+    ]
     entries.append(f("bin/busybox", Path(BUSYBOX).read_bytes(), 0o755))
     applets = subprocess.run([BUSYBOX, "--list-full"], capture_output=True, text=True, check=True).stdout.split()
     ours = set(GUEST_BINARIES.values())
@@ -236,8 +259,12 @@ def _base_entries(modules: dict[str, Path]) -> list[cpio.Entry]:
         # "fedora" is root under another name, so the Fedora test image's login (fedora, then
         # sudo -i) also works here: the test bed's node agent backs Fedora VMs with this guest.
         f("etc/passwd", b"root:x:0:0:root:/root:/bin/sh\nfedora:x:0:0:fedora:/root:/bin/sh\n"),
-        f("usr/bin/sudo", b"#!/bin/sh\n# Every user of the reference guest is root: sudo -i is a login shell.\n"
-                          b'[ "$1" = "-i" ] && exec /bin/sh -l\nexec "$@"\n', 0o755),
+        f(
+            "usr/bin/sudo",
+            b"#!/bin/sh\n# Every user of the reference guest is root: sudo -i is a login shell.\n"
+            b'[ "$1" = "-i" ] && exec /bin/sh -l\nexec "$@"\n',
+            0o755,
+        ),
         f("etc/os-release", b'ID=slirp-reference\nNAME="slirp-conformance reference guest"\n'),
         f("etc/group", b"root:x:0:\n"),
         f("etc/inittab", (HERE / "inittab").read_bytes()),
@@ -288,18 +315,25 @@ def overlay(authorized_key: str, password_hash: str) -> bytes:
     import io
 
     buf = io.BytesIO()
-    cpio.write(buf, [
-        cpio.directory("root", 0o700),
-        cpio.directory("root/.ssh", 0o700),
-        cpio.file("root/.ssh/authorized_keys", authorized_key.encode() + b"\n", 0o600),
-        cpio.file("etc/shadow", "".join(f"{user}:{password_hash}:19000:0:99999:7:::\n"
-                                        for user in ("root", "fedora")).encode(), 0o600),
-    ])
+    cpio.write(
+        buf,
+        [
+            cpio.directory("root", 0o700),
+            cpio.directory("root/.ssh", 0o700),
+            cpio.file("root/.ssh/authorized_keys", authorized_key.encode() + b"\n", 0o600),
+            cpio.file(
+                "etc/shadow",
+                "".join(f"{user}:{password_hash}:19000:0:99999:7:::\n" for user in ("root", "fedora")).encode(),
+                0o600,
+            ),
+        ],
+    )
     return buf.getvalue()
 
 
 def password_hash(password: str) -> str:
     """SHA-512 crypt of ``password`` via busybox (no deprecated ``crypt`` module)."""
-    r = subprocess.run([BUSYBOX, "mkpasswd", "-m", "sha512", "-P", "0"], input=password,
-                       capture_output=True, text=True, check=True)
+    r = subprocess.run(
+        [BUSYBOX, "mkpasswd", "-m", "sha512", "-P", "0"], input=password, capture_output=True, text=True, check=True
+    )
     return r.stdout.strip()

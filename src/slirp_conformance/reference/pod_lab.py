@@ -57,8 +57,10 @@ def setup_network(cfg: dict) -> None:
     _run(["unshare", f"--net={pod_ns}", "true"], "creating the pod network namespace")
     _run(["ip", "link", "set", "lo", "up"], "peer loopback")
     _run(_in_pod(cfg, ["ip", "link", "set", "lo", "up"]), "pod loopback")
-    _run(_in_pod(cfg, ["ip", "link", "add", "eth0", "type", "veth", "peer", "name", "cluster0", "netns", "1"]),
-         "veth between pod and cluster")
+    _run(
+        _in_pod(cfg, ["ip", "link", "add", "eth0", "type", "veth", "peer", "name", "cluster0", "netns", "1"]),
+        "veth between pod and cluster",
+    )
     _run(_in_pod(cfg, ["ip", "addr", "add", f"{cfg['pod_ip']}/{cfg['prefix']}", "dev", "eth0"]), "pod address")
     _run(_in_pod(cfg, ["ip", "link", "set", "eth0", "up"]), "pod link")
     _run(_in_pod(cfg, ["ip", "route", "add", "default", "via", cfg["peer_ip"]]), "pod default route")
@@ -68,8 +70,10 @@ def setup_network(cfg: dict) -> None:
         value = _mapped_value(cfg, key, value)
         if value is None:
             continue  # the new namespace's default already means it
-        _run(_in_pod(cfg, ["sh", "-c", 'printf "%s\\n" "$1" > "$2"', "_", value, _sysctl_path(key)]),
-             f"sysctl {key}={value} in the pod namespace")
+        _run(
+            _in_pod(cfg, ["sh", "-c", 'printf "%s\\n" "$1" > "$2"', "_", value, _sysctl_path(key)]),
+            f"sysctl {key}={value} in the pod namespace",
+        )
     resolv = Path(cfg["resolv_conf"])
     _run(["mount", "--bind", str(resolv), "/etc/resolv.conf"], "giving the pod its resolv.conf")
 
@@ -151,20 +155,30 @@ class Lab:
         if request.get("where", "pod") == "pod":
             argv = _in_pod(self.cfg, argv)
         proc = await asyncio.create_subprocess_exec(
-            *argv, stdin=asyncio.subprocess.DEVNULL, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE)
+            *argv, stdin=asyncio.subprocess.DEVNULL, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE
+        )
         try:
             out, err = await asyncio.wait_for(proc.communicate(), float(request.get("timeout", 30)))
-        except asyncio.TimeoutError:
+        except TimeoutError:
             proc.kill()
             out, err = await proc.communicate()
-            return {"ok": True, "rc": 124, "stdout": out.decode(errors="replace"),
-                    "stderr": err.decode(errors="replace") + "\n(killed: timed out)"}
-        return {"ok": True, "rc": proc.returncode, "stdout": out.decode(errors="replace"),
-                "stderr": err.decode(errors="replace")}
+            return {
+                "ok": True,
+                "rc": 124,
+                "stdout": out.decode(errors="replace"),
+                "stderr": err.decode(errors="replace") + "\n(killed: timed out)",
+            }
+        return {
+            "ok": True,
+            "rc": proc.returncode,
+            "stdout": out.decode(errors="replace"),
+            "stderr": err.decode(errors="replace"),
+        }
 
     async def _ping_from_pod(self, request: dict) -> dict:
-        reply = await self._exec({"argv": ["ping", "-n", "-c", "2", "-i", "0.2", "-W", "1", request["host"]],
-                                  "timeout": 10})
+        reply = await self._exec(
+            {"argv": ["ping", "-n", "-c", "2", "-i", "0.2", "-W", "1", request["host"]], "timeout": 10}
+        )
         return {"ok": True, "rc": reply["rc"], "output": reply["stdout"] + reply["stderr"]}
 
     async def main(self) -> int:
@@ -174,19 +188,30 @@ class Lab:
         for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
             loop.add_signal_handler(sig, stop.set)
         services = PeerServices(
-            peer_ip=cfg["peer_ip"], tcp_echo_port=cfg["tcp_echo_port"], udp_echo_port=cfg["udp_echo_port"],
-            dns_records=cfg["dns_records"], control_path=cfg["control_socket"],
+            peer_ip=cfg["peer_ip"],
+            tcp_echo_port=cfg["tcp_echo_port"],
+            udp_echo_port=cfg["udp_echo_port"],
+            dns_records=cfg["dns_records"],
+            control_path=cfg["control_socket"],
             handlers={"evidence": self._evidence, "ping-from-pod": self._ping_from_pod, "exec": self._exec},
             pod_connect=lambda host, port, timeout: connect_in_netns(cfg["pod_netns"], host, port, timeout),
         )
         await services.start()
-        logging.getLogger("peer").info("listening on %s: TCP/UDP echo %s, DNS 53 (each arrival is logged below)",
-                                       cfg["peer_ip"], cfg["tcp_echo_port"])
+        logging.getLogger("peer").info(
+            "listening on %s: TCP/UDP echo %s, DNS 53 (each arrival is logged below)",
+            cfg["peer_ip"],
+            cfg["tcp_echo_port"],
+        )
         with open(cfg["qemu_log"], "ab") as qemu_log:
-            qemu_log.write(f"# {time.strftime('%H:%M:%S')} QEMU started in the pod network namespace:\n# "
-                           f"{' '.join(cfg['qemu_argv'])}\n".encode())
+            qemu_log.write(
+                f"# {time.strftime('%H:%M:%S')} QEMU started in the pod network namespace:\n# "
+                f"{' '.join(cfg['qemu_argv'])}\n".encode()
+            )
             self.qemu = await asyncio.create_subprocess_exec(
-                *_in_pod(cfg, cfg["qemu_argv"]), stdin=subprocess.DEVNULL, stdout=qemu_log, stderr=subprocess.STDOUT,
+                *_in_pod(cfg, cfg["qemu_argv"]),
+                stdin=subprocess.DEVNULL,
+                stdout=qemu_log,
+                stderr=subprocess.STDOUT,
             )
         log.info("QEMU started, pid %s", self.qemu.pid)
         print(json.dumps({"ready": True, "qemu_pid": self.qemu.pid}), flush=True)
@@ -198,7 +223,7 @@ class Lab:
             self.qemu.terminate()
             try:
                 await asyncio.wait_for(self.qemu.wait(), 5)
-            except asyncio.TimeoutError:
+            except TimeoutError:
                 self.qemu.kill()
                 await self.qemu.wait()
         return 0 if stopped.done() else 3

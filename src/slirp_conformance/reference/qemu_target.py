@@ -23,7 +23,6 @@ from slirp_conformance.ssh_client import generate_keypair
 from slirp_conformance.target import Contract, Target
 from slirp_conformance.vmspec import VMSpec, sidecar_search_domains
 
-
 PASSWORD_ENV = "SLIRP_CONFORMANCE_GUEST_PASSWORD"
 
 
@@ -38,8 +37,9 @@ class QemuTarget(Target):
         password = os.environ.get(PASSWORD_ENV) or secrets.token_urlsafe(12)
         redaction.register(password)
         self._key = generate_keypair()
-        self.vm = ReferenceVM(spec, opts, authorized_key=self._key.public_openssh, password=password,
-                              fedora_like=fedora_like)
+        self.vm = ReferenceVM(
+            spec, opts, authorized_key=self._key.public_openssh, password=password, fedora_like=fedora_like
+        )
         self.peers = self.vm.peers
         self.contract = Contract.from_spec(spec, sidecar_search_domains(self.vm.search_domains))
         if fedora_like is None:
@@ -51,8 +51,9 @@ class QemuTarget(Target):
     def _start(self) -> None:
         with progress.phase(f"reference VM {self.spec.name}: guest image, pod lab, QEMU ({self.vm.opts.accel} accel)"):
             self.vm.start()
-        self._open_console(self.vm.console_socket(), self.vm.run_dir / "console-transcript.log",
-                           f"{self.spec.name} serial console")
+        self._open_console(
+            self.vm.console_socket(), self.vm.run_dir / "console-transcript.log", f"{self.spec.name} serial console"
+        )
         self.timings["boot_to_console_prompt_s"] = time.monotonic() - self.timings["launched_at"]
         if self._console.login_prompt_seen_at is not None:
             self.timings["boot_to_login_prompt_s"] = self._console.login_prompt_seen_at - self.timings["launched_at"]
@@ -79,9 +80,12 @@ class QemuTarget(Target):
 
     def describe(self) -> dict:
         boot = self.timings.get("boot_to_console_prompt_s")
-        return {"target": self.name, "kubevirt_version": self.vm.opts.kubevirt_version or sidecar_render.default_version(),
-                **self.vm.describe(),
-                **({"boot_to_console_prompt_s": f"{boot:.2f}"} if boot is not None else {})}
+        return {
+            "target": self.name,
+            "kubevirt_version": self.vm.opts.kubevirt_version or sidecar_render.default_version(),
+            **self.vm.describe(),
+            **({"boot_to_console_prompt_s": f"{boot:.2f}"} if boot is not None else {}),
+        }
 
     def collect_artifacts(self, into: Path) -> None:
         super().collect_artifacts(into)

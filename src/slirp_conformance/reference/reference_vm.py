@@ -10,8 +10,8 @@ self-tests, by the test bed's node agent that backs its VMIs with it.
 from __future__ import annotations
 
 import ctypes
-import functools
 import errno
+import functools
 import json
 import os
 import selectors
@@ -27,12 +27,12 @@ from pathlib import Path
 
 from slirp_conformance import waits
 from slirp_conformance.cache_dirs import cache_root
+from slirp_conformance.checkout import REPO
 from slirp_conformance.errors import SetupError
 from slirp_conformance.reference import cidata, fedora_image, image, sidecar_render
 from slirp_conformance.reference.fedora_like import Flavour
 from slirp_conformance.target import Endpoint, Peers
 from slirp_conformance.vmspec import VMSpec
-from slirp_conformance.checkout import REPO
 
 QEMU = os.environ.get("SLIRP_QEMU_BINARY", "qemu-system-x86_64")  # override: a custom QEMU build
 POD_IP, PEER_IP, PREFIX = "198.18.0.2", "198.18.0.1", 24  # RFC 2544 test range, never routed out
@@ -66,10 +66,12 @@ def parse_sysctl(text: str) -> tuple[str, str]:
     key, sep, value = text.partition("=")
     key = key.strip()
     if not sep or not key or not value.strip():
-        raise SetupError(f"--qemu-sysctl {text!r} is not KEY=VALUE: e.g. --qemu-sysctl "
-                         "net.ipv4.ping_group_range='0 2147483647'")
-    if not key.startswith("net.") or not all(part.replace("_", "").replace("-", "").isalnum()
-                                             for part in key.split(".")):
+        raise SetupError(
+            f"--qemu-sysctl {text!r} is not KEY=VALUE: e.g. --qemu-sysctl net.ipv4.ping_group_range='0 2147483647'"
+        )
+    if not key.startswith("net.") or not all(
+        part.replace("_", "").replace("-", "").isalnum() for part in key.split(".")
+    ):
         raise SetupError(f"--qemu-sysctl {key!r}: only net.* sysctls belong to the pod's network namespace")
     if not Path("/proc/sys", *key.split(".")).exists():
         raise SetupError(f"--qemu-sysctl {key!r}: this kernel has no such sysctl (see /proc/sys/net)")
@@ -84,8 +86,12 @@ def pod_resolv_conf(search_domains: tuple[str, ...], nameserver: str) -> str:
 
 def _userns_works() -> bool:
     try:
-        return subprocess.run(["unshare", "--user", "--map-root-user", "--net", "--mount", "true"],
-                              capture_output=True, timeout=10).returncode == 0
+        return (
+            subprocess.run(
+                ["unshare", "--user", "--map-root-user", "--net", "--mount", "true"], capture_output=True, timeout=10
+            ).returncode
+            == 0
+        )
     except (OSError, subprocess.TimeoutExpired):
         return False
 
@@ -94,8 +100,13 @@ def preflight(opts: QemuOptions) -> bool:
     """Fail early with the fix named. Returns True when the lab must run rootless."""
     if shutil.which(QEMU) is None:
         raise SetupError(f"{QEMU} not found: run `apt-get install qemu-system-x86` (or hack/setup.sh as root)")
-    for tool, pkg in (("unshare", "util-linux"), ("nsenter", "util-linux"), ("setpriv", "util-linux"),
-                      ("ip", "iproute2"), ("ping", "iputils-ping")):
+    for tool, pkg in (
+        ("unshare", "util-linux"),
+        ("nsenter", "util-linux"),
+        ("setpriv", "util-linux"),
+        ("ip", "iproute2"),
+        ("ping", "iputils-ping"),
+    ):
         if shutil.which(tool) is None:
             raise SetupError(f"`{tool}` not found: run `apt-get install {pkg}`")
     image.check_host_tools()
@@ -109,8 +120,10 @@ def preflight(opts: QemuOptions) -> bool:
     if os.geteuid() == 0:
         return False
     if not _userns_works():
-        raise SetupError("the qemu target needs root or unprivileged user namespaces: run as root, or enable "
-                         "them (sysctl kernel.unprivileged_userns_clone=1 / user.max_user_namespaces>0)")
+        raise SetupError(
+            "the qemu target needs root or unprivileged user namespaces: run as root, or enable "
+            "them (sysctl kernel.unprivileged_userns_clone=1 / user.max_user_namespaces>0)"
+        )
     return True
 
 
@@ -122,12 +135,17 @@ def _check_kvm_for_qemu_user() -> None:
     except OSError:
         raise SetupError("--qemu-accel kvm: /dev/kvm does not exist on this host; use --qemu-accel tcg") from None
     mode = st.st_mode
-    usable = (mode & 0o006 == 0o006 or (st.st_gid == QEMU_GID and mode & 0o060 == 0o060)
-              or (st.st_uid == QEMU_UID and mode & 0o600 == 0o600))
+    usable = (
+        mode & 0o006 == 0o006
+        or (st.st_gid == QEMU_GID and mode & 0o060 == 0o060)
+        or (st.st_uid == QEMU_UID and mode & 0o600 == 0o600)
+    )
     if not usable:
-        raise SetupError(f"--qemu-accel kvm: /dev/kvm (mode {mode & 0o777:04o}, uid {st.st_uid}, gid {st.st_gid}) "
-                         f"does not admit QEMU, which runs as uid/gid {QEMU_UID} like virt-launcher's; "
-                         f"`chmod 0666 /dev/kvm` (or chgrp it to gid {QEMU_GID}), or use --qemu-accel tcg")
+        raise SetupError(
+            f"--qemu-accel kvm: /dev/kvm (mode {mode & 0o777:04o}, uid {st.st_uid}, gid {st.st_gid}) "
+            f"does not admit QEMU, which runs as uid/gid {QEMU_UID} like virt-launcher's; "
+            f"`chmod 0666 /dev/kvm` (or chgrp it to gid {QEMU_GID}), or use --qemu-accel tcg"
+        )
 
 
 def _die_with_parent() -> None:
@@ -138,7 +156,7 @@ def sweep_stale_run_dirs() -> None:
     """Remove run dirs of suite processes that were killed outright (SIGKILL leaves them)."""
     for d in Path(tempfile.gettempdir()).glob(RUN_PREFIX + "*"):
         try:
-            pid = int(d.name[len(RUN_PREFIX):].split("-")[0])
+            pid = int(d.name[len(RUN_PREFIX) :].split("-")[0])
         except ValueError:
             continue
         if not Path(f"/proc/{pid}").exists():
@@ -171,14 +189,36 @@ def _probe_kvm(img: image.GuestImage, run_dir: Path) -> bool:
     a guest that actually prints through KVM counts.
     """
     log = run_dir / "kvm-probe.log"
-    argv = [QEMU, "-machine", "q35", "-accel", "kvm", "-cpu", "host", "-m", "128", "-nodefaults", "-display",
-            "none", "-no-reboot", "-kernel", str(img.kernel), "-initrd", str(img.initrd),
-            "-append", "console=ttyS0 rdinit=/sbin/init panic=-1", "-serial", f"file:{log}"]
+    argv = [
+        QEMU,
+        "-machine",
+        "q35",
+        "-accel",
+        "kvm",
+        "-cpu",
+        "host",
+        "-m",
+        "128",
+        "-nodefaults",
+        "-display",
+        "none",
+        "-no-reboot",
+        "-kernel",
+        str(img.kernel),
+        "-initrd",
+        str(img.initrd),
+        "-append",
+        "console=ttyS0 rdinit=/sbin/init panic=-1",
+        "-serial",
+        f"file:{log}",
+    ]
     proc = subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, preexec_fn=_die_with_parent)
     try:
-        waits.wait_for("the KVM probe guest to print its login prompt",
-                       lambda: proc.poll() is not None or (log.exists() and b"login:" in log.read_bytes()),
-                       waits.timeout("kvm-probe"))
+        waits.wait_for(
+            "the KVM probe guest to print its login prompt",
+            lambda: proc.poll() is not None or (log.exists() and b"login:" in log.read_bytes()),
+            waits.timeout("kvm-probe"),
+        )
         return log.exists() and b"login:" in log.read_bytes()
     except waits.WaitTimeout:
         return False
@@ -199,12 +239,21 @@ def _tool_version(*argv: str) -> str:
 class ReferenceVM:
     """One VM in its own lab. ``start()`` returns once QEMU runs; the guest boots on its own."""
 
-    def __init__(self, spec: VMSpec, opts: QemuOptions, *, authorized_key: str, password: str,
-                 search_domains: tuple[str, ...] = SEARCH_DOMAINS, dns_records: dict[str, str] | None = None,
-                 echo_port: int = ECHO_PORT, fedora_like: Flavour | None = None,
-                 addresses: tuple[str, str, int] = (POD_IP, PEER_IP, PREFIX),
-                 network_args: tuple[list[str], dict[str, str]] | None = None,
-                 nocloud: cidata.NoCloud | None = None) -> None:
+    def __init__(
+        self,
+        spec: VMSpec,
+        opts: QemuOptions,
+        *,
+        authorized_key: str,
+        password: str,
+        search_domains: tuple[str, ...] = SEARCH_DOMAINS,
+        dns_records: dict[str, str] | None = None,
+        echo_port: int = ECHO_PORT,
+        fedora_like: Flavour | None = None,
+        addresses: tuple[str, str, int] = (POD_IP, PEER_IP, PREFIX),
+        network_args: tuple[list[str], dict[str, str]] | None = None,
+        nocloud: cidata.NoCloud | None = None,
+    ) -> None:
         """``search_domains``: the pod resolv.conf's search list (the sidecar passes it as dnssearch);
         ``dns_records``: names the peer DNS answers (default: the reference peer's name);
         ``fedora_like``: boot that Fedora-like flavour instead of the busybox reference guest;
@@ -222,8 +271,13 @@ class ReferenceVM:
         self.search_domains = search_domains
         self.dns_records = dns_records if dns_records is not None else {PEER_DNS_NAME: self.peer_ip}
         self.echo_port = echo_port
-        self.peers = Peers(tcp_echo=Endpoint(self.peer_ip, echo_port), udp_echo=Endpoint(self.peer_ip, echo_port),
-                           dns_name=next(iter(self.dns_records)), dns_address=self.peer_ip, icmp_host=self.peer_ip)
+        self.peers = Peers(
+            tcp_echo=Endpoint(self.peer_ip, echo_port),
+            udp_echo=Endpoint(self.peer_ip, echo_port),
+            dns_name=next(iter(self.dns_records)),
+            dns_address=self.peer_ip,
+            icmp_host=self.peer_ip,
+        )
         self._given_network_args = network_args
         self._authorized_key = authorized_key
         self._password = password
@@ -237,7 +291,7 @@ class ReferenceVM:
         self.network_args: list[str] | None = None  # the sidecar's QEMU arguments, set by start()
         self.network_args_source: dict[str, str] = {}
 
-    def start(self) -> "ReferenceVM":
+    def start(self) -> ReferenceVM:
         t0 = time.monotonic()
         self.rootless = preflight(self.opts)
         sweep_stale_run_dirs()
@@ -257,13 +311,18 @@ class ReferenceVM:
         self.timings["image_build_s"] = time.monotonic() - t0
         t1 = time.monotonic()
         if self._given_network_args is not None:
-            self.network_args, self.network_args_source = list(self._given_network_args[0]), \
-                dict(self._given_network_args[1])
+            self.network_args, self.network_args_source = (
+                list(self._given_network_args[0]),
+                dict(self._given_network_args[1]),
+            )
         else:
             self.network_args, self.network_args_source = sidecar_render.qemu_network_args(
-                self.spec, self.search_domains, self.opts.sidecar_render, self.opts.kubevirt_version)
+                self.spec, self.search_domains, self.opts.sidecar_render, self.opts.kubevirt_version
+            )
         self.timings["network_args_s"] = time.monotonic() - t1
-        self.accel = self.opts.accel if self.opts.accel != "auto" else ("kvm" if _kvm_works(img, self.run_dir) else "tcg")
+        self.accel = (
+            self.opts.accel if self.opts.accel != "auto" else ("kvm" if _kvm_works(img, self.run_dir) else "tcg")
+        )
         qemu_dir = self.run_dir / "qemu"
         qemu_dir.mkdir()
         if not self.rootless:
@@ -272,22 +331,46 @@ class ReferenceVM:
         (self.run_dir / "resolv.conf").write_text(pod_resolv_conf(self.search_domains, self.peer_ip))
         sysctls = {**DEFAULT_POD_SYSCTLS, **self.opts.sysctls}
         cfg = {
-            "run_dir": str(self.run_dir), "pod_netns": str(self.run_dir / "pod.netns"),
-            "pod_ip": self.pod_ip, "peer_ip": self.peer_ip, "prefix": self.prefix, "pod_sysctls": sysctls, "rootless": self.rootless,
+            "run_dir": str(self.run_dir),
+            "pod_netns": str(self.run_dir / "pod.netns"),
+            "pod_ip": self.pod_ip,
+            "peer_ip": self.peer_ip,
+            "prefix": self.prefix,
+            "pod_sysctls": sysctls,
+            "rootless": self.rootless,
             "evidence_sysctls": list(dict.fromkeys([*EVIDENCE_SYSCTLS, *sysctls])),
-            "resolv_conf": str(self.run_dir / "resolv.conf"), "dns_records": self.dns_records,
-            "tcp_echo_port": self.echo_port, "udp_echo_port": self.echo_port,
-            "control_socket": str(self.run_dir / "control.sock"), "qemu_log": str(self.run_dir / "qemu.log"),
+            "resolv_conf": str(self.run_dir / "resolv.conf"),
+            "dns_records": self.dns_records,
+            "tcp_echo_port": self.echo_port,
+            "udp_echo_port": self.echo_port,
+            "control_socket": str(self.run_dir / "control.sock"),
+            "qemu_log": str(self.run_dir / "qemu.log"),
             "qemu_argv": self._qemu_identity() + self.qemu_argv(boot, qemu_dir),
         }
         (self.run_dir / "lab.json").write_text(json.dumps(cfg, indent=1))
         userns = ["--user", "--map-root-user"] if self.rootless else []
         self.timings["launched_at"] = time.monotonic()
         self._lab = subprocess.Popen(
-            ["unshare", *userns, "--mount", "--net", "--pid", "--fork", "--kill-child", "--mount-proc",
-             sys.executable, "-m", "slirp_conformance.reference.pod_lab", str(self.run_dir / "lab.json")],
-            cwd=REPO, env={**os.environ, "PYTHONPATH": str(REPO)}, stdin=subprocess.DEVNULL,
-            stdout=subprocess.PIPE, stderr=open(self.run_dir / "lab.log", "wb"), preexec_fn=_die_with_parent,
+            [
+                "unshare",
+                *userns,
+                "--mount",
+                "--net",
+                "--pid",
+                "--fork",
+                "--kill-child",
+                "--mount-proc",
+                sys.executable,
+                "-m",
+                "slirp_conformance.reference.pod_lab",
+                str(self.run_dir / "lab.json"),
+            ],
+            cwd=REPO,
+            env={**os.environ, "PYTHONPATH": str(REPO)},
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.PIPE,
+            stderr=open(self.run_dir / "lab.log", "wb"),
+            preexec_fn=_die_with_parent,
         )
         self._await_lab()
 
@@ -314,8 +397,16 @@ class ReferenceVM:
             shutil.copyfileobj(base, out)
             out.write(image.overlay(self._authorized_key, image.password_hash(self._password)))
         os.chmod(initrd, 0o644)
-        return ["-smp", "1", "-kernel", str(kernel), "-initrd", str(initrd),
-                "-append", f"console=ttyS0 rdinit=/sbin/init {_FAST_BOOT} nosmp"]
+        return [
+            "-smp",
+            "1",
+            "-kernel",
+            str(kernel),
+            "-initrd",
+            str(initrd),
+            "-append",
+            f"console=ttyS0 rdinit=/sbin/init {_FAST_BOOT} nosmp",
+        ]
 
     def _fedora_like_boot(self) -> list[str]:
         """The flavour's root disk under a per-run qcow2 overlay, the run's cloud-init on a cidata
@@ -326,27 +417,51 @@ class ReferenceVM:
         initrd = self._for_qemu(img.initrd, "initrd.cpio")
         base = self._for_qemu(img.disk(self.fedora_like), "root-base.img")
         overlay = self.run_dir / "root.qcow2"
-        r = subprocess.run(["qemu-img", "create", "-q", "-f", "qcow2", "-F", "raw", "-b", str(base), str(overlay)],
-                           capture_output=True, text=True, timeout=60)
+        r = subprocess.run(
+            ["qemu-img", "create", "-q", "-f", "qcow2", "-F", "raw", "-b", str(base), str(overlay)],
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
         if r.returncode != 0:
             raise SetupError(f"qemu-img could not create the root disk overlay: {r.stderr.strip()[-300:]}")
         self._qemu_owns(overlay, 0o600)
         if self.nocloud is not None:
             iso = cidata.write_nocloud_iso(self.run_dir / "cidata.iso", vm_name=self.spec.name, nocloud=self.nocloud)
         else:
-            iso = cidata.write_iso(self.run_dir / "cidata.iso", vm_name=self.spec.name,
-                                   authorized_key=self._authorized_key, password=self._password)
+            iso = cidata.write_iso(
+                self.run_dir / "cidata.iso",
+                vm_name=self.spec.name,
+                authorized_key=self._authorized_key,
+                password=self._password,
+            )
         self._qemu_owns(iso, 0o600)  # it holds the console password
-        return ["-smp", "2", "-kernel", str(kernel), "-initrd", str(initrd),
-                "-append", f"console=ttyS0 net.ifnames=0 {_FAST_BOOT}",
-                "-drive", f"file={overlay},if=virtio,format=qcow2,cache=unsafe",
-                "-drive", f"file={iso},if=virtio,format=raw,readonly=on",
-                "-object", "rng-random,id=rng0,filename=/dev/urandom", "-device", "virtio-rng-pci,rng=rng0"]
+        return [
+            "-smp",
+            "2",
+            "-kernel",
+            str(kernel),
+            "-initrd",
+            str(initrd),
+            "-append",
+            f"console=ttyS0 net.ifnames=0 {_FAST_BOOT}",
+            "-drive",
+            f"file={overlay},if=virtio,format=qcow2,cache=unsafe",
+            "-drive",
+            f"file={iso},if=virtio,format=raw,readonly=on",
+            "-object",
+            "rng-random,id=rng0,filename=/dev/urandom",
+            "-device",
+            "virtio-rng-pci,rng=rng0",
+        ]
 
     def _qemu_identity(self) -> list[str]:
         """Like virt-launcher: an unprivileged QEMU that keeps only CAP_NET_BIND_SERVICE."""
-        caps = ["--inh-caps=-all,+net_bind_service", "--ambient-caps=-all,+net_bind_service",
-                "--bounding-set=-all,+net_bind_service"]
+        caps = [
+            "--inh-caps=-all,+net_bind_service",
+            "--ambient-caps=-all,+net_bind_service",
+            "--bounding-set=-all,+net_bind_service",
+        ]
         if self.rootless:  # only uid 0 is mapped: make it powerless instead
             return ["setpriv", *caps, "--securebits=+noroot,+noroot_locked", "--"]
         return ["setpriv", f"--reuid={QEMU_UID}", f"--regid={QEMU_GID}", "--clear-groups", *caps, "--"]
@@ -360,13 +475,26 @@ class ReferenceVM:
             net_args[1] += "," + self.opts.netdev_extra.lstrip(",")
         accel = ["-accel", "kvm", "-cpu", "host"] if self.accel == "kvm" else ["-accel", "tcg", "-cpu", "max"]
         return [
-            QEMU, "-name", self.spec.name, "-machine", "q35", *accel, "-m", str(self.spec.memory_mib),
-            "-nodefaults", "-display", "none", "-no-reboot", *boot,
-            "-chardev", f"socket,id=serial0,path={qemu_dir / 'console.sock'},server=on,wait=off,"
-                        f"logfile={qemu_dir / 'console.log'}",
-            "-serial", "chardev:serial0",
+            QEMU,
+            "-name",
+            self.spec.name,
+            "-machine",
+            "q35",
+            *accel,
+            "-m",
+            str(self.spec.memory_mib),
+            "-nodefaults",
+            "-display",
+            "none",
+            "-no-reboot",
+            *boot,
+            "-chardev",
+            f"socket,id=serial0,path={qemu_dir / 'console.sock'},server=on,wait=off,logfile={qemu_dir / 'console.log'}",
+            "-serial",
+            "chardev:serial0",
             *net_args,
-            "-global", "e1000.autonegotiation=off",  # link up at once (not a network-stack setting)
+            "-global",
+            "e1000.autonegotiation=off",  # link up at once (not a network-stack setting)
         ]
 
     def _await_lab(self) -> None:
@@ -375,7 +503,9 @@ class ReferenceVM:
         sel.register(self._lab.stdout, selectors.EVENT_READ)
         budget = waits.timeout("lab-ready")
         if not sel.select(budget):
-            raise SetupError(f"the reference lab did not report ready within {budget:.0f} s; see {self.run_dir}/lab.log")
+            raise SetupError(
+                f"the reference lab did not report ready within {budget:.0f} s; see {self.run_dir}/lab.log"
+            )
         line = self._lab.stdout.readline().decode(errors="replace").strip()
         try:
             msg = json.loads(line)
@@ -414,8 +544,12 @@ class ReferenceVM:
 
     def console_socket(self) -> socket.socket:
         """A new connection to the serial console (waits for QEMU to create the socket)."""
-        return waits.wait_for("the QEMU serial console socket", self._connect_console,
-                              waits.timeout("lab-ready"), retry_on=(FileNotFoundError, ConnectionRefusedError))
+        return waits.wait_for(
+            "the QEMU serial console socket",
+            self._connect_console,
+            waits.timeout("lab-ready"),
+            retry_on=(FileNotFoundError, ConnectionRefusedError),
+        )
 
     def close(self) -> None:
         if self._lab is not None:
@@ -485,14 +619,21 @@ class ReferenceVM:
 
     def ping_peer_directly(self) -> dict:
         r = self._ask({"op": "ping-from-pod", "host": self.peers.icmp_host})
-        return {"ok": r.get("rc") == 0, "from": f"pod network namespace ({self.pod_ip}), as root",
-                "output": r.get("output", "").strip()}
+        return {
+            "ok": r.get("rc") == 0,
+            "from": f"pod network namespace ({self.pod_ip}), as root",
+            "output": r.get("output", "").strip(),
+        }
 
     def icmp_evidence(self) -> dict:
         r = self._ask({"op": "evidence"})
-        return {"ping_group_range": " ".join(r["pod_sysctls"].get("net.ipv4.ping_group_range", "").split()),
-                "qemu_uid": r.get("qemu_uid"), "qemu_gid": r.get("qemu_gid"),
-                "qemu_cap_eff": r.get("qemu_cap_eff"), "qemu_cap_bnd": r.get("qemu_cap_bnd")}
+        return {
+            "ping_group_range": " ".join(r["pod_sysctls"].get("net.ipv4.ping_group_range", "").split()),
+            "qemu_uid": r.get("qemu_uid"),
+            "qemu_gid": r.get("qemu_gid"),
+            "qemu_cap_eff": r.get("qemu_cap_eff"),
+            "qemu_cap_bnd": r.get("qemu_cap_bnd"),
+        }
 
     def exec_in_pod(self, argv: list[str], timeout: float = 30, where: str = "pod") -> tuple[int, str, str]:
         """Run argv inside the pod's network namespace (``where="peer"``: the peer namespace)."""
@@ -507,11 +648,13 @@ class ReferenceVM:
 
     def describe(self) -> dict:
         return {
-            "qemu": _tool_version(QEMU, "--version"), "accel": self.accel,
+            "qemu": _tool_version(QEMU, "--version"),
+            "accel": self.accel,
             "libslirp": _tool_version("dpkg-query", "-W", "-f", "${Version}", "libslirp0"),
             "guest_kernel": self.image.kernel_version if self.image else "unknown",
             "guest": f"fedora-like {self.fedora_like}" if self.fedora_like else "busybox reference",
-            "rootless": str(self.rootless), "netdev_extra": self.opts.netdev_extra,
+            "rootless": str(self.rootless),
+            "netdev_extra": self.opts.netdev_extra,
             "pod_sysctls": json.dumps({**DEFAULT_POD_SYSCTLS, **self.opts.sysctls}),
             **self.network_args_source,
         }

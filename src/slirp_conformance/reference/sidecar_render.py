@@ -14,18 +14,16 @@ import re
 import subprocess
 import sys
 from dataclasses import dataclass
-from pathlib import Path
 
 from slirp_conformance import gobuild
+from slirp_conformance.checkout import REPO
 from slirp_conformance.cluster import versions
 from slirp_conformance.errors import SetupError
 from slirp_conformance.kubevirt.vm_manifest import render_vm
 from slirp_conformance.vmspec import VMSpec, slirp_qemu_args
-from slirp_conformance.checkout import REPO
 
 MODES = ("go", "python")  # --sidecar-render
-PYTHON_MODEL = ("the suite's Python model (vmspec.slirp_qemu_args, --sidecar-render python), "
-                "not KubeVirt's code")
+PYTHON_MODEL = "the suite's Python model (vmspec.slirp_qemu_args, --sidecar-render python), not KubeVirt's code"
 
 REPO_SOURCE = REPO / "hack" / "sidecar-render"
 # KubeVirt minor -> build tag of the release glue in hack/sidecar-render (kubevirt_v1_*.go).
@@ -41,16 +39,24 @@ GLUE_BY_MINOR = {"1.1": "kubevirt_v1_1", "1.5": "kubevirt_v1_5", "1.9": "kubevir
 #    virt-template from build shims of ours (hack/sidecar-render/shims/README.md).
 EXTRA_REPLACES: dict[str, tuple[tuple[str, str], ...]] = {
     "v1.1.0": (("github.com/golang/glog", "github.com/golang/glog v1.0.0"),),
-    "v1.5.3": (("github.com/golang/glog", "github.com/golang/glog v1.2.1"),
-               ("kubevirt.io/client-go", "kubevirt.io/client-go v1.5.1")),
-    "v1.9.0": (("kubevirt.io/virt-template-api", "./shims/virt-template-api"),
-               ("kubevirt.io/virt-template-client-go", "./shims/virt-template-client-go")),
+    "v1.5.3": (
+        ("github.com/golang/glog", "github.com/golang/glog v1.2.1"),
+        ("kubevirt.io/client-go", "kubevirt.io/client-go v1.5.1"),
+    ),
+    "v1.9.0": (
+        ("kubevirt.io/virt-template-api", "./shims/virt-template-api"),
+        ("kubevirt.io/virt-template-client-go", "./shims/virt-template-client-go"),
+    ),
 }
 RENDER_TIMEOUT = 120.0
 _VERSION = re.compile(r"^v(\d+)\.(\d+)\.(\d+)$")
 # Placeholders for what the manifest needs and the sidecar never reads (not secrets).
-_NAMESPACE, _IMAGE, _KEY, _PASSWORD = ("sidecar-render", "registry.invalid/sidecar-render:none",
-                                       "ssh-ed25519 AAAA sidecar-render", "sidecar-render-placeholder")
+_NAMESPACE, _IMAGE, _KEY, _PASSWORD = (
+    "sidecar-render",
+    "registry.invalid/sidecar-render:none",
+    "ssh-ed25519 AAAA sidecar-render",
+    "sidecar-render-placeholder",
+)
 
 
 @dataclass(frozen=True)
@@ -68,16 +74,24 @@ def wrapper_module(kubevirt_version: str) -> gobuild.WrapperModule:
     m = _VERSION.match(kubevirt_version)
     minor = f"{m.group(1)}.{m.group(2)}" if m else None
     if minor not in GLUE_BY_MINOR or kubevirt_version not in EXTRA_REPLACES:
-        raise SetupError(f"sidecar-render builds KubeVirt {', '.join(EXTRA_REPLACES)}, not {kubevirt_version!r}: "
-                         "use one of those, or --sidecar-render python to check the suite's Python model of "
-                         "the sidecar's arguments (the report says so)")
+        raise SetupError(
+            f"sidecar-render builds KubeVirt {', '.join(EXTRA_REPLACES)}, not {kubevirt_version!r}: "
+            "use one of those, or --sidecar-render python to check the suite's Python model of "
+            "the sidecar's arguments (the report says so)"
+        )
     return gobuild.WrapperModule(
-        name="sidecar-render", version=kubevirt_version, packages=(".",), source=REPO_SOURCE,
+        name="sidecar-render",
+        version=kubevirt_version,
+        packages=(".",),
+        source=REPO_SOURCE,
         requires=(f"kubevirt.io/kubevirt@{kubevirt_version}",),
         replace_from=f"kubevirt.io/kubevirt@{kubevirt_version}",
         # kubevirt.io/api and client-go are staging dirs there, published at the same tag.
-        local_replace_version=kubevirt_version, replaces=EXTRA_REPLACES[kubevirt_version],
-        tags=(GLUE_BY_MINOR[minor],), ldflags=f"-X main.kubevirtVersion={kubevirt_version}")
+        local_replace_version=kubevirt_version,
+        replaces=EXTRA_REPLACES[kubevirt_version],
+        tags=(GLUE_BY_MINOR[minor],),
+        ldflags=f"-X main.kubevirtVersion={kubevirt_version}",
+    )
 
 
 _outcomes: dict[str, gobuild.Built | SetupError] = {}
@@ -107,9 +121,12 @@ def vmi_json(spec: VMSpec) -> dict:
     """The VMI KubeVirt makes from the conformance VM (the VM template's spec)."""
     vm = render_vm(spec, namespace=_NAMESPACE, image=_IMAGE, authorized_key=_KEY, password=_PASSWORD)
     template = vm["spec"]["template"]
-    return {"apiVersion": "kubevirt.io/v1", "kind": "VirtualMachineInstance",
-            "metadata": {"name": spec.name, "namespace": _NAMESPACE, **template["metadata"]},
-            "spec": template["spec"]}
+    return {
+        "apiVersion": "kubevirt.io/v1",
+        "kind": "VirtualMachineInstance",
+        "metadata": {"name": spec.name, "namespace": _NAMESPACE, **template["metadata"]},
+        "spec": template["spec"],
+    }
 
 
 def resolv_conf(search_domains: tuple[str, ...]) -> str:
@@ -118,7 +135,9 @@ def resolv_conf(search_domains: tuple[str, ...]) -> str:
     return f"{search}nameserver 10.96.0.10\noptions ndots:5\n"
 
 
-def render_many(kubevirt_version: str, requests: list[tuple[VMSpec, tuple[str, ...]]]) -> list[Rendering | SidecarRejected]:
+def render_many(
+    kubevirt_version: str, requests: list[tuple[VMSpec, tuple[str, ...]]]
+) -> list[Rendering | SidecarRejected]:
     """One run of the program for many (spec, search list) pairs."""
     return render_vmis(kubevirt_version, [(vmi_json(spec), resolv_conf(domains)) for spec, domains in requests])
 
@@ -129,8 +148,7 @@ def render_vmis(kubevirt_version: str, requests: list[tuple[dict, str]]) -> list
     binary = build(kubevirt_version).binary("sidecar-render")
     payload = [{"vmi": vmi, "resolvConf": resolv} for vmi, resolv in requests]
     try:
-        r = subprocess.run([binary], input=json.dumps(payload), capture_output=True, text=True,
-                           timeout=RENDER_TIMEOUT)
+        r = subprocess.run([binary], input=json.dumps(payload), capture_output=True, text=True, timeout=RENDER_TIMEOUT)
     except subprocess.TimeoutExpired:
         raise SetupError(f"{binary} did not answer within {RENDER_TIMEOUT:.0f} s") from None
     if r.returncode != 0:
@@ -139,11 +157,15 @@ def render_vmis(kubevirt_version: str, requests: list[tuple[dict, str]]) -> list
         raise SetupError(f"{binary} failed: {cause}")
     out = json.loads(r.stdout)
     if out["kubevirtVersion"] != kubevirt_version:
-        raise SetupError(f"{binary} says it is KubeVirt {out['kubevirtVersion']}, not {kubevirt_version}: "
-                         "delete it from the cache")
-    return [SidecarRejected(res["error"]) if "error" in res
-            else Rendering(res["args"], tuple(res.get("searchDomains") or ()), kubevirt_version)
-            for res in out["results"]]
+        raise SetupError(
+            f"{binary} says it is KubeVirt {out['kubevirtVersion']}, not {kubevirt_version}: delete it from the cache"
+        )
+    return [
+        SidecarRejected(res["error"])
+        if "error" in res
+        else Rendering(res["args"], tuple(res.get("searchDomains") or ()), kubevirt_version)
+        for res in out["results"]
+    ]
 
 
 def render(spec: VMSpec, search_domains: tuple[str, ...], kubevirt_version: str) -> Rendering:
@@ -168,13 +190,16 @@ def check(mode: str, kubevirt_version: str | None) -> None:
         try:
             gobuild.go_binary()
         except SetupError as e:
-            raise SetupError(f"{e}; or pass --sidecar-render python to check the suite's Python model of the "
-                             f"sidecar's arguments instead of KubeVirt's code (the report says so)") from None
+            raise SetupError(
+                f"{e}; or pass --sidecar-render python to check the suite's Python model of the "
+                f"sidecar's arguments instead of KubeVirt's code (the report says so)"
+            ) from None
         wrapper_module(kubevirt_version or default_version())
 
 
-def qemu_network_args(spec: VMSpec, search_domains: tuple[str, ...], mode: str,
-                      kubevirt_version: str | None) -> tuple[list[str], dict[str, str]]:
+def qemu_network_args(
+    spec: VMSpec, search_domains: tuple[str, ...], mode: str, kubevirt_version: str | None
+) -> tuple[list[str], dict[str, str]]:
     """The reference VM's QEMU network arguments and where they came from (for ``describe()``).
 
     ``go``: the real sidecar's of ``kubevirt_version`` (default: the versions.env default), an
@@ -182,16 +207,17 @@ def qemu_network_args(spec: VMSpec, search_domains: tuple[str, ...], mode: str,
     (held to the real sidecar's output by tests/test_sidecar_golden.py at the nightly releases).
     """
     if mode == "python":
-        return slirp_qemu_args(spec, search_domains), {
-            "sidecar_render": "python", "sidecar_args_from": PYTHON_MODEL}
+        return slirp_qemu_args(spec, search_domains), {"sidecar_render": "python", "sidecar_args_from": PYTHON_MODEL}
     version = kubevirt_version or default_version()
     try:
         rendering = render(spec, search_domains, version)
     except SidecarRejected as e:
         raise SetupError(f"the slirp sidecar of KubeVirt {version} rejects the VM: {e}") from None
-    return rendering.args, {"sidecar_render": "go", "sidecar_kubevirt_version": version,
-                            "sidecar_args_from": f"KubeVirt {version}'s converter and slirp sidecar code "
-                                                 f"(hack/sidecar-render)"}
+    return rendering.args, {
+        "sidecar_render": "go",
+        "sidecar_kubevirt_version": version,
+        "sidecar_args_from": f"KubeVirt {version}'s converter and slirp sidecar code (hack/sidecar-render)",
+    }
 
 
 def main(argv: list[str]) -> int:
