@@ -4,7 +4,7 @@ import pytest
 
 from slirp_conformance.checks import dhcp
 
-pytestmark = [pytest.mark.slirp, pytest.mark.dhcp, pytest.mark.gating]
+pytestmark = [pytest.mark.slirp, pytest.mark.dhcp]
 
 
 @pytest.fixture(scope="module")

@@ -7,7 +7,7 @@ from slirp_conformance.checks import kubevirt
 from slirp_conformance.cluster import versions
 from slirp_conformance.vmspec import slirp_qemu_args
 
-pytestmark = [pytest.mark.slirp, pytest.mark.kubevirt, pytest.mark.gating]
+pytestmark = [pytest.mark.slirp, pytest.mark.kubevirt]
 
 
 def test_feature_gate_present_where_needed(slirp_target, record):

@@ -5,7 +5,7 @@ import pytest
 from slirp_conformance.checks import ports, tcp
 from slirp_conformance.evidence import Evidence, VoidCheck
 
-pytestmark = [pytest.mark.slirp, pytest.mark.ports, pytest.mark.gating]
+pytestmark = [pytest.mark.slirp, pytest.mark.ports]
 
 
 @pytest.fixture(scope="module")

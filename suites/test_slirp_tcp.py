@@ -5,7 +5,7 @@ import pytest
 from slirp_conformance import waits
 from slirp_conformance.checks import tcp
 
-pytestmark = [pytest.mark.slirp, pytest.mark.tcp, pytest.mark.gating]
+pytestmark = [pytest.mark.slirp, pytest.mark.tcp]
 
 
 def test_egress_echo(shell, profile, peers, record):

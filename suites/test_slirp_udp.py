@@ -4,7 +4,7 @@ import pytest
 
 from slirp_conformance.checks import udp
 
-pytestmark = [pytest.mark.slirp, pytest.mark.udp, pytest.mark.gating]
+pytestmark = [pytest.mark.slirp, pytest.mark.udp]
 
 
 def test_udp_echo(shell, profile, peers, record):

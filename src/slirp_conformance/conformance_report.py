@@ -7,6 +7,7 @@ the controller only sees reports), then renders ``conformance.json`` for scripts
 - ``pass`` / ``fail``: the check ran and decided;
 - ``void``: a check's premise did not hold (``VoidCheck``): it proved nothing, and is not a pass;
 - ``error``: setup or teardown broke; ``skipped`` / ``deselected`` with the reason;
+- ``quarantined``: marked ``@pytest.mark.quarantined(reason="<issue>: why")``: not run, never a pass;
 - ``not run``: the run was interrupted before the clause ran.
 
 Anything that reaches the files goes through ``redaction.redact``.
@@ -26,7 +27,8 @@ from slirp_conformance.redaction import redact
 
 DESELECT_REASON = pytest.StashKey[str]()  # set on an item before it is deselected, for the report
 
-VERDICT_ORDER = ("fail", "void", "error", "not run", "pass", "skipped", "deselected")
+VERDICT_ORDER = ("fail", "void", "error", "not run", "quarantined", "pass", "skipped", "deselected")
+QUARANTINE_PREFIX = "QUARANTINED: "  # the xfail reason a quarantined clause carries (plugin/session.py)
 CONTRACT_MARKERS = ("dhcp", "tcp", "udp", "icmp", "ports", "kubevirt")
 DESCRIBE_KEYS_NOT_VERSIONS = {"namespace"}
 
@@ -69,7 +71,10 @@ class ConformanceReport:
                 clause.evidence[name.removeprefix("evidence.")] = _json_or_text(value)
             elif name not in DESCRIBE_KEYS_NOT_VERSIONS:
                 self.versions.setdefault(name, str(value))
-        if report.skipped:
+        xfail = str(getattr(report, "wasxfail", "")).removeprefix("[NOTRUN] ")  # pytest's prefix for run=False
+        if report.skipped and xfail.startswith(QUARANTINE_PREFIX):
+            clause.verdict, clause.reason = "quarantined", xfail.removeprefix(QUARANTINE_PREFIX)
+        elif report.skipped:
             clause.verdict, clause.reason = "skipped", _skip_reason(report)
         elif report.failed:
             text = _first_lines(getattr(report, "longreprtext", ""))
@@ -165,6 +170,13 @@ class ConformanceReport:
             "",
             f"Target `{self.target or 'unknown'}`; {counts or 'no clauses'}.",
         ]
+        quarantined = [c for c in self.clauses.values() if c.verdict == "quarantined"]
+        if quarantined:
+            lines += [
+                "",
+                f"**{len(quarantined)} clause(s) quarantined, not checked by this run:** "
+                + "; ".join(f"`{_short_id(c.nodeid)}` ({c.reason})" for c in quarantined),
+            ]
         if self.interrupted:
             lines += ["", f"**Run interrupted** ({self.interrupted}): clauses marked `not run` were never checked."]
         if self.release_mismatch:

@@ -213,10 +213,8 @@ class ApiServer:
             body = await self._body(request) or {}
             pre = body.get("preconditions") or {}
             current = self.store.get(res, ns, name)
-            if (
-                (pre.get("uid")
-                and pre["uid"] != current["metadata"]["uid"])
-                or (pre.get("resourceVersion") and pre["resourceVersion"] != current["metadata"]["resourceVersion"])
+            if (pre.get("uid") and pre["uid"] != current["metadata"]["uid"]) or (
+                pre.get("resourceVersion") and pre["resourceVersion"] != current["metadata"]["resourceVersion"]
             ):
                 raise errors.conflict(res.group, res.plural, name)
             grace = body.get("gracePeriodSeconds", q.get("gracePeriodSeconds"))
