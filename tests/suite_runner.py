@@ -58,6 +58,12 @@ def run_suite(tmp: Path, *args: str, timeout: float = 600, env: dict | None = No
             sys.executable,
             "-m",
             "pytest",
+            # rooted in the checkout as hack/conformance.sh roots it (hack/lib.sh suite_pytest), so a
+            # bare path after an option (--kubeconfig PATH) is the option's value, not the run's root
+            "-c",
+            str(REPO / "pyproject.toml"),
+            "--rootdir",
+            str(REPO),
             "-k",
             "slirp",
             "-p",
@@ -97,6 +103,12 @@ def interrupt_suite(
             sys.executable,
             "-m",
             "pytest",
+            # rooted in the checkout as hack/conformance.sh roots it (hack/lib.sh suite_pytest), so a
+            # bare path after an option (--kubeconfig PATH) is the option's value, not the run's root
+            "-c",
+            str(REPO / "pyproject.toml"),
+            "--rootdir",
+            str(REPO),
             "-k",
             "slirp",
             "-q",
