@@ -36,6 +36,7 @@ from slirp_conformance.cluster import kubevirt_cr, runner
 from slirp_conformance.cluster.kubevirt_cr import KubeVirtAPI, KubeVirtRef, as_api
 from slirp_conformance.cluster.versions import FEATURE_GATE
 from slirp_conformance.errors import SetupError
+from slirp_conformance.kubevirt.apis import KUBEVIRT, VIRT_API_HEALTHZ
 
 log = logging.getLogger("slirp.cluster.kubevirt_config")
 T = TypeVar("T")
@@ -184,15 +185,7 @@ def _patch_guarded(api: KubeVirtAPI, ref: KubeVirtRef, build_ops: Callable[[dict
         body = [{"op": "test", "path": "/metadata/resourceVersion", "value": rv}, *ops]
         try:
             # The client defaults PATCH bodies to merge-patch; a JSON patch must say so.
-            return api.custom.patch_namespaced_custom_object(
-                kubevirt_cr.GROUP,
-                kubevirt_cr.VERSION,
-                ref.namespace,
-                kubevirt_cr.PLURAL,
-                ref.name,
-                body,
-                _content_type=JSON_PATCH,
-            )
+            return KUBEVIRT.patch(api.custom, ref.namespace, ref.name, body, _content_type=JSON_PATCH)
         except Exception as e:
             if not _is_conflict(e):
                 raise
@@ -249,10 +242,10 @@ def _virt_api_versions(api: KubeVirtAPI) -> dict[str, str]:
     if api.get_raw is None:
         raise _ProxyUnavailable("no raw GET available")
     try:
-        data = api.get_raw(kubevirt_cr.VIRT_API_HEALTHZ, runner.budget("api-probe"))
+        data = api.get_raw(VIRT_API_HEALTHZ, runner.budget("api-probe"))
     except Exception as e:
         if getattr(e, "status", None) in (401, 403, 404):
-            raise _ProxyUnavailable(f"{kubevirt_cr.VIRT_API_HEALTHZ} answered HTTP {e.status}") from None
+            raise _ProxyUnavailable(f"{VIRT_API_HEALTHZ} answered HTTP {e.status}") from None
         raise
     report = json.loads(data.decode() if isinstance(data, bytes) else data)
     return {"virt-api (subresources healthz)": str(report.get("config-resource-version"))}

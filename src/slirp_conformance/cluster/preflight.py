@@ -237,18 +237,7 @@ def check_kubevirt_version(
         api = kubevirt_cr.as_api(api_client)
         try:
             ref = kubevirt_cr.find_kubevirt(api, request_timeout=timeout)
-            obj = (
-                None
-                if ref is None
-                else api.custom.get_namespaced_custom_object(
-                    kubevirt_cr.GROUP,
-                    kubevirt_cr.VERSION,
-                    ref.namespace,
-                    kubevirt_cr.PLURAL,
-                    ref.name,
-                    _request_timeout=timeout,
-                )
-            )
+            obj = None if ref is None else kubevirt_cr.get_kubevirt(api, ref, _request_timeout=timeout)
         except client.ApiException as e:
             if e.status in (401, 403):  # not allowed to list KubeVirt CRs: the target finds out later
                 log.warning("preflight: cannot read KubeVirt CRs (HTTP %s); the version is checked at setup", e.status)

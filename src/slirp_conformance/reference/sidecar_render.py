@@ -19,6 +19,7 @@ from slirp_conformance import gobuild
 from slirp_conformance.checkout import REPO
 from slirp_conformance.cluster import versions
 from slirp_conformance.errors import SetupError
+from slirp_conformance.kubevirt.apis import VIRTUAL_MACHINE_INSTANCE
 from slirp_conformance.kubevirt.vm_manifest import render_vm
 from slirp_conformance.vmspec import VMSpec, slirp_qemu_args
 
@@ -122,8 +123,8 @@ def vmi_json(spec: VMSpec) -> dict:
     vm = render_vm(spec, namespace=_NAMESPACE, image=_IMAGE, authorized_key=_KEY, password=_PASSWORD)
     template = vm["spec"]["template"]
     return {
-        "apiVersion": "kubevirt.io/v1",
-        "kind": "VirtualMachineInstance",
+        "apiVersion": VIRTUAL_MACHINE_INSTANCE.api_version,
+        "kind": VIRTUAL_MACHINE_INSTANCE.kind,
         "metadata": {"name": spec.name, "namespace": _NAMESPACE, **template["metadata"]},
         "spec": template["spec"],
     }
