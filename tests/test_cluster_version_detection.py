@@ -108,11 +108,11 @@ def test_the_binding_is_registered_for_the_clusters_version(tmp_path, cluster_ve
             ev = kubevirt.kubevirt_cr(env)  # the check reads only the CR
         after = _cr_spec(fake.kubeconfig)
     image = f"quay.io/kubevirt/network-slirp-binding:{cluster_version}"
-    assert str(version) == described["kubevirt_version"] == ev["kubevirt_version"] == cluster_version, (
+    assert str(version) == described["kubevirt_version"] == ev.kubevirt_version == cluster_version, (
         described,
         ev.facts,
     )
-    assert described["sidecar_image"] == image and ev["binding"] == {"sidecarImage": image}, (described, ev.facts)
-    assert ev["feature_gates"] == gates, ev.facts
+    assert described["sidecar_image"] == image and ev.binding == {"sidecarImage": image}, (described, ev.facts)
+    assert ev.feature_gates == gates, ev.facts
     assert versions.needs_feature_gate(version) == bool(gates), "the gate-off check runs exactly where a gate is"
     assert after == before, "the CR is restored exactly"

@@ -212,7 +212,7 @@ def test_fedora_dns_check_runs_over_the_console(serial):
         r = console.run(FEDORA.tools.dns_lookup("peer.ns.svc.cluster.local", "127.0.0.1", ports["dns"]))
         ev = udp.echo(console, FEDORA, Endpoint("127.0.0.1", ports["udp_echo"]))
     assert r.ok and FEDORA.parse_dns(r.output) == ["198.18.0.1"], r
-    assert ev["received"] == ev["sent"], ev.facts
+    assert ev.received == ev.sent, ev.facts
 
 
 def test_a_console_message_inside_a_markers_line_does_not_break_the_command(serial):

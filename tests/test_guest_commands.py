@@ -31,16 +31,16 @@ def shell():
 def test_tcp_echo_and_8mib_transfer(profile, peers, shell):
     echo = Endpoint("127.0.0.1", peers["tcp_echo"])
     ev = tcp.egress_echo(shell, profile, echo)
-    assert ev["received"] == ev["sent"], ev.facts
+    assert ev.received == ev.sent, ev.facts
     ev = tcp.transfer(shell, profile, echo, budget=60)
-    assert ev["bytes_sent"] >= tcp.TRANSFER_BYTES and ev["bytes_received"] == ev["bytes_sent"], ev.facts
-    assert ev["sha256_sent"] and ev["sha256_received"] == ev["sha256_sent"], ev.facts
+    assert ev.bytes_sent >= tcp.TRANSFER_BYTES and ev.bytes_received == ev.bytes_sent, ev.facts
+    assert ev.sha256_sent and ev.sha256_received == ev.sha256_sent, ev.facts
 
 
 @pytest.mark.parametrize("profile", PROFILES.values(), ids=PROFILES.keys())
 def test_udp_echo(profile, peers, shell):
     ev = udp.echo(shell, profile, Endpoint("127.0.0.1", peers["udp_echo"]))
-    assert ev["received"] == ev["sent"], ev.facts
+    assert ev.received == ev.sent, ev.facts
 
 
 def test_tcp_echo_to_a_closed_port_fails_with_the_cause_on_stderr(shell):
@@ -97,4 +97,4 @@ class _ResolvedShell(LocalShell):
 )
 def test_nameserver_is_read_where_the_guest_keeps_it(profile, expected):
     ev = dhcp.observe(_ResolvedShell(), profile)
-    assert ev["resolv_nameservers"] == expected, ev.facts
+    assert ev.resolv_nameservers == expected, ev.facts

@@ -11,7 +11,8 @@ from __future__ import annotations
 import re
 import secrets
 from contextlib import AbstractContextManager
-from typing import Protocol
+from dataclasses import dataclass
+from typing import Any, ClassVar, Protocol
 
 from kubernetes import client
 
@@ -72,67 +73,119 @@ class KubeVirtVM(Protocol):
         ...
 
 
-def kubevirt_cr(vm: KubeVirtVM) -> Evidence:
+@dataclass
+class KubeVirtCrEvidence(Evidence):
+    check: ClassVar[str] = "kubevirt-cr"
+    feature_gates: list[str]  # spec.configuration.developerConfiguration.featureGates
+    binding: dict[str, Any] | None  # spec.configuration.network.binding.slirp
+    kubevirt_version: str | None  # status.observedKubeVirtVersion
+
+
+@dataclass
+class LauncherPodEvidence(Evidence):
+    check: ClassVar[str] = "launcher-pod"
+    pod: str
+    containers: dict[str, str]  # container name -> image
+    sidecar_images: list[str]  # the images of the containers but compute's
+    compute_ports: list[tuple[int, str]] | None  # (containerPort, protocol) of the compute container
+
+
+@dataclass
+class QemuCommandLineEvidence(Evidence):
+    check: ClassVar[str] = "qemu-command-line"
+    rc: int
+    argv: list[str]  # of the QEMU process with a -netdev in the compute container
+
+
+@dataclass
+class VmiConditionsEvidence(Evidence):
+    check: ClassVar[str] = "vmi-conditions"
+    conditions: dict[str, dict[str, Any]]  # type -> status, reason, message
+
+
+@dataclass
+class UnregisteredBindingEvidence(Evidence):
+    check: ClassVar[str] = "unregistered-binding"
+    vm: str
+    binding: str  # the unregistered binding the VM's interface names
+    message: str | None  # KubeVirt's refusal (or what the wait for it saw)
+    binding_in_reason: str | None  # the binding KubeVirt's reason says it has no configuration for
+    where: str | None = None  # "admission" or "controller"; absent: no reason came
+
+
+@dataclass
+class FeatureGateOffEvidence(Evidence):
+    check: ClassVar[str] = "feature-gate-off"
+    vm: str
+    propagation: str  # whether the gate's removal reached the components
+    admitted: bool
+    status: int | None = None  # HTTP status of the refusal
+    message: str | None = None  # admission's refusal
+
+
+def kubevirt_cr(vm: KubeVirtVM) -> KubeVirtCrEvidence:
     cr = vm.kubevirt_cr()
     conf = cr.get("spec", {}).get("configuration") or {}
-    return Evidence(
-        "kubevirt-cr",
-        {
-            "feature_gates": (conf.get("developerConfiguration") or {}).get("featureGates") or [],
-            "binding": ((conf.get("network") or {}).get("binding") or {}).get("slirp"),
-            "kubevirt_version": cr.get("status", {}).get("observedKubeVirtVersion"),
-        },
+    return KubeVirtCrEvidence(
+        feature_gates=(conf.get("developerConfiguration") or {}).get("featureGates") or [],
+        binding=((conf.get("network") or {}).get("binding") or {}).get("slirp"),
+        kubevirt_version=cr.get("status", {}).get("observedKubeVirtVersion"),
     )
 
 
-def launcher_pod(vm: KubeVirtVM) -> Evidence:
+def launcher_pod(vm: KubeVirtVM) -> LauncherPodEvidence:
     pod = vm.launcher_pod_object()
     containers = pod.spec.containers
     compute = next((c for c in containers if c.name == "compute"), None)
-    return Evidence(
-        "launcher-pod",
-        {
-            "pod": pod.metadata.name,
-            "containers": {c.name: c.image for c in containers},
-            "compute_ports": sorted((p.container_port, p.protocol or "TCP") for p in (compute.ports or []))
-            if compute
-            else None,
-        },
+    images = {c.name: c.image for c in containers}
+    return LauncherPodEvidence(
+        pod=pod.metadata.name,
+        containers=images,
+        sidecar_images=sorted(set(images.values()) - {images.get("compute")}),
+        compute_ports=sorted((p.container_port, p.protocol or "TCP") for p in (compute.ports or []))
+        if compute
+        else None,
     )
 
 
-def qemu_command_line(vm: KubeVirtVM) -> Evidence:
+def qemu_command_line(vm: KubeVirtVM) -> QemuCommandLineEvidence:
     """The QEMU process in the compute container, found by its ``-netdev user``."""
     script = (
         "for d in /proc/[0-9]*; do if tr '\\0' '\\n' < $d/cmdline 2>/dev/null | grep -qx -- '-netdev'; then "
         "tr '\\0' '\\n' < $d/cmdline; exit 0; fi; done; exit 1"
     )
     rc, out = vm.exec_in_launcher(["sh", "-c", script])
-    return Evidence("qemu-command-line", {"rc": rc, "argv": out.splitlines()})
+    return QemuCommandLineEvidence(rc=rc, argv=out.splitlines())
 
 
-def vmi_conditions(vm: KubeVirtVM) -> Evidence:
+def vmi_conditions(vm: KubeVirtVM) -> VmiConditionsEvidence:
     vmi = vm.vmi_object()
-    return Evidence(
-        "vmi-conditions",
-        {
+    return VmiConditionsEvidence(
+        conditions={
             c["type"]: {k: c.get(k) for k in ("status", "reason", "message")}
             for c in vmi.get("status", {}).get("conditions") or []
-        },
+        }
     )
 
 
-def unregistered_binding(vm: KubeVirtVM, binding: str) -> Evidence:
+def unregistered_binding(vm: KubeVirtVM, binding: str) -> UnregisteredBindingEvidence:
     """Create a VM whose interface names an unregistered binding; record why KubeVirt failed it
     (refused at admission, or the controller's FailedCreate event / VMI Synchronized=False
-    message), then delete it and wait until it is gone."""
+    message) and which binding that reason names, then delete it and wait until it is gone."""
     name = f"vm-unregistered-{secrets.token_hex(2)}"
-    ev = Evidence("unregistered-binding", {"vm": name, "binding": binding})
+    message, where = _why_refused(vm, name, binding)
+    found = BINDING_NOT_FOUND.search(message or "")
+    return UnregisteredBindingEvidence(
+        vm=name, binding=binding, message=message, binding_in_reason=found.group(1) if found else None, where=where
+    )
+
+
+def _why_refused(vm: KubeVirtVM, name: str, binding: str) -> tuple[str | None, str | None]:
+    """(message, where) of KubeVirt's refusal of VM ``name``; where is None when none came in time."""
     try:
         vm.create_vm(name, binding=binding)
     except client.ApiException as e:  # refused at admission is a refusal too
-        ev["message"], ev["where"] = e.body, "admission"
-        return ev
+        return e.body, "admission"
 
     def reason() -> str | None:
         for message in vm.event_messages(name, "FailedCreate"):
@@ -151,29 +204,24 @@ def unregistered_binding(vm: KubeVirtVM, binding: str) -> Evidence:
         )
 
     try:
-        ev["message"] = waits.wait_for(
-            f"KubeVirt to report why VM {name} cannot start", reason, waits.timeout("vmi-running")
-        )
-        ev["where"] = "controller"
+        why = waits.wait_for(f"KubeVirt to report why VM {name} cannot start", reason, waits.timeout("vmi-running"))
+        return why, "controller"
     except waits.WaitTimeout as e:
-        ev["message"] = str(e)
+        return str(e), None
     finally:
         vm.delete_vm(name)
-    return ev
 
 
-def feature_gate_off(vm: KubeVirtVM) -> Evidence:
+def feature_gate_off(vm: KubeVirtVM) -> FeatureGateOffEvidence:
     """With NetworkBindingPlugins removed, try to create a VM using a binding plugin; record
     whether admission let it in (then delete it) and its message."""
     name = f"vm-gate-off-{secrets.token_hex(2)}"
-    ev = Evidence("feature-gate-off", {"vm": name})
     with vm.feature_gate_off() as propagation:
-        ev["propagation"] = propagation
         try:
             vm.create_vm(name)
-            ev["admitted"] = True
         except client.ApiException as e:
-            ev["admitted"], ev["status"], ev["message"] = False, e.status, e.body
-    if ev["admitted"]:
-        vm.delete_vm(name)
-    return ev
+            return FeatureGateOffEvidence(
+                vm=name, propagation=propagation, admitted=False, status=e.status, message=e.body
+            )
+    vm.delete_vm(name)
+    return FeatureGateOffEvidence(vm=name, propagation=propagation, admitted=True)
