@@ -5,6 +5,7 @@ every flavour of the image), the busybox reference profile OpenBSD netcat."""
 from __future__ import annotations
 
 import shlex
+from typing import ClassVar
 
 import pytest
 
@@ -81,7 +82,7 @@ def test_listed_port_service_dies_by_its_own_pid(profile, shell):
 class _ResolvedShell(LocalShell):
     """A guest running systemd-resolved: /etc/resolv.conf lists only the stub."""
 
-    FILES = {
+    FILES: ClassVar[dict[str, str]] = {
         "/etc/resolv.conf": "nameserver 127.0.0.53\noptions edns0 trust-ad\nsearch ns.svc.cluster.local\n",
         "/run/systemd/resolve/resolv.conf": "nameserver 10.0.2.3\nsearch ns.svc.cluster.local\n",
     }

@@ -6,6 +6,7 @@ from __future__ import annotations
 import socket
 import subprocess
 import threading
+from pathlib import Path
 
 import paramiko
 import pytest
@@ -78,7 +79,7 @@ def fedora_like_ssh():
 
 def test_stderr_noise_does_not_reach_the_parsed_output(fedora_like_ssh):
     r = fedora_like_ssh.run("cat /proc/sys/kernel/hostname")
-    assert r.ok and r.output == open("/proc/sys/kernel/hostname").read(), r
+    assert r.ok and r.output == Path("/proc/sys/kernel/hostname").read_text(), r
     assert r.stderr == BIND_WARNING
 
 

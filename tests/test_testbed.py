@@ -619,7 +619,7 @@ def test_kubectl_port_forward_and_ssh_into_the_guest_and_the_peers_from_it(agent
 
     from slirp_conformance.kubevirt import pod_streams
 
-    kubeconfig, vmi, pod, key = agent_vm
+    kubeconfig, _, pod, key = agent_vm
     name = pod["metadata"]["name"]
     assert _kubectl_port_forward_banner(kubeconfig, name, 22).startswith(b"SSH-2.0"), "no SSH banner on port 22"
     assert not _kubectl_port_forward_banner(kubeconfig, name, 2222).startswith(b"SSH-2.0"), (
@@ -684,7 +684,7 @@ def test_kubectl_port_forward_and_ssh_into_the_guest_and_the_peers_from_it(agent
 
 
 def test_vmi_deletion_completes_and_stops_its_vm(agent_vm, testbed):
-    kubeconfig, vmi, pod, _ = agent_vm
+    kubeconfig, vmi, _, _ = agent_vm
     _, record, _ = testbed
     name = vmi["metadata"]["name"]
     link = node_layout.console_socket(Path(record.state_dir), AGENT_NAMESPACE, name)

@@ -85,7 +85,7 @@ class KubeVirtCrEvidence(Evidence):
 class LauncherPodEvidence(Evidence):
     check: ClassVar[str] = "launcher-pod"
     pod: str
-    containers: dict[str, str]  # container name -> image
+    containers: dict[str, str | None]  # container name -> image
     sidecar_images: list[str]  # the images of the containers but compute's
     compute_ports: list[tuple[int, str]] | None  # (containerPort, protocol) of the compute container
 
@@ -135,13 +135,13 @@ def kubevirt_cr(vm: KubeVirtVM) -> KubeVirtCrEvidence:
 
 def launcher_pod(vm: KubeVirtVM) -> LauncherPodEvidence:
     pod = vm.launcher_pod_object()
-    containers = pod.spec.containers
+    containers = pod.spec.containers if pod.spec else []
     compute = next((c for c in containers if c.name == "compute"), None)
     images = {c.name: c.image for c in containers}
     return LauncherPodEvidence(
-        pod=pod.metadata.name,
+        pod=pod.metadata.name if pod.metadata and pod.metadata.name else "",
         containers=images,
-        sidecar_images=sorted(set(images.values()) - {images.get("compute")}),
+        sidecar_images=sorted({i for i in images.values() if i} - {images.get("compute")}),
         compute_ports=sorted((p.container_port, p.protocol or "TCP") for p in (compute.ports or []))
         if compute
         else None,

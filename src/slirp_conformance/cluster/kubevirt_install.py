@@ -106,7 +106,7 @@ def wait_available(api: Any, ref: kubevirt_cr.KubeVirtRef) -> dict:
     """Wait (bounded by "kubevirt-available") for the CR's Available condition; logs each new state."""
     from kubernetes.client import ApiException
 
-    seen = {"last": None}
+    seen: dict[str, str | None] = {"last": None}
 
     def probe() -> dict:
         obj = kubevirt_cr.get_kubevirt(api, ref)

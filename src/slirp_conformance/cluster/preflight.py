@@ -22,6 +22,7 @@ import logging
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 from slirp_conformance import redaction
 from slirp_conformance.cluster import runner
@@ -264,8 +265,9 @@ def check_cluster_reachable(kubeconfig: str | Path | None, *, context: str | Non
     timeout = runner.budget("api-probe")
     with client.ApiClient(configuration) as api_client:
         try:
-            # Raw JSON: the generated VersionInfo model rejects servers that omit optional fields.
-            response = client.VersionApi(api_client).get_code(
+            # Raw JSON: the generated VersionInfo model rejects servers that omit optional fields. With
+            # _preload_content=False the client returns the urllib3 response, not what get_code declares.
+            response: Any = client.VersionApi(api_client).get_code(
                 _preload_content=False, _request_timeout=(timeout, timeout)
             )
             info = json.loads(response.data)

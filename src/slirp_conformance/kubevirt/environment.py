@@ -153,6 +153,8 @@ class KubeVirtEnvironment:
                     install=self.opts.target == "kind" or self.opts.install_kubevirt,
                 )
             )
+        if installation.version is None:  # entering found one or installed one, else raised
+            raise RuntimeError("KubeVirtInstallation entered without a version")
         self._version = versions.parse_kubevirt_version(installation.version)
         image = self.opts.sidecar_image or versions.slirp_sidecar_image(self._version)
         self._registration = self._stack.enter_context(

@@ -25,7 +25,7 @@ from slirp_conformance import progress, redaction, waits
 from slirp_conformance.cluster import kubevirt_config, versions
 from slirp_conformance.console import Credentials
 from slirp_conformance.errors import SetupError
-from slirp_conformance.guest_profiles import FEDORA, PROFILES, profile_for_os_release
+from slirp_conformance.guest_profiles import FEDORA, PROFILES, GuestProfile, profile_for_os_release
 from slirp_conformance.kubevirt import launcher_dns, pod_streams
 from slirp_conformance.kubevirt import peers as peer_pods
 from slirp_conformance.kubevirt.console_websocket import ConsoleBridge
@@ -107,7 +107,7 @@ class KubeVirtTarget(Target):
             namespace=ns.name,
             image=self.opts.vm_image or f"quay.io/kubevirt/fedora-with-test-tooling-container-disk:{env.version}",
             authorized_key=self._key.public_openssh,
-            password=self.profile.credentials.password,
+            password=self._credentials.password,
         )
         if env.registration.propagation_verified:
             ns.create_vm(manifest)
@@ -147,13 +147,15 @@ class KubeVirtTarget(Target):
             f"{self.namespace_name}/{self.spec.name} console",
         )
 
-    def _on_login(self) -> None:
-        if self.opts.guest_profile == "auto":
-            os_release = self.console().run("cat /etc/os-release").output
-            found = profile_for_os_release(os_release)
-            if found is None:
-                raise SetupError(f"unknown guest OS ({os_release.splitlines()[:2]}): pass --guest-profile")
-            self.profile = replace(found, credentials=self._credentials, ssh_user="fedora")
+    def _recognise_guest(self) -> GuestProfile:
+        """--guest-profile auto: the profile of the guest's /etc/os-release, logged in as before."""
+        if self.opts.guest_profile != "auto":
+            return self.profile
+        os_release = self.console().run("cat /etc/os-release").output
+        found = profile_for_os_release(os_release)
+        if found is None:
+            raise SetupError(f"unknown guest OS ({os_release.splitlines()[:2]}): pass --guest-profile")
+        return replace(found, credentials=self._credentials, ssh_user="fedora")
 
     # -- Target API -------------------------------------------------------------------------------
     def port_forward(self, port: int, timeout: float = 5) -> socket.socket:
@@ -161,7 +163,9 @@ class KubeVirtTarget(Target):
 
     def dial_guest_port(self, port: int, timeout: float = 5) -> socket.socket:
         env = self._environment()
-        pod_ip = env.core.read_namespaced_pod(self._launcher(), self.namespace_name).status.pod_ip
+        pod_ip = pod_streams.pod_ip(env.core.read_namespaced_pod(self._launcher(), self.namespace_name))
+        if pod_ip is None:
+            raise ConnectionError(f"launcher pod {self.namespace_name}/{self.launcher_pod} has no IP")
         return pod_streams.dial_from_pod(env.new_api_client, self.namespace_name, peer_pods.CLIENT_POD, pod_ip, port)
 
     def ping_peer_directly(self) -> dict:
@@ -271,7 +275,7 @@ class KubeVirtTarget(Target):
                 into.joinpath(name).write_text(f"# not collected: {type(e).__name__}: {e}\n")
         if self.launcher_pod:
             try:
-                containers = [c.name for c in self.launcher_pod_object().spec.containers]
+                containers = pod_streams.container_names(self.launcher_pod_object())
             except client.ApiException:
                 containers = ["compute"]
             for container in containers:

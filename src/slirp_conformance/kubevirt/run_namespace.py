@@ -92,14 +92,17 @@ class RunNamespace:
         pods = self.core.list_namespaced_pod(self.name, label_selector=created_by)
         if not pods.items:
             raise SetupError(f"no virt-launcher pod for VMI {vmi['metadata']['name']} (label kubevirt.io/created-by)")
-        return str(pods.items[0].metadata.name)
+        metadata = pods.items[0].metadata
+        if metadata is None or not metadata.name:
+            raise SetupError(f"the virt-launcher pod of VMI {vmi['metadata']['name']} has no name")
+        return metadata.name
 
     def event_messages(self, involved: str, reason: str) -> list[str]:
         """Messages of the namespace's events about ``involved`` with ``reason`` (e.g. FailedCreate)."""
         return [
             e.message
             for e in self.core.list_namespaced_event(self.name).items
-            if e.involved_object.name == involved and e.reason == reason
+            if e.involved_object.name == involved and e.reason == reason and e.message
         ]
 
     # -- artifacts ----------------------------------------------------------------------------------

@@ -114,11 +114,11 @@ def build(kubevirt_version: str) -> gobuild.Built:
     return outcome
 
 
-def prepare(mode: str, kubevirt_version: str) -> None:
+def prepare(mode: str, kubevirt_version: str | None) -> None:
     """Build before the run (the plugin calls this with output capture off, so a cold build's
     progress line shows); a build that fails stops the run here, in one line."""
     if mode == "go":
-        build(kubevirt_version)
+        build(kubevirt_version or default_version())
 
 
 def vmi_json(spec: VMSpec) -> dict:
