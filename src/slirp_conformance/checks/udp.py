@@ -14,11 +14,6 @@ from slirp_conformance.target import Endpoint
 
 
 @dataclass
-class UdpEchoEvidence(EchoEvidence):
-    check: ClassVar[str] = "udp-echo"
-
-
-@dataclass
 class DnsEvidence(Evidence):
     check: ClassVar[str] = "dns"
     name: str
@@ -26,6 +21,13 @@ class DnsEvidence(Evidence):
     answers: list[str]  # the A records the guest got
     rc: int
     output: str
+
+
+@dataclass
+class UdpEchoEvidence(EchoEvidence):
+    """The TCP echo's facts, over UDP."""
+
+    check: ClassVar[str] = "udp-echo"
 
 
 def echo(shell: GuestShell, profile: GuestProfile, peer: Endpoint) -> UdpEchoEvidence:
