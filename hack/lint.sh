@@ -1,10 +1,21 @@
 #!/usr/bin/env bash
-# Static checks of what no test executes: the nightly workflow (actionlint, which also checks
-# its run: blocks with shellcheck) and the hack/ and .ci/ scripts (shellcheck). Installs both:
-# Debian's shellcheck, and actionlint as a Go module built once into the project's cache.
+# Static checks: the Python (ruff's lint and format check, mypy over the package, fixtures/ and
+# suites/; their pins and configuration are in pyproject.toml, installed by hack/setup.sh), the
+# shell scripts (hack/, .ci/ and the reference guests' scripts: shellcheck) and the nightly
+# workflow (actionlint, which also checks its run: blocks with shellcheck). Installs what it runs:
+# the venv (hack/setup.sh), Debian's shellcheck, and actionlint as a Go module built once into the
+# project's cache.
 # shellcheck source=hack/lib.sh
 . "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 cd "$REPO" || exit
+hack/setup.sh
+
+echo "lint: ruff check"
+"$PYTHON" -m ruff check .
+echo "lint: ruff format --check"
+"$PYTHON" -m ruff format --check .
+echo "lint: mypy (src/, fixtures/, suites/)"
+"$PYTHON" -m mypy
 
 ACTIONLINT_VERSION=v1.7.12
 cache=${SLIRP_CONFORMANCE_CACHE:-${XDG_CACHE_HOME:-$HOME/.cache}/slirp-conformance}
@@ -34,6 +45,10 @@ fi
 mapfile -t scripts < <(git ls-files 'hack/*.sh' '.ci/run')
 echo "lint: shellcheck ${#scripts[@]} scripts"
 shellcheck -x "${scripts[@]}"
+# The guests' own scripts (busybox sh in the reference guest, busybox ash in the Fedora-like initramfs).
+mapfile -t guest < <(git ls-files 'src/slirp_conformance/reference/*.sh' 'src/slirp_conformance/reference/*.script')
+echo "lint: shellcheck ${#guest[@]} guest scripts"
+shellcheck "${guest[@]}"
 echo "lint: actionlint .github/workflows/"
 "$bin/actionlint" -shellcheck "$(command -v shellcheck)" .github/workflows/*.yml
 echo "lint: clean"

@@ -3,79 +3,58 @@
 import pytest
 
 from slirp_conformance.checks import dhcp
+from slirp_conformance.checks.dhcp import DhcpEvidence
+from slirp_conformance.console import GuestShell
+from slirp_conformance.evidence import Record, contains, expect
+from slirp_conformance.guest_profiles import GuestProfile
+from slirp_conformance.target import Contract
 
 pytestmark = [pytest.mark.slirp, pytest.mark.dhcp]
 
 
 @pytest.fixture(scope="module")
-def dhcp_facts(shell, profile):
+def dhcp_facts(shell: GuestShell, profile: GuestProfile) -> DhcpEvidence:
     """Read once per channel: the lease does not change within a run."""
     return dhcp.observe(shell, profile)
 
 
 @pytest.fixture
-def observed(dhcp_facts, record):
+def observed(dhcp_facts: DhcpEvidence, record: Record) -> DhcpEvidence:
     return record(dhcp_facts)
 
 
-def test_address_came_from_slirp_dhcp(observed, contract):
-    lease = observed["lease"]
-    assert lease is not None, observed.explain("a DHCP lease recorded by the guest", "a lease", None)
-    assert lease["server_id"] == contract.gateway, observed.explain("DHCP server", contract.gateway, lease["server_id"])
-    assert lease["address"] == contract.guest_ip, observed.explain(
-        "leased address", contract.guest_ip, lease["address"]
-    )
+def test_address_came_from_slirp_dhcp(observed: DhcpEvidence, contract: Contract) -> None:
+    expect(observed, "lease.server_id", contract.gateway)
+    expect(observed, "lease.address", contract.guest_ip)
 
 
-def test_interface_has_exactly_the_leased_address(observed, contract):
-    expected = [f"{contract.guest_ip}/{contract.prefix}"]
-    assert observed["addresses"] == expected, observed.explain(
-        "IPv4 addresses on the interface", expected, observed["addresses"]
-    )
+def test_interface_has_exactly_the_leased_address(observed: DhcpEvidence, contract: Contract) -> None:
+    expect(observed, "addresses", [f"{contract.guest_ip}/{contract.prefix}"])
 
 
-def test_default_route_via_slirp_gateway(observed, contract):
-    lease = observed["lease"] or {}
-    assert lease.get("router") == contract.gateway, observed.explain(
-        "DHCP router", contract.gateway, lease.get("router")
-    )
-    assert observed["default_routes"] == [contract.gateway], observed.explain(
-        "default routes", [contract.gateway], observed["default_routes"]
-    )
+def test_default_route_via_slirp_gateway(observed: DhcpEvidence, contract: Contract) -> None:
+    expect(observed, "lease.router", contract.gateway)
+    expect(observed, "default_routes", [contract.gateway])
 
 
-def test_nameserver_is_slirp_dns(observed, contract):
-    lease = observed["lease"] or {}
-    assert lease.get("dns") == [contract.nameserver], observed.explain(
-        "DHCP DNS servers", [contract.nameserver], lease.get("dns")
-    )
-    assert contract.nameserver in observed["resolv_nameservers"], observed.explain(
-        "resolv.conf nameservers", contract.nameserver, observed["resolv_nameservers"]
-    )
+def test_nameserver_is_slirp_dns(observed: DhcpEvidence, contract: Contract) -> None:
+    expect(observed, "lease.dns", [contract.nameserver])
+    expect(observed, "resolv_nameservers", contains(contract.nameserver))
 
 
-def test_search_list_passed_through(observed, contract):
-    lease = observed["lease"] or {}
-    expected = list(contract.search_domains)
-    assert lease.get("search") == expected, observed.explain(
-        "DHCP domain search (option 119)", expected, lease.get("search")
-    )
+def test_search_list_passed_through(observed: DhcpEvidence, contract: Contract) -> None:
+    expect(observed, "lease.search", list(contract.search_domains))
 
 
-def test_lease_time(observed, contract):
-    lease = observed["lease"] or {}
-    assert lease.get("lease_seconds") == contract.lease_seconds, observed.explain(
-        "lease time (s)", contract.lease_seconds, lease.get("lease_seconds")
-    )
+def test_lease_time(observed: DhcpEvidence, contract: Contract) -> None:
+    expect(observed, "lease.lease_seconds", contract.lease_seconds)
 
 
-def test_mac_address_from_spec(observed, contract):
+def test_mac_address_from_spec(observed: DhcpEvidence, contract: Contract) -> None:
     if contract.mac is None:
         pytest.skip("the VM spec sets no MAC")
-    assert observed["mac"] == contract.mac, observed.explain("interface MAC", contract.mac, observed["mac"])
+    expect(observed, "mac", contract.mac)
 
 
-def test_nic_model(observed, contract):
-    assert observed["nic_driver"] == contract.nic_model, observed.explain(
-        "NIC driver", contract.nic_model, observed["nic_driver"]
-    )
+def test_nic_model(observed: DhcpEvidence, contract: Contract) -> None:
+    expect(observed, "nic_driver", contract.nic_model)

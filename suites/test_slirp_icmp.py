@@ -8,48 +8,57 @@ that NIC, with no local error. The pod's ping_group_range and QEMU's uid/gid dec
 outcome and are recorded with the result.
 """
 
+from typing import Any
+
 import pytest
 
 from slirp_conformance.checks import icmp
-from slirp_conformance.evidence import Evidence, VoidCheck
+from slirp_conformance.checks.icmp import IcmpEvidence
+from slirp_conformance.console import GuestShell
+from slirp_conformance.evidence import Record, VoidCheck, expect
+from slirp_conformance.guest_profiles import GuestProfile
+from slirp_conformance.target import Contract, Peers, Target
 
 pytestmark = [pytest.mark.slirp, pytest.mark.icmp]
 
 
 @pytest.fixture(scope="session")
-def peer_answers_icmp(slirp_target):
+def peer_answers_icmp(slirp_target: Target) -> dict[str, Any]:
     direct = slirp_target.ping_peer_directly()
     if not direct["ok"]:
         raise VoidCheck(
-            Evidence("icmp", {"peer_direct_ping": direct}),
+            IcmpEvidence(peer_direct_ping=direct),
             [f"{slirp_target.peers.icmp_host} does not answer ICMP even when pinged directly from the pod"],
         )
     return direct
 
 
 @pytest.fixture
-def icmp_probe(shell, profile, peers, contract, slirp_target, peer_answers_icmp, record):
+def icmp_probe(
+    shell: GuestShell,
+    profile: GuestProfile,
+    peers: Peers,
+    contract: Contract,
+    slirp_target: Target,
+    peer_answers_icmp: dict[str, Any],
+    record: Record,
+) -> IcmpEvidence:
     """The guest's pings, with the proof that they went out; void when that proof is missing."""
     ev = record(icmp.observe(shell, profile, peers.icmp_host, contract.gateway))
-    ev["peer_direct_ping"] = peer_answers_icmp
-    ev["pod"] = slirp_target.icmp_evidence()
-    problems = icmp.premise_problems(ev["to_peer"], profile.interface)
-    if ev["to_gateway"]["replies"] < 1:
+    ev.peer_direct_ping = peer_answers_icmp
+    ev.pod = slirp_target.icmp_evidence()
+    problems = icmp.premise_problems(ev.to_peer, profile.interface)
+    if ev.to_gateway is None or ev.to_gateway.replies < 1:
         problems.append(
             f"slirp's own gateway {contract.gateway} did not answer the guest's ping "
-            f"(the guest's ping must work at all): {ev['to_gateway']['output'][-200:]!r}"
+            f"(the guest's ping must work at all): {ev.to_gateway.output[-200:] if ev.to_gateway else None!r}"
         )
-    ev["premise"] = "proven" if not problems else problems
+    ev.premise = problems if problems else "proven"
     if problems:
         raise VoidCheck(ev, problems)
     return ev
 
 
-def test_icmp_echo_to_peer_gets_no_reply(icmp_probe, peers):
-    ev = icmp_probe
-    assert ev["to_peer"]["replies"] == 0, ev.explain(
-        f"replies from {peers.icmp_host} through slirp to {ev['to_peer']['echo_requests_out']} echo requests "
-        "that left the guest (ICMP must fail)",
-        0,
-        ev["to_peer"]["replies"],
-    )
+def test_icmp_echo_to_peer_gets_no_reply(icmp_probe: IcmpEvidence) -> None:
+    """No reply through slirp to echo requests that demonstrably left the guest (ICMP must fail)."""
+    expect(icmp_probe, "to_peer.replies", 0)

@@ -4,80 +4,58 @@ QEMU gets slirp exactly as the sidecar renders it, and what KubeVirt must refuse
 import pytest
 
 from slirp_conformance.checks import kubevirt
+from slirp_conformance.checks.kubevirt import KubeVirtVM
 from slirp_conformance.cluster import versions
+from slirp_conformance.evidence import Record, contains, contains_run, expect
 from slirp_conformance.vmspec import slirp_qemu_args
 
 pytestmark = [pytest.mark.slirp, pytest.mark.kubevirt]
 
 
-def test_feature_gate_present_where_needed(slirp_target, record):
-    ev = record(kubevirt.kubevirt_cr(slirp_target))
-    if versions.needs_feature_gate(slirp_target.version):
-        assert versions.FEATURE_GATE in ev["feature_gates"], ev.explain(
-            f"{versions.FEATURE_GATE} in featureGates below v1.5", versions.FEATURE_GATE, ev["feature_gates"]
-        )
-    else:
-        pytest.skip(f"{slirp_target.version}: the binding plugins feature is GA, no gate needed")
+def test_feature_gate_present_where_needed(kubevirt_vm: KubeVirtVM, record: Record) -> None:
+    ev = record(kubevirt.kubevirt_cr(kubevirt_vm))
+    if not versions.needs_feature_gate(kubevirt_vm.version):
+        pytest.skip(f"{kubevirt_vm.version}: the binding plugins feature is GA, no gate needed")
+    expect(ev, "feature_gates", contains(versions.FEATURE_GATE))
 
 
-def test_binding_registered_with_the_sidecar_image(slirp_target, record):
-    ev = record(kubevirt.kubevirt_cr(slirp_target))
-    expected = {"sidecarImage": slirp_target.sidecar_image}
-    assert ev["binding"] == expected, ev.explain("spec.configuration.network.binding.slirp", expected, ev["binding"])
+def test_binding_registered_with_the_sidecar_image(kubevirt_vm: KubeVirtVM, record: Record) -> None:
+    ev = record(kubevirt.kubevirt_cr(kubevirt_vm))
+    expect(ev, "binding", {"sidecarImage": kubevirt_vm.sidecar_image})
 
 
-def test_launcher_pod_runs_the_sidecar(slirp_target, record):
-    ev = record(kubevirt.launcher_pod(slirp_target))
-    images = set(ev["containers"].values()) - {ev["containers"].get("compute")}
-    assert slirp_target.sidecar_image in images, ev.explain(
-        "a sidecar container with the plugin image", slirp_target.sidecar_image, ev["containers"]
-    )
+def test_launcher_pod_runs_the_sidecar(kubevirt_vm: KubeVirtVM, record: Record) -> None:
+    ev = record(kubevirt.launcher_pod(kubevirt_vm))
+    expect(ev, "sidecar_images", contains(kubevirt_vm.sidecar_image))
 
 
-def test_compute_container_declares_the_listed_ports(slirp_target, record):
-    ev = record(kubevirt.launcher_pod(slirp_target))
-    expected = sorted((p.port, p.protocol) for p in slirp_target.spec.interface.ports)
-    assert ev["compute_ports"] == [list(p) for p in expected] or ev["compute_ports"] == expected, ev.explain(
-        "compute container ports", expected, ev["compute_ports"]
-    )
+def test_compute_container_declares_the_listed_ports(kubevirt_vm: KubeVirtVM, record: Record) -> None:
+    ev = record(kubevirt.launcher_pod(kubevirt_vm))
+    expect(ev, "compute_ports", sorted((p.port, p.protocol) for p in kubevirt_vm.spec.interface.ports))
 
 
-def test_qemu_command_line_carries_slirp_as_the_sidecar_renders_it(slirp_target, record):
-    ev = record(kubevirt.qemu_command_line(slirp_target))
-    expected = slirp_qemu_args(slirp_target.spec, slirp_target.contract.search_domains)
-    argv = ev["argv"]
-    found = any(argv[i : i + 4] == expected for i in range(len(argv)))
-    assert found, ev.explain(
-        "QEMU arguments -netdev user,... -device {e1000...}",
-        expected,
-        [a for a in argv if "user," in a or "driver" in a],
-    )
+def test_qemu_command_line_carries_slirp_as_the_sidecar_renders_it(kubevirt_vm: KubeVirtVM, record: Record) -> None:
+    ev = record(kubevirt.qemu_command_line(kubevirt_vm))
+    expect(ev, "argv", contains_run(slirp_qemu_args(kubevirt_vm.spec, kubevirt_vm.contract.search_domains)))
 
 
-def test_vmi_is_not_live_migratable(slirp_target, record):
+def test_vmi_is_not_live_migratable(kubevirt_vm: KubeVirtVM, record: Record) -> None:
     """KubeVirt's reason for a slirp interface (api core/v1 types.go, InterfaceNotLiveMigratable): any other
     reason means the VMI is not migratable for something else, which says nothing about slirp."""
-    ev = record(kubevirt.vmi_conditions(slirp_target))
-    found = ev.get("LiveMigratable") or {}
-    expected = {"status": "False", "reason": "InterfaceNotLiveMigratable"}
-    assert {k: found.get(k) for k in expected} == expected, ev.explain("LiveMigratable condition", expected, found)
+    ev = record(kubevirt.vmi_conditions(kubevirt_vm))
+    expect(ev, "conditions.LiveMigratable.status", "False")
+    expect(ev, "conditions.LiveMigratable.reason", "InterfaceNotLiveMigratable")
 
 
-def test_unregistered_binding_fails_with_the_controllers_reason(slirp_target, record):
-    ev = record(slirp_target.try_unregistered_binding("slirp-unregistered"))
-    match = kubevirt.BINDING_NOT_FOUND.search(ev.get("message") or "")
-    assert match and match.group(1) == "slirp-unregistered", ev.explain(
-        "the controller's reason",
-        "couldn't find configuration for network binding: slirp-unregistered",
-        ev.get("message"),
-    )
+def test_unregistered_binding_fails_with_the_controllers_reason(kubevirt_vm: KubeVirtVM, record: Record) -> None:
+    """KubeVirt's reason: "couldn't find configuration for network binding: <name>" (netbinding.go)."""
+    ev = record(kubevirt.unregistered_binding(kubevirt_vm, "slirp-unregistered"))
+    expect(ev, "binding_in_reason", "slirp-unregistered")
 
 
-def test_binding_plugin_refused_while_the_feature_gate_is_off(slirp_target, record):
-    if not versions.needs_feature_gate(slirp_target.version):
-        pytest.skip(f"{slirp_target.version}: binding plugins are GA, there is no gate to turn off")
-    ev = record(slirp_target.try_with_feature_gate_off())
-    assert not ev["admitted"], ev.explain("the VM refused at admission", "refused", "admitted")
-    assert "Binding plugins feature gate is not enabled" in (ev.get("message") or ""), ev.explain(
-        "admission message", "Binding plugins feature gate is not enabled", ev.get("message")
-    )
+def test_binding_plugin_refused_while_the_feature_gate_is_off(kubevirt_vm: KubeVirtVM, record: Record) -> None:
+    if not versions.needs_feature_gate(kubevirt_vm.version):
+        pytest.skip(f"{kubevirt_vm.version}: binding plugins are GA, there is no gate to turn off")
+    ev = record(kubevirt.feature_gate_off(kubevirt_vm))
+    expect(ev, "admitted", False)
+    expect(ev, "message", contains("Binding plugins feature gate is not enabled"))

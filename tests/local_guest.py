@@ -11,6 +11,7 @@ import subprocess
 import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
+from typing import ClassVar
 
 from dnslib import QTYPE, RR, A, DNSRecord
 
@@ -40,7 +41,7 @@ class _UdpEcho(socketserver.BaseRequestHandler):
 
 
 class _Dns(socketserver.BaseRequestHandler):
-    records: dict[str, str] = {}
+    records: ClassVar[dict[str, str]] = {}
 
     def handle(self) -> None:
         data, sock = self.request

@@ -7,7 +7,10 @@ from __future__ import annotations
 import shutil
 from pathlib import Path
 
-_RECORD = 'printf "%s" "$(basename "$0")" >> "$FAKE_LOG"; for a in "$@"; do printf " %s" "$(shell_quote "$a")" >> "$FAKE_LOG"; done; echo >> "$FAKE_LOG"\n'
+_RECORD = """printf "%s" "$(basename "$0")" >> "$FAKE_LOG"
+for a in "$@"; do printf " %s" "$(shell_quote "$a")" >> "$FAKE_LOG"; done
+echo >> "$FAKE_LOG"
+"""
 PRELUDE = (
     """#!/bin/sh
 shell_quote() { printf "'%s'" "$(printf '%s' "$1" | sed "s/'/'\\\\\\\\''/g")"; }
@@ -20,11 +23,13 @@ FAKES = {
 case "$1" in
   info) [ -n "$FAKE_DOCKER_HANG" ] && sleep 60
         if [ -n "$FAKE_DOCKER_DOWN" ]; then
-          echo "Cannot connect to the Docker daemon at unix:///var/run/docker.sock. Is the docker daemon running?" >&2; exit 1
+          echo "Cannot connect to the Docker daemon at unix:///var/run/docker.sock." \\
+            "Is the docker daemon running?" >&2; exit 1
         fi
         echo '"27.3.1"' ;;
   inspect) echo "${FAKE_NODE_IMAGE:-kindest/node:v1.27.1@sha256:0123}" ;;
-  exec) printf 'version = 3\\n[plugins."io.containerd.cri.v1.runtime"]\\n  enable_unprivileged_icmp = false\\n  enable_unprivileged_ports = false\\n' ;;
+  exec) printf '%s\\n' 'version = 3' '[plugins."io.containerd.cri.v1.runtime"]' \\
+          '  enable_unprivileged_icmp = false' '  enable_unprivileged_ports = false' ;;
   *) echo "fake docker: unexpected $*" >&2; exit 2 ;;
 esac
 """,
@@ -33,13 +38,19 @@ state="$FAKE_STATE/kind-clusters"; touch "$state"
 case "$1 $2" in
   "version "*) echo "kind ${FAKE_KIND_VERSION:-v0.19.0} go1.20.4 linux/amd64" ;;
   "get clusters") if [ -s "$state" ]; then cat "$state"; else echo "No kind clusters found." >&2; fi ;;
-  "create cluster") [ -n "$FAKE_KIND_CREATE_FAILS" ] && { echo "ERROR: failed to create cluster: timed out waiting" >&2; exit 1; }
+  "create cluster")
+        if [ -n "$FAKE_KIND_CREATE_FAILS" ]; then
+          echo "ERROR: failed to create cluster: timed out waiting" >&2; exit 1
+        fi
         name=""; kc=""
         while [ $# -gt 0 ]; do case "$1" in --name) name="$2"; shift;; --kubeconfig) kc="$2"; shift;; esac; shift; done
-        echo "$name" >> "$state"; printf 'apiVersion: v1\\nkind: Config\\nusers:\\n- name: u\\n  user:\\n    token: SECRET-TOKEN\\n' > "$kc" ;;
+        echo "$name" >> "$state"
+        printf '%s\\n' 'apiVersion: v1' 'kind: Config' 'users:' '- name: u' \\
+          '  user:' '    token: SECRET-TOKEN' > "$kc" ;;
   "export kubeconfig") kc=""
         while [ $# -gt 0 ]; do case "$1" in --kubeconfig) kc="$2"; shift;; esac; shift; done
-        if [ -n "$FAKE_KIND_KUBECONFIG" ]; then cp "$FAKE_KIND_KUBECONFIG" "$kc"; else printf 'apiVersion: v1\\nkind: Config\\n' > "$kc"; fi
+        if [ -n "$FAKE_KIND_KUBECONFIG" ]; then cp "$FAKE_KIND_KUBECONFIG" "$kc"
+        else printf 'apiVersion: v1\\nkind: Config\\n' > "$kc"; fi
         echo "Set kubectl context" >&2 ;;
   "delete cluster") name=""
         while [ $# -gt 0 ]; do case "$1" in --name) name="$2"; shift;; esac; shift; done

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import copy
 import json
+import re
 from types import SimpleNamespace
 
 import pytest
@@ -175,7 +176,7 @@ BUSY_SPEC = {
 )
 @pytest.mark.parametrize("gate", [True, False], ids=["gate", "no-gate"])
 def test_register_merges_and_restores_exactly(spec, gate):
-    api, custom, core = make_api(spec)
+    api, custom, _ = make_api(spec)
     before = kc.snapshot_spec(api)
 
     with kc.slirp_binding_registered(api, SIDECAR, enable_feature_gate=gate) as reg:
@@ -211,7 +212,7 @@ def test_registration_never_replaces_the_network_object():
 def test_gate_already_present_is_not_added_twice_and_stays_after_restore():
     spec = copy.deepcopy(RELEASE_SPEC)
     spec["configuration"]["developerConfiguration"]["featureGates"] = [kc.FEATURE_GATE]
-    api, custom, _ = make_api(spec)
+    api, _, _ = make_api(spec)
     with kc.slirp_binding_registered(api, SIDECAR, enable_feature_gate=True) as reg:
         assert kc.snapshot_spec(api)["configuration"]["developerConfiguration"]["featureGates"] == [kc.FEATURE_GATE]
         assert not reg.feature_gate_added
@@ -252,9 +253,9 @@ def test_restores_when_the_body_raises(interrupt):
 
 def test_restores_when_propagation_times_out_mid_registration(monkeypatch):
     monkeypatch.setitem(waits.TIMEOUTS, "kubevirt-config-propagated", 0.5)
-    api, custom, core = make_api(RELEASE_SPEC, lag_polls=10_000)  # components never load the new config
+    api, _, _ = make_api(RELEASE_SPEC, lag_polls=10_000)  # components never load the new config
     before = kc.snapshot_spec(api)
-    with pytest.raises(waits.WaitTimeout, match="config|resourceVersion"):
+    with pytest.raises(waits.WaitTimeout, match=r"config|resourceVersion"):
         with kc.slirp_binding_registered(api, SIDECAR, enable_feature_gate=True):
             pytest.fail("the body must not run when propagation failed")
     assert kc.snapshot_spec(api) == before
@@ -284,7 +285,7 @@ def test_restore_reverts_changes_made_by_others_during_the_run():
 
 
 def test_propagation_waits_for_lagging_components():
-    api, _, core = make_api(RELEASE_SPEC, lag_polls=4)
+    api, _, _ = make_api(RELEASE_SPEC, lag_polls=4)
     with kc.slirp_binding_registered(api, SIDECAR, enable_feature_gate=False) as reg:
         assert reg.propagation == "verified"
         assert set(reg.component_versions) == {"virt-api-0", "virt-controller-0", "virt-handler-0"}
@@ -292,7 +293,7 @@ def test_propagation_waits_for_lagging_components():
 
 
 def test_forbidden_proxy_degrades_to_unverified_quickly():
-    api, _, core = make_api(RELEASE_SPEC, proxy_status=403)
+    api, _, _ = make_api(RELEASE_SPEC, proxy_status=403)
     with kc.slirp_binding_registered(api, SIDECAR, enable_feature_gate=False) as reg:
         assert reg.propagation.startswith("unverified"), reg.propagation
         assert not reg.propagation_verified
@@ -339,5 +340,5 @@ def test_retry_while_config_stale_retries_only_the_stale_config_error(monkeypatc
         return answer
 
     assert kc.retry_while_config_stale(create) == "created"
-    with pytest.raises(FakeApiException, match="spec.domain"):
+    with pytest.raises(FakeApiException, match=re.escape("spec.domain")):
         kc.retry_while_config_stale(lambda: (_ for _ in ()).throw(FakeApiException(422, "spec.domain invalid")))

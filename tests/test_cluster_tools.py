@@ -9,6 +9,7 @@ suite makes.
 from __future__ import annotations
 
 import os
+import re
 import shlex
 import threading
 import time
@@ -78,7 +79,7 @@ def test_preflight_without_docker_fails_fast_naming_docker(fake_tools):
 
 def test_preflight_docker_daemon_down_names_the_fix(fake_tools, monkeypatch):
     monkeypatch.setenv("FAKE_DOCKER_DOWN", "1")
-    with pytest.raises(SetupError, match="daemon does not answer.*Cannot connect to the Docker daemon"):
+    with pytest.raises(SetupError, match=r"daemon does not answer.*Cannot connect to the Docker daemon"):
         preflight.preflight("kind", kubevirt_version="v1.1.0")
 
 
@@ -101,7 +102,7 @@ def test_preflight_missing_tool_names_install_tools(fake_tools, missing):
 
 def test_preflight_kind_older_than_pin_fails_newer_warns(fake_tools, monkeypatch):
     monkeypatch.setenv("FAKE_KIND_VERSION", "v0.18.0")
-    with pytest.raises(SetupError, match="older than the pinned v0.19.0"):
+    with pytest.raises(SetupError, match=re.escape("older than the pinned v0.19.0")):
         preflight.preflight("kind", kubevirt_version="v1.1.0")
     monkeypatch.setenv("FAKE_KIND_VERSION", "v0.30.0")
     report = preflight.preflight("kind", kubevirt_version="v1.1.0")
@@ -169,7 +170,7 @@ def test_preflight_unreachable_cluster_fails_fast_without_leaking_the_token(fake
 
 
 def test_preflight_cluster_target_needs_a_readable_kubeconfig(fake_tools, tmp_path, monkeypatch):
-    with pytest.raises(SetupError, match="kubeconfig .*absent does not exist"):
+    with pytest.raises(SetupError, match=r"kubeconfig .*absent does not exist"):
         preflight.preflight("cluster", kubevirt_version=None, kubeconfig=tmp_path / "absent")
     monkeypatch.delenv("KUBECONFIG", raising=False)
     monkeypatch.setenv("HOME", str(tmp_path))

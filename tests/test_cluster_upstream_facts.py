@@ -10,9 +10,9 @@ from types import SimpleNamespace
 
 import pytest
 import yaml
+from kubernetes.client import ApiException
 
 from slirp_conformance.cluster import kind, kubevirt_config, versions
-from slirp_conformance.evidence import Evidence
 from slirp_conformance.kubevirt.vm_manifest import render_vm
 from slirp_conformance.vmspec import conformance_vm
 from suites import test_slirp_kubevirt
@@ -63,23 +63,40 @@ def test_vm_has_the_user_guides_zero_grace_period():
 
 
 class _Unregistered:
-    """A target whose VM with an unregistered binding failed with ``message``."""
+    """A KubeVirt VM stand-in on which a VM naming an unregistered binding fails with ``message``:
+    from the controller (a FailedCreate event), or refused at admission when ``at_admission``."""
 
-    def __init__(self, message: str) -> None:
-        self.message = message
+    def __init__(self, message: str | None, at_admission: bool = False) -> None:
+        self.message, self.at_admission = message, at_admission
+        self.created: list[tuple[str, str | None]] = []
+        self.deleted: list[str] = []
 
-    def try_unregistered_binding(self, binding: str) -> Evidence:
-        return Evidence("unregistered-binding", {"binding": binding, "message": self.message})
+    def create_vm(self, name: str, *, binding: str | None = None) -> None:
+        self.created.append((name, binding))
+        if self.at_admission:
+            raise ApiException(status=400, reason="Bad Request")  # its body: None, no message
+
+    def event_messages(self, involved: str, reason: str) -> list[str]:
+        assert (involved, reason) == (self.created[-1][0], "FailedCreate")
+        return [self.message] if self.message else []
+
+    def read_vmi(self, name: str) -> dict:
+        raise ApiException(status=404, reason="Not Found")
+
+    def delete_vm(self, name: str) -> None:
+        self.deleted.append(name)
 
 
 # kubevirt pkg/network/netbinding/netbinding.go: "bindining" at v1.1.0..v1.6.6, "binding" from v1.7.0;
 # virt-controller prefixes "failed to render launch manifest: ".
 @pytest.mark.parametrize("word", ["bindining", "binding"])
 def test_unregistered_binding_check_passes_on_either_spelling_of_kubevirts_reason(word):
-    target = _Unregistered(
+    vm = _Unregistered(
         f"failed to render launch manifest: couldn't find configuration for network {word}: slirp-unregistered"
     )
-    test_slirp_kubevirt.test_unregistered_binding_fails_with_the_controllers_reason(target, record=lambda ev: ev)
+    test_slirp_kubevirt.test_unregistered_binding_fails_with_the_controllers_reason(vm, record=lambda ev: ev)
+    assert [binding for _, binding in vm.created] == ["slirp-unregistered"]
+    assert vm.deleted == [vm.created[0][0]], "the VM the check created is deleted"
 
 
 @pytest.mark.parametrize(
@@ -87,13 +104,19 @@ def test_unregistered_binding_check_passes_on_either_spelling_of_kubevirts_reaso
     [
         "failed to render launch manifest: couldn't find configuration for network binding: another-name",
         "Internal error occurred: failed calling webhook",
-        None,
     ],
 )
 def test_unregistered_binding_check_fails_on_another_reason(message):
     with pytest.raises(AssertionError, match="slirp-unregistered"):
         test_slirp_kubevirt.test_unregistered_binding_fails_with_the_controllers_reason(
             _Unregistered(message), record=lambda ev: ev
+        )
+
+
+def test_unregistered_binding_check_fails_on_a_refusal_without_a_message():
+    with pytest.raises(AssertionError, match="slirp-unregistered"):
+        test_slirp_kubevirt.test_unregistered_binding_fails_with_the_controllers_reason(
+            _Unregistered(None, at_admission=True), record=lambda ev: ev
         )
 
 

@@ -18,8 +18,7 @@ from kubernetes import config
 from slirp_conformance.checks import kubevirt
 from slirp_conformance.cluster import kubevirt_cr, preflight, versions
 from slirp_conformance.errors import SetupError
-from slirp_conformance.kubevirt.kubevirt_target import ClusterOptions, KubeVirtTarget
-from slirp_conformance.vmspec import conformance_vm
+from slirp_conformance.kubevirt.environment import ClusterOptions, kubevirt_environment
 from tests import fake_cluster
 from tests.suite_runner import REPO
 
@@ -89,9 +88,9 @@ def _cr_spec(kubeconfig) -> dict:
     return kubevirt_cr.get_kubevirt(kubevirt_cr.as_api(api), kubevirt_cr.find_kubevirt(api))["spec"]
 
 
-# The suite's own start (KubeVirtTarget.register_binding: the cluster's version, then the binding
-# registered for it), stopped before the run's namespace and VM. v1.1.0 is the control: the same
-# code adds the gate there, so the v1.5.3 row's empty gate list is the version's doing.
+# The suite's own start (its KubeVirt environment: the cluster's version, then the binding registered
+# for it), without the run's namespace and VM. v1.1.0 is the control: the same code adds the gate
+# there, so the v1.5.3 row's empty gate list is the version's doing.
 @pytest.mark.parametrize(
     ("cluster_version", "gates"),
     [
@@ -102,22 +101,18 @@ def _cr_spec(kubeconfig) -> dict:
 def test_the_binding_is_registered_for_the_clusters_version(tmp_path, cluster_version, gates):
     with fake_cluster.running(tmp_path / "kubeconfig", preinstalled_kubevirt=cluster_version) as fake:
         before = _cr_spec(fake.kubeconfig)
-        target = KubeVirtTarget(
-            conformance_vm("vm-version-detection"), ClusterOptions(target="cluster", kubeconfig=str(fake.kubeconfig))
-        )
-        try:
-            target.register_binding()
-            described = target.describe()
-            ev = kubevirt.kubevirt_cr(target)
-        finally:
-            target.close()
+        opts = ClusterOptions(target="cluster", kubeconfig=str(fake.kubeconfig))
+        with kubevirt_environment(opts, tmp_path) as env:
+            version = env.version
+            described = env.describe()
+            ev = kubevirt.kubevirt_cr(env)  # the check reads only the CR
         after = _cr_spec(fake.kubeconfig)
     image = f"quay.io/kubevirt/network-slirp-binding:{cluster_version}"
-    assert str(target.version) == described["kubevirt_version"] == ev["kubevirt_version"] == cluster_version, (
+    assert str(version) == described["kubevirt_version"] == ev.kubevirt_version == cluster_version, (
         described,
         ev.facts,
     )
-    assert described["sidecar_image"] == image and ev["binding"] == {"sidecarImage": image}, (described, ev.facts)
-    assert ev["feature_gates"] == gates, ev.facts
-    assert versions.needs_feature_gate(target.version) == bool(gates), "the gate-off check runs exactly where a gate is"
+    assert described["sidecar_image"] == image and ev.binding == {"sidecarImage": image}, (described, ev.facts)
+    assert ev.feature_gates == gates, ev.facts
+    assert versions.needs_feature_gate(version) == bool(gates), "the gate-off check runs exactly where a gate is"
     assert after == before, "the CR is restored exactly"

@@ -74,7 +74,7 @@ def test_release_urls_and_sidecar_image():
 
 def test_nightly_matrix_is_oldest_middle_newest():
     nightly = versions.nightly_versions()
-    assert [str(v) for v in nightly][0] == "v1.1.0" and nightly == sorted(nightly) and len(nightly) == 3
+    assert str(nightly[0]) == "v1.1.0" and nightly == sorted(nightly) and len(nightly) == 3
 
 
 def test_env_parser_refuses_shell_expansions(tmp_path):

@@ -109,7 +109,7 @@ def serial():
 
 
 def test_login_then_output_and_exit_codes(serial):
-    console, guest = serial()
+    console, _ = serial()
     console.login(Credentials("root", "secret"), timeout=10)
     r = console.run("echo hello; echo world")
     assert (r.output, r.rc) == ("hello\nworld\n", 0)
@@ -147,11 +147,10 @@ def test_an_echoed_password_is_redacted_in_the_transcript(tmp_path, redacted):
     ours, theirs = socket.socketpair()
     FakeSerialGuest(theirs, password=password, echo_password=True).start()
     path = tmp_path / "t.log"
-    transcript = RedactedLog(path) if redacted else open(path, "w")
-    console = Console(ours, transcript=transcript, name="fake")
-    console.login(Credentials("root", password), timeout=10)
-    console.run("echo done")
-    transcript.close()
+    with RedactedLog(path) if redacted else path.open("w") as transcript:
+        console = Console(ours, transcript=transcript, name="fake")
+        console.login(Credentials("root", password), timeout=10)
+        console.run("echo done")
     text = path.read_text()
     assert "Password:" in text and "done" in text
     assert (password in text) is not redacted, text
@@ -212,7 +211,7 @@ def test_fedora_dns_check_runs_over_the_console(serial):
         r = console.run(FEDORA.tools.dns_lookup("peer.ns.svc.cluster.local", "127.0.0.1", ports["dns"]))
         ev = udp.echo(console, FEDORA, Endpoint("127.0.0.1", ports["udp_echo"]))
     assert r.ok and FEDORA.parse_dns(r.output) == ["198.18.0.1"], r
-    assert ev["received"] == ev["sent"], ev.facts
+    assert ev.received == ev.sent, ev.facts
 
 
 def test_a_console_message_inside_a_markers_line_does_not_break_the_command(serial):

@@ -5,6 +5,7 @@ every flavour of the image), the busybox reference profile OpenBSD netcat."""
 from __future__ import annotations
 
 import shlex
+from typing import ClassVar
 
 import pytest
 
@@ -31,16 +32,16 @@ def shell():
 def test_tcp_echo_and_8mib_transfer(profile, peers, shell):
     echo = Endpoint("127.0.0.1", peers["tcp_echo"])
     ev = tcp.egress_echo(shell, profile, echo)
-    assert ev["received"] == ev["sent"], ev.facts
+    assert ev.received == ev.sent, ev.facts
     ev = tcp.transfer(shell, profile, echo, budget=60)
-    assert ev["bytes_sent"] >= tcp.TRANSFER_BYTES and ev["bytes_received"] == ev["bytes_sent"], ev.facts
-    assert ev["sha256_sent"] and ev["sha256_received"] == ev["sha256_sent"], ev.facts
+    assert ev.bytes_sent >= tcp.TRANSFER_BYTES and ev.bytes_received == ev.bytes_sent, ev.facts
+    assert ev.sha256_sent and ev.sha256_received == ev.sha256_sent, ev.facts
 
 
 @pytest.mark.parametrize("profile", PROFILES.values(), ids=PROFILES.keys())
 def test_udp_echo(profile, peers, shell):
     ev = udp.echo(shell, profile, Endpoint("127.0.0.1", peers["udp_echo"]))
-    assert ev["received"] == ev["sent"], ev.facts
+    assert ev.received == ev.sent, ev.facts
 
 
 def test_tcp_echo_to_a_closed_port_fails_with_the_cause_on_stderr(shell):
@@ -81,7 +82,7 @@ def test_listed_port_service_dies_by_its_own_pid(profile, shell):
 class _ResolvedShell(LocalShell):
     """A guest running systemd-resolved: /etc/resolv.conf lists only the stub."""
 
-    FILES = {
+    FILES: ClassVar[dict[str, str]] = {
         "/etc/resolv.conf": "nameserver 127.0.0.53\noptions edns0 trust-ad\nsearch ns.svc.cluster.local\n",
         "/run/systemd/resolve/resolv.conf": "nameserver 10.0.2.3\nsearch ns.svc.cluster.local\n",
     }
@@ -97,4 +98,4 @@ class _ResolvedShell(LocalShell):
 )
 def test_nameserver_is_read_where_the_guest_keeps_it(profile, expected):
     ev = dhcp.observe(_ResolvedShell(), profile)
-    assert ev["resolv_nameservers"] == expected, ev.facts
+    assert ev.resolv_nameservers == expected, ev.facts

@@ -69,7 +69,7 @@ def test_parse_counters_reads_out_echos_and_tx_packets():
 
 def test_requests_that_left_the_guest_prove_the_premise():
     p, shell = probe(R(counters(100, 1)), ROUTE, SENT, R(counters(104, 4)))
-    assert (p["echo_requests_out"], p["nic_tx_packets"], p["replies"]) == (3, 4, 0)
+    assert (p.echo_requests_out, p.nic_tx_packets, p.replies) == (3, 4, 0)
     assert icmp.premise_problems(p, "eth0") == []
     assert "ping" in shell.commands[2] and "/proc/net/snmp" in shell.commands[0] + shell.commands[3]
 
@@ -78,7 +78,7 @@ def test_a_ping_that_failed_inside_the_guest_is_void():
     """restrict=on: no route, ping's sendto fails, no reply: this must never read as 'ICMP fails'."""
     p, _ = probe(R(counters(100, 1)), NO_ROUTE, UNREACHABLE, R(counters(100, 1)))
     problems = icmp.premise_problems(p, "eth0")
-    assert p["replies"] == 0 and len(problems) == 3, problems
+    assert p.replies == 0 and len(problems) == 3, problems
     assert any("OutEchos +0" in x for x in problems) and any("sendto" in x for x in problems)
 
 

@@ -37,7 +37,7 @@ def test_not_root_but_user_namespaces_go_rootless(monkeypatch):
 
 
 def test_kvm_asked_without_kvm(monkeypatch):
-    monkeypatch.setattr(reference_vm.os, "access", lambda path, mode: False if path == "/dev/kvm" else True)
+    monkeypatch.setattr(reference_vm.os, "access", lambda path, mode: path != "/dev/kvm")
     with pytest.raises(SetupError, match="--qemu-accel tcg"):
         preflight(QemuOptions(accel="kvm"))
 

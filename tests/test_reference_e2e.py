@@ -133,17 +133,13 @@ def test_open_ping_group_range_turns_exactly_icmp_red(tmp_path, no_leaks):
 
 def test_interrupted_run_leaves_nothing(tmp_path, no_leaks):
     """Ctrl-C in the middle of a run: QEMU, namespaces, veths and run dirs all go."""
-    rc, out = interrupt_suite(
-        tmp_path, "--target=qemu", when="the child run's QEMU to start", ready=lambda pid: qemu_of(pid)
-    )
+    rc, out = interrupt_suite(tmp_path, "--target=qemu", when="the child run's QEMU to start", ready=qemu_of)
     assert rc in (1, 2), out[-2000:]  # 2: interrupted
 
 
 def test_double_ctrl_c_cleans_up_quietly(tmp_path, no_leaks):
     """A second Ctrl-C during the cleanup the first one started: no traceback, nothing left."""
-    rc, out = interrupt_suite(
-        tmp_path, "--target=qemu", when="the child run's QEMU to start", ready=lambda pid: qemu_of(pid), times=2
-    )
+    rc, out = interrupt_suite(tmp_path, "--target=qemu", when="the child run's QEMU to start", ready=qemu_of, times=2)
     assert rc in (1, 2), out[-2000:]
     assert "still cleaning up" in out, "the second Ctrl-C must have arrived during the cleanup: " + out[-2000:]
     assert "Traceback" not in out and len(out.splitlines()) < 40, out[-3000:]
@@ -173,7 +169,7 @@ def test_terminated_run_leaves_nothing(tmp_path, no_leaks):
         tmp_path,
         "--target=qemu",
         when="the child run's QEMU to start",
-        ready=lambda pid: qemu_of(pid),
+        ready=qemu_of,
         sig=signal.SIGTERM,
     )
     assert rc in (1, 2), out[-2000:]

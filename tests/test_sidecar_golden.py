@@ -48,9 +48,9 @@ VERSIONS = [str(v) for v in versions.nightly_versions()]
 def sidecar(request) -> dict[str, sidecar_render.Rendering]:
     """The real sidecar's arguments for every row, at one KubeVirt release (one program run)."""
     results = sidecar_render.render_many(request.param, list(ROWS.values()))
-    rejected = {row: r for row, r in zip(ROWS, results) if isinstance(r, sidecar_render.SidecarRejected)}
+    rejected = {row: r for row, r in zip(ROWS, results, strict=True) if isinstance(r, sidecar_render.SidecarRejected)}
     assert not rejected, f"the sidecar of {request.param} rejected rows: {rejected}"
-    return dict(zip(ROWS, results))
+    return dict(zip(ROWS, results, strict=True))
 
 
 def mismatch(render, row: str, real: sidecar_render.Rendering) -> str | None:
@@ -93,7 +93,7 @@ def test_one_changed_byte_anywhere_fails_the_golden(sidecar):
 def test_a_dropped_or_extra_argument_fails_the_golden(sidecar):
     for row, real in sidecar.items():
         assert mismatch(lambda s, d: vmspec.slirp_qemu_args(s, d)[:-1], row, real), row
-        assert mismatch(lambda s, d: vmspec.slirp_qemu_args(s, d) + ["-S"], row, real), row
+        assert mismatch(lambda s, d: [*vmspec.slirp_qemu_args(s, d), "-S"], row, real), row
 
 
 def test_the_program_answers_for_the_release_it_was_built_from(sidecar):

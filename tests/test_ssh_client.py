@@ -6,6 +6,7 @@ from __future__ import annotations
 import socket
 import subprocess
 import threading
+from pathlib import Path
 
 import paramiko
 import pytest
@@ -78,14 +79,14 @@ def fedora_like_ssh():
 
 def test_stderr_noise_does_not_reach_the_parsed_output(fedora_like_ssh):
     r = fedora_like_ssh.run("cat /proc/sys/kernel/hostname")
-    assert r.ok and r.output == open("/proc/sys/kernel/hostname").read(), r
+    assert r.ok and r.output == Path("/proc/sys/kernel/hostname").read_text(), r
     assert r.stderr == BIND_WARNING
 
 
 def test_an_echo_check_over_ssh_still_compares_equal(fedora_like_ssh):
     with loopback_peers({}) as ports:
         ev = udp.echo(fedora_like_ssh, FEDORA, Endpoint("127.0.0.1", ports["udp_echo"]))
-    assert ev["received"] == ev["sent"], ev.facts
+    assert ev.received == ev.sent, ev.facts
 
 
 def test_a_command_whose_exit_status_never_comes_times_out_naming_it(fedora_like_ssh):

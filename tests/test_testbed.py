@@ -21,6 +21,7 @@ import pytest
 
 from slirp_conformance import waits
 from slirp_conformance.checks import kubevirt as kubevirt_checks
+from slirp_conformance.evidence import contains_run
 from slirp_conformance.guest_profiles import FEDORA, REFERENCE
 from slirp_conformance.reference import sidecar_render
 from tests import testbed_cli, testbed_probes
@@ -467,10 +468,6 @@ def _exec(kubeconfig: Path, pod: str, *argv: str, container: str | None = None) 
     )
 
 
-def _contains_run(argv: list[str], part: list[str]) -> bool:
-    return any(argv[i : i + len(part)] == part for i in range(len(argv) - len(part) + 1))
-
-
 def test_vmi_runs_with_the_real_sidecars_arguments_for_the_cluster_vmi(agent_vm):
     """QEMU in the launcher pod (seen by the suite's own ps-like script through `kubectl exec`)
     carries what KubeVirt's slirp sidecar renders for the VMI as the cluster holds it, with the
@@ -482,18 +479,18 @@ def test_vmi_runs_with_the_real_sidecars_arguments_for_the_cluster_vmi(agent_vm)
     search = [line.split()[1:] for line in resolv.stdout.splitlines() if line.startswith("search")]
     assert search == [[f"{AGENT_NAMESPACE}.svc.cluster.local", "svc.cluster.local", "cluster.local"]], resolv.stdout
     qemu = kubevirt_checks.qemu_command_line(_Launcher(kubeconfig, name))  # the KubeVirt suite's own check
-    argv = qemu["argv"]
-    assert qemu["rc"] == 0 and "-netdev" in argv, f"no QEMU with -netdev in the compute container: {qemu}"
+    argv = qemu.argv
+    assert qemu.rc == 0 and "-netdev" in argv, f"no QEMU with -netdev in the compute container: {qemu}"
     (expected,) = sidecar_render.render_vmis(KUBEVIRT_VERSION, [(vmi, resolv.stdout)])
     assert isinstance(expected, sidecar_render.Rendering), expected
-    assert _contains_run(argv, expected.args), f"QEMU runs {argv}, not the sidecar's {expected.args}"
+    assert contains_run(expected.args).accepts(argv), f"QEMU runs {argv}, not the sidecar's {expected.args}"
     # Negative control: the rendering of a VMI with one port less is told apart.
     other = json.loads(json.dumps(vmi))
     other["spec"]["domain"]["devices"]["interfaces"][0]["ports"] = other["spec"]["domain"]["devices"]["interfaces"][0][
         "ports"
     ][:1]
     (changed,) = sidecar_render.render_vmis(KUBEVIRT_VERSION, [(other, resolv.stdout)])
-    assert changed.args != expected.args and not _contains_run(argv, changed.args), changed.args
+    assert changed.args != expected.args and not contains_run(changed.args).accepts(argv), changed.args
     conditions = {c["type"]: c for c in vmi["status"]["conditions"]}
     assert (
         conditions["LiveMigratable"]["status"] == "False"
@@ -622,7 +619,7 @@ def test_kubectl_port_forward_and_ssh_into_the_guest_and_the_peers_from_it(agent
 
     from slirp_conformance.kubevirt import pod_streams
 
-    kubeconfig, vmi, pod, key = agent_vm
+    kubeconfig, _, pod, key = agent_vm
     name = pod["metadata"]["name"]
     assert _kubectl_port_forward_banner(kubeconfig, name, 22).startswith(b"SSH-2.0"), "no SSH banner on port 22"
     assert not _kubectl_port_forward_banner(kubeconfig, name, 2222).startswith(b"SSH-2.0"), (
@@ -687,7 +684,7 @@ def test_kubectl_port_forward_and_ssh_into_the_guest_and_the_peers_from_it(agent
 
 
 def test_vmi_deletion_completes_and_stops_its_vm(agent_vm, testbed):
-    kubeconfig, vmi, pod, _ = agent_vm
+    kubeconfig, vmi, _, _ = agent_vm
     _, record, _ = testbed
     name = vmi["metadata"]["name"]
     link = node_layout.console_socket(Path(record.state_dir), AGENT_NAMESPACE, name)

@@ -62,7 +62,7 @@ def _suite_run(env: dict, *extra: str) -> tuple[float, dict[str, float], int, fl
         wall = time.monotonic() - t0
         checks = (
             {
-                f"{c.get('classname').rsplit('.', 1)[-1]}::{c.get('name')}": round(float(c.get("time")), 3)
+                f"{c.get('classname', '').rsplit('.', 1)[-1]}::{c.get('name')}": round(float(c.get("time", "0")), 3)
                 for c in ET.parse(junit).getroot().iter("testcase")
             }
             if junit.exists()

@@ -221,7 +221,7 @@ class ConformanceReport:
         directory.mkdir(parents=True, exist_ok=True)
         paths = directory / "conformance.json", directory / "conformance.md"
         for path, text in zip(
-            paths, (redact(json.dumps(self.to_dict(), indent=2, default=str)) + "\n", self.to_markdown())
+            paths, (redact(json.dumps(self.to_dict(), indent=2, default=str)) + "\n", self.to_markdown()), strict=True
         ):
             tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
             tmp.write_text(text)
@@ -262,7 +262,8 @@ def _skip_reason(report) -> str:
 
 
 def _premise_proof(ev: dict) -> dict:
-    peer = ev.get("to_peer") if isinstance(ev.get("to_peer"), dict) else {}
+    to_peer = ev.get("to_peer")
+    peer = to_peer if isinstance(to_peer, dict) else {}
     keys = ("echo_requests_out", "nic_tx_packets", "route", "local_errors", "replies")
     proof = {k: peer[k] for k in keys if k in peer}
     if "pod" in ev:

@@ -124,13 +124,15 @@ class Target(abc.ABC):
         self._console = Console(sock, transcript=self._transcript, name=name)
         with progress.phase(f"{name}: logging in"):
             self._console.login(self.profile.credentials, waits.timeout("console-login"))
-        self._on_login()
+        self.profile = self._recognise_guest()
         if self.profile.settle_command:
             self._console.run(self.profile.settle_command, waits.timeout("console-login"))
         self._host_key = parse_host_key(self._console.run(self.profile.host_key_command).output.strip())
 
-    def _on_login(self) -> None:
-        """Hook: runs right after the console login (e.g. to recognise the guest OS)."""
+    def _recognise_guest(self) -> GuestProfile:
+        """The guest's profile, decided right after the console login: by default the one the
+        target started with (a target that boots a guest it does not know reads it from the guest)."""
+        return self.profile
 
     def close(self) -> None:
         """Tear everything down; safe to call twice and after a failed start."""
@@ -160,12 +162,15 @@ class Target(abc.ABC):
         if self._ssh is None:
             if self._ssh_error is not None:
                 raise self._ssh_error
+            if self._host_key is None:
+                raise RuntimeError(f"{self.name} target not started: no host key pinned for SSH yet")
+            host_key = self._host_key
             try:
                 self._ssh = SSHClient.connect(
                     lambda: self.port_forward(22),
                     user=self.profile.ssh_user,
                     key=self._key,
-                    host_key=self._host_key,
+                    host_key=host_key,
                     name=self.spec.name,
                     budget=waits.timeout("ssh-ready"),
                 )

@@ -112,7 +112,9 @@ class FakeCluster:
         log.info("serving on https://127.0.0.1:%d, kubeconfig %s", self.port, self.opts.kubeconfig)
 
     def write_kubeconfig(self) -> None:
-        b64 = lambda b: base64.b64encode(b).decode()
+        def b64(data: bytes) -> str:
+            return base64.b64encode(data).decode()
+
         server = f"https://127.0.0.1:{self.port}"
         cfg = {
             "apiVersion": "v1",

@@ -29,18 +29,20 @@ import secrets
 
 from aiohttp import web
 
+from slirp_conformance.version import Version
+from slirp_conformance.version import parse as parse_version
 from tests.kube_api import errors
 from tests.kube_api.conditions import now
 
 from .discovery import BY_PATH, Resource
 from .store import Store
-from .versions import at_least
 
 KUBEVIRT = BY_PATH[("kubevirt.io", "v1", "kubevirts")]
 DEPLOYMENTS = BY_PATH[("apps", "v1", "deployments")]
 NAMESPACES = BY_PATH[("", "v1", "namespaces")]
 PODS = BY_PATH[("", "v1", "pods")]
 FEATURE_GATE = "NetworkBindingPlugins"
+GATE_GA = Version(1, 5, 0)  # from this release virt-api admits binding plugins without the gate
 # component -> (replicas, propagation delay multiplier)
 COMPONENTS = {"virt-api": (2, 1.0), "virt-controller": (2, 1.0), "virt-handler": (1, 1.5)}
 WEBHOOKS = {
@@ -351,7 +353,7 @@ class KubeVirtOperator:
     def admit(self, op: str, res: Resource, obj: dict, old: dict | None) -> None:
         if res.kind not in WEBHOOKS or self.seen_by["virt-api"] is None:
             return
-        if at_least(self.deployed_version("virt-api"), "v1.5"):
+        if parse_version(self.deployed_version("virt-api")) >= GATE_GA:
             return
         gates = (self.config("virt-api").get("developerConfiguration") or {}).get("featureGates") or []
         if FEATURE_GATE in gates:

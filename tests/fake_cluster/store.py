@@ -217,7 +217,10 @@ class Store:
                 if "status" in current:
                     new["status"] = copy.deepcopy(current["status"])
             new["apiVersion"], new["kind"] = res.group_version, res.kind
-            strip = lambda o: {k: v for k, v in o.items() if k not in ("metadata", "status", "apiVersion", "kind")}
+
+            def strip(o: dict) -> dict:
+                return {k: v for k, v in o.items() if k not in ("metadata", "status", "apiVersion", "kind")}
+
             if strip(new) != strip(current):
                 md["generation"] = cur_md.get("generation", 1) + 1
         if new == current or (_same_but_rv(new, current)):

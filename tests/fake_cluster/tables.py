@@ -53,7 +53,7 @@ def wants_table(accept: str) -> bool:
 
 
 def table(kind: str, items: list[dict], resource_version: str, include_object: str) -> dict:
-    cols = [("Name", "string", lambda o: o["metadata"]["name"])] + COLUMNS.get(kind, DEFAULT)
+    cols = [("Name", "string", lambda o: o["metadata"]["name"]), *COLUMNS.get(kind, DEFAULT)]
     rows = []
     for o in items:
         if include_object == "Object":

@@ -16,6 +16,8 @@ from pathlib import Path
 from slirp_conformance.cluster import versions
 from slirp_conformance.errors import SetupError
 from slirp_conformance.gobuild import Built, WrapperModule, build
+from slirp_conformance.version import VersionError
+from slirp_conformance.version import parse as parse_version
 
 KUBEVIRT_MANIFESTS_SOURCE = Path(__file__).resolve().parent / "kubevirt_manifests"
 
@@ -37,14 +39,18 @@ class Pins:
 
 def _staging_version(kubernetes: str) -> str:
     """k8s.io/kubernetes v1.X.Y publishes its staging modules as v0.X.Y."""
-    parts = kubernetes.lstrip("v").split(".")
-    if len(parts) != 3 or parts[0] != "1" or not all(p.isdigit() for p in parts):
+    try:
+        release = parse_version(kubernetes)
+    except VersionError as e:
+        raise SetupError(f"TESTBED_KUBERNETES_VERSION: {e}; fix hack/versions.env") from None
+    if release.major != 1:
         raise SetupError(f"TESTBED_KUBERNETES_VERSION={kubernetes!r} is not v1.X.Y: fix hack/versions.env")
-    return f"v0.{parts[1]}.{parts[2]}"
+    return f"v0.{release.minor}.{release.patch}"
 
 
 def _version_ldflags(package: str, version: str) -> str:
-    major, minor, _ = version.lstrip("v").split(".")
+    release = parse_version(version)
+    major, minor = str(release.major), str(release.minor)
     return " ".join(
         f"-X {package}.{key}={value}"
         for key, value in (

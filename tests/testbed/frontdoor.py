@@ -165,7 +165,7 @@ class SpdyUpgrades:
                     port = int(stream.headers.get("port", "0"))
                 except ValueError:
                     port = 0
-                loop.create_task(
+                spdy.in_background(
                     spdy.serve_port_pair(
                         pair["data"], pair["error"], port, dial, f"{name}, uid {pod['metadata']['uid']}"
                     )
@@ -189,7 +189,7 @@ class SpdyUpgrades:
                 return await node_lab_exec.start(vm, where, list(argv), stdin)
 
             live = vm is not None and node_lab_exec.can_stream(vm)
-            loop.create_task(
+            spdy.in_background(
                 spdy.serve_exec(
                     conn, streams, arrived, {k: v[0] for k, v in query.items()}, run, spawn if live else None
                 )

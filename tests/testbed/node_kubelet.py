@@ -8,13 +8,13 @@ read first:
 
 - ``/exec/<ns>/<pod>[/<uid>]/<container>`` and ``/portForward/<ns>/<pod>[/<uid>]`` (the kubelet
   paths the API server uses: k8s.io/kubernetes pkg/kubelet/server/server.go) for a pod of a
-  namespace where the agent runs a VM (outside kwok's exec namespace) are served here: the launcher pod's containers run in its VMI lab's pod
-  network namespace (nsenter, so ``cat /etc/resolv.conf`` shows the pod's resolv.conf and
-  ``/proc`` shows QEMU), the namespace's other pods on the lab's cluster side. The protocols:
-  SPDY/3.1 (``spdy`` via ``frontdoor.SpdyUpgrades``, what kubectl and the API server's stream
-  translator speak) and the ``v4.channel.k8s.io`` websockets the API server passes through
-  (``tests/testbed/node_pod_streams.py``); the request line is
-  rewritten to the API path those expect.
+  namespace where the agent runs a VM (outside kwok's exec namespace) are served here: the launcher
+  pod's containers run in its VMI lab's pod network namespace (nsenter, so ``cat /etc/resolv.conf``
+  shows the pod's resolv.conf and ``/proc`` shows QEMU), the namespace's other pods on the lab's
+  cluster side. The protocols: SPDY/3.1 (``spdy`` via ``frontdoor.SpdyUpgrades``, what kubectl
+  and the API server's stream translator speak) and the ``v4.channel.k8s.io`` websockets the API
+  server passes through (``tests/testbed/node_pod_streams.py``); the request line is rewritten to
+  the API path those expect.
 - anything else (kwok's ``ClusterExec``/``ClusterPortForward`` namespace, logs, health) is piped
   byte for byte to kwok's own server.
 """

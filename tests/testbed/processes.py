@@ -14,6 +14,7 @@ import socket
 import subprocess
 from dataclasses import asdict, dataclass
 from pathlib import Path
+from typing import ClassVar
 
 from slirp_conformance import waits
 
@@ -83,7 +84,7 @@ class signals_deferred:
     """Hold SIGINT/SIGTERM back while a process is started *and* recorded: a Ctrl-C between the
     two would leave a process nobody knows to stop (seen: a kube-controller-manager outliving `up`)."""
 
-    _SIGNALS = {signal.SIGINT, signal.SIGTERM}
+    _SIGNALS: ClassVar[frozenset[signal.Signals]] = frozenset({signal.SIGINT, signal.SIGTERM})
 
     def __enter__(self) -> None:
         self._old = signal.pthread_sigmask(signal.SIG_BLOCK, self._SIGNALS)

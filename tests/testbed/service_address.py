@@ -3,9 +3,9 @@
 The aggregator reaches an APIService through its Service's EndpointSlice, and EndpointSlices refuse
 loopback addresses. So virt-api listens on an address of a documentation range (RFC 5737, never
 routed on the internet) that no route of this host covers (CI machines may well use one of them
-for their own network: then the next), as a /32 on the host end of a veth pair whose other end lives in the network namespace
-of a holder process (``unshare --net sleep infinity``), started and recorded like every other
-component of the bed. When that process ends, for whatever reason (``down``, a failed ``up``,
+for their own network: then the next), as a /32 on the host end of a veth pair whose other end
+lives in the network namespace of a holder process (``unshare --net sleep infinity``), started and
+recorded like every other component of the bed. When that process ends, for whatever reason (``down``, a failed ``up``,
 SIGKILL), the kernel destroys its namespace, the veth pair with it, and so the address: nothing to
 clean up by hand and nothing that can outlive the bed.
 """

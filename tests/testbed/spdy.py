@@ -35,6 +35,16 @@ FLAG_FIN = 0x01
 MAX_DATA = 32 * 1024
 EXEC_PROTOCOLS = ("v4.channel.k8s.io", "v3.channel.k8s.io", "v2.channel.k8s.io", "channel.k8s.io")
 PORTFORWARD_PROTOCOLS = ("portforward.k8s.io",)
+# Tasks started and left to run: the event loop keeps only weak references to them.
+_BACKGROUND: set[asyncio.Task] = set()
+
+
+def in_background(coro: Awaitable[object]) -> asyncio.Task:
+    """Run ``coro`` as a task of the running loop, referenced until it is done."""
+    task = asyncio.ensure_future(coro)
+    _BACKGROUND.add(task)
+    task.add_done_callback(_BACKGROUND.discard)
+    return task
 
 
 class Stream:
@@ -196,13 +206,12 @@ async def serve_exec(
     if not await _wait_streams(streams, wanted, arrived, 10):
         conn.close()
         return
-    loop = asyncio.get_running_loop()
     try:
         if spawn is not None:
             status = await _exec_live(streams, await spawn("stdin" in streams), timeout)
         else:
             if "stdin" in streams:  # no live process: input is read and dropped
-                loop.create_task(_discard(streams["stdin"]))
+                in_background(_discard(streams["stdin"]))
             rc, out, err = await run()
             if out and "stdout" in streams:
                 streams["stdout"].write(out.encode())

@@ -3,38 +3,65 @@
 from __future__ import annotations
 
 import re
+from dataclasses import dataclass, field
+from typing import ClassVar
 
+from slirp_conformance.console import GuestShell
 from slirp_conformance.evidence import Evidence
 from slirp_conformance.guest_profiles import GuestProfile
 
 
-def observe(shell, profile: GuestProfile) -> Evidence:
-    ev = Evidence("dhcp")
+@dataclass
+class LeaseFacts:
+    address: str | None
+    prefix: int | None
+    router: str | None
+    dns: list[str]
+    search: list[str]
+    lease_seconds: int | None
+    server_id: str | None
+
+
+@dataclass
+class DhcpEvidence(Evidence):
+    check: ClassVar[str] = "dhcp"
+    lease_source: str  # the command that read the lease
+    lease: LeaseFacts | None  # None: the guest recorded no lease
+    addresses: list[str] = field(default_factory=list)  # IPv4 address/prefix on the interface
+    default_routes: list[str] = field(default_factory=list)
+    resolver_config_source: str = ""  # where the guest keeps the servers it asks
+    resolv_nameservers: list[str] = field(default_factory=list)
+    resolv_search: list[str] = field(default_factory=list)
+    mac: str = ""
+    nic_driver: str = ""
+
+
+def observe(shell: GuestShell, profile: GuestProfile) -> DhcpEvidence:
     lease_run = shell.run(profile.lease_command)
     lease = profile.parse_lease(lease_run.output) if lease_run.ok else None
-    ev["lease_source"] = profile.lease_command
-    ev["lease"] = (
-        None
+    ev = DhcpEvidence(
+        lease_source=profile.lease_command,
+        lease=None
         if lease is None
-        else {
-            "address": lease.address,
-            "prefix": lease.prefix,
-            "router": lease.router,
-            "dns": list(lease.dns),
-            "search": list(lease.search),
-            "lease_seconds": lease.lease_seconds,
-            "server_id": lease.server_id,
-        }
+        else LeaseFacts(
+            address=lease.address,
+            prefix=lease.prefix,
+            router=lease.router,
+            dns=list(lease.dns),
+            search=list(lease.search),
+            lease_seconds=lease.lease_seconds,
+            server_id=lease.server_id,
+        ),
     )
     addr = shell.run(profile.address_command()).output
-    ev["addresses"] = re.findall(r"inet (\d+\.\d+\.\d+\.\d+/\d+)", addr)
+    ev.addresses = re.findall(r"inet (\d+\.\d+\.\d+\.\d+/\d+)", addr)
     routes = shell.run(profile.route_command()).output
-    ev["default_routes"] = re.findall(r"default via (\d+\.\d+\.\d+\.\d+)", routes)
+    ev.default_routes = re.findall(r"default via (\d+\.\d+\.\d+\.\d+)", routes)
     # Where the guest keeps the servers it really asks (systemd-resolved: not /etc/resolv.conf).
-    ev["resolver_config_source"] = profile.resolver_config_command
+    ev.resolver_config_source = profile.resolver_config_command
     resolv = shell.run(profile.resolver_config_command).output
-    ev["resolv_nameservers"] = re.findall(r"^nameserver\s+(\S+)", resolv, re.M)
-    ev["resolv_search"] = next((line.split()[1:] for line in resolv.splitlines() if line.startswith("search")), [])
-    ev["mac"] = shell.run(profile.mac_command()).output.strip()
-    ev["nic_driver"] = shell.run(profile.nic_driver_command()).output.strip()
+    ev.resolv_nameservers = re.findall(r"^nameserver\s+(\S+)", resolv, re.M)
+    ev.resolv_search = next((line.split()[1:] for line in resolv.splitlines() if line.startswith("search")), [])
+    ev.mac = shell.run(profile.mac_command()).output.strip()
+    ev.nic_driver = shell.run(profile.nic_driver_command()).output.strip()
     return ev

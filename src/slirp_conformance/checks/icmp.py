@@ -11,14 +11,44 @@ route the kernel picks for the peer. ``premise_problems`` says what is missing.
 from __future__ import annotations
 
 import re
+from dataclasses import dataclass
+from typing import Any, ClassVar
 
+from slirp_conformance.console import GuestShell
 from slirp_conformance.evidence import Evidence
 from slirp_conformance.guest_profiles import GuestProfile
 
 _LOCAL_ERROR = re.compile(r"^ping: .*$", re.M)  # ping's own complaints; replies and ICMP errors start otherwise
 
 
-def parse_counters(text: str) -> dict | None:
+@dataclass
+class Ping:
+    """One ``ping`` from the guest, with the guest's own counters around it."""
+
+    host: str
+    requested: int
+    transmitted: int | None  # as ping reported it
+    replies: int  # reply lines from ``host``
+    rc: int
+    output: str
+    stderr: str
+    route: str  # the route the guest's kernel picks for ``host``
+    local_errors: list[str]  # ping's own complaints (e.g. sendto: Network is unreachable)
+    echo_requests_out: int | None  # OutEchos of /proc/net/snmp rose by this (None: unreadable)
+    nic_tx_packets: int | None  # the slirp NIC's tx_packets rose by this
+
+
+@dataclass
+class IcmpEvidence(Evidence):
+    check: ClassVar[str] = "icmp"
+    to_peer: Ping | None = None
+    to_gateway: Ping | None = None
+    peer_direct_ping: dict[str, Any] | None = None  # the peer pinged from beside the VM (the pod)
+    pod: dict[str, Any] | None = None  # ping_group_range, QEMU's uid/gid/capabilities
+    premise: str | list[str] | None = None  # "proven", or why the check proves nothing
+
+
+def parse_counters(text: str) -> dict[str, int] | None:
     """``icmp_counters_command`` output -> {"tx_packets": n, "OutEchos": n, ...}; None when unreadable."""
     lines = [line.split() for line in text.splitlines() if line.strip()]
     icmp = [line[1:] for line in lines if line[0] == "Icmp:"]
@@ -26,61 +56,63 @@ def parse_counters(text: str) -> dict | None:
     if len(icmp) != 2 or len(icmp[0]) != len(icmp[1]) or not tx:
         return None
     try:
-        counters = {k: int(v) for k, v in zip(*icmp)}
+        counters = {k: int(v) for k, v in zip(*icmp, strict=True)}
     except ValueError:
         return None
     counters["tx_packets"] = int(tx[0])
     return counters
 
 
-def ping(shell, profile: GuestProfile, host: str, count: int = 3) -> dict:
+def ping(shell: GuestShell, profile: GuestProfile, host: str, count: int = 3) -> Ping:
     """Counts replies by their lines, so a ping killed by ``timeout`` still counts right; reads the
     guest's counters before and after, so the result says how many requests really went out."""
     before = parse_counters(shell.run(profile.icmp_counters_command()).output)
     route = shell.run(profile.route_get_command(host))
     r = shell.run(profile.ping_command(host, count), timeout=count * 2 + 20)
     after = parse_counters(shell.run(profile.icmp_counters_command()).output)
-    replies = len(re.findall(rf"bytes from {re.escape(host)}", r.output))
     sent = re.search(r"(\d+) packets transmitted", r.output)
     route_text = f"{route.output} {route.stderr}".strip()
-    out = {
-        "host": host,
-        "requested": count,
-        "transmitted": int(sent.group(1)) if sent else None,
-        "replies": replies,
-        "rc": r.rc,
-        "output": r.output.strip()[-400:],
-        "stderr": r.stderr.strip()[-400:],
-        "route": route_text if route.ok else f"rc={route.rc}: {route_text[-200:]}",
-        "local_errors": _LOCAL_ERROR.findall(f"{r.output}\n{r.stderr}"),
-    }
-    if before is None or after is None:
-        out["echo_requests_out"] = out["nic_tx_packets"] = None
-    else:
-        out["echo_requests_out"] = after.get("OutEchos", 0) - before.get("OutEchos", 0)
-        out["nic_tx_packets"] = after["tx_packets"] - before["tx_packets"]
-    return out
+    out_echos: int | None = None
+    tx_packets: int | None = None
+    if before is not None and after is not None:
+        out_echos = after.get("OutEchos", 0) - before.get("OutEchos", 0)
+        tx_packets = after["tx_packets"] - before["tx_packets"]
+    return Ping(
+        host=host,
+        requested=count,
+        transmitted=int(sent.group(1)) if sent else None,
+        replies=len(re.findall(rf"bytes from {re.escape(host)}", r.output)),
+        rc=r.rc,
+        output=r.output.strip()[-400:],
+        stderr=r.stderr.strip()[-400:],
+        route=route_text if route.ok else f"rc={route.rc}: {route_text[-200:]}",
+        local_errors=_LOCAL_ERROR.findall(f"{r.output}\n{r.stderr}"),
+        echo_requests_out=out_echos,
+        nic_tx_packets=tx_packets,
+    )
 
 
-def premise_problems(probe: dict, interface: str) -> list[str]:
+def premise_problems(probe: Ping | None, interface: str) -> list[str]:
     """Why this probe proves nothing about slirp, or [] when its requests demonstrably left the
     guest through the slirp NIC with nothing local refusing them."""
+    if probe is None:
+        return ["the guest did not ping"]
     problems = []
-    if not re.search(rf"\bdev {re.escape(interface)}\b", probe["route"]):
-        problems.append(f"the guest routes {probe['host']} not via {interface}: {probe['route']!r}")
-    if probe["local_errors"]:
-        problems.append(f"ping failed inside the guest: {probe['local_errors']}")
-    if probe["echo_requests_out"] is None:
+    if not re.search(rf"\bdev {re.escape(interface)}\b", probe.route):
+        problems.append(f"the guest routes {probe.host} not via {interface}: {probe.route!r}")
+    if probe.local_errors:
+        problems.append(f"ping failed inside the guest: {probe.local_errors}")
+    if probe.echo_requests_out is None or probe.nic_tx_packets is None:
         problems.append("the guest's ICMP/NIC counters could not be read")
     else:
-        if probe["echo_requests_out"] < 1:
-            problems.append(f"no echo request left the guest's IP stack (OutEchos +{probe['echo_requests_out']})")
-        if probe["nic_tx_packets"] < probe["echo_requests_out"]:
+        if probe.echo_requests_out < 1:
+            problems.append(f"no echo request left the guest's IP stack (OutEchos +{probe.echo_requests_out})")
+        if probe.nic_tx_packets < probe.echo_requests_out:
             problems.append(
-                f"{interface} sent {probe['nic_tx_packets']} frames for {probe['echo_requests_out']} echo requests"
+                f"{interface} sent {probe.nic_tx_packets} frames for {probe.echo_requests_out} echo requests"
             )
     return problems
 
 
-def observe(shell, profile: GuestProfile, peer: str, gateway: str) -> Evidence:
-    return Evidence("icmp", {"to_peer": ping(shell, profile, peer), "to_gateway": ping(shell, profile, gateway, 1)})
+def observe(shell: GuestShell, profile: GuestProfile, peer: str, gateway: str) -> IcmpEvidence:
+    return IcmpEvidence(to_peer=ping(shell, profile, peer), to_gateway=ping(shell, profile, gateway, 1))

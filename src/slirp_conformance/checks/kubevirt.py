@@ -1,59 +1,227 @@
-"""What KubeVirt itself must show for a slirp VM: the CR, the launcher pod, QEMU's command line."""
+"""What KubeVirt itself must show for a slirp VM (the CR, the launcher pod, QEMU's command line, the
+VMI's conditions) and what it must refuse (a VM naming an unregistered binding; below v1.5, a VM
+using a binding plugin while the feature gate is off).
+
+The checks take a ``KubeVirtVM``: what a cluster target offers beyond ``Target``. The KubeVirt-only
+suite gets one from the ``kubevirt_vm`` fixture (``fixtures/slirp_vm.py``), never a concrete target.
+"""
 
 from __future__ import annotations
 
 import re
+import secrets
+from contextlib import AbstractContextManager
+from dataclasses import dataclass
+from typing import Any, ClassVar, Protocol
 
+from kubernetes import client
+
+from slirp_conformance import waits
+from slirp_conformance.cluster.versions import KubeVirtVersion
 from slirp_conformance.evidence import Evidence
+from slirp_conformance.target import Contract
+from slirp_conformance.vmspec import VMSpec
 
 BINDING_NOT_FOUND = re.compile(r"couldn't find configuration for network bindi(?:ni)?ng: (\S+)")
 
 
-def kubevirt_cr(target) -> Evidence:
-    cr = target.kubevirt_cr()
+class KubeVirtVM(Protocol):
+    """The conformance VM as KubeVirt runs it (``kubevirt_target.KubeVirtTarget``; stand-ins in the
+    self-tests)."""
+
+    @property
+    def spec(self) -> VMSpec: ...
+
+    @property
+    def contract(self) -> Contract: ...
+
+    @property
+    def version(self) -> KubeVirtVersion:
+        """The KubeVirt release under test (the cluster's)."""
+        ...
+
+    @property
+    def sidecar_image(self) -> str:
+        """The slirp sidecar image the run registered."""
+        ...
+
+    def kubevirt_cr(self) -> dict: ...
+
+    def launcher_pod_object(self) -> client.V1Pod: ...
+
+    def vmi_object(self) -> dict: ...
+
+    def exec_in_launcher(self, argv: list[str]) -> tuple[int, str]: ...
+
+    def create_vm(self, name: str, *, binding: str | None = None) -> None:
+        """Create a never-booted copy of the VM named ``name`` (``binding``: another binding name);
+        ``client.ApiException`` when admission refuses it."""
+        ...
+
+    def delete_vm(self, name: str) -> None:
+        """Delete a VM of the run and wait until it is gone."""
+        ...
+
+    def read_vmi(self, name: str) -> dict:
+        """A VMI of the run (``client.ApiException`` 404 while there is none)."""
+        ...
+
+    def event_messages(self, involved: str, reason: str) -> list[str]: ...
+
+    def feature_gate_off(self) -> AbstractContextManager[str]:
+        """NetworkBindingPlugins removed for the ``with`` block; yields the propagation state."""
+        ...
+
+
+@dataclass
+class KubeVirtCrEvidence(Evidence):
+    check: ClassVar[str] = "kubevirt-cr"
+    feature_gates: list[str]  # spec.configuration.developerConfiguration.featureGates
+    binding: dict[str, Any] | None  # spec.configuration.network.binding.slirp
+    kubevirt_version: str | None  # status.observedKubeVirtVersion
+
+
+@dataclass
+class LauncherPodEvidence(Evidence):
+    check: ClassVar[str] = "launcher-pod"
+    pod: str
+    containers: dict[str, str | None]  # container name -> image
+    sidecar_images: list[str]  # the images of the containers but compute's
+    compute_ports: list[tuple[int, str]] | None  # (containerPort, protocol) of the compute container
+
+
+@dataclass
+class QemuCommandLineEvidence(Evidence):
+    check: ClassVar[str] = "qemu-command-line"
+    rc: int
+    argv: list[str]  # of the QEMU process with a -netdev in the compute container
+
+
+@dataclass
+class VmiConditionsEvidence(Evidence):
+    check: ClassVar[str] = "vmi-conditions"
+    conditions: dict[str, dict[str, Any]]  # type -> status, reason, message
+
+
+@dataclass
+class UnregisteredBindingEvidence(Evidence):
+    check: ClassVar[str] = "unregistered-binding"
+    vm: str
+    binding: str  # the unregistered binding the VM's interface names
+    message: str | None  # KubeVirt's refusal (or what the wait for it saw)
+    binding_in_reason: str | None  # the binding KubeVirt's reason says it has no configuration for
+    where: str | None = None  # "admission" or "controller"; absent: no reason came
+
+
+@dataclass
+class FeatureGateOffEvidence(Evidence):
+    check: ClassVar[str] = "feature-gate-off"
+    vm: str
+    propagation: str  # whether the gate's removal reached the components
+    admitted: bool
+    status: int | None = None  # HTTP status of the refusal
+    message: str | None = None  # admission's refusal
+
+
+def kubevirt_cr(vm: KubeVirtVM) -> KubeVirtCrEvidence:
+    cr = vm.kubevirt_cr()
     conf = cr.get("spec", {}).get("configuration") or {}
-    return Evidence(
-        "kubevirt-cr",
-        {
-            "feature_gates": (conf.get("developerConfiguration") or {}).get("featureGates") or [],
-            "binding": ((conf.get("network") or {}).get("binding") or {}).get("slirp"),
-            "kubevirt_version": cr.get("status", {}).get("observedKubeVirtVersion"),
-        },
+    return KubeVirtCrEvidence(
+        feature_gates=(conf.get("developerConfiguration") or {}).get("featureGates") or [],
+        binding=((conf.get("network") or {}).get("binding") or {}).get("slirp"),
+        kubevirt_version=cr.get("status", {}).get("observedKubeVirtVersion"),
     )
 
 
-def launcher_pod(target) -> Evidence:
-    pod = target.launcher_pod_object()
-    containers = pod.spec.containers
+def launcher_pod(vm: KubeVirtVM) -> LauncherPodEvidence:
+    pod = vm.launcher_pod_object()
+    containers = pod.spec.containers if pod.spec else []
     compute = next((c for c in containers if c.name == "compute"), None)
-    return Evidence(
-        "launcher-pod",
-        {
-            "pod": pod.metadata.name,
-            "containers": {c.name: c.image for c in containers},
-            "compute_ports": sorted((p.container_port, p.protocol or "TCP") for p in (compute.ports or []))
-            if compute
-            else None,
-        },
+    images = {c.name: c.image for c in containers}
+    return LauncherPodEvidence(
+        pod=pod.metadata.name if pod.metadata and pod.metadata.name else "",
+        containers=images,
+        sidecar_images=sorted({i for i in images.values() if i} - {images.get("compute")}),
+        compute_ports=sorted((p.container_port, p.protocol or "TCP") for p in (compute.ports or []))
+        if compute
+        else None,
     )
 
 
-def qemu_command_line(target) -> Evidence:
+def qemu_command_line(vm: KubeVirtVM) -> QemuCommandLineEvidence:
     """The QEMU process in the compute container, found by its ``-netdev user``."""
     script = (
         "for d in /proc/[0-9]*; do if tr '\\0' '\\n' < $d/cmdline 2>/dev/null | grep -qx -- '-netdev'; then "
         "tr '\\0' '\\n' < $d/cmdline; exit 0; fi; done; exit 1"
     )
-    rc, out = target.exec_in_launcher(["sh", "-c", script])
-    return Evidence("qemu-command-line", {"rc": rc, "argv": out.splitlines()})
+    rc, out = vm.exec_in_launcher(["sh", "-c", script])
+    return QemuCommandLineEvidence(rc=rc, argv=out.splitlines())
 
 
-def vmi_conditions(target) -> Evidence:
-    vmi = target.vmi_object()
-    return Evidence(
-        "vmi-conditions",
-        {
+def vmi_conditions(vm: KubeVirtVM) -> VmiConditionsEvidence:
+    vmi = vm.vmi_object()
+    return VmiConditionsEvidence(
+        conditions={
             c["type"]: {k: c.get(k) for k in ("status", "reason", "message")}
             for c in vmi.get("status", {}).get("conditions") or []
-        },
+        }
     )
+
+
+def unregistered_binding(vm: KubeVirtVM, binding: str) -> UnregisteredBindingEvidence:
+    """Create a VM whose interface names an unregistered binding; record why KubeVirt failed it
+    (refused at admission, or the controller's FailedCreate event / VMI Synchronized=False
+    message) and which binding that reason names, then delete it and wait until it is gone."""
+    name = f"vm-unregistered-{secrets.token_hex(2)}"
+    message, where = _why_refused(vm, name, binding)
+    found = BINDING_NOT_FOUND.search(message or "")
+    return UnregisteredBindingEvidence(
+        vm=name, binding=binding, message=message, binding_in_reason=found.group(1) if found else None, where=where
+    )
+
+
+def _why_refused(vm: KubeVirtVM, name: str, binding: str) -> tuple[str | None, str | None]:
+    """(message, where) of KubeVirt's refusal of VM ``name``; where is None when none came in time."""
+    try:
+        vm.create_vm(name, binding=binding)
+    except client.ApiException as e:  # refused at admission is a refusal too
+        return e.body, "admission"
+
+    def reason() -> str | None:
+        for message in vm.event_messages(name, "FailedCreate"):
+            return message
+        try:
+            vmi = vm.read_vmi(name)
+        except client.ApiException:
+            return None
+        return next(
+            (
+                c.get("message")
+                for c in vmi.get("status", {}).get("conditions") or []
+                if c.get("type") == "Synchronized" and c.get("status") == "False"
+            ),
+            None,
+        )
+
+    try:
+        why = waits.wait_for(f"KubeVirt to report why VM {name} cannot start", reason, waits.timeout("vmi-running"))
+        return why, "controller"
+    except waits.WaitTimeout as e:
+        return str(e), None
+    finally:
+        vm.delete_vm(name)
+
+
+def feature_gate_off(vm: KubeVirtVM) -> FeatureGateOffEvidence:
+    """With NetworkBindingPlugins removed, try to create a VM using a binding plugin; record
+    whether admission let it in (then delete it) and its message."""
+    name = f"vm-gate-off-{secrets.token_hex(2)}"
+    with vm.feature_gate_off() as propagation:
+        try:
+            vm.create_vm(name)
+        except client.ApiException as e:
+            return FeatureGateOffEvidence(
+                vm=name, propagation=propagation, admitted=False, status=e.status, message=e.body
+            )
+    vm.delete_vm(name)
+    return FeatureGateOffEvidence(vm=name, propagation=propagation, admitted=True)

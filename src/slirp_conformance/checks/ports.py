@@ -3,9 +3,15 @@
 from __future__ import annotations
 
 import secrets
+import socket
+from collections.abc import Callable
 from dataclasses import dataclass
+from typing import ClassVar
 
 from slirp_conformance import waits
+from slirp_conformance.checks import tcp
+from slirp_conformance.console import GuestShell
+from slirp_conformance.evidence import Evidence
 from slirp_conformance.guest_profiles import GuestProfile
 
 
@@ -16,11 +22,62 @@ class GuestService:
     local_body: str  # what the guest itself got from it (the positive control)
 
 
+@dataclass
+class IngressEvidence(Evidence):
+    """A client's request for a guest service's token at the pod address."""
+
+    check: ClassVar[str] = "ingress"
+    port: int
+    token: str  # what the guest service serves
+    guest_local_body: str  # what the guest itself got from it (the positive control)
+    body: str | None = None  # what the client got
+    body_error: str | None = None  # connected, but the request failed
+    error: str | None = None  # the connection failed
+
+
+@dataclass
+class ListedPortEvidence(IngressEvidence):
+    check: ClassVar[str] = "ingress-listed"
+
+
+@dataclass
+class UnlistedPortEvidence(IngressEvidence):
+    check: ClassVar[str] = "ingress-unlisted"
+    outcome: str | None = None  # "connected", "refused" (RST: no hostfwd there) or "no answer"
+
+
+@dataclass
+class SshIngressEvidence(Evidence):
+    check: ClassVar[str] = "ingress-ssh"
+    listed_ports: list[int]  # the interface's listed TCP ports (22 among them)
+    rc: int
+    hostname: str  # what the guest answered over SSH
+
+
+def request_from_cluster(dial: Callable[[int], socket.socket], service: GuestService, ev: IngressEvidence) -> str:
+    """GET the service's token at the pod address through ``dial`` (the target's
+    ``dial_guest_port``), as a client in the cluster would; records body or error in ``ev`` and
+    returns the outcome: "connected", "refused" (RST) or "no answer"."""
+    try:
+        with dial(service.port) as sock:
+            try:
+                ev.body = tcp.http_get(sock, "/token")
+            except (ConnectionError, TimeoutError) as e:
+                ev.body_error = f"{type(e).__name__}: {e}"
+            return "connected"
+    except ConnectionRefusedError as e:
+        ev.error = f"{type(e).__name__}: {e}"
+        return "refused"
+    except (ConnectionError, TimeoutError) as e:
+        ev.error = f"{type(e).__name__}: {e}"
+        return "no answer"
+
+
 def _root(port: int) -> str:
     return f"/tmp/slirp-www-{port}"
 
 
-def start(shell, profile: GuestProfile, port: int) -> GuestService:
+def start(shell: GuestShell, profile: GuestProfile, port: int) -> GuestService:
     token = f"slirp-port-{port}-" + secrets.token_hex(6)
     root = _root(port)
     # Two commands: in `a && b && server & echo $!`, $! would be the backgrounded list's
@@ -47,7 +104,7 @@ def start(shell, profile: GuestProfile, port: int) -> GuestService:
     return GuestService(port, token, local.output.strip())
 
 
-def stop(shell, port: int) -> None:
+def stop(shell: GuestShell, port: int) -> None:
     """Kill the server by its own PID and wait until that process is gone."""
     root = _root(port)
     pid = shell.run(f"cat {root}.pid").output.strip()

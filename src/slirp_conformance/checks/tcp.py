@@ -5,7 +5,10 @@ from __future__ import annotations
 import re
 import secrets
 import socket
+from dataclasses import dataclass
+from typing import ClassVar
 
+from slirp_conformance.console import GuestShell
 from slirp_conformance.evidence import Evidence
 from slirp_conformance.guest_profiles import GuestProfile
 from slirp_conformance.target import Endpoint
@@ -13,27 +16,47 @@ from slirp_conformance.target import Endpoint
 TRANSFER_BYTES = 8 << 20  # 8 MiB each way
 
 
-def egress_echo(shell, profile: GuestProfile, echo: Endpoint) -> Evidence:
+@dataclass
+class EchoEvidence(Evidence):
+    """A token sent to an echo peer and what came back (TCP here, UDP in ``udp.py``)."""
+
+    check: ClassVar[str] = "tcp-egress-echo"
+    peer: str
+    sent: str
+    received: str
+    rc: int
+
+
+@dataclass
+class TransferEvidence(Evidence):
+    check: ClassVar[str] = "tcp-transfer"
+    peer: str
+    sha256_sent: str | None
+    sha256_received: str | None
+    bytes_sent: int | None
+    bytes_received: int | None
+    rc: int
+    output: str
+
+
+def egress_echo(shell: GuestShell, profile: GuestProfile, echo: Endpoint) -> EchoEvidence:
     token = "slirp-tcp-" + secrets.token_hex(8)
     r = shell.run(profile.tcp_echo_command(echo.host, echo.port, token))
-    return Evidence("tcp-egress-echo", {"peer": str(echo), "sent": token, "received": r.output.strip(), "rc": r.rc})
+    return EchoEvidence(peer=str(echo), sent=token, received=r.output.strip(), rc=r.rc)
 
 
-def transfer(shell, profile: GuestProfile, echo: Endpoint, budget: int) -> Evidence:
+def transfer(shell: GuestShell, profile: GuestProfile, echo: Endpoint, budget: int) -> TransferEvidence:
     r = shell.run(profile.transfer_command(echo.host, echo.port, TRANSFER_BYTES, budget), timeout=budget + 30)
     shas = re.findall(r"^([0-9a-f]{64})\s", r.output, re.M)
     sizes = re.findall(r"^\s*(\d+)\s*$", r.output, re.M)
-    return Evidence(
-        "tcp-transfer",
-        {
-            "peer": str(echo),
-            "sha256_sent": shas[0] if shas else None,
-            "sha256_received": shas[1] if len(shas) > 1 else None,
-            "bytes_sent": int(sizes[0]) if sizes else None,
-            "bytes_received": int(sizes[1]) if len(sizes) > 1 else None,
-            "rc": r.rc,
-            "output": r.output[-500:],
-        },
+    return TransferEvidence(
+        peer=str(echo),
+        sha256_sent=shas[0] if shas else None,
+        sha256_received=shas[1] if len(shas) > 1 else None,
+        bytes_sent=int(sizes[0]) if sizes else None,
+        bytes_received=int(sizes[1]) if len(sizes) > 1 else None,
+        rc=r.rc,
+        output=r.output[-500:],
     )
 
 

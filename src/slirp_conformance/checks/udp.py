@@ -3,27 +3,45 @@
 from __future__ import annotations
 
 import secrets
+from dataclasses import dataclass
+from typing import ClassVar
 
+from slirp_conformance.checks.tcp import EchoEvidence
+from slirp_conformance.console import GuestShell
 from slirp_conformance.evidence import Evidence
 from slirp_conformance.guest_profiles import GuestProfile
 from slirp_conformance.target import Endpoint
 
 
-def echo(shell, profile: GuestProfile, peer: Endpoint) -> Evidence:
+@dataclass
+class DnsEvidence(Evidence):
+    check: ClassVar[str] = "dns"
+    name: str
+    server: str
+    answers: list[str]  # the A records the guest got
+    rc: int
+    output: str
+
+
+@dataclass
+class UdpEchoEvidence(EchoEvidence):
+    """The TCP echo's facts, over UDP."""
+
+    check: ClassVar[str] = "udp-echo"
+
+
+def echo(shell: GuestShell, profile: GuestProfile, peer: Endpoint) -> UdpEchoEvidence:
     token = "slirp-udp-" + secrets.token_hex(8)
     r = shell.run(profile.udp_echo_command(peer.host, peer.port, token))
-    return Evidence("udp-echo", {"peer": str(peer), "sent": token, "received": r.output.strip(), "rc": r.rc})
+    return UdpEchoEvidence(peer=str(peer), sent=token, received=r.output.strip(), rc=r.rc)
 
 
-def dns_lookup(shell, profile: GuestProfile, name: str, server: str) -> Evidence:
+def dns_lookup(shell: GuestShell, profile: GuestProfile, name: str, server: str) -> DnsEvidence:
     r = shell.run(profile.dns_command(name, server))
-    return Evidence(
-        "dns",
-        {
-            "name": name,
-            "server": server,
-            "answers": profile.parse_dns(r.output) if r.ok else [],
-            "rc": r.rc,
-            "output": r.output[-400:],
-        },
+    return DnsEvidence(
+        name=name,
+        server=server,
+        answers=profile.parse_dns(r.output) if r.ok else [],
+        rc=r.rc,
+        output=r.output[-400:],
     )

@@ -36,6 +36,7 @@ from slirp_conformance.cluster import kubevirt_cr, runner
 from slirp_conformance.cluster.kubevirt_cr import KubeVirtAPI, KubeVirtRef, as_api
 from slirp_conformance.cluster.versions import FEATURE_GATE
 from slirp_conformance.errors import SetupError
+from slirp_conformance.kubevirt.apis import KUBEVIRT, VIRT_API_HEALTHZ
 
 log = logging.getLogger("slirp.cluster.kubevirt_config")
 T = TypeVar("T")
@@ -184,15 +185,7 @@ def _patch_guarded(api: KubeVirtAPI, ref: KubeVirtRef, build_ops: Callable[[dict
         body = [{"op": "test", "path": "/metadata/resourceVersion", "value": rv}, *ops]
         try:
             # The client defaults PATCH bodies to merge-patch; a JSON patch must say so.
-            return api.custom.patch_namespaced_custom_object(
-                kubevirt_cr.GROUP,
-                kubevirt_cr.VERSION,
-                ref.namespace,
-                kubevirt_cr.PLURAL,
-                ref.name,
-                body,
-                _content_type=JSON_PATCH,
-            )
+            return KUBEVIRT.patch(api.custom, ref.namespace, ref.name, body, _content_type=JSON_PATCH)
         except Exception as e:
             if not _is_conflict(e):
                 raise
@@ -209,6 +202,26 @@ def _rv_at_least(reported: str, wanted: str) -> bool:
         return int(reported) >= int(wanted)
     except (TypeError, ValueError):
         return reported == wanted
+
+
+@dataclass
+class _Answers:
+    """The components' answers in one propagation mode: any at all, and the current streak."""
+
+    probe: Callable[[], dict[str, str]]  # {component: config-resource-version}
+    current: Callable[[dict[str, str]], bool]  # every component has loaded the wanted version
+    needed: int  # consecutive current answers that make the mode's verdict
+    any: bool = False
+    streak: int = 0
+
+    def count(self) -> dict[str, str]:
+        versions = self.probe()
+        self.any = True
+        self.streak = self.streak + 1 if self.current(versions) else 0
+        return versions
+
+    def enough(self, versions: dict[str, str]) -> bool:
+        return self.current(versions) and self.streak >= self.needed
 
 
 class _ProxyUnavailable(Exception):
@@ -235,8 +248,9 @@ def _component_versions(api: KubeVirtAPI, namespace: str) -> dict[str, str]:
                     _request_timeout=timeout,
                 )
             except Exception as e:
-                if getattr(e, "status", None) in (401, 403, 404, 405):
-                    raise _ProxyUnavailable(f"pods/proxy answered HTTP {e.status} for {pod.metadata.name}") from None
+                status = getattr(e, "status", None)
+                if status in (401, 403, 404, 405):
+                    raise _ProxyUnavailable(f"pods/proxy answered HTTP {status} for {pod.metadata.name}") from None
                 raise
             data = response.data if hasattr(response, "data") else response
             report = json.loads(data.decode() if isinstance(data, bytes) else data)
@@ -249,10 +263,11 @@ def _virt_api_versions(api: KubeVirtAPI) -> dict[str, str]:
     if api.get_raw is None:
         raise _ProxyUnavailable("no raw GET available")
     try:
-        data = api.get_raw(kubevirt_cr.VIRT_API_HEALTHZ, runner.budget("api-probe"))
+        data = api.get_raw(VIRT_API_HEALTHZ, runner.budget("api-probe"))
     except Exception as e:
-        if getattr(e, "status", None) in (401, 403, 404):
-            raise _ProxyUnavailable(f"{kubevirt_cr.VIRT_API_HEALTHZ} answered HTTP {e.status}") from None
+        status = getattr(e, "status", None)
+        if status in (401, 403, 404):
+            raise _ProxyUnavailable(f"{VIRT_API_HEALTHZ} answered HTTP {status}") from None
         raise
     report = json.loads(data.decode() if isinstance(data, bytes) else data)
     return {"virt-api (subresources healthz)": str(report.get("config-resource-version"))}
@@ -268,7 +283,7 @@ def wait_propagated(api: Any, ref: KubeVirtRef, resource_version: str) -> tuple[
     """
     api = as_api(api)
     budget = waits.timeout("kubevirt-config-propagated")
-    retry_on = (LookupError, ValueError, OSError, ConnectionError, *_api_errors())
+    retry_on: tuple[type[BaseException], ...] = (LookupError, ValueError, OSError, ConnectionError, *_api_errors())
 
     def behind(versions: dict[str, str]) -> str:
         lag = {p: v for p, v in versions.items() if not _rv_at_least(v, resource_version)}
@@ -277,26 +292,19 @@ def wait_propagated(api: Any, ref: KubeVirtRef, resource_version: str) -> tuple[
     def current(versions: dict[str, str]) -> bool:
         return bool(versions) and all(_rv_at_least(v, resource_version) for v in versions.values())
 
-    reasons = []
-    modes = (
+    reasons: list[str] = []
+    modes: tuple[tuple[str, Callable[[], dict[str, str]], int], ...] = (
         ("verified", lambda: _component_versions(api, ref.namespace), 1),
         ("verified: virt-api only", lambda: _virt_api_versions(api), VIRT_API_CONFIRMATIONS),
     )
     for mode, probe, needed in modes:
-        answered = {"any": False, "streak": 0}
-
-        def counted(probe=probe, answered=answered) -> dict[str, str]:
-            versions = probe()
-            answered["any"] = True
-            answered["streak"] = answered["streak"] + 1 if current(versions) else 0
-            return versions
-
+        answered = _Answers(probe, current, needed)
         try:
             versions = waits.wait_for(
                 f"KubeVirt components to load CR resourceVersion {resource_version} ({mode})",
-                counted,
+                answered.count,
                 budget,
-                accept=lambda vs, answered=answered, needed=needed: current(vs) and answered["streak"] >= needed,
+                accept=answered.enough,
                 retry_on=retry_on,
                 describe=behind,
             )
@@ -304,7 +312,7 @@ def wait_propagated(api: Any, ref: KubeVirtRef, resource_version: str) -> tuple[
             reasons.append(str(e))
             continue
         except waits.WaitTimeout:
-            if answered["any"]:
+            if answered.any:
                 raise
             reasons.append(f"no healthz answer in {budget:.0f} s ({mode})")
             continue

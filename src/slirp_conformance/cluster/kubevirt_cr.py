@@ -11,11 +11,8 @@ from typing import Any
 
 from slirp_conformance.cluster.versions import KubeVirtVersion, parse_kubevirt_version
 from slirp_conformance.errors import SetupError
+from slirp_conformance.kubevirt.apis import KUBEVIRT
 
-GROUP = "kubevirt.io"
-VERSION = "v1"
-PLURAL = "kubevirts"
-VIRT_API_HEALTHZ = "/apis/subresources.kubevirt.io/v1/healthz"
 COMPONENT_LABELS = ("kubevirt.io=virt-api", "kubevirt.io=virt-controller", "kubevirt.io=virt-handler")
 
 
@@ -64,7 +61,7 @@ def find_kubevirt(api: Any, request_timeout: float | None = None) -> KubeVirtRef
     api = as_api(api)
     kwargs = {} if request_timeout is None else {"_request_timeout": request_timeout}
     try:
-        items = api.custom.list_cluster_custom_object(GROUP, VERSION, PLURAL, **kwargs).get("items", [])
+        items = KUBEVIRT.list_all(api.custom, **kwargs).get("items", [])
     except Exception as e:
         if getattr(e, "status", None) == 404:  # the CRD is not installed
             return None
@@ -79,8 +76,8 @@ def find_kubevirt(api: Any, request_timeout: float | None = None) -> KubeVirtRef
     return KubeVirtRef(meta["namespace"], meta["name"])
 
 
-def get_kubevirt(api: Any, ref: KubeVirtRef) -> dict:
-    return as_api(api).custom.get_namespaced_custom_object(GROUP, VERSION, ref.namespace, PLURAL, ref.name)
+def get_kubevirt(api: Any, ref: KubeVirtRef, **kwargs: Any) -> dict:
+    return KUBEVIRT.get(as_api(api).custom, ref.namespace, ref.name, **kwargs)
 
 
 def require_kubevirt(api: Any) -> KubeVirtRef:

@@ -29,12 +29,12 @@ from slirp_conformance.cluster.versions import (
     release_manifest_urls,
 )
 from slirp_conformance.errors import SetupError
+from slirp_conformance.kubevirt.apis import KUBEVIRT
 
 log = logging.getLogger("slirp.cluster.kubevirt")
 
 OPERATOR_MANIFEST = "kubevirt-operator.yaml"
 CR_MANIFEST = "kubevirt-cr.yaml"
-KUBEVIRT_CRD = "kubevirts.kubevirt.io"
 
 
 def _parse(text: str, source: str) -> list[dict]:
@@ -79,7 +79,7 @@ def load_manifests(
                 ) from None
     operator = _parse(*texts[OPERATOR_MANIFEST])
     crs = _parse(*texts[CR_MANIFEST])
-    if not any(d["kind"] == "KubeVirt" for d in crs):
+    if not any(d["kind"] == KUBEVIRT.kind for d in crs):
         raise SetupError(f"{texts[CR_MANIFEST][1]} has no KubeVirt object; is it the release's {CR_MANIFEST}?")
     return operator, crs
 
@@ -106,7 +106,7 @@ def wait_available(api: Any, ref: kubevirt_cr.KubeVirtRef) -> dict:
     """Wait (bounded by "kubevirt-available") for the CR's Available condition; logs each new state."""
     from kubernetes.client import ApiException
 
-    seen = {"last": None}
+    seen: dict[str, str | None] = {"last": None}
 
     def probe() -> dict:
         obj = kubevirt_cr.get_kubevirt(api, ref)
@@ -209,7 +209,7 @@ class KubeVirtInstallation:
     def _install(self) -> None:
         operator, crs = load_manifests(self.requested, self.manifests_dir)  # type: ignore[arg-type]
         if self.use_emulation:
-            crs = [with_use_emulation(d) if d["kind"] == "KubeVirt" else d for d in crs]
+            crs = [with_use_emulation(d) if d["kind"] == KUBEVIRT.kind else d for d in crs]
         self.installed = True  # from here on, uninstall cleans up whatever got created
         dyn = _dynamic(self.api_client)
         log.info(
@@ -224,7 +224,7 @@ class KubeVirtInstallation:
         self._wait_crd_established(dyn)
         dyn = _dynamic(self.api_client)  # fresh discovery: the KubeVirt kind exists now
         for doc in crs:
-            if self._create(dyn, doc) and doc["kind"] == "KubeVirt":
+            if self._create(dyn, doc) and doc["kind"] == KUBEVIRT.kind:
                 self._created_cr = True
                 self.ref = kubevirt_cr.KubeVirtRef(
                     doc["metadata"].get("namespace", "kubevirt"), doc["metadata"]["name"]
@@ -261,14 +261,14 @@ class KubeVirtInstallation:
         crds = dyn.resources.get(api_version="apiextensions.k8s.io/v1", kind="CustomResourceDefinition")
 
         def established() -> bool:
-            crd = crds.get(name=KUBEVIRT_CRD).to_dict()
+            crd = crds.get(name=KUBEVIRT.crd_name).to_dict()
             return any(
                 c.get("type") == "Established" and c.get("status") == "True"
                 for c in crd.get("status", {}).get("conditions", []) or []
             )
 
         waits.wait_for(
-            f"CRD {KUBEVIRT_CRD} to be Established",
+            f"CRD {KUBEVIRT.crd_name} to be Established",
             established,
             runner.budget("crd-established"),
             retry_on=(DynamicApiError,),
@@ -287,7 +287,7 @@ class KubeVirtInstallation:
         dyn = _dynamic(self.api_client)
         budget = waits.timeout("resource-deleted")
         if self._created_cr and self.ref is not None:
-            kv = dyn.resources.get(api_version=f"{kubevirt_cr.GROUP}/{kubevirt_cr.VERSION}", kind="KubeVirt")
+            kv = dyn.resources.get(api_version=KUBEVIRT.api_version, kind=KUBEVIRT.kind)
             self._delete_and_wait(kv, self.ref.name, self.ref.namespace, budget)
         for doc in reversed(self._created):
             try:

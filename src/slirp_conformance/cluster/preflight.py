@@ -20,14 +20,15 @@ from __future__ import annotations
 import json
 import logging
 import os
-import re
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 from slirp_conformance import redaction
 from slirp_conformance.cluster import runner
 from slirp_conformance.cluster.kind import KVM_DEVICE, Run, kvm_usable
 from slirp_conformance.cluster.versions import (
+    VERSIONS_ENV,
     KubeVirtVersion,
     Pins,
     default_version,
@@ -35,6 +36,8 @@ from slirp_conformance.cluster.versions import (
     pins_for,
 )
 from slirp_conformance.errors import SetupError
+from slirp_conformance.version import Version, VersionError, find_in_tool_output
+from slirp_conformance.version import parse as parse_version
 
 log = logging.getLogger("slirp.cluster.preflight")
 
@@ -42,7 +45,7 @@ INSTALL_TOOLS = "run hack/install-tools.sh (installs the pinned kind and kubectl
 # The first kubernetes client with ApiClient.param_serialize and call_api(method, url, ...), which
 # kubevirt_cr.KubeVirtAPI uses (checked in the published wheels: 36.0.3 has neither, 37.0.0 both).
 # pyproject.toml declares the same floor; an older client already installed is refused here.
-KUBERNETES_CLIENT_FLOOR = (37, 0, 0)
+KUBERNETES_CLIENT_FLOOR = Version(37, 0, 0)
 
 
 @dataclass
@@ -63,9 +66,12 @@ class PreflightReport:
         return not self.kvm
 
 
-def _semver(text: str) -> tuple[int, int, int] | None:
-    match = re.search(r"v?(\d+)\.(\d+)\.(\d+)", text)
-    return tuple(int(g) for g in match.groups()) if match else None  # type: ignore[return-value]
+def _pinned(pin: str, tool: str) -> Version:
+    """A pin of hack/versions.env, by the project's version rule."""
+    try:
+        return parse_version(pin)
+    except VersionError as e:
+        raise SetupError(f"{VERSIONS_ENV} pins {tool} {pin!r}: {e}; fix the pin") from None
 
 
 def check_docker(run: Run = runner.run) -> str:
@@ -99,15 +105,15 @@ def check_kind(pin: str, run: Run = runner.run) -> tuple[str, str | None]:
         out = run(["kind", "version"], timeout=runner.budget("tool-probe"), fix=INSTALL_TOOLS).stdout
     except runner.ToolMissing:
         raise SetupError(f"kind is not installed or not on PATH; {INSTALL_TOOLS}") from None
-    found, wanted = _semver(out), _semver(pin)
+    found, wanted = find_in_tool_output(out), _pinned(pin, "kind")
     if found is None:
         raise SetupError(f"cannot read the kind version from `kind version` ({out.strip()[:80]!r}); {INSTALL_TOOLS}")
-    shown = "v{}.{}.{}".format(*found)
-    if wanted and found < wanted:
+    shown = str(found)
+    if found < wanted:
         raise SetupError(
             f"kind {shown} is older than the pinned {pin} and may not boot the pinned node image; {INSTALL_TOOLS}"
         )
-    if wanted and found != wanted:
+    if found != wanted:
         return shown, f"kind {shown} differs from the pinned {pin} (newer: node images are best-effort there)"
     return shown, None
 
@@ -121,10 +127,11 @@ def check_kubectl(pin: str, run: Run = runner.run) -> tuple[str, str | None]:
         git_version = json.loads(out)["clientVersion"]["gitVersion"]
     except (ValueError, KeyError, TypeError):
         git_version = out.strip()[:80]
-    found, wanted = _semver(git_version), _semver(pin)
+    # ``pin``: the kubectl pin, or a server's gitVersion (``v1.27.3-gke.100``): read as tool output
+    found, wanted = find_in_tool_output(git_version), find_in_tool_output(pin)
     if found is None:
         raise SetupError(f"cannot read the kubectl version ({git_version!r}); {INSTALL_TOOLS}")
-    shown = "v{}.{}.{}".format(*found)
+    shown = str(found)
     if wanted and (found[0] != wanted[0] or abs(found[1] - wanted[1]) > 1):
         return shown, (
             f"kubectl {shown} is outside the +/-1 minor skew of Kubernetes {pin} "
@@ -137,7 +144,7 @@ def check_kubernetes_client() -> str:
     """The installed kubernetes client is at least KUBERNETES_CLIENT_FLOOR; returns its version."""
     import kubernetes
 
-    found = _semver(getattr(kubernetes, "__version__", "") or "")
+    found = find_in_tool_output(getattr(kubernetes, "__version__", "") or "")
     floor = "{}.{}.{}".format(*KUBERNETES_CLIENT_FLOOR)
     if found is None or found < KUBERNETES_CLIENT_FLOOR:
         raise SetupError(
@@ -237,18 +244,7 @@ def check_kubevirt_version(
         api = kubevirt_cr.as_api(api_client)
         try:
             ref = kubevirt_cr.find_kubevirt(api, request_timeout=timeout)
-            obj = (
-                None
-                if ref is None
-                else api.custom.get_namespaced_custom_object(
-                    kubevirt_cr.GROUP,
-                    kubevirt_cr.VERSION,
-                    ref.namespace,
-                    kubevirt_cr.PLURAL,
-                    ref.name,
-                    _request_timeout=timeout,
-                )
-            )
+            obj = None if ref is None else kubevirt_cr.get_kubevirt(api, ref, _request_timeout=timeout)
         except client.ApiException as e:
             if e.status in (401, 403):  # not allowed to list KubeVirt CRs: the target finds out later
                 log.warning("preflight: cannot read KubeVirt CRs (HTTP %s); the version is checked at setup", e.status)
@@ -269,8 +265,9 @@ def check_cluster_reachable(kubeconfig: str | Path | None, *, context: str | Non
     timeout = runner.budget("api-probe")
     with client.ApiClient(configuration) as api_client:
         try:
-            # Raw JSON: the generated VersionInfo model rejects servers that omit optional fields.
-            response = client.VersionApi(api_client).get_code(
+            # Raw JSON: the generated VersionInfo model rejects servers that omit optional fields. With
+            # _preload_content=False the client returns the urllib3 response, not what get_code declares.
+            response: Any = client.VersionApi(api_client).get_code(
                 _preload_content=False, _request_timeout=(timeout, timeout)
             )
             info = json.loads(response.data)

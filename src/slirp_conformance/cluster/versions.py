@@ -12,6 +12,8 @@ from pathlib import Path
 
 from slirp_conformance.checkout import REPO
 from slirp_conformance.errors import SetupError
+from slirp_conformance.version import Version, VersionError
+from slirp_conformance.version import parse as parse_version
 
 VERSIONS_ENV = REPO / "hack" / "versions.env"
 
@@ -20,7 +22,6 @@ FEATURE_GATE = "NetworkBindingPlugins"
 _FEATURE_GATE_GA_MINOR = 5
 
 _LINE = re.compile(r'^(?P<key>[A-Za-z_][A-Za-z0-9_]*)=(?:"(?P<quoted>[^"$`\\]*)"|(?P<bare>[^\s"\'$`\\#]*))\s*(?:#.*)?$')
-_VERSION = re.compile(r"^v?(?P<major>0|[1-9]\d*)\.(?P<minor>0|[1-9]\d*)\.(?P<patch>0|[1-9]\d*)$")
 
 
 def parse_env_file(path: Path = VERSIONS_ENV) -> dict[str, str]:
@@ -53,19 +54,8 @@ def env(key: str) -> str:
         raise SetupError(f"{VERSIONS_ENV} has no {key}; add it (see the comments in that file)") from None
 
 
-@dataclass(frozen=True, order=True)
-class KubeVirtVersion:
-    major: int
-    minor: int
-    patch: int
-
-    def __str__(self) -> str:
-        return f"v{self.major}.{self.minor}.{self.patch}"
-
-    @property
-    def minor_key(self) -> str:
-        """``"1.5"``: the key of this release line in hack/versions.env."""
-        return f"{self.major}.{self.minor}"
+# A KubeVirt release, by the project's one version rule (slirp_conformance/version.py).
+KubeVirtVersion = Version
 
 
 def supported_minors() -> list[str]:
@@ -79,14 +69,14 @@ def supported_range() -> str:
 
 def parse_kubevirt_version(text: str) -> KubeVirtVersion:
     """``"v1.5.3"`` (or ``"1.5.3"``) -> KubeVirtVersion; SetupError naming the range otherwise."""
-    match = _VERSION.match(str(text).strip())
     hint = (
         f"use a full release version in the supported range {supported_range()}, "
         f"e.g. --kubevirt-version {env('KUBEVIRT_DEFAULT_VERSION')}"
     )
-    if not match:
-        raise SetupError(f"KubeVirt version {text!r} is not a release version (vMAJOR.MINOR.PATCH); {hint}")
-    version = KubeVirtVersion(int(match["major"]), int(match["minor"]), int(match["patch"]))
+    try:
+        version = parse_version(text)
+    except VersionError:
+        raise SetupError(f"KubeVirt version {text!r} is not a release version (vMAJOR.MINOR.PATCH); {hint}") from None
     if version.minor_key not in supported_minors():
         raise SetupError(
             f"KubeVirt {version} is outside the supported range {supported_range()} "

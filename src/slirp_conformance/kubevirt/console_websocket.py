@@ -20,6 +20,7 @@ from typing import Any
 import websocket
 
 from slirp_conformance.errors import SetupError
+from slirp_conformance.kubevirt.apis import vmi_console_path
 
 log = logging.getLogger("slirp.console")
 SUBPROTOCOL = "plain.kubevirt.io"
@@ -80,7 +81,7 @@ class ConsoleBridge:
 
     def __init__(self, api_client: Any, namespace: str, vmi: str, connect_timeout: float = 30) -> None:
         base, opts = websocket_options(api_client)
-        url = f"{base}/apis/subresources.kubevirt.io/v1/namespaces/{namespace}/virtualmachineinstances/{vmi}/console"
+        url = base + vmi_console_path(namespace, vmi)
         self._ws = websocket.create_connection(url, subprotocols=[SUBPROTOCOL], timeout=connect_timeout, **opts)
         self._ws.settimeout(None)
         self.sock, self._inner = socket.socketpair()

@@ -10,6 +10,7 @@ from __future__ import annotations
 from kubernetes import client
 
 from slirp_conformance import waits
+from slirp_conformance.kubevirt import pod_streams
 from slirp_conformance.kubevirt.vm_manifest import PART_OF
 from slirp_conformance.target import Endpoint, Peers
 
@@ -35,6 +36,23 @@ def _pod(name: str, image: str, labels: dict, command: list[str]) -> client.V1Po
     )
 
 
+def _running_ip(core: client.CoreV1Api, namespace: str, name: str) -> str:
+    """Wait until the pod runs with an IP; its IP."""
+
+    def read() -> tuple[str | None, str | None]:
+        pod = core.read_namespaced_pod(name, namespace)
+        return pod_streams.pod_phase(pod), pod_streams.pod_ip(pod)
+
+    _, ip = waits.wait_for(
+        f"pod {namespace}/{name} Running with an IP",
+        read,
+        waits.timeout("pod-ready"),
+        accept=lambda found: found[0] == "Running" and bool(found[1]),
+        describe=lambda found: f"phase {found[0]}, podIP {found[1]}",
+    )
+    return str(ip)
+
+
 def deploy(core: client.CoreV1Api, namespace: str, image: str = DEFAULT_IMAGE) -> Peers:
     echo = f"tcpsvd 0 {ECHO_PORT} cat & udpsvd -E 0 {ECHO_PORT} cat & wait"
     core.create_namespaced_pod(namespace, _pod(PEER_POD, image, PEER_LABELS, ["sh", "-c", echo]))
@@ -56,17 +74,8 @@ def deploy(core: client.CoreV1Api, namespace: str, image: str = DEFAULT_IMAGE) -
             ),
         ),
     )
-    ips = {}
-    for name in (PEER_POD, CLIENT_POD):
-        pod = waits.wait_for(
-            f"pod {namespace}/{name} Running with an IP",
-            lambda n=name: core.read_namespaced_pod(n, namespace),
-            waits.timeout("pod-ready"),
-            accept=lambda p: p.status.phase == "Running" and bool(p.status.pod_ip),
-            describe=lambda p: f"phase {p.status.phase}, podIP {p.status.pod_ip}",
-        )
-        ips[name] = pod.status.pod_ip
-    peer_ip = ips[PEER_POD]
+    peer_ip = _running_ip(core, namespace, PEER_POD)
+    _running_ip(core, namespace, CLIENT_POD)  # the client must run too; its own IP is not needed
     return Peers(
         tcp_echo=Endpoint(peer_ip, ECHO_PORT),
         udp_echo=Endpoint(peer_ip, ECHO_PORT),

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 
+from slirp_conformance.kubevirt.apis import VIRTUAL_MACHINE
 from slirp_conformance.vmspec import VMSpec
 
 PART_OF = {"app.kubernetes.io/part-of": "slirp-conformance"}
@@ -43,8 +44,8 @@ def render_vm(
     if spec.network.vm_network_cidr:
         pod["vmNetworkCIDR"] = spec.network.vm_network_cidr
     return {
-        "apiVersion": "kubevirt.io/v1",
-        "kind": "VirtualMachine",
+        "apiVersion": VIRTUAL_MACHINE.api_version,
+        "kind": VIRTUAL_MACHINE.kind,
         "metadata": {"name": spec.name, "namespace": namespace, "labels": dict(PART_OF)},
         "spec": {
             "runStrategy": "Always",

@@ -186,7 +186,8 @@ def make_target(config) -> Target:
     if config.getoption("target") == "qemu":
         return qemu_target.QemuTarget(spec, _qemu_options(config), fedora_like=_fedora_like(config))
     from slirp_conformance.kubevirt import peers
-    from slirp_conformance.kubevirt.kubevirt_target import ClusterOptions, KubeVirtTarget
+    from slirp_conformance.kubevirt.environment import ClusterOptions
+    from slirp_conformance.kubevirt.kubevirt_target import KubeVirtTarget
 
     worker = getattr(config, "workerinput", {}).get("workerid")
     return KubeVirtTarget(

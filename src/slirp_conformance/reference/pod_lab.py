@@ -66,8 +66,8 @@ def setup_network(cfg: dict) -> None:
     _run(_in_pod(cfg, ["ip", "route", "add", "default", "via", cfg["peer_ip"]]), "pod default route")
     _run(["ip", "addr", "add", f"{cfg['peer_ip']}/{cfg['prefix']}", "dev", "cluster0"], "peer address")
     _run(["ip", "link", "set", "cluster0", "up"], "peer link")
-    for key, value in cfg["pod_sysctls"].items():
-        value = _mapped_value(cfg, key, value)
+    for key, wanted in cfg["pod_sysctls"].items():
+        value = _mapped_value(cfg, key, wanted)
         if value is None:
             continue  # the new namespace's default already means it
         _run(

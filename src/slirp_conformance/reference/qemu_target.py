@@ -52,11 +52,12 @@ class QemuTarget(Target):
         with progress.phase(f"reference VM {self.spec.name}: guest image, pod lab, QEMU ({self.vm.opts.accel} accel)"):
             self.vm.start()
         self._open_console(
-            self.vm.console_socket(), self.vm.run_dir / "console-transcript.log", f"{self.spec.name} serial console"
+            self.vm.console_socket(), self.vm.work_dir / "console-transcript.log", f"{self.spec.name} serial console"
         )
         self.timings["boot_to_console_prompt_s"] = time.monotonic() - self.timings["launched_at"]
-        if self._console.login_prompt_seen_at is not None:
-            self.timings["boot_to_login_prompt_s"] = self._console.login_prompt_seen_at - self.timings["launched_at"]
+        login_prompt_seen_at = self.console().login_prompt_seen_at
+        if login_prompt_seen_at is not None:
+            self.timings["boot_to_login_prompt_s"] = login_prompt_seen_at - self.timings["launched_at"]
 
     def ssh(self):
         t0 = time.monotonic()

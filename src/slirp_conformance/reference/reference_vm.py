@@ -165,13 +165,14 @@ def sweep_stale_run_dirs() -> None:
 
 def _kvm_works(img: image.GuestImage, run_dir: Path) -> bool:
     """Does KVM really run a guest here? Remembered per host boot and QEMU build."""
-    if not os.access("/dev/kvm", os.R_OK | os.W_OK):
-        return False
+    qemu = shutil.which(QEMU)
+    if qemu is None or not os.access("/dev/kvm", os.R_OK | os.W_OK):
+        return False  # (a missing QEMU is preflight's to report)
     try:
         boot_id = Path("/proc/sys/kernel/random/boot_id").read_text().strip()
     except OSError:
         boot_id = "unknown"
-    memo = cache_root() / f"kvm-probe-{boot_id}-{os.stat(shutil.which(QEMU)).st_mtime_ns}.json"
+    memo = cache_root() / f"kvm-probe-{boot_id}-{os.stat(qemu).st_mtime_ns}.json"
     try:
         return json.loads(memo.read_text())["kvm_works"]
     except (OSError, ValueError, KeyError):
@@ -291,6 +292,13 @@ class ReferenceVM:
         self.network_args: list[str] | None = None  # the sidecar's QEMU arguments, set by start()
         self.network_args_source: dict[str, str] = {}
 
+    @property
+    def work_dir(self) -> Path:
+        """The run directory of the started VM (its lab, QEMU, logs and sockets)."""
+        if self.run_dir is None:
+            raise RuntimeError("the reference VM is not started: it has no run directory")
+        return self.run_dir
+
     def start(self) -> ReferenceVM:
         t0 = time.monotonic()
         self.rootless = preflight(self.opts)
@@ -321,62 +329,68 @@ class ReferenceVM:
             )
         self.timings["network_args_s"] = time.monotonic() - t1
         self.accel = (
-            self.opts.accel if self.opts.accel != "auto" else ("kvm" if _kvm_works(img, self.run_dir) else "tcg")
+            self.opts.accel if self.opts.accel != "auto" else ("kvm" if _kvm_works(img, self.work_dir) else "tcg")
         )
-        qemu_dir = self.run_dir / "qemu"
+        qemu_dir = self.work_dir / "qemu"
         qemu_dir.mkdir()
         if not self.rootless:
             os.chown(qemu_dir, QEMU_UID, QEMU_GID)
-        boot = self._fedora_like_boot() if self.fedora_like is not None else self._busybox_boot(img)
-        (self.run_dir / "resolv.conf").write_text(pod_resolv_conf(self.search_domains, self.peer_ip))
+        boot = (
+            self._fedora_like_boot(self.fedora_image, self.fedora_like)
+            if self.fedora_image is not None and self.fedora_like is not None
+            else self._busybox_boot(img)
+        )
+        (self.work_dir / "resolv.conf").write_text(pod_resolv_conf(self.search_domains, self.peer_ip))
         sysctls = {**DEFAULT_POD_SYSCTLS, **self.opts.sysctls}
         cfg = {
             "run_dir": str(self.run_dir),
-            "pod_netns": str(self.run_dir / "pod.netns"),
+            "pod_netns": str(self.work_dir / "pod.netns"),
             "pod_ip": self.pod_ip,
             "peer_ip": self.peer_ip,
             "prefix": self.prefix,
             "pod_sysctls": sysctls,
             "rootless": self.rootless,
             "evidence_sysctls": list(dict.fromkeys([*EVIDENCE_SYSCTLS, *sysctls])),
-            "resolv_conf": str(self.run_dir / "resolv.conf"),
+            "resolv_conf": str(self.work_dir / "resolv.conf"),
             "dns_records": self.dns_records,
             "tcp_echo_port": self.echo_port,
             "udp_echo_port": self.echo_port,
-            "control_socket": str(self.run_dir / "control.sock"),
-            "qemu_log": str(self.run_dir / "qemu.log"),
+            "control_socket": str(self.work_dir / "control.sock"),
+            "qemu_log": str(self.work_dir / "qemu.log"),
             "qemu_argv": self._qemu_identity() + self.qemu_argv(boot, qemu_dir),
         }
-        (self.run_dir / "lab.json").write_text(json.dumps(cfg, indent=1))
+        (self.work_dir / "lab.json").write_text(json.dumps(cfg, indent=1))
         userns = ["--user", "--map-root-user"] if self.rootless else []
         self.timings["launched_at"] = time.monotonic()
-        self._lab = subprocess.Popen(
-            [
-                "unshare",
-                *userns,
-                "--mount",
-                "--net",
-                "--pid",
-                "--fork",
-                "--kill-child",
-                "--mount-proc",
-                sys.executable,
-                "-m",
-                "slirp_conformance.reference.pod_lab",
-                str(self.run_dir / "lab.json"),
-            ],
-            cwd=REPO,
-            env={**os.environ, "PYTHONPATH": str(REPO)},
-            stdin=subprocess.DEVNULL,
-            stdout=subprocess.PIPE,
-            stderr=open(self.run_dir / "lab.log", "wb"),
-            preexec_fn=_die_with_parent,
-        )
+        # The child gets its own copy of the log's descriptor; the parent's closes with the block.
+        with open(self.work_dir / "lab.log", "wb") as lab_log:
+            self._lab = subprocess.Popen(
+                [
+                    "unshare",
+                    *userns,
+                    "--mount",
+                    "--net",
+                    "--pid",
+                    "--fork",
+                    "--kill-child",
+                    "--mount-proc",
+                    sys.executable,
+                    "-m",
+                    "slirp_conformance.reference.pod_lab",
+                    str(self.work_dir / "lab.json"),
+                ],
+                cwd=REPO,
+                env={**os.environ, "PYTHONPATH": str(REPO / "src")},
+                stdin=subprocess.DEVNULL,
+                stdout=subprocess.PIPE,
+                stderr=lab_log,
+                preexec_fn=_die_with_parent,
+            )
         self._await_lab()
 
     def _for_qemu(self, cached: Path, name: str) -> Path:
         """``cached`` in the run dir: the cache may sit in a home QEMU's user cannot enter."""
-        here = self.run_dir / name
+        here = self.work_dir / name
         try:
             os.link(cached, here)
         except OSError:  # another file system
@@ -392,7 +406,7 @@ class ReferenceVM:
     def _busybox_boot(self, img: image.GuestImage) -> list[str]:
         """Kernel and initramfs; the run's key and password hash in a second cpio appended to it."""
         kernel = self._for_qemu(img.kernel, "vmlinux")
-        initrd = self.run_dir / "initrd.cpio"
+        initrd = self.work_dir / "initrd.cpio"
         with open(initrd, "wb") as out, open(img.initrd, "rb") as base:
             shutil.copyfileobj(base, out)
             out.write(image.overlay(self._authorized_key, image.password_hash(self._password)))
@@ -408,15 +422,14 @@ class ReferenceVM:
             f"console=ttyS0 rdinit=/sbin/init {_FAST_BOOT} nosmp",
         ]
 
-    def _fedora_like_boot(self) -> list[str]:
+    def _fedora_like_boot(self, img: fedora_image.FedoraLikeImage, flavour: Flavour) -> list[str]:
         """The flavour's root disk under a per-run qcow2 overlay, the run's cloud-init on a cidata
         ISO, two vCPUs (12 s faster to login than one under TCG) and a virtio RNG as KubeVirt's
         Fedora test VMs have (tests/libvmifact/factory.go, NewFedora: WithRng)."""
-        img = self.fedora_image
         kernel = self._for_qemu(img.kernel, "vmlinux")
         initrd = self._for_qemu(img.initrd, "initrd.cpio")
-        base = self._for_qemu(img.disk(self.fedora_like), "root-base.img")
-        overlay = self.run_dir / "root.qcow2"
+        base = self._for_qemu(img.disk(flavour), "root-base.img")
+        overlay = self.work_dir / "root.qcow2"
         r = subprocess.run(
             ["qemu-img", "create", "-q", "-f", "qcow2", "-F", "raw", "-b", str(base), str(overlay)],
             capture_output=True,
@@ -427,10 +440,10 @@ class ReferenceVM:
             raise SetupError(f"qemu-img could not create the root disk overlay: {r.stderr.strip()[-300:]}")
         self._qemu_owns(overlay, 0o600)
         if self.nocloud is not None:
-            iso = cidata.write_nocloud_iso(self.run_dir / "cidata.iso", vm_name=self.spec.name, nocloud=self.nocloud)
+            iso = cidata.write_nocloud_iso(self.work_dir / "cidata.iso", vm_name=self.spec.name, nocloud=self.nocloud)
         else:
             iso = cidata.write_iso(
-                self.run_dir / "cidata.iso",
+                self.work_dir / "cidata.iso",
                 vm_name=self.spec.name,
                 authorized_key=self._authorized_key,
                 password=self._password,
@@ -516,7 +529,7 @@ class ReferenceVM:
 
     def _tail(self, name: str, lines: int = 5) -> str:
         try:
-            return " | ".join((self.run_dir / name).read_text(errors="replace").splitlines()[-lines:])
+            return " | ".join((self.work_dir / name).read_text(errors="replace").splitlines()[-lines:])
         except OSError:
             return "(no log)"
 
@@ -525,7 +538,7 @@ class ReferenceVM:
             raise SetupError(f"the reference lab exited ({self._lab.returncode}): {self._tail('qemu.log')}")
         s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
         try:
-            s.connect(str(self.run_dir / "qemu" / "console.sock"))
+            s.connect(str(self.work_dir / "qemu" / "console.sock"))
         except OSError:
             s.close()
             raise
@@ -540,7 +553,7 @@ class ReferenceVM:
     @property
     def pod_netns(self) -> Path | None:
         """The pod's network namespace file; it exists only inside the lab's mount namespace."""
-        return self.run_dir / "pod.netns" if self.run_dir is not None else None
+        return self.work_dir / "pod.netns" if self.run_dir is not None else None
 
     def console_socket(self) -> socket.socket:
         """A new connection to the serial console (waits for QEMU to create the socket)."""
@@ -570,7 +583,7 @@ class ReferenceVM:
             return
         into.mkdir(parents=True, exist_ok=True)
         for name in ("lab.json", "lab.log", "peer.log", "qemu.log", "qemu/console.log", "resolv.conf"):
-            src = self.run_dir / name
+            src = self.work_dir / name
             if src.is_file():
                 shutil.copyfile(src, into / name.replace("/", "-"))
 
@@ -578,7 +591,7 @@ class ReferenceVM:
     def _control(self, request: dict, timeout: float = 15) -> tuple[dict, socket.socket]:
         s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
         s.settimeout(timeout)
-        s.connect(str(self.run_dir / "control.sock"))
+        s.connect(str(self.work_dir / "control.sock"))
         s.sendall(json.dumps(request).encode() + b"\n")
         line = b""
         while not line.endswith(b"\n"):  # byte by byte: what follows belongs to the caller

@@ -10,7 +10,6 @@ the reference VM and a cluster VM start from the same object.
 from __future__ import annotations
 
 import json
-import re
 import subprocess
 import sys
 from dataclasses import dataclass
@@ -19,7 +18,10 @@ from slirp_conformance import gobuild
 from slirp_conformance.checkout import REPO
 from slirp_conformance.cluster import versions
 from slirp_conformance.errors import SetupError
+from slirp_conformance.kubevirt.apis import VIRTUAL_MACHINE_INSTANCE
 from slirp_conformance.kubevirt.vm_manifest import render_vm
+from slirp_conformance.version import VersionError
+from slirp_conformance.version import parse as parse_version
 from slirp_conformance.vmspec import VMSpec, slirp_qemu_args
 
 MODES = ("go", "python")  # --sidecar-render
@@ -49,7 +51,6 @@ EXTRA_REPLACES: dict[str, tuple[tuple[str, str], ...]] = {
     ),
 }
 RENDER_TIMEOUT = 120.0
-_VERSION = re.compile(r"^v(\d+)\.(\d+)\.(\d+)$")
 # Placeholders for what the manifest needs and the sidecar never reads (not secrets).
 _NAMESPACE, _IMAGE, _KEY, _PASSWORD = (
     "sidecar-render",
@@ -71,26 +72,29 @@ class SidecarRejected(Exception):
 
 
 def wrapper_module(kubevirt_version: str) -> gobuild.WrapperModule:
-    m = _VERSION.match(kubevirt_version)
-    minor = f"{m.group(1)}.{m.group(2)}" if m else None
-    if minor not in GLUE_BY_MINOR or kubevirt_version not in EXTRA_REPLACES:
+    try:
+        release = parse_version(kubevirt_version)
+    except VersionError:
+        release = None
+    if release is None or release.minor_key not in GLUE_BY_MINOR or str(release) not in EXTRA_REPLACES:
         raise SetupError(
             f"sidecar-render builds KubeVirt {', '.join(EXTRA_REPLACES)}, not {kubevirt_version!r}: "
             "use one of those, or --sidecar-render python to check the suite's Python model of "
             "the sidecar's arguments (the report says so)"
         )
+    tag = str(release)  # v-prefixed, as the module proxy and the cache name it
     return gobuild.WrapperModule(
         name="sidecar-render",
-        version=kubevirt_version,
+        version=tag,
         packages=(".",),
         source=REPO_SOURCE,
-        requires=(f"kubevirt.io/kubevirt@{kubevirt_version}",),
-        replace_from=f"kubevirt.io/kubevirt@{kubevirt_version}",
+        requires=(f"kubevirt.io/kubevirt@{tag}",),
+        replace_from=f"kubevirt.io/kubevirt@{tag}",
         # kubevirt.io/api and client-go are staging dirs there, published at the same tag.
-        local_replace_version=kubevirt_version,
-        replaces=EXTRA_REPLACES[kubevirt_version],
-        tags=(GLUE_BY_MINOR[minor],),
-        ldflags=f"-X main.kubevirtVersion={kubevirt_version}",
+        local_replace_version=tag,
+        replaces=EXTRA_REPLACES[tag],
+        tags=(GLUE_BY_MINOR[release.minor_key],),
+        ldflags=f"-X main.kubevirtVersion={tag}",
     )
 
 
@@ -110,11 +114,11 @@ def build(kubevirt_version: str) -> gobuild.Built:
     return outcome
 
 
-def prepare(mode: str, kubevirt_version: str) -> None:
+def prepare(mode: str, kubevirt_version: str | None) -> None:
     """Build before the run (the plugin calls this with output capture off, so a cold build's
     progress line shows); a build that fails stops the run here, in one line."""
     if mode == "go":
-        build(kubevirt_version)
+        build(kubevirt_version or default_version())
 
 
 def vmi_json(spec: VMSpec) -> dict:
@@ -122,8 +126,8 @@ def vmi_json(spec: VMSpec) -> dict:
     vm = render_vm(spec, namespace=_NAMESPACE, image=_IMAGE, authorized_key=_KEY, password=_PASSWORD)
     template = vm["spec"]["template"]
     return {
-        "apiVersion": "kubevirt.io/v1",
-        "kind": "VirtualMachineInstance",
+        "apiVersion": VIRTUAL_MACHINE_INSTANCE.api_version,
+        "kind": VIRTUAL_MACHINE_INSTANCE.kind,
         "metadata": {"name": spec.name, "namespace": _NAMESPACE, **template["metadata"]},
         "spec": template["spec"],
     }
