@@ -11,6 +11,8 @@ from __future__ import annotations
 import base64
 import io
 import socket
+import threading
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -47,6 +49,10 @@ def parse_host_key(line: str) -> paramiko.PKey:
     if len(parts) < 2:
         raise ValueError(f"not an OpenSSH public key line: {line!r}")
     return paramiko.PKey.from_type_string(parts[0], base64.b64decode(parts[1]))
+
+
+class SSHTimeout(TimeoutError):
+    """A command's step missed its deadline; the message names the command and the step."""
 
 
 class SSHRefused(AssertionError):
@@ -115,16 +121,69 @@ class SSHClient:
         return cls(client, name)
 
     def run(self, command: str, timeout: float = 60) -> Result:
-        _stdin, stdout, stderr = self._client.exec_command(command, timeout=timeout)
-        out = stdout.read().decode(errors="replace")
-        err = stderr.read().decode(errors="replace")
+        """Run ``command``; every step (channel open, exec request, output, exit status) shares one
+        deadline, and a step that misses it raises ``SSHTimeout`` naming the command and the step
+        (the report's reason for the clause). paramiko's own waits for the exec request's reply and
+        for the exit status have no bound at all."""
+        deadline = time.monotonic() + timeout
+        what = f"`{command[:160]}`"
+        transport = self._client.get_transport()
+        if transport is None or not transport.is_active():
+            raise SSHTimeout(f"{self.name}: the SSH connection is closed; cannot run {what}")
+        try:
+            chan = transport.open_session(timeout=timeout)
+        except paramiko.SSHException as e:
+            raise self._timeout(f"a new SSH channel (open: {e})", what, timeout) from e
+        try:
+            return self._exec(chan, command, what, timeout, deadline)
+        finally:
+            chan.close()
+
+    def _exec(self, chan: paramiko.Channel, command: str, what: str, timeout: float, deadline: float) -> Result:
+        failed: list[BaseException] = []
+
+        def request() -> None:
+            try:
+                chan.exec_command(command)
+            except BaseException as e:  # noqa: BLE001 (handed to the caller's thread)
+                failed.append(e)
+
+        requester = threading.Thread(target=request, name=f"ssh-exec {self.name}", daemon=True)
+        requester.start()
+        requester.join(max(deadline - time.monotonic(), 0))
+        if requester.is_alive():
+            chan.close()  # ends paramiko's wait for the reply
+            raise self._timeout("the guest's answer to the exec request", what, timeout)
+        if failed:
+            raise failed[0]
+        out = self._drain(chan, chan.recv, what, timeout, deadline, "stdout")
+        err = self._drain(chan, chan.recv_stderr, what, timeout, deadline, "stderr")
         # recv_exit_status() waits without a bound: a guest whose sshd closed the output but never
         # sent the status held a whole run for minutes (seen with the Fedora-like guest).
-        if not stdout.channel.status_event.wait(timeout):
-            raise TimeoutError(f"{self.name}: no exit status within {timeout:.0f} s from `{command[:120]}`")
-        rc = stdout.channel.exit_status
+        if not chan.status_event.wait(max(deadline - time.monotonic(), 0)):
+            raise self._timeout(f"the exit status (the output had ended: {len(out)} bytes)", what, timeout)
         # Apart: Fedora's profile.d makes every command print a `bind` warning on stderr.
-        return Result(command, out, rc, err)
+        return Result(command, out.decode(errors="replace"), chan.exit_status, err.decode(errors="replace"))
+
+    def _drain(self, chan, recv, what: str, timeout: float, deadline: float, stream: str) -> bytes:
+        data = bytearray()
+        while True:
+            chan.settimeout(max(deadline - time.monotonic(), 0.001))
+            try:
+                chunk = recv(65536)
+            except TimeoutError:
+                raise self._timeout(
+                    f"the end of its {stream} ({len(data)} bytes so far: {bytes(data[-120:])!r})", what, timeout
+                ) from None
+            if not chunk:
+                return bytes(data)
+            data += chunk
+
+    def _timeout(self, step: str, what: str, timeout: float) -> SSHTimeout:
+        transport = self._client.get_transport()
+        up = transport is not None and transport.is_active()
+        state = "the SSH connection is still up" if up else "the SSH connection is down"
+        return SSHTimeout(f"{self.name}: waited {timeout:.0f} s for {step} of {what}; {state}")
 
     def close(self) -> None:
         self._client.close()
