@@ -50,9 +50,15 @@ class Interrupted(Exception):
 
 
 def _die_with_parent() -> None:
-    """In the child before exec: own process group, SIGKILL when the soak dies (even by SIGKILL)."""
+    """A burner, before exec: its own process group, SIGKILL when the soak dies (even by SIGKILL)."""
     os.setpgid(0, 0)
     ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
+
+
+def _interrupted_with_parent() -> None:
+    """A suite run, before exec: SIGTERM when the soak dies, which the run takes as Ctrl-C (its VM,
+    namespaces and KubeVirt CR are put back), instead of running on unattended."""
+    ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
 
 
 class Burners:
@@ -103,18 +109,20 @@ def parse_args(argv: list[str]) -> tuple[argparse.Namespace, list[str]]:
         "--run-timeout", default="3600", help="seconds one run may take before the soak stops it (default 3600)"
     )
     opts, passthrough = parser.parse_known_args(argv)
+    given = opts.runs
     try:
-        opts.runs = int(opts.runs)
+        opts.runs = int(given)
         if opts.runs < 1:
             raise ValueError
     except ValueError:
-        raise BadInput(f"--runs {opts.runs!r}: give a whole number of runs, at least 1 (e.g. --runs 5)") from None
+        raise BadInput(f"--runs {given!r}: give a whole number of runs, at least 1 (e.g. --runs 5)") from None
+    given = opts.run_timeout
     try:
-        opts.run_timeout = float(opts.run_timeout)
-        if not opts.run_timeout > 0 or opts.run_timeout == float("inf"):
+        opts.run_timeout = float(given)
+        if not 0 < opts.run_timeout < float("inf"):
             raise ValueError
     except ValueError:
-        raise BadInput(f"--run-timeout {opts.run_timeout!r}: give a positive number of seconds") from None
+        raise BadInput(f"--run-timeout {given!r}: give a positive number of seconds") from None
     for arg in passthrough:
         name = arg.split("=", 1)[0]
         if name in RESERVED:
@@ -211,6 +219,7 @@ class Soak:
         self.out = Path(opts.out) if opts.out else REPO / "reports" / f"soak-{stamp}"
         self.runs: list[dict] = []
         self.child: subprocess.Popen | None = None
+        self.current: tuple[int, Path, float] | None = None  # run number, its directory, its start
 
     def _argv(self, run_dir: Path) -> list[str]:
         return [
@@ -238,31 +247,47 @@ class Soak:
         log = run_dir / "pytest-output.log"
         note = ""
         t0 = time.monotonic()
+        self.current = (n, run_dir, t0)
         with open(log, "wb") as out:
             # Same process group as the soak: a Ctrl-C at the terminal reaches the run itself, which
             # cleans up its VM or cluster as any interrupted run does.
             self.child = subprocess.Popen(
-                self._argv(run_dir), cwd=REPO, stdin=subprocess.DEVNULL, stdout=out, stderr=subprocess.STDOUT
+                self._argv(run_dir),
+                cwd=REPO,
+                stdin=subprocess.DEVNULL,
+                stdout=out,
+                stderr=subprocess.STDOUT,
+                preexec_fn=_interrupted_with_parent,
             )
             try:
                 rc = self.child.wait(self.opts.run_timeout)
             except subprocess.TimeoutExpired:
                 note = f"the soak stopped this run after --run-timeout {self.opts.run_timeout:.0f} s"
-                self.child.send_signal(signal.SIGINT)  # the run's own cleanup, bounded
-                try:
-                    rc = self.child.wait(300)
-                except subprocess.TimeoutExpired:
-                    self.child.kill()
-                    rc = self.child.wait()
-            finally:
-                self.child = None
+                rc = self.stop_child()
+            self.child = None
+        if rc == BAD_INPUT:  # the same in every run: stop at once, with the run's own line
+            raise BadInput(_error_line(log) + f" (run {n}; whole output: {log})")
+        return self.finish(note, rc)
+
+    def stop_child(self) -> int:
+        """Interrupt the running suite run as Ctrl-C would, and wait for its cleanup (bounded)."""
+        child = self.child
+        if child.poll() is None:
+            child.send_signal(signal.SIGINT)  # a second one, after a terminal's Ctrl-C, is harmless
+            try:
+                child.wait(300)
+            except subprocess.TimeoutExpired:
+                child.kill()
+        return child.wait()
+
+    def finish(self, note: str, rc: int) -> dict:
+        """The current run's line, from what it left in its directory."""
+        n, run_dir, t0 = self.current
         wall = time.monotonic() - t0
         report_path = run_dir / "conformance.json"
         report = json.loads(report_path.read_text()) if report_path.exists() else None
-        if rc == BAD_INPUT:
-            raise BadInput(_last_line(log) + f" (run {n}; whole output: {log})")
         if report is None and not note:
-            note = f"pytest exited {rc} without a report: {_last_line(log)}"
+            note = f"pytest exited {rc} without a report: {_last_line(run_dir / 'pytest-output.log')}"
         return summarize_run(n, report, rc, wall, run_dir / "conformance.xml", note)
 
     def run(self) -> int:
@@ -298,6 +323,16 @@ def _last_line(path: Path) -> str:
     return lines[-1].strip() if lines else "(no output)"
 
 
+def _error_line(path: Path) -> str:
+    """The line saying what was wrong (pytest's usage error, the suite's one line), else the last."""
+    try:
+        lines = [line.strip() for line in path.read_text(errors="replace").splitlines() if line.strip()]
+    except OSError:
+        return "(no output)"
+    errors = [line for line in lines if "error" in line.lower() and "usage:" not in line.lower()]
+    return errors[-1] if errors else (lines[-1] if lines else "(no output)")
+
+
 def _interrupt(signum, _frame):
     raise KeyboardInterrupt(f"signal {signum}")
 
@@ -322,14 +357,12 @@ def main(argv: list[str] | None = None) -> int:
         return BAD_INPUT
     except (KeyboardInterrupt, Interrupted) as e:
         status = 2
-        child = soak.child
-        if child is not None and child.poll() is None:  # it got the same Ctrl-C: let it clean up, bounded
-            try:
-                child.send_signal(signal.SIGINT)
-                child.wait(300)
-            except subprocess.TimeoutExpired:
-                child.kill()
-                child.wait()
+        for sig in (signal.SIGINT, signal.SIGTERM):  # more Ctrl-C must not break the cleanup under way
+            signal.signal(sig, signal.SIG_IGN)
+        if soak.child is not None:  # the run under way: interrupted as well, cleaned up, and reported
+            rc = soak.stop_child()
+            soak.child = None
+            soak.runs.append(soak.finish("interrupted with the soak", rc))
         print(f"soak: interrupted ({e or 'Ctrl-C'}); CPU burners stopped", file=sys.stderr, flush=True)
     finally:
         burners.stop()
