@@ -223,6 +223,15 @@ def test_a_stalled_command_is_named_in_the_report(tmp_path, no_leaks):
         clause = clauses[name]
         assert clause["verdict"] == "error" and words in clause["reason"], clause
         assert "`timeout 7 ping" in clause["reason"] and STALL_MARK in clause["reason"], clause
+    # With the SSH timeout, where the connection's bytes stand on each side, and a fresh connection.
+    ssh_reason = clauses["test_icmp_echo_to_peer_gets_no_reply[ssh]"]["reason"]
+    for words in (
+        "the guest's TCP on port 22 (console): tcp 0 0 10.0.2.15:22 10.0.2.2:",
+        "libslirp (info usernet): TCP[ESTABLISHED]",
+        "the pod's TCP on port 22 (client and QEMU): ESTAB 0 0 127.0.0.1:",
+        "a new SSH connection works",
+    ):
+        assert words in ssh_reason, ssh_reason
     assert {n: c["verdict"] for n, c in clauses.items() if n not in expected_steps} == {
         "test_egress_echo[console]": "pass",
         "test_egress_echo[ssh]": "pass",

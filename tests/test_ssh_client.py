@@ -123,7 +123,7 @@ def _run_bounded(ssh: SSHClient, command: str) -> BaseException | None:
     ("command", "step"),
     [
         (NO_EXIT_STATUS, "the exit status (the output had ended: 8 bytes)"),
-        (OUTPUT_STALLS, "the end of its stdout (8 bytes so far: b'partial\\n')"),
+        (OUTPUT_STALLS, "the end of its stdout (8 bytes so far, ending b'partial\\n')"),
         (EXEC_NEVER_ANSWERED, "the guest's answer to the exec request"),
     ],
     ids=["no-exit-status", "output-stalls", "exec-never-answered"],

@@ -239,8 +239,9 @@ def _json_or_text(value):
 
 
 def _first_lines(text: str, n: int = 3) -> str:
+    """The reason a clause did not pass; long enough for a timeout's evidence (each side's queues)."""
     lines = [line.strip() for line in str(text).splitlines() if line.strip()]
-    return " / ".join(lines[:n])[:400]
+    return " / ".join(lines[:n])[:1200]
 
 
 def _failure_reason(report) -> str:

@@ -305,6 +305,11 @@ class GuestProfile:
         (the kernel counts an echo request there only once it has a route and builds the packet)."""
         return f"cat /sys/class/net/{self.interface}/statistics/tx_packets; grep '^Icmp:' /proc/net/snmp"
 
+    def tcp_sockets_command(self, port: int) -> str:
+        """The guest kernel's TCP sockets on local ``port`` with their queues (``ss -tni``: unacked,
+        retransmits, last send/receive; busybox's netstat where there is no ss)."""
+        return f"ss -tnio '( sport = :{port} )' 2>/dev/null || netstat -tn 2>/dev/null | grep ':{port} '"
+
     def route_get_command(self, host: str) -> str:
         return f"ip -4 route get {shlex.quote(host)}"
 

@@ -70,6 +70,9 @@ class SSHClient:
     def __init__(self, client: paramiko.SSHClient, name: str) -> None:
         self._client = client
         self.name = name
+        # Called when a command misses its deadline: what the target sees of the connection then
+        # (each side's queues), appended to the timeout's message. Set by the target.
+        self.explain_timeout: Callable[[], str] | None = None
 
     @classmethod
     def connect(
@@ -126,7 +129,7 @@ class SSHClient:
         (the report's reason for the clause). paramiko's own waits for the exec request's reply and
         for the exit status have no bound at all."""
         deadline = time.monotonic() + timeout
-        what = f"`{command[:160]}`"
+        what = f"`{command[:160]}`" if len(command) <= 160 else f"`{command[:150]}...`"
         transport = self._client.get_transport()
         if transport is None or not transport.is_active():
             raise SSHTimeout(f"{self.name}: the SSH connection is closed; cannot run {what}")
@@ -173,7 +176,7 @@ class SSHClient:
                 chunk = recv(65536)
             except TimeoutError:
                 raise self._timeout(
-                    f"the end of its {stream} ({len(data)} bytes so far: {bytes(data[-120:])!r})", what, timeout
+                    f"the end of its {stream} ({len(data)} bytes so far, ending {bytes(data[-60:])!r})", what, timeout
                 ) from None
             if not chunk:
                 return bytes(data)
@@ -183,7 +186,10 @@ class SSHClient:
         transport = self._client.get_transport()
         up = transport is not None and transport.is_active()
         state = "the SSH connection is still up" if up else "the SSH connection is down"
-        return SSHTimeout(f"{self.name}: waited {timeout:.0f} s for {step} of {what}; {state}")
+        message = f"{self.name}: waited {timeout:.0f} s for {step} of {what}; {state}"
+        if self.explain_timeout is not None:
+            message += f"; {self.explain_timeout()}"
+        return SSHTimeout(message)
 
     def close(self) -> None:
         self._client.close()
