@@ -101,9 +101,9 @@ class SSHClient:
                     pkey=key.private,
                     allow_agent=False,
                     look_for_keys=False,
-                    timeout=15,
-                    banner_timeout=15,
-                    auth_timeout=15,
+                    timeout=waits.scaled(15),
+                    banner_timeout=waits.scaled(15),
+                    auth_timeout=waits.scaled(15),
                 )
             except (paramiko.BadHostKeyException, paramiko.AuthenticationException) as e:
                 client.close()
@@ -123,11 +123,12 @@ class SSHClient:
         )
         return cls(client, name)
 
-    def run(self, command: str, timeout: float = 60) -> Result:
+    def run(self, command: str, timeout: float | None = None) -> Result:
         """Run ``command``; every step (channel open, exec request, output, exit status) shares one
         deadline, and a step that misses it raises ``SSHTimeout`` naming the command and the step
         (the report's reason for the clause). paramiko's own waits for the exec request's reply and
         for the exit status have no bound at all."""
+        timeout = waits.timeout("console-command") if timeout is None else timeout
         deadline = time.monotonic() + timeout
         what = f"`{command[:160]}`" if len(command) <= 160 else f"`{command[:150]}...`"
         transport = self._client.get_transport()

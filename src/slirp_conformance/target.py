@@ -209,15 +209,15 @@ class Target(abc.ABC):
         sees of the connection (``_ssh_path_state``), and whether a new SSH connection works."""
         parts = []
         try:
-            r = self.console().run(self.profile.tcp_sockets_command(22), timeout=20)
+            r = self.console().run(self.profile.tcp_sockets_command(22), timeout=waits.scaled(20))
             parts.append("the guest's TCP on port 22 (console): " + ss_summary(r.output))
         except (AssertionError, OSError) as e:
             parts.append(f"the guest's TCP on port 22: unreadable ({type(e).__name__}: {str(e)[:200]})")
         parts.extend(self._ssh_path_state())
         try:
-            fresh = self._ssh_connect(30)
+            fresh = self._ssh_connect(waits.scaled(30))
             try:
-                r = fresh.run("echo fresh-connection-ok", timeout=20)
+                r = fresh.run("echo fresh-connection-ok", timeout=waits.scaled(20))
                 parts.append("a new SSH connection works" if r.output.strip() == "fresh-connection-ok" else "")
             finally:
                 fresh.close()

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import re
 
+from slirp_conformance import waits
 from slirp_conformance.evidence import Evidence
 from slirp_conformance.guest_profiles import GuestProfile
 
@@ -38,7 +39,7 @@ def ping(shell, profile: GuestProfile, host: str, count: int = 3) -> dict:
     guest's counters before and after, so the result says how many requests really went out."""
     before = parse_counters(shell.run(profile.icmp_counters_command()).output)
     route = shell.run(profile.route_get_command(host))
-    r = shell.run(profile.ping_command(host, count), timeout=count * 2 + 20)
+    r = shell.run(profile.ping_command(host, count), timeout=waits.scaled(count * 2 + 20))
     after = parse_counters(shell.run(profile.icmp_counters_command()).output)
     replies = len(re.findall(rf"bytes from {re.escape(host)}", r.output))
     sent = re.search(r"(\d+) packets transmitted", r.output)

@@ -8,7 +8,6 @@ one line; hack/*.sh pin the root with ``-c pyproject.toml``. Runs of other proje
 Python (the plugin is installed there) are left alone: no option of ours, not started here.
 """
 
-
 import pytest
 
 from slirp_conformance.checkout import REPO
