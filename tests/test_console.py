@@ -3,8 +3,11 @@ echoes what it is sent, as a tty does, so the end markers are exercised for real
 
 from __future__ import annotations
 
+import os
+import queue
 import re
 import secrets
+import signal
 import socket
 import subprocess
 import threading
@@ -31,12 +34,20 @@ class FakeSerialGuest(threading.Thread):
         after_prompt: str = "",
         echo_password: bool = False,
         interject: str = "",
+        ctrl_c: bool = True,
     ) -> None:
         """``after_prompt``: escape codes a terminal prints after its prompts (agetty, bash);
         ``echo_password``: the tty still echoes when the password arrives (BusyBox login prints
         ``Password:`` before it turns the echo off); ``interject``: a line another writer puts on
-        the console between each end marker and its line end (cloud-init through journald)."""
+        the console between each end marker and its line end (cloud-init through journald);
+        ``ctrl_c``: Ctrl-C ends the running command and the rest of its line (False: it is lost,
+        as on a shell that ignores it)."""
         super().__init__(daemon=True)
+        self.ctrl_c = ctrl_c
+        self.lines: queue.Queue[str] = queue.Queue()
+        self.running: subprocess.Popen | None = None
+        self.interrupted = threading.Event()
+        threading.Thread(target=self._shell, daemon=True).start()
         self.sock, self.password, self.after_prompt = sock, password, after_prompt
         self.echo_password, self.interject = echo_password, interject
         self.logged_in = False
@@ -51,7 +62,10 @@ class FakeSerialGuest(threading.Thread):
         try:
             while data := self.sock.recv(4096):
                 self.received += data
-                buf += data
+                if b"\x03" in data and self.ctrl_c:  # the tty's SIGINT to the foreground command
+                    self.interrupted.set()
+                    self._interrupt()
+                buf += data.replace(b"\x03", b"")
                 while b"\r" in buf:
                     line, buf = buf.split(b"\r", 1)
                     self.handle(line.decode())
@@ -79,9 +93,36 @@ class FakeSerialGuest(threading.Thread):
                 self.state = "login"
                 self.send("\r\nLogin incorrect\r\nfakehost login: " + self.after_prompt)
         else:
+            self.lines.put(line)
+
+    def _interrupt(self) -> None:
+        """SIGINT to the foreground process group, as the tty's line discipline sends it."""
+        p = self.running
+        if p is not None:
+            try:
+                os.killpg(p.pid, signal.SIGINT)
+            except ProcessLookupError:
+                pass
+
+    def _shell(self) -> None:
+        """Runs the shell's lines one after the other, as the tty's reader keeps reading."""
+        try:
+            self._shell_lines()
+        except OSError:  # the test closed the line
+            pass
+
+    def _shell_lines(self) -> None:
+        while True:
+            line = self.lines.get()
             self.send(line + "\r\n")  # tty echo
+            self.interrupted.clear()
             if line.strip():  # output streams out as the command runs, like a real shell's
-                with subprocess.Popen(["/bin/sh", "-c", line], stdout=subprocess.PIPE, stderr=subprocess.STDOUT) as p:
+                with subprocess.Popen(
+                    ["/bin/sh", "-c", line], stdout=subprocess.PIPE, stderr=subprocess.STDOUT, start_new_session=True
+                ) as p:
+                    self.running = p
+                    if self.interrupted.is_set():
+                        self._interrupt()
                     while chunk := p.stdout.read1(4096):
                         text = chunk.decode().replace("\n", "\r\n")
                         if self.interject:
@@ -89,6 +130,7 @@ class FakeSerialGuest(threading.Thread):
                                 r"([BEF]_[0-9a-f]{12}(?::\d+:)?)\r\n", lambda m: m[1] + self.interject + "\r\n", text
                             )
                         self.send(text)
+                self.running = None
             self.send("\x1b[6n# ")  # busybox ash asks for the cursor position after its prompt
 
 
@@ -177,6 +219,23 @@ def test_a_hung_command_times_out_with_the_last_screen(serial):
         console.run("echo started; sleep 3", timeout=1)
     assert "waited 1 s for the end of `echo started; sleep 3`" in str(e.value)
     assert "    | started" in str(e.value)
+
+
+@pytest.mark.parametrize("ctrl_c", [True, False], ids=["ctrl-c-frees-the-shell", "ctrl-c-ignored"])
+def test_after_a_hung_command_the_next_one_runs_or_fails_at_once_naming_it(serial, ctrl_c):
+    """A command that missed its deadline is interrupted (Ctrl-C) so the next command gets a free
+    shell, not the hung one's leftovers (which would give the next clause a false verdict). Where
+    Ctrl-C does not free it, every later command fails at once, naming the command that hung."""
+    console, _ = serial(ctrl_c=ctrl_c)
+    console.login(Credentials("root", "secret"), timeout=10)
+    with pytest.raises(ConsoleError, match="waited 1 s for the end of `sleep 60`"):
+        console.run("sleep 60", timeout=1)
+    if ctrl_c:
+        r = console.run("echo next", timeout=10)
+        assert (r.output, r.rc) == ("next\n", 0), r
+    else:
+        with pytest.raises(ConsoleError, match=r"not running `echo next`: .* since `sleep 60` timed out"):
+            console.run("echo next", timeout=10)
 
 
 def test_multi_line_commands_are_refused(serial):

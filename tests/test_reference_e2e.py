@@ -198,3 +198,42 @@ def test_cold_run_shows_progress_and_quiet_run_does_not(tmp_path, no_leaks):
         assert re.search(rf"slirp-conformance: [^\n]*{phase}[^\n]*: \d+\.\d s", loud.output), (phase, loud.output)
     quiet = run_suite(tmp_path / "quiet", *one, "-q", env=env)
     assert quiet.returncode == 0 and "slirp-conformance:" not in quiet.output, quiet.output
+
+
+def test_a_stalled_command_is_named_in_the_report(tmp_path, no_leaks):
+    """The guest's ping command hangs (``tests/stall_injection.py``): the ICMP clause of each channel
+    is an error whose reason, in conformance.json and .md, is the client's own timeout naming the
+    command it waited on; the later clauses of that channel still run (each wait is bounded) and pass.
+    Its control is the contract run above, where the same clauses pass."""
+    from tests.stall_injection import STALL_MARK
+
+    run = run_suite(tmp_path, "--target=qemu", "-p", "tests.stall_injection", "-m", "icmp or tcp")
+    report = run.report
+    assert report is not None and report["outcome"] == "NOT CONFORMANT", run.output[-4000:]
+    clauses = {c["nodeid"].split("::")[-1]: c for c in report["clauses"] if c["verdict"] != "deselected"}
+    expected_steps = {
+        "test_icmp_echo_to_peer_gets_no_reply[console]": "waited 4 s for the end of `timeout 7 ping",
+        "test_icmp_echo_to_peer_gets_no_reply[ssh]": "waited 4 s for the end of its stdout (",
+    }
+    for name, words in expected_steps.items():
+        clause = clauses[name]
+        assert clause["verdict"] == "error" and words in clause["reason"], clause
+        assert "`timeout 7 ping" in clause["reason"] and STALL_MARK in clause["reason"], clause
+    # With the SSH timeout, where the connection's bytes stand on each side, and a fresh connection.
+    ssh_reason = clauses["test_icmp_echo_to_peer_gets_no_reply[ssh]"]["reason"]
+    for words in (
+        "the guest's TCP on port 22 (console): tcp 0 0 10.0.2.15:22 10.0.2.2:",
+        "libslirp (info usernet): TCP[ESTABLISHED]",
+        "the pod's TCP on port 22 (client and QEMU): ESTAB 0 0 127.0.0.1:",
+        "a new SSH connection works",
+    ):
+        assert words in ssh_reason, ssh_reason
+    assert {n: c["verdict"] for n, c in clauses.items() if n not in expected_steps} == {
+        "test_egress_echo[console]": "pass",
+        "test_egress_echo[ssh]": "pass",
+        "test_egress_transfer_8mib_each_way": "pass",
+    }, clauses
+    markdown = (tmp_path / "reports" / "conformance.md").read_text()
+    assert "ConsoleError: vm-net-binding-slirp serial console: waited 4 s for the end of `timeout 7 ping" in markdown, (
+        markdown
+    )

@@ -6,6 +6,7 @@ from __future__ import annotations
 import socket
 import subprocess
 import threading
+import time
 from pathlib import Path
 
 import paramiko
@@ -13,12 +14,15 @@ import pytest
 
 from slirp_conformance.checks import udp
 from slirp_conformance.guest_profiles import FEDORA
-from slirp_conformance.ssh_client import SSHClient, generate_keypair, parse_host_key
+from slirp_conformance.ssh_client import SSHClient, SSHTimeout, generate_keypair, parse_host_key
 from slirp_conformance.target import Endpoint
 from tests.local_guest import loopback_peers
 
 BIND_WARNING = "bash: bind: warning: line editing not enabled\n"
 NO_EXIT_STATUS = "exit-status-never-comes"
+OUTPUT_STALLS = "output-stalls-midway"
+EXEC_NEVER_ANSWERED = "exec-request-never-answered"
+RELEASE = threading.Event()  # lets a server stuck on purpose go at the end of a test
 
 
 class _FedoraLikeServer(paramiko.ServerInterface):
@@ -36,6 +40,9 @@ class _FedoraLikeServer(paramiko.ServerInterface):
         return paramiko.OPEN_SUCCEEDED if kind == "session" else paramiko.OPEN_FAILED_ADMINISTRATIVELY_PROHIBITED
 
     def check_channel_exec_request(self, channel: paramiko.Channel, command: bytes) -> bool:
+        if command.decode() == EXEC_NEVER_ANSWERED:  # the whole server stalls, as a stuck peer would
+            RELEASE.wait(60)
+            return False
         threading.Thread(target=self._exec, args=(channel, command.decode()), daemon=True).start()
         return True
 
@@ -44,6 +51,9 @@ class _FedoraLikeServer(paramiko.ServerInterface):
         if command == NO_EXIT_STATUS:  # output and its end, then nothing: no status, no close
             channel.sendall(b"partial\n")
             channel.shutdown_write()
+            return
+        if command == OUTPUT_STALLS:  # some output, then nothing: no end, no status
+            channel.sendall(b"partial\n")
             return
         p = subprocess.run(["sh", "-c", command], capture_output=True, timeout=60)
         channel.sendall_stderr(BIND_WARNING.encode() + p.stderr)
@@ -71,7 +81,9 @@ def fedora_like_ssh():
 
     pinned = parse_host_key(f"{server_key.get_name()} {server_key.get_base64()}")
     client = SSHClient.connect(dial, user="fedora", key=user_key, host_key=pinned, name="fake-fedora", budget=30)
+    RELEASE.clear()
     yield client
+    RELEASE.set()
     client.close()
     for t in transports:
         t.close()
@@ -89,19 +101,44 @@ def test_an_echo_check_over_ssh_still_compares_equal(fedora_like_ssh):
     assert ev.received == ev.sent, ev.facts
 
 
-def test_a_command_whose_exit_status_never_comes_times_out_naming_it(fedora_like_ssh):
-    """Its output ends (EOF) but the server never sends the exit status: run() gives up within
-    its timeout and says which command, instead of waiting forever."""
+def _run_bounded(ssh: SSHClient, command: str) -> BaseException | None:
+    """``ssh.run(command, timeout=2)`` in a thread, given 30 s: what it raised (None: it returned)."""
     raised: list[BaseException] = []
 
     def run() -> None:
         try:
-            fedora_like_ssh.run(NO_EXIT_STATUS, timeout=2)
+            ssh.run(command, timeout=2)
         except BaseException as e:  # noqa: BLE001 (handed to the test thread)
             raised.append(e)
 
     worker = threading.Thread(target=run, daemon=True)
+    t0 = time.monotonic()
     worker.start()
     worker.join(30)  # a bound for this test, should run() wait forever again
-    assert not worker.is_alive(), "run() is still waiting for an exit status that never comes"
-    assert len(raised) == 1 and isinstance(raised[0], TimeoutError) and NO_EXIT_STATUS in str(raised[0]), raised
+    assert not worker.is_alive(), f"run({command!r}) is still waiting after 30 s"
+    assert time.monotonic() - t0 < 10, f"run({command!r}, timeout=2) took {time.monotonic() - t0:.0f} s"
+    return raised[0] if raised else None
+
+
+@pytest.mark.parametrize(
+    ("command", "step"),
+    [
+        (NO_EXIT_STATUS, "the exit status (the output had ended: 8 bytes)"),
+        (OUTPUT_STALLS, "the end of its stdout (8 bytes so far, ending b'partial\\n')"),
+        (EXEC_NEVER_ANSWERED, "the guest's answer to the exec request"),
+    ],
+    ids=["no-exit-status", "output-stalls", "exec-never-answered"],
+)
+def test_a_stalled_command_times_out_naming_the_command_and_the_step(fedora_like_ssh, command, step):
+    """Whichever step the guest stops at, run() gives up within its timeout with a TimeoutError
+    that names the command and what it waited for (the conformance report's reason), instead of
+    waiting forever (paramiko's waits for the exec reply and the exit status have no bound)."""
+    e = _run_bounded(fedora_like_ssh, command)
+    assert isinstance(e, SSHTimeout), repr(e)
+    assert f"waited 2 s for {step} of `{command}`" in str(e), str(e)
+
+
+def test_a_command_that_ends_is_not_cut_short_by_the_bound(fedora_like_ssh):
+    """The control: the same bound lets a command that ends in time through, with its status."""
+    r = fedora_like_ssh.run("sleep 1; echo done; exit 3", timeout=5)
+    assert (r.output, r.rc) == ("done\n", 3), r

@@ -41,3 +41,25 @@ def test_scale_multiplies_named_timeouts():
         waits.set_timeout_scale(1.0)
     with pytest.raises(ValueError):
         waits.set_timeout_scale(0)
+
+
+def test_scale_reaches_every_bound_a_slow_guest_meets():
+    """--timeout-scale also stretches the bounds that have no name: the guest-side ``timeout N`` of
+    every guest command, a command's own budget and the console/SSH default (a loaded CI host runs
+    the same guest several times slower). At scale 1 nothing changes (the control)."""
+    from slirp_conformance.guest_profiles import FEDORA, REFERENCE
+
+    def bounds() -> list[str]:
+        return [
+            FEDORA.tcp_echo_command("10.0.0.1", 7, "x").split(" python3")[0],
+            REFERENCE.udp_echo_command("10.0.0.1", 7, "x").split("|")[1].split(" nc")[0].strip(),
+            REFERENCE.ping_command("10.0.0.1").split(" ping")[0],
+            f"{waits.scaled(26):g}",
+        ]
+
+    assert bounds() == ["timeout 15", "timeout 10", "timeout 7", "26"]
+    try:
+        waits.set_timeout_scale(3)
+        assert bounds() == ["timeout 45", "timeout 30", "timeout 21", "78"]
+    finally:
+        waits.set_timeout_scale(1.0)

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -77,7 +78,7 @@ class ConformanceReport:
         elif report.skipped:
             clause.verdict, clause.reason = "skipped", _skip_reason(report)
         elif report.failed:
-            text = _first_lines(getattr(report, "longreprtext", ""))
+            text = _failure_reason(report)
             if report.when == "call":
                 clause.verdict, clause.reason = "fail", text
             elif "VOID " in text and clause.verdict != "fail":
@@ -200,7 +201,7 @@ class ConformanceReport:
         ):
             verdicts = ", ".join(f"{c.verdict.upper()}" + (f" ({ch})" if ch else "") for ch, c in group)
             worst = min((c for _, c in group), key=lambda c: _rank([("", c)]))
-            lines.append(f"| {area} | `{name}` | {verdicts} | {_cell(worst.reason or _summary(worst), 150)} |")
+            lines.append(f"| {area} | `{name}` | {verdicts} | {_cell(worst.reason or _summary(worst), 200)} |")
         premises = self.premises()
         if premises:
             lines += [
@@ -250,8 +251,20 @@ def _json_or_text(value):
 
 
 def _first_lines(text: str, n: int = 3) -> str:
+    """The reason a clause did not pass; long enough for a timeout's evidence (each side's queues)."""
     lines = [line.strip() for line in str(text).splitlines() if line.strip()]
-    return " / ".join(lines[:n])[:400]
+    return " / ".join(lines[:n])[:1200]
+
+
+def _failure_reason(report) -> str:
+    """What failed, in the exception's own words (``TimeoutError: ... `the command` ...``): the
+    crash line pytest keeps apart, not the first lines of the traceback (the test's source)."""
+    crash = getattr(getattr(report, "longrepr", None), "reprcrash", None)
+    message = getattr(crash, "message", None)
+    if not message:
+        return _first_lines(getattr(report, "longreprtext", ""))
+    # "slirp_conformance.console.ConsoleError: ..." -> "ConsoleError: ...": room for the words
+    return _first_lines(re.sub(r"^(?:[A-Za-z_]\w*\.)+(?=\w+: )", "", message))
 
 
 def _skip_reason(report) -> str:

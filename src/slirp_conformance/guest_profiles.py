@@ -13,6 +13,7 @@ import textwrap
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
+from slirp_conformance import waits
 from slirp_conformance.console import Credentials
 
 
@@ -93,6 +94,11 @@ def parse_nslookup(text: str) -> list[str]:
 def parse_ipv4_lines(text: str) -> list[str]:
     """One IPv4 address per line; anything else (a boot message on the console) is not an answer."""
     return [line.strip() for line in text.splitlines() if re.fullmatch(r"\d{1,3}(\.\d{1,3}){3}", line.strip())]
+
+
+def _t(seconds: int) -> int:
+    """A guest-side ``timeout N``: scaled by --timeout-scale like every other bound."""
+    return waits.guest_seconds(seconds)
 
 
 def python3_command(program: str, *args: object) -> str:
@@ -210,10 +216,10 @@ class NetcatTools:
     nc: str = "nc.openbsd"  # busybox's sh runs its own nc applet for plain `nc`
 
     def tcp_echo(self, host: str, port: int, payload: str) -> str:
-        return f"printf '%s\\n' {shlex.quote(payload)} | timeout 15 {self.nc} -N -w 10 {host} {port}"
+        return f"printf '%s\\n' {shlex.quote(payload)} | timeout {_t(15)} {self.nc} -N -w 10 {host} {port}"
 
     def udp_echo(self, host: str, port: int, payload: str) -> str:
-        return f"printf '%s\\n' {shlex.quote(payload)} | timeout 10 {self.nc} -u -w 1 {host} {port}"
+        return f"printf '%s\\n' {shlex.quote(payload)} | timeout {_t(10)} {self.nc} -u -w 1 {host} {port}"
 
     def transfer(self, host: str, port: int, size: int, budget: int) -> str:
         mib = 1 << 20
@@ -227,7 +233,7 @@ class NetcatTools:
         )
 
     def dns_lookup(self, name: str, server: str) -> str:
-        return f"timeout 10 busybox nslookup {shlex.quote(name)} {server}"
+        return f"timeout {_t(10)} busybox nslookup {shlex.quote(name)} {server}"
 
     def parse_dns(self, text: str) -> list[str]:
         return parse_nslookup(text)
@@ -236,7 +242,7 @@ class NetcatTools:
         return f"busybox httpd -f -p {port} -h {root} >/dev/null 2>&1 & echo $! > {pidfile}"
 
     def http_get(self, url: str) -> str:
-        return f"timeout 10 busybox wget -q -O - {shlex.quote(url)}"
+        return f"timeout {_t(10)} busybox wget -q -O - {shlex.quote(url)}"
 
 
 @dataclass(frozen=True)
@@ -246,16 +252,16 @@ class Python3Tools:
     which agree on -N, -q or UDP end-of-input)."""
 
     def tcp_echo(self, host: str, port: int, payload: str) -> str:
-        return "timeout 15 " + python3_command(_PY_TCP_ECHO, host, port, payload)
+        return f"timeout {_t(15)} " + python3_command(_PY_TCP_ECHO, host, port, payload)
 
     def udp_echo(self, host: str, port: int, payload: str) -> str:
-        return "timeout 15 " + python3_command(_PY_UDP_ECHO, host, port, payload)
+        return f"timeout {_t(15)} " + python3_command(_PY_UDP_ECHO, host, port, payload)
 
     def transfer(self, host: str, port: int, size: int, budget: int) -> str:
         return f"timeout {budget} " + python3_command(_PY_TRANSFER, host, port, size)
 
     def dns_lookup(self, name: str, server: str, port: int = 53) -> str:
-        return "timeout 15 " + python3_command(_PY_DNS_QUERY, name, server, port)
+        return f"timeout {_t(15)} " + python3_command(_PY_DNS_QUERY, name, server, port)
 
     def parse_dns(self, text: str) -> list[str]:
         return parse_ipv4_lines(text)
@@ -265,7 +271,7 @@ class Python3Tools:
         return f"python3 -m http.server {port} --directory {root} >/dev/null 2>&1 & echo $! > {pidfile}"
 
     def http_get(self, url: str) -> str:
-        return "timeout 15 " + python3_command(_PY_HTTP_GET, url)
+        return f"timeout {_t(15)} " + python3_command(_PY_HTTP_GET, url)
 
 
 @dataclass(frozen=True)
@@ -298,12 +304,17 @@ class GuestProfile:
 
     def ping_command(self, host: str, count: int = 3) -> str:
         # busybox ping does not always honour -w without replies: bound it from outside.
-        return f"timeout {count + 4} ping -n -c {count} -i 0.3 -W 1 {shlex.quote(host)}"
+        return f"timeout {_t(count + 4)} ping -n -c {count} -i 0.3 -W 1 {shlex.quote(host)}"
 
     def icmp_counters_command(self) -> str:
         """Prints the NIC's transmitted-frame count, then the ``Icmp:`` lines of /proc/net/snmp
         (the kernel counts an echo request there only once it has a route and builds the packet)."""
         return f"cat /sys/class/net/{self.interface}/statistics/tx_packets; grep '^Icmp:' /proc/net/snmp"
+
+    def tcp_sockets_command(self, port: int) -> str:
+        """The guest kernel's TCP sockets on local ``port`` with their queues (``ss -tni``: unacked,
+        retransmits, last send/receive; busybox's netstat where there is no ss)."""
+        return f"ss -tnio '( sport = :{port} )' 2>/dev/null || netstat -tn 2>/dev/null | grep ':{port} '"
 
     def route_get_command(self, host: str) -> str:
         return f"ip -4 route get {shlex.quote(host)}"

@@ -11,6 +11,8 @@ from __future__ import annotations
 import base64
 import io
 import socket
+import threading
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -49,6 +51,10 @@ def parse_host_key(line: str) -> paramiko.PKey:
     return paramiko.PKey.from_type_string(parts[0], base64.b64decode(parts[1]))
 
 
+class SSHTimeout(TimeoutError):
+    """A command's step missed its deadline; the message names the command and the step."""
+
+
 class SSHRefused(AssertionError):
     """The guest answered but refused us: wrong host key or key not accepted. Never retried."""
 
@@ -64,6 +70,9 @@ class SSHClient:
     def __init__(self, client: paramiko.SSHClient, name: str) -> None:
         self._client = client
         self.name = name
+        # Called when a command misses its deadline: what the target sees of the connection then
+        # (each side's queues), appended to the timeout's message. Set by the target.
+        self.explain_timeout: Callable[[], str] | None = None
 
     @classmethod
     def connect(
@@ -92,9 +101,9 @@ class SSHClient:
                     pkey=key.private,
                     allow_agent=False,
                     look_for_keys=False,
-                    timeout=15,
-                    banner_timeout=15,
-                    auth_timeout=15,
+                    timeout=waits.scaled(15),
+                    banner_timeout=waits.scaled(15),
+                    auth_timeout=waits.scaled(15),
                 )
             except (paramiko.BadHostKeyException, paramiko.AuthenticationException) as e:
                 client.close()
@@ -114,17 +123,74 @@ class SSHClient:
         )
         return cls(client, name)
 
-    def run(self, command: str, timeout: float = 60) -> Result:
-        _stdin, stdout, stderr = self._client.exec_command(command, timeout=timeout)
-        out = stdout.read().decode(errors="replace")
-        err = stderr.read().decode(errors="replace")
+    def run(self, command: str, timeout: float | None = None) -> Result:
+        """Run ``command``; every step (channel open, exec request, output, exit status) shares one
+        deadline, and a step that misses it raises ``SSHTimeout`` naming the command and the step
+        (the report's reason for the clause). paramiko's own waits for the exec request's reply and
+        for the exit status have no bound at all."""
+        timeout = waits.timeout("console-command") if timeout is None else timeout
+        deadline = time.monotonic() + timeout
+        what = f"`{command[:160]}`" if len(command) <= 160 else f"`{command[:150]}...`"
+        transport = self._client.get_transport()
+        if transport is None or not transport.is_active():
+            raise SSHTimeout(f"{self.name}: the SSH connection is closed; cannot run {what}")
+        try:
+            chan = transport.open_session(timeout=timeout)
+        except paramiko.SSHException as e:
+            raise self._timeout(f"a new SSH channel (open: {e})", what, timeout) from e
+        try:
+            return self._exec(chan, command, what, timeout, deadline)
+        finally:
+            chan.close()
+
+    def _exec(self, chan: paramiko.Channel, command: str, what: str, timeout: float, deadline: float) -> Result:
+        failed: list[BaseException] = []
+
+        def request() -> None:
+            try:
+                chan.exec_command(command)
+            except BaseException as e:  # noqa: BLE001 (handed to the caller's thread)
+                failed.append(e)
+
+        requester = threading.Thread(target=request, name=f"ssh-exec {self.name}", daemon=True)
+        requester.start()
+        requester.join(max(deadline - time.monotonic(), 0))
+        if requester.is_alive():
+            chan.close()  # ends paramiko's wait for the reply
+            raise self._timeout("the guest's answer to the exec request", what, timeout)
+        if failed:
+            raise failed[0]
+        out = self._drain(chan, chan.recv, what, timeout, deadline, "stdout")
+        err = self._drain(chan, chan.recv_stderr, what, timeout, deadline, "stderr")
         # recv_exit_status() waits without a bound: a guest whose sshd closed the output but never
         # sent the status held a whole run for minutes (seen with the Fedora-like guest).
-        if not stdout.channel.status_event.wait(timeout):
-            raise TimeoutError(f"{self.name}: no exit status within {timeout:.0f} s from `{command[:120]}`")
-        rc = stdout.channel.exit_status
+        if not chan.status_event.wait(max(deadline - time.monotonic(), 0)):
+            raise self._timeout(f"the exit status (the output had ended: {len(out)} bytes)", what, timeout)
         # Apart: Fedora's profile.d makes every command print a `bind` warning on stderr.
-        return Result(command, out, rc, err)
+        return Result(command, out.decode(errors="replace"), chan.exit_status, err.decode(errors="replace"))
+
+    def _drain(self, chan, recv, what: str, timeout: float, deadline: float, stream: str) -> bytes:
+        data = bytearray()
+        while True:
+            chan.settimeout(max(deadline - time.monotonic(), 0.001))
+            try:
+                chunk = recv(65536)
+            except TimeoutError:
+                raise self._timeout(
+                    f"the end of its {stream} ({len(data)} bytes so far, ending {bytes(data[-60:])!r})", what, timeout
+                ) from None
+            if not chunk:
+                return bytes(data)
+            data += chunk
+
+    def _timeout(self, step: str, what: str, timeout: float) -> SSHTimeout:
+        transport = self._client.get_transport()
+        up = transport is not None and transport.is_active()
+        state = "the SSH connection is still up" if up else "the SSH connection is down"
+        message = f"{self.name}: waited {timeout:.0f} s for {step} of {what}; {state}"
+        if self.explain_timeout is not None:
+            message += f"; {self.explain_timeout()}"
+        return SSHTimeout(message)
 
     def close(self) -> None:
         self._client.close()

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import abc
 import ipaddress
+import re
 import socket
 from dataclasses import dataclass
 from pathlib import Path
@@ -78,6 +79,30 @@ class Contract:
             listed_tcp_ports=listed,
             unlisted_tcp_port=UNLISTED_TEST_PORT,
         )
+
+
+# What `ss -tni` says about a stalled connection: queues, what is unacknowledged or lost, and when
+# each side last sent or heard something (ms ago).
+_SS_KEYS = re.compile(
+    r"^(unacked|retrans|lost|backoff|rto|lastsnd|lastrcv|lastack|snd_wnd|notsent|bytes_acked|bytes_received):"
+)
+
+
+def ss_summary(text: str) -> str:
+    """``ss -tni`` (or netstat) output in one line: each socket's state, queues and addresses, then
+    only the ``-i`` fields that tell where its bytes stand."""
+    out: list[str] = []
+    for line in text.splitlines():
+        words = line.split()
+        if not words or words[0] in ("State", "Recv-Q", "Netid", "Proto"):
+            continue
+        if line[:1].isspace():  # ss -i: the socket's details on the next line
+            details = " ".join(w for w in words if _SS_KEYS.match(w))
+            if out and details:
+                out[-1] += f" ({details})"
+        else:
+            out.append(" ".join(words))
+    return " | ".join(out) or "(no socket)"
 
 
 class Target(abc.ABC):
@@ -162,22 +187,51 @@ class Target(abc.ABC):
         if self._ssh is None:
             if self._ssh_error is not None:
                 raise self._ssh_error
-            if self._host_key is None:
-                raise RuntimeError(f"{self.name} target not started: no host key pinned for SSH yet")
-            host_key = self._host_key
             try:
-                self._ssh = SSHClient.connect(
-                    lambda: self.port_forward(22),
-                    user=self.profile.ssh_user,
-                    key=self._key,
-                    host_key=host_key,
-                    name=self.spec.name,
-                    budget=waits.timeout("ssh-ready"),
-                )
+                self._ssh = self._ssh_connect(waits.timeout("ssh-ready"))
             except (waits.WaitTimeout, AssertionError) as e:
                 self._ssh_error = e
                 raise
+            self._ssh.explain_timeout = self.explain_ssh_timeout
         return self._ssh
+
+    def _ssh_connect(self, budget: float) -> SSHClient:
+        if self._host_key is None:
+            raise RuntimeError(f"{self.name} target not started: no host key pinned for SSH yet")
+        return SSHClient.connect(
+            lambda: self.port_forward(22),
+            user=self.profile.ssh_user,
+            key=self._key,
+            host_key=self._host_key,
+            name=self.spec.name,
+            budget=budget,
+        )
+
+    def explain_ssh_timeout(self) -> str:
+        """Where the bytes of the session's SSH connection stand when a command over it missed its
+        deadline: the guest kernel's TCP sockets on port 22 (over the console), what the target
+        sees of the connection (``_ssh_path_state``), and whether a new SSH connection works."""
+        parts = []
+        try:
+            r = self.console().run(self.profile.tcp_sockets_command(22), timeout=waits.scaled(20))
+            parts.append("the guest's TCP on port 22 (console): " + ss_summary(r.output))
+        except (AssertionError, OSError) as e:
+            parts.append(f"the guest's TCP on port 22: unreadable ({type(e).__name__}: {str(e)[:200]})")
+        parts.extend(self._ssh_path_state())
+        try:
+            fresh = self._ssh_connect(waits.scaled(30))
+            try:
+                r = fresh.run("echo fresh-connection-ok", timeout=waits.scaled(20))
+                parts.append("a new SSH connection works" if r.output.strip() == "fresh-connection-ok" else "")
+            finally:
+                fresh.close()
+        except (AssertionError, OSError, paramiko.SSHException, EOFError) as e:
+            parts.append(f"a new SSH connection fails too ({type(e).__name__}: {str(e)[:200]})")
+        return "; ".join(p for p in parts if p)
+
+    def _ssh_path_state(self) -> list[str]:
+        """Hook: what the target sees of the SSH connection between the client and the guest."""
+        return []
 
     def transcript_text(self) -> str | None:
         """The console transcript so far, redacted (its unfinished last line too: the prompt)."""

@@ -14,6 +14,7 @@ import re
 from dataclasses import dataclass
 from typing import Any, ClassVar
 
+from slirp_conformance import waits
 from slirp_conformance.console import GuestShell
 from slirp_conformance.evidence import Evidence
 from slirp_conformance.guest_profiles import GuestProfile
@@ -68,7 +69,7 @@ def ping(shell: GuestShell, profile: GuestProfile, host: str, count: int = 3) ->
     guest's counters before and after, so the result says how many requests really went out."""
     before = parse_counters(shell.run(profile.icmp_counters_command()).output)
     route = shell.run(profile.route_get_command(host))
-    r = shell.run(profile.ping_command(host, count), timeout=count * 2 + 20)
+    r = shell.run(profile.ping_command(host, count), timeout=waits.scaled(count * 2 + 20))
     after = parse_counters(shell.run(profile.icmp_counters_command()).output)
     sent = re.search(r"(\d+) packets transmitted", r.output)
     route_text = f"{route.output} {route.stderr}".strip()

@@ -95,7 +95,7 @@ def start(shell: GuestShell, profile: GuestProfile, port: int) -> GuestService:
         local = waits.wait_for(
             f"the guest's own HTTP server on port {port} to answer inside the guest",
             lambda: shell.run(get),
-            20,
+            waits.scaled(20),
             accept=lambda r: r.ok and token in r.output,
             describe=lambda r: f"rc={r.rc} output={r.output[-200:]!r}",
         )
@@ -116,7 +116,7 @@ def stop(shell: GuestShell, port: int) -> None:
         waits.wait_for(
             f"the guest HTTP server on port {port} (pid {pid}) to exit",
             lambda: shell.run(f"kill -0 {pid}"),
-            10,
+            waits.scaled(10),
             accept=lambda r: not r.ok,
             describe=lambda r: f"kill -0 {pid}: rc={r.rc}",
         )

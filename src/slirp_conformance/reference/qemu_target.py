@@ -20,7 +20,7 @@ from slirp_conformance.reference import sidecar_render
 from slirp_conformance.reference.fedora_like import Flavour
 from slirp_conformance.reference.reference_vm import QemuOptions, ReferenceVM
 from slirp_conformance.ssh_client import generate_keypair
-from slirp_conformance.target import Contract, Target
+from slirp_conformance.target import Contract, Target, ss_summary
 from slirp_conformance.vmspec import VMSpec, sidecar_search_domains
 
 PASSWORD_ENV = "SLIRP_CONFORMANCE_GUEST_PASSWORD"
@@ -66,6 +66,22 @@ class QemuTarget(Target):
         if not connected:
             self.timings["ssh_ready_s"] = time.monotonic() - t0
         return client
+
+    def _ssh_path_state(self) -> list[str]:
+        """libslirp's entries for port 22 (QEMU's monitor: state, RecvQ from the client, SendQ to the
+        guest) and the pod namespace's sockets of the port-forward (the client's and QEMU's ends)."""
+        parts = []
+        try:
+            rows = [line for line in self.vm.monitor("info usernet").splitlines() if " 22 " in f" {line} "]
+            parts.append("libslirp (info usernet): " + " | ".join(" ".join(r.split()) for r in rows))
+        except (OSError, TimeoutError) as e:
+            parts.append(f"libslirp: QEMU's monitor did not answer ({e})")
+        try:
+            rc, out, err = self.vm.exec_in_pod(["ss", "-tni", "( sport = :22 or dport = :22 )"], timeout=10)
+            parts.append("the pod's TCP on port 22 (client and QEMU): " + (ss_summary(out) if rc == 0 else err))
+        except (OSError, KeyError, ValueError) as e:
+            parts.append(f"the pod's TCP on port 22: unreadable ({e})")
+        return parts
 
     def dial_guest_port(self, port: int, timeout: float = 5) -> socket.socket:
         return self.vm.dial_guest_port(port, timeout)

@@ -508,6 +508,9 @@ class ReferenceVM:
             *net_args,
             "-global",
             "e1000.autonegotiation=off",  # link up at once (not a network-stack setting)
+            # The human monitor, for evidence only (libslirp's connection table: `info usernet`).
+            "-monitor",
+            f"unix:{qemu_dir / 'monitor.sock'},server=on,wait=off",
         ]
 
     def _await_lab(self) -> None:
@@ -578,7 +581,8 @@ class ReferenceVM:
         self.run_dir = None
 
     def collect_artifacts(self, into: Path) -> None:
-        """Copy the logs worth reading after a failure; never the private key (it is not on disk)."""
+        """Copy the logs worth reading after a failure; never the private key (it is not on disk).
+        With them, libslirp's connection table as QEMU's monitor shows it then."""
         if self.run_dir is None:
             return
         into.mkdir(parents=True, exist_ok=True)
@@ -586,6 +590,37 @@ class ReferenceVM:
             src = self.work_dir / name
             if src.is_file():
                 shutil.copyfile(src, into / name.replace("/", "-"))
+        try:
+            (into / "qemu-info-usernet.txt").write_text(self.monitor("info usernet"))
+        except (OSError, TimeoutError) as e:
+            (into / "qemu-info-usernet.txt").write_text(f"(QEMU's monitor did not answer: {e})\n")
+
+    def monitor(self, command: str, timeout: float = 10) -> str:
+        """One command of QEMU's human monitor (e.g. ``info usernet``), its output without the echo."""
+        if self.run_dir is None:
+            raise OSError("the VM is not running")
+        prompt = b"(qemu) "
+        with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as s:
+            s.settimeout(timeout)
+            s.connect(str(self.run_dir / "qemu" / "monitor.sock"))
+            deadline = time.monotonic() + timeout
+
+            def until_prompt() -> bytes:
+                got = b""
+                while not got.endswith(prompt):
+                    s.settimeout(max(deadline - time.monotonic(), 0.01))
+                    chunk = s.recv(65536)
+                    if not chunk:
+                        raise OSError(f"QEMU's monitor closed the connection during `{command}`")
+                    got += chunk
+                return got
+
+            until_prompt()  # the banner
+            s.sendall(command.encode() + b"\n")
+            text = until_prompt()[: -len(prompt)].decode(errors="replace")
+        # The monitor echoes the command line (with terminal escapes) before the output.
+        lines = text.replace("\r", "").split("\n")
+        return "\n".join(lines[1:]).rstrip() + "\n"
 
     # -- Target API ---------------------------------------------------------------------------------
     def _control(self, request: dict, timeout: float = 15) -> tuple[dict, socket.socket]:
