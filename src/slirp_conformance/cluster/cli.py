@@ -14,7 +14,7 @@ import os
 import sys
 from pathlib import Path
 
-from slirp_conformance import waits
+from slirp_conformance import docker_daemon, waits
 from slirp_conformance.cluster import kind, preflight, runner, versions
 from slirp_conformance.errors import SetupError
 
@@ -30,14 +30,32 @@ def _state_path(workdir: Path) -> Path:
     return workdir / "state.json"
 
 
+def _docker_holder(name: str) -> str:
+    """The lease that keeps the project's dockerd up while cluster NAME lives on it (until cluster-down)."""
+    return f"kind-cluster:{name}"
+
+
 def cmd_up(args: argparse.Namespace) -> int:
     kvm = {"auto": None, "yes": True, "no": False}[args.kvm]
-    report = preflight.preflight("kind", kubevirt_version=args.kubevirt_version, kvm=kvm)
-    pins = report.pins
-    assert pins is not None
+    versions.pins_for(args.kubevirt_version)  # a version with no pins: one line before anything starts
     workdir = Path(args.workdir or default_workdir(args.name))
-    cluster = kind.KindCluster(pins, workdir, name=args.name, kvm=report.kvm, preload_images=args.preload_images)
-    cluster.up()
+    holder = _docker_holder(args.name)
+    engine = docker_daemon.acquire(holder, persistent=True)
+    if engine.host:
+        os.environ["DOCKER_HOST"] = engine.host  # kind and docker below reach the project's dockerd
+    cluster = None
+    try:
+        docker_daemon.check_privileged(engine)
+        report = preflight.preflight("kind", kubevirt_version=args.kubevirt_version, kvm=kvm)
+        pins = report.pins
+        assert pins is not None
+        cluster = kind.KindCluster(pins, workdir, name=args.name, kvm=report.kvm, preload_images=args.preload_images)
+        cluster.up()
+    except BaseException:
+        if cluster is None or cluster.created or not cluster.reused_node_image:
+            # nothing of ours lives on the engine (a cluster it half created is deleted by up itself)
+            docker_daemon.release(holder)
+        raise
     state = {
         "name": args.name,
         "created": cluster.created,
@@ -46,6 +64,8 @@ def cmd_up(args: argparse.Namespace) -> int:
         "node_image": pins.node_image,
         "kvm": report.kvm,
         "kubevirt_installed_by_suite": False,
+        "docker_host": engine.host,
+        "docker_lease": holder if engine.project_started else None,
     }
     _state_path(workdir).write_text(json.dumps(state, indent=2))
     if cluster.created:
@@ -68,6 +88,8 @@ def cmd_up(args: argparse.Namespace) -> int:
         state["kubevirt_installed_by_suite"] = installation.installed
         _state_path(workdir).write_text(json.dumps(state, indent=2))
         log.info("KubeVirt %s ready", version)
+    if engine.host:
+        print(f"DOCKER_HOST={engine.host}")
     print(f"KUBECONFIG={cluster.kubeconfig_path}")
     return 0
 
@@ -84,7 +106,15 @@ def cmd_down(args: argparse.Namespace) -> int:
             state_file,
         )
         return 0
-    if args.name not in kind.existing_clusters():
+    if state.get("docker_host"):
+        os.environ["DOCKER_HOST"] = state["docker_host"]
+    if docker_daemon.server_version(os.environ.get("DOCKER_HOST")) is None:
+        log.info(
+            "no Docker engine answers at %s: kind cluster %s is gone with it",
+            os.environ.get("DOCKER_HOST", "the default socket"),
+            args.name,
+        )
+    elif args.name not in kind.existing_clusters():
         log.info("kind cluster %s does not exist; nothing to delete", args.name)
     else:
         runner.run(
@@ -92,6 +122,8 @@ def cmd_down(args: argparse.Namespace) -> int:
             timeout=runner.budget("resource-deleted"),
             fix=f"delete it by hand: kind delete cluster --name {args.name}",
         )
+    if docker_daemon.release(state.get("docker_lease") or _docker_holder(args.name)):
+        log.info("stopped the project's dockerd (this cluster was the last to use it)")
     state_file.unlink(missing_ok=True)
     return 0
 
@@ -150,9 +182,9 @@ def main(argv: list[str] | None = None) -> int:
     runner.prepend_tools_dir()
     try:
         return {"up": cmd_up, "down": cmd_down, "pins": cmd_pins}[args.command](args)
-    except SetupError as e:
+    except SetupError as e:  # bad input or a host that cannot run it: one line naming the fix
         print(f"error: {e}", file=sys.stderr)
-        return 2
+        return 4
     except waits.WaitTimeout as e:
         print(f"error: {e}", file=sys.stderr)
         return 3

@@ -5,7 +5,8 @@ Version policy for tools (the pins are in hack/versions.env):
     kind newer than the pin: WARN (node images are supported best-effort on other releases).
   * kubectl outside +/-1 minor of the node's Kubernetes: WARN (the suite talks to the API with
     the Python client; kubectl is only used by the hack scripts and for artifacts).
-  * missing docker (or a daemon that does not answer), missing kind: FAIL for --target=kind.
+  * missing docker (or a daemon that does not answer while the project cannot start its own
+    dockerd: slirp_conformance/docker_daemon.py), missing kind: FAIL for --target=kind.
   * missing kubectl: FAIL for --target=kind (hack scripts and artifact collection need it),
     WARN for --target=cluster.
   * /dev/kvm not usable: NOTE (KubeVirt is installed with useEmulation: true).
@@ -85,8 +86,15 @@ def check_docker(run: Run = runner.run) -> str:
             "(--target=kind runs the cluster in Docker), or use --target=cluster with a kubeconfig, "
             "or --target=qemu for the local reference VM (no cluster)"
         ) from None
-    except runner.CommandFailed as e:
+    except runner.CommandTimedOut as e:
         raise SetupError(f"docker is installed but its daemon does not answer: {e}; {fix}") from None
+    except runner.CommandFailed as e:
+        from slirp_conformance import docker_daemon
+
+        reason = docker_daemon.unusable_reason()
+        if reason is None:  # the project starts its own dockerd when it creates the cluster
+            return "the project's dockerd (started on demand)"
+        raise SetupError(f"docker is installed but its daemon does not answer: {e}; {fix} ({reason})") from None
     version = result.stdout.strip().strip('"')
     if not version or version == "null":
         raise SetupError(f"docker info reported no server version: the daemon is not reachable; {fix}")

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import os
 import secrets
 import shutil
 import socket
@@ -156,9 +157,19 @@ class KubeVirtTarget(Target):
             from slirp_conformance.cluster.preflight import check_kubeconfig
 
             return check_kubeconfig(self.opts.kubeconfig)  # --kubeconfig, else $KUBECONFIG, else ~/.kube/config
+        from slirp_conformance import docker_daemon
         from slirp_conformance.cluster.kind import KindCluster
 
         pins = versions.pins_for(self.requested or versions.default_version())
+        # The Docker engine kind runs on: the environment's, else the project's dockerd, which stays up
+        # for a kept cluster (hack/cluster-down.sh releases it) and stops with this run otherwise.
+        if self.opts.keep_cluster:
+            engine = docker_daemon.acquire(f"kind-cluster:{self.opts.kind_cluster_name}", persistent=True)
+            if engine.host:
+                os.environ["DOCKER_HOST"] = engine.host
+        else:
+            engine = self._stack.enter_context(docker_daemon.engine("kind-target"))
+        docker_daemon.check_privileged(engine)
         kind = self._stack.enter_context(
             KindCluster(
                 pins=pins,
