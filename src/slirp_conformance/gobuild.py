@@ -62,6 +62,9 @@ class WrapperModule:
     replaces: tuple[tuple[str, str], ...] = ()
     tags: tuple[str, ...] = ()
     ldflags: str = ""
+    # A Go toolchain other than the machine's (``"go1.20.14"``: the module proxy serves it as
+    # golang.org/toolchain), for module versions today's Go no longer compiles. None: the local Go.
+    toolchain: str | None = None
 
     def __post_init__(self) -> None:
         for what, value in (("name", self.name), ("version", self.version)):
@@ -101,17 +104,23 @@ def go_binary() -> str:
     return found
 
 
-def _go_env(go: str) -> dict[str, str]:
+def _go_env(go: str, toolchain: str | None = None) -> dict[str, str]:
     env = dict(os.environ)
     flags = env.get("GOFLAGS", "")
     env.update(CGO_ENABLED="0", GOFLAGS=f"{flags} -buildvcs=false -mod=mod".strip(), GOWORK="off")
-    env.setdefault("GOTOOLCHAIN", "local")  # never download another toolchain behind our back
+    if toolchain:
+        env["GOTOOLCHAIN"] = toolchain  # fetched once through the module proxy, cached in GOMODCACHE
+    else:
+        env.setdefault("GOTOOLCHAIN", "local")  # never download another toolchain behind our back
     return env
 
 
-def _go_version(go: str) -> str:
+def _go_version(go: str, toolchain: str | None = None) -> str:
     try:
-        r = subprocess.run([go, "env", "GOVERSION"], capture_output=True, text=True, timeout=60)
+        # A toolchain's first use downloads it (about 70 MB) through the module proxy.
+        r = subprocess.run(
+            [go, "env", "GOVERSION"], capture_output=True, text=True, timeout=600, env=_go_env(go, toolchain)
+        )
     except (OSError, subprocess.TimeoutExpired) as e:
         raise SetupError(f"`{go} env GOVERSION` failed ({e}): reinstall Go") from e
     if r.returncode != 0 or not r.stdout.strip():
@@ -135,7 +144,8 @@ def source_snapshot(source: Path | None) -> dict[str, bytes]:
 
 def cache_key(spec: WrapperModule, go_version: str, snapshot: dict[str, bytes]) -> str:
     h = hashlib.sha256()
-    fields = {k: v for k, v in spec.__dict__.items() if k != "source"}
+    # Fields added later are hashed only when set, so the keys of existing cache entries stay.
+    fields = {k: v for k, v in spec.__dict__.items() if k != "source" and not (k == "toolchain" and v is None)}
     h.update(json.dumps(fields, sort_keys=True, default=str).encode())
     h.update(go_version.encode())
     for name, data in snapshot.items():
@@ -148,7 +158,7 @@ def build(spec: WrapperModule, cache: Path | None = None) -> Built:
     started = time.monotonic()
     go = go_binary()
     snapshot = source_snapshot(spec.source)
-    key = cache_key(spec, _go_version(go), snapshot)
+    key = cache_key(spec, _go_version(go, spec.toolchain), snapshot)
     home = (cache or cache_root()) / "go" / spec.name / spec.version
     final = home / key
     if (final / "bin").is_dir():
@@ -223,7 +233,7 @@ def sweep_stale_temp_dirs(home: Path) -> list[Path]:
     return swept
 
 
-def _run(go: str, args: list[str], cwd: Path, log: Path, what: str) -> str:
+def _run(go: str, args: list[str], cwd: Path, log: Path, what: str, toolchain: str | None = None) -> str:
     with open(log, "a") as out:
         out.write(f"$ go {' '.join(args)}\n")
         out.flush()
@@ -231,7 +241,7 @@ def _run(go: str, args: list[str], cwd: Path, log: Path, what: str) -> str:
             r = subprocess.run(
                 [go, *args],
                 cwd=cwd,
-                env=_go_env(go),
+                env=_go_env(go, toolchain),
                 stdout=subprocess.PIPE,
                 stderr=out,
                 text=True,
@@ -253,14 +263,29 @@ def replacements_of(
     cwd: Path,
     log: Path,
     overridden: frozenset[str] = frozenset(),
+    toolchain: str | None = None,
 ) -> tuple[list[str], list[str]]:
     """``go mod edit`` arguments for the replace block and godebug lines of a module's go.mod,
     read from the module cache (``go mod download -json``); ``overridden`` paths are left out."""
     info = json.loads(
-        _run(go, ["mod", "download", "-json", module_at_version], cwd, log, f"`go mod download {module_at_version}`")
+        _run(
+            go,
+            ["mod", "download", "-json", module_at_version],
+            cwd,
+            log,
+            f"`go mod download {module_at_version}`",
+            toolchain,
+        )
     )
     gomod = json.loads(
-        _run(go, ["mod", "edit", "-json", info["GoMod"]], cwd, log, f"reading the go.mod of {module_at_version}")
+        _run(
+            go,
+            ["mod", "edit", "-json", info["GoMod"]],
+            cwd,
+            log,
+            f"reading the go.mod of {module_at_version}",
+            toolchain,
+        )
     )
     edits = []
     for rep in gomod.get("Replace") or []:
@@ -289,24 +314,25 @@ def _build_into(go: str, spec: WrapperModule, snapshot: dict[str, bytes], work: 
         dest = mod / name
         dest.parent.mkdir(parents=True, exist_ok=True)
         dest.write_bytes(data)
-    _run(go, ["mod", "init", MODULE_PREFIX + spec.name], mod, log, "`go mod init`")
+    tc = spec.toolchain
+    _run(go, ["mod", "init", MODULE_PREFIX + spec.name], mod, log, "`go mod init`", tc)
     edits: list[str] = []
     if spec.replace_from:
         replaces, godebug = replacements_of(
-            go, spec.replace_from, spec.local_replace_version, mod, log, frozenset(old for old, _ in spec.replaces)
+            go, spec.replace_from, spec.local_replace_version, mod, log, frozenset(old for old, _ in spec.replaces), tc
         )
         edits += replaces + godebug
     edits += [f"-require={req}" for req in spec.requires]
     edits += [f"-replace={old}={new.replace(' ', '@')}" for old, new in spec.replaces]  # "./dir": a shim of ours
     if edits:
-        _run(go, ["mod", "edit", *edits], mod, log, "writing the wrapper go.mod")
+        _run(go, ["mod", "edit", *edits], mod, log, "writing the wrapper go.mod", tc)
     build = ["build", "-trimpath", "-o", str(work / "bin") + "/"]
     if spec.tags:
         build.append("-tags=" + ",".join(spec.tags))
     if spec.ldflags:
         build.append("-ldflags=" + spec.ldflags)
     (work / "bin").mkdir()
-    _run(go, [*build, *spec.packages], mod, log, f"`go build` of {spec.name} {spec.version}")
+    _run(go, [*build, *spec.packages], mod, log, f"`go build` of {spec.name} {spec.version}", tc)
     if not any((work / "bin").iterdir()):
         raise SetupError(f"`go build` of {spec.name} {spec.version} made no binary (only libraries?): see {log}")
     shutil.copyfile(mod / "go.mod", work / "go.mod")  # what was built, for the curious
