@@ -2,7 +2,14 @@
 # Phase timings of the reference target as JSON (see src/slirp_conformance/benchmark.py). Example:
 #   hack/bench.sh --boots 5 > reports/bench.json
 #   hack/bench.sh --reference-guest fedora --kubevirt-version v1.5.3 --boots 3 [--cold]
+# and of the kind path (src/slirp_conformance/kindnode/bench.py: node image build per part, warm
+# cluster create, delete):
+#   hack/bench.sh --kind [--kubevirt-version V] [--cold] [--nodes N]
 # shellcheck source=hack/lib.sh
 . "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 "$REPO/hack/setup.sh" >&2
+if [ "${1:-}" = --kind ]; then
+    shift
+    exec "$PYTHON" -m slirp_conformance.kindnode.bench "$@"
+fi
 exec "$PYTHON" -m slirp_conformance.benchmark "$@"

@@ -1,5 +1,7 @@
 """Fixtures shared by the self-test modules."""
 
+import os
+
 import pytest
 
 from slirp_conformance import docker_daemon, waits
@@ -30,6 +32,7 @@ def pytest_collection_modifyitems(config, items):
     for marker, what, unusable in (
         ("testbed", "the cluster test bed", bed.unusable_reason),
         ("docker", "Docker", docker_daemon.unusable_reason),
+        ("kind", "a kind cluster built here", _kind_unusable_reason),
     ):
         marked = [item for item in items if item.get_closest_marker(marker)]
         reason = unusable() if marked else None
@@ -38,6 +41,13 @@ def pytest_collection_modifyitems(config, items):
         skip = pytest.mark.skip(reason=f"{what} cannot run here: {reason}")
         for item in marked:
             item.add_marker(skip)
+
+
+def _kind_unusable_reason() -> str | None:
+    """Building the node image needs root (debootstrap, chroot, a containerd of its own) and Docker."""
+    if os.geteuid() != 0:
+        return "building the kind node image needs root (debootstrap, chroot)"
+    return docker_daemon.unusable_reason()
 
 
 @pytest.fixture(scope="session")

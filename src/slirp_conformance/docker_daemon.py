@@ -50,7 +50,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
-from slirp_conformance import progress, waits
+from slirp_conformance import mounts, progress, waits
 from slirp_conformance.cache_dirs import cache_root
 from slirp_conformance.errors import SetupError
 
@@ -506,7 +506,7 @@ def _stop() -> None:
                 waits.wait_for(f"dockerd (pid {pid}) to exit after SIGKILL", lambda: _start_time(pid) is None, 10)
     exec_root, data_root = folder / "exec", state_dir() / "data-root"
     _kill_leftovers((str(exec_root), str(data_root)))
-    _unmount_under((exec_root, data_root))
+    mounts.unmount_under(exec_root, data_root)
     _undo_network(started)
     if started.get("ip_forward") and _read("/proc/sys/net/ipv4/ip_forward") != started["ip_forward"]:
         Path("/proc/sys/net/ipv4/ip_forward").write_text(started["ip_forward"])
@@ -550,16 +550,6 @@ def _kill_leftovers(paths: tuple[str, ...]) -> None:
             10,
             describe=lambda _: str(processes_of(paths)),
         )
-
-
-def _unmount_under(roots: tuple[Path, ...]) -> None:
-    mounts = []
-    for line in _read("/proc/self/mountinfo").splitlines():
-        point = line.split()[4].encode().decode("unicode_escape")
-        if any(point == str(r) or point.startswith(f"{r}/") for r in roots):
-            mounts.append(point)
-    for point in sorted(mounts, key=len, reverse=True):
-        subprocess.run(["umount", "-l", point], capture_output=True, timeout=30)
 
 
 def _read(path: str) -> str:

@@ -15,7 +15,7 @@ import sys
 from pathlib import Path
 
 from slirp_conformance import docker_daemon, waits
-from slirp_conformance.cluster import kind, preflight, runner, versions
+from slirp_conformance.cluster import kind, kind_network, preflight, runner, versions
 from slirp_conformance.errors import SetupError
 
 log = logging.getLogger("slirp.cluster.cli")
@@ -46,10 +46,27 @@ def cmd_up(args: argparse.Namespace) -> int:
     cluster = None
     try:
         docker_daemon.check_privileged(engine)
+        node_image = None
+        if args.images_from_source:
+            from slirp_conformance.cluster import kind_source
+
+            built = kind_source.prepare(versions.pins_for(args.kubevirt_version), engine)
+            node_image = built.tag
+            log.info("node image %s (%s)", node_image, "built now" if built.cold else "found in Docker")
         report = preflight.preflight("kind", kubevirt_version=args.kubevirt_version, kvm=kvm)
         pins = report.pins
         assert pins is not None
-        cluster = kind.KindCluster(pins, workdir, name=args.name, kvm=report.kvm, preload_images=args.preload_images)
+        cluster = kind.KindCluster(
+            pins,
+            workdir,
+            name=args.name,
+            kvm=report.kvm,
+            preload_images=args.preload_images,
+            node_image=node_image,
+            nodes=args.nodes,
+            own_cni=args.images_from_source,
+            network=kind_network.NAME if args.images_from_source or engine.project_started else None,
+        )
         cluster.up()
     except BaseException:
         if cluster is None or cluster.created or not cluster.reused_node_image:
@@ -61,11 +78,14 @@ def cmd_up(args: argparse.Namespace) -> int:
         "created": cluster.created,
         "kubeconfig": str(cluster.kubeconfig_path),
         "kubevirt_version": str(pins.kubevirt),
-        "node_image": pins.node_image,
+        "node_image": cluster.node_image,
         "kvm": report.kvm,
+        "nodes": args.nodes,
         "kubevirt_installed_by_suite": False,
         "docker_host": engine.host,
         "docker_lease": holder if engine.project_started else None,
+        "network": cluster.network if cluster.created_network else None,
+        "lib_modules_created": cluster.created_lib_modules,
     }
     _state_path(workdir).write_text(json.dumps(state, indent=2))
     if cluster.created:
@@ -122,6 +142,7 @@ def cmd_down(args: argparse.Namespace) -> int:
             timeout=runner.budget("resource-deleted"),
             fix=f"delete it by hand: kind delete cluster --name {args.name}",
         )
+        kind.remove_leftovers(state.get("network"), bool(state.get("lib_modules_created")))
     if docker_daemon.release(state.get("docker_lease") or _docker_holder(args.name)):
         log.info("stopped the project's dockerd (this cluster was the last to use it)")
     state_file.unlink(missing_ok=True)
@@ -155,6 +176,13 @@ def main(argv: list[str] | None = None) -> int:
     )
     up.add_argument("--preload-images", nargs="*", default=[], metavar="IMAGE")
     up.add_argument("--no-kubevirt", action="store_true", help="only the cluster")
+    up.add_argument(
+        "--images-from-source",
+        action="store_true",
+        help="build kind, kubectl and the node image here (Go modules, Debian packages; no download, "
+        "no registry), cached by version; the cluster gets the suite's CNI instead of kindnetd",
+    )
+    up.add_argument("--nodes", type=int, default=1, help="kind nodes: a control plane and NODES-1 workers")
     up.add_argument(
         "--kvm",
         choices=("auto", "yes", "no"),

@@ -315,8 +315,12 @@ def preflight(
     kvm: bool | None = None,
     kvm_device: str = KVM_DEVICE,
     run: Run = runner.run,
+    from_source: bool = False,
 ) -> PreflightReport:
     """All checks for ``--target`` (kind | cluster), cheapest first; the first failure raises SetupError.
+
+    ``from_source`` (``--images-from-source``): kind and kubectl are built at setup, so they are not
+    looked for here; Go must be there to build them.
 
     ``kvm``: None probes ``kvm_device`` (opens it and creates a VM); pass True/False to override
     (e.g. with the result of a probe that boots a guest: /dev/kvm can exist and still fail).
@@ -340,6 +344,17 @@ def preflight(
             )
         report.tool_versions["docker"] = check_docker(run)
         assert report.pins is not None
+        if from_source:
+            from slirp_conformance.gobuild import go_binary
+
+            go_binary()  # SetupError naming the fix when Go is missing
+            report.notes.append(
+                f"kind {report.pins.kind}, kubectl {report.pins.kubectl} and the node image of "
+                f"Kubernetes {report.pins.kubernetes} are built here (--images-from-source)"
+            )
+            for note in report.notes:
+                log.info("preflight: %s", note)
+            return report
         report.tool_versions["kind"], warning = check_kind(report.pins.kind, run)
         if warning:
             report.warnings.append(warning)

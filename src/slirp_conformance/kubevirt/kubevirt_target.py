@@ -55,6 +55,8 @@ class ClusterOptions:
     kind_cluster_name: str = "slirp-conformance"
     keep_cluster: bool = False
     preload_images: list[str] = field(default_factory=list)
+    images_from_source: bool = False  # kind: kind, kubectl and the node image built here (cluster/kind_source.py)
+    kind_nodes: int = 1
     namespace_suffix: str = ""
 
 
@@ -170,6 +172,13 @@ class KubeVirtTarget(Target):
         else:
             engine = self._stack.enter_context(docker_daemon.engine("kind-target"))
         docker_daemon.check_privileged(engine)
+        node_image = None
+        if self.opts.images_from_source:
+            from slirp_conformance.cluster import kind_source
+
+            node_image = kind_source.prepare(pins, engine).tag
+        from slirp_conformance.cluster import kind_network
+
         kind = self._stack.enter_context(
             KindCluster(
                 pins=pins,
@@ -177,12 +186,16 @@ class KubeVirtTarget(Target):
                 name=self.opts.kind_cluster_name,
                 preload_images=self.opts.preload_images,
                 keep=self.opts.keep_cluster,
+                node_image=node_image,
+                nodes=self.opts.kind_nodes,
+                own_cni=self.opts.images_from_source,
+                network=kind_network.NAME if self.opts.images_from_source or engine.project_started else None,
             )
         )
         self._kvm = bool(kind.kvm)
         self._kind_facts = {
             "kind": pins.kind,
-            "kind_node_image": kind.reused_node_image or pins.node_image,
+            "kind_node_image": kind.reused_node_image or kind.node_image,
             "kind_cluster_created": str(kind.created),
         }
         return str(kind.kubeconfig_path)

@@ -161,6 +161,20 @@ def pytest_addoption(parser):
         metavar="IMAGE",
         help="kind target: `kind load` this locally present image first (repeatable)",
     )
+    cluster.addoption(
+        "--images-from-source",
+        action="store_true",
+        help="kind target: build kind, kubectl and the node image here from Go modules and Debian packages "
+        "(no download, no registry; cached by version), as hack/cluster-up.sh --images-from-source; the "
+        "cluster gets the suite's CNI instead of kindnetd",
+    )
+    cluster.addoption(
+        "--kind-nodes",
+        type=int,
+        default=1,
+        metavar="N",
+        help="kind target: nodes of a cluster the suite creates (a control plane and N-1 workers)",
+    )
     group.addoption(
         "--sidecar-render",
         choices=("go", "python"),

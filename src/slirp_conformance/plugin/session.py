@@ -155,6 +155,7 @@ def pytest_collection_modifyitems(session, config, items) -> None:
                 kubevirt_version=config.getoption("kubevirt_version"),
                 kubeconfig=config.getoption("kubeconfig"),
                 context=config.getoption("context"),
+                from_source=config.getoption("images_from_source"),
             )
     except SetupError as e:
         raise pytest.UsageError(str(e)) from None
@@ -205,6 +206,8 @@ def make_target(config) -> Target:
             kind_cluster_name=config.getoption("kind_cluster_name"),
             keep_cluster=config.getoption("keep_cluster"),
             preload_images=config.getoption("preload_images"),
+            images_from_source=config.getoption("images_from_source"),
+            kind_nodes=config.getoption("kind_nodes"),
             namespace_suffix=f"-{worker}" if worker else "",
         ),
     )
