@@ -94,16 +94,21 @@ def ping_group_range(kubeconfig: str, pod: str) -> str:
 
 
 # -- leaks --------------------------------------------------------------------------------------
+# Other runs on this machine (another engineer's clusters on the project's dockerd) are not leaks of
+# ours: what belongs to a container is attributed by the container's name, what the daemon itself
+# holds only counts while no other lease holds the daemon.
+
+OURS = "slirp-selftest"  # the name prefix of every cluster and container these self-tests make
 
 
 @dataclass(frozen=True)
 class KindHostState:
-    containers: frozenset[str]  # containers in the project's dockerd (its data-root), or the engine's
-    volumes: frozenset[str]
-    networks: frozenset[str]  # bridge links on the host (docker0, br-*)
-    processes: frozenset[int]  # processes of the project's dockerd (run dir, data-root)
-    mounts: frozenset[str]
-    dockerd_running: bool
+    containers: frozenset[str]  # our containers (name) in the project's dockerd
+    volumes: frozenset[str]  # volumes no other container uses
+    networks: frozenset[str]  # bridges (docker0, br-*) of networks no other container is on
+    processes: frozenset[int]  # shims of our containers; the daemon's own while nobody else holds it
+    mounts: frozenset[str]  # mounts under the daemon's dirs not of another container
+    dockerd_running: bool  # the project's dockerd up with no other holder
     lib_modules: bool
 
     def leaked_since(self, before: KindHostState) -> dict[str, object]:
@@ -118,26 +123,66 @@ class KindHostState:
         return leaks
 
 
+def _containers(data_root: Path) -> dict[str, dict]:
+    """Container id -> its name, volumes, network ids, sandbox and overlay mount (from the data-root)."""
+    found = {}
+    for folder in (data_root / "containers").glob("*") if (data_root / "containers").is_dir() else ():
+        try:
+            config = json.loads((folder / "config.v2.json").read_text())
+        except (OSError, ValueError):
+            continue
+        mount_id = data_root / "image/overlay2/layerdb/mounts" / folder.name / "mount-id"
+        found[folder.name] = {
+            "name": config.get("Name", "").lstrip("/"),
+            "volumes": {m.get("Name") for m in (config.get("MountPoints") or {}).values() if m.get("Name")},
+            "bridges": {
+                f"br-{n['NetworkID'][:12]}"
+                for n in (config.get("NetworkSettings", {}).get("Networks") or {}).values()
+                if n.get("NetworkID")
+            },
+            "mounts": {config.get("NetworkSettings", {}).get("SandboxKey") or ""}
+            | ({str(data_root / "overlay2" / mount_id.read_text().strip() / "merged")} if mount_id.exists() else set()),
+        }
+    return found
+
+
 def _entries(folder: Path, skip: tuple[str, ...] = ()) -> frozenset[str]:
     return frozenset(p.name for p in folder.iterdir() if p.name not in skip) if folder.is_dir() else frozenset()
 
 
 def snapshot() -> KindHostState:
     data_root = docker_daemon.state_dir() / "data-root"
-    roots = (str(docker_daemon.run_dir()), str(data_root))
+    containers = _containers(data_root)
+    ours = {cid: c for cid, c in containers.items() if c["name"].startswith(OURS)}
+    foreign = [c for cid, c in containers.items() if cid not in ours]
+    foreign_volumes = set().union(*(c["volumes"] for c in foreign)) if foreign else set()
+    foreign_bridges = set().union(*(c["bridges"] for c in foreign)) if foreign else set()
+    foreign_mounts = set().union(*(c["mounts"] for c in foreign)) if foreign else set()
+    others_hold = any(not h.startswith(("kind-cluster:" + OURS, "selftest")) for h in docker_daemon.live_leases())
+    running = docker_daemon.server_version(docker_daemon.project_host()) is not None
+    daemon_processes = frozenset(docker_daemon.processes_of((str(docker_daemon.run_dir()), str(data_root))))
+    shims = frozenset(pid for pid in daemon_processes if any(cid in _cmdline(pid) for cid in ours))
+    bridges = {p.name for p in Path("/sys/class/net").iterdir() if p.name == "docker0" or p.name.startswith("br-")}
     return KindHostState(
-        containers=_entries(data_root / "containers"),
-        volumes=_entries(data_root / "volumes", skip=("metadata.db", "backingFsBlockDev")),
-        networks=frozenset(
-            p.name
-            for p in Path("/sys/class/net").iterdir()
-            if p.name == "docker0" or p.name.startswith(("br-", "veth"))
+        containers=frozenset(c["name"] for c in ours.values()),
+        volumes=_entries(data_root / "volumes", skip=("metadata.db", "backingFsBlockDev")) - foreign_volumes,
+        networks=frozenset(bridges - foreign_bridges - ({"docker0"} if others_hold else set())),
+        processes=shims if others_hold else daemon_processes,
+        mounts=frozenset(
+            m
+            for m in mounts.mounted_under(data_root, docker_daemon.run_dir())
+            if m not in foreign_mounts and not (others_hold and m == str(data_root))
         ),
-        processes=frozenset(docker_daemon.processes_of(roots)),
-        mounts=frozenset(mounts.mounted_under(data_root, docker_daemon.run_dir())),
-        dockerd_running=docker_daemon.server_version(docker_daemon.project_host()) is not None,
-        lib_modules=kind.LIB_MODULES.exists(),
+        dockerd_running=running and not others_hold,
+        lib_modules=kind.LIB_MODULES.exists() and not foreign,
     )
+
+
+def _cmdline(pid: int) -> str:
+    try:
+        return Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
+    except OSError:
+        return ""
 
 
 def wait_no_leaks(before: KindHostState, budget: float = 30) -> KindHostState:
@@ -164,8 +209,6 @@ def cluster_up(
         [
             "bash",
             str(repo / "hack/cluster-up.sh"),
-            "--kubevirt-version",
-            "v1.9.0",
             "--images-from-source",
             "--no-kubevirt",
             "--name",

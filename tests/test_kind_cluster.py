@@ -22,13 +22,17 @@ from pathlib import Path
 import pytest
 
 from slirp_conformance import checkout, docker_daemon
-from slirp_conformance.cluster import kind, runner
+from slirp_conformance.cluster import kind, runner, versions
 from tests import kind_probes
 from tests.kind_probes import kubectl
 
 pytestmark = pytest.mark.kind
 REPO = checkout.REPO
-KUBERNETES = "v1.34.0"  # the node version v1.9.0's pins name (hack/versions.env)
+# The pins the clusters are built for: KUBEVIRT_DEFAULT_VERSION's, or SLIRP_KIND_SELFTEST_KUBEVIRT's
+# (e.g. v1.1.0, whose Kubernetes 1.27 builds with an older Go: about 30 min cold, so not in CI).
+KUBEVIRT = os.environ.get("SLIRP_KIND_SELFTEST_KUBEVIRT") or str(versions.default_version())
+KUBERNETES = versions.pins_for(KUBEVIRT).kubernetes
+RUN = os.getpid() % 100000  # cluster names of concurrent runs on one machine differ
 
 
 @dataclass
@@ -53,7 +57,7 @@ def _up(name: str, tmp_path_factory, *extra: str) -> Cluster:
     runner.prepend_tools_dir()  # the kind and kubectl cluster-up builds into .tools/bin
     before = kind_probes.snapshot()
     workdir = tmp_path_factory.mktemp(name)
-    r, seconds = kind_probes.cluster_up(name, workdir, *extra)
+    r, seconds = kind_probes.cluster_up(name, workdir, "--kubevirt-version", KUBEVIRT, *extra)
     cluster = Cluster(
         name,
         workdir,
@@ -79,7 +83,7 @@ def _down(cluster: Cluster) -> subprocess.CompletedProcess | None:
 
 @pytest.fixture(scope="module")
 def one_node(tmp_path_factory):
-    cluster = _up("slirp-selftest-one", tmp_path_factory)
+    cluster = _up(f"slirp-selftest-one-{RUN}", tmp_path_factory)
     yield cluster
     _down(cluster)  # a test failed before test_cluster_down_leaves_nothing: still delete it
 
@@ -193,7 +197,7 @@ def test_cluster_down_leaves_nothing(one_node):
 
 
 def test_two_nodes_pods_on_each_reach_each_other(tmp_path_factory):
-    cluster = _up("slirp-selftest-two", tmp_path_factory, "--nodes", "2")
+    cluster = _up(f"slirp-selftest-two-{RUN}", tmp_path_factory, "--nodes", "2")
     try:
         nodes = json.loads(kubectl(cluster.kubeconfig, "get", "nodes", "-o", "json").stdout)["items"]
         names = sorted(n["metadata"]["name"] for n in nodes)
@@ -285,9 +289,9 @@ def test_the_pytest_option_reaches_the_same_kind_path(tmp_path):
             "--target=kind",
             "--images-from-source",
             "--kubevirt-version",
-            "v1.9.0",
+            KUBEVIRT,
             "--kind-cluster-name",
-            "slirp-selftest-opt",
+            f"slirp-selftest-opt-{RUN}",
             "--report-dir",
             str(tmp_path),
             "suites/test_slirp_dhcp.py",
@@ -299,7 +303,7 @@ def test_the_pytest_option_reaches_the_same_kind_path(tmp_path):
         env=env,
     )
     output = r.stdout + r.stderr
-    assert "the kind node image for Kubernetes v1.34.0" in output, output[-3000:]
+    assert f"the kind node image for Kubernetes {KUBERNETES}" in output, output[-3000:]
     assert (
         "creating or reusing the kind cluster:" in output
         and "creating or reusing the kind cluster: failed" not in output

@@ -153,6 +153,37 @@ def cache_key(spec: WrapperModule, go_version: str, snapshot: dict[str, bytes]) 
     return h.hexdigest()[:16]
 
 
+def spec_key(spec: WrapperModule) -> str:
+    """The cache key ``build`` would use for ``spec``, without building anything."""
+    return cache_key(spec, _go_version(go_binary(), spec.toolchain), source_snapshot(spec.source))
+
+
+def module_dir(module_at_version: str) -> Path:
+    """A module's directory in the Go module cache (``go mod download`` through the proxy if absent),
+    for files a build reads from it (kind's node contract, Kubernetes' pause.c)."""
+    go = go_binary()
+    with tempfile.TemporaryDirectory(prefix="slirp-module-") as tmp:
+        try:
+            r = subprocess.run(
+                [go, "mod", "download", "-json", module_at_version],
+                cwd=tmp,
+                capture_output=True,
+                text=True,
+                timeout=600,
+                env=_go_env(go),
+            )
+        except subprocess.TimeoutExpired:
+            raise SetupError(f"`go mod download {module_at_version}` took more than 600 s: check GOPROXY") from None
+    try:
+        info = json.loads(r.stdout)
+    except ValueError:
+        info = {}
+    if r.returncode != 0 or "Dir" not in info:
+        reason = info.get("Error") or r.stderr.strip()[-300:]
+        raise SetupError(f"cannot fetch {module_at_version} through the Go module proxy: {reason}; check GOPROXY")
+    return Path(info["Dir"])
+
+
 def build(spec: WrapperModule, cache: Path | None = None) -> Built:
     """Return the cached binaries of ``spec``, building them first when absent."""
     started = time.monotonic()

@@ -69,9 +69,10 @@ def cmd_up(args: argparse.Namespace) -> int:
         )
         cluster.up()
     except BaseException:
-        if cluster is None or cluster.created or not cluster.reused_node_image:
-            # nothing of ours lives on the engine (a cluster it half created is deleted by up itself)
-            docker_daemon.release(holder)
+        if cluster is not None and cluster.created:
+            cluster.down()  # a half-created cluster, its network and the /lib/modules it made
+        if cluster is None or not cluster.reused_node_image:
+            docker_daemon.release(holder)  # nothing of ours lives on the engine now
         raise
     state = {
         "name": args.name,

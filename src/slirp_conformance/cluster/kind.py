@@ -224,24 +224,20 @@ class KindCluster:
         self.created = True
         # With the suite's own CNI no node is Ready before it is installed: kind must not wait for that.
         wait = [] if self.own_cni else ["--wait", f"{int(budget * 0.9)}s"]
+        argv = ["kind", "create", "cluster", "--name", self.name, "--config", str(self.config_path)]
+        argv += ["--kubeconfig", str(self.kubeconfig_path), *wait]
+        output = self.workdir / "kind-create.log"  # kind's progress and errors (stderr; stdout is not kept)
         with progress.phase(f"kind create cluster {self.name} ({self.nodes} node(s), {self.node_image})"):
-            self.run(
-                [
-                    "kind",
-                    "create",
-                    "cluster",
-                    "--name",
-                    self.name,
-                    "--config",
-                    str(self.config_path),
-                    "--kubeconfig",
-                    str(self.kubeconfig_path),
-                    *wait,
-                ],
-                timeout=budget,
-                env=env,
-                fix=f"see the kind output above; `kind delete cluster --name {self.name}` cleans up a partial cluster",
-            )
+            result = self.run(argv, timeout=budget, env=env, check=False)
+            output.write_text(runner.redact(result.stderr))
+            if result.returncode != 0:
+                tail = runner.redact("\n".join(result.stderr.strip().splitlines()[-15:]))
+                raise runner.CommandFailed(
+                    f"`{' '.join(argv)}` exited with {result.returncode}: {tail}; kind's whole output: {output}; "
+                    f"`kind delete cluster --name {self.name}` cleans up a partial cluster",
+                    returncode=result.returncode,
+                    stderr_tail=tail,
+                )
         if self.own_cni:
             from slirp_conformance.kindnode import cni
 

@@ -18,18 +18,15 @@ its reason.
 
 from __future__ import annotations
 
-import json
 import re
 import shlex
-import subprocess
-import tempfile
 import tomllib
 from dataclasses import dataclass
 from functools import cached_property
 from pathlib import Path
 
+from slirp_conformance import gobuild
 from slirp_conformance.errors import SetupError
-from slirp_conformance.gobuild import _go_env, go_binary
 
 # Packages of kind's list a node here does without: fuse-overlayfs (rootless Docker only),
 # nfs-common and open-iscsi (network storage; the suite uses none). Added: Debian's containerd
@@ -52,27 +49,10 @@ class Step:
 
 def module_dir(kind_version: str) -> Path:
     """The kind module at ``kind_version`` in the Go module cache (downloaded through the proxy if absent)."""
-    go = go_binary()
-    with tempfile.TemporaryDirectory(prefix="slirp-kind-module-") as tmp:
-        r = subprocess.run(
-            [go, "mod", "download", "-json", f"sigs.k8s.io/kind@{kind_version}"],
-            cwd=tmp,
-            capture_output=True,
-            text=True,
-            timeout=600,
-            env=_go_env(go),
-        )
     try:
-        info = json.loads(r.stdout)
-    except ValueError:
-        info = {}
-    if r.returncode != 0 or "Dir" not in info:
-        reason = info.get("Error") or r.stderr.strip()[-300:]
-        raise SetupError(
-            f"cannot fetch the kind module sigs.k8s.io/kind@{kind_version} through the Go module "
-            f"proxy: {reason}; check GOPROXY and the kind pin in hack/versions.env"
-        )
-    return Path(info["Dir"])
+        return gobuild.module_dir(f"sigs.k8s.io/kind@{kind_version}")
+    except SetupError as e:
+        raise SetupError(f"{e} (the kind pin is in hack/versions.env)") from None
 
 
 def _instructions(dockerfile: str) -> list[tuple[str, str]]:

@@ -33,7 +33,7 @@ from slirp_conformance.cluster import versions
 from slirp_conformance.cluster.versions import Pins
 from slirp_conformance.docker_daemon import Engine
 from slirp_conformance.errors import SetupError
-from slirp_conformance.gobuild import Built, _go_version, build, cache_key, go_binary, source_snapshot
+from slirp_conformance.gobuild import Built, build, spec_key
 from slirp_conformance.image_archive import Image
 from slirp_conformance.kindnode import buildlog, component_images, parts, preload, rootfs
 from slirp_conformance.kindnode.contract import RUNC_WRAPPER_IN_NODE, KindContract
@@ -43,6 +43,19 @@ NODE_ENV = ("container=docker", image_archive.DEFAULT_PATH)
 ENTRYPOINT = ("/usr/local/bin/entrypoint", "/sbin/init")
 STOP_SIGNAL = "SIGRTMIN+3"
 # The code whose output is in the image (not the CNI or the CLI): a change to it makes a new image.
+# On cgroup v1 kind's entrypoint makes the kubelet's cgroup root in the hierarchies Docker mounted;
+# systemd mounts the others afterwards (here hugetlb, net_cls,net_prio and perf_event: the kernel
+# has them, the host mounts none of them), and kubelet 1.27 refuses a cgroup root missing from any
+# ("cgroup ["kubelet"] has some missing paths: /sys/fs/cgroup/hugetlb/kubelet.slice"). kubelet
+# 1.34 does not check those. Made before every kubelet start; nothing on cgroup v2. ($$: systemd.)
+KUBELET_CGROUP_DROPIN = (
+    "12-slirp-conformance-cgroup-v1.conf",
+    "# slirp-conformance (src/slirp_conformance/kindnode/node_image.py): the kubelet's cgroup root in every\n"
+    "# cgroup v1 hierarchy, also those systemd mounted after kind's entrypoint made it in Docker's.\n"
+    "[Service]\n"
+    "ExecStartPre=/bin/sh -euc 'if [ ! -f /sys/fs/cgroup/cgroup.controllers ]; then for h in /sys/fs/cgroup/*/; "
+    'do [ -L "$${h%/}" ] || mkdir -p "$${h}kubelet" "$${h}kubelet.slice" 2>/dev/null || true; done; fi\'\n',
+)
 _BUILDER_SOURCES = [
     Path(__file__).parent / f"{name}.py"
     for name in ("node_image", "contract", "rootfs", "parts", "component_images", "preload")
@@ -101,10 +114,6 @@ def _builder_digest() -> str:
     return h.hexdigest()
 
 
-def _spec_key(spec) -> str:
-    return cache_key(spec, _go_version(go_binary(), spec.toolchain), source_snapshot(spec.source))
-
-
 def image_key(recipe: NodeRecipe, contract: KindContract) -> str:
     """Every input of the node image, hashed: the recipe, kind's files, the base, the Go specs, this builder."""
     h = hashlib.sha256(json.dumps(recipe.__dict__, sort_keys=True).encode())
@@ -113,7 +122,7 @@ def image_key(recipe: NodeRecipe, contract: KindContract) -> str:
     h.update(repr((contract.later_steps(), contract.pinned("CNI_PLUGINS_VERSION"), cri_base_hook(contract))).encode())
     h.update(rootfs.key_of(contract, recipe.suite).encode())
     for spec in _go_specs(recipe, contract):
-        h.update(_spec_key(spec).encode())
+        h.update(spec_key(spec).encode())
     h.update(_builder_digest().encode())
     return h.hexdigest()[:12]
 
@@ -384,6 +393,10 @@ def _node_files(
     for plugin in parts.CNI_PLUGINS:
         _install(built["cni-plugins"].binary(plugin), root / "opt/cni/bin" / plugin)
     _install(built["runc-wrapper"].binary(runc_wrapper.BINARY), root / RUNC_WRAPPER_IN_NODE.lstrip("/"))
+    dropin = root / "etc/systemd/system/kubelet.service.d" / KUBELET_CGROUP_DROPIN[0]
+    dropin.parent.mkdir(parents=True, exist_ok=True)
+    dropin.write_text(KUBELET_CGROUP_DROPIN[1])
+    (root / "kind").mkdir(parents=True, exist_ok=True)  # kind v0.19's files have no /kind of their own
     (root / "kind/version").write_text(recipe.kubernetes)
     (root / "etc/containerd/cri-base.json").write_text(json.dumps(_cri_base(contract), indent=4) + "\n")
     for step in contract.later_steps():

@@ -11,16 +11,14 @@
 
 from __future__ import annotations
 
-import json
 import re
 import subprocess
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
-from slirp_conformance import kind_tools, kubernetes_modules
+from slirp_conformance import gobuild, kind_tools, kubernetes_modules
 from slirp_conformance.errors import SetupError
-from slirp_conformance.gobuild import WrapperModule, _go_env, go_binary
+from slirp_conformance.gobuild import WrapperModule
 from slirp_conformance.kindnode import buildlog
 
 NODE_COMMANDS = ("kubelet", "kubeadm", "kube-apiserver", "kube-controller-manager", "kube-scheduler", "kube-proxy")
@@ -121,22 +119,7 @@ def cni_plugins_module(version: str, toolchain: str | None = None) -> WrapperMod
 
 def kubernetes_source(kubernetes: str) -> Path:
     """The k8s.io/kubernetes module directory in the module cache (for build/pause/linux/pause.c)."""
-    go = go_binary()
-    with tempfile.TemporaryDirectory(prefix="slirp-k8s-module-") as tmp:
-        r = subprocess.run(
-            [go, "mod", "download", "-json", f"k8s.io/kubernetes@{kubernetes}"],
-            cwd=tmp,
-            capture_output=True,
-            text=True,
-            timeout=600,
-            env=_go_env(go),
-        )
-    try:
-        return Path(json.loads(r.stdout)["Dir"])
-    except (ValueError, KeyError):
-        raise SetupError(
-            f"cannot fetch k8s.io/kubernetes@{kubernetes} through the module proxy: {r.stderr.strip()[-300:]}"
-        ) from None
+    return gobuild.module_dir(f"k8s.io/kubernetes@{kubernetes}")
 
 
 def build_pause(kubernetes: str, pause_tag: str, dest: Path, log: Path) -> Path:

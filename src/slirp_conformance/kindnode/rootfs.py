@@ -23,6 +23,7 @@ from slirp_conformance.kindnode.contract import KindContract
 
 MIRROR = os.environ.get("SLIRP_DEBIAN_MIRROR", "http://deb.debian.org/debian")
 RECIPE = "1"  # bump when the steps below change
+KEEP = 3  # bases kept in the cache
 # What a container image does not carry (docker provides /dev, /proc, /sys, /run and /tmp), and what
 # kind's clean-install removes after installing.
 EXCLUDED = (
@@ -124,7 +125,9 @@ def build(contract: KindContract, suite: str, cache: Path, log: Path) -> Rootfs:
         if stage.exists():
             mounts.unmount_under(tree)
             shutil.rmtree(stage, ignore_errors=True)
-    for old in home.glob(f"{suite}-*"):  # older recipes: 600-800 MB each
-        if old != final and not old.name.startswith("."):
-            shutil.rmtree(old, ignore_errors=True)
+    # Older recipes (600-800 MB each): the newest KEEP stay (kind versions differ in their packages,
+    # so the node images of two KubeVirt pins need two bases).
+    entries = sorted((p for p in home.glob(f"{suite}-*") if p != final), key=lambda p: p.stat().st_mtime)
+    for old in entries[: max(0, len(entries) - (KEEP - 1))]:
+        shutil.rmtree(old, ignore_errors=True)
     return Rootfs(final / "tree", final / "layer.tar", key, cold=True)
