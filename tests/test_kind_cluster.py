@@ -13,7 +13,6 @@ import json
 import os
 import socket
 import subprocess
-import sys
 import time
 import urllib.request
 from dataclasses import dataclass
@@ -23,7 +22,7 @@ import pytest
 
 from slirp_conformance import checkout, docker_daemon
 from slirp_conformance.cluster import kind, runner, versions
-from tests import kind_probes
+from tests import kind_probes, suite_runner
 from tests.kind_probes import kubectl
 
 pytestmark = pytest.mark.kind
@@ -275,34 +274,19 @@ def test_the_pytest_option_reaches_the_same_kind_path(tmp_path):
     the same way; KubeVirt on it is not there yet (no images of it are built here), so the run stops
     with one line at the KubeVirt step, after which the cluster it created is gone."""
     before = kind_probes.snapshot()
-    env = {k: v for k, v in os.environ.items() if k != "DOCKER_HOST"}
-    r = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "pytest",
-            "-k",
-            "slirp",
-            "-x",
-            "-p",
-            "no:randomly",
-            "--target=kind",
-            "--images-from-source",
-            "--kubevirt-version",
-            KUBEVIRT,
-            "--kind-cluster-name",
-            f"slirp-selftest-opt-{RUN}",
-            "--report-dir",
-            str(tmp_path),
-            "suites/test_slirp_dhcp.py",
-        ],
-        cwd=REPO,
-        capture_output=True,
-        text=True,
+    r = suite_runner.run_suite(
+        tmp_path,
+        "-x",
+        "--target=kind",
+        "--images-from-source",
+        "--kubevirt-version",
+        KUBEVIRT,
+        "--kind-cluster-name",
+        f"slirp-selftest-opt-{RUN}",
+        "suites/test_slirp_dhcp.py",
         timeout=3600,
-        env=env,
     )
-    output = r.stdout + r.stderr
+    output = r.output
     assert f"the kind node image for Kubernetes {KUBERNETES}" in output, output[-3000:]
     assert (
         "creating or reusing the kind cluster:" in output
