@@ -17,6 +17,12 @@ python3 -c 'import ensurepip, venv' 2>/dev/null || APT_PACKAGES+=(python3-venv)
 # itself with its own configuration (src/slirp_conformance/docker_daemon.py) and stops again.
 # The static pause binary of the kind node image is compiled with gcc against glibc.
 APT_PACKAGES+=(gcc libc6-dev)
+# --images-from-source, KubeVirt's part (src/slirp_conformance/kubevirt_images): virt-handler and
+# virt-launcher are cgo (gcc, glibc's headers, <linux/kvm.h>), the launcher's container-disk helper
+# a static C program; the Fedora-like containerDisk is made bootable with GRUB for BIOS
+# (grub-mkrescue of grub-common, the i386-pc modules of grub-pc-bin; no bootloader is installed
+# on this machine).
+APT_PACKAGES+=(linux-libc-dev grub-common grub-pc-bin)
 if ! command -v dockerd >/dev/null && ! docker info >/dev/null 2>&1; then
     APT_PACKAGES+=(docker.io)
 fi

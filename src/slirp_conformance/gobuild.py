@@ -5,8 +5,8 @@ nothing of theirs is copied into this repo. A ``WrapperModule`` says what to bui
 of required modules, or a directory of our own Go source), which modules to ``require`` and,
 optionally, whose ``go.mod`` to take the ``replace`` block and ``godebug`` lines from (KubeVirt
 and Kubernetes pin their dependencies there and cannot be built without it). The go.mod is
-generated in a temp dir, built with ``CGO_ENABLED=0 -trimpath``, and the binaries are moved
-into place with one rename:
+generated in a temp dir, built with ``-trimpath`` (``CGO_ENABLED=0`` unless the spec asks for
+cgo), and the binaries are moved into place with one rename:
 
     <cache>/go/<name>/<version>/<key>/bin/<binary>
 
@@ -65,6 +65,9 @@ class WrapperModule:
     # A Go toolchain other than the machine's (``"go1.20.14"``: the module proxy serves it as
     # golang.org/toolchain), for module versions today's Go no longer compiles. None: the local Go.
     toolchain: str | None = None
+    # cgo for the final `go build` (KubeVirt's virt-handler and virt-launcher need it); the
+    # machine's C compiler and headers are then inputs the cache key does not see.
+    cgo: bool = False
 
     def __post_init__(self) -> None:
         for what, value in (("name", self.name), ("version", self.version)):
@@ -145,7 +148,11 @@ def source_snapshot(source: Path | None) -> dict[str, bytes]:
 def cache_key(spec: WrapperModule, go_version: str, snapshot: dict[str, bytes]) -> str:
     h = hashlib.sha256()
     # Fields added later are hashed only when set, so the keys of existing cache entries stay.
-    fields = {k: v for k, v in spec.__dict__.items() if k != "source" and not (k == "toolchain" and v is None)}
+    fields = {
+        k: v
+        for k, v in spec.__dict__.items()
+        if k != "source" and not (k == "toolchain" and v is None) and not (k == "cgo" and not v)
+    }
     h.update(json.dumps(fields, sort_keys=True, default=str).encode())
     h.update(go_version.encode())
     for name, data in snapshot.items():
@@ -264,7 +271,9 @@ def sweep_stale_temp_dirs(home: Path) -> list[Path]:
     return swept
 
 
-def _run(go: str, args: list[str], cwd: Path, log: Path, what: str, toolchain: str | None = None) -> str:
+def _run(
+    go: str, args: list[str], cwd: Path, log: Path, what: str, toolchain: str | None = None, cgo: bool = False
+) -> str:
     with open(log, "a") as out:
         out.write(f"$ go {' '.join(args)}\n")
         out.flush()
@@ -272,7 +281,7 @@ def _run(go: str, args: list[str], cwd: Path, log: Path, what: str, toolchain: s
             r = subprocess.run(
                 [go, *args],
                 cwd=cwd,
-                env=_go_env(go, toolchain),
+                env={**_go_env(go, toolchain), **({"CGO_ENABLED": "1"} if cgo else {})},
                 stdout=subprocess.PIPE,
                 stderr=out,
                 text=True,
@@ -363,7 +372,7 @@ def _build_into(go: str, spec: WrapperModule, snapshot: dict[str, bytes], work: 
     if spec.ldflags:
         build.append("-ldflags=" + spec.ldflags)
     (work / "bin").mkdir()
-    _run(go, [*build, *spec.packages], mod, log, f"`go build` of {spec.name} {spec.version}", tc)
+    _run(go, [*build, *spec.packages], mod, log, f"`go build` of {spec.name} {spec.version}", tc, spec.cgo)
     if not any((work / "bin").iterdir()):
         raise SetupError(f"`go build` of {spec.name} {spec.version} made no binary (only libraries?): see {log}")
     shutil.copyfile(mod / "go.mod", work / "go.mod")  # what was built, for the curious

@@ -1,0 +1,221 @@
+"""The VM disk and the peer image of the kind path, built here.
+
+**containerDisk.** The suite's VM boots ``quay.io/kubevirt/fedora-with-test-tooling-container-disk:<tag>``
+(``vm_manifest.render_vm``): here that name carries the Fedora-like reference guest whose tools
+match the release's Fedora test image (``fedora_like.flavour_for``; ``fedora_image`` builds it,
+with the QEMU guest agent the real image has). KubeVirt boots a containerDisk from the disk
+(SeaBIOS), where the reference target boots the kernel directly, so the disk is made bootable:
+``grub-mkrescue`` writes a BIOS-bootable hybrid image (GRUB, Debian's kernel, the guest's
+initramfs with an ``/init`` that mounts ``root=``; ``hack/kubevirt-images/containerdisk-init.sh``)
+and appends the flavour's ext4 root file system as partition 2. As KubeVirt's containerDisk images
+are (``FROM scratch``, ``ADD --chown=107:107 <disk> /disk/``): one qcow2 in ``/disk``, owned by QEMU's 107.
+
+**Peer image.** The peer and client pods run busybox (``kubevirt.peers``): Debian's busybox-static
+with a link per applet, named ``slirp-conformance.local/busybox:<its version>`` (not Docker Hub's
+name: it is not that build).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import shutil
+import subprocess
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+from slirp_conformance import cache_dirs, image_archive
+from slirp_conformance.cache_dirs import cache_root
+from slirp_conformance.checkout import REPO
+from slirp_conformance.errors import SetupError
+from slirp_conformance.image_archive import Image
+from slirp_conformance.kubevirt_images import steps
+from slirp_conformance.reference import cpio, fedora_image, image
+from slirp_conformance.reference.fedora_like import flavour_for
+from slirp_conformance.reference.reference_vm import _FAST_BOOT
+
+RECIPE = "1"
+INIT = REPO / "hack" / "kubevirt-images" / "containerdisk-init.sh"
+NAME = "quay.io/kubevirt/fedora-with-test-tooling-container-disk"
+QEMU = 107
+# KubeVirt's VM: the containerDisk is the first disk (vda), cloud-init's NoCloud disk the second.
+ROOT_PARTITION = "/dev/vda2"
+GRUB_CFG = f"""set timeout=0
+serial --unit=0 --speed=115200
+terminal_input serial console
+terminal_output serial console
+menuentry "Fedora-like reference guest" {{
+  linux /boot/vmlinuz root={ROOT_PARTITION} console=ttyS0 net.ifnames=0 {_FAST_BOOT}
+  initrd /boot/initrd
+}}
+"""
+HOST_TOOLS = {"grub-mkrescue": "grub-common", "xorriso": "xorriso", "qemu-img": "qemu-utils"}
+GRUB_BIOS_DIR = Path("/usr/lib/grub/i386-pc")
+
+
+@dataclass(frozen=True)
+class Built:
+    image: Image
+    cold_seconds: float | None
+
+
+def _check_tools() -> None:
+    missing = sorted({pkg for tool, pkg in HOST_TOOLS.items() if shutil.which(tool) is None})
+    if not GRUB_BIOS_DIR.is_dir():
+        missing.append("grub-pc-bin")
+    if missing:
+        raise SetupError(f"the containerDisk needs Debian packages {', '.join(missing)}: run hack/setup.sh as root")
+
+
+def _key(version: str, guest_key: str) -> str:
+    h = hashlib.sha256(f"{RECIPE} {flavour_for(version).name} {guest_key} {GRUB_CFG}".encode())
+    h.update(INIT.read_bytes())
+    return h.hexdigest()[:16]
+
+
+def _image(version: str, layer: Path) -> Image:
+    return Image(tags=(f"{NAME}:{version}",), layers=(layer,), entrypoint=None, env=())
+
+
+def containerdisk(version: str, cache: Path | None = None) -> Built:
+    """The containerDisk image of ``version`` (built when absent; root)."""
+    with steps.locked(steps.root(cache) / "containerdisk" / f".{flavour_for(version).name}.lock"):
+        return _containerdisk(version, cache)
+
+
+def _containerdisk(version: str, cache: Path | None) -> Built:
+    flavour = flavour_for(version)
+    guest = fedora_image.cached(cache)
+    home = steps.root(cache) / "containerdisk"
+    if guest is not None:
+        final = home / f"{flavour.name}-{_key(version, guest.key)}"
+        if (final / "layer.tar").is_file():
+            return Built(_image(version, final / "layer.tar"), None)
+    _check_tools()
+    log = steps.log_path(version, "containerdisk", cache)
+    log.write_text(f"# containerDisk of KubeVirt {version}: flavour {flavour}\n")
+    t0 = time.monotonic()
+    guest = fedora_image.build(cache, progress=lambda m: steps.note(log, m))  # cached, or built (minutes)
+    final = home / f"{flavour.name}-{_key(version, guest.key)}"
+    if (final / "layer.tar").is_file():
+        return Built(_image(version, final / "layer.tar"), None)
+    stage = cache_dirs.staging_dir(home, final.name)
+    try:
+        iso = stage / "iso"
+        (iso / "boot" / "grub").mkdir(parents=True)
+        deb = image.kernel_deb(cache or cache_root())
+        _extract_kernel(deb, iso / "boot" / "vmlinuz", log)
+        with open(iso / "boot" / "initrd", "wb") as out:  # the guest's initramfs, its /init replaced
+            out.write(guest.initrd.read_bytes())
+            cpio.write(out, [cpio.file("init", INIT.read_bytes(), 0o755)])
+        (iso / "boot" / "grub" / "grub.cfg").write_text(GRUB_CFG)
+        raw = stage / "disk.img"
+        steps.run(
+            [
+                "grub-mkrescue",
+                "--directory",
+                GRUB_BIOS_DIR,
+                "-o",
+                raw,
+                iso,
+                "--",
+                "-append_partition",
+                "2",
+                "0x83",
+                guest.disk(flavour),
+            ],
+            log,
+            "grub-mkrescue (BIOS-bootable disk with the root file system appended)",
+            900,
+        )
+        root = stage / "root"
+        disk_dir = root / "disk"
+        disk_dir.mkdir(parents=True)
+        steps.run(
+            ["qemu-img", "convert", "-O", "qcow2", raw, disk_dir / "disk.qcow2"], log, "qemu-img convert to qcow2", 900
+        )
+        raw.unlink()
+        for path in (disk_dir, disk_dir / "disk.qcow2"):
+            os.chown(path, QEMU, QEMU)
+        image_archive.layer_from_dir(root, stage / "layer.tar")
+        shutil.rmtree(root)
+        shutil.rmtree(iso)
+        seconds = round(time.monotonic() - t0, 1)
+        (stage / "meta.json").write_text(
+            json.dumps({"flavour": flavour.name, "guest": guest.key, "build_s": seconds}, indent=1)
+        )
+        os.rename(stage, final)
+    finally:
+        shutil.rmtree(stage, ignore_errors=True)
+    for old in home.glob(f"{flavour.name}-*"):
+        if old != final:
+            shutil.rmtree(old, ignore_errors=True)
+    return Built(_image(version, final / "layer.tar"), seconds)
+
+
+def _extract_kernel(deb: Path, dest: Path, log: Path) -> None:
+    """The bzImage of the guest's kernel package (GRUB loads it; the reference boots its ELF form)."""
+    with open(dest, "wb") as out, open(log, "a") as err:
+        with subprocess.Popen(["dpkg-deb", "--fsys-tarfile", str(deb)], stdout=subprocess.PIPE, stderr=err) as dpkg:
+            r = subprocess.run(
+                ["tar", "--extract", "--to-stdout", "--wildcards", "./boot/vmlinuz-*"],
+                stdin=dpkg.stdout,
+                stdout=out,
+                stderr=err,
+                timeout=300,
+            )
+    if r.returncode != 0 or dpkg.returncode != 0 or dest.stat().st_size == 0:
+        raise SetupError(f"extracting the kernel from {deb} failed: {steps.tail(log)} (log: {log})")
+
+
+def busybox_version() -> str:
+    r = subprocess.run(["dpkg-query", "-W", "-f=${Version}", "busybox-static"], capture_output=True, text=True)
+    if r.returncode != 0 or not os.path.exists(image.BUSYBOX):
+        raise SetupError("busybox-static is not installed: run hack/setup.sh as root")
+    upstream = r.stdout.split(":", 1)[-1].split("-", 1)[0]  # 1:1.35.0-4+deb12u1+b1 -> 1.35.0
+    return upstream
+
+
+def peer_image_name() -> str:
+    return f"slirp-conformance.local/busybox:{busybox_version()}"
+
+
+def peer_image(cache: Path | None = None) -> Image:
+    home = steps.root(cache) / "busybox"
+    busybox = Path(image.BUSYBOX)
+    key = hashlib.sha256(busybox.read_bytes()).hexdigest()[:16]
+    final = home / key
+    with steps.locked(home / ".lock"):
+        if not (final / "layer.tar").is_file():
+            _busybox_layer(busybox, home, key, final)
+    return Image(tags=(peer_image_name(),), layers=(final / "layer.tar",), cmd=("sh",))
+
+
+def _busybox_layer(busybox: Path, home: Path, key: str, final: Path) -> None:
+    """Debian's busybox-static with a link per applet, a passwd and /tmp."""
+    stage = cache_dirs.staging_dir(home, key)
+    try:
+        root = stage / "root"
+        (root / "bin").mkdir(parents=True)
+        shutil.copyfile(busybox, root / "bin" / "busybox")
+        (root / "bin" / "busybox").chmod(0o755)
+        applets = subprocess.run([str(busybox), "--list-full"], capture_output=True, text=True, check=True)
+        for applet in applets.stdout.split():
+            link = root / applet
+            if applet != "bin/busybox" and not link.exists():
+                link.parent.mkdir(parents=True, exist_ok=True)
+                link.symlink_to("/bin/busybox")
+        (root / "etc").mkdir(exist_ok=True)
+        (root / "etc" / "passwd").write_text(
+            "root:x:0:0:root:/root:/bin/sh\nnobody:x:65534:65534:nobody:/home:/bin/false\n"
+        )
+        (root / "etc" / "group").write_text("root:x:0:\nnogroup:x:65534:\n")
+        (root / "tmp").mkdir()
+        (root / "tmp").chmod(0o1777)
+        image_archive.layer_from_dir(root, stage / "layer.tar")
+        shutil.rmtree(root)
+        os.rename(stage, final)
+    finally:
+        shutil.rmtree(stage, ignore_errors=True)
