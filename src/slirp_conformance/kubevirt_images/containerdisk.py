@@ -87,20 +87,20 @@ def containerdisk(version: str, cache: Path | None = None) -> Built:
 
 def _containerdisk(version: str, cache: Path | None) -> Built:
     flavour = flavour_for(version)
-    guest = fedora_image.cached(cache)
     home = steps.root(cache) / "containerdisk"
-    if guest is not None:
-        final = home / f"{flavour.name}-{_key(version, guest.key)}"
-        if (final / "layer.tar").is_file():
-            return Built(_image(version, final / "layer.tar"), None)
+    # Keyed by the guest's recipe, not by a built guest: the containerDisk outlives the guest image
+    # (fedora_image keeps only the newest recipe's, and other checkouts may build another).
+    guest_key = fedora_image._content_key(image.kernel_deb(cache or cache_root()))
+    final = home / f"{flavour.name}-{_key(version, guest_key)}"
+    if (final / "layer.tar").is_file():
+        return Built(_image(version, final / "layer.tar"), None)
     _check_tools()
     log = steps.log_path(version, "containerdisk", cache)
     log.write_text(f"# containerDisk of KubeVirt {version}: flavour {flavour}\n")
     t0 = time.monotonic()
     guest = fedora_image.build(cache, progress=lambda m: steps.note(log, m))  # cached, or built (minutes)
-    final = home / f"{flavour.name}-{_key(version, guest.key)}"
-    if (final / "layer.tar").is_file():
-        return Built(_image(version, final / "layer.tar"), None)
+    if guest.key != guest_key:
+        raise SetupError(f"the Fedora-like guest was built as {guest.key}, expected {guest_key} (log: {log})")
     stage = cache_dirs.staging_dir(home, final.name)
     try:
         iso = stage / "iso"

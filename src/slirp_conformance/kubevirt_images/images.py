@@ -141,7 +141,9 @@ def launcher_layer(version: str, bins: Binaries, container_disk: Path, module: P
         _copy(root, "usr/bin/libvirt-hook-client", bins.path("libvirt-hook-client"))
     for conf in ("qemu.conf", "virtqemud.conf"):
         _copy(root, f"etc/libvirt/{conf}", src / conf, 0o644)
-    if (src / "qemu").is_file():  # v1.9: the qemu hook, owned by 107 (qemu-hook-tar)
+    if (src / "qemu").is_file():  # v1.9: the qemu hook and its directory owned by 107 (qemu-hook-tar):
+        # with LibvirtHooksServerAndClient (Beta) the non-root launcher replaces the hook at run time.
+        _dir(root, "etc/libvirt/hooks", 0o755, (QEMU, QEMU))
         _copy(root, "etc/libvirt/hooks/qemu", src / "qemu", 0o755, (QEMU, QEMU))
     _copy(root, "etc/nsswitch.conf", src / "nsswitch.conf", 0o644)
     _dir(root, "usr/lib64/qemu-kvm")

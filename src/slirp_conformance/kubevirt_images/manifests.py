@@ -15,6 +15,7 @@ installer's (``slirp_conformance.cluster.kubevirt_install``): it sets it when th
 
 from __future__ import annotations
 
+import re
 import subprocess
 from pathlib import Path
 
@@ -25,6 +26,14 @@ from slirp_conformance.kubevirt_images import steps
 from slirp_conformance.kubevirt_images.images import REGISTRY
 
 NAMESPACE = "kubevirt"
+# Feature gates a release turns on by default that the kind clusters built here cannot serve; off
+# in the CR where the release has them as Beta.
+DISABLED_GATES = {
+    # v1.7+: containerDisks as Kubernetes image volumes. Kubernetes 1.34 ships its ImageVolume gate
+    # off (the API server drops the pod's image volumes, and the containerDisk container then finds
+    # no container-disk binary) and Debian's containerd (1.6/1.7) cannot mount image volumes.
+    "ImageVolume": "Kubernetes 1.34's ImageVolume is off and Debian's containerd has no image volumes",
+}
 FILES = ("kubevirt-operator.yaml", "kubevirt-cr.yaml")
 
 
@@ -89,7 +98,7 @@ def generate(version: str, resource_generator: Path, templator: Path, module: Pa
         )
         included.unlink()
         (out / name).write_text(text.rstrip("\n") + "\n")
-    _edit_cr(out / "kubevirt-cr.yaml", out / "kubevirt-operator.yaml", log)
+    _edit_cr(out / "kubevirt-cr.yaml", out / "kubevirt-operator.yaml", module, log)
 
 
 def _has_flag(binary: Path, flag: str) -> bool:
@@ -109,11 +118,27 @@ def _kubevirt_crd_has(operator: Path, field: str) -> bool:
     return False
 
 
-def _edit_cr(cr_path: Path, operator: Path, log: Path) -> None:
+def _beta_gates(module: Path) -> set[str]:
+    """Feature gates the release turns on by default (State: Beta in pkg/virt-config/featuregate)."""
+    gates = set()
+    for source in (module / "pkg" / "virt-config" / "featuregate").glob("*.go"):
+        text = source.read_text()
+        constants = dict(re.findall(r'^\s*(\w+)\s*(?:featuregate\.)?\w*\s*=\s*"(\w+)"', text, re.M))
+        for name in re.findall(r"RegisterFeatureGate\(FeatureGate\{Name: (\w+), State: Beta", text):
+            gates.add(constants.get(name, name))
+    return gates
+
+
+def _edit_cr(cr_path: Path, operator: Path, module: Path, log: Path) -> None:
     docs = [d for d in yaml.safe_load_all(cr_path.read_text()) if d]
     kv = next((d for d in docs if d.get("kind") == "KubeVirt"), None)
     if kv is None:
         raise SetupError(f"{cr_path} has no KubeVirt object (log: {log})")
+    developer = kv["spec"].setdefault("configuration", {}).setdefault("developerConfiguration", {})
+    for gate, reason in DISABLED_GATES.items():
+        if gate in _beta_gates(module):
+            developer.setdefault("disabledFeatureGates", []).append(gate)
+            steps.note(log, f"kubevirt-cr.yaml: feature gate {gate} disabled ({reason})")
     if _kubevirt_crd_has(operator, "virtTemplateDeployment"):
         kv["spec"].setdefault("configuration", {})["virtTemplateDeployment"] = {"enabled": False}
         steps.note(
