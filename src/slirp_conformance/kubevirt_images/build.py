@@ -21,7 +21,7 @@ from pathlib import Path
 
 from slirp_conformance import cache_dirs, image_archive, progress
 from slirp_conformance.errors import SetupError
-from slirp_conformance.kubevirt_images import containerdisk, debian, gomodules, images, manifests, steps
+from slirp_conformance.kubevirt_images import containerdisk, debian, gomodules, images, manifests, peer_image, steps
 
 RECIPE = "1"
 
@@ -97,7 +97,8 @@ def _build_locked(version: str, base: Path, cache: Path | None) -> KubeVirtImage
         disk = containerdisk.containerdisk(version, cache)
     if disk.cold_seconds is not None:
         timings["containerdisk"] = disk.cold_seconds
-    peer = containerdisk.peer_image(cache)
+    with part("peer", "busybox for the peer pods, compiled from Debian's source (cold: about 2 min)"):
+        peer = peer_image.peer_image(cache, version)
     key = hashlib.sha256(
         json.dumps(
             {

@@ -1,6 +1,6 @@
-"""The VM disk and the peer image of the kind path, built here.
+"""The VM disk of the kind path, built here.
 
-**containerDisk.** The suite's VM boots ``quay.io/kubevirt/fedora-with-test-tooling-container-disk:<tag>``
+The suite's VM boots ``quay.io/kubevirt/fedora-with-test-tooling-container-disk:<tag>``
 (``vm_manifest.render_vm``): here that name carries the Fedora-like reference guest whose tools
 match the release's Fedora test image (``fedora_like.flavour_for``; ``fedora_image`` builds it,
 with the QEMU guest agent the real image has). KubeVirt boots a containerDisk from the disk
@@ -10,9 +10,7 @@ initramfs with an ``/init`` that mounts ``root=``; ``hack/kubevirt-images/contai
 and appends the flavour's ext4 root file system as partition 2. As KubeVirt's containerDisk images
 are (``FROM scratch``, ``ADD --chown=107:107 <disk> /disk/``): one qcow2 in ``/disk``, owned by QEMU's 107.
 
-**Peer image.** The peer and client pods run busybox (``kubevirt.peers``): Debian's busybox-static
-with a link per applet, named ``slirp-conformance.local/busybox:<its version>`` (not Docker Hub's
-name: it is not that build).
+The peer and client pods' busybox image is in ``peer_image``.
 """
 
 from __future__ import annotations
@@ -168,54 +166,3 @@ def _extract_kernel(deb: Path, dest: Path, log: Path) -> None:
             )
     if r.returncode != 0 or dpkg.returncode != 0 or dest.stat().st_size == 0:
         raise SetupError(f"extracting the kernel from {deb} failed: {steps.tail(log)} (log: {log})")
-
-
-def busybox_version() -> str:
-    r = subprocess.run(["dpkg-query", "-W", "-f=${Version}", "busybox-static"], capture_output=True, text=True)
-    if r.returncode != 0 or not os.path.exists(image.BUSYBOX):
-        raise SetupError("busybox-static is not installed: run hack/setup.sh as root")
-    upstream = r.stdout.split(":", 1)[-1].split("-", 1)[0]  # 1:1.35.0-4+deb12u1+b1 -> 1.35.0
-    return upstream
-
-
-def peer_image_name() -> str:
-    return f"slirp-conformance.local/busybox:{busybox_version()}"
-
-
-def peer_image(cache: Path | None = None) -> Image:
-    home = steps.root(cache) / "busybox"
-    busybox = Path(image.BUSYBOX)
-    key = hashlib.sha256(busybox.read_bytes()).hexdigest()[:16]
-    final = home / key
-    with steps.locked(home / ".lock"):
-        if not (final / "layer.tar").is_file():
-            _busybox_layer(busybox, home, key, final)
-    return Image(tags=(peer_image_name(),), layers=(final / "layer.tar",), cmd=("sh",))
-
-
-def _busybox_layer(busybox: Path, home: Path, key: str, final: Path) -> None:
-    """Debian's busybox-static with a link per applet, a passwd and /tmp."""
-    stage = cache_dirs.staging_dir(home, key)
-    try:
-        root = stage / "root"
-        (root / "bin").mkdir(parents=True)
-        shutil.copyfile(busybox, root / "bin" / "busybox")
-        (root / "bin" / "busybox").chmod(0o755)
-        applets = subprocess.run([str(busybox), "--list-full"], capture_output=True, text=True, check=True)
-        for applet in applets.stdout.split():
-            link = root / applet
-            if applet != "bin/busybox" and not link.exists():
-                link.parent.mkdir(parents=True, exist_ok=True)
-                link.symlink_to("/bin/busybox")
-        (root / "etc").mkdir(exist_ok=True)
-        (root / "etc" / "passwd").write_text(
-            "root:x:0:0:root:/root:/bin/sh\nnobody:x:65534:65534:nobody:/home:/bin/false\n"
-        )
-        (root / "etc" / "group").write_text("root:x:0:\nnogroup:x:65534:\n")
-        (root / "tmp").mkdir()
-        (root / "tmp").chmod(0o1777)
-        image_archive.layer_from_dir(root, stage / "layer.tar")
-        shutil.rmtree(root)
-        os.rename(stage, final)
-    finally:
-        shutil.rmtree(stage, ignore_errors=True)

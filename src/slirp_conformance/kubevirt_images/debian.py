@@ -112,8 +112,13 @@ def _home(cache: Path | None) -> Path:
     return steps.root(cache) / "debian"
 
 
-def _minbase(cache: Path | None, log: Path) -> Path:
+def minbase(cache: Path | None, log: Path) -> Path:
     """``debootstrap --variant=minbase SUITE``, as a tarball kept between recipes."""
+    with steps.locked(_home(cache) / ".minbase.lock"):
+        return _minbase(cache, log)
+
+
+def _minbase(cache: Path | None, log: Path) -> Path:
     key = hashlib.sha256(f"{SUITE} {MIRROR} {' '.join(_TAR)}".encode()).hexdigest()[:12]
     home = _home(cache)
     tarball = home / f"minbase-{SUITE}-{key}.tar"
@@ -186,12 +191,12 @@ def _role_layer(role: str, version: str, cache: Path | None) -> RoleLayer:
     log.write_text(f"# Debian {SUITE} tree of the {role} image: {recipe(role)}\n")
     t0 = time.monotonic()
     home.mkdir(parents=True, exist_ok=True)
-    minbase = _minbase(cache, log)
+    base = minbase(cache, log)
     stage = cache_dirs.staging_dir(home, final.name)
     tree = stage / "tree"
     try:
         tree.mkdir()
-        steps.run(["tar", "--extract", "--file", minbase, *_TAR, "-C", tree], log, "unpacking the minbase tree", 600)
+        steps.run(["tar", "--extract", "--file", base, *_TAR, "-C", tree], log, "unpacking the minbase tree", 600)
         policy = tree / "usr/sbin/policy-rc.d"  # no service starts in the chroot
         policy.write_text("#!/bin/sh\nexit 101\n")
         policy.chmod(0o755)
