@@ -14,7 +14,7 @@ import os
 import sys
 from pathlib import Path
 
-from slirp_conformance import docker_daemon, waits
+from slirp_conformance import docker_daemon, progress, waits
 from slirp_conformance.cluster import kind, kind_network, preflight, runner, versions
 from slirp_conformance.errors import SetupError
 
@@ -101,9 +101,19 @@ def cmd_up(args: argparse.Namespace) -> int:
 
         from slirp_conformance.cluster.kubevirt_install import KubeVirtInstallation
 
+        manifests_dir = args.kubevirt_manifests
+        if args.images_from_source:
+            # KubeVirt's images and release manifests built here (cached), into every node first.
+            from slirp_conformance.kubevirt_images import build, kind_load
+
+            with progress.phase(f"KubeVirt {pins.kubevirt}: its images and manifests built here (cached by version)"):
+                images = build.build(str(pins.kubevirt))
+            with progress.phase(f"KubeVirt {pins.kubevirt}: loading its images into kind cluster {args.name}"):
+                kind_load.load(images, args.name)
+            manifests_dir = manifests_dir or images.manifests_dir
         api_client = config.new_client_from_config(config_file=str(cluster.kubeconfig_path))
         installation = KubeVirtInstallation(
-            api_client, pins.kubevirt, use_emulation=not report.kvm, manifests_dir=args.kubevirt_manifests
+            api_client, pins.kubevirt, use_emulation=not report.kvm, manifests_dir=manifests_dir
         )
         version = installation.ensure()
         state["kubevirt_installed_by_suite"] = installation.installed
@@ -181,7 +191,8 @@ def main(argv: list[str] | None = None) -> int:
         "--images-from-source",
         action="store_true",
         help="build kind, kubectl and the node image here (Go modules, Debian packages; no download, "
-        "no registry), cached by version; the cluster gets the suite's CNI instead of kindnetd",
+        "no registry), cached by version; the cluster gets the suite's CNI instead of kindnetd; KubeVirt's "
+        "images and release manifests too (src/slirp_conformance/kubevirt_images) unless --no-kubevirt",
     )
     up.add_argument("--nodes", type=int, default=1, help="kind nodes: a control plane and NODES-1 workers")
     up.add_argument(

@@ -50,7 +50,7 @@ class ClusterOptions:
     kubevirt_manifests: str | None = None
     sidecar_image: str | None = None
     vm_image: str | None = None
-    peer_image: str = peer_pods.DEFAULT_IMAGE
+    peer_image: str | None = None  # None: peers.DEFAULT_IMAGE, or the one built here (--images-from-source)
     guest_profile: str = "auto"
     kind_cluster_name: str = "slirp-conformance"
     keep_cluster: bool = False
@@ -86,6 +86,7 @@ class KubeVirtTarget(Target):
         self._bridge: ConsoleBridge | None = None
         self._kvm = False
         self._kind_facts: dict = {}
+        self._kubevirt_images = None  # kubevirt_images.build.KubeVirtImages with --images-from-source
         self.launcher_pod: str | None = None
         self._nodes: dict = {}
         self._pod_dns: dict = {}
@@ -104,7 +105,7 @@ class KubeVirtTarget(Target):
     def _start(self) -> None:
         self.register_binding()
         self._namespace()
-        self.peers = peer_pods.deploy(self.core, self.namespace, self.opts.peer_image)
+        self.peers = peer_pods.deploy(self.core, self.namespace, self._peer_image())
         self._nodes = self._node_versions()
         with progress.phase(f"VM {self.spec.name}: until Running with its guest agent connected"):
             self._vm()
@@ -133,9 +134,13 @@ class KubeVirtTarget(Target):
                     self.api,
                     self.requested or versions.default_version(),
                     use_emulation=not self._kvm,
-                    manifests_dir=self.opts.kubevirt_manifests,
+                    manifests_dir=self.opts.kubevirt_manifests
+                    or (self._kubevirt_images.manifests_dir if self._kubevirt_images else None),
                     expect_version=self.requested is not None,
                     install=self.opts.target == "kind" or self.opts.install_kubevirt,
+                    # a kept kind cluster keeps the KubeVirt the suite installed in it: the next run
+                    # finds it (its CR is then restored as found, like any existing one)
+                    keep=self.opts.target == "kind" and self.opts.keep_cluster,
                 )
             )
         self.version = versions.parse_kubevirt_version(installation.version)
@@ -145,6 +150,11 @@ class KubeVirtTarget(Target):
                 self.api, image, enable_feature_gate=versions.needs_feature_gate(self.version)
             )
         )
+
+    def _peer_image(self) -> str:
+        if self.opts.peer_image:
+            return self.opts.peer_image
+        return self._kubevirt_images.peer_image if self._kubevirt_images else peer_pods.DEFAULT_IMAGE
 
     def _node_versions(self) -> dict:
         """Container runtime and kubelet versions: the ICMP outcome depends on the runtime."""
@@ -193,12 +203,25 @@ class KubeVirtTarget(Target):
             )
         )
         self._kvm = bool(kind.kvm)
+        if self.opts.images_from_source:
+            self._kubevirt_images = self._load_kubevirt_images(str(pins.kubevirt))
         self._kind_facts = {
             "kind": pins.kind,
             "kind_node_image": kind.reused_node_image or kind.node_image,
             "kind_cluster_created": str(kind.created),
         }
         return str(kind.kubeconfig_path)
+
+    def _load_kubevirt_images(self, version: str):
+        """KubeVirt's images and release manifests of ``version`` built here (cached), loaded into
+        every node; the install then uses those manifests (unless --kubevirt-manifests names others)."""
+        from slirp_conformance.kubevirt_images import build, kind_load
+
+        with progress.phase(f"KubeVirt {version}: its images and manifests built here (cached by version)"):
+            built = build.build(version)
+        with progress.phase(f"KubeVirt {version}: loading its images into kind cluster {self.opts.kind_cluster_name}"):
+            kind_load.load(built, self.opts.kind_cluster_name)
+        return built
 
     def _namespace(self) -> None:
         self.core.create_namespace(

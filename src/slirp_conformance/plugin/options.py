@@ -140,7 +140,11 @@ def pytest_addoption(parser):
         default=None,
         help="default quay.io/kubevirt/fedora-with-test-tooling-container-disk:<kubevirt version>",
     )
-    cluster.addoption("--peer-image", default=None, help="image of the peer and client pods (busybox)")
+    cluster.addoption(
+        "--peer-image",
+        default=None,
+        help="image of the peer and client pods (busybox; default docker.io/library/busybox:1.36, with --images-from-source the one built here)",
+    )
     cluster.addoption(
         "--guest-profile",
         default="auto",

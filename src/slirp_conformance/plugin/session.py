@@ -186,7 +186,6 @@ def make_target(config) -> Target:
     spec = conformance_vm(_vm_name(config))
     if config.getoption("target") == "qemu":
         return qemu_target.QemuTarget(spec, _qemu_options(config), fedora_like=_fedora_like(config))
-    from slirp_conformance.kubevirt import peers
     from slirp_conformance.kubevirt.kubevirt_target import ClusterOptions, KubeVirtTarget
 
     worker = getattr(config, "workerinput", {}).get("workerid")
@@ -201,7 +200,7 @@ def make_target(config) -> Target:
             kubevirt_manifests=config.getoption("kubevirt_manifests"),
             sidecar_image=config.getoption("slirp_sidecar_image"),
             vm_image=config.getoption("vm_image"),
-            peer_image=config.getoption("peer_image") or peers.DEFAULT_IMAGE,
+            peer_image=config.getoption("peer_image"),
             guest_profile=config.getoption("guest_profile"),
             kind_cluster_name=config.getoption("kind_cluster_name"),
             keep_cluster=config.getoption("keep_cluster"),
