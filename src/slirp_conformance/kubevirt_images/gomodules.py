@@ -18,8 +18,6 @@ Tags and version stamps as KubeVirt's own build (``.bazelrc`` ``gotags=selinux``
 
 from __future__ import annotations
 
-import json
-import subprocess
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -140,23 +138,4 @@ def build(version: str) -> Binaries:
 def module_dir(version: str) -> Path:
     """The release's module source in the Go module cache (its manifests/, cmd/*/ files are read
     from there at build time, never copied into this repo)."""
-    go = gobuild.go_binary()
-    try:
-        r = subprocess.run(
-            [go, "mod", "download", "-json", f"kubevirt.io/kubevirt@{version}"],
-            capture_output=True,
-            text=True,
-            timeout=600,
-            env={**gobuild._go_env(go), "GOFLAGS": "-mod=mod"},
-            cwd="/",
-        )
-    except subprocess.TimeoutExpired:
-        raise SetupError(
-            f"`go mod download kubevirt.io/kubevirt@{version}` took over 600 s: check the module proxy"
-        ) from None
-    info = json.loads(r.stdout or "{}")
-    if r.returncode != 0 or not info.get("Dir"):
-        raise SetupError(
-            f"`go mod download kubevirt.io/kubevirt@{version}` failed: {info.get('Error') or r.stderr.strip()[-300:]}"
-        )
-    return Path(info["Dir"])
+    return gobuild.module_dir(f"kubevirt.io/kubevirt@{version}")
