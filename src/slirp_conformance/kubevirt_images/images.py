@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+import re
 import shutil
 import stat
 import struct
@@ -170,6 +171,29 @@ def compile_container_disk(module: Path, work: Path, log: Path) -> Path:
     return out
 
 
+_RULE = re.compile(r'(?:oci_image|container_image)\(\s*name = "(?P<name>[^"]+)"(?P<body>.*?)\n\)', re.S)
+
+
+def bazel_image_user(module: Path, package: str, rule: str) -> str:
+    """The ``user`` an image rule of the tag's BUILD.bazel gives its image, following ``base`` within
+    the package and to ``//:passwd-image`` ("" = root: v1.1.0's launcher image has none, v1.9.0's 107;
+    v1.1.0's node-labeller init container sets no runAsUser and needs root)."""
+    build = module / package / "BUILD.bazel"
+    rules = {m["name"]: m["body"] for m in _RULE.finditer(build.read_text())}
+    if rule not in rules:
+        raise SetupError(f"{build} has no image rule {rule!r}: this release lays out its images differently")
+    body = rules[rule]
+    user = re.search(r'\buser = "([^"]*)"', body)
+    if user:
+        return user[1]
+    base = re.search(r'\bbase = "([^"]+)"', body)
+    if base and base[1].startswith(":"):
+        return bazel_image_user(module, package, base[1][1:])
+    if base and base[1] == "//:passwd-image":
+        return bazel_image_user(module, "", "passwd-image")
+    return ""  # a distroless or RPM base
+
+
 @dataclass(frozen=True)
 class Component:
     name: str  # image name without registry and tag: virt-api
@@ -180,56 +204,37 @@ def components(
     version: str, bins: Binaries, module: Path, roles: dict[str, debian.RoleLayer], work: Path, log: Path
 ) -> list[Component]:
     """Every component image of ``version`` (layers written under ``work``); ``roles``: the Debian
-    layers of virt-handler and virt-launcher."""
+    layers of virt-handler and virt-launcher. Entrypoints and users as the tag's image rules."""
     base = distroless_base(version, work)
-    out = []
+    layers: dict[str, tuple[tuple[Path, ...], str, str]] = {}  # name -> (layers, entrypoint, BUILD package)
     for name, (binaries, entrypoint) in STATIC.items():
-        layer = _binary_layer(name, {f"usr/bin/{b}": bins.path(b) for b in binaries}, work)
-        out.append(
-            Component(
-                name,
-                Image(
-                    tags=(image_name(name, version),), layers=(base, layer), entrypoint=(entrypoint,), user=str(NONROOT)
-                ),
-            )
-        )
-    layer = _binary_layer(SIDECAR, {SIDECAR: bins.path(SIDECAR)}, work)
-    out.append(
-        Component(
-            SIDECAR,
-            Image(
-                tags=(image_name(SIDECAR, version),),
-                layers=(base, layer),
-                entrypoint=(f"/{SIDECAR}",),
-                user=str(NONROOT),
-            ),
-        )
+        binary = _binary_layer(name, {f"usr/bin/{b}": bins.path(b) for b in binaries}, work)
+        layers[name] = ((base, binary), entrypoint, f"cmd/{name}")
+    sidecar = _binary_layer(SIDECAR, {SIDECAR: bins.path(SIDECAR)}, work)
+    layers[SIDECAR] = ((base, sidecar), f"/{SIDECAR}", f"cmd/sidecars/{SIDECAR}")
+    layers["virt-handler"] = (
+        (roles["handler"].layer, handler_layer(version, bins, module, work)),
+        "/usr/bin/virt-handler",
+        "cmd/virt-handler",
     )
-    handler = roles["handler"]
-    out.append(
-        Component(
-            "virt-handler",
-            Image(
-                tags=(image_name("virt-handler", version),),
-                layers=(handler.layer, handler_layer(version, bins, module, work)),
-                entrypoint=("/usr/bin/virt-handler",),
-            ),
-        )
-    )
-    launcher = roles["launcher"]
     container_disk = compile_container_disk(module, work, log)
-    out.append(
+    layers["virt-launcher"] = (
+        (roles["launcher"].layer, launcher_layer(version, bins, container_disk, module, work)),
+        "/usr/bin/virt-launcher",
+        "cmd/virt-launcher",
+    )
+    return [
         Component(
-            "virt-launcher",
+            name,
             Image(
-                tags=(image_name("virt-launcher", version),),
-                layers=(launcher.layer, launcher_layer(version, bins, container_disk, module, work)),
-                entrypoint=("/usr/bin/virt-launcher",),
-                user=str(QEMU),
+                tags=(image_name(name, version),),
+                layers=image_layers,
+                entrypoint=(entrypoint,),
+                user=bazel_image_user(module, package, f"{name}-image"),
             ),
         )
-    )
-    return out
+        for name, (image_layers, entrypoint, package) in layers.items()
+    ]
 
 
 def recipe_digest() -> str:
