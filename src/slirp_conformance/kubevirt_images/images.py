@@ -6,7 +6,8 @@
   1001. Here the base is the part of distroless a static binary uses: passwd/group, nsswitch.conf,
   the CA bundle, ``/tmp``.
 * virt-handler: the handler package set (``debian``), ``virt-handler`` and ``virt-chroot`` in
-  ``/usr/bin``, its nsswitch.conf; root.
+  ``/usr/bin`` (v1.1 also ``container-disk``, which virt-handler copies to the node, and its
+  SELinux policy ``/virt_launcher.cil``), its nsswitch.conf; root.
 * virt-launcher: the launcher package set, ``virt-launcher`` (cgo, dlopens libvirt),
   ``virt-launcher-monitor`` (file capability cap_net_bind_service, as KubeVirt's ``setcaps``),
   ``virt-freezer``, ``virt-probe``, ``virt-tail``, ``container-disk`` (a static C program of the
@@ -121,11 +122,17 @@ def _binary_layer(name: str, files: dict[str, Path], work: Path) -> Path:
     return image_archive.layer_from_dir(root, work / f"{name}.tar")
 
 
-def handler_layer(version: str, bins: Binaries, module: Path, work: Path) -> Path:
+def handler_layer(version: str, bins: Binaries, container_disk: Path, module: Path, work: Path) -> Path:
     root = _dir(work, "virt-handler-root")
+    src = module / "cmd/virt-handler"
     for name in ("virt-handler", "virt-chroot"):
         _copy(root, f"usr/bin/{name}", bins.path(name))
-    _copy(root, "etc/nsswitch.conf", module / "cmd/virt-handler/nsswitch.conf", 0o644)
+    build = (src / "BUILD.bazel").read_text()
+    if "//cmd/container-disk-v2alpha:container-disk" in build:  # v1.1: virt-handler copies it to the node
+        _copy(root, "usr/bin/container-disk", container_disk)
+    if (src / "virt_launcher.cil").is_file() and ":virt_launcher.cil" in build:  # v1.1: its SELinux policy, in /
+        _copy(root, "virt_launcher.cil", src / "virt_launcher.cil", 0o644)
+    _copy(root, "etc/nsswitch.conf", src / "nsswitch.conf", 0o644)
     _write(root, ".version", f"{version}\n")
     return image_archive.layer_from_dir(root, work / "virt-handler.tar")
 
@@ -212,12 +219,12 @@ def components(
         layers[name] = ((base, binary), entrypoint, f"cmd/{name}")
     sidecar = _binary_layer(SIDECAR, {SIDECAR: bins.path(SIDECAR)}, work)
     layers[SIDECAR] = ((base, sidecar), f"/{SIDECAR}", f"cmd/sidecars/{SIDECAR}")
+    container_disk = compile_container_disk(module, work, log)
     layers["virt-handler"] = (
-        (roles["handler"].layer, handler_layer(version, bins, module, work)),
+        (roles["handler"].layer, handler_layer(version, bins, container_disk, module, work)),
         "/usr/bin/virt-handler",
         "cmd/virt-handler",
     )
-    container_disk = compile_container_disk(module, work, log)
     layers["virt-launcher"] = (
         (roles["launcher"].layer, launcher_layer(version, bins, container_disk, module, work)),
         "/usr/bin/virt-launcher",
