@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Install the pinned kind and kubectl into ./.tools/bin, verifying each download's sha256
 # against hack/versions.env. Refuses (never skips verification) when a checksum is missing or
-# does not match.
+# does not match. Where the release binaries cannot be downloaded (no route to GitHub/dl.k8s.io),
+# or with --from-source, builds them from their Go modules instead (slirp_conformance/kind_tools.py).
 # shellcheck source=hack/lib.sh
 . "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 # SLIRP_VERSIONS_ENV: another pins file (self-tests); default hack/versions.env.
@@ -10,7 +11,7 @@
 
 usage() {
   cat <<USAGE
-Usage: hack/install-tools.sh [--kubevirt-version VERSION | --all] [--dir DIR]
+Usage: hack/install-tools.sh [--kubevirt-version VERSION | --all] [--dir DIR] [--from-source]
        hack/install-tools.sh --fetch-checksums
 
 Installs the kind and kubectl pinned for a KubeVirt release (hack/versions.env) into
@@ -20,6 +21,10 @@ DIR/bin (default: $REPO/.tools/bin), each verified against its pinned sha256.
   --all                 every kind/kubectl pinned for any supported release (kept side by
                         side in DIR/dist; DIR/bin links the --kubevirt-version ones)
   --dir DIR             install root (default: $REPO/.tools)
+  --from-source         build kind (module sigs.k8s.io/kind) and kubectl (k8s.io/kubernetes) at
+                        the pinned versions with Go instead of downloading them; cached by
+                        version in ~/.cache/slirp-conformance/go. Also what happens, with a
+                        line saying so, when a download fails. Needs Go and hack/setup.sh.
   --fetch-checksums     print the upstream-published sha256 of every pinned binary as
                         lines for hack/versions.env (needs network; installs nothing).
                         Review them against the release pages before pasting.
@@ -27,13 +32,14 @@ USAGE
 }
 
 
-version="$KUBEVIRT_DEFAULT_VERSION"; all=false; root="$REPO/.tools"; fetch=false
+version="$KUBEVIRT_DEFAULT_VERSION"; all=false; root="$REPO/.tools"; fetch=false; from_source=false
 while [ $# -gt 0 ]; do
   case "$1" in
     --kubevirt-version) [ $# -ge 2 ] || die "--kubevirt-version needs a value"; version="$2"; shift ;;
     --all) all=true ;;
     --dir) [ $# -ge 2 ] || die "--dir needs a value"; root="$2"; shift ;;
     --fetch-checksums) fetch=true ;;
+    --from-source) from_source=true ;;
     -h|--help) usage; exit 0 ;;
     *) usage >&2; die "unknown argument: $1" ;;
   esac
@@ -69,13 +75,26 @@ sha256_of() {
   else shasum -a 256 "$1" | cut -d' ' -f1; fi
 }
 
-download() {  # url dest
-  command -v curl >/dev/null || die "curl is needed to download tools"
-  curl -fsSL --retry 3 --connect-timeout 20 --max-time 600 -o "$2" "$1" || die "download failed: $1"
+download() {  # url dest; non-zero when it fails
+  command -v curl >/dev/null || { echo "install-tools: curl is missing" >&2; return 1; }
+  curl -fsSL --retry 3 --connect-timeout 20 --max-time 600 -o "$2" "$1"
+}
+
+# What bin/<tool> links to, per tool (the verified download or the build from source).
+declare -A installed=()
+
+build_one() {  # tool version: from its Go module, into dist/<tool>-<version>-<os>-<arch>-source
+  local tool="$1" ver="$2" dest
+  dest="$root/dist/$tool-$ver-$os-$arch-source"
+  need_venv
+  echo "install-tools: building $tool $ver from its Go module (cached by version; a cold build of kubectl takes minutes)"
+  (cd "$REPO" && "$PYTHON" -m slirp_conformance.kind_tools "$tool" "$ver" "$dest") || exit $?
+  installed[$tool]="$(basename "$dest")"
 }
 
 install_one() {  # tool version
   local tool="$1" ver="$2" var want got dest url
+  if $from_source; then build_one "$tool" "$ver"; return; fi
   var="$(sha_var "$tool" "$ver")"; want="${!var:-}"
   [ -n "$want" ] || die "no pinned sha256 for $tool $ver ($os/$arch): $var is empty in hack/versions.env (TODO). Refusing to install an unverified binary. Fill it from the upstream checksum (hack/install-tools.sh --fetch-checksums on a networked machine, then review) or install $tool $ver yourself and put it on PATH."
   dest="$root/dist/$tool-$ver-$os-$arch"
@@ -85,7 +104,12 @@ install_one() {  # tool version
   else
     url="$(url_for "$tool" "$ver")"
     echo "install-tools: downloading $tool $ver from $url"
-    download "$url" "$dest.partial"
+    if ! download "$url" "$dest.partial"; then
+      rm -f "$dest.partial"
+      echo "install-tools: download failed: $url; building $tool $ver from source instead"
+      build_one "$tool" "$ver"
+      return
+    fi
     got="$(sha256_of "$dest.partial")"
     if [ "$got" != "$want" ]; then
       rm -f "$dest.partial"
@@ -93,9 +117,10 @@ install_one() {  # tool version
     fi
     chmod 0755 "$dest.partial"; mv "$dest.partial" "$dest"
   fi
+  installed[$tool]="$(basename "$dest")"
 }
 
-link() { ln -sfn "../dist/$1-$2-$os-$arch" "$root/bin/$1"; }
+link() { ln -sfn "../dist/${installed[$1]}" "$root/bin/$1"; }
 
 fetch_checksums() {
   command -v curl >/dev/null || die "curl is needed"
@@ -129,7 +154,8 @@ fi
 kind_version="$(pin "$key" KIND)"; kubectl_version="$(pin "$key" KUBECTL)"
 install_one kind "$kind_version"
 install_one kubectl "$kubectl_version"
-link kind "$kind_version"
-link kubectl "$kubectl_version"
+mkdir -p "$root/bin"
+link kind
+link kubectl
 echo "install-tools: $root/bin has kind $kind_version and kubectl $kubectl_version (KubeVirt $version); put it first on PATH:"
 echo "  export PATH=\"$root/bin:\$PATH\""

@@ -12,6 +12,20 @@ APT_PACKAGES=(qemu-system-x86 busybox-static dropbear-bin netcat-openbsd iproute
 # booted from a qcow2 overlay with a cloud-init ISO.
 APT_PACKAGES+=(debootstrap e2fsprogs xorriso qemu-utils)
 python3 -c 'import ensurepip, venv' 2>/dev/null || APT_PACKAGES+=(python3-venv)
+# --target=kind and the kind self-tests: a Docker engine. One that answers is used as it is;
+# otherwise Debian's docker.io (dockerd, containerd, runc, iptables), which the project starts
+# itself with its own configuration (src/slirp_conformance/docker_daemon.py) and stops again.
+# The static pause binary of the kind node image is compiled with gcc against glibc.
+APT_PACKAGES+=(gcc libc6-dev)
+# --images-from-source, KubeVirt's part (src/slirp_conformance/kubevirt_images): virt-handler and
+# virt-launcher are cgo (gcc, glibc's headers, <linux/kvm.h>), the launcher's container-disk helper
+# a static C program; the Fedora-like containerDisk is made bootable with GRUB for BIOS
+# (grub-mkrescue of grub-common, the i386-pc modules of grub-pc-bin; no bootloader is installed
+# on this machine).
+APT_PACKAGES+=(linux-libc-dev grub-common grub-pc-bin)
+if ! command -v dockerd >/dev/null && ! docker info >/dev/null 2>&1; then
+    APT_PACKAGES+=(docker.io)
+fi
 
 missing=()
 for pkg in "${APT_PACKAGES[@]}"; do
@@ -29,9 +43,25 @@ if ((${#missing[@]})); then
         fi
     fi
     echo "setup: installing ${missing[*]}"
+    # docker.io's maintainer scripts would start the system's dockerd (default bridge on
+    # 172.17.0.0/16, no runtime wrapper): a policy-rc.d that refuses keeps them from doing so for
+    # this install; the project starts its own dockerd when it needs one.
+    policy=/usr/sbin/policy-rc.d
+    own_policy=false
+    if [[ ! -e $policy ]]; then
+        printf '#!/bin/sh\n# slirp-conformance hack/setup.sh: no service starts during its apt-get install\nexit 101\n' |
+            "${as_root[@]}" tee "$policy" >/dev/null
+        "${as_root[@]}" chmod 0755 "$policy"
+        own_policy=true
+        trap '"${as_root[@]}" rm -f "$policy"' EXIT
+    fi
     "${as_root[@]}" env DEBIAN_FRONTEND=noninteractive apt-get update -qq
     "${as_root[@]}" env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends \
         "${missing[@]}" >/dev/null
+    if $own_policy; then
+        "${as_root[@]}" rm -f "$policy"
+        trap - EXIT
+    fi
 fi
 
 if [[ ! -x .venv/bin/python ]]; then

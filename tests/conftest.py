@@ -1,8 +1,10 @@
 """Fixtures shared by the self-test modules."""
 
+import os
+
 import pytest
 
-from slirp_conformance import waits
+from slirp_conformance import docker_daemon, waits
 from tests import testbed_cli
 from tests.leaks import snapshot
 from tests.testbed import bed
@@ -24,15 +26,28 @@ def no_leaks():
 
 
 def pytest_collection_modifyitems(config, items):
-    """Tests marked ``testbed`` run by default (``-m "not testbed"`` leaves them out); where the bed
-    cannot run (not root) they are skipped with the reason, before any fixture could build or start one."""
-    reason = bed.unusable_reason()
-    if reason is None:
-        return
-    skip = pytest.mark.skip(reason=f"the cluster test bed cannot run here: {reason}")
-    for item in items:
-        if item.get_closest_marker("testbed"):
+    """Tests marked ``testbed`` or ``docker`` run by default (``-m "not testbed"`` leaves them out); where
+    the bed or Docker cannot run (not root) they are skipped with the reason, before any fixture could
+    build or start one."""
+    for marker, what, unusable in (
+        ("testbed", "the cluster test bed", bed.unusable_reason),
+        ("docker", "Docker", docker_daemon.unusable_reason),
+        ("kind", "a kind cluster built here", _kind_unusable_reason),
+    ):
+        marked = [item for item in items if item.get_closest_marker(marker)]
+        reason = unusable() if marked else None
+        if reason is None:
+            continue
+        skip = pytest.mark.skip(reason=f"{what} cannot run here: {reason}")
+        for item in marked:
             item.add_marker(skip)
+
+
+def _kind_unusable_reason() -> str | None:
+    """Building the node image needs root (debootstrap, chroot, a containerd of its own) and Docker."""
+    if os.geteuid() != 0:
+        return "building the kind node image needs root (debootstrap, chroot)"
+    return docker_daemon.unusable_reason()
 
 
 @pytest.fixture(scope="session")

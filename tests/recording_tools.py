@@ -27,6 +27,13 @@ case "$1" in
             "Is the docker daemon running?" >&2; exit 1
         fi
         echo '"27.3.1"' ;;
+  version) [ -n "$FAKE_DOCKER_DOWN" ] && exit 1; echo "27.3.1" ;;
+  image) echo "sha256:0123" ;;
+  run) if [ -n "$FAKE_DOCKER_NOT_PRIVILEGED" ]; then
+         echo "docker: Error response from daemon: failed to create shim task: OCI runtime create failed:" \
+              "runc create failed: unable to start container process: unable to apply caps:" \
+              "operation not permitted: unknown." >&2; exit 126
+       fi ;;
   inspect) echo "${FAKE_NODE_IMAGE:-kindest/node:v1.27.1@sha256:0123}" ;;
   exec) printf '%s\\n' 'version = 3' '[plugins."io.containerd.cri.v1.runtime"]' \\
           '  enable_unprivileged_icmp = false' '  enable_unprivileged_ports = false' ;;

@@ -332,6 +332,28 @@ def test_cli_up_reports_setup_errors_as_one_line(fake_tools, capsys):
 
     bindir, _ = fake_tools
     _remove(bindir, "docker")
-    assert cli.main(["up", "--kubevirt-version", "v1.1.0", "--no-kubevirt"]) == 2
+    assert cli.main(["up", "--kubevirt-version", "v1.1.0", "--no-kubevirt"]) == 4
     err = capsys.readouterr().err.strip().splitlines()
-    assert err[-1].startswith("error: docker is not installed"), err
+    assert err[-1].startswith("error: no Docker engine answers"), err
+    assert "hack/setup.sh" in err[-1] or "needs root" in err[-1], err
+
+
+def test_cli_up_refuses_a_docker_that_cannot_run_privileged_containers(fake_tools, capsys, monkeypatch):
+    from slirp_conformance.cluster import cli
+
+    _, calls = fake_tools
+    monkeypatch.setenv("FAKE_DOCKER_NOT_PRIVILEGED", "1")
+    assert cli.main(["up", "--kubevirt-version", "v1.1.0", "--no-kubevirt"]) == 4
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err[-1].startswith("error: Docker cannot run privileged containers") and "runc wrapper" in err[-1], err
+    assert not any(c[1:3] == ["create", "cluster"] for c in calls("kind"))
+
+
+def test_cli_up_refuses_a_version_without_pins_before_docker(fake_tools, capsys):
+    from slirp_conformance.cluster import cli
+
+    _, calls = fake_tools
+    assert cli.main(["up", "--kubevirt-version", "v1.10.0", "--no-kubevirt"]) == 4
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "outside the supported range" in err[0], err
+    assert calls() == []

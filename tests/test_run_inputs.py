@@ -88,6 +88,10 @@ BAD_INPUTS = [
     ("vm-image", ["--target=kind", "--vm-image=:v1"], {}, "is not an image reference"),
     ("peer-image", ["--target=cluster", "--peer-image=busybox:"], {}, "is not an image reference"),
     ("preload-image", ["--target=kind", "--preload-images=a b"], {}, "is not an image reference"),
+    ("from-source-cluster", ["--target=cluster", "--images-from-source"], {}, "--images-from-source applies to"),
+    ("kind-nodes-cluster", ["--target=cluster", "--kind-nodes=2"], {}, "--kind-nodes applies to"),
+    ("kind-nodes-zero", ["--target=kind", "--kind-nodes=0"], {}, "a cluster has 1 to 10 nodes"),
+    ("kind-nodes-many", ["--target=kind", "--kind-nodes=11"], {}, "a cluster has 1 to 10 nodes"),
     ("kind-name", ["--target=kind", "--kind-cluster-name=Slirp_Conformance"], {}, "kind takes lower-case letters"),
     ("kind-name-long", ["--target=kind", "--kind-cluster-name=" + "a" * 51], {}, "at most 50"),
     (

@@ -5,8 +5,8 @@ nothing of theirs is copied into this repo. A ``WrapperModule`` says what to bui
 of required modules, or a directory of our own Go source), which modules to ``require`` and,
 optionally, whose ``go.mod`` to take the ``replace`` block and ``godebug`` lines from (KubeVirt
 and Kubernetes pin their dependencies there and cannot be built without it). The go.mod is
-generated in a temp dir, built with ``CGO_ENABLED=0 -trimpath``, and the binaries are moved
-into place with one rename:
+generated in a temp dir, built with ``-trimpath`` (``CGO_ENABLED=0`` unless the spec asks for
+cgo), and the binaries are moved into place with one rename:
 
     <cache>/go/<name>/<version>/<key>/bin/<binary>
 
@@ -62,6 +62,12 @@ class WrapperModule:
     replaces: tuple[tuple[str, str], ...] = ()
     tags: tuple[str, ...] = ()
     ldflags: str = ""
+    # A Go toolchain other than the machine's (``"go1.20.14"``: the module proxy serves it as
+    # golang.org/toolchain), for module versions today's Go no longer compiles. None: the local Go.
+    toolchain: str | None = None
+    # cgo for the final `go build` (KubeVirt's virt-handler and virt-launcher need it); the
+    # machine's C compiler and headers are then inputs the cache key does not see.
+    cgo: bool = False
 
     def __post_init__(self) -> None:
         for what, value in (("name", self.name), ("version", self.version)):
@@ -101,17 +107,23 @@ def go_binary() -> str:
     return found
 
 
-def _go_env(go: str) -> dict[str, str]:
+def _go_env(go: str, toolchain: str | None = None) -> dict[str, str]:
     env = dict(os.environ)
     flags = env.get("GOFLAGS", "")
     env.update(CGO_ENABLED="0", GOFLAGS=f"{flags} -buildvcs=false -mod=mod".strip(), GOWORK="off")
-    env.setdefault("GOTOOLCHAIN", "local")  # never download another toolchain behind our back
+    if toolchain:
+        env["GOTOOLCHAIN"] = toolchain  # fetched once through the module proxy, cached in GOMODCACHE
+    else:
+        env.setdefault("GOTOOLCHAIN", "local")  # never download another toolchain behind our back
     return env
 
 
-def _go_version(go: str) -> str:
+def _go_version(go: str, toolchain: str | None = None) -> str:
     try:
-        r = subprocess.run([go, "env", "GOVERSION"], capture_output=True, text=True, timeout=60)
+        # A toolchain's first use downloads it (about 70 MB) through the module proxy.
+        r = subprocess.run(
+            [go, "env", "GOVERSION"], capture_output=True, text=True, timeout=600, env=_go_env(go, toolchain)
+        )
     except (OSError, subprocess.TimeoutExpired) as e:
         raise SetupError(f"`{go} env GOVERSION` failed ({e}): reinstall Go") from e
     if r.returncode != 0 or not r.stdout.strip():
@@ -135,7 +147,12 @@ def source_snapshot(source: Path | None) -> dict[str, bytes]:
 
 def cache_key(spec: WrapperModule, go_version: str, snapshot: dict[str, bytes]) -> str:
     h = hashlib.sha256()
-    fields = {k: v for k, v in spec.__dict__.items() if k != "source"}
+    # Fields added later are hashed only when set, so the keys of existing cache entries stay.
+    fields = {
+        k: v
+        for k, v in spec.__dict__.items()
+        if k != "source" and not (k == "toolchain" and v is None) and not (k == "cgo" and not v)
+    }
     h.update(json.dumps(fields, sort_keys=True, default=str).encode())
     h.update(go_version.encode())
     for name, data in snapshot.items():
@@ -143,12 +160,43 @@ def cache_key(spec: WrapperModule, go_version: str, snapshot: dict[str, bytes]) 
     return h.hexdigest()[:16]
 
 
+def spec_key(spec: WrapperModule) -> str:
+    """The cache key ``build`` would use for ``spec``, without building anything."""
+    return cache_key(spec, _go_version(go_binary(), spec.toolchain), source_snapshot(spec.source))
+
+
+def module_dir(module_at_version: str) -> Path:
+    """A module's directory in the Go module cache (``go mod download`` through the proxy if absent),
+    for files a build reads from it (kind's node contract, Kubernetes' pause.c)."""
+    go = go_binary()
+    with tempfile.TemporaryDirectory(prefix="slirp-module-") as tmp:
+        try:
+            r = subprocess.run(
+                [go, "mod", "download", "-json", module_at_version],
+                cwd=tmp,
+                capture_output=True,
+                text=True,
+                timeout=600,
+                env=_go_env(go),
+            )
+        except subprocess.TimeoutExpired:
+            raise SetupError(f"`go mod download {module_at_version}` took more than 600 s: check GOPROXY") from None
+    try:
+        info = json.loads(r.stdout)
+    except ValueError:
+        info = {}
+    if r.returncode != 0 or "Dir" not in info:
+        reason = info.get("Error") or r.stderr.strip()[-300:]
+        raise SetupError(f"cannot fetch {module_at_version} through the Go module proxy: {reason}; check GOPROXY")
+    return Path(info["Dir"])
+
+
 def build(spec: WrapperModule, cache: Path | None = None) -> Built:
     """Return the cached binaries of ``spec``, building them first when absent."""
     started = time.monotonic()
     go = go_binary()
     snapshot = source_snapshot(spec.source)
-    key = cache_key(spec, _go_version(go), snapshot)
+    key = cache_key(spec, _go_version(go, spec.toolchain), snapshot)
     home = (cache or cache_root()) / "go" / spec.name / spec.version
     final = home / key
     if (final / "bin").is_dir():
@@ -223,7 +271,9 @@ def sweep_stale_temp_dirs(home: Path) -> list[Path]:
     return swept
 
 
-def _run(go: str, args: list[str], cwd: Path, log: Path, what: str) -> str:
+def _run(
+    go: str, args: list[str], cwd: Path, log: Path, what: str, toolchain: str | None = None, cgo: bool = False
+) -> str:
     with open(log, "a") as out:
         out.write(f"$ go {' '.join(args)}\n")
         out.flush()
@@ -231,7 +281,7 @@ def _run(go: str, args: list[str], cwd: Path, log: Path, what: str) -> str:
             r = subprocess.run(
                 [go, *args],
                 cwd=cwd,
-                env=_go_env(go),
+                env={**_go_env(go, toolchain), **({"CGO_ENABLED": "1"} if cgo else {})},
                 stdout=subprocess.PIPE,
                 stderr=out,
                 text=True,
@@ -253,14 +303,29 @@ def replacements_of(
     cwd: Path,
     log: Path,
     overridden: frozenset[str] = frozenset(),
+    toolchain: str | None = None,
 ) -> tuple[list[str], list[str]]:
     """``go mod edit`` arguments for the replace block and godebug lines of a module's go.mod,
     read from the module cache (``go mod download -json``); ``overridden`` paths are left out."""
     info = json.loads(
-        _run(go, ["mod", "download", "-json", module_at_version], cwd, log, f"`go mod download {module_at_version}`")
+        _run(
+            go,
+            ["mod", "download", "-json", module_at_version],
+            cwd,
+            log,
+            f"`go mod download {module_at_version}`",
+            toolchain,
+        )
     )
     gomod = json.loads(
-        _run(go, ["mod", "edit", "-json", info["GoMod"]], cwd, log, f"reading the go.mod of {module_at_version}")
+        _run(
+            go,
+            ["mod", "edit", "-json", info["GoMod"]],
+            cwd,
+            log,
+            f"reading the go.mod of {module_at_version}",
+            toolchain,
+        )
     )
     edits = []
     for rep in gomod.get("Replace") or []:
@@ -289,24 +354,25 @@ def _build_into(go: str, spec: WrapperModule, snapshot: dict[str, bytes], work: 
         dest = mod / name
         dest.parent.mkdir(parents=True, exist_ok=True)
         dest.write_bytes(data)
-    _run(go, ["mod", "init", MODULE_PREFIX + spec.name], mod, log, "`go mod init`")
+    tc = spec.toolchain
+    _run(go, ["mod", "init", MODULE_PREFIX + spec.name], mod, log, "`go mod init`", tc)
     edits: list[str] = []
     if spec.replace_from:
         replaces, godebug = replacements_of(
-            go, spec.replace_from, spec.local_replace_version, mod, log, frozenset(old for old, _ in spec.replaces)
+            go, spec.replace_from, spec.local_replace_version, mod, log, frozenset(old for old, _ in spec.replaces), tc
         )
         edits += replaces + godebug
     edits += [f"-require={req}" for req in spec.requires]
     edits += [f"-replace={old}={new.replace(' ', '@')}" for old, new in spec.replaces]  # "./dir": a shim of ours
     if edits:
-        _run(go, ["mod", "edit", *edits], mod, log, "writing the wrapper go.mod")
+        _run(go, ["mod", "edit", *edits], mod, log, "writing the wrapper go.mod", tc)
     build = ["build", "-trimpath", "-o", str(work / "bin") + "/"]
     if spec.tags:
         build.append("-tags=" + ",".join(spec.tags))
     if spec.ldflags:
         build.append("-ldflags=" + spec.ldflags)
     (work / "bin").mkdir()
-    _run(go, [*build, *spec.packages], mod, log, f"`go build` of {spec.name} {spec.version}")
+    _run(go, [*build, *spec.packages], mod, log, f"`go build` of {spec.name} {spec.version}", tc, spec.cgo)
     if not any((work / "bin").iterdir()):
         raise SetupError(f"`go build` of {spec.name} {spec.version} made no binary (only libraries?): see {log}")
     shutil.copyfile(mod / "go.mod", work / "go.mod")  # what was built, for the curious

@@ -32,7 +32,8 @@ CLUSTER_ONLY = (
     "peer_image",
     "guest_profile",
 )
-KIND_ONLY = ("kind_cluster_name", "keep_cluster", "preload_images")
+KIND_ONLY = ("kind_cluster_name", "keep_cluster", "preload_images", "images_from_source", "kind_nodes")
+KIND_NODES_MAX = 10  # a control plane and nine workers: far beyond what a laptop or CI runner holds
 EXISTING_CLUSTER_ONLY = ("install_kubevirt",)
 
 # An image reference as the container runtimes take it: [registry[:port]/]path[:tag][@sha256:hex].
@@ -114,6 +115,10 @@ def check_options(get, default, target: str) -> None:
         raise SetupError(
             f"--kind-cluster-name {name!r}: kind takes lower-case letters, digits, '.' and '-', "
             f"at most {_KIND_NAME_MAX} of them, e.g. slirp-conformance"
+        )
+    if not 1 <= get("kind_nodes") <= KIND_NODES_MAX:
+        raise SetupError(
+            f"--kind-nodes {get('kind_nodes')}: a cluster has 1 to {KIND_NODES_MAX} nodes; pass e.g. --kind-nodes 2"
         )
     manifests = get("kubevirt_manifests")
     if manifests is not None:

@@ -1,10 +1,9 @@
 """What the test bed runs, as Go wrapper modules built by version (``slirp_conformance.gobuild``).
 
 Nothing upstream is copied here: each component is a module path and version from the module
-proxy. Kubernetes and KubeVirt replace their in-repo staging modules in their own go.mod; the
-wrapper takes that replace block over and points each staging module at its published tag
-(Kubernetes: ``k8s.io/X v0.<minor>.<patch>``, KubeVirt: ``kubevirt.io/{api,client-go}`` at the
-KubeVirt tag).
+proxy. Kubernetes and etcd come from ``slirp_conformance.kubernetes_modules`` (shared with the kind
+node image). KubeVirt replaces its in-repo staging modules in its own go.mod; the wrapper takes
+that replace block over and points ``kubevirt.io/{api,client-go}`` at the KubeVirt tag.
 """
 
 from __future__ import annotations
@@ -13,11 +12,9 @@ import dataclasses
 from dataclasses import dataclass
 from pathlib import Path
 
+from slirp_conformance import kubernetes_modules
 from slirp_conformance.cluster import versions
-from slirp_conformance.errors import SetupError
 from slirp_conformance.gobuild import Built, WrapperModule, build
-from slirp_conformance.version import VersionError
-from slirp_conformance.version import parse as parse_version
 
 KUBEVIRT_MANIFESTS_SOURCE = Path(__file__).resolve().parent / "kubevirt_manifests"
 
@@ -37,60 +34,9 @@ class Pins:
         )
 
 
-def _staging_version(kubernetes: str) -> str:
-    """k8s.io/kubernetes v1.X.Y publishes its staging modules as v0.X.Y."""
-    try:
-        release = parse_version(kubernetes)
-    except VersionError as e:
-        raise SetupError(f"TESTBED_KUBERNETES_VERSION: {e}; fix hack/versions.env") from None
-    if release.major != 1:
-        raise SetupError(f"TESTBED_KUBERNETES_VERSION={kubernetes!r} is not v1.X.Y: fix hack/versions.env")
-    return f"v0.{release.minor}.{release.patch}"
-
-
-def _version_ldflags(package: str, version: str) -> str:
-    release = parse_version(version)
-    major, minor = str(release.major), str(release.minor)
-    return " ".join(
-        f"-X {package}.{key}={value}"
-        for key, value in (
-            ("gitVersion", version),
-            ("gitMajor", major),
-            ("gitMinor", minor),
-            ("gitTreeState", "clean"),
-            ("buildDate", "1970-01-01T00:00:00Z"),
-        )
-    )
-
-
 def kubernetes_module(version: str) -> WrapperModule:
-    """kube-apiserver, kube-controller-manager and a kubectl of the same version.
-
-    Tags and version stamps as Kubernetes' own build sets them (hack/lib/golang.sh and
-    hack/lib/version.sh at the tag): without the stamps the binaries call themselves v0.0.0.
-    """
-    staging = _staging_version(version)  # validates the pin first
-    ldflags = " ".join(
-        [
-            "-s -w",
-            _version_ldflags("k8s.io/component-base/version", version),
-            _version_ldflags("k8s.io/client-go/pkg/version", version),
-        ]
-    )
-    return WrapperModule(
-        name="kubernetes",
-        version=version,
-        packages=(
-            "k8s.io/kubernetes/cmd/kube-apiserver",
-            "k8s.io/kubernetes/cmd/kube-controller-manager",
-            "k8s.io/kubernetes/cmd/kubectl",
-        ),
-        requires=(f"k8s.io/kubernetes@{version}",),
-        replace_from=f"k8s.io/kubernetes@{version}",
-        local_replace_version=staging,
-        tags=("selinux", "notest"),
-        ldflags=ldflags,
-    )
+    """kube-apiserver, kube-controller-manager and a kubectl of the same version."""
+    return kubernetes_modules.kubernetes_module(version, ("kube-apiserver", "kube-controller-manager", "kubectl"))
 
 
 def kube_scheduler_module(version: str) -> WrapperModule:
@@ -100,15 +46,7 @@ def kube_scheduler_module(version: str) -> WrapperModule:
     )
 
 
-def etcd_module(version: str) -> WrapperModule:
-    """etcd's server module has ``package main`` at its root; its binary is named ``server``."""
-    return WrapperModule(
-        name="etcd",
-        version=version,
-        packages=("go.etcd.io/etcd/server/v3",),
-        requires=(f"go.etcd.io/etcd/server/v3@{version}",),
-        ldflags="-s -w",
-    )
+etcd_module = kubernetes_modules.etcd_module
 
 
 def kwok_module(version: str) -> WrapperModule:

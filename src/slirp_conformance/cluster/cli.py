@@ -14,8 +14,8 @@ import os
 import sys
 from pathlib import Path
 
-from slirp_conformance import waits
-from slirp_conformance.cluster import kind, preflight, runner, versions
+from slirp_conformance import docker_daemon, progress, waits
+from slirp_conformance.cluster import kind, kind_network, preflight, runner, versions
 from slirp_conformance.errors import SetupError
 
 log = logging.getLogger("slirp.cluster.cli")
@@ -30,22 +30,63 @@ def _state_path(workdir: Path) -> Path:
     return workdir / "state.json"
 
 
+def _docker_holder(name: str) -> str:
+    """The lease that keeps the project's dockerd up while cluster NAME lives on it (until cluster-down)."""
+    return f"kind-cluster:{name}"
+
+
 def cmd_up(args: argparse.Namespace) -> int:
     kvm = {"auto": None, "yes": True, "no": False}[args.kvm]
-    report = preflight.preflight("kind", kubevirt_version=args.kubevirt_version, kvm=kvm)
-    pins = report.pins
-    assert pins is not None
+    versions.pins_for(args.kubevirt_version)  # a version with no pins: one line before anything starts
     workdir = Path(args.workdir or default_workdir(args.name))
-    cluster = kind.KindCluster(pins, workdir, name=args.name, kvm=report.kvm, preload_images=args.preload_images)
-    cluster.up()
+    holder = _docker_holder(args.name)
+    engine = docker_daemon.acquire(holder, persistent=True)
+    if engine.host:
+        os.environ["DOCKER_HOST"] = engine.host  # kind and docker below reach the project's dockerd
+    cluster = None
+    try:
+        docker_daemon.check_privileged(engine)
+        node_image = None
+        if args.images_from_source:
+            from slirp_conformance.cluster import kind_source
+
+            built = kind_source.prepare(versions.pins_for(args.kubevirt_version), engine)
+            node_image = built.tag
+            log.info("node image %s (%s)", node_image, "built now" if built.cold else "found in Docker")
+        report = preflight.preflight("kind", kubevirt_version=args.kubevirt_version, kvm=kvm)
+        pins = report.pins
+        assert pins is not None
+        cluster = kind.KindCluster(
+            pins,
+            workdir,
+            name=args.name,
+            kvm=report.kvm,
+            preload_images=args.preload_images,
+            node_image=node_image,
+            nodes=args.nodes,
+            own_cni=args.images_from_source,
+            network=kind_network.NAME if args.images_from_source or engine.project_started else None,
+        )
+        cluster.up()
+    except BaseException:
+        if cluster is not None and cluster.created:
+            cluster.down()  # a half-created cluster, its network and the /lib/modules it made
+        if cluster is None or not cluster.reused_node_image:
+            docker_daemon.release(holder)  # nothing of ours lives on the engine now
+        raise
     state = {
         "name": args.name,
         "created": cluster.created,
         "kubeconfig": str(cluster.kubeconfig_path),
         "kubevirt_version": str(pins.kubevirt),
-        "node_image": pins.node_image,
+        "node_image": cluster.node_image,
         "kvm": report.kvm,
+        "nodes": args.nodes,
         "kubevirt_installed_by_suite": False,
+        "docker_host": engine.host,
+        "docker_lease": holder if engine.project_started else None,
+        "network": cluster.network if cluster.created_network else None,
+        "lib_modules_created": cluster.created_lib_modules,
     }
     _state_path(workdir).write_text(json.dumps(state, indent=2))
     if cluster.created:
@@ -60,14 +101,26 @@ def cmd_up(args: argparse.Namespace) -> int:
 
         from slirp_conformance.cluster.kubevirt_install import KubeVirtInstallation
 
+        manifests_dir = args.kubevirt_manifests
+        if args.images_from_source:
+            # KubeVirt's images and release manifests built here (cached), into every node first.
+            from slirp_conformance.kubevirt_images import build, kind_load
+
+            with progress.phase(f"KubeVirt {pins.kubevirt}: its images and manifests built here (cached by version)"):
+                images = build.build(str(pins.kubevirt))
+            with progress.phase(f"KubeVirt {pins.kubevirt}: loading its images into kind cluster {args.name}"):
+                kind_load.load(images, args.name)
+            manifests_dir = manifests_dir or images.manifests_dir
         api_client = config.new_client_from_config(config_file=str(cluster.kubeconfig_path))
         installation = KubeVirtInstallation(
-            api_client, pins.kubevirt, use_emulation=not report.kvm, manifests_dir=args.kubevirt_manifests
+            api_client, pins.kubevirt, use_emulation=not report.kvm, manifests_dir=manifests_dir
         )
         version = installation.ensure()
         state["kubevirt_installed_by_suite"] = installation.installed
         _state_path(workdir).write_text(json.dumps(state, indent=2))
         log.info("KubeVirt %s ready", version)
+    if engine.host:
+        print(f"DOCKER_HOST={engine.host}")
     print(f"KUBECONFIG={cluster.kubeconfig_path}")
     return 0
 
@@ -84,7 +137,15 @@ def cmd_down(args: argparse.Namespace) -> int:
             state_file,
         )
         return 0
-    if args.name not in kind.existing_clusters():
+    if state.get("docker_host"):
+        os.environ["DOCKER_HOST"] = state["docker_host"]
+    if docker_daemon.server_version(os.environ.get("DOCKER_HOST")) is None:
+        log.info(
+            "no Docker engine answers at %s: kind cluster %s is gone with it",
+            os.environ.get("DOCKER_HOST", "the default socket"),
+            args.name,
+        )
+    elif args.name not in kind.existing_clusters():
         log.info("kind cluster %s does not exist; nothing to delete", args.name)
     else:
         runner.run(
@@ -92,6 +153,9 @@ def cmd_down(args: argparse.Namespace) -> int:
             timeout=runner.budget("resource-deleted"),
             fix=f"delete it by hand: kind delete cluster --name {args.name}",
         )
+        kind.remove_leftovers(state.get("network"), bool(state.get("lib_modules_created")))
+    if docker_daemon.release(state.get("docker_lease") or _docker_holder(args.name)):
+        log.info("stopped the project's dockerd (this cluster was the last to use it)")
     state_file.unlink(missing_ok=True)
     return 0
 
@@ -124,6 +188,14 @@ def main(argv: list[str] | None = None) -> int:
     up.add_argument("--preload-images", nargs="*", default=[], metavar="IMAGE")
     up.add_argument("--no-kubevirt", action="store_true", help="only the cluster")
     up.add_argument(
+        "--images-from-source",
+        action="store_true",
+        help="build kind, kubectl and the node image here (Go modules, Debian packages; no download, "
+        "no registry), cached by version; the cluster gets the suite's CNI instead of kindnetd; KubeVirt's "
+        "images and release manifests too (src/slirp_conformance/kubevirt_images) unless --no-kubevirt",
+    )
+    up.add_argument("--nodes", type=int, default=1, help="kind nodes: a control plane and NODES-1 workers")
+    up.add_argument(
         "--kvm",
         choices=("auto", "yes", "no"),
         default="auto",
@@ -150,9 +222,9 @@ def main(argv: list[str] | None = None) -> int:
     runner.prepend_tools_dir()
     try:
         return {"up": cmd_up, "down": cmd_down, "pins": cmd_pins}[args.command](args)
-    except SetupError as e:
+    except SetupError as e:  # bad input or a host that cannot run it: one line naming the fix
         print(f"error: {e}", file=sys.stderr)
-        return 2
+        return 4
     except waits.WaitTimeout as e:
         print(f"error: {e}", file=sys.stderr)
         return 3

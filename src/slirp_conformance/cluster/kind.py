@@ -9,6 +9,7 @@ to true. The kubeconfig goes to a file the suite owns (mode 0600) and is never p
 from __future__ import annotations
 
 import fcntl
+import json
 import logging
 import os
 import re
@@ -19,8 +20,8 @@ from typing import Self
 
 import yaml
 
-from slirp_conformance import waits
-from slirp_conformance.cluster import runner
+from slirp_conformance import progress, waits
+from slirp_conformance.cluster import kind_network, runner
 from slirp_conformance.cluster.versions import Pins
 from slirp_conformance.errors import SetupError
 
@@ -44,12 +45,31 @@ CONTAINERD_PIN = """\
 PINNED_CONTAINERD_SETTINGS = {"enable_unprivileged_icmp": False, "enable_unprivileged_ports": False}
 
 DEFAULT_CLUSTER_NAME = "slirp-conformance"
+POD_SUBNET = "10.244.0.0/16"  # kind's default (pkg/apis/config/v1alpha4/default.go)
+LIB_MODULES = Path("/lib/modules")  # kind bind-mounts it; Docker makes it (empty) where the host has none
 
 Run = Callable[..., runner.Result]
 
 
 def kvm_usable(device: str = KVM_DEVICE) -> bool:
-    """True when ``device`` opens read-write, speaks KVM API 12 and can create a VM."""
+    """True when ``device`` opens read-write, speaks KVM API 12, can create a VM and (for the host's
+    /dev/kvm) really runs a guest: on this project's machines /dev/kvm creates VMs but aborts every
+    guest (nested "PVM"), and a KubeVirt told it has KVM then asks for devices.kubevirt.io/vhost-net
+    that no node offers and never schedules the VM (``reference_vm.kvm_runs_guests``)."""
+    if not _kvm_ioctls_work(device):
+        return False
+    if device != KVM_DEVICE:
+        return True
+    from slirp_conformance.reference import reference_vm
+
+    try:
+        return reference_vm.kvm_runs_guests()
+    except SetupError as e:  # no guest to probe with: emulation, which always boots, and say why
+        log.warning("cannot probe whether %s runs guests (%s): taking it as unusable", device, e)
+        return False
+
+
+def _kvm_ioctls_work(device: str) -> bool:
     try:
         fd = os.open(device, os.O_RDWR | os.O_CLOEXEC)
     except OSError:
@@ -66,20 +86,30 @@ def kvm_usable(device: str = KVM_DEVICE) -> bool:
         os.close(fd)
 
 
-def render_config(name: str, node_image: str, *, kvm: bool) -> str:
-    """The kind cluster config (YAML): one control-plane node, containerd pinned, /dev/kvm if usable."""
-    node: dict = {"role": "control-plane", "image": node_image}
-    if kvm:
-        node["extraMounts"] = [{"hostPath": KVM_DEVICE, "containerPath": KVM_DEVICE}]
+def render_config(name: str, node_image: str, *, kvm: bool, nodes: int = 1, own_cni: bool = False) -> str:
+    """The kind cluster config (YAML): a control-plane node (and ``nodes - 1`` workers), containerd
+    pinned, /dev/kvm if usable. ``own_cni``: no kindnetd (``disableDefaultCNI``; the suite installs
+    its own, ``slirp_conformance.kindnode.cni``) on kind's default pod subnet, named so the CNI knows it."""
+    if nodes < 1:
+        raise SetupError(f"--nodes {nodes}: a cluster needs at least its control-plane node")
+    members: list[dict] = []
+    for role in ["control-plane"] + ["worker"] * (nodes - 1):
+        node: dict = {"role": role, "image": node_image}
+        if kvm:
+            node["extraMounts"] = [{"hostPath": KVM_DEVICE, "containerPath": KVM_DEVICE}]
+        members.append(node)
+    # kind copies the host's search domains into the node (and kubelet appends the node's to every
+    # ClusterFirst pod, so the sidecar passes them to the guest) unless this is set: empty keeps
+    # the pods' search list the cluster's own. kind pkg/apis/config/v1alpha4/types.go, Networking.DNSSearch.
+    networking: dict = {"dnsSearch": []}
+    if own_cni:
+        networking |= {"disableDefaultCNI": True, "podSubnet": POD_SUBNET}
     config = {
         "kind": "Cluster",
         "apiVersion": "kind.x-k8s.io/v1alpha4",
         "name": name,
-        "nodes": [node],
-        # kind copies the host's search domains into the node (and kubelet appends the node's to every
-        # ClusterFirst pod, so the sidecar passes them to the guest) unless this is set: empty keeps
-        # the pods' search list the cluster's own. kind pkg/apis/config/v1alpha4/types.go, Networking.DNSSearch.
-        "networking": {"dnsSearch": []},
+        "nodes": members,
+        "networking": networking,
         "containerdConfigPatches": [CONTAINERD_PIN],
     }
     return "# Rendered by slirp-conformance (src/slirp_conformance/cluster/kind.py); do not edit.\n" + yaml.dump(
@@ -118,7 +148,10 @@ class KindCluster:
     """``with KindCluster(...) as cluster:`` creates or reuses the cluster; exit deletes only what it created.
 
     ``workdir`` receives ``kind-config.yaml`` and ``kubeconfig`` (0600). ``kvm=None`` probes
-    /dev/kvm. ``keep=True`` never deletes (debugging).
+    /dev/kvm. ``keep=True`` never deletes (debugging). ``node_image`` replaces the pinned one (a
+    node image built here); ``own_cni`` then creates the cluster without kindnetd and installs the
+    suite's CNI, waiting until every node is Ready and every kube-system pod Running. ``network``:
+    the Docker network to put the nodes on, created (and removed again) when absent.
     """
 
     pins: Pins
@@ -128,7 +161,13 @@ class KindCluster:
     preload_images: Iterable[str] = ()
     keep: bool = False
     run: Run = runner.run
+    node_image: str | None = None
+    nodes: int = 1
+    own_cni: bool = False
+    network: str | None = None
     created: bool = field(default=False, init=False)
+    created_network: bool = field(default=False, init=False)
+    created_lib_modules: bool = field(default=False, init=False)
     reused_node_image: str | None = field(default=None, init=False)
     kubeconfig_path: Path = field(init=False)
     config_path: Path = field(init=False)
@@ -141,6 +180,7 @@ class KindCluster:
         self.config_path = self.workdir / "kind-config.yaml"
         if self.kvm is None:
             self.kvm = kvm_usable()
+        self.node_image = self.node_image or self.pins.node_image
 
     def __enter__(self) -> Self:
         try:
@@ -158,13 +198,13 @@ class KindCluster:
         if self.name in existing_clusters(self.run):
             log.info("reusing kind cluster %s (it will be kept at the end)", self.name)
             self.reused_node_image = self._node_image()
-            if self.reused_node_image and not _same_image(self.reused_node_image, self.pins.node_image):
+            if self.reused_node_image and self.node_image and not _same_image(self.reused_node_image, self.node_image):
                 log.warning(
                     "the reused kind cluster %s runs %s, not the pinned %s for KubeVirt %s; delete it "
                     "(kind delete cluster --name %s) to test on the pinned Kubernetes",
                     self.name,
                     self.reused_node_image,
-                    self.pins.node_image,
+                    self.node_image,
                     self.pins.kubevirt,
                     self.name,
                 )
@@ -176,36 +216,52 @@ class KindCluster:
         return self
 
     def _create(self) -> None:
-        self.config_path.write_text(render_config(self.name, self.pins.node_image, kvm=bool(self.kvm)))
+        assert self.node_image is not None
+        self.config_path.write_text(
+            render_config(self.name, self.node_image, kvm=bool(self.kvm), nodes=self.nodes, own_cni=self.own_cni)
+        )
         budget = waits.timeout("kind-cluster")
         log.info(
-            "creating kind cluster %s from %s (kind %s, %s, kvm=%s; budget %.0f s)",
+            "creating kind cluster %s from %s (kind %s, %s, %d node(s), kvm=%s; budget %.0f s)",
             self.name,
-            self.pins.node_image,
+            self.node_image,
             self.pins.kind,
             self.config_path.name,
+            self.nodes,
             self.kvm,
             budget,
         )
+        env = None
+        if self.network:
+            self.created_network = kind_network.ensure(self.network, run=self.run) or self.created_network
+            env = {**os.environ, kind_network.ENV: self.network}
+        if not LIB_MODULES.exists():
+            self.created_lib_modules = True
         # Marked created before the call: a half-created cluster (timeout, Ctrl-C) is ours to delete.
         self.created = True
-        self.run(
-            [
-                "kind",
-                "create",
-                "cluster",
-                "--name",
-                self.name,
-                "--config",
-                str(self.config_path),
-                "--kubeconfig",
-                str(self.kubeconfig_path),
-                "--wait",
-                f"{int(budget * 0.9)}s",
-            ],
-            timeout=budget,
-            fix=f"see the kind output above; `kind delete cluster --name {self.name}` cleans up a partial cluster",
-        )
+        # With the suite's own CNI no node is Ready before it is installed: kind must not wait for that.
+        wait = [] if self.own_cni else ["--wait", f"{int(budget * 0.9)}s"]
+        argv = ["kind", "create", "cluster", "--name", self.name, "--config", str(self.config_path)]
+        argv += ["--kubeconfig", str(self.kubeconfig_path), *wait]
+        output = self.workdir / "kind-create.log"  # kind's progress and errors (stderr; stdout is not kept)
+        with progress.phase(f"kind create cluster {self.name} ({self.nodes} node(s), {self.node_image})"):
+            result = self.run(argv, timeout=budget, env=env, check=False)
+            output.write_text(runner.redact(result.stderr))
+            if result.returncode != 0:
+                tail = runner.redact("\n".join(result.stderr.strip().splitlines()[-15:]))
+                raise runner.CommandFailed(
+                    f"`{' '.join(argv)}` exited with {result.returncode}: {tail}; kind's whole output: {output}; "
+                    f"`kind delete cluster --name {self.name}` cleans up a partial cluster",
+                    returncode=result.returncode,
+                    stderr_tail=tail,
+                )
+        if self.own_cni:
+            from slirp_conformance.kindnode import cni
+
+            with progress.phase(f"the suite's CNI (ptp, host-local) on every node of {self.name}"):
+                cni.install(str(self.kubeconfig_path), POD_SUBNET, run=self.run)
+            with progress.phase("waiting for every node Ready and every kube-system pod Running"):
+                wait_ready(str(self.kubeconfig_path), self.nodes, run=self.run)
 
     def _export_kubeconfig(self) -> None:
         # Written by kind itself so the credentials never pass through this process's output.
@@ -238,6 +294,8 @@ class KindCluster:
             fix=f"delete it by hand: kind delete cluster --name {self.name}",
         )
         self.created = False
+        remove_leftovers(self.network if self.created_network else None, self.created_lib_modules, run=self.run)
+        self.created_network = self.created_lib_modules = False
 
     def _node_image(self) -> str | None:
         try:
@@ -269,3 +327,65 @@ def effective_containerd_settings(node_container: str, run: Run = runner.run) ->
         values = re.findall(rf"^\s*{key}\s*=\s*(true|false)\s*$", result.stdout, flags=re.MULTILINE)
         settings[key] = (values[-1] == "true") if values else None
     return settings
+
+
+def remove_leftovers(network: str | None, lib_modules: bool, run: Run = runner.run) -> None:
+    """What creating a cluster added beside it: the Docker network the suite created (once no container
+    is on it), and the empty /lib/modules Docker made for kind's bind mount on a host without one."""
+    if network:
+        kind_network.remove_if_unused(network, run=run)
+    if lib_modules and LIB_MODULES.is_dir() and not any(LIB_MODULES.iterdir()):
+        LIB_MODULES.rmdir()
+
+
+def wait_ready(kubeconfig: str, nodes: int, run: Run = runner.run) -> None:
+    """Every node Ready, then every kube-system pod Running with its containers ready (bounded, named)."""
+    kubectl = ["kubectl", "--kubeconfig", kubeconfig]
+
+    def node_states() -> dict[str, str]:
+        out = run([*kubectl, "get", "nodes", "-o", "json"], timeout=runner.budget("tool-probe") * 3, quiet=True).stdout
+        items = json.loads(out)["items"]
+        return {
+            n["metadata"]["name"]: next(
+                (c["status"] for c in n["status"].get("conditions", []) if c["type"] == "Ready"), "Unknown"
+            )
+            for n in items
+        }
+
+    waits.wait_for(
+        f"{nodes} kind node(s) Ready",
+        node_states,
+        waits.timeout("nodes-ready"),
+        accept=lambda s: len(s) == nodes and all(v == "True" for v in s.values()),
+        retry_on=(runner.CommandFailed, ValueError),
+    )
+
+    def pod_states() -> dict[str, str]:
+        out = run(
+            [*kubectl, "get", "pods", "-n", "kube-system", "-o", "json"],
+            timeout=runner.budget("tool-probe") * 3,
+            quiet=True,
+        ).stdout
+        return {
+            p["metadata"]["name"]: p["status"].get("phase", "?")
+            + (
+                ""
+                if all(c.get("ready") for c in p["status"].get("containerStatuses", []))
+                and p["status"].get("containerStatuses")
+                else "/not-ready"
+            )
+            for p in json.loads(out)["items"]
+        }
+
+    # kube-proxy and CoreDNS come after the control plane: at least one of each must be there too.
+    waits.wait_for(
+        "every kube-system pod Running and ready",
+        pod_states,
+        waits.timeout("kube-system-running"),
+        accept=lambda s: (
+            all(v == "Running" for v in s.values())
+            and any(n.startswith("coredns-") for n in s)
+            and any(n.startswith("kube-proxy-") for n in s)
+        ),
+        retry_on=(runner.CommandFailed, ValueError),
+    )

@@ -5,7 +5,8 @@ Version policy for tools (the pins are in hack/versions.env):
     kind newer than the pin: WARN (node images are supported best-effort on other releases).
   * kubectl outside +/-1 minor of the node's Kubernetes: WARN (the suite talks to the API with
     the Python client; kubectl is only used by the hack scripts and for artifacts).
-  * missing docker (or a daemon that does not answer), missing kind: FAIL for --target=kind.
+  * missing docker (or a daemon that does not answer while the project cannot start its own
+    dockerd: slirp_conformance/docker_daemon.py), missing kind: FAIL for --target=kind.
   * missing kubectl: FAIL for --target=kind (hack scripts and artifact collection need it),
     WARN for --target=cluster.
   * /dev/kvm not usable: NOTE (KubeVirt is installed with useEmulation: true).
@@ -91,8 +92,15 @@ def check_docker(run: Run = runner.run) -> str:
             "(--target=kind runs the cluster in Docker), or use --target=cluster with a kubeconfig, "
             "or --target=qemu for the local reference VM (no cluster)"
         ) from None
-    except runner.CommandFailed as e:
+    except runner.CommandTimedOut as e:
         raise SetupError(f"docker is installed but its daemon does not answer: {e}; {fix}") from None
+    except runner.CommandFailed as e:
+        from slirp_conformance import docker_daemon
+
+        reason = docker_daemon.unusable_reason()
+        if reason is None:  # the project starts its own dockerd when it creates the cluster
+            return "the project's dockerd (started on demand)"
+        raise SetupError(f"docker is installed but its daemon does not answer: {e}; {fix} ({reason})") from None
     version = result.stdout.strip().strip('"')
     if not version or version == "null":
         raise SetupError(f"docker info reported no server version: the daemon is not reachable; {fix}")
@@ -304,8 +312,12 @@ def preflight(
     kvm: bool | None = None,
     kvm_device: str = KVM_DEVICE,
     run: Run = runner.run,
+    from_source: bool = False,
 ) -> PreflightReport:
     """All checks for ``--target`` (kind | cluster), cheapest first; the first failure raises SetupError.
+
+    ``from_source`` (``--images-from-source``): kind and kubectl are built at setup, so they are not
+    looked for here; Go must be there to build them.
 
     ``kvm``: None probes ``kvm_device`` (opens it and creates a VM); pass True/False to override
     (e.g. with the result of a probe that boots a guest: /dev/kvm can exist and still fail).
@@ -321,23 +333,33 @@ def preflight(
         report.pins = pins_for(report.kubevirt_version)
 
     if target == "kind":
+        report.tool_versions["docker"] = check_docker(run)
+        assert report.pins is not None
+        if from_source:
+            from slirp_conformance.gobuild import go_binary
+
+            go_binary()  # SetupError naming the fix when Go is missing
+            report.notes.append(
+                f"kind {report.pins.kind}, kubectl {report.pins.kubectl} and the node image of "
+                f"Kubernetes {report.pins.kubernetes} are built here (--images-from-source)"
+            )
+        else:
+            report.tool_versions["kind"], warning = check_kind(report.pins.kind, run)
+            if warning:
+                report.warnings.append(warning)
+            try:
+                report.tool_versions["kubectl"], warning = check_kubectl(report.pins.kubectl, run)
+            except runner.ToolMissing:
+                raise SetupError(f"kubectl is not installed or not on PATH; {INSTALL_TOOLS}") from None
+            if warning:
+                report.warnings.append(warning)
+        # Last: on the host's /dev/kvm the probe boots the reference guest (kind.kvm_usable).
         report.kvm = kvm_usable(kvm_device) if kvm is None else kvm
         if not report.kvm:
             report.notes.append(
                 f"{kvm_device} is missing or not usable: KubeVirt will run with useEmulation: true "
                 "(slow TCG guests; consider --timeout-scale)"
             )
-        report.tool_versions["docker"] = check_docker(run)
-        assert report.pins is not None
-        report.tool_versions["kind"], warning = check_kind(report.pins.kind, run)
-        if warning:
-            report.warnings.append(warning)
-        try:
-            report.tool_versions["kubectl"], warning = check_kubectl(report.pins.kubectl, run)
-        except runner.ToolMissing:
-            raise SetupError(f"kubectl is not installed or not on PATH; {INSTALL_TOOLS}") from None
-        if warning:
-            report.warnings.append(warning)
     else:
         report.server_version = check_cluster_reachable(kubeconfig, context=context)
         report.kubevirt_version = check_kubevirt_version(kubeconfig, context=context, requested=requested) or requested

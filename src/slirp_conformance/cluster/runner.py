@@ -85,11 +85,13 @@ def run(
     env: dict[str, str] | None = None,
     secrets: Iterable[str] = (),
     fix: str = "",
+    quiet: bool = False,
 ) -> Result:
     """Run ``argv`` with a hard ``timeout``; raise CommandFailed/CommandTimedOut/ToolMissing.
 
     ``fix`` is appended to error messages (what the user should do). ``secrets`` are extra
-    values to mask in messages (stdout is never put in messages or logs).
+    values to mask in messages (stdout is never put in messages or logs). ``quiet``: log the
+    command at DEBUG (the probes of a wait, which repeat).
     """
     argv = [str(a) for a in argv]
     secrets = list(secrets)
@@ -98,7 +100,7 @@ def run(
     executable = which(argv[0])
     if executable is None:
         raise ToolMissing(f"`{argv[0]}` is not installed or not on PATH{suffix or '; run hack/install-tools.sh'}")
-    log.info("run: %s (timeout %.0f s)", shown, timeout)
+    log.log(logging.DEBUG if quiet else logging.INFO, "run: %s (timeout %.0f s)", shown, timeout)
     proc = subprocess.Popen(
         [executable, *argv[1:]],
         stdin=subprocess.PIPE if input is not None else subprocess.DEVNULL,

@@ -123,6 +123,13 @@ def pins_for(version: KubeVirtVersion | str) -> Pins:
     )
 
 
+def go_toolchain(kubernetes: str) -> str | None:
+    """The Go toolchain to build Kubernetes ``vX.Y.Z`` with when today's Go cannot
+    (``KIND_NODE_GO_TOOLCHAIN_X_Y`` of hack/versions.env), else None: the machine's Go."""
+    minor = kubernetes.lstrip("v").rsplit(".", 1)[0].replace(".", "_")
+    return _env().get(f"KIND_NODE_GO_TOOLCHAIN_{minor}") or None
+
+
 def latest_known_patch(minor: str) -> KubeVirtVersion:
     return parse_kubevirt_version(env("KUBEVIRT_" + minor.replace(".", "_") + "_LATEST"))
 

@@ -11,10 +11,12 @@ under test is the cluster's own) -> the slirp binding merged into the KubeVirt C
 from __future__ import annotations
 
 import contextlib
+import os
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import TracebackType
+from typing import TYPE_CHECKING
 
 from kubernetes import client, config
 
@@ -22,7 +24,9 @@ from slirp_conformance import progress, redaction
 from slirp_conformance.cluster import kubevirt_config, kubevirt_cr, versions
 from slirp_conformance.cluster.kubevirt_config import Registration
 from slirp_conformance.cluster.kubevirt_install import KubeVirtInstallation
-from slirp_conformance.kubevirt import peers as peer_pods
+
+if TYPE_CHECKING:
+    from slirp_conformance.kubevirt_images.build import KubeVirtImages
 
 
 @dataclass
@@ -35,11 +39,13 @@ class ClusterOptions:
     kubevirt_manifests: str | None = None
     sidecar_image: str | None = None
     vm_image: str | None = None
-    peer_image: str = peer_pods.DEFAULT_IMAGE
+    peer_image: str | None = None  # None: peers.DEFAULT_IMAGE, or the busybox built here (--images-from-source)
     guest_profile: str = "auto"
     kind_cluster_name: str = "slirp-conformance"
     keep_cluster: bool = False
     preload_images: list[str] = field(default_factory=list)
+    images_from_source: bool = False  # kind: the node image and KubeVirt's images built here
+    kind_nodes: int = 1
     namespace_suffix: str = ""
 
     def __post_init__(self) -> None:
@@ -63,6 +69,7 @@ class ClusterAccess:
     context: str | None
     kvm: bool  # a usable /dev/kvm went into the node (kind only; an existing cluster's nodes are not probed)
     facts: dict[str, str]  # for reports: the kind release, node image, whether the run created it
+    kubevirt_images: KubeVirtImages | None = None  # built here and loaded into the nodes (--images-from-source)
 
 
 @contextlib.contextmanager
@@ -74,26 +81,64 @@ def cluster(opts: ClusterOptions, workdir: Path) -> Iterator[ClusterAccess]:
 
         yield ClusterAccess(check_kubeconfig(opts.kubeconfig), opts.context, kvm=False, facts={})
         return
+    from slirp_conformance import docker_daemon
+    from slirp_conformance.cluster import kind_network
     from slirp_conformance.cluster.kind import KindCluster
 
     pins = versions.pins_for(opts.requested_version or versions.default_version())
-    with KindCluster(
-        pins=pins,
-        workdir=workdir,
-        name=opts.kind_cluster_name,
-        preload_images=opts.preload_images,
-        keep=opts.keep_cluster,
-    ) as kind:
+    with contextlib.ExitStack() as stack:
+        # The Docker engine kind runs on: the environment's, else the project's dockerd, which stays
+        # up for a kept cluster (hack/cluster-down.sh releases it) and stops with this run otherwise.
+        if opts.keep_cluster:
+            engine = docker_daemon.acquire(f"kind-cluster:{opts.kind_cluster_name}", persistent=True)
+            if engine.host:
+                os.environ["DOCKER_HOST"] = engine.host
+        else:
+            engine = stack.enter_context(docker_daemon.engine("kind-target"))
+        docker_daemon.check_privileged(engine)
+        node_image = None
+        if opts.images_from_source:
+            from slirp_conformance.cluster import kind_source
+
+            node_image = kind_source.prepare(pins, engine).tag
+        kind = stack.enter_context(
+            KindCluster(
+                pins=pins,
+                workdir=workdir,
+                name=opts.kind_cluster_name,
+                preload_images=opts.preload_images,
+                keep=opts.keep_cluster,
+                node_image=node_image,
+                nodes=opts.kind_nodes,
+                own_cni=opts.images_from_source,
+                network=kind_network.NAME if opts.images_from_source or engine.project_started else None,
+            )
+        )
+        built = _load_kubevirt_images(str(pins.kubevirt), opts.kind_cluster_name) if opts.images_from_source else None
         yield ClusterAccess(
             str(kind.kubeconfig_path),
             opts.context,
             kvm=bool(kind.kvm),
             facts={
                 "kind": pins.kind,
-                "kind_node_image": kind.reused_node_image or pins.node_image,
+                "kind_node_image": kind.reused_node_image or kind.node_image or pins.node_image,
                 "kind_cluster_created": str(kind.created),
             },
+            kubevirt_images=built,
         )
+
+
+def _load_kubevirt_images(version: str, cluster_name: str) -> KubeVirtImages:
+    """KubeVirt's images and release manifests of ``version`` built here (cached), loaded into every
+    node of the kind cluster; the install then uses those manifests (unless --kubevirt-manifests
+    names others), the VM its containerDisk and the peers its busybox."""
+    from slirp_conformance.kubevirt_images import build, kind_load
+
+    with progress.phase(f"KubeVirt {version}: its images and manifests built here (cached by version)"):
+        built = build.build(version)
+    with progress.phase(f"KubeVirt {version}: loading its images into kind cluster {cluster_name}"):
+        kind_load.load(built, cluster_name)
+    return built
 
 
 class KubeVirtEnvironment:
@@ -148,9 +193,13 @@ class KubeVirtEnvironment:
                     self.api,
                     self.requested or versions.default_version(),
                     use_emulation=not self.access.kvm,
-                    manifests_dir=self.opts.kubevirt_manifests,
+                    manifests_dir=self.opts.kubevirt_manifests
+                    or (self.access.kubevirt_images.manifests_dir if self.access.kubevirt_images else None),
                     expect_version=self.requested is not None,
                     install=self.opts.target == "kind" or self.opts.install_kubevirt,
+                    # a kept kind cluster keeps the KubeVirt the suite installed in it: the next run
+                    # finds it (its CR is then restored as found, like any existing one)
+                    keep=self.opts.target == "kind" and self.opts.keep_cluster,
                 )
             )
         if installation.version is None:  # entering found one or installed one, else raised

@@ -79,11 +79,16 @@ class KubeVirtTarget(Target):
         self.run_namespace = self._stack.enter_context(
             RunNamespace(self.env.core, self.env.custom, self.namespace_name)
         )
-        self.peers = peer_pods.deploy(self.env.core, self.namespace_name, self.opts.peer_image)
+        self.peers = peer_pods.deploy(self.env.core, self.namespace_name, self._peer_image())
         self._nodes = self.env.node_versions()
         with progress.phase(f"VM {self.spec.name}: until Running with its guest agent connected"):
             self._vm()
         self._console_login()
+
+    def _peer_image(self) -> str:
+        """--peer-image, else the busybox built here with --images-from-source, else the default."""
+        built = self._environment().access.kubevirt_images
+        return self.opts.peer_image or (built.peer_image if built else peer_pods.DEFAULT_IMAGE)
 
     def _environment(self) -> KubeVirtEnvironment:
         if self.env is None:

@@ -140,7 +140,14 @@ def pytest_addoption(parser):
         default=None,
         help="default quay.io/kubevirt/fedora-with-test-tooling-container-disk:<kubevirt version>",
     )
-    cluster.addoption("--peer-image", default=None, help="image of the peer and client pods (busybox)")
+    cluster.addoption(
+        "--peer-image",
+        default=None,
+        help=(
+            "image of the peer and client pods (busybox; default docker.io/library/busybox:1.36, "
+            "with --images-from-source the one built here)"
+        ),
+    )
     cluster.addoption(
         "--guest-profile",
         default="auto",
@@ -160,6 +167,20 @@ def pytest_addoption(parser):
         default=[],
         metavar="IMAGE",
         help="kind target: `kind load` this locally present image first (repeatable)",
+    )
+    cluster.addoption(
+        "--images-from-source",
+        action="store_true",
+        help="kind target: build kind, kubectl and the node image here from Go modules and Debian packages "
+        "(no download, no registry; cached by version), as hack/cluster-up.sh --images-from-source; the "
+        "cluster gets the suite's CNI instead of kindnetd",
+    )
+    cluster.addoption(
+        "--kind-nodes",
+        type=int,
+        default=1,
+        metavar="N",
+        help="kind target: nodes of a cluster the suite creates (a control plane and N-1 workers)",
     )
     group.addoption(
         "--sidecar-render",

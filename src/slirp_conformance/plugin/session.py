@@ -185,7 +185,6 @@ def make_target(config) -> Target:
     spec = conformance_vm(_vm_name(config))
     if config.getoption("target") == "qemu":
         return qemu_target.QemuTarget(spec, _qemu_options(config), fedora_like=_fedora_like(config))
-    from slirp_conformance.kubevirt import peers
     from slirp_conformance.kubevirt.environment import ClusterOptions
     from slirp_conformance.kubevirt.kubevirt_target import KubeVirtTarget
 
@@ -201,11 +200,13 @@ def make_target(config) -> Target:
             kubevirt_manifests=config.getoption("kubevirt_manifests"),
             sidecar_image=config.getoption("slirp_sidecar_image"),
             vm_image=config.getoption("vm_image"),
-            peer_image=config.getoption("peer_image") or peers.DEFAULT_IMAGE,
+            peer_image=config.getoption("peer_image"),
             guest_profile=config.getoption("guest_profile"),
             kind_cluster_name=config.getoption("kind_cluster_name"),
             keep_cluster=config.getoption("keep_cluster"),
             preload_images=config.getoption("preload_images"),
+            images_from_source=config.getoption("images_from_source"),
+            kind_nodes=config.getoption("kind_nodes"),
             namespace_suffix=f"-{worker}" if worker else "",
         ),
     )

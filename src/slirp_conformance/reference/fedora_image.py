@@ -59,6 +59,9 @@ PACKAGES = (
     "ncat",
     "netcat-openbsd",
     "busybox",  # the three nc tool sets; each flavour keeps its own
+    # KubeVirt's Fedora test image runs the QEMU guest agent: the VMI's AgentConnected condition the
+    # kind target waits for comes from it. It starts only where the VM has the agent's virtio port.
+    "qemu-guest-agent",
 )
 # What the initramfs loads to mount the root disk, dependencies first (from modules.dep).
 INITRAMFS_MODULES = ("virtio_pci", "virtio_blk", "crc32c_generic", "ext4")

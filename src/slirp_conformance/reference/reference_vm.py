@@ -183,6 +183,16 @@ def _kvm_works(img: image.GuestImage, run_dir: Path) -> bool:
     return works
 
 
+def kvm_runs_guests() -> bool:
+    """Whether KVM really runs a guest on this host (the reference guest booted once with
+    ``-accel kvm``; remembered per host boot and QEMU build). The kind path asks it too: a
+    /dev/kvm that creates VMs can still abort every guest, and KubeVirt then needs useEmulation."""
+    if not os.access("/dev/kvm", os.R_OK | os.W_OK):
+        return False
+    with tempfile.TemporaryDirectory(prefix="slirp-kvm-probe-") as tmp:
+        return _kvm_works(image.build(), Path(tmp))
+
+
 def _probe_kvm(img: image.GuestImage, run_dir: Path) -> bool:
     """Boot the image with KVM and wait for its login prompt.
 

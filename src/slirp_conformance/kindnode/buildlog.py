@@ -1,0 +1,48 @@
+"""Each part of a node image build writes its commands and their output to its own log file.
+
+The log stays where the failure message says (``<cache>/kind-node/logs/<kubernetes>/<part>.log``),
+so a failed build names the file to read, never a traceback.
+"""
+
+from __future__ import annotations
+
+import os
+import shlex
+import subprocess
+from collections.abc import Sequence
+from pathlib import Path
+
+from slirp_conformance.errors import SetupError
+
+
+def run(
+    argv: Sequence[str | os.PathLike[str]], log: Path, what: str, timeout: float, **kwargs
+) -> subprocess.CompletedProcess:
+    """Run ``argv`` with stdout and stderr appended to ``log``; SetupError naming ``log`` when it fails."""
+    log.parent.mkdir(parents=True, exist_ok=True)
+    with open(log, "a") as out:
+        out.write(f"$ {shlex.join(os.fspath(a) for a in argv)}\n")
+        out.flush()
+        try:
+            r = subprocess.run(
+                [os.fspath(a) for a in argv], stdout=out, stderr=subprocess.STDOUT, text=True, timeout=timeout, **kwargs
+            )
+        except subprocess.TimeoutExpired:
+            raise SetupError(f"{what} took more than {timeout:.0f} s (log: {log})") from None
+    if r.returncode != 0:
+        raise SetupError(f"{what} failed with exit code {r.returncode}: {tail(log)} (log: {log})")
+    return r
+
+
+def note(log: Path, text: str) -> None:
+    log.parent.mkdir(parents=True, exist_ok=True)
+    with open(log, "a") as out:
+        out.write(f"# {text}\n")
+
+
+def tail(log: Path, lines: int = 2) -> str:
+    try:
+        text = [ln.strip() for ln in log.read_text(errors="replace").splitlines() if ln.strip()]
+    except OSError:
+        return ""
+    return " | ".join(text[-lines:])[-400:]

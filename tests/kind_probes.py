@@ -1,0 +1,241 @@
+"""What the kind self-tests look at: a busybox image built here, pods from it, and what a cluster
+may leave on the host (containers, volumes, networks, processes, mounts, the project's dockerd)."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+from slirp_conformance import docker_daemon, image_archive, mounts, waits
+from slirp_conformance.checkout import REPO
+from slirp_conformance.cluster import kind
+
+BUSYBOX_IMAGE = "slirp-conformance/selftest-busybox:1"
+# Debian's static busybox: its wget segfaults with -T (on the host too), so HTTP goes through nc.
+APPLETS = ("sh", "cat", "echo", "printf", "httpd", "nc", "nslookup", "ping", "sleep", "ip", "hostname", "tr")
+
+
+def busybox_archive(work: Path) -> Path:
+    """A busybox image (Debian's busybox-static and applet links), as an archive for `kind load image-archive`."""
+    root = work / "busybox-root"
+    (root / "bin").mkdir(parents=True)
+    shutil.copyfile(docker_daemon.BUSYBOX, root / "bin/busybox")
+    (root / "bin/busybox").chmod(0o755)
+    for applet in APPLETS:
+        (root / "bin" / applet).symlink_to("busybox")
+    (root / "www").mkdir()
+    (root / "www/hello").write_text("hello through the kubelet\n")
+    layer = image_archive.layer_from_dir(root, work / "busybox-layer.tar")
+    archive = work / "busybox.tar"
+    image_archive.write_file([image_archive.Image((BUSYBOX_IMAGE,), (layer,), env=("PATH=/bin",))], archive)
+    return archive
+
+
+def kubectl(
+    kubeconfig: str, *args: str, input: str | None = None, timeout: float = 120, check: bool = True
+) -> subprocess.CompletedProcess:
+    r = subprocess.run(
+        ["kubectl", "--kubeconfig", kubeconfig, *args], capture_output=True, text=True, input=input, timeout=timeout
+    )
+    if check and r.returncode != 0:
+        raise AssertionError(f"kubectl {' '.join(args)} exited {r.returncode}: {r.stderr.strip()[-500:]}")
+    return r
+
+
+def pod_manifest(name: str, command: str, node: str | None = None) -> str:
+    spec: dict = {
+        "containers": [
+            {
+                "name": "main",
+                "image": BUSYBOX_IMAGE,
+                "imagePullPolicy": "Never",
+                "command": ["/bin/sh", "-c", command],
+                "ports": [{"containerPort": 8080}],
+            }
+        ],
+        "terminationGracePeriodSeconds": 1,
+    }
+    if node:
+        spec["nodeName"] = node  # past the scheduler (the control plane's NoSchedule taint)
+    return json.dumps(
+        {
+            "apiVersion": "v1",
+            "kind": "Pod",
+            "metadata": {"name": name, "namespace": "default", "labels": {"app": name}},
+            "spec": spec,
+        }
+    )
+
+
+SERVE = "echo started-$(hostname); exec httpd -f -p 8080 -h /www"
+
+
+def run_pod(kubeconfig: str, name: str, command: str = SERVE, node: str | None = None) -> dict:
+    kubectl(kubeconfig, "apply", "-f", "-", input=pod_manifest(name, command, node))
+    kubectl(kubeconfig, "wait", "--for=condition=Ready", f"pod/{name}", "--timeout=180s", timeout=200)
+    return json.loads(kubectl(kubeconfig, "get", "pod", name, "-o", "json").stdout)
+
+
+def http_get(kubeconfig: str, pod: str, host: str, path: str = "/hello", port: int = 8080) -> str:
+    """The body of ``GET path`` from ``host:port``, asked from inside ``pod`` (busybox nc)."""
+    request = f"printf 'GET {path} HTTP/1.0\\r\\n\\r\\n' | nc -w 10 {host} {port}"
+    out = kubectl(kubeconfig, "exec", pod, "--", "sh", "-c", request).stdout
+    return out.split("\n\n", 1)[1] if "\n\n" in out else out  # text mode made the \r\n of HTTP \n
+
+
+def ping_group_range(kubeconfig: str, pod: str) -> str:
+    out = kubectl(kubeconfig, "exec", pod, "--", "cat", "/proc/sys/net/ipv4/ping_group_range").stdout
+    return " ".join(out.split())
+
+
+# -- leaks --------------------------------------------------------------------------------------
+# Other runs on this machine (another engineer's clusters on the project's dockerd) are not leaks of
+# ours: what belongs to a container is attributed by the container's name, what the daemon itself
+# holds only counts while no other lease holds the daemon.
+
+OURS = "slirp-selftest"  # the name prefix of every cluster and container these self-tests make
+
+
+@dataclass(frozen=True)
+class KindHostState:
+    containers: frozenset[str]  # our containers (name) in the project's dockerd
+    volumes: frozenset[str]  # volumes no other container uses
+    networks: frozenset[str]  # bridges (docker0, br-*) of networks no other container is on
+    processes: frozenset[int]  # shims of our containers; the daemon's own while nobody else holds it
+    mounts: frozenset[str]  # mounts under the daemon's dirs not of another container
+    dockerd_running: bool  # the project's dockerd up with no other holder
+    lib_modules: bool
+
+    def leaked_since(self, before: KindHostState) -> dict[str, object]:
+        leaks: dict[str, object] = {}
+        for name in ("containers", "volumes", "networks", "processes", "mounts"):
+            extra = set(getattr(self, name)) - set(getattr(before, name))
+            if extra:
+                leaks[name] = sorted(extra)
+        for name in ("dockerd_running", "lib_modules"):
+            if getattr(self, name) and not getattr(before, name):
+                leaks[name] = True
+        return leaks
+
+
+def _containers(data_root: Path) -> dict[str, dict]:
+    """Container id -> its name, volumes, network ids, sandbox and overlay mount (from the data-root)."""
+    found = {}
+    for folder in (data_root / "containers").glob("*") if (data_root / "containers").is_dir() else ():
+        try:
+            config = json.loads((folder / "config.v2.json").read_text())
+        except (OSError, ValueError):
+            continue
+        mount_id = data_root / "image/overlay2/layerdb/mounts" / folder.name / "mount-id"
+        found[folder.name] = {
+            "name": config.get("Name", "").lstrip("/"),
+            "volumes": {m.get("Name") for m in (config.get("MountPoints") or {}).values() if m.get("Name")},
+            "bridges": {
+                f"br-{n['NetworkID'][:12]}"
+                for n in (config.get("NetworkSettings", {}).get("Networks") or {}).values()
+                if n.get("NetworkID")
+            },
+            "mounts": {config.get("NetworkSettings", {}).get("SandboxKey") or ""}
+            | ({str(data_root / "overlay2" / mount_id.read_text().strip() / "merged")} if mount_id.exists() else set()),
+        }
+    return found
+
+
+def _entries(folder: Path, skip: tuple[str, ...] = ()) -> frozenset[str]:
+    return frozenset(p.name for p in folder.iterdir() if p.name not in skip) if folder.is_dir() else frozenset()
+
+
+def snapshot() -> KindHostState:
+    data_root = docker_daemon.state_dir() / "data-root"
+    containers = _containers(data_root)
+    ours = {cid: c for cid, c in containers.items() if c["name"].startswith(OURS)}
+    foreign = [c for cid, c in containers.items() if cid not in ours]
+    foreign_volumes = set().union(*(c["volumes"] for c in foreign)) if foreign else set()
+    foreign_bridges = set().union(*(c["bridges"] for c in foreign)) if foreign else set()
+    foreign_mounts = set().union(*(c["mounts"] for c in foreign)) if foreign else set()
+    others_hold = any(not h.startswith(("kind-cluster:" + OURS, "selftest")) for h in docker_daemon.live_leases())
+    running = docker_daemon.server_version(docker_daemon.project_host()) is not None
+    daemon_processes = frozenset(docker_daemon.processes_of((str(docker_daemon.run_dir()), str(data_root))))
+    shims = frozenset(pid for pid in daemon_processes if any(cid in _cmdline(pid) for cid in ours))
+    bridges = {p.name for p in Path("/sys/class/net").iterdir() if p.name == "docker0" or p.name.startswith("br-")}
+    return KindHostState(
+        containers=frozenset(c["name"] for c in ours.values()),
+        volumes=_entries(data_root / "volumes", skip=("metadata.db", "backingFsBlockDev")) - foreign_volumes,
+        networks=frozenset(bridges - foreign_bridges - ({"docker0"} if others_hold else set())),
+        processes=shims if others_hold else daemon_processes,
+        mounts=frozenset(
+            m
+            for m in mounts.mounted_under(data_root, docker_daemon.run_dir())
+            if m not in foreign_mounts and not (others_hold and m == str(data_root))
+        ),
+        dockerd_running=running and not others_hold,
+        lib_modules=kind.LIB_MODULES.exists() and not foreign,
+    )
+
+
+def _cmdline(pid: int) -> str:
+    try:
+        return Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
+    except OSError:
+        return ""
+
+
+def wait_no_leaks(before: KindHostState, budget: float = 30) -> KindHostState:
+    return waits.wait_for(
+        "the host to be as it was before the cluster",
+        snapshot,
+        budget,
+        accept=lambda s: not s.leaked_since(before),
+        describe=lambda s: f"left behind: {s.leaked_since(before)}",
+    )
+
+
+def cluster_up(
+    name: str, workdir: Path, *extra: str, timeout: float = 3600
+) -> tuple[subprocess.CompletedProcess, float]:
+    repo = REPO
+    started = time.monotonic()
+    env = (
+        {k: v for k, v in os.environ.items() if k != "DOCKER_HOST"}
+        if os.environ.get("DOCKER_HOST") == docker_daemon.project_host()
+        else dict(os.environ)
+    )
+    r = subprocess.run(
+        [
+            "bash",
+            str(repo / "hack/cluster-up.sh"),
+            "--images-from-source",
+            "--no-kubevirt",
+            "--name",
+            name,
+            "--workdir",
+            str(workdir),
+            *extra,
+        ],
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        env=env,
+    )
+    return r, time.monotonic() - started
+
+
+def cluster_down(name: str, workdir: Path, timeout: float = 600) -> tuple[subprocess.CompletedProcess, float]:
+    repo = REPO
+    started = time.monotonic()
+    r = subprocess.run(
+        ["bash", str(repo / "hack/cluster-down.sh"), "--name", name, "--workdir", str(workdir)],
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+    )
+    return r, time.monotonic() - started
+
+
+def printed(output: str, key: str) -> str | None:
+    return next((line.split("=", 1)[1] for line in output.splitlines() if line.startswith(f"{key}=")), None)
