@@ -65,6 +65,28 @@ def test_conformance_sh_pins_the_root_from_any_directory(tmp_path):
     assert not (tmp_path / "reports").exists()  # outputs go to the checkout's reports/
 
 
+def test_a_collect_only_run_writes_no_verdict(tmp_path):
+    """It checks nothing: a report would say NOT CONFORMANT and overwrite the last real run's."""
+    r = _run([sys.executable, "-m", "pytest", "-k", "slirp", "--collect-only", "-q", f"--report-dir={tmp_path}"], REPO)
+    assert r.returncode == 0 and "test_icmp_echo_to_peer_gets_no_reply" in r.stdout, r.stdout + r.stderr
+    assert list(tmp_path.iterdir()) == [] and "conformance:" not in r.stdout
+    # control: a run that deselects every clause reaches a verdict (NOTHING CHECKED), and writes it
+    r = _run(
+        [
+            sys.executable,
+            "-m",
+            "pytest",
+            "--target=qemu",
+            "-k",
+            "slirp and not slirp",
+            "-q",
+            f"--report-dir={tmp_path}",
+        ],
+        REPO,
+    )
+    assert (tmp_path / "conformance.json").exists(), r.stdout + r.stderr
+
+
 def test_another_projects_pytest_run_is_left_alone(tmp_path):
     """The plugin is installed in the venv: it must not refuse or report on runs that are not ours."""
     (tmp_path / "test_other.py").write_text("def test_other():\n    assert 1 + 1 == 2\n")

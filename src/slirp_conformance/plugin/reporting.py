@@ -106,6 +106,8 @@ class ConformanceReporting:
     def pytest_sessionfinish(self, session, exitstatus) -> None:
         if not self.report.clauses:  # not a conformance run (the self-tests)
             return
+        if self.config.option.collectonly:  # checked nothing: no verdict, and a real run's report stays
+            return
         if exitstatus == pytest.ExitCode.INTERRUPTED and not self.interrupted:
             self.interrupted = "interrupted"
         self.report.finish(exitstatus, self.interrupted)
