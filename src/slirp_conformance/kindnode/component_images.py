@@ -18,10 +18,9 @@ import shutil
 import subprocess
 from pathlib import Path
 
-from slirp_conformance import image_archive
+from slirp_conformance import buildlog, image_archive
 from slirp_conformance.errors import SetupError
 from slirp_conformance.image_archive import Image
-from slirp_conformance.kindnode import buildlog
 
 BASE_PACKAGES = ("iptables", "conntrack")
 # Debian files an image does not need.

@@ -27,7 +27,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from slirp_conformance import cache_dirs, image_archive, progress, runc_wrapper, waits
+from slirp_conformance import buildlog, cache_dirs, image_archive, progress, runc_wrapper, waits
 from slirp_conformance.cache_dirs import cache_root
 from slirp_conformance.cluster import versions
 from slirp_conformance.cluster.versions import Pins
@@ -35,7 +35,7 @@ from slirp_conformance.docker_daemon import Engine
 from slirp_conformance.errors import SetupError
 from slirp_conformance.gobuild import Built, build, spec_key
 from slirp_conformance.image_archive import Image
-from slirp_conformance.kindnode import buildlog, component_images, parts, preload, rootfs
+from slirp_conformance.kindnode import component_images, parts, preload, rootfs
 from slirp_conformance.kindnode.contract import RUNC_WRAPPER_IN_NODE, KindContract
 
 REPOSITORY = "slirp-conformance/kind-node"

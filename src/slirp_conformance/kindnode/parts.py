@@ -16,10 +16,9 @@ import subprocess
 from dataclasses import dataclass
 from pathlib import Path
 
-from slirp_conformance import gobuild, kind_tools, kubernetes_modules
+from slirp_conformance import buildlog, gobuild, kind_tools, kubernetes_modules
 from slirp_conformance.errors import SetupError
 from slirp_conformance.gobuild import WrapperModule
-from slirp_conformance.kindnode import buildlog
 
 NODE_COMMANDS = ("kubelet", "kubeadm", "kube-apiserver", "kube-controller-manager", "kube-scheduler", "kube-proxy")
 CNI_PLUGINS = {

@@ -20,9 +20,8 @@ import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 
-from slirp_conformance import mounts, waits
+from slirp_conformance import buildlog, mounts, waits
 from slirp_conformance.errors import SetupError
-from slirp_conformance.kindnode import buildlog
 
 IMPORT_FLAGS = ("--label=io.cri-containerd.pinned=pinned", "--all-platforms", "--no-unpack", "--digests")
 DISABLED_PLUGINS = (

@@ -16,9 +16,8 @@ import shutil
 from dataclasses import dataclass
 from pathlib import Path
 
-from slirp_conformance import cache_dirs, mounts
+from slirp_conformance import buildlog, cache_dirs, mounts
 from slirp_conformance.errors import SetupError
-from slirp_conformance.kindnode import buildlog
 from slirp_conformance.kindnode.contract import KindContract
 
 MIRROR = os.environ.get("SLIRP_DEBIAN_MIRROR", "http://deb.debian.org/debian")

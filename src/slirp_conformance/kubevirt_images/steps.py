@@ -1,18 +1,19 @@
-"""Running the build steps of one part: each part appends its commands and their output to its own
-log (``<cache>/kubevirt-images/logs/<version>/<part>.log``), and a failure is one line naming it."""
+"""Where the build steps of one part run: its log (``<cache>/kubevirt-images/logs/<version>/<part>.log``;
+the steps themselves run through ``slirp_conformance.buildlog``, a failure one line naming the log)
+and the lock that keeps one builder per cache entry."""
 
 from __future__ import annotations
 
 import contextlib
 import fcntl
 import os
-import shlex
-import subprocess
 from collections.abc import Iterator
 from pathlib import Path
 
+from slirp_conformance.buildlog import note, output, run, tail
 from slirp_conformance.cache_dirs import cache_root
-from slirp_conformance.errors import SetupError
+
+__all__ = ["locked", "log_path", "note", "output", "root", "run", "tail"]
 
 
 def root(cache: Path | None = None) -> Path:
@@ -36,48 +37,3 @@ def locked(path: Path) -> Iterator[None]:
         yield
     finally:
         os.close(fd)
-
-
-def tail(log: Path, lines: int = 2) -> str:
-    try:
-        text = [ln.strip() for ln in log.read_text(errors="replace").splitlines() if ln.strip()]
-    except OSError:
-        return ""
-    return " | ".join(text[-lines:])[-400:]
-
-
-def note(log: Path, text: str) -> None:
-    with open(log, "a") as out:
-        out.write(f"# {text}\n")
-
-
-def run(argv: list, log: Path, what: str, timeout: float, **kwargs) -> subprocess.CompletedProcess:
-    """``argv`` with stdout and stderr appended to ``log``; SetupError naming ``log`` on failure."""
-    with open(log, "a") as out:
-        out.write(f"$ {shlex.join(str(a) for a in argv)}\n")
-        out.flush()
-        try:
-            r = subprocess.run(
-                [str(a) for a in argv], stdout=out, stderr=subprocess.STDOUT, text=True, timeout=timeout, **kwargs
-            )
-        except subprocess.TimeoutExpired:
-            raise SetupError(f"{what} took more than {timeout:.0f} s (log: {log})") from None
-    if r.returncode != 0:
-        raise SetupError(f"{what} failed with exit code {r.returncode}: {tail(log)} (log: {log})")
-    return r
-
-
-def output(argv: list, log: Path, what: str, timeout: float, **kwargs) -> str:
-    """Like ``run`` but returns stdout (stderr goes to the log)."""
-    with open(log, "a") as out:
-        out.write(f"$ {shlex.join(str(a) for a in argv)}\n")
-        out.flush()
-        try:
-            r = subprocess.run(
-                [str(a) for a in argv], stdout=subprocess.PIPE, stderr=out, text=True, timeout=timeout, **kwargs
-            )
-        except subprocess.TimeoutExpired:
-            raise SetupError(f"{what} took more than {timeout:.0f} s (log: {log})") from None
-    if r.returncode != 0:
-        raise SetupError(f"{what} failed with exit code {r.returncode}: {tail(log)} (log: {log})")
-    return r.stdout

@@ -1,6 +1,7 @@
-"""Each part of a node image build writes its commands and their output to its own log file.
+"""Each part of an image build writes its commands and their output to its own log file.
 
-The log stays where the failure message says (``<cache>/kind-node/logs/<kubernetes>/<part>.log``),
+The log stays where the failure message says (the kind node image's parts under
+``<cache>/kind-node/logs/<kubernetes>/``, KubeVirt's under ``<cache>/kubevirt-images/logs/<version>/``),
 so a failed build names the file to read, never a traceback.
 """
 
@@ -32,6 +33,23 @@ def run(
     if r.returncode != 0:
         raise SetupError(f"{what} failed with exit code {r.returncode}: {tail(log)} (log: {log})")
     return r
+
+
+def output(argv: Sequence[str | os.PathLike[str]], log: Path, what: str, timeout: float, **kwargs) -> str:
+    """Like ``run`` but returns stdout (stderr goes to the log)."""
+    log.parent.mkdir(parents=True, exist_ok=True)
+    with open(log, "a") as out:
+        out.write(f"$ {shlex.join(os.fspath(a) for a in argv)}\n")
+        out.flush()
+        try:
+            r = subprocess.run(
+                [os.fspath(a) for a in argv], stdout=subprocess.PIPE, stderr=out, text=True, timeout=timeout, **kwargs
+            )
+        except subprocess.TimeoutExpired:
+            raise SetupError(f"{what} took more than {timeout:.0f} s (log: {log})") from None
+    if r.returncode != 0:
+        raise SetupError(f"{what} failed with exit code {r.returncode}: {tail(log)} (log: {log})")
+    return r.stdout
 
 
 def note(log: Path, text: str) -> None:
