@@ -105,6 +105,17 @@ class Engine:
         """``docker`` argv aimed at this engine."""
         return ["docker", *(["-H", self.host] if self.host else []), *args]
 
+    def has_image(self, ref: str) -> bool:
+        """Whether the image ``ref`` is in this engine (no registry is ever asked)."""
+        r = subprocess.run(
+            self.docker("image", "inspect", "--format", "{{.Id}}", ref),
+            capture_output=True,
+            text=True,
+            timeout=waits.timeout("tool-probe"),
+            env=self.env(),
+        )
+        return r.returncode == 0
+
 
 # -- probes -------------------------------------------------------------------------------------
 
@@ -323,14 +334,7 @@ def check_privileged(found: Engine, *, runtime: str | None = None) -> None:
 
 def _ensure_probe_image(found: Engine) -> None:
     """A one-binary busybox image (no registry here: imported from a tarball)."""
-    r = subprocess.run(
-        found.docker("image", "inspect", "--format", "{{.Id}}", PROBE_IMAGE),
-        capture_output=True,
-        text=True,
-        timeout=waits.timeout("tool-probe"),
-        env=found.env(),
-    )
-    if r.returncode == 0:
+    if found.has_image(PROBE_IMAGE):
         return
     if not os.path.exists(BUSYBOX):
         raise SetupError(f"{BUSYBOX} is missing (Debian's busybox-static): run hack/setup.sh")

@@ -194,17 +194,6 @@ def _build_lock(cache: Path, recipe: NodeRecipe) -> Iterator[None]:
         os.close(fd)
 
 
-def docker_has(engine: Engine, tag: str) -> bool:
-    r = subprocess.run(
-        engine.docker("image", "inspect", "--format", "{{.Id}}", tag),
-        capture_output=True,
-        text=True,
-        timeout=waits.timeout("tool-probe"),
-        env=engine.env(),
-    )
-    return r.returncode == 0
-
-
 def ensure(pins: Pins, engine: Engine, cache: Path | None = None, *, rebuild: bool = False) -> NodeImage:
     """The node image for ``pins`` in ``engine``: found by its key, else built and loaded.
 
@@ -215,10 +204,10 @@ def ensure(pins: Pins, engine: Engine, cache: Path | None = None, *, rebuild: bo
     contract = KindContract.fetch(recipe.kind)
     tag = f"{REPOSITORY}:{recipe.kubernetes}-{image_key(recipe, contract)}"
     image = NodeImage(tag, recipe)
-    if not rebuild and docker_has(engine, tag):
+    if not rebuild and engine.has_image(tag):
         return image
     with _build_lock(cache, recipe):
-        if rebuild or not docker_has(engine, tag):
+        if rebuild or not engine.has_image(tag):
             _build(image, contract, engine, cache)
             (logs_dir(recipe, cache) / "build.json").write_text(json.dumps(image.report(), indent=2))
     return image
@@ -265,7 +254,7 @@ def _build(image: NodeImage, contract: KindContract, engine: Engine, cache: Path
         )
         _docker_load(engine, [node], logs / "docker-load.log")
         record["cold"] = True
-    if not docker_has(engine, image.tag):
+    if not engine.has_image(image.tag):
         raise SetupError(f"docker load did not leave {image.tag} in Docker (log: {logs / 'docker-load.log'})")
     _prune(engine, image.tag)
 
