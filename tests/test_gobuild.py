@@ -213,3 +213,22 @@ def test_single_replacements_override_the_named_go_mod_and_may_point_at_a_shim_o
     built = gobuild.build(spec, go_env / "cache")
     out = subprocess.run([built.binary("hello")], capture_output=True, text=True, check=True).stdout
     assert out == "lib v1.1.0 staged shim\n"
+
+
+def test_a_build_held_by_another_process_is_waited_for_within_the_bound(tmp_path, monkeypatch):
+    """The second builder of a module version waits for the first, bounded, and names what held it."""
+    import fcntl
+
+    spec = gobuild.WrapperModule(name="hello", version="v1", packages=("example.com/hello",))
+    lock = tmp_path / ".lock"
+    holder = os.open(lock, os.O_RDWR | os.O_CREAT, 0o644)
+    fcntl.flock(holder, fcntl.LOCK_EX)
+    monkeypatch.setattr(gobuild, "BUILD_TIMEOUT", 1.5)
+    try:
+        with pytest.raises(SetupError, match=r"another build of hello v1 to release .*\.lock.*delete the directory"):
+            with gobuild._locked(lock, spec):
+                pass
+    finally:
+        os.close(holder)
+    with gobuild._locked(lock, spec):  # control: released, it is taken at once
+        pass

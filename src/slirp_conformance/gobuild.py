@@ -29,6 +29,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
+from slirp_conformance import waits
 from slirp_conformance.cache_dirs import cache_root, process_alive
 from slirp_conformance.errors import SetupError
 
@@ -237,19 +238,24 @@ class _locked:
 
     def __enter__(self) -> None:
         self.fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
-        deadline = time.monotonic() + BUILD_TIMEOUT
-        while True:
+
+        def take() -> bool:
             try:
                 fcntl.flock(self.fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-                return
+                return True
             except BlockingIOError:
-                if time.monotonic() > deadline:
-                    os.close(self.fd)
-                    raise SetupError(
-                        f"waited {BUILD_TIMEOUT:.0f} s for another build of {self.spec.name} "
-                        f"{self.spec.version} to release {self.path}: stop it or delete the directory"
-                    ) from None
-                time.sleep(1)  # polling a file lock: there is no event to wait on
+                return False
+
+        try:  # a file lock gives no event to wait on: polled, bounded
+            waits.wait_for(
+                f"another build of {self.spec.name} {self.spec.version} to release {self.path}",
+                take,
+                BUILD_TIMEOUT,
+                describe=lambda _: "still held",
+            )
+        except waits.WaitTimeout as e:
+            os.close(self.fd)
+            raise SetupError(f"{e}: stop that build or delete the directory") from None
 
     def __exit__(self, *exc) -> None:
         fcntl.flock(self.fd, fcntl.LOCK_UN)
