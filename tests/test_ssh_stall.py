@@ -12,6 +12,7 @@ import pytest
 
 from slirp_conformance import ssh_stall
 from slirp_conformance.checkout import REPO
+from slirp_conformance.console import ConsoleError
 from slirp_conformance.reference.qemu_target import QemuTarget
 from slirp_conformance.reference.reference_vm import QemuOptions
 from slirp_conformance.vmspec import conformance_vm
@@ -61,3 +62,19 @@ def test_bad_input_is_one_line_and_exit_4(args):
     assert p.returncode == ssh_stall.BAD_INPUT, p
     assert p.stderr.count("\n") == 1 and p.stderr.startswith("ssh-stall: error: "), p.stderr
     assert not p.stdout
+
+
+def test_a_guest_that_never_comes_up_is_reported_not_raised(monkeypatch):
+    """A boot that fails (a console that never offers a login) ends the reproducer with its reason in
+    the JSON and exit code 1, not a traceback; the target is closed all the same."""
+    closed = []
+
+    def failing_start(self):
+        raise ConsoleError("vm serial console: no shell after 360 s of login attempts")
+
+    monkeypatch.setattr(QemuTarget, "start", failing_start)
+    monkeypatch.setattr(QemuTarget, "close", lambda self: closed.append(True))
+    report, code = ssh_stall.run(["--reference-guest", "busybox", "--iterations", "2"])
+    assert code == 1 and closed == [True], report
+    assert report["boot_failure"].startswith("ConsoleError: vm serial console: no shell after 360 s"), report
+    assert report["iterations"] == [] and report["summary"]["iterations_done"] == 0, report

@@ -176,7 +176,12 @@ def run(argv: list[str]) -> tuple[dict, int]:
     }
     interrupted = False
     try:
-        target.start()
+        try:
+            target.start()
+        except (AssertionError, OSError, waits.WaitTimeout) as e:  # the guest never came up: said, not raised
+            report["boot_failure"] = f"{type(e).__name__}: {str(e)[-1500:]}"
+            print(f"ssh-stall: the VM did not come up: {type(e).__name__}: {str(e)[:300]}", file=sys.stderr)
+            return report | {"summary": {"iterations_done": 0, "interrupted": False}}, 1
         report["describe"] = target.describe()
         for i in range(1, args.iterations + 1):
             result = {"iteration": i, **iterate(target, args.pause_vcpus, args.ping_timeout)}
