@@ -1,5 +1,5 @@
 """A fault for a child suite run (``-p tests.stall_injection``): the guest's ICMP probe command
-hangs, and both clients wait at most ``STALL_BUDGET`` s for it (not its usual 26 s), so the run
+hangs, and both clients wait at most ``STALL_BUDGET`` s for it (not its usual 67 s), so the run
 shows how a stalled command reaches the report through the real console and SSH clients."""
 
 from __future__ import annotations

@@ -9,6 +9,7 @@ from typing import ClassVar
 
 import pytest
 
+from slirp_conformance import waits
 from slirp_conformance.checks import dhcp, ports, tcp, udp
 from slirp_conformance.guest_profiles import FEDORA, PROFILES, REFERENCE, python3_command
 from slirp_conformance.target import Endpoint
@@ -99,3 +100,22 @@ class _ResolvedShell(LocalShell):
 def test_nameserver_is_read_where_the_guest_keeps_it(profile, expected):
     ev = dhcp.observe(_ResolvedShell(), profile)
     assert ev.resolv_nameservers == expected, ev.facts
+
+
+class _DeadlineShell:
+    """Records the deadline each command is given; answers like a transfer that sent nothing."""
+
+    def __init__(self) -> None:
+        self.timeouts: list[float | None] = []
+
+    def run(self, command, timeout=None):
+        self.timeouts.append(timeout)
+        return LocalShell().run("true")
+
+
+def test_the_transfer_gets_every_commands_allowance_on_top_of_its_own_bound():
+    """Like the ping's (tests/test_icmp_premise.py): the guest-side bound plus the allowance every
+    command has for the guest's own work around it, not a slimmer one (it was 30 s)."""
+    shell = _DeadlineShell()
+    tcp.transfer(shell, FEDORA, Endpoint("198.18.0.1", 9007), budget=180)
+    assert shell.timeouts == [180 + waits.timeout("console-command")]

@@ -6,6 +6,7 @@ from dataclasses import dataclass
 
 import pytest
 
+from slirp_conformance import waits
 from slirp_conformance.checks import icmp
 from slirp_conformance.guest_profiles import REFERENCE
 
@@ -40,9 +41,11 @@ class FakeShell:
     def __init__(self, *answers: R) -> None:
         self.answers = list(answers)
         self.commands = []
+        self.timeouts = []
 
     def run(self, command, timeout=None):
         self.commands.append(command)
+        self.timeouts.append(timeout)
         return self.answers.pop(0)
 
 
@@ -97,3 +100,20 @@ def test_missing_proof_is_void(before, after, why):
 def test_a_route_via_another_interface_is_void():
     p, _ = probe(R(counters(100, 1)), R("198.18.0.1 dev eth1  src 192.168.1.5"), SENT, R(counters(104, 4)))
     assert any("not via eth0" in x for x in icmp.premise_problems(p, "eth0"))
+
+
+@pytest.mark.parametrize("scale", [1.0, 3.0])
+def test_the_ping_gets_the_allowance_of_every_other_command_on_top_of_its_own_bound(scale):
+    """The ping's deadline was 26 s, less than half of any other guest command's (60 s): on a loaded
+    host it was the first command of a run to miss its deadline, read as an SSH stall. It gets the
+    same allowance for the guest's own work as the others, plus what the guest-side ``timeout``
+    lets ping itself take."""
+    waits.set_timeout_scale(scale)
+    try:
+        _, shell = probe(R(counters(100, 1)), ROUTE, SENT, R(counters(104, 4)))
+        ping_budget = shell.timeouts[2]
+        assert ping_budget == waits.timeout("console-command") + REFERENCE.ping_guest_bound(3), shell.timeouts
+        assert f"timeout {REFERENCE.ping_guest_bound(3)} ping" in shell.commands[2]
+        assert all(t is None for i, t in enumerate(shell.timeouts) if i != 2)  # the others: the default
+    finally:
+        waits.set_timeout_scale(1.0)

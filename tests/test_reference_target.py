@@ -8,7 +8,7 @@ import pytest
 from slirp_conformance import waits
 from slirp_conformance.reference import sidecar_render
 from slirp_conformance.reference.qemu_target import QemuTarget
-from slirp_conformance.reference.reference_vm import QemuOptions
+from slirp_conformance.reference.reference_vm import GUEST_KERNEL_ARGS, QemuOptions
 from slirp_conformance.ssh_client import SSHClient, SSHRefused, generate_keypair, parse_host_key
 from slirp_conformance.vmspec import conformance_vm, slirp_qemu_args
 
@@ -98,3 +98,11 @@ def test_unlisted_port_refused_at_the_pod_and_listed_port_open(target):
         "the pod's hostfwd listener on 22", lambda: target.dial_guest_port(22), 10, retry_on=(ConnectionError,)
     )
     sock.close()
+
+
+def test_the_guest_kernel_skips_the_io_apic_timer_check(target):
+    """A starved vCPU fails the kernel's boot-time timer check and the guest panics ("IO-APIC + timer
+    doesn't work!", a Fedora-like soak run's false red at load 57): the guests boot with
+    ``no_timer_check``, as Fedora's cloud images do."""
+    cmdline = target.console().run("cat /proc/cmdline").output.split()
+    assert GUEST_KERNEL_ARGS == "no_timer_check" and GUEST_KERNEL_ARGS in cmdline, cmdline

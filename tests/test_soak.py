@@ -188,3 +188,36 @@ def test_the_first_failure_is_the_first_in_run_order(tmp_path):
     assert line["first_failure"] == {"clause": "udp.py::test_udp_echo[console]", "verdict": "error", "reason": "first"}
     assert line["clauses"]["dhcp.py::test_lease_time[ssh]"] == "fail"
     assert soak.summarize_run(2, None, 3, 1.0, junit, "pytest exited 3")["outcome"] == "NO REPORT"
+
+
+@pytest.mark.selftest_vm
+@pytest.mark.parametrize("when", ["run-starting", "vm-up"])
+def test_a_soak_started_in_the_background_stops_its_run_at_once(tmp_path, no_leaks, when):
+    """A soak started with SIGINT ignored (a shell's background job) and then sent SIGTERM: the run
+    under way stops within a bound and the JSON comes, whether the signal meets the run while it
+    starts (before its plugin set a handler: a SIGINT was lost then, and the soak waited 300 s and
+    killed the run) or while its VM is up."""
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "slirp_conformance.soak", "--out", str(tmp_path / "soak"), "--runs=2", "--target=qemu"],
+        cwd=REPO,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_IGN),
+    )
+    try:
+        if when == "run-starting":
+            waits.wait_for("the soak's first run", lambda: _children(proc.pid), 60)
+        else:
+            waits.wait_for("the first run's QEMU", lambda: any(qemu_of(c) for c in _children(proc.pid)), 300)
+        proc.send_signal(signal.SIGTERM)
+        out, err = proc.communicate(timeout=120)  # was 300 s and more
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    assert proc.returncode == 2, err[-3000:]
+    result = json.loads(out)
+    assert result["summary"]["interrupted"] is True, result["summary"]
+    assert [r["run"] for r in result["runs"]] == [1], result["runs"]
+    assert result["runs"][0]["exit_status"] != -signal.SIGKILL, result["runs"]

@@ -22,6 +22,7 @@ BIND_WARNING = "bash: bind: warning: line editing not enabled\n"
 NO_EXIT_STATUS = "exit-status-never-comes"
 OUTPUT_STALLS = "output-stalls-midway"
 EXEC_NEVER_ANSWERED = "exec-request-never-answered"
+ANSWERS_LATE = "answers-3-s-late"  # a guest slower than the deadline: all of it, but after 3 s
 RELEASE = threading.Event()  # lets a server stuck on purpose go at the end of a test
 
 
@@ -54,6 +55,13 @@ class _FedoraLikeServer(paramiko.ServerInterface):
             return
         if command == OUTPUT_STALLS:  # some output, then nothing: no end, no status
             channel.sendall(b"partial\n")
+            return
+        if command == ANSWERS_LATE:
+            channel.sendall(b"partial\n")
+            time.sleep(3)
+            channel.sendall(b"rest\n")
+            channel.send_exit_status(0)
+            channel.close()
             return
         p = subprocess.run(["sh", "-c", command], capture_output=True, timeout=60)
         channel.sendall_stderr(BIND_WARNING.encode() + p.stderr)
@@ -120,22 +128,37 @@ def _run_bounded(ssh: SSHClient, command: str) -> BaseException | None:
     return raised[0] if raised else None
 
 
+STOPPED = "the guest side stopped, not just slow"
+
+
 @pytest.mark.parametrize(
-    ("command", "step"),
+    ("command", "step", "after"),
     [
-        (NO_EXIT_STATUS, "the exit status (the output had ended: 8 bytes)"),
-        (OUTPUT_STALLS, "the end of its stdout (8 bytes so far, ending b'partial\\n')"),
-        (EXEC_NEVER_ANSWERED, "the guest's answer to the exec request"),
+        (NO_EXIT_STATUS, "the exit status (the output had ended: 8 bytes)", STOPPED),
+        (OUTPUT_STALLS, "the end of its stdout (8 bytes so far, ending b'partial\\n')", STOPPED),
+        (EXEC_NEVER_ANSWERED, "the guest's answer to the exec request", STOPPED),
     ],
     ids=["no-exit-status", "output-stalls", "exec-never-answered"],
 )
-def test_a_stalled_command_times_out_naming_the_command_and_the_step(fedora_like_ssh, command, step):
+def test_a_stalled_command_times_out_naming_the_command_and_the_step(fedora_like_ssh, command, step, after):
     """Whichever step the guest stops at, run() gives up within its timeout with a TimeoutError
     that names the command and what it waited for (the conformance report's reason), instead of
-    waiting forever (paramiko's waits for the exec reply and the exit status have no bound)."""
+    waiting forever (paramiko's waits for the exec reply and the exit status have no bound), and
+    says that nothing came after the deadline either: a stall, not a slow guest."""
     e = _run_bounded(fedora_like_ssh, command)
     assert isinstance(e, SSHTimeout), repr(e)
     assert f"waited 2 s for {step} of `{command}`" in str(e), str(e)
+    assert after in str(e), str(e)
+
+
+def test_a_late_answer_is_told_apart_from_a_stall(fedora_like_ssh):
+    """A guest that answers after the deadline (as a guest starved of CPU does) still fails the
+    command, and the reason says the answer came late: not the stall's words (the control above)."""
+    e = _run_bounded(fedora_like_ssh, ANSWERS_LATE)
+    assert isinstance(e, SSHTimeout), repr(e)
+    assert f"waited 2 s for the end of its stdout (8 bytes so far, ending b'partial\\n') of `{ANSWERS_LATE}`" in str(e)
+    assert "the guest did answer after the deadline: exit status 0 and 5 more bytes" in str(e), str(e)
+    assert STOPPED not in str(e)
 
 
 def test_a_command_that_ends_is_not_cut_short_by_the_bound(fedora_like_ssh):

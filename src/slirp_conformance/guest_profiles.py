@@ -304,7 +304,11 @@ class GuestProfile:
 
     def ping_command(self, host: str, count: int = 3) -> str:
         # busybox ping does not always honour -w without replies: bound it from outside.
-        return f"timeout {_t(count + 4)} ping -n -c {count} -i 0.3 -W 1 {shlex.quote(host)}"
+        return f"timeout {self.ping_guest_bound(count)} ping -n -c {count} -i 0.3 -W 1 {shlex.quote(host)}"
+
+    def ping_guest_bound(self, count: int = 3) -> int:
+        """Seconds the guest's own ``timeout`` gives ``ping_command`` (scaled like every bound)."""
+        return _t(count + 4)
 
     def icmp_counters_command(self) -> str:
         """Prints the NIC's transmitted-frame count, then the ``Icmp:`` lines of /proc/net/snmp

@@ -270,11 +270,17 @@ class Soak:
         return self.finish(note, rc)
 
     def stop_child(self) -> int:
-        """Interrupt the running suite run as Ctrl-C would, and wait for its cleanup (bounded)."""
+        """Interrupt the running suite run as Ctrl-C would, and wait for its cleanup (bounded).
+
+        By SIGTERM, which the run takes as Ctrl-C, not by SIGINT: a soak started where SIGINT is
+        ignored (a background job of a shell, as `hack/soak.sh ... &` is) hands that to the run,
+        and a SIGINT that came before the run's plugin set its handler was lost; the soak then
+        waited its 300 s and killed the run without a report. A SIGTERM that early ends the run
+        before it has started anything; a second one, after a terminal's Ctrl-C, is harmless."""
         child = self.child
         assert child is not None, "no suite run under way"
         if child.poll() is None:
-            child.send_signal(signal.SIGINT)  # a second one, after a terminal's Ctrl-C, is harmless
+            child.send_signal(signal.SIGTERM)
             try:
                 child.wait(300)
             except subprocess.TimeoutExpired:

@@ -51,6 +51,11 @@ def parse_host_key(line: str) -> paramiko.PKey:
     return paramiko.PKey.from_type_string(parts[0], base64.b64decode(parts[1]))
 
 
+# After a missed deadline, how long (at most; scaled; never longer than the command's own timeout)
+# the client keeps watching the command's channel to tell a late answer from none at all.
+LATE_ANSWER_WINDOW = 30
+
+
 class SSHTimeout(TimeoutError):
     """A command's step missed its deadline; the message names the command and the step."""
 
@@ -156,8 +161,15 @@ class SSHClient:
         requester.start()
         requester.join(max(deadline - time.monotonic(), 0))
         if requester.is_alive():
-            chan.close()  # ends paramiko's wait for the reply
-            raise self._timeout("the guest's answer to the exec request", what, timeout)
+            try:
+                raise self._timeout(
+                    "the guest's answer to the exec request",
+                    what,
+                    timeout,
+                    lambda missed_at, until: self._late_exec_reply(requester, failed, missed_at, until),
+                )
+            finally:
+                chan.close()  # ends paramiko's wait for the reply
         if failed:
             raise failed[0]
         out = self._drain(chan, chan.recv, what, timeout, deadline, "stdout")
@@ -165,7 +177,12 @@ class SSHClient:
         # recv_exit_status() waits without a bound: a guest whose sshd closed the output but never
         # sent the status held a whole run for minutes (seen with the Fedora-like guest).
         if not chan.status_event.wait(max(deadline - time.monotonic(), 0)):
-            raise self._timeout(f"the exit status (the output had ended: {len(out)} bytes)", what, timeout)
+            raise self._timeout(
+                f"the exit status (the output had ended: {len(out)} bytes)",
+                what,
+                timeout,
+                lambda missed_at, until: self._late_answer(chan, missed_at, until),
+            )
         # Apart: Fedora's profile.d makes every command print a `bind` warning on stderr.
         return Result(command, out.decode(errors="replace"), chan.exit_status, err.decode(errors="replace"))
 
@@ -177,20 +194,73 @@ class SSHClient:
                 chunk = recv(65536)
             except TimeoutError:
                 raise self._timeout(
-                    f"the end of its {stream} ({len(data)} bytes so far, ending {bytes(data[-60:])!r})", what, timeout
+                    f"the end of its {stream} ({len(data)} bytes so far, ending {bytes(data[-60:])!r})",
+                    what,
+                    timeout,
+                    lambda missed_at, until: self._late_answer(chan, missed_at, until),
                 ) from None
             if not chunk:
                 return bytes(data)
             data += chunk
 
-    def _timeout(self, step: str, what: str, timeout: float) -> SSHTimeout:
+    def _timeout(
+        self, step: str, what: str, timeout: float, late: Callable[[float, float], str] | None = None
+    ) -> SSHTimeout:
+        """The timeout naming the command and the step, with what the target sees then
+        (``explain_timeout``) and, when the command's channel is still open (``late``), whether the
+        guest answered after all within a while after the deadline: an answer that comes late is a
+        guest too slow for the deadline; none at all, a guest side that stopped. Either way the
+        command has failed: nothing is retried and the late answer is not used."""
+        missed_at = time.monotonic()
         transport = self._client.get_transport()
         up = transport is not None and transport.is_active()
         state = "the SSH connection is still up" if up else "the SSH connection is down"
         message = f"{self.name}: waited {timeout:.0f} s for {step} of {what}; {state}"
         if self.explain_timeout is not None:
             message += f"; {self.explain_timeout()}"
+        if late is not None and up:
+            message += f"; {late(missed_at, missed_at + min(timeout, waits.scaled(LATE_ANSWER_WINDOW)))}"
         return SSHTimeout(message)
+
+    @staticmethod
+    def _late_answer(chan: paramiko.Channel, missed_at: float, until: float) -> str:
+        """After a missed deadline (``missed_at``): does the command's exit status (or the channel's
+        close) come by ``until``, and how much output came after the deadline?"""
+        answered = chan.status_event.wait(max(until - time.monotonic(), 0))
+        late = time.monotonic() - missed_at
+        more = 0
+        while chan.recv_ready():
+            more += len(chan.recv(65536))
+        while chan.recv_stderr_ready():
+            more += len(chan.recv_stderr(65536))
+        if answered and chan.exit_status != -1:
+            return (
+                f"the guest did answer after the deadline: exit status {chan.exit_status} and {more} more bytes "
+                f"of output within {late:.0f} s of it (a guest slower than the deadline, not a stalled one)"
+            )
+        if answered:
+            return f"the guest closed the channel after the deadline without an exit status ({more} more bytes)"
+        return (
+            f"nothing answered the command in the {late:.0f} s after the deadline either ({more} more bytes, "
+            f"no exit status): the guest side stopped, not just slow"
+        )
+
+    @staticmethod
+    def _late_exec_reply(
+        requester: threading.Thread, failed: list[BaseException], missed_at: float, until: float
+    ) -> str:
+        requester.join(max(until - time.monotonic(), 0))
+        late = time.monotonic() - missed_at
+        if requester.is_alive():
+            return (
+                f"the exec request stayed unanswered in the {late:.0f} s after the deadline too: "
+                f"the guest side stopped, not just slow"
+            )
+        outcome = f"refused ({failed[0]})" if failed else "accepted"
+        return (
+            f"the guest did answer after the deadline: the exec request was {outcome} within {late:.0f} s of it "
+            f"(a guest slower than the deadline, not a stalled one)"
+        )
 
     def close(self) -> None:
         self._client.close()

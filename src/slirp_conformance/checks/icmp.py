@@ -64,12 +64,19 @@ def parse_counters(text: str) -> dict[str, int] | None:
     return counters
 
 
-def ping(shell: GuestShell, profile: GuestProfile, host: str, count: int = 3) -> Ping:
+def ping(shell: GuestShell, profile: GuestProfile, host: str, count: int = 3, budget: float | None = None) -> Ping:
     """Counts replies by their lines, so a ping killed by ``timeout`` still counts right; reads the
-    guest's counters before and after, so the result says how many requests really went out."""
+    guest's counters before and after, so the result says how many requests really went out.
+    ``budget``: the ping command's deadline instead of the suite's (``hack/ssh-stall.sh --ping-timeout``)."""
     before = parse_counters(shell.run(profile.icmp_counters_command()).output)
     route = shell.run(profile.route_get_command(host))
-    r = shell.run(profile.ping_command(host, count), timeout=waits.scaled(count * 2 + 20))
+    # The same allowance for the guest's own work around the command (session, shell start-up,
+    # teardown) as every other command has, on top of the guest-side bound of the ping itself.
+    # It was 26 s in all (less than half the other commands' 60 s): on a loaded host the ping was
+    # the first command of a run to miss its deadline, which was read as an SSH stall.
+    if budget is None:
+        budget = waits.timeout("console-command") + profile.ping_guest_bound(count)
+    r = shell.run(profile.ping_command(host, count), timeout=budget)
     after = parse_counters(shell.run(profile.icmp_counters_command()).output)
     sent = re.search(r"(\d+) packets transmitted", r.output)
     route_text = f"{route.output} {route.stderr}".strip()

@@ -8,6 +8,7 @@ import socket
 from dataclasses import dataclass
 from typing import ClassVar
 
+from slirp_conformance import waits
 from slirp_conformance.console import GuestShell
 from slirp_conformance.evidence import Evidence
 from slirp_conformance.guest_profiles import GuestProfile
@@ -46,7 +47,9 @@ def egress_echo(shell: GuestShell, profile: GuestProfile, echo: Endpoint) -> Ech
 
 
 def transfer(shell: GuestShell, profile: GuestProfile, echo: Endpoint, budget: int) -> TransferEvidence:
-    r = shell.run(profile.transfer_command(echo.host, echo.port, TRANSFER_BYTES, budget), timeout=budget + 30)
+    # As for the ping: the guest-side bound plus the allowance every command has (it was 30 s).
+    command = profile.transfer_command(echo.host, echo.port, TRANSFER_BYTES, budget)
+    r = shell.run(command, timeout=budget + waits.timeout("console-command"))
     shas = re.findall(r"^([0-9a-f]{64})\s", r.output, re.M)
     sizes = re.findall(r"^\s*(\d+)\s*$", r.output, re.M)
     return TransferEvidence(
