@@ -161,7 +161,10 @@ def cmd_down(args: argparse.Namespace) -> int:
             timeout=runner.budget("resource-deleted"),
             fix=f"delete it by hand: kind delete cluster --name {args.name}",
         )
-        kind.remove_leftovers(state.get("network"), bool(state.get("lib_modules_created")))
+        # Without state (a kept cluster of the suite's, --force), the suite's own network goes too once
+        # no other cluster is on it: nothing but the suite creates a network of that name.
+        network = state.get("network") if state else kind_network.NAME
+        kind.remove_leftovers(network, bool(state.get("lib_modules_created")))
     if docker_daemon.release(state.get("docker_lease") or _docker_holder(args.name)):
         log.info("stopped the project's dockerd (this cluster was the last to use it)")
     state_file.unlink(missing_ok=True)
