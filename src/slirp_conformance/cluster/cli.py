@@ -138,13 +138,16 @@ def cmd_down(args: argparse.Namespace) -> int:
         )
         return 0
     host = state.get("docker_host")
-    if not host and docker_daemon.server_version(None) is None:
-        # No state (a cluster the suite kept with --keep-cluster, or --force): the engine it lives
-        # on is the one acquire() picks, the environment's, else the project's dockerd. Looking
-        # only at the default socket, down said "gone with it" and released the lease of a cluster
-        # that still ran on the project's dockerd.
-        if docker_daemon.server_version(docker_daemon.project_host()) is not None:
-            host = docker_daemon.project_host()
+    # No state (a cluster the suite kept with --keep-cluster, or --force): the engine it lives on is
+    # the one acquire() picks, the environment's, else the project's dockerd. Looking only at the
+    # default socket, down said "gone with it" and released the lease of a cluster that still ran
+    # on the project's dockerd.
+    if (
+        not host
+        and docker_daemon.server_version(None) is None
+        and docker_daemon.server_version(docker_daemon.project_host()) is not None
+    ):
+        host = docker_daemon.project_host()
     if host:
         os.environ["DOCKER_HOST"] = host
     if docker_daemon.server_version(os.environ.get("DOCKER_HOST")) is None:
