@@ -7,7 +7,7 @@
 #   hack/bench.sh --kind [--kubevirt-version V] [--cold] [--nodes N]
 # and of KubeVirt on it (src/slirp_conformance/kubevirt_images/bench.py: KubeVirt's images per part,
 # cluster create, image load, KubeVirt Available, VMI Running, console login, the suite, delete):
-#   hack/bench.sh --kubevirt [--kubevirt-version V] [--cold]
+#   hack/bench.sh --kubevirt [--kubevirt-version V] [--cold] [--kind-cluster-name N] [--timeout-scale S]
 # shellcheck source=hack/lib.sh
 . "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 "$REPO/hack/setup.sh" >&2

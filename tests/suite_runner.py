@@ -89,7 +89,14 @@ def _report(directory: Path) -> dict | None:
 
 
 def interrupt_suite(
-    tmp: Path, *args: str, when: str, ready, timeout: float = 120, sig: int = signal.SIGINT, times: int = 1
+    tmp: Path,
+    *args: str,
+    when: str,
+    ready,
+    timeout: float = 120,
+    sig: int = signal.SIGINT,
+    times: int = 1,
+    env: dict | None = None,
 ) -> tuple[int, str]:
     """Start the suite, and once ``ready(pid)`` holds for the child's pid send it ``sig`` (Ctrl-C by
     default); with ``times=2`` send it again as soon as the child says it is cleaning up (an
@@ -120,6 +127,7 @@ def interrupt_suite(
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,
         text=True,
+        env={**os.environ, **(env or {})},
     )
     lines: list[str] = []
 
@@ -130,7 +138,16 @@ def interrupt_suite(
     reader = threading.Thread(target=read, daemon=True)
     reader.start()
     try:
-        waits.wait_for(when, lambda: ready(proc.pid), timeout)
+
+        def ready_while_running() -> bool:
+            # a child that ended before the moment (a setup error, a full disk) is the answer: waiting
+            # on for ``when`` would only burn the whole budget
+            if proc.poll() is not None:
+                reader.join(timeout=30)
+                raise AssertionError(f"the child exited {proc.returncode} before {when}:\n{''.join(lines)[-3000:]}")
+            return ready(proc.pid)
+
+        waits.wait_for(when, ready_while_running, timeout)
         proc.send_signal(sig)
         for _ in range(times - 1):
             waits.wait_for("the child to say it is cleaning up", lambda: CLEANING_UP.decode() in lines, 30)

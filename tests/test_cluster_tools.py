@@ -357,3 +357,29 @@ def test_cli_up_refuses_a_version_without_pins_before_docker(fake_tools, capsys)
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and "outside the supported range" in err[0], err
     assert calls() == []
+
+
+@pytest.mark.parametrize("project_dockerd_answers", [True, False])
+def test_cli_down_force_without_state_finds_the_cluster_on_the_projects_dockerd(
+    fake_tools, tmp_path, monkeypatch, project_dockerd_answers
+):
+    """A cluster the suite kept (--keep-cluster) has no cluster-up state: down --force must look for it
+    where acquire() would have put it, the project's dockerd when the environment's docker does not
+    answer. The control: with no engine answering anywhere it is gone with the engine, no delete."""
+    from slirp_conformance import docker_daemon
+    from slirp_conformance.cluster import cli
+
+    _, calls = fake_tools
+    monkeypatch.setenv("DOCKER_HOST", "unset-below")  # so that down's own setting is undone after the test
+    monkeypatch.delenv("DOCKER_HOST")
+    monkeypatch.setattr(
+        docker_daemon,
+        "server_version",
+        lambda host: "27.3.1" if host == docker_daemon.project_host() and project_dockerd_answers else None,
+    )
+    monkeypatch.setattr(docker_daemon, "release", lambda holder: False)
+    (Path(os.environ["FAKE_STATE"]) / "kind-clusters").write_text("slirp-kept\n")
+    assert cli.main(["down", "--name", "slirp-kept", "--workdir", str(tmp_path / "none"), "--force"]) == 0
+    deleted = [c for c in calls("kind") if c[1:5] == ["delete", "cluster", "--name", "slirp-kept"]]
+    assert bool(deleted) is project_dockerd_answers, calls("kind")
+    assert (os.environ.get("DOCKER_HOST") == docker_daemon.project_host()) is project_dockerd_answers

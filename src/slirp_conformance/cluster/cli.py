@@ -137,8 +137,19 @@ def cmd_down(args: argparse.Namespace) -> int:
             state_file,
         )
         return 0
-    if state.get("docker_host"):
-        os.environ["DOCKER_HOST"] = state["docker_host"]
+    host = state.get("docker_host")
+    # No state (a cluster the suite kept with --keep-cluster, or --force): the engine it lives on is
+    # the one acquire() picks, the environment's, else the project's dockerd. Looking only at the
+    # default socket, down said "gone with it" and released the lease of a cluster that still ran
+    # on the project's dockerd.
+    if (
+        not host
+        and docker_daemon.server_version(None) is None
+        and docker_daemon.server_version(docker_daemon.project_host()) is not None
+    ):
+        host = docker_daemon.project_host()
+    if host:
+        os.environ["DOCKER_HOST"] = host
     if docker_daemon.server_version(os.environ.get("DOCKER_HOST")) is None:
         log.info(
             "no Docker engine answers at %s: kind cluster %s is gone with it",
@@ -153,7 +164,10 @@ def cmd_down(args: argparse.Namespace) -> int:
             timeout=runner.budget("resource-deleted"),
             fix=f"delete it by hand: kind delete cluster --name {args.name}",
         )
-        kind.remove_leftovers(state.get("network"), bool(state.get("lib_modules_created")))
+        # Without state (a kept cluster of the suite's, --force), the suite's own network goes too once
+        # no other cluster is on it: nothing but the suite creates a network of that name.
+        network = state.get("network") if state else kind_network.NAME
+        kind.remove_leftovers(network, bool(state.get("lib_modules_created")))
     if docker_daemon.release(state.get("docker_lease") or _docker_holder(args.name)):
         log.info("stopped the project's dockerd (this cluster was the last to use it)")
     state_file.unlink(missing_ok=True)

@@ -9,8 +9,11 @@ read, never asserted).
 * ``run``: ``hack/conformance.sh --target=kind --images-from-source`` on a cluster of its own,
   kept at the end: cluster create, image load, KubeVirt Available, VMI Running with its agent,
   console login (the run's own progress lines), the suite (pytest's wall time), its verdict.
-* ``cluster_delete_s``: ``kind delete cluster`` of that cluster, then the project's dockerd lease
-  of it released (dockerd stops when nobody else uses it).
+* ``cluster_delete_s``: ``hack/cluster-down.sh --force`` of that cluster: ``kind delete cluster``,
+  the suite's network once unused, the project's dockerd lease of it released (dockerd stops when
+  nobody else uses it).
+* ``load_before``/``load_after``: the 1, 5 and 15 minute load averages (other work on the machine
+  stretches every figure).
 """
 
 from __future__ import annotations
@@ -26,8 +29,8 @@ import tempfile
 import time
 from pathlib import Path
 
-from slirp_conformance import docker_daemon
 from slirp_conformance.checkout import REPO
+from slirp_conformance.cluster import versions
 from slirp_conformance.errors import SetupError
 
 CLUSTER = "slirp-bench-kubevirt"
@@ -43,11 +46,11 @@ PHASES = {  # progress line -> JSON key
 }
 
 
-def _load() -> float:
+def _load() -> list[float]:
     try:
-        return float(Path("/proc/loadavg").read_text().split()[0])
+        return [float(x) for x in Path("/proc/loadavg").read_text().split()[:3]]
     except (OSError, ValueError):
-        return -1.0
+        return []
 
 
 def _images(version: str, cold: bool) -> dict:
@@ -79,11 +82,11 @@ def _images(version: str, cold: bool) -> dict:
             shutil.rmtree(scratch, ignore_errors=True)
 
 
-def _run(version: str) -> dict:
+def _run(version: str, cluster: str, extra: list[str]) -> dict:
     t0 = time.monotonic()
     r = subprocess.run(
         [str(REPO / "hack" / "conformance.sh"), "--target=kind", "--images-from-source", "--kubevirt-version",
-         version, "--kind-cluster-name", CLUSTER, "--keep-cluster"],
+         version, "--kind-cluster-name", cluster, "--keep-cluster", *extra],
         capture_output=True,
         text=True,
         timeout=3 * 3600,
@@ -104,36 +107,57 @@ def _run(version: str) -> dict:
     return out
 
 
-def _delete() -> float:
-    engine = docker_daemon.acquire(f"bench:{os.getpid()}")
+def _delete(cluster: str) -> float:
+    """The kept cluster goes as a user's would: hack/cluster-down.sh --force (a cluster the suite kept
+    has no cluster-up state), which finds it on the project's dockerd and releases its lease."""
+    t0 = time.monotonic()
+    r = subprocess.run([str(REPO / "hack" / "cluster-down.sh"), "--name", cluster, "--force"], capture_output=True,
+                       text=True, timeout=600)  # fmt: skip
+    if r.returncode != 0:
+        raise SetupError(f"hack/cluster-down.sh --name {cluster} --force exited {r.returncode}: {r.stderr[-300:]}")
+    return round(time.monotonic() - t0, 1)
+
+
+def _bad_input(version: str, timeout_scale: str | None) -> str | None:
     try:
-        t0 = time.monotonic()
-        subprocess.run(["kind", "delete", "cluster", "--name", CLUSTER], env=engine.env(), capture_output=True,
-                       timeout=300, check=True)  # fmt: skip
-        return round(time.monotonic() - t0, 1)
-    finally:
-        docker_daemon.release(f"kind-cluster:{CLUSTER}")
-        docker_daemon.release(f"bench:{os.getpid()}")
+        versions.pins_for(version)
+    except SetupError as e:
+        return f"--kubevirt-version {version!r}: {e}"
+    try:
+        if timeout_scale is not None and not float(timeout_scale) > 0:
+            raise ValueError
+    except ValueError:
+        return f"--timeout-scale {timeout_scale!r}: give a number > 0"
+    return None
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="hack/bench.sh --kubevirt")
-    parser.add_argument("--kubevirt-version", default="v1.9.0")
+    parser.add_argument("--kubevirt-version", default=str(versions.default_version()))
     parser.add_argument("--cold", action="store_true", help="build the images with every cache empty")
+    parser.add_argument("--kind-cluster-name", default=CLUSTER, help=f"the cluster made and deleted ({CLUSTER})")
+    parser.add_argument("--timeout-scale", default=None, help="passed to the run (a loaded machine, TCG guests)")
     args = parser.parse_args(argv)
+    problem = _bad_input(args.kubevirt_version, args.timeout_scale)
+    if problem:  # bad input: one line, exit 4, before anything is built
+        print(f"bench: {problem}", file=sys.stderr)
+        return 4
+    extra = ["--timeout-scale", args.timeout_scale] if args.timeout_scale else []
     os.environ["PATH"] = f"{REPO / '.tools' / 'bin'}:{os.environ['PATH']}"
-    result: dict = {"kubevirt_version": args.kubevirt_version, "load_before": _load()}
+    result: dict = {"kubevirt_version": args.kubevirt_version, "cpus": os.cpu_count(), "load_before": _load()}
     try:
         result["images"] = _images(args.kubevirt_version, args.cold)
-        result["run"] = _run(args.kubevirt_version)
-        result["cluster_delete_s"] = _delete()
+        try:
+            result["run"] = _run(args.kubevirt_version, args.kind_cluster_name, extra)
+        finally:  # the kept cluster goes also when the run timed out or was interrupted
+            result["cluster_delete_s"] = _delete(args.kind_cluster_name)
     except (SetupError, subprocess.SubprocessError) as e:
         result["error"] = str(e)[-500:]
         print(json.dumps(result, indent=1))
         return 1
     result["load_after"] = _load()
     print(json.dumps(result, indent=1))
-    return 0
+    return 0 if result["run"].get("exit_status") == 0 else 1
 
 
 if __name__ == "__main__":

@@ -34,7 +34,7 @@ from slirp_conformance.reference import cpio, fedora_image, image
 from slirp_conformance.reference.fedora_like import flavour_for
 from slirp_conformance.reference.reference_vm import _FAST_BOOT
 
-RECIPE = "1"
+RECIPE = "2"
 INIT = REPO / "hack" / "kubevirt-images" / "containerdisk-init.sh"
 NAME = "quay.io/kubevirt/fedora-with-test-tooling-container-disk"
 QEMU = 107
@@ -49,7 +49,24 @@ menuentry "Fedora-like reference guest" {{
   initrd /boot/initrd
 }}
 """
-HOST_TOOLS = {"grub-mkrescue": "grub-common", "xorriso": "xorriso", "qemu-img": "qemu-utils"}
+# systemd's wait for a device unit (dev-ttyS0.device, which serial-getty@ttyS0 binds to) gives up
+# after DefaultDeviceTimeoutSec, 90 s: under TCG on a loaded 2-core node udev's coldplug took longer
+# (v1.1.0 on kind at load 200-400: "Timed out waiting for device dev-ttyS0.device", "Dependency
+# failed for Serial Getty on ttyS0"), so the guest never offered a console login and the run had
+# no console channel. The guest's root gets a manager drop-in with a longer wait (systemd 252 has no
+# kernel command-line switch for it); a device that never comes still fails, later.
+SYSTEM_CONF_DROPIN = (
+    "etc/systemd/system.conf.d/50-slirp-conformance-tcg.conf",
+    "# slirp-conformance's containerDisk: TCG guests on a loaded node\n"
+    "# (src/slirp_conformance/kubevirt_images/containerdisk.py)\n"
+    "[Manager]\nDefaultDeviceTimeoutSec=900\n",
+)
+HOST_TOOLS = {
+    "grub-mkrescue": "grub-common",
+    "xorriso": "xorriso",
+    "qemu-img": "qemu-utils",
+    "debugfs": "e2fsprogs",
+}
 GRUB_BIOS_DIR = Path("/usr/lib/grub/i386-pc")
 
 
@@ -68,7 +85,7 @@ def _check_tools() -> None:
 
 
 def _key(version: str, guest_key: str) -> str:
-    h = hashlib.sha256(f"{RECIPE} {flavour_for(version).name} {guest_key} {GRUB_CFG}".encode())
+    h = hashlib.sha256(f"{RECIPE} {flavour_for(version).name} {guest_key} {GRUB_CFG} {SYSTEM_CONF_DROPIN}".encode())
     h.update(INIT.read_bytes())
     return h.hexdigest()[:16]
 
@@ -109,6 +126,8 @@ def _containerdisk(version: str, cache: Path | None) -> Built:
             out.write(guest.initrd.read_bytes())
             cpio.write(out, [cpio.file("init", INIT.read_bytes(), 0o755)])
         (iso / "boot" / "grub" / "grub.cfg").write_text(GRUB_CFG)
+        root_fs = stage / "root.ext4"
+        _root_with_dropin(guest.disk(flavour), root_fs, stage, log)
         raw = stage / "disk.img"
         steps.run(
             [
@@ -122,7 +141,7 @@ def _containerdisk(version: str, cache: Path | None) -> Built:
                 "-append_partition",
                 "2",
                 "0x83",
-                guest.disk(flavour),
+                root_fs,
             ],
             log,
             "grub-mkrescue (BIOS-bootable disk with the root file system appended)",
@@ -135,6 +154,7 @@ def _containerdisk(version: str, cache: Path | None) -> Built:
             ["qemu-img", "convert", "-O", "qcow2", raw, disk_dir / "disk.qcow2"], log, "qemu-img convert to qcow2", 900
         )
         raw.unlink()
+        root_fs.unlink()
         for path in (disk_dir, disk_dir / "disk.qcow2"):
             os.chown(path, QEMU, QEMU)
         image_archive.layer_from_dir(root, stage / "layer.tar")
@@ -151,6 +171,27 @@ def _containerdisk(version: str, cache: Path | None) -> Built:
         if old != final:
             shutil.rmtree(old, ignore_errors=True)
     return Built(_image(version, final / "layer.tar"), seconds)
+
+
+def _root_with_dropin(guest_root: Path, dest: Path, stage: Path, log: Path) -> None:
+    """A copy of the guest's ext4 root with ``SYSTEM_CONF_DROPIN`` written in by debugfs (no mount;
+    the cached guest image stays as the reference target boots it)."""
+    steps.run(["cp", "--sparse=always", guest_root, dest], log, "copying the guest's root file system", 600)
+    path, text = SYSTEM_CONF_DROPIN
+    local = stage / "dropin.conf"
+    local.write_text(text)
+    local.chmod(0o644)
+    parts = Path(path).parts
+    commands = [f"mkdir /{'/'.join(parts[: i + 1])}" for i in range(len(parts) - 1)]  # "exists" is harmless
+    commands += [f"write {local} /{path}", f"set_inode_field /{path} uid 0", f"set_inode_field /{path} gid 0"]
+    script = stage / "debugfs.cmds"
+    script.write_text("\n".join(commands) + "\n")
+    steps.run(["debugfs", "-w", "-f", script, dest], log, f"debugfs: writing /{path} into the root", 300)
+    r = subprocess.run(["debugfs", "-R", f"cat /{path}", str(dest)], capture_output=True, text=True, timeout=120)
+    if r.stdout != text:
+        raise SetupError(f"/{path} did not land in the containerDisk's root ({r.stderr.strip()[-200:]}; log: {log})")
+    local.unlink()
+    script.unlink()
 
 
 def _extract_kernel(deb: Path, dest: Path, log: Path) -> None:

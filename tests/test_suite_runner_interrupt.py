@@ -1,0 +1,30 @@
+"""tests/suite_runner.interrupt_suite: a child that ends before the awaited moment ends the wait at
+once, with its exit code and output (a kind run that fails in setup must not hold a self-test for
+the whole budget of "its VMI Running")."""
+
+from __future__ import annotations
+
+import time
+
+import pytest
+
+from tests import suite_runner
+
+
+def test_a_child_that_exits_early_ends_the_wait_with_its_output(tmp_path):
+    t0 = time.monotonic()
+    with pytest.raises(AssertionError, match=r"exited 4 before the moment that never comes") as raised:
+        suite_runner.interrupt_suite(
+            tmp_path, "--target=nonsense", when="the moment that never comes", ready=lambda _pid: False, timeout=300
+        )
+    assert time.monotonic() - t0 < 120
+    assert "nonsense" in str(raised.value)  # the child's own one-line error is in the message
+
+
+def test_the_control_a_child_that_reaches_the_moment_is_interrupted(tmp_path):
+    """The wait still works for a child that lives: ready at once, SIGINT, the child ends."""
+    code, _ = suite_runner.interrupt_suite(
+        tmp_path, "--target=qemu", "--collect-only", when="the child to start", ready=lambda _pid: True, timeout=120
+    )
+    # SIGINT before Python's handler is in place ends it by the signal (-2), after it with exit 2
+    assert code in (2, -2), code
