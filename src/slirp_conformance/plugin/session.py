@@ -155,6 +155,8 @@ def pytest_collection_modifyitems(session, config, items) -> None:
                 kubevirt_version=config.getoption("kubevirt_version"),
                 kubeconfig=config.getoption("kubeconfig"),
                 context=config.getoption("context"),
+                # kind and kubectl are built at setup with --images-from-source: not looked for here
+                from_source=config.getoption("images_from_source"),
             )
     except SetupError as e:
         raise pytest.UsageError(str(e)) from None
