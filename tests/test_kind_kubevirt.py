@@ -20,6 +20,7 @@ from pathlib import Path
 import pytest
 from kubernetes import config as kubernetes_config
 
+from slirp_conformance import waits
 from slirp_conformance.cluster import kubevirt_config as kc
 from slirp_conformance.cluster import kubevirt_cr, preflight, versions
 from slirp_conformance.errors import SetupError
@@ -60,8 +61,6 @@ def _run_leftovers(kubeconfig: str) -> list[str]:
 
 def _wait_no_run_leftovers(kubeconfig: str) -> list[str]:
     """The run deletes its namespace and waits for it; this only bounds a slow namespace controller."""
-    from slirp_conformance import waits
-
     try:
         return waits.wait_for(
             "the run's VM and namespace to be gone",
@@ -167,6 +166,35 @@ def test_an_interrupted_run_puts_the_cr_back_and_leaves_no_vm(kubevirt_kind, tmp
     assert not _wait_no_run_leftovers(kubeconfig), f"the interrupted run left {_run_leftovers(kubeconfig)}"
 
 
+def test_a_failed_start_leaves_artifacts_and_puts_the_cr_back(kubevirt_kind, tmp_path):
+    """Forcing the busybox reference profile on the Fedora-like guest fails the start after the
+    registration and the login (the guest has no dropbear host key); what a user gets to debug it is
+    gathered from the real launcher pod before the VM and namespace go, with the run's password redacted."""
+    kubeconfig = kubevirt_kind.kubeconfig
+    before = _kubevirt_specs(kubeconfig)
+    artifacts = tmp_path / "artifacts"
+    run = run_suite(
+        tmp_path,
+        "--target=cluster",
+        f"--kubeconfig={kubeconfig}",
+        "--guest-profile=reference-busybox",
+        f"--artifacts={artifacts}",
+        *TIMEOUTS,
+        timeout=1800,
+    )
+    assert run.returncode == 1 and not run.ids("passed"), f"exit {run.returncode}: {run.outcomes}\n{run.output[-3000:]}"
+    assert _kubevirt_specs(kubeconfig) == before, "the CR changed across the failed run"
+    assert not _wait_no_run_leftovers(kubeconfig), f"the failed run left {_run_leftovers(kubeconfig)}"
+    setup = artifacts / "session-setup"
+    names = {p.name for p in setup.iterdir()} if setup.is_dir() else set()
+    wanted = {"kubevirt-cr.yaml", "vm.yaml", "vmi.yaml", "pods.yaml", "events.yaml", "console-transcript.log"}
+    assert wanted <= names and any(n.endswith("-compute.log") for n in names), (names, run.output[-3000:])
+    vm_yaml = (setup / "vm.yaml").read_text()
+    assert "password" in vm_yaml and "<redacted>" in vm_yaml, vm_yaml
+    compute = next(setup / n for n in names if n.endswith("-compute.log"))
+    assert "virt-launcher" in compute.read_text(), f"{compute.name} is not virt-launcher's log"
+
+
 def test_registration_reaches_every_component_pod_and_is_undone_exactly(kubevirt_kind):
     """The suite's patch of the KubeVirt CR, its propagation check against what each virt-api,
     virt-controller and virt-handler pod reports it loaded (through the API server's pod proxy: the
@@ -209,20 +237,15 @@ def reported_version(kubevirt_kind):
             kubeconfig, "patch", "kubevirt", name, "-n", namespace, "--subresource=status", "--type=merge", "-p", patch
         )
 
-    kubectl(kubeconfig, "scale", "deployment", "virt-operator", "-n", namespace, "--replicas=0")
-    kubectl(
-        kubeconfig,
-        "wait",
-        "--for=delete",
-        "pod",
-        "-n",
-        namespace,
-        "-l",
-        "kubevirt.io=virt-operator",
-        "--timeout=180s",
-        timeout=200,
-    )
     try:
+        kubectl(kubeconfig, "scale", "deployment", "virt-operator", "-n", namespace, "--replicas=0")
+        waits.wait_for(
+            "virt-operator's pods to be gone after scaling it to zero",
+            lambda: _json(kubeconfig, "get", "pods", "-n", namespace, "-l", "kubevirt.io=virt-operator")["items"],
+            180,
+            accept=lambda pods: not pods,
+            describe=lambda pods: f"{len(pods)} pods left",
+        )
         yield report
     finally:
         report(original)
