@@ -27,7 +27,9 @@ def no_leaks():
 def pytest_collection_modifyitems(config, items):
     """Tests marked ``docker`` or ``kind`` run by default (``-m "not kind"`` leaves them out); where
     Docker or a kind cluster built here cannot run (not root) they are skipped with the reason, before
-    any fixture could build or start one."""
+    any fixture could build or start one. The tests on the shared kind cluster with KubeVirt run last,
+    together: the session fixture lives until the session ends, so it is up only while they run."""
+    items.sort(key=lambda item: "kubevirt_kind" in getattr(item, "fixturenames", ()))
     for marker, what, unusable in (
         ("docker", "Docker", docker_daemon.unusable_reason),
         ("kind", "a kind cluster built here", _kind_unusable_reason),
