@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 import subprocess
 import time
@@ -107,6 +108,13 @@ def ping_group_range(kubeconfig: str, pod: str) -> str:
 OURS = "slirp-selftest"  # the name prefix of every cluster and container these self-tests make
 
 
+def ours(name: str) -> bool:
+    """A cluster, container or lease of THIS run: the prefix and the run's id (``-<RUN>``). Another
+    self-test run on the shared dockerd (another engineer's checkout) uses the same prefix; its
+    clusters coming and going are not this run's leaks."""
+    return OURS in name and re.search(rf"-{RUN}(-|$)", name) is not None
+
+
 @dataclass(frozen=True)
 class KindHostState:
     containers: frozenset[str]  # our containers (name) in the project's dockerd
@@ -159,18 +167,18 @@ def _entries(folder: Path, skip: tuple[str, ...] = ()) -> frozenset[str]:
 def snapshot() -> KindHostState:
     data_root = docker_daemon.state_dir() / "data-root"
     containers = _containers(data_root)
-    ours = {cid: c for cid, c in containers.items() if c["name"].startswith(OURS)}
-    foreign = [c for cid, c in containers.items() if cid not in ours]
+    mine = {cid: c for cid, c in containers.items() if ours(c["name"])}
+    foreign = [c for cid, c in containers.items() if cid not in mine]
     foreign_volumes = set().union(*(c["volumes"] for c in foreign)) if foreign else set()
     foreign_bridges = set().union(*(c["bridges"] for c in foreign)) if foreign else set()
     foreign_mounts = set().union(*(c["mounts"] for c in foreign)) if foreign else set()
-    others_hold = any(not h.startswith(("kind-cluster:" + OURS, "selftest")) for h in docker_daemon.live_leases())
+    others_hold = any(not (ours(h) or h.startswith("selftest")) for h in docker_daemon.live_leases())
     running = docker_daemon.server_version(docker_daemon.project_host()) is not None
     daemon_processes = frozenset(docker_daemon.processes_of((str(docker_daemon.run_dir()), str(data_root))))
-    shims = frozenset(pid for pid in daemon_processes if any(cid in _cmdline(pid) for cid in ours))
+    shims = frozenset(pid for pid in daemon_processes if any(cid in _cmdline(pid) for cid in mine))
     bridges = {p.name for p in Path("/sys/class/net").iterdir() if p.name == "docker0" or p.name.startswith("br-")}
     return KindHostState(
-        containers=frozenset(c["name"] for c in ours.values()),
+        containers=frozenset(c["name"] for c in mine.values()),
         volumes=_entries(data_root / "volumes", skip=("metadata.db", "backingFsBlockDev")) - foreign_volumes,
         networks=frozenset(bridges - foreign_bridges - ({"docker0"} if others_hold else set())),
         processes=shims if others_hold else daemon_processes,

@@ -208,7 +208,7 @@ def test_the_leak_check_sees_a_container_and_a_network_left_behind(tmp_path):
         before = kind_probes.snapshot()
         archive = kind_probes.busybox_archive(tmp_path)
         subprocess.run(engine.docker("load", "-i", str(archive)), check=True, capture_output=True, timeout=120)
-        name = f"slirp-selftest-leak-{int(time.time())}"
+        name = f"slirp-selftest-leak-{RUN}-{int(time.time())}"
         subprocess.run(engine.docker("network", "create", name), check=True, capture_output=True, timeout=60)
         subprocess.run(
             engine.docker("run", "-d", "--name", name, "--network", name, kind_probes.BUSYBOX_IMAGE, "sleep", "600"),
