@@ -130,7 +130,13 @@ def interrupt_suite(
     reader = threading.Thread(target=read, daemon=True)
     reader.start()
     try:
-        waits.wait_for(when, lambda: ready(proc.pid), timeout)
+        try:
+            waits.wait_for(when, lambda: ready(proc.pid), timeout)
+        except waits.WaitTimeout:
+            # the child's own cleanup (its VM, the CR it changed) still runs before the kill below
+            proc.send_signal(signal.SIGINT)
+            proc.wait(timeout=timeout)
+            raise
         proc.send_signal(sig)
         for _ in range(times - 1):
             waits.wait_for("the child to say it is cleaning up", lambda: CLEANING_UP.decode() in lines, 30)

@@ -37,6 +37,17 @@ KUBEVIRT = kind_probes.KUBEVIRT
 TIMEOUTS = ("--timeout-scale", "3")
 
 
+@pytest.fixture(scope="module")
+def as_cluster(kubevirt_kind) -> tuple[str, ...]:
+    """The options of a ``--target=cluster`` run on the kind cluster: its kubeconfig, and the peer image
+    built here and loaded into its nodes (--target=cluster knows nothing of --images-from-source, and
+    its default peer image would be pulled from a registry there is none of: ImagePullBackOff)."""
+    from slirp_conformance.kubevirt_images import build
+
+    peer = build.build(KUBEVIRT).peer_image  # found in the cache: the fixture's cluster-up built it
+    return ("--target=cluster", f"--kubeconfig={kubevirt_kind.kubeconfig}", f"--peer-image={peer}", *TIMEOUTS)
+
+
 def _json(kubeconfig: str, *args: str) -> dict:
     return json.loads(kubectl(kubeconfig, *args, "-o", "json").stdout)
 
@@ -142,7 +153,7 @@ def test_the_suite_is_conformant_on_kind_with_kubevirt_built_here(kubevirt_kind,
     assert not _wait_no_run_leftovers(kubeconfig), f"the run left {_run_leftovers(kubeconfig)}"
 
 
-def test_an_interrupted_run_puts_the_cr_back_and_leaves_no_vm(kubevirt_kind, tmp_path):
+def test_an_interrupted_run_puts_the_cr_back_and_leaves_no_vm(kubevirt_kind, as_cluster, tmp_path):
     """Ctrl-C as soon as the suite's VMI exists (its launcher pod starting on the real kubelet): exit 2,
     the CR as found, the VM and the run's namespace gone."""
     kubeconfig = kubevirt_kind.kubeconfig
@@ -154,9 +165,7 @@ def test_an_interrupted_run_puts_the_cr_back_and_leaves_no_vm(kubevirt_kind, tmp
 
     code, output = interrupt_suite(
         tmp_path,
-        "--target=cluster",
-        f"--kubeconfig={kubeconfig}",
-        *TIMEOUTS,
+        *as_cluster,
         when="the suite's VMI on the kind cluster",
         ready=vmi_created,
         timeout=900,
@@ -166,7 +175,7 @@ def test_an_interrupted_run_puts_the_cr_back_and_leaves_no_vm(kubevirt_kind, tmp
     assert not _wait_no_run_leftovers(kubeconfig), f"the interrupted run left {_run_leftovers(kubeconfig)}"
 
 
-def test_a_failed_start_leaves_artifacts_and_puts_the_cr_back(kubevirt_kind, tmp_path):
+def test_a_failed_start_leaves_artifacts_and_puts_the_cr_back(kubevirt_kind, as_cluster, tmp_path):
     """Forcing the busybox reference profile on the Fedora-like guest fails the start after the
     registration and the login (the guest has no dropbear host key); what a user gets to debug it is
     gathered from the real launcher pod before the VM and namespace go, with the run's password redacted."""
@@ -174,13 +183,7 @@ def test_a_failed_start_leaves_artifacts_and_puts_the_cr_back(kubevirt_kind, tmp
     before = _kubevirt_specs(kubeconfig)
     artifacts = tmp_path / "artifacts"
     run = run_suite(
-        tmp_path,
-        "--target=cluster",
-        f"--kubeconfig={kubeconfig}",
-        "--guest-profile=reference-busybox",
-        f"--artifacts={artifacts}",
-        *TIMEOUTS,
-        timeout=1800,
+        tmp_path, *as_cluster, "--guest-profile=reference-busybox", f"--artifacts={artifacts}", timeout=1800
     )
     assert run.returncode == 1 and not run.ids("passed"), f"exit {run.returncode}: {run.outcomes}\n{run.output[-3000:]}"
     assert _kubevirt_specs(kubeconfig) == before, "the CR changed across the failed run"
