@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
-# The suite's own tests: unit tests, the reference target end to end, negative controls and
-# leak checks (tests/). Arguments go to pytest, e.g. hack/test.sh -k console
+# The suite's own tests: unit tests, the reference target end to end, the kind path and KubeVirt on
+# it end to end (a real kind cluster, every image built here), negative controls and leak checks
+# (tests/). Arguments go to pytest, e.g. hack/test.sh -k console
 # shellcheck source=hack/lib.sh
 . "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 cd "$REPO" || exit
@@ -9,17 +10,23 @@ hack/setup.sh
 # the nightly releases first, cached (cold: minutes; one clear line and exit 1 without Go).
 "$PYTHON" -m slirp_conformance.reference.sidecar_render
 mkdir -p reports
-# The cluster test bed's parts (tests/testbed) for TESTBED_KUBEVIRT_VERSION, cached by version (cold:
-# about 9 min on 2 idle cores, more under load; README "Measured"); their build times go to reports/testbed-build.json.
-# Where the bed cannot run (not root) nothing is built and its tests are skipped with the reason.
-"$PYTHON" -m tests.testbed build --if-usable > reports/testbed-build.json.part
-mv reports/testbed-build.json.part reports/testbed-build.json
 # The kind node image of KUBEVIRT_DEFAULT_VERSION's pins, built here and cached by its inputs (cold:
 # about 20 min on 2 cores, README "The kind path"); its parts' build times go to reports/kind-build.json.
 # Where it cannot be built (not root, no Docker) nothing is built and the kind self-tests are skipped.
 # SLIRP_KIND_SELFTEST_KUBEVIRT=v1.1.0 builds and tests another version's pins instead.
+kind_version="${SLIRP_KIND_SELFTEST_KUBEVIRT:-}"
 kind_pins=()
-if [ -n "${SLIRP_KIND_SELFTEST_KUBEVIRT:-}" ]; then kind_pins=(--kubevirt-version "$SLIRP_KIND_SELFTEST_KUBEVIRT"); fi
+if [ -n "$kind_version" ]; then kind_pins=(--kubevirt-version "$kind_version"); fi
 "$PYTHON" -m slirp_conformance.kindnode build --if-usable "${kind_pins[@]}" > reports/kind-build.json.part
 mv reports/kind-build.json.part reports/kind-build.json
+# KubeVirt's images and release manifests of the same release (cached by version; cold: README
+# "Measured"), so the kind cluster with KubeVirt (tests/conftest.py kubevirt_kind) starts warm.
+if grep -q '"skipped"' reports/kind-build.json; then
+    cp reports/kind-build.json reports/kubevirt-build.json
+else
+    kubevirt_version="$("$PYTHON" -m slirp_conformance.cluster.cli pins "${kind_pins[@]}" | sed -n 's/^KUBEVIRT_VERSION=//p')"
+    "$PYTHON" -m slirp_conformance.kubevirt_images build --kubevirt-version "$kubevirt_version" \
+        > reports/kubevirt-build.json.part
+    mv reports/kubevirt-build.json.part reports/kubevirt-build.json
+fi
 suite_pytest tests --junitxml=reports/selftests.xml "$@"

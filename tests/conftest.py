@@ -5,9 +5,8 @@ import os
 import pytest
 
 from slirp_conformance import docker_daemon, waits
-from tests import testbed_cli
+from tests import kind_probes
 from tests.leaks import snapshot
-from tests.testbed import bed
 
 
 @pytest.fixture
@@ -26,11 +25,12 @@ def no_leaks():
 
 
 def pytest_collection_modifyitems(config, items):
-    """Tests marked ``testbed`` or ``docker`` run by default (``-m "not testbed"`` leaves them out); where
-    the bed or Docker cannot run (not root) they are skipped with the reason, before any fixture could
-    build or start one."""
+    """Tests marked ``docker`` or ``kind`` run by default (``-m "not kind"`` leaves them out); where
+    Docker or a kind cluster built here cannot run (not root) they are skipped with the reason, before
+    any fixture could build or start one. The tests on the shared kind cluster with KubeVirt run last,
+    together: the session fixture lives until the session ends, so it is up only while they run."""
+    items.sort(key=lambda item: "kubevirt_kind" in getattr(item, "fixturenames", ()))
     for marker, what, unusable in (
-        ("testbed", "the cluster test bed", bed.unusable_reason),
         ("docker", "Docker", docker_daemon.unusable_reason),
         ("kind", "a kind cluster built here", _kind_unusable_reason),
     ):
@@ -51,9 +51,19 @@ def _kind_unusable_reason() -> str | None:
 
 
 @pytest.fixture(scope="session")
-def shared_testbed(tmp_path_factory):
-    """One cluster test bed (tests/testbed, KubeVirt v1.1.0) for every test that leaves it as it
-    found it: its KubeVirt CR, namespaces and VMIs as they were. Tests that stop, break or keep
-    changing a bed start their own (``testbed_cli.bed_up``)."""
-    with testbed_cli.bed_up(tmp_path_factory.mktemp("shared-testbed") / "kubeconfig") as running:
-        yield running
+def kubevirt_kind(tmp_path_factory):
+    """One real kind cluster with KubeVirt (``kind_probes.KUBEVIRT``) installed through its own
+    virt-operator, every image built here: ``hack/cluster-up.sh --images-from-source`` (hack/test.sh
+    builds the images before pytest starts, so no cold build runs inside a test's budget). For every
+    self-test that leaves it as it found it (the KubeVirt CR restored, its namespaces gone); deleted
+    by ``hack/cluster-down.sh`` at the end, and then nothing of it may be left on the host."""
+    name = f"slirp-selftest-kv-{kind_probes.RUN}"
+    cluster = kind_probes.up(
+        name, tmp_path_factory.mktemp(name), "--kubevirt-version", kind_probes.KUBEVIRT, kubevirt=True
+    )
+    try:
+        yield cluster
+    finally:
+        r = kind_probes.down(cluster)
+    assert r is not None and r.returncode == 0, r.stderr[-3000:] if r else "already down"
+    assert kind_probes.wait_no_leaks(cluster.before, 120).leaked_since(cluster.before) == {}

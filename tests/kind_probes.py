@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 import subprocess
 import time
@@ -13,7 +14,13 @@ from pathlib import Path
 
 from slirp_conformance import docker_daemon, image_archive, mounts, waits
 from slirp_conformance.checkout import REPO
-from slirp_conformance.cluster import kind
+from slirp_conformance.cluster import kind, versions
+
+# The pins the self-tests' clusters are built for: KUBEVIRT_DEFAULT_VERSION's, or SLIRP_KIND_SELFTEST_KUBEVIRT's
+# (e.g. v1.1.0, whose Kubernetes 1.27 builds with an older Go: about 30 min cold, so not in CI).
+KUBEVIRT = os.environ.get("SLIRP_KIND_SELFTEST_KUBEVIRT") or str(versions.default_version())
+KUBERNETES = versions.pins_for(KUBEVIRT).kubernetes
+RUN = os.getpid() % 100000  # cluster names of concurrent runs on one machine differ
 
 BUSYBOX_IMAGE = "slirp-conformance/selftest-busybox:1"
 # Debian's static busybox: its wget segfaults with -T (on the host too), so HTTP goes through nc.
@@ -101,6 +108,13 @@ def ping_group_range(kubeconfig: str, pod: str) -> str:
 OURS = "slirp-selftest"  # the name prefix of every cluster and container these self-tests make
 
 
+def ours(name: str) -> bool:
+    """A cluster, container or lease of THIS run: the prefix and the run's id (``-<RUN>``). Another
+    self-test run on the shared dockerd (another engineer's checkout) uses the same prefix; its
+    clusters coming and going are not this run's leaks."""
+    return OURS in name and re.search(rf"-{RUN}(-|$)", name) is not None
+
+
 @dataclass(frozen=True)
 class KindHostState:
     containers: frozenset[str]  # our containers (name) in the project's dockerd
@@ -153,18 +167,18 @@ def _entries(folder: Path, skip: tuple[str, ...] = ()) -> frozenset[str]:
 def snapshot() -> KindHostState:
     data_root = docker_daemon.state_dir() / "data-root"
     containers = _containers(data_root)
-    ours = {cid: c for cid, c in containers.items() if c["name"].startswith(OURS)}
-    foreign = [c for cid, c in containers.items() if cid not in ours]
+    mine = {cid: c for cid, c in containers.items() if ours(c["name"])}
+    foreign = [c for cid, c in containers.items() if cid not in mine]
     foreign_volumes = set().union(*(c["volumes"] for c in foreign)) if foreign else set()
     foreign_bridges = set().union(*(c["bridges"] for c in foreign)) if foreign else set()
     foreign_mounts = set().union(*(c["mounts"] for c in foreign)) if foreign else set()
-    others_hold = any(not h.startswith(("kind-cluster:" + OURS, "selftest")) for h in docker_daemon.live_leases())
+    others_hold = any(not (ours(h) or h.startswith("selftest")) for h in docker_daemon.live_leases())
     running = docker_daemon.server_version(docker_daemon.project_host()) is not None
     daemon_processes = frozenset(docker_daemon.processes_of((str(docker_daemon.run_dir()), str(data_root))))
-    shims = frozenset(pid for pid in daemon_processes if any(cid in _cmdline(pid) for cid in ours))
+    shims = frozenset(pid for pid in daemon_processes if any(cid in _cmdline(pid) for cid in mine))
     bridges = {p.name for p in Path("/sys/class/net").iterdir() if p.name == "docker0" or p.name.startswith("br-")}
     return KindHostState(
-        containers=frozenset(c["name"] for c in ours.values()),
+        containers=frozenset(c["name"] for c in mine.values()),
         volumes=_entries(data_root / "volumes", skip=("metadata.db", "backingFsBlockDev")) - foreign_volumes,
         networks=frozenset(bridges - foreign_bridges - ({"docker0"} if others_hold else set())),
         processes=shims if others_hold else daemon_processes,
@@ -196,8 +210,10 @@ def wait_no_leaks(before: KindHostState, budget: float = 30) -> KindHostState:
 
 
 def cluster_up(
-    name: str, workdir: Path, *extra: str, timeout: float = 3600
+    name: str, workdir: Path, *extra: str, timeout: float = 3600, kubevirt: bool = False
 ) -> tuple[subprocess.CompletedProcess, float]:
+    """``hack/cluster-up.sh --images-from-source``; ``kubevirt``: KubeVirt installed too (its images built
+    here, loaded into the nodes, installed through virt-operator), else ``--no-kubevirt``."""
     repo = REPO
     started = time.monotonic()
     env = (
@@ -210,7 +226,7 @@ def cluster_up(
             "bash",
             str(repo / "hack/cluster-up.sh"),
             "--images-from-source",
-            "--no-kubevirt",
+            *([] if kubevirt else ["--no-kubevirt"]),
             "--name",
             name,
             "--workdir",
@@ -239,3 +255,56 @@ def cluster_down(name: str, workdir: Path, timeout: float = 600) -> tuple[subpro
 
 def printed(output: str, key: str) -> str | None:
     return next((line.split("=", 1)[1] for line in output.splitlines() if line.startswith(f"{key}=")), None)
+
+
+@dataclass
+class Cluster:
+    """A kind cluster one of the self-tests made with hack/cluster-up.sh (deleted by ``down``)."""
+
+    name: str
+    workdir: Path
+    kubeconfig: str
+    docker_host: str | None
+    before: KindHostState
+    up_seconds: float
+    down: bool = False
+
+    def docker(self, *args: str, check: bool = True) -> subprocess.CompletedProcess:
+        argv = ["docker", *(["-H", self.docker_host] if self.docker_host else []), *args]
+        r = subprocess.run(argv, capture_output=True, text=True, timeout=120)
+        if check and r.returncode != 0:
+            raise AssertionError(f"{' '.join(argv)} exited {r.returncode}: {r.stderr.strip()[-500:]}")
+        return r
+
+    def env(self) -> dict[str, str]:
+        """The environment kind and docker need to reach this cluster's engine."""
+        return {**os.environ, **({"DOCKER_HOST": self.docker_host} if self.docker_host else {})}
+
+
+def up(name: str, workdir: Path, *extra: str, kubevirt: bool = False) -> Cluster:
+    """hack/cluster-up.sh for cluster ``name``; on failure it is deleted again and the test fails with
+    cluster-up's own words."""
+    import pytest
+
+    from slirp_conformance.cluster import runner
+
+    runner.prepend_tools_dir()  # the kind and kubectl cluster-up builds into .tools/bin
+    before = snapshot()
+    r, seconds = cluster_up(name, workdir, *extra, kubevirt=kubevirt)
+    cluster = Cluster(
+        name, workdir, printed(r.stdout, "KUBECONFIG") or "", printed(r.stdout, "DOCKER_HOST"), before, seconds
+    )
+    if r.returncode != 0:
+        down(cluster)
+        pytest.fail(f"hack/cluster-up.sh exited {r.returncode}:\n{r.stderr[-4000:]}")
+    assert Path(cluster.kubeconfig).is_file(), r.stdout
+    return cluster
+
+
+def down(cluster: Cluster) -> subprocess.CompletedProcess | None:
+    """hack/cluster-down.sh, once (None when it already ran)."""
+    if cluster.down:
+        return None
+    cluster.down = True
+    r, _ = cluster_down(cluster.name, cluster.workdir)
+    return r

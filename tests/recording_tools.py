@@ -1,6 +1,6 @@
 """Recording stand-ins for docker, kind and kubectl: shell scripts put first on PATH that log
-their argv to $FAKE_LOG and answer like the real tools. ``kind export kubeconfig`` copies
-$FAKE_KIND_KUBECONFIG when set, so a "kind cluster" can be the fake API server."""
+their argv to $FAKE_LOG and answer like the real tools (for what no real tool can be made to do on cue: hang, be
+down, be too old, fail half-way through a create)."""
 
 from __future__ import annotations
 
@@ -56,8 +56,7 @@ case "$1 $2" in
           '  user:' '    token: SECRET-TOKEN' > "$kc" ;;
   "export kubeconfig") kc=""
         while [ $# -gt 0 ]; do case "$1" in --kubeconfig) kc="$2"; shift;; esac; shift; done
-        if [ -n "$FAKE_KIND_KUBECONFIG" ]; then cp "$FAKE_KIND_KUBECONFIG" "$kc"
-        else printf 'apiVersion: v1\\nkind: Config\\n' > "$kc"; fi
+        printf 'apiVersion: v1\\nkind: Config\\n' > "$kc"
         echo "Set kubectl context" >&2 ;;
   "delete cluster") name=""
         while [ $# -gt 0 ]; do case "$1" in --name) name="$2"; shift;; esac; shift; done

@@ -147,7 +147,13 @@ def interrupt_suite(
                 raise AssertionError(f"the child exited {proc.returncode} before {when}:\n{''.join(lines)[-3000:]}")
             return ready(proc.pid)
 
-        waits.wait_for(when, ready_while_running, timeout)
+        try:
+            waits.wait_for(when, ready_while_running, timeout)
+        except waits.WaitTimeout:
+            # the child's own cleanup (its VM, the CR it changed) still runs before the kill below
+            proc.send_signal(signal.SIGINT)
+            proc.wait(timeout=timeout)
+            raise
         proc.send_signal(sig)
         for _ in range(times - 1):
             waits.wait_for("the child to say it is cleaning up", lambda: CLEANING_UP.decode() in lines, 30)

@@ -3,11 +3,11 @@ through its ``proxy-url`` and checking the server certificate against its ``tls-
 as the official client's REST calls do (kubernetes config/kube_config.py sets
 ``Configuration.proxy`` and ``.tls_server_name`` from those cluster fields).
 
-Against the cluster test bed (no VM needed): the console of a VMI that does not exist gets
-virt-api's own NotFound through the API server's aggregator, which proves the TLS handshake and
-the route to the API server worked. The real kube-apiserver's serving certificate names
-127.0.0.1, localhost and the kubernetes Service's names (tests/testbed/bed.py), not
-``not-the-api-server.example``.
+Against the real kind cluster with KubeVirt (``kubevirt_kind``, no VM needed): the console of a
+VMI that does not exist gets virt-api's own NotFound through the API server's aggregator, which
+proves the TLS handshake and the route to the API server worked. kind's kube-apiserver serving
+certificate names localhost and 127.0.0.1 (kind's kubeadm config, ``certSANs``) and the kubernetes
+Service's names, not ``not-the-api-server.example``.
 """
 
 from __future__ import annotations
@@ -17,6 +17,7 @@ import re
 import socket
 import ssl
 import threading
+from pathlib import Path
 
 import pytest
 import websocket
@@ -25,9 +26,9 @@ from kubernetes import config as kubernetes_config
 
 from slirp_conformance.kubevirt.console_websocket import ConsoleBridge
 
-pytestmark = pytest.mark.testbed
-# virt-api v1.1.0 looks the VMI up first (pkg/virt-api/rest/console.go, validateVMIForConsole):
-# a missing one is the API's NotFound Status, as the bed's virt-api answers it.
+pytestmark = pytest.mark.kind
+# virt-api looks the VMI up first (pkg/virt-api/rest/console.go, validateVMIForConsole, v1.1.0 to
+# v1.9.0): a missing one is the API's NotFound Status.
 NOT_FOUND = {"code": 404, "reason": "NotFound", "message": 'virtualmachineinstance.kubevirt.io "no-such-vmi" not found'}
 
 
@@ -92,8 +93,8 @@ def proxy():
     p.close()
 
 
-def _client(shared_testbed, tmp_path, **cluster_fields):
-    cfg = yaml.safe_load(shared_testbed.kubeconfig.read_text())
+def _client(kubevirt_kind, tmp_path, **cluster_fields):
+    cfg = yaml.safe_load(Path(kubevirt_kind.kubeconfig).read_text())
     cfg["clusters"][0]["cluster"].update(cluster_fields)
     path = tmp_path / "kubeconfig"
     path.write_text(yaml.safe_dump(cfg))
@@ -114,35 +115,35 @@ def _console_status(api_client) -> int:
     return err.value.status_code
 
 
-def test_console_goes_through_the_kubeconfigs_proxy(shared_testbed, tmp_path, proxy):
-    api_client = _client(shared_testbed, tmp_path, **{"proxy-url": f"http://127.0.0.1:{proxy.port}"})
+def test_console_goes_through_the_kubeconfigs_proxy(kubevirt_kind, tmp_path, proxy):
+    api_client = _client(kubevirt_kind, tmp_path, **{"proxy-url": f"http://127.0.0.1:{proxy.port}"})
     assert _console_status(api_client) == 404
-    server = yaml.safe_load(shared_testbed.kubeconfig.read_text())["clusters"][0]["cluster"]["server"]
+    server = yaml.safe_load(Path(kubevirt_kind.kubeconfig).read_text())["clusters"][0]["cluster"]["server"]
     port = server.rsplit(":", 1)[1]
     assert proxy.requests == [f"CONNECT 127.0.0.1:{port} HTTP/1.1"], proxy.requests
 
 
-def test_a_dead_proxy_is_not_bypassed(shared_testbed, tmp_path):
+def test_a_dead_proxy_is_not_bypassed(kubevirt_kind, tmp_path):
     closed = socket.create_server(("127.0.0.1", 0))
     port = closed.getsockname()[1]
     closed.close()
-    api_client = _client(shared_testbed, tmp_path, **{"proxy-url": f"http://127.0.0.1:{port}"})
+    api_client = _client(kubevirt_kind, tmp_path, **{"proxy-url": f"http://127.0.0.1:{port}"})
     with pytest.raises((ConnectionRefusedError, websocket.WebSocketProxyException, OSError)) as err:
         ConsoleBridge(api_client, "default", "no-such-vmi", connect_timeout=10)
     assert not isinstance(err.value, websocket.WebSocketBadStatusException), "reached the server directly"
 
 
-def test_tls_server_name_is_what_the_certificate_is_checked_against(shared_testbed, tmp_path):
-    assert _console_status(_client(shared_testbed, tmp_path, **{"tls-server-name": "localhost"})) == 404
+def test_tls_server_name_is_what_the_certificate_is_checked_against(kubevirt_kind, tmp_path):
+    assert _console_status(_client(kubevirt_kind, tmp_path, **{"tls-server-name": "localhost"})) == 404
     with pytest.raises(ssl.SSLCertVerificationError, match=re.escape("not-the-api-server.example")):
         ConsoleBridge(
-            _client(shared_testbed, tmp_path, **{"tls-server-name": "not-the-api-server.example"}),
+            _client(kubevirt_kind, tmp_path, **{"tls-server-name": "not-the-api-server.example"}),
             "default",
             "no-such-vmi",
             connect_timeout=10,
         )
 
 
-def test_without_either_field_the_console_dials_the_server_directly(shared_testbed, tmp_path, proxy):
-    assert _console_status(_client(shared_testbed, tmp_path)) == 404
+def test_without_either_field_the_console_dials_the_server_directly(kubevirt_kind, tmp_path, proxy):
+    assert _console_status(_client(kubevirt_kind, tmp_path)) == 404
     assert proxy.requests == []

@@ -1,7 +1,9 @@
 """KubeVirt install helpers that need no cluster: manifests (release URL or air-gapped dir), useEmulation.
 
-The apply/wait/uninstall path talks to a real API (dynamic client); it was exercised against the
-fake API server in tests/fake_cluster and is covered end to end by the nightly kind run.
+The apply/wait/uninstall path talks to a real API (dynamic client): the install runs against the real
+virt-operator for the kind cluster of tests/test_kind_kubevirt.py (hack/cluster-up.sh), which also
+checks that an existing KubeVirt is used and not owned. The uninstall runs when a --target=kind run
+deletes a cluster it created (the nightly job); no self-test checks it on a real operator yet.
 """
 
 from __future__ import annotations

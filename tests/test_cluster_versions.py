@@ -147,3 +147,22 @@ def test_install_tools_verifies_refuses_and_installs(tmp_path):
     assert ok.returncode == 0, ok.stderr
     out = subprocess.run([str(tmp_path / "tools" / "bin" / "kind")], capture_output=True, text=True, timeout=10)
     assert out.stdout.strip() == "kind v0.19.0"
+
+
+def test_the_kubevirt_version_option_defaults_to_none():
+    """The version under test is the cluster's unless named (tests/test_kind_kubevirt.py reads it from a
+    real cluster's CR)."""
+    from slirp_conformance.plugin import options as plugin_options
+
+    seen = {}
+
+    class Group:
+        def addoption(self, *names, **kw):
+            seen.update({n: kw for n in names})
+
+    class Parser:
+        def getgroup(self, *_a, **_k):
+            return Group()
+
+    plugin_options.pytest_addoption(Parser())
+    assert seen["--kubevirt-version"]["default"] is None

@@ -1,7 +1,8 @@
 """The kind path for real: hack/cluster-up.sh --images-from-source makes a kind cluster on this machine
 from images built here, and hack/cluster-down.sh leaves nothing (marker ``kind``).
 
-One cluster of one node and one of two nodes, each from the real entry points; the checks go
+One cluster of one node and one of two nodes, each from the real entry points (KubeVirt on a
+third: tests/test_kind_kubevirt.py); the checks go
 through the real kubelet (exec, logs, port-forward) and the node's containerd (the ICMP pin).
 Negative controls: the ICMP check sees an open range once containerd's pin is flipped, and the
 leak check sees a container and a network left behind.
@@ -15,69 +16,24 @@ import socket
 import subprocess
 import time
 import urllib.request
-from dataclasses import dataclass
-from pathlib import Path
 
 import pytest
 
 from slirp_conformance import checkout, docker_daemon
-from slirp_conformance.cluster import kind, runner, versions
+from slirp_conformance.cluster import kind, runner
 from tests import kind_probes, suite_runner
 from tests.kind_probes import kubectl
 
 pytestmark = pytest.mark.kind
 REPO = checkout.REPO
-# The pins the clusters are built for: KUBEVIRT_DEFAULT_VERSION's, or SLIRP_KIND_SELFTEST_KUBEVIRT's
-# (e.g. v1.1.0, whose Kubernetes 1.27 builds with an older Go: about 30 min cold, so not in CI).
-KUBEVIRT = os.environ.get("SLIRP_KIND_SELFTEST_KUBEVIRT") or str(versions.default_version())
-KUBERNETES = versions.pins_for(KUBEVIRT).kubernetes
-RUN = os.getpid() % 100000  # cluster names of concurrent runs on one machine differ
+KUBEVIRT, KUBERNETES, RUN = kind_probes.KUBEVIRT, kind_probes.KUBERNETES, kind_probes.RUN
 
-
-@dataclass
-class Cluster:
-    name: str
-    workdir: Path
-    kubeconfig: str
-    docker_host: str | None
-    before: kind_probes.KindHostState
-    up_seconds: float
-    down: bool = False
-
-    def docker(self, *args: str, check: bool = True) -> subprocess.CompletedProcess:
-        argv = ["docker", *(["-H", self.docker_host] if self.docker_host else []), *args]
-        r = subprocess.run(argv, capture_output=True, text=True, timeout=120)
-        if check and r.returncode != 0:
-            raise AssertionError(f"{' '.join(argv)} exited {r.returncode}: {r.stderr.strip()[-500:]}")
-        return r
+Cluster = kind_probes.Cluster
+_down = kind_probes.down
 
 
 def _up(name: str, tmp_path_factory, *extra: str) -> Cluster:
-    runner.prepend_tools_dir()  # the kind and kubectl cluster-up builds into .tools/bin
-    before = kind_probes.snapshot()
-    workdir = tmp_path_factory.mktemp(name)
-    r, seconds = kind_probes.cluster_up(name, workdir, "--kubevirt-version", KUBEVIRT, *extra)
-    cluster = Cluster(
-        name,
-        workdir,
-        kind_probes.printed(r.stdout, "KUBECONFIG") or "",
-        kind_probes.printed(r.stdout, "DOCKER_HOST"),
-        before,
-        seconds,
-    )
-    if r.returncode != 0:
-        _down(cluster)
-        pytest.fail(f"hack/cluster-up.sh exited {r.returncode}:\n{r.stderr[-4000:]}")
-    assert Path(cluster.kubeconfig).is_file(), r.stdout
-    return cluster
-
-
-def _down(cluster: Cluster) -> subprocess.CompletedProcess | None:
-    if cluster.down:
-        return None
-    cluster.down = True
-    r, _ = kind_probes.cluster_down(cluster.name, cluster.workdir)
-    return r
+    return kind_probes.up(name, tmp_path_factory.mktemp(name), "--kubevirt-version", KUBEVIRT, *extra)
 
 
 @pytest.fixture(scope="module")
@@ -252,7 +208,7 @@ def test_the_leak_check_sees_a_container_and_a_network_left_behind(tmp_path):
         before = kind_probes.snapshot()
         archive = kind_probes.busybox_archive(tmp_path)
         subprocess.run(engine.docker("load", "-i", str(archive)), check=True, capture_output=True, timeout=120)
-        name = f"slirp-selftest-leak-{int(time.time())}"
+        name = f"slirp-selftest-leak-{RUN}-{int(time.time())}"
         subprocess.run(engine.docker("network", "create", name), check=True, capture_output=True, timeout=60)
         subprocess.run(
             engine.docker("run", "-d", "--name", name, "--network", name, kind_probes.BUSYBOX_IMAGE, "sleep", "600"),
@@ -269,28 +225,30 @@ def test_the_leak_check_sees_a_container_and_a_network_left_behind(tmp_path):
         assert kind_probes.wait_no_leaks(before).leaked_since(before) == {}
 
 
-def test_the_pytest_option_reaches_the_same_kind_path(tmp_path):
-    """``--target=kind --images-from-source`` builds/reuses the same node image and creates the cluster
-    the same way; KubeVirt on it is not there yet (no images of it are built here), so the run stops
-    with one line at the KubeVirt step, after which the cluster it created is gone."""
+def test_the_pytest_option_creates_its_cluster_the_same_way_and_ctrl_c_leaves_nothing(tmp_path):
+    """``--target=kind --images-from-source`` finds the same node image and creates its own cluster
+    the same way (the whole run on a real cluster: tests/test_kind_kubevirt.py, which reuses one);
+    Ctrl-C once that cluster's node exists takes down everything the run made, dockerd included."""
     before = kind_probes.snapshot()
-    r = suite_runner.run_suite(
+    name = f"slirp-selftest-opt-{RUN}"
+
+    def node_exists(_pid: int) -> bool:
+        return any(c.startswith(name) for c in kind_probes.snapshot().containers)
+
+    code, output = suite_runner.interrupt_suite(
         tmp_path,
-        "-x",
         "--target=kind",
         "--images-from-source",
         "--kubevirt-version",
         KUBEVIRT,
         "--kind-cluster-name",
-        f"slirp-selftest-opt-{RUN}",
+        name,
         "suites/test_slirp_dhcp.py",
-        timeout=3600,
+        when=f"the run's kind cluster {name} to have a node",
+        ready=node_exists,
+        timeout=900,
     )
-    output = r.output
     assert f"the kind node image for Kubernetes {KUBERNETES}" in output, output[-3000:]
-    assert (
-        "creating or reusing the kind cluster:" in output
-        and "creating or reusing the kind cluster: failed" not in output
-    ), output[-3000:]
-    assert r.returncode == 4 and "KubeVirt" in output, output[-3000:]
-    assert kind_probes.wait_no_leaks(before, 120).leaked_since(before) == {}
+    assert f"kind create cluster {name}" in output, output[-3000:]
+    assert code == 2, f"expected exit 2 (interrupted), got {code}:\n{output[-3000:]}"
+    assert kind_probes.wait_no_leaks(before, 180).leaked_since(before) == {}

@@ -3,8 +3,8 @@
 Nothing upstream is copied here: each program is a module path and version from the module
 proxy. ``k8s.io/kubernetes`` replaces its in-repo staging modules in its own go.mod; the wrapper
 takes that replace block over and points each staging module at its published tag
-(``k8s.io/X v0.<minor>.<patch>``). The cluster test bed (``tests/testbed``) and the kind node
-image (``slirp_conformance.kindnode``) both build from here.
+(``k8s.io/X v0.<minor>.<patch>``). The kind node image (``slirp_conformance.kindnode``) builds
+from here.
 """
 
 from __future__ import annotations

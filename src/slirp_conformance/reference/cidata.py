@@ -1,7 +1,6 @@
 """The NoCloud ``cidata`` ISO of a Fedora-like reference guest, built from exactly the user
 data and network config the KubeVirt VM manifest carries (``vm_manifest`` renders both), so
-the password, ``chpasswd``, the authorized key and ``dhcp4: true`` are exercised for real.
-The test bed's node agent writes it from a VMI's own ``cloudInitNoCloud`` volume (``NoCloud``)."""
+the password, ``chpasswd``, the authorized key and ``dhcp4: true`` are exercised for real."""
 
 from __future__ import annotations
 

@@ -257,7 +257,7 @@ def _base_entries(modules: dict[str, Path]) -> list[cpio.Entry]:
         f("etc/modules-load", "\n".join(modules).encode() + b"\n"),
         f("etc/hostname", GUEST_HOSTNAME.encode() + b"\n"),
         # "fedora" is root under another name, so the Fedora test image's login (fedora, then
-        # sudo -i) also works here: the test bed's node agent backs Fedora VMs with this guest.
+        # sudo -i) also works here.
         f("etc/passwd", b"root:x:0:0:root:/root:/bin/sh\nfedora:x:0:0:fedora:/root:/bin/sh\n"),
         f(
             "usr/bin/sudo",

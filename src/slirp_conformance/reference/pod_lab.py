@@ -150,7 +150,7 @@ class Lab:
 
     async def _exec(self, request: dict) -> dict:
         """Run argv in the pod network namespace (as the lab's root), or in the peer namespace with
-        ``where: peer``; bounded. The test bed's node agent maps container exec onto this."""
+        ``where: peer``; bounded."""
         argv = request["argv"]
         if request.get("where", "pod") == "pod":
             argv = _in_pod(self.cfg, argv)

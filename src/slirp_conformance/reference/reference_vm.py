@@ -3,8 +3,7 @@
 The VMSpec is rendered into QEMU arguments exactly as the slirp sidecar renders it; QEMU runs
 in its own network namespace as an unprivileged user without CAP_NET_RAW, with a resolv.conf
 and ping_group_range like a virt-launcher pod's. Peers (TCP/UDP echo, DNS, an ICMP-answering
-host) live in a second namespace behind a veth. Used by the ``qemu`` target and, in the
-self-tests, by the test bed's node agent that backs its VMIs with it.
+host) live in a second namespace behind a veth. Used by the ``qemu`` target.
 """
 
 from __future__ import annotations
@@ -267,24 +266,15 @@ class ReferenceVM:
         dns_records: dict[str, str] | None = None,
         echo_port: int = ECHO_PORT,
         fedora_like: Flavour | None = None,
-        addresses: tuple[str, str, int] = (POD_IP, PEER_IP, PREFIX),
-        network_args: tuple[list[str], dict[str, str]] | None = None,
-        nocloud: cidata.NoCloud | None = None,
     ) -> None:
         """``search_domains``: the pod resolv.conf's search list (the sidecar passes it as dnssearch);
         ``dns_records``: names the peer DNS answers (default: the reference peer's name);
-        ``fedora_like``: boot that Fedora-like flavour instead of the busybox reference guest;
-        ``addresses``: (pod IP, peer IP, prefix length) of the lab's veth (the test bed's node agent
-        gives the pod IPs the cluster assigned); ``network_args``: QEMU network arguments already
-        rendered by the real sidecar, with their source for ``describe()`` (the node agent renders
-        the cluster's own VMI); None: rendered from ``spec`` at start; ``nocloud``: the Fedora-like
-        guest's cloud-init data as a VMI's volume carries them (default: the VM manifest's, from
-        ``authorized_key`` and ``password``)."""
+        ``fedora_like``: boot that Fedora-like flavour instead of the busybox reference guest (its
+        cloud-init data: the VM manifest's, from ``authorized_key`` and ``password``)."""
         self.spec = spec
         self.fedora_like = fedora_like
-        self.nocloud = nocloud
         self.opts = opts
-        self.pod_ip, self.peer_ip, self.prefix = addresses
+        self.pod_ip, self.peer_ip, self.prefix = POD_IP, PEER_IP, PREFIX
         self.search_domains = search_domains
         self.dns_records = dns_records if dns_records is not None else {PEER_DNS_NAME: self.peer_ip}
         self.echo_port = echo_port
@@ -295,7 +285,6 @@ class ReferenceVM:
             dns_address=self.peer_ip,
             icmp_host=self.peer_ip,
         )
-        self._given_network_args = network_args
         self._authorized_key = authorized_key
         self._password = password
         self._lab: subprocess.Popen | None = None
@@ -334,15 +323,9 @@ class ReferenceVM:
             self.fedora_image = fedora_image.build()
         self.timings["image_build_s"] = time.monotonic() - t0
         t1 = time.monotonic()
-        if self._given_network_args is not None:
-            self.network_args, self.network_args_source = (
-                list(self._given_network_args[0]),
-                dict(self._given_network_args[1]),
-            )
-        else:
-            self.network_args, self.network_args_source = sidecar_render.qemu_network_args(
-                self.spec, self.search_domains, self.opts.sidecar_render, self.opts.kubevirt_version
-            )
+        self.network_args, self.network_args_source = sidecar_render.qemu_network_args(
+            self.spec, self.search_domains, self.opts.sidecar_render, self.opts.kubevirt_version
+        )
         self.timings["network_args_s"] = time.monotonic() - t1
         self.accel = (
             self.opts.accel if self.opts.accel != "auto" else ("kvm" if _kvm_works(img, self.work_dir) else "tcg")
@@ -455,15 +438,12 @@ class ReferenceVM:
         if r.returncode != 0:
             raise SetupError(f"qemu-img could not create the root disk overlay: {r.stderr.strip()[-300:]}")
         self._qemu_owns(overlay, 0o600)
-        if self.nocloud is not None:
-            iso = cidata.write_nocloud_iso(self.work_dir / "cidata.iso", vm_name=self.spec.name, nocloud=self.nocloud)
-        else:
-            iso = cidata.write_iso(
-                self.work_dir / "cidata.iso",
-                vm_name=self.spec.name,
-                authorized_key=self._authorized_key,
-                password=self._password,
-            )
+        iso = cidata.write_iso(
+            self.work_dir / "cidata.iso",
+            vm_name=self.spec.name,
+            authorized_key=self._authorized_key,
+            password=self._password,
+        )
         self._qemu_owns(iso, 0o600)  # it holds the console password
         return [
             "-smp",

@@ -147,8 +147,7 @@ def render_many(
 
 
 def render_vmis(kubevirt_version: str, requests: list[tuple[dict, str]]) -> list[Rendering | SidecarRejected]:
-    """One run of the program for many (whole VMI object, the launcher pod's resolv.conf text) pairs:
-    the test bed's node agent feeds it the VMI as virt-api and virt-controller produced it."""
+    """One run of the program for many (whole VMI object, the launcher pod's resolv.conf text) pairs."""
     binary = build(kubevirt_version).binary("sidecar-render")
     payload = [{"vmi": vmi, "resolvConf": resolv} for vmi, resolv in requests]
     try:
