@@ -14,7 +14,7 @@ import os
 import sys
 from pathlib import Path
 
-from slirp_conformance import docker_daemon, waits
+from slirp_conformance import docker_daemon, progress, waits
 from slirp_conformance.cluster import kind, kind_network, preflight, runner, versions
 from slirp_conformance.errors import SetupError
 
@@ -138,11 +138,12 @@ def cmd_down(args: argparse.Namespace) -> int:
     elif args.name not in kind.existing_clusters():
         log.info("kind cluster %s does not exist; nothing to delete", args.name)
     else:
-        runner.run(
-            ["kind", "delete", "cluster", "--name", args.name, "--kubeconfig", str(workdir / "kubeconfig")],
-            timeout=runner.budget("resource-deleted"),
-            fix=f"delete it by hand: kind delete cluster --name {args.name}",
-        )
+        with progress.phase(f"kind delete cluster {args.name}"):
+            runner.run(
+                ["kind", "delete", "cluster", "--name", args.name, "--kubeconfig", str(workdir / "kubeconfig")],
+                timeout=runner.budget("resource-deleted"),
+                fix=f"delete it by hand: kind delete cluster --name {args.name}",
+            )
         kind.remove_leftovers(state.get("network"), bool(state.get("lib_modules_created")))
     if docker_daemon.release(state.get("docker_lease") or _docker_holder(args.name)):
         log.info("stopped the project's dockerd (this cluster was the last to use it)")
