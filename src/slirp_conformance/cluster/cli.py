@@ -159,11 +159,12 @@ def cmd_down(args: argparse.Namespace) -> int:
     elif args.name not in kind.existing_clusters():
         log.info("kind cluster %s does not exist; nothing to delete", args.name)
     else:
-        runner.run(
-            ["kind", "delete", "cluster", "--name", args.name, "--kubeconfig", str(workdir / "kubeconfig")],
-            timeout=runner.budget("resource-deleted"),
-            fix=f"delete it by hand: kind delete cluster --name {args.name}",
-        )
+        with progress.phase(f"kind delete cluster {args.name}"):
+            runner.run(
+                ["kind", "delete", "cluster", "--name", args.name, "--kubeconfig", str(workdir / "kubeconfig")],
+                timeout=runner.budget("resource-deleted"),
+                fix=f"delete it by hand: kind delete cluster --name {args.name}",
+            )
         # Without state (a kept cluster of the suite's, --force), the suite's own network goes too once
         # no other cluster is on it: nothing but the suite creates a network of that name.
         network = state.get("network") if state else kind_network.NAME

@@ -288,11 +288,12 @@ class KindCluster:
         if self.keep:
             log.warning("keeping kind cluster %s (delete it with: kind delete cluster --name %s)", self.name, self.name)
             return
-        self.run(
-            ["kind", "delete", "cluster", "--name", self.name, "--kubeconfig", str(self.kubeconfig_path)],
-            timeout=waits.timeout("resource-deleted"),
-            fix=f"delete it by hand: kind delete cluster --name {self.name}",
-        )
+        with progress.phase(f"kind delete cluster {self.name}"):
+            self.run(
+                ["kind", "delete", "cluster", "--name", self.name, "--kubeconfig", str(self.kubeconfig_path)],
+                timeout=waits.timeout("resource-deleted"),
+                fix=f"delete it by hand: kind delete cluster --name {self.name}",
+            )
         self.created = False
         remove_leftovers(self.network if self.created_network else None, self.created_lib_modules, run=self.run)
         self.created_network = self.created_lib_modules = False
