@@ -379,7 +379,9 @@ def test_cli_down_force_without_state_finds_the_cluster_on_the_projects_dockerd(
     )
     monkeypatch.setattr(docker_daemon, "release", lambda holder: False)
     (Path(os.environ["FAKE_STATE"]) / "kind-clusters").write_text("slirp-kept\n")
+    (tmp_path / "none").mkdir()  # as kind delete --kubeconfig makes it
     assert cli.main(["down", "--name", "slirp-kept", "--workdir", str(tmp_path / "none"), "--force"]) == 0
+    assert not (tmp_path / "none").exists(), "down left the empty workdir of a cluster up never made"
     deleted = [c for c in calls("kind") if c[1:5] == ["delete", "cluster", "--name", "slirp-kept"]]
     assert bool(deleted) is project_dockerd_answers, calls("kind")
     assert (os.environ.get("DOCKER_HOST") == docker_daemon.project_host()) is project_dockerd_answers

@@ -1,5 +1,6 @@
 """The containerDisk's guest root gets systemd's longer device wait (kubevirt_images.containerdisk):
-written into a copy of an ext4 image with debugfs, root-owned, byte for byte; the source stays as it was."""
+written into a copy of an ext4 image with debugfs, root-owned, byte for byte; the source stays as it
+was. And the KubeVirt image caches keep a sibling set another run used lately (steps.prune_others)."""
 
 from __future__ import annotations
 
@@ -62,3 +63,25 @@ def test_a_dropin_that_does_not_land_stops_the_build(tmp_path, monkeypatch):
     log.touch()
     with pytest.raises(SetupError, match="did not land"):
         containerdisk._root_with_dropin(source, tmp_path / "root.ext4", tmp_path, log)
+
+
+def test_pruning_keeps_what_another_run_used_lately(tmp_path):
+    """Two checkouts with different recipes share the cache: a sibling set used within the hour stays
+    (a run may be loading it), one unused for longer goes; the control: the stale one does go."""
+    import os
+    import time
+
+    from slirp_conformance.kubevirt_images import steps
+
+    keep, recent, stale, hidden = (tmp_path / n for n in ("a-new", "a-recent", "a-stale", ".a-staging"))
+    for d in (keep, recent, stale, hidden):
+        d.mkdir()
+    old = time.time() - steps.IN_USE_FOR_S - 60
+    for d in (stale, hidden):
+        os.utime(d, (old, old))
+    steps.prune_others(tmp_path, keep, prefix="a-")
+    assert sorted(p.name for p in tmp_path.iterdir()) == [".a-staging", "a-new", "a-recent"]
+    os.utime(recent, (old, old))
+    steps.mark_used(recent)  # a run found it in the cache just now
+    steps.prune_others(tmp_path, keep, prefix="a-")
+    assert recent.exists()

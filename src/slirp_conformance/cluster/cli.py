@@ -8,6 +8,7 @@ deletes only that. The kubeconfig path is printed; its contents never are.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import logging
 import os
@@ -172,6 +173,10 @@ def cmd_down(args: argparse.Namespace) -> int:
     if docker_daemon.release(state.get("docker_lease") or _docker_holder(args.name)):
         log.info("stopped the project's dockerd (this cluster was the last to use it)")
     state_file.unlink(missing_ok=True)
+    # `kind delete --kubeconfig <workdir>/kubeconfig` makes the folder even for a cluster up never
+    # made (--force on a cluster the suite kept): an empty one is left behind otherwise
+    with contextlib.suppress(OSError):
+        workdir.rmdir()
     return 0
 
 

@@ -44,6 +44,7 @@ class KubeVirtImages:
 
 
 def _load(home: Path, cold: bool) -> KubeVirtImages:
+    steps.mark_used(home)  # kept from pruning while a run may load it (steps.prune_others)
     meta = json.loads((home / "images.json").read_text())
     return KubeVirtImages(
         meta["version"],
@@ -163,7 +164,5 @@ def _build_locked(version: str, base: Path, cache: Path | None) -> KubeVirtImage
         os.rename(stage, final)
     finally:
         shutil.rmtree(stage, ignore_errors=True)
-    for old in base.iterdir():  # older sets of this release (2-3 GB each)
-        if old.is_dir() and old != final and not old.name.startswith("."):
-            shutil.rmtree(old, ignore_errors=True)
+    steps.prune_others(base, final)  # older sets of this release (2-3 GB each) nobody used lately
     return _load(final, cold=True)

@@ -108,6 +108,7 @@ def _containerdisk(version: str, cache: Path | None) -> Built:
     guest_key = fedora_image._content_key(image.kernel_deb(cache or cache_root()))
     final = home / f"{flavour.name}-{_key(version, guest_key)}"
     if (final / "layer.tar").is_file():
+        steps.mark_used(final)
         return Built(_image(version, final / "layer.tar"), None)
     _check_tools()
     log = steps.log_path(version, "containerdisk", cache)
@@ -167,9 +168,7 @@ def _containerdisk(version: str, cache: Path | None) -> Built:
         os.rename(stage, final)
     finally:
         shutil.rmtree(stage, ignore_errors=True)
-    for old in home.glob(f"{flavour.name}-*"):
-        if old != final:
-            shutil.rmtree(old, ignore_errors=True)
+    steps.prune_others(home, final, prefix=f"{flavour.name}-")
     return Built(_image(version, final / "layer.tar"), seconds)
 
 

@@ -7,6 +7,8 @@ from __future__ import annotations
 import contextlib
 import fcntl
 import os
+import shutil
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -37,3 +39,29 @@ def locked(path: Path) -> Iterator[None]:
         yield
     finally:
         os.close(fd)
+
+
+# A cached set (or containerDisk) another run used within this time may be in use right now: `kind
+# load image-archive` of a set takes minutes. Two checkouts whose recipes differ (two branches on one
+# machine) each build their own and used to delete "every other" at once, so one run's archives
+# vanished under its `kind load` ("No such file or directory: .../archives/network-slirp-binding.tar").
+IN_USE_FOR_S = 3600.0
+
+
+def mark_used(path: Path) -> None:
+    """Record that ``path`` (a cached set) is being used now (its mtime; see ``prune_others``)."""
+    os.utime(path)
+
+
+def prune_others(home: Path, keep: Path, prefix: str = "") -> None:
+    """Remove the cached siblings of ``keep`` in ``home`` (named ``prefix``*, not hidden) that nobody
+    used within ``IN_USE_FOR_S``; recent ones stay (another checkout's run may be loading them)."""
+    now = time.time()
+    for old in home.iterdir():
+        if old == keep or old.name.startswith(".") or not old.is_dir() or not old.name.startswith(prefix):
+            continue
+        try:
+            if now - old.stat().st_mtime > IN_USE_FOR_S:
+                shutil.rmtree(old, ignore_errors=True)
+        except FileNotFoundError:
+            continue
