@@ -11,6 +11,7 @@ import signal
 import socket
 import subprocess
 import threading
+import time
 
 import pytest
 
@@ -35,6 +36,7 @@ class FakeSerialGuest(threading.Thread):
         echo_password: bool = False,
         interject: str = "",
         ctrl_c: bool = True,
+        login_times_out: int = 0,
     ) -> None:
         """``after_prompt``: escape codes a terminal prints after its prompts (agetty, bash);
         ``echo_password``: the tty still echoes when the password arrives (BusyBox login prints
@@ -51,6 +53,7 @@ class FakeSerialGuest(threading.Thread):
         self.sock, self.password, self.after_prompt = sock, password, after_prompt
         self.echo_password, self.interject = echo_password, interject
         self.logged_in = False
+        self.login_times_out = login_times_out  # this many correct passwords come too late for login(1)
         self.state = "login" if prompt_after_boot else "shell"
         self.received = b""
 
@@ -86,7 +89,11 @@ class FakeSerialGuest(threading.Thread):
         elif self.state == "password":
             if self.echo_password:
                 self.send(line)
-            if line == self.password:
+            if line == self.password and self.login_times_out > 0:
+                self.login_times_out -= 1
+                self.state = "login"
+                self.send("\r\nLogin timed out after 60 seconds.\r\n\r\nfakehost login: " + self.after_prompt)
+            elif line == self.password:
                 self.state = "shell"
                 self.send("\r\n# " + self.after_prompt)
             else:
@@ -281,3 +288,20 @@ def test_a_console_message_inside_a_markers_line_does_not_break_the_command(seri
     console.login(Credentials("root", "secret"), timeout=10)
     r = console.run("echo hello; echo oops >&2; false", timeout=5)
     assert r.rc == 1 and "hello" in r.output and "oops" in r.stderr, r
+
+
+def test_a_login_the_guest_timed_out_is_made_again_within_the_budget(serial):
+    """login(1) gave up waiting (its own 60 s) before a starved guest took the password and asks
+    again: the console logs in again instead of waiting out its whole budget for a shell."""
+    console, guest = serial(login_times_out=2)
+    t0 = time.monotonic()
+    console.login(Credentials("root", "secret"), timeout=20)
+    assert time.monotonic() - t0 < 10 and guest.state == "shell"
+    assert console.run("echo in").output.strip() == "in"
+
+
+def test_a_refused_login_still_counts_as_refused(serial):
+    """The control: a wrong password is a refusal, as before, and ends the login after three."""
+    console, _ = serial(password="other")
+    with pytest.raises(ConsoleError, match="refused 3 times"):
+        console.login(Credentials("root", "secret"), timeout=20)

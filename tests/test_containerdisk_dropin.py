@@ -85,3 +85,13 @@ def test_pruning_keeps_what_another_run_used_lately(tmp_path):
     steps.mark_used(recent)  # a run found it in the cache just now
     steps.prune_others(tmp_path, keep, prefix="a-")
     assert recent.exists()
+
+
+def test_the_containerdisk_kernel_skips_the_io_apic_timer_check_as_the_reference_boots_do():
+    """A starved vCPU fails the kernel's boot-time timer check and the guest panics (a soak false red
+    on --target=qemu); the containerDisk's GRUB line has the same ``no_timer_check`` as the reference
+    boots (reference_vm.GUEST_KERNEL_ARGS)."""
+    from slirp_conformance.reference.reference_vm import GUEST_KERNEL_ARGS
+
+    linux = next(line for line in containerdisk.GRUB_CFG.splitlines() if line.strip().startswith("linux "))
+    assert GUEST_KERNEL_ARGS == "no_timer_check" and GUEST_KERNEL_ARGS in linux.split(), linux

@@ -32,7 +32,7 @@ from slirp_conformance.image_archive import Image
 from slirp_conformance.kubevirt_images import steps
 from slirp_conformance.reference import cpio, fedora_image, image
 from slirp_conformance.reference.fedora_like import flavour_for
-from slirp_conformance.reference.reference_vm import _FAST_BOOT
+from slirp_conformance.reference.reference_vm import _FAST_BOOT, GUEST_KERNEL_ARGS
 
 RECIPE = "2"
 INIT = REPO / "hack" / "kubevirt-images" / "containerdisk-init.sh"
@@ -45,7 +45,7 @@ serial --unit=0 --speed=115200
 terminal_input serial console
 terminal_output serial console
 menuentry "Fedora-like reference guest" {{
-  linux /boot/vmlinuz root={ROOT_PARTITION} console=ttyS0 net.ifnames=0 {_FAST_BOOT}
+  linux /boot/vmlinuz root={ROOT_PARTITION} console=ttyS0 net.ifnames=0 {_FAST_BOOT} {GUEST_KERNEL_ARGS}
   initrd /boot/initrd
 }}
 """
