@@ -16,17 +16,22 @@ from pathlib import Path
 from slirp_conformance.errors import SetupError
 
 
-def run(
-    argv: Sequence[str | os.PathLike[str]], log: Path, what: str, timeout: float, **kwargs
+def _logged(
+    argv: Sequence[str | os.PathLike[str]], log: Path, what: str, timeout: float, keep_stdout: bool, **kwargs
 ) -> subprocess.CompletedProcess:
-    """Run ``argv`` with stdout and stderr appended to ``log``; SetupError naming ``log`` when it fails."""
+    """``argv`` with stderr (and stdout, unless kept) appended to ``log``; SetupError naming ``log``."""
     log.parent.mkdir(parents=True, exist_ok=True)
     with open(log, "a") as out:
         out.write(f"$ {shlex.join(os.fspath(a) for a in argv)}\n")
         out.flush()
         try:
             r = subprocess.run(
-                [os.fspath(a) for a in argv], stdout=out, stderr=subprocess.STDOUT, text=True, timeout=timeout, **kwargs
+                [os.fspath(a) for a in argv],
+                stdout=subprocess.PIPE if keep_stdout else out,
+                stderr=out if keep_stdout else subprocess.STDOUT,
+                text=True,
+                timeout=timeout,
+                **kwargs,
             )
         except subprocess.TimeoutExpired:
             raise SetupError(f"{what} took more than {timeout:.0f} s (log: {log})") from None
@@ -35,21 +40,16 @@ def run(
     return r
 
 
+def run(
+    argv: Sequence[str | os.PathLike[str]], log: Path, what: str, timeout: float, **kwargs
+) -> subprocess.CompletedProcess:
+    """Run ``argv`` with stdout and stderr appended to ``log``; SetupError naming ``log`` when it fails."""
+    return _logged(argv, log, what, timeout, False, **kwargs)
+
+
 def output(argv: Sequence[str | os.PathLike[str]], log: Path, what: str, timeout: float, **kwargs) -> str:
     """Like ``run`` but returns stdout (stderr goes to the log)."""
-    log.parent.mkdir(parents=True, exist_ok=True)
-    with open(log, "a") as out:
-        out.write(f"$ {shlex.join(os.fspath(a) for a in argv)}\n")
-        out.flush()
-        try:
-            r = subprocess.run(
-                [os.fspath(a) for a in argv], stdout=subprocess.PIPE, stderr=out, text=True, timeout=timeout, **kwargs
-            )
-        except subprocess.TimeoutExpired:
-            raise SetupError(f"{what} took more than {timeout:.0f} s (log: {log})") from None
-    if r.returncode != 0:
-        raise SetupError(f"{what} failed with exit code {r.returncode}: {tail(log)} (log: {log})")
-    return r.stdout
+    return _logged(argv, log, what, timeout, True, **kwargs).stdout
 
 
 def note(log: Path, text: str) -> None:
