@@ -6,13 +6,12 @@ import json
 import os
 import signal
 import subprocess
-import sys
 import threading
 import xml.etree.ElementTree as ET
 from dataclasses import dataclass
 from pathlib import Path
 
-REPO = Path(__file__).resolve().parents[1]
+from slirp_conformance.checkout import REPO, suite_pytest_argv
 
 
 @dataclass
@@ -54,24 +53,7 @@ def _outcomes(junit: Path) -> dict[str, str]:
 def run_suite(tmp: Path, *args: str, timeout: float = 600, env: dict | None = None) -> SuiteRun:
     junit = tmp / "junit.xml"
     proc = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "pytest",
-            # rooted in the checkout as hack/conformance.sh roots it (hack/lib.sh suite_pytest), so a
-            # bare path after an option (--kubeconfig PATH) is the option's value, not the run's root
-            "-c",
-            str(REPO / "pyproject.toml"),
-            "--rootdir",
-            str(REPO),
-            "-k",
-            "slirp",
-            "-p",
-            "no:randomly",
-            f"--junitxml={junit}",
-            f"--report-dir={tmp / 'reports'}",
-            *args,
-        ],
+        suite_pytest_argv("-p", "no:randomly", f"--junitxml={junit}", f"--report-dir={tmp / 'reports'}", *args),
         cwd=REPO,
         capture_output=True,
         text=True,
@@ -106,23 +88,7 @@ def interrupt_suite(
     from slirp_conformance.plugin.session import CLEANING_UP
 
     proc = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "pytest",
-            # rooted in the checkout as hack/conformance.sh roots it (hack/lib.sh suite_pytest), so a
-            # bare path after an option (--kubeconfig PATH) is the option's value, not the run's root
-            "-c",
-            str(REPO / "pyproject.toml"),
-            "--rootdir",
-            str(REPO),
-            "-k",
-            "slirp",
-            "-q",
-            f"--junitxml={tmp / 'junit.xml'}",
-            f"--report-dir={tmp / 'reports'}",
-            *args,
-        ],
+        suite_pytest_argv("-q", f"--junitxml={tmp / 'junit.xml'}", f"--report-dir={tmp / 'reports'}", *args),
         cwd=REPO,
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,

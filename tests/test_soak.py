@@ -59,7 +59,7 @@ def test_a_soak_reports_the_failing_clause_of_each_run(tmp_path, no_leaks, broke
             assert r["outcome"] == "NOT CONFORMANT" and r["exit_status"] == 1, r
             ff = r["first_failure"]
             assert ff["clause"] == "icmp.py::test_icmp_echo_to_peer_gets_no_reply[console]", ff
-            assert ff["verdict"] == "fail" and "replies from" in ff["reason"], ff
+            assert ff["verdict"] == "fail" and "icmp: to_peer.replies: expected 0, got " in ff["reason"], ff
         assert result["summary"]["conformant"] == 0, result["summary"]
         assert result["summary"]["clauses_not_passing"] == {f"{c} fail": 2 for c in sorted(icmp)}, result["summary"]
     else:

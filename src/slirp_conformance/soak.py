@@ -30,7 +30,7 @@ import xml.etree.ElementTree as ET
 from collections import Counter
 from pathlib import Path
 
-from slirp_conformance.checkout import REPO
+from slirp_conformance.checkout import REPO, suite_pytest_argv
 
 BURNERS = 2
 # One burner: a shell busy loop, nothing to install; its own process group, killed as a group.
@@ -222,24 +222,15 @@ class Soak:
         self.current: tuple[int, Path, float] | None = None  # run number, its directory, its start
 
     def _argv(self, run_dir: Path) -> list[str]:
-        return [
-            sys.executable,
-            "-m",
-            "pytest",
-            "-c",
-            str(REPO / "pyproject.toml"),
-            "--rootdir",
-            str(REPO),
+        return suite_pytest_argv(
             str(REPO / "suites"),
-            "-k",
-            "slirp",
             "-p",
             "no:cacheprovider",
             f"--junitxml={run_dir / 'conformance.xml'}",
             f"--artifacts={run_dir / 'artifacts'}",
             f"--report-dir={run_dir}",
             *self.passthrough,
-        ]
+        )
 
     def one(self, n: int) -> dict:
         run_dir = self.out / f"run-{n:03d}"
