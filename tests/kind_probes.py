@@ -43,11 +43,24 @@ def busybox_archive(work: Path) -> Path:
     return archive
 
 
+def tool(name: str) -> str:
+    """kind or kubectl as hack/cluster-up.sh installs them (.tools/bin, absent in a clean clone until
+    the first cluster is up, so not on PATH then), else whatever PATH has."""
+    from slirp_conformance.cluster import runner
+
+    built = runner.TOOLS_DIR / name
+    return str(built) if built.is_file() else name
+
+
 def kubectl(
     kubeconfig: str, *args: str, input: str | None = None, timeout: float = 120, check: bool = True
 ) -> subprocess.CompletedProcess:
     r = subprocess.run(
-        ["kubectl", "--kubeconfig", kubeconfig, *args], capture_output=True, text=True, input=input, timeout=timeout
+        [tool("kubectl"), "--kubeconfig", kubeconfig, *args],
+        capture_output=True,
+        text=True,
+        input=input,
+        timeout=timeout,
     )
     if check and r.returncode != 0:
         raise AssertionError(f"kubectl {' '.join(args)} exited {r.returncode}: {r.stderr.strip()[-500:]}")
@@ -286,9 +299,6 @@ def up(name: str, workdir: Path, *extra: str, kubevirt: bool = False) -> Cluster
     cluster-up's own words."""
     import pytest
 
-    from slirp_conformance.cluster import runner
-
-    runner.prepend_tools_dir()  # the kind and kubectl cluster-up builds into .tools/bin
     before = snapshot()
     r, seconds = cluster_up(name, workdir, *extra, kubevirt=kubevirt)
     cluster = Cluster(

@@ -77,7 +77,7 @@ def test_node_is_ready_with_the_pinned_kubelet_and_kube_system_runs(one_node):
 def test_a_pod_from_an_image_built_here_answers_exec_logs_and_port_forward(one_node, tmp_path):
     archive = kind_probes.busybox_archive(tmp_path)
     subprocess.run(
-        ["kind", "load", "image-archive", str(archive), "--name", one_node.name],
+        [kind_probes.tool("kind"), "load", "image-archive", str(archive), "--name", one_node.name],
         check=True,
         capture_output=True,
         timeout=300,
@@ -92,7 +92,7 @@ def test_a_pod_from_an_image_built_here_answers_exec_logs_and_port_forward(one_n
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
     forward = subprocess.Popen(
-        ["kubectl", "--kubeconfig", one_node.kubeconfig, "port-forward", "pod/probe", f"{port}:8080"],
+        [kind_probes.tool("kubectl"), "--kubeconfig", one_node.kubeconfig, "port-forward", "pod/probe", f"{port}:8080"],
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,
@@ -161,7 +161,7 @@ def test_two_nodes_pods_on_each_reach_each_other(tmp_path_factory):
         archive = kind_probes.busybox_archive(tmp_path_factory.mktemp("busybox"))
         env = {**os.environ, **({"DOCKER_HOST": cluster.docker_host} if cluster.docker_host else {})}
         subprocess.run(
-            ["kind", "load", "image-archive", str(archive), "--name", cluster.name],
+            [kind_probes.tool("kind"), "load", "image-archive", str(archive), "--name", cluster.name],
             check=True,
             capture_output=True,
             timeout=300,

@@ -78,3 +78,12 @@ def test_a_guest_that_never_comes_up_is_reported_not_raised(monkeypatch):
     assert code == 1 and closed == [True], report
     assert report["boot_failure"].startswith("ConsoleError: vm serial console: no shell after 360 s"), report
     assert report["iterations"] == [] and report["summary"]["iterations_done"] == 0, report
+
+
+def test_importing_the_stall_fault_installs_nothing():
+    """The e2e self-test imports STALL_MARK from tests.stall_injection; only a run that loads it as a
+    plugin may get the hang (it once leaked into every later test of the self-tests' process)."""
+    from slirp_conformance import guest_profiles
+    from tests import stall_injection
+
+    assert stall_injection.STALL_MARK not in guest_profiles.REFERENCE.ping_command("198.18.0.1")
