@@ -50,6 +50,26 @@ RESTRICT_RED = (
 PING_GROUP_RED = _both("test_slirp_icmp::test_icmp_echo_to_peer_gets_no_reply")
 
 
+# Issue 20's clauses: each fault (tests/clause_faults.py) is a defect of the stack that exactly one
+# clause guards; everything else stays green.
+CLAUSE_FAULTS = {
+    "udp-as-tcp": {"test_slirp_ports::test_listed_udp_port_reaches_guest_service"},
+    "forward-unlisted-udp": {"test_slirp_ports::test_unlisted_udp_port_is_not_reachable"},
+}
+
+
+@pytest.mark.parametrize("fault", CLAUSE_FAULTS)
+def test_a_clause_fault_turns_exactly_its_clause_red(fault, tmp_path, no_leaks):
+    from tests.clause_faults import FAULT_ENV
+
+    run = run_suite(tmp_path, "--target=qemu", "-p", "tests.clause_faults", env={FAULT_ENV: fault})
+    wanted = CLAUSE_FAULTS[fault]
+    assert run.failed == wanted, (
+        f"unexpected red: {sorted(run.failed - wanted)}; unexpected green: {sorted(wanted - run.failed)}"
+    )
+    assert run.report is not None and run.report["outcome"] == "NOT CONFORMANT", run.output[-3000:]
+
+
 def test_contract_passes_on_the_reference_target(tmp_path, no_leaks):
     """With the QEMU network arguments KubeVirt's own sidecar code renders (--sidecar-render go)."""
     run = run_suite(tmp_path, "--target=qemu", "--sidecar-render=go")

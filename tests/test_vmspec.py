@@ -11,7 +11,7 @@ def test_conformance_vm_renders_like_the_sidecar():
     assert args == [
         "-netdev",
         "user,id=default,net=10.0.2.0/24,dnssearch=ns.svc.cluster.local,dnssearch=cluster.local,"
-        "hostfwd=tcp::22-:22,hostfwd=tcp::8080-:8080",
+        "hostfwd=tcp::22-:22,hostfwd=tcp::8080-:8080,hostfwd=udp::8082-:8082",
         "-device",
         '{"driver":"e1000","netdev":"default","id":"default","mac":"02:5c:1a:00:00:01"}',
     ]
@@ -43,6 +43,7 @@ def test_contract_of_the_conformance_vm():
     c = Contract.from_spec(conformance_vm(), ("a.test",))
     assert (c.guest_ip, c.gateway, c.nameserver, c.lease_seconds) == ("10.0.2.15", "10.0.2.2", "10.0.2.3", 86400)
     assert c.listed_tcp_ports == (22, 8080) and c.unlisted_tcp_port == 8081
+    assert c.listed_udp_ports == (8082,) and c.unlisted_udp_port == 8083
     assert c.mac == "02:5c:1a:00:00:01" and c.nic_model == "e1000" and c.search_domains == ("a.test",)
 
 

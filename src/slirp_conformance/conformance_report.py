@@ -283,6 +283,8 @@ def _premise_proof(ev: dict) -> dict:
         proof["pod"] = ev["pod"]
     if "error" in ev:
         proof["attempt"] = ev["error"]
+    if "sender_detail" in ev:  # a datagram: what came back to its sender (ICMP from the pod)
+        proof["attempt"] = ev["sender_detail"]
     return proof
 
 

@@ -202,6 +202,23 @@ _PY_DNS_QUERY = """
         i+=l
 """
 
+# A UDP service: every datagram's payload appended to a file (argv[2]), whoever sent it.
+_PY_UDP_SERVE = """
+    import socket,sys
+    s=socket.socket(socket.AF_INET,socket.SOCK_DGRAM)
+    s.bind(("0.0.0.0",int(sys.argv[1])))
+    while True:
+        d,a=s.recvfrom(65536)
+        with open(sys.argv[2],"ab") as f:
+            f.write(d)
+"""
+
+_PY_UDP_SEND = """
+    import socket,sys
+    s=socket.socket(socket.AF_INET,socket.SOCK_DGRAM)
+    s.sendto(sys.argv[3].encode()+bytes([10]),(sys.argv[1],int(sys.argv[2])))
+"""
+
 _PY_HTTP_GET = """
     import sys,urllib.request
     sys.stdout.buffer.write(urllib.request.urlopen(sys.argv[1],timeout=10).read())
@@ -241,6 +258,14 @@ class NetcatTools:
     def http_serve(self, port: int, root: str, pidfile: str) -> str:
         return f"busybox httpd -f -p {port} -h {root} >/dev/null 2>&1 & echo $! > {pidfile}"
 
+    def udp_serve(self, port: int, received: str, pidfile: str) -> str:
+        # -k with -u: an unconnected socket that takes datagrams from every sender; stdin from
+        # /dev/null, or a backgrounded nc would stop on the terminal (SIGTTIN).
+        return f"{self.nc} -k -u -l {port} </dev/null >{received} 2>/dev/null & echo $! > {pidfile}"
+
+    def udp_send(self, host: str, port: int, payload: str) -> str:
+        return f"printf '%s\\n' {shlex.quote(payload)} | timeout {_t(5)} {self.nc} -u -w 0 {host} {port}"
+
     def http_get(self, url: str) -> str:
         return f"timeout {_t(10)} busybox wget -q -O - {shlex.quote(url)}"
 
@@ -272,6 +297,12 @@ class Python3Tools:
 
     def http_get(self, url: str) -> str:
         return f"timeout {_t(15)} " + python3_command(_PY_HTTP_GET, url)
+
+    def udp_serve(self, port: int, received: str, pidfile: str) -> str:
+        return f"{python3_command(_PY_UDP_SERVE, port, received)} </dev/null >/dev/null 2>&1 & echo $! > {pidfile}"
+
+    def udp_send(self, host: str, port: int, payload: str) -> str:
+        return f"timeout {_t(10)} " + python3_command(_PY_UDP_SEND, host, port, payload)
 
 
 @dataclass(frozen=True)
@@ -352,6 +383,15 @@ class GuestProfile:
 
     def http_get_command(self, url: str) -> str:
         return self.tools.http_get(url)
+
+    def udp_serve_command(self, port: int, received: str, pidfile: str) -> str:
+        """Start a UDP service on ``port`` in the background that appends every datagram's payload
+        to the file ``received``, and write ITS pid to ``pidfile``."""
+        return self.tools.udp_serve(port, received, pidfile)
+
+    def udp_send_command(self, host: str, port: int, payload: str) -> str:
+        """Send ``payload`` and a newline as one datagram; wait for nothing."""
+        return self.tools.udp_send(host, port, payload)
 
 
 REFERENCE = GuestProfile(

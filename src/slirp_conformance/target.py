@@ -20,7 +20,7 @@ from slirp_conformance.console import Console
 from slirp_conformance.guest_profiles import GuestProfile
 from slirp_conformance.redaction import RedactedLog
 from slirp_conformance.ssh_client import KeyPair, SSHClient, parse_host_key
-from slirp_conformance.vmspec import UNLISTED_TEST_PORT, VMSpec
+from slirp_conformance.vmspec import UNLISTED_TEST_PORT, UNLISTED_UDP_TEST_PORT, VMSpec
 
 SLIRP_LEASE_SECONDS = 86400  # libslirp's fixed DHCP lease time
 
@@ -59,14 +59,19 @@ class Contract:
     nic_model: str
     listed_tcp_ports: tuple[int, ...]
     unlisted_tcp_port: int
+    listed_udp_ports: tuple[int, ...] = ()
+    unlisted_udp_port: int = UNLISTED_UDP_TEST_PORT
 
     @classmethod
     def from_spec(cls, spec: VMSpec, search_domains: tuple[str, ...]) -> Contract:
         net = spec.network.cidr
         base = int(net.network_address)
         listed = tuple(p.port for p in spec.interface.ports if p.protocol == "TCP")
+        listed_udp = tuple(p.port for p in spec.interface.ports if p.protocol == "UDP")
         if UNLISTED_TEST_PORT in listed:
             raise ValueError(f"port {UNLISTED_TEST_PORT} must stay unlisted: the ports suite relies on it")
+        if UNLISTED_UDP_TEST_PORT in listed_udp:
+            raise ValueError(f"UDP port {UNLISTED_UDP_TEST_PORT} must stay unlisted: the ports suite relies on it")
         return cls(
             guest_ip=str(ipaddress.IPv4Address(base + 15)),  # libslirp's first DHCP address
             prefix=net.prefixlen,
@@ -78,7 +83,25 @@ class Contract:
             nic_model=spec.interface.effective_model,
             listed_tcp_ports=listed,
             unlisted_tcp_port=UNLISTED_TEST_PORT,
+            listed_udp_ports=listed_udp,
+            unlisted_udp_port=UNLISTED_UDP_TEST_PORT,
         )
+
+
+@dataclass(frozen=True)
+class UdpSend:
+    """One datagram a client in the cluster sent to the pod's address, and what came back:
+    ``answered`` (a reply datagram, in ``reply``), ``refused`` (the pod's kernel answered ICMP port
+    unreachable: the datagram reached the pod and nothing was bound there), ``sent`` (it left the
+    sender and nothing came back within the wait) or ``error`` (it could not be sent)."""
+
+    outcome: str
+    detail: str = ""
+    reply: str | None = None
+
+
+class NotOnThisTarget(Exception):
+    """The target cannot do this (yet); the clause is skipped with this reason, never passed."""
 
 
 # What `ss -tni` says about a stalled connection: queues, what is unacknowledged or lost, and when
@@ -249,6 +272,11 @@ class Target(abc.ABC):
 
         Raises ConnectionError (or TimeoutError) when nothing answers there.
         """
+
+    def send_udp_to_pod(self, port: int, payload: bytes, wait: float = 2) -> UdpSend:
+        """One datagram to ``port`` at the pod's address, from a client in the cluster; waits up to
+        ``wait`` s for a reply or an ICMP error."""
+        raise NotOnThisTarget(f"UDP ingress from a client is not implemented on --target={self.name} yet (issue 20)")
 
     @abc.abstractmethod
     def port_forward(self, port: int, timeout: float = 5) -> socket.socket:

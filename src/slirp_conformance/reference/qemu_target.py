@@ -20,7 +20,7 @@ from slirp_conformance.reference import sidecar_render
 from slirp_conformance.reference.fedora_like import Flavour
 from slirp_conformance.reference.reference_vm import QemuOptions, ReferenceVM
 from slirp_conformance.ssh_client import generate_keypair
-from slirp_conformance.target import Contract, Target, ss_summary
+from slirp_conformance.target import Contract, Target, UdpSend, ss_summary
 from slirp_conformance.vmspec import VMSpec, sidecar_search_domains
 
 PASSWORD_ENV = "SLIRP_CONFORMANCE_GUEST_PASSWORD"
@@ -88,6 +88,9 @@ class QemuTarget(Target):
 
     def port_forward(self, port: int, timeout: float = 5) -> socket.socket:
         return self.vm.port_forward(port, timeout)
+
+    def send_udp_to_pod(self, port: int, payload: bytes, wait: float = 2) -> UdpSend:
+        return self.vm.send_udp_to_pod(port, payload, wait)
 
     def ping_peer_directly(self) -> dict:
         return self.vm.ping_peer_directly()

@@ -1,0 +1,47 @@
+"""Faults for a child suite run (``-p tests.clause_faults`` with ``SLIRP_CLAUSE_FAULT=<name>``), each
+a plausible defect of the stack under test that exactly one clause of issue 20 guards. The sidecar
+faults rewrite the QEMU arguments KubeVirt's own sidecar code rendered (``--sidecar-render go``)
+before the reference VM starts, as a sidecar with that bug would have rendered them."""
+
+from __future__ import annotations
+
+import os
+import re
+
+from slirp_conformance.reference import sidecar_render
+
+FAULT_ENV = "SLIRP_CLAUSE_FAULT"
+
+
+def _udp_as_tcp(args: list[str]) -> list[str]:
+    """A sidecar that forwards every listed port as TCP, whatever its protocol."""
+    return [args[0], args[1].replace("hostfwd=udp::", "hostfwd=tcp::"), *args[2:]]
+
+
+def _forward_unlisted_udp(args: list[str]) -> list[str]:
+    """A sidecar that forwards a UDP port the VM does not list (8083, the suite's unlisted one)."""
+    return [args[0], args[1] + ",hostfwd=udp::8083-:8083", *args[2:]]
+
+
+ARG_FAULTS = {
+    "udp-as-tcp": _udp_as_tcp,
+    "forward-unlisted-udp": _forward_unlisted_udp,
+}
+
+
+def pytest_configure(config) -> None:
+    """Installs the fault named by ``SLIRP_CLAUSE_FAULT`` (only where this module is a plugin)."""
+    fault = os.environ.get(FAULT_ENV, "")
+    if fault not in ARG_FAULTS:
+        raise RuntimeError(f"{FAULT_ENV}={fault!r}: choose one of {', '.join(sorted(ARG_FAULTS))}")
+    render = sidecar_render.qemu_network_args
+
+    def faulty_render(spec, search_domains, mode, kubevirt_version):
+        args, source = render(spec, search_domains, mode, kubevirt_version)
+        changed = ARG_FAULTS[fault](list(args))
+        if not re.match(r"user,", changed[1]):
+            raise RuntimeError(f"fault {fault} broke the -netdev argument: {changed}")
+        # A fault that does not apply to a VM (no UDP port listed) leaves its arguments alone.
+        return changed, ({**source, "clause_fault": fault} if changed != args else source)
+
+    sidecar_render.qemu_network_args = faulty_render
