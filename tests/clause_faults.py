@@ -13,19 +13,38 @@ from slirp_conformance.reference import sidecar_render
 FAULT_ENV = "SLIRP_CLAUSE_FAULT"
 
 
-def _udp_as_tcp(args: list[str]) -> list[str]:
+def _udp_as_tcp(spec, args: list[str]) -> list[str]:
     """A sidecar that forwards every listed port as TCP, whatever its protocol."""
     return [args[0], args[1].replace("hostfwd=udp::", "hostfwd=tcp::"), *args[2:]]
 
 
-def _forward_unlisted_udp(args: list[str]) -> list[str]:
+def _forward_unlisted_udp(spec, args: list[str]) -> list[str]:
     """A sidecar that forwards a UDP port the VM does not list (8083, the suite's unlisted one)."""
+    if not any(p.protocol == "UDP" for p in spec.interface.ports):
+        return args
     return [args[0], args[1] + ",hostfwd=udp::8083-:8083", *args[2:]]
+
+
+def _device_driver(args: list[str], driver: str) -> list[str]:
+    i = args.index("-device") + 1
+    return [*args[:i], re.sub(r'"driver":"[^"]*"', f'"driver":"{driver}"', args[i]), *args[i + 1 :]]
+
+
+def _virtio_as_rtl8139(spec, args: list[str]) -> list[str]:
+    """A sidecar that falls back to rtl8139 (not e1000) for a model slirp cannot serve."""
+    return _device_driver(args, "rtl8139") if spec.interface.model == "virtio" else args
+
+
+def _rtl8139_ignored(spec, args: list[str]) -> list[str]:
+    """A sidecar that forces e1000 whatever the VM asks for."""
+    return _device_driver(args, "e1000") if spec.interface.model == "rtl8139" else args
 
 
 ARG_FAULTS = {
     "udp-as-tcp": _udp_as_tcp,
     "forward-unlisted-udp": _forward_unlisted_udp,
+    "virtio-as-rtl8139": _virtio_as_rtl8139,
+    "rtl8139-ignored": _rtl8139_ignored,
 }
 
 
@@ -38,10 +57,10 @@ def pytest_configure(config) -> None:
 
     def faulty_render(spec, search_domains, mode, kubevirt_version):
         args, source = render(spec, search_domains, mode, kubevirt_version)
-        changed = ARG_FAULTS[fault](list(args))
+        changed = ARG_FAULTS[fault](spec, list(args))
         if not re.match(r"user,", changed[1]):
             raise RuntimeError(f"fault {fault} broke the -netdev argument: {changed}")
-        # A fault that does not apply to a VM (no UDP port listed) leaves its arguments alone.
+        # A fault that does not apply to a VM (no UDP port listed, another model) leaves it alone.
         return changed, ({**source, "clause_fault": fault} if changed != args else source)
 
     sidecar_render.qemu_network_args = faulty_render

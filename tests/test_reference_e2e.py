@@ -30,7 +30,14 @@ def _both(test: str) -> set[str]:
     return {f"{test}[{c}]" for c in CHANNELS}
 
 
-ALL_MODULES = {"test_slirp_dhcp", "test_slirp_tcp", "test_slirp_udp", "test_slirp_icmp", "test_slirp_ports"}
+ALL_MODULES = {
+    "test_slirp_dhcp",
+    "test_slirp_tcp",
+    "test_slirp_udp",
+    "test_slirp_icmp",
+    "test_slirp_ports",
+    "test_slirp_nic",
+}
 
 # restrict=on: slirp offers no router and no DNS and drops the guest's outbound traffic. A
 # client pod's connection to a listed port cannot be answered without a default route, while
@@ -55,6 +62,8 @@ PING_GROUP_RED = _both("test_slirp_icmp::test_icmp_echo_to_peer_gets_no_reply")
 CLAUSE_FAULTS = {
     "udp-as-tcp": {"test_slirp_ports::test_listed_udp_port_reaches_guest_service"},
     "forward-unlisted-udp": {"test_slirp_ports::test_unlisted_udp_port_is_not_reachable"},
+    "virtio-as-rtl8139": {"test_slirp_nic::test_guest_sees_the_nic_the_sidecar_renders[virtio]"},
+    "rtl8139-ignored": {"test_slirp_nic::test_guest_sees_the_nic_the_sidecar_renders[rtl8139]"},
 }
 
 

@@ -13,12 +13,15 @@ import pytest
 from slirp_conformance import vmspec
 from slirp_conformance.cluster import versions
 from slirp_conformance.reference import sidecar_render
-from slirp_conformance.vmspec import Interface, PodNetwork, Port, VMSpec, conformance_vm
+from slirp_conformance.vmspec import Interface, PodNetwork, Port, VMSpec, conformance_vm, variant_vm
 
 SEARCH = ("slirp-conformance.svc.cluster.local", "svc.cluster.local", "cluster.local")
 
 ROWS: dict[str, tuple[VMSpec, tuple[str, ...]]] = {
     "conformance-vm": (conformance_vm(), SEARCH),
+    # issue 20's second VM specs, as the suites boot them
+    "variant-vm-virtio": (variant_vm("virtio"), SEARCH),
+    "variant-vm-rtl8139": (variant_vm("rtl8139"), SEARCH),
     "no-ports": (VMSpec("v", Interface()), SEARCH),
     "tcp-and-udp-ports": (VMSpec("v", Interface(ports=(Port(22), Port(53, "UDP"), Port(8080, "TCP", "http")))), SEARCH),
     "duplicate-ports": (

@@ -30,7 +30,7 @@ DESELECT_REASON = pytest.StashKey[str]()  # set on an item before it is deselect
 
 VERDICT_ORDER = ("fail", "void", "error", "not run", "quarantined", "pass", "skipped", "deselected")
 QUARANTINE_PREFIX = "QUARANTINED: "  # the xfail reason a quarantined clause carries (plugin/session.py)
-CONTRACT_MARKERS = ("dhcp", "tcp", "udp", "icmp", "ports", "kubevirt")
+CONTRACT_MARKERS = ("dhcp", "tcp", "udp", "icmp", "ports", "nic", "cidr", "kubevirt", "isolation", "ipv6")
 DESCRIBE_KEYS_NOT_VERSIONS = {"namespace"}
 
 

@@ -324,6 +324,15 @@ class GuestProfile:
     def nic_driver_command(self) -> str:
         return f"basename $(readlink /sys/class/net/{self.interface}/device/driver)"
 
+    def nic_pci_command(self) -> str:
+        """Every Ethernet controller on the guest's PCI bus (class 0x0200), whether or not a driver
+        took it: ``vendor:device driver`` per line (``-`` when no driver is bound)."""
+        return (
+            "for d in /sys/bus/pci/devices/*; do case $(cat $d/class) in 0x0200*) "
+            'v=$(cat $d/vendor); p=$(cat $d/device); r=$(readlink $d/driver); echo "${v#0x}:${p#0x} ${r##*/}";; '
+            "esac; done"
+        )
+
     def mac_command(self) -> str:
         return f"cat /sys/class/net/{self.interface}/address"
 

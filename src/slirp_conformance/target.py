@@ -12,6 +12,7 @@ import re
 import socket
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Protocol
 
 import paramiko
 
@@ -20,7 +21,7 @@ from slirp_conformance.console import Console
 from slirp_conformance.guest_profiles import GuestProfile
 from slirp_conformance.redaction import RedactedLog
 from slirp_conformance.ssh_client import KeyPair, SSHClient, parse_host_key
-from slirp_conformance.vmspec import UNLISTED_TEST_PORT, UNLISTED_UDP_TEST_PORT, VMSpec
+from slirp_conformance.vmspec import NIC_PCI_IDS, UNLISTED_TEST_PORT, UNLISTED_UDP_TEST_PORT, VMSpec
 
 SLIRP_LEASE_SECONDS = 86400  # libslirp's fixed DHCP lease time
 
@@ -57,6 +58,8 @@ class Contract:
     lease_seconds: int
     mac: str | None
     nic_model: str
+    requested_nic_model: str | None  # what the VM spec asks for (None: no model given)
+    nic_pci_id: str  # vendor:device of the NIC the guest must see
     listed_tcp_ports: tuple[int, ...]
     unlisted_tcp_port: int
     listed_udp_ports: tuple[int, ...] = ()
@@ -81,6 +84,8 @@ class Contract:
             lease_seconds=SLIRP_LEASE_SECONDS,
             mac=spec.interface.mac,
             nic_model=spec.interface.effective_model,
+            requested_nic_model=spec.interface.model,
+            nic_pci_id=NIC_PCI_IDS[spec.interface.effective_model],
             listed_tcp_ports=listed,
             unlisted_tcp_port=UNLISTED_TEST_PORT,
             listed_udp_ports=listed_udp,
@@ -98,6 +103,13 @@ class UdpSend:
     outcome: str
     detail: str = ""
     reply: str | None = None
+
+
+class VariantVMs(Protocol):
+    """The ``variant_targets`` fixture: a second VM per requested NIC model (``vmspec.variant_vm``),
+    booted on first use; skips the clause where the target cannot boot one."""
+
+    def get(self, model: str) -> Target: ...
 
 
 class NotOnThisTarget(Exception):
@@ -294,6 +306,11 @@ class Target(abc.ABC):
     @abc.abstractmethod
     def icmp_evidence(self) -> dict:
         """What decides slirp's ICMP: the pod's net.ipv4.ping_group_range, QEMU's uid/gid, caps."""
+
+    def sidecar_args(self) -> list[str] | None:
+        """The ``-netdev``/``-device`` arguments the sidecar gave this VM's QEMU, where the target
+        knows them (None elsewhere)."""
+        return None
 
     def describe(self) -> dict:
         """Versions and settings for reports (JUnit properties)."""

@@ -98,6 +98,9 @@ class QemuTarget(Target):
     def icmp_evidence(self) -> dict:
         return self.vm.icmp_evidence()
 
+    def sidecar_args(self) -> list[str] | None:
+        return list(self.vm.network_args) if self.vm.network_args is not None else None
+
     def describe(self) -> dict:
         boot = self.timings.get("boot_to_console_prompt_s")
         return {
