@@ -48,11 +48,52 @@ ARG_FAULTS = {
 }
 
 
+# A pod that shields its loopback from QEMU: new TCP connections QEMU (uid 107, as virt-launcher's)
+# opens on the pod's loopback are reset. Replies to connections made TO QEMU (the SSH port-forward)
+# are not new connections, and QEMU's egress leaves by eth0.
+_SHIELD_RULE = [
+    "OUTPUT",
+    "-o",
+    "lo",
+    "-p",
+    "tcp",
+    "--syn",
+    "-m",
+    "owner",
+    "--uid-owner",
+    "107",
+    "-j",
+    "REJECT",
+    "--reject-with",
+    "tcp-reset",
+]
+SHIELD_LOOPBACK = [["iptables", "-I", *_SHIELD_RULE], ["ip6tables", "-I", *_SHIELD_RULE]]
+POD_FAULTS = {"pod-loopback-shielded": SHIELD_LOOPBACK}
+
+
+def _install_pod_fault(commands: list[list[str]]) -> None:
+    from slirp_conformance.reference.qemu_target import QemuTarget
+
+    start = QemuTarget._start
+
+    def faulty_start(self) -> None:
+        start(self)
+        for argv in commands:
+            rc, out, err = self.vm.exec_in_pod(argv, timeout=20)
+            if rc != 0:
+                raise RuntimeError(f"fault: {' '.join(argv)} failed in the pod: {err or out}")
+
+    QemuTarget._start = faulty_start  # type: ignore[method-assign]
+
+
 def pytest_configure(config) -> None:
     """Installs the fault named by ``SLIRP_CLAUSE_FAULT`` (only where this module is a plugin)."""
     fault = os.environ.get(FAULT_ENV, "")
+    if fault in POD_FAULTS:
+        _install_pod_fault(POD_FAULTS[fault])
+        return
     if fault not in ARG_FAULTS:
-        raise RuntimeError(f"{FAULT_ENV}={fault!r}: choose one of {', '.join(sorted(ARG_FAULTS))}")
+        raise RuntimeError(f"{FAULT_ENV}={fault!r}: choose one of {', '.join(sorted([*ARG_FAULTS, *POD_FAULTS]))}")
     render = sidecar_render.qemu_network_args
 
     def faulty_render(spec, search_domains, mode, kubevirt_version):

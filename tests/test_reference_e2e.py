@@ -37,6 +37,7 @@ ALL_MODULES = {
     "test_slirp_icmp",
     "test_slirp_ports",
     "test_slirp_nic",
+    "test_slirp_isolation",
 }
 
 # restrict=on: slirp offers no router and no DNS and drops the guest's outbound traffic. A
@@ -64,6 +65,7 @@ CLAUSE_FAULTS = {
     "forward-unlisted-udp": {"test_slirp_ports::test_unlisted_udp_port_is_not_reachable"},
     "virtio-as-rtl8139": {"test_slirp_nic::test_guest_sees_the_nic_the_sidecar_renders[virtio]"},
     "rtl8139-ignored": {"test_slirp_nic::test_guest_sees_the_nic_the_sidecar_renders[rtl8139]"},
+    "pod-loopback-shielded": _both("test_slirp_isolation::test_guest_reaches_the_pods_loopback_through_the_gateway"),
 }
 
 

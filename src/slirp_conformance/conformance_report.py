@@ -32,6 +32,20 @@ VERDICT_ORDER = ("fail", "void", "error", "not run", "quarantined", "pass", "ski
 QUARANTINE_PREFIX = "QUARANTINED: "  # the xfail reason a quarantined clause carries (plugin/session.py)
 CONTRACT_MARKERS = ("dhcp", "tcp", "udp", "icmp", "ports", "nic", "cidr", "kubevirt", "isolation", "ipv6")
 DESCRIBE_KEYS_NOT_VERSIONS = {"namespace"}
+# Areas whose clauses are findings a reviewer reads on their own (issue 20): each gets its own
+# heading in conformance.md and its own list in conformance.json, apart from the contract's table.
+FINDING_AREAS = {
+    "isolation": (
+        "Isolation findings",
+        "What the guest can reach of the pod itself: a pass states that the exposure exists on this "
+        "release (the plugin's behaviour, not a defect of the run).",
+    ),
+    "ipv6": (
+        "IPv6 findings",
+        "What the guest gets over IPv6 through slirp (the sidecar never turns QEMU's IPv6 off): "
+        "asserted where the release's source decides it, the rest recorded as evidence.",
+    ),
+}
 
 
 @dataclass
@@ -161,6 +175,14 @@ class ConformanceReport:
             "versions": self.versions,
             "counts": self.counts(),
             "premises": self.premises(),
+            "findings": {
+                area: [
+                    {"nodeid": c.nodeid, "verdict": c.verdict, "reason": c.reason, "evidence": c.evidence}
+                    for c in sorted(self.clauses.values(), key=lambda c: c.nodeid)
+                    if c.area == area
+                ]
+                for area in FINDING_AREAS
+            },
             "clauses": [asdict(c) for c in sorted(self.clauses.values(), key=lambda c: c.nodeid)],
         }
 
@@ -195,13 +217,21 @@ class ConformanceReport:
         if self.versions:
             lines += ["", "| version / setting | value |", "|---|---|"]
             lines += [f"| {k} | `{_cell(v, 90)}` |" for k, v in sorted(self.versions.items())]
+        contract = [c for c in self.clauses.values() if c.area not in FINDING_AREAS]
         lines += ["", "| area | clause | verdict | decided by |", "|---|---|---|---|"]
-        for (area, name), group in sorted(
-            _by_clause(self.clauses.values()).items(), key=lambda kv: (_rank(kv[1]), kv[0])
-        ):
+        for (area, name), group in sorted(_by_clause(contract).items(), key=lambda kv: (_rank(kv[1]), kv[0])):
             verdicts = ", ".join(f"{c.verdict.upper()}" + (f" ({ch})" if ch else "") for ch, c in group)
             worst = min((c for _, c in group), key=lambda c: _rank([("", c)]))
             lines.append(f"| {area} | `{name}` | {verdicts} | {_cell(worst.reason or _summary(worst), 200)} |")
+        for area, (heading, what) in FINDING_AREAS.items():
+            found = [c for c in self.clauses.values() if c.area == area]
+            if not found:
+                continue
+            lines += ["", f"## {heading}", "", what, "", "| clause | verdict | finding |", "|---|---|---|"]
+            for (_, name), group in sorted(_by_clause(found).items(), key=lambda kv: (_rank(kv[1]), kv[0])):
+                verdicts = ", ".join(f"{c.verdict.upper()}" + (f" ({ch})" if ch else "") for ch, c in group)
+                worst = min((c for _, c in group), key=lambda c: _rank([("", c)]))
+                lines.append(f"| `{name}` | {verdicts} | {_cell(worst.reason or _summary(worst), 400)} |")
         premises = self.premises()
         if premises:
             lines += [

@@ -219,6 +219,17 @@ _PY_UDP_SEND = """
     s.sendto(sys.argv[3].encode()+bytes([10]),(sys.argv[1],int(sys.argv[2])))
 """
 
+# Connect and print what the server sends until it closes (no request: the server speaks first).
+_PY_TCP_READ = """
+    import socket,sys
+    s=socket.create_connection((sys.argv[1],int(sys.argv[2])),timeout=10)
+    while True:
+        d=s.recv(65536)
+        if not d:
+            break
+        sys.stdout.buffer.write(d)
+"""
+
 _PY_HTTP_GET = """
     import sys,urllib.request
     sys.stdout.buffer.write(urllib.request.urlopen(sys.argv[1],timeout=10).read())
@@ -257,6 +268,9 @@ class NetcatTools:
 
     def http_serve(self, port: int, root: str, pidfile: str) -> str:
         return f"busybox httpd -f -p {port} -h {root} >/dev/null 2>&1 & echo $! > {pidfile}"
+
+    def tcp_read(self, host: str, port: int) -> str:
+        return f"timeout {_t(10)} {self.nc} -d -w 5 {host} {port}"
 
     def udp_serve(self, port: int, received: str, pidfile: str) -> str:
         # -k with -u: an unconnected socket that takes datagrams from every sender; stdin from
@@ -297,6 +311,9 @@ class Python3Tools:
 
     def http_get(self, url: str) -> str:
         return f"timeout {_t(15)} " + python3_command(_PY_HTTP_GET, url)
+
+    def tcp_read(self, host: str, port: int) -> str:
+        return f"timeout {_t(15)} " + python3_command(_PY_TCP_READ, host, port)
 
     def udp_serve(self, port: int, received: str, pidfile: str) -> str:
         return f"{python3_command(_PY_UDP_SERVE, port, received)} </dev/null >/dev/null 2>&1 & echo $! > {pidfile}"
@@ -392,6 +409,10 @@ class GuestProfile:
 
     def http_get_command(self, url: str) -> str:
         return self.tools.http_get(url)
+
+    def tcp_read_command(self, host: str, port: int) -> str:
+        """Connect to ``host``:``port`` (IPv4 or IPv6) and print what the server sends until it closes."""
+        return self.tools.tcp_read(host, port)
 
     def udp_serve_command(self, port: int, received: str, pidfile: str) -> str:
         """Start a UDP service on ``port`` in the background that appends every datagram's payload

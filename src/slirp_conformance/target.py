@@ -290,6 +290,17 @@ class Target(abc.ABC):
         ``wait`` s for a reply or an ICMP error."""
         raise NotOnThisTarget(f"UDP ingress from a client is not implemented on --target={self.name} yet (issue 20)")
 
+    def listen_on_pod_loopback(self, host: str, port: int, token: str) -> None:
+        """Start a TCP service on the pod's (the launcher pod's) loopback ``host`` (127.0.0.1 or ::1)
+        that answers every connection with ``token``: a process in the pod that keeps to itself."""
+        raise NotOnThisTarget(
+            f"a listener on the pod's loopback is not implemented on --target={self.name} yet (issue 20)"
+        )
+
+    def pod_loopback_clients(self, host: str, port: int) -> list[str]:
+        """The client addresses the pod's loopback service saw."""
+        return []
+
     @abc.abstractmethod
     def port_forward(self, port: int, timeout: float = 5) -> socket.socket:
         """A TCP connection to ``port`` on the pod's loopback, like a pod port-forward (SSH uses it).

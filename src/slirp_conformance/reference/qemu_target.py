@@ -89,6 +89,12 @@ class QemuTarget(Target):
     def port_forward(self, port: int, timeout: float = 5) -> socket.socket:
         return self.vm.port_forward(port, timeout)
 
+    def listen_on_pod_loopback(self, host: str, port: int, token: str) -> None:
+        self.vm.listen_on_pod_loopback(host, port, token)
+
+    def pod_loopback_clients(self, host: str, port: int) -> list[str]:
+        return self.vm.pod_loopback_clients(host, port)
+
     def send_udp_to_pod(self, port: int, payload: bytes, wait: float = 2) -> UdpSend:
         return self.vm.send_udp_to_pod(port, payload, wait)
 

@@ -657,6 +657,15 @@ class ReferenceVM:
         """From inside the pod to its loopback, as ``kubectl port-forward`` to the pod does."""
         return self._dial("pod", "127.0.0.1", port, timeout)
 
+    def listen_on_pod_loopback(self, host: str, port: int, token: str) -> None:
+        """A TCP service on the pod's loopback (``host`` 127.0.0.1 or ::1) that answers ``token``."""
+        r = self._ask({"op": "loopback-listen", "host": host, "port": port, "token": token})
+        if not r.get("ok"):
+            raise SetupError(str(r.get("error")))
+
+    def pod_loopback_clients(self, host: str, port: int) -> list[str]:
+        return self._ask({"op": "loopback-seen", "host": host, "port": port}).get("seen", [])
+
     def send_udp_to_pod(self, port: int, payload: bytes, wait: float = 2) -> UdpSend:
         """From the peer namespace to the pod's address (a client pod's datagram), on a connected
         socket: an ICMP port unreachable from the pod comes back as ECONNREFUSED."""
