@@ -5,9 +5,11 @@ before the reference VM starts, as a sidecar with that bug would have rendered t
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import re
 
+from slirp_conformance.errors import SetupError
 from slirp_conformance.reference import sidecar_render
 
 FAULT_ENV = "SLIRP_CLAUSE_FAULT"
@@ -40,12 +42,23 @@ def _rtl8139_ignored(spec, args: list[str]) -> list[str]:
     return _device_driver(args, "e1000") if spec.interface.model == "rtl8139" else args
 
 
+def _cidr_ignored(spec, args: list[str]) -> list[str]:
+    """A sidecar that always renders the default network, whatever vmNetworkCIDR says."""
+    if not spec.network.vm_network_cidr:
+        return args
+    return [args[0], re.sub(r",net=[^,]*", ",net=10.0.2.0/24", args[1]), *args[2:]]
+
+
 ARG_FAULTS = {
     "udp-as-tcp": _udp_as_tcp,
     "forward-unlisted-udp": _forward_unlisted_udp,
     "virtio-as-rtl8139": _virtio_as_rtl8139,
     "rtl8139-ignored": _rtl8139_ignored,
+    "cidr-ignored": _cidr_ignored,
 }
+# A sidecar that does not validate vmNetworkCIDR and falls back to the default network for one it
+# cannot parse: the VM starts where it must be refused.
+RENDER_FAULTS = {"invalid-cidr-accepted"}
 
 
 # A pod that shields its loopback from QEMU: new TCP connections QEMU (uid 107, as virt-launcher's)
@@ -92,11 +105,21 @@ def pytest_configure(config) -> None:
     if fault in POD_FAULTS:
         _install_pod_fault(POD_FAULTS[fault])
         return
-    if fault not in ARG_FAULTS:
-        raise RuntimeError(f"{FAULT_ENV}={fault!r}: choose one of {', '.join(sorted([*ARG_FAULTS, *POD_FAULTS]))}")
+    if fault not in ARG_FAULTS and fault not in RENDER_FAULTS:
+        names = sorted([*ARG_FAULTS, *POD_FAULTS, *RENDER_FAULTS])
+        raise RuntimeError(f"{FAULT_ENV}={fault!r}: choose one of {', '.join(names)}")
     render = sidecar_render.qemu_network_args
 
     def faulty_render(spec, search_domains, mode, kubevirt_version):
+        if fault in RENDER_FAULTS:
+            try:
+                return render(spec, search_domains, mode, kubevirt_version)
+            except SetupError as e:
+                if "invalid network CIDR" not in str(e):
+                    raise
+                fallback = dataclasses.replace(spec, network=dataclasses.replace(spec.network, vm_network_cidr=None))
+                args, source = render(fallback, search_domains, mode, kubevirt_version)
+                return args, {**source, "clause_fault": fault}
         args, source = render(spec, search_domains, mode, kubevirt_version)
         changed = ARG_FAULTS[fault](spec, list(args))
         if not re.match(r"user,", changed[1]):

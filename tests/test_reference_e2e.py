@@ -38,6 +38,7 @@ ALL_MODULES = {
     "test_slirp_ports",
     "test_slirp_nic",
     "test_slirp_isolation",
+    "test_slirp_cidr",
 }
 
 # restrict=on: slirp offers no router and no DNS and drops the guest's outbound traffic. A
@@ -65,6 +66,17 @@ CLAUSE_FAULTS = {
     "forward-unlisted-udp": {"test_slirp_ports::test_unlisted_udp_port_is_not_reachable"},
     "virtio-as-rtl8139": {"test_slirp_nic::test_guest_sees_the_nic_the_sidecar_renders[virtio]"},
     "rtl8139-ignored": {"test_slirp_nic::test_guest_sees_the_nic_the_sidecar_renders[rtl8139]"},
+    "cidr-ignored": {
+        f"test_slirp_cidr::{t}"
+        for t in (
+            "test_the_sidecar_renders_the_cidr",
+            "test_address_and_prefix_follow_the_cidr",
+            "test_gateway_follows_the_cidr",
+            "test_nameserver_follows_the_cidr",
+            "test_dns_relay_answers_at_the_cidrs_nameserver",
+        )
+    },
+    "invalid-cidr-accepted": {"test_slirp_cidr::test_invalid_cidr_fails_with_the_sidecars_reason"},
     "pod-loopback-shielded": _both("test_slirp_isolation::test_guest_reaches_the_pods_loopback_through_the_gateway"),
 }
 

@@ -69,6 +69,7 @@ class Contract:
     def from_spec(cls, spec: VMSpec, search_domains: tuple[str, ...]) -> Contract:
         net = spec.network.cidr
         base = int(net.network_address)
+        host_bits = int(net.hostmask)
         listed = tuple(p.port for p in spec.interface.ports if p.protocol == "TCP")
         listed_udp = tuple(p.port for p in spec.interface.ports if p.protocol == "UDP")
         if UNLISTED_TEST_PORT in listed:
@@ -76,10 +77,13 @@ class Contract:
         if UNLISTED_UDP_TEST_PORT in listed_udp:
             raise ValueError(f"UDP port {UNLISTED_UDP_TEST_PORT} must stay unlisted: the ports suite relies on it")
         return cls(
-            guest_ip=str(ipaddress.IPv4Address(base + 15)),  # libslirp's first DHCP address
+            # QEMU's net_slirp_init (net/slirp.c) places slirp's addresses for `net=`: the network
+            # ORed with 0x020f (first DHCP lease), 0x0202 (virtual host) and 0x0203 (DNS relay), each
+            # masked to the host bits: .15/.2/.3 in a /24 (10.0.2.15), x.y.2.15 in a /16 or /22.
+            guest_ip=str(ipaddress.IPv4Address(base | (0x020F & host_bits))),
             prefix=net.prefixlen,
-            gateway=str(ipaddress.IPv4Address(base + 2)),  # libslirp's virtual host
-            nameserver=str(ipaddress.IPv4Address(base + 3)),  # libslirp's DNS relay
+            gateway=str(ipaddress.IPv4Address(base | (0x0202 & host_bits))),
+            nameserver=str(ipaddress.IPv4Address(base | (0x0203 & host_bits))),
             search_domains=search_domains,
             lease_seconds=SLIRP_LEASE_SECONDS,
             mac=spec.interface.mac,

@@ -199,6 +199,35 @@ def make_variant_target(config, spec: VMSpec) -> Target:
     return qemu_target.QemuTarget(spec, _qemu_options(config), fedora_like=_fedora_like(config))
 
 
+def attempt_start(config, spec: VMSpec) -> str | None:
+    """Try to start a VM of ``spec`` on the target the options describe: None when it started (it
+    is stopped again at once), else the reason it did not. On --target=qemu the reference VM's start
+    renders the network with the sidecar of the release under test, as virt-launcher would."""
+    if config.getoption("target") != "qemu":
+        raise NotOnThisTarget(
+            f"a start attempt of a second VM spec ({spec.name}) runs only on --target=qemu so far (issue 20)"
+        )
+    import secrets
+
+    vm = reference_vm.ReferenceVM(
+        spec,
+        _qemu_options(config),
+        authorized_key="ssh-ed25519 AAAA start-attempt",
+        password=secrets.token_urlsafe(12),
+        fedora_like=_fedora_like(config),
+    )
+    try:
+        vm.start()
+        # The lab reports ready once QEMU is launched: a QEMU that refuses its arguments exits at once.
+        if not vm.qemu_stays_up(waits.scaled(3)):
+            return f"QEMU exited: {vm.qemu_log_tail()}"
+    except SetupError as e:
+        return str(e)
+    finally:
+        vm.close()
+    return None
+
+
 def make_target(config) -> Target:
     """The target the options describe (not started)."""
     spec = conformance_vm(_vm_name(config))

@@ -666,6 +666,26 @@ class ReferenceVM:
     def pod_loopback_clients(self, host: str, port: int) -> list[str]:
         return self._ask({"op": "loopback-seen", "host": host, "port": port}).get("seen", [])
 
+    def qemu_stays_up(self, seconds: float) -> bool:
+        """Whether QEMU is still running after ``seconds`` (False as soon as it has exited)."""
+
+        def exited() -> bool:
+            if self._lab is None or self._lab.poll() is not None:
+                return True
+            try:
+                return not self._ask({"op": "evidence"})["qemu_running"]
+            except OSError:  # the lab is going away with its QEMU
+                return True
+
+        try:
+            waits.wait_for("QEMU to exit (it should not)", exited, seconds, max_interval=0.5)
+        except waits.WaitTimeout:
+            return True
+        return False
+
+    def qemu_log_tail(self) -> str:
+        return self._tail("qemu.log", 3)
+
     def send_udp_to_pod(self, port: int, payload: bytes, wait: float = 2) -> UdpSend:
         """From the peer namespace to the pod's address (a client pod's datagram), on a connected
         socket: an ICMP port unreachable from the pod comes back as ECONNREFUSED."""
