@@ -49,12 +49,18 @@ def _cidr_ignored(spec, args: list[str]) -> list[str]:
     return [args[0], re.sub(r",net=[^,]*", ",net=10.0.2.0/24", args[1]), *args[2:]]
 
 
+def _ipv6_off(spec, args: list[str]) -> list[str]:
+    """A sidecar that turns QEMU's IPv6 off."""
+    return [args[0], args[1] + ",ipv6=off", *args[2:]]
+
+
 ARG_FAULTS = {
     "udp-as-tcp": _udp_as_tcp,
     "forward-unlisted-udp": _forward_unlisted_udp,
     "virtio-as-rtl8139": _virtio_as_rtl8139,
     "rtl8139-ignored": _rtl8139_ignored,
     "cidr-ignored": _cidr_ignored,
+    "ipv6-off": _ipv6_off,
 }
 # A sidecar that does not validate vmNetworkCIDR and falls back to the default network for one it
 # cannot parse: the VM starts where it must be refused.
@@ -80,8 +86,10 @@ _SHIELD_RULE = [
     "--reject-with",
     "tcp-reset",
 ]
-SHIELD_LOOPBACK = [["iptables", "-I", *_SHIELD_RULE], ["ip6tables", "-I", *_SHIELD_RULE]]
-POD_FAULTS = {"pod-loopback-shielded": SHIELD_LOOPBACK}
+POD_FAULTS = {
+    "pod-loopback-shielded": [["iptables", "-I", *_SHIELD_RULE]],
+    "pod-loopback6-shielded": [["ip6tables", "-I", *_SHIELD_RULE]],
+}
 
 
 def _install_pod_fault(commands: list[list[str]]) -> None:

@@ -39,6 +39,7 @@ ALL_MODULES = {
     "test_slirp_nic",
     "test_slirp_isolation",
     "test_slirp_cidr",
+    "test_slirp_ipv6",
 }
 
 # restrict=on: slirp offers no router and no DNS and drops the guest's outbound traffic. A
@@ -77,6 +78,16 @@ CLAUSE_FAULTS = {
         )
     },
     "invalid-cidr-accepted": {"test_slirp_cidr::test_invalid_cidr_fails_with_the_sidecars_reason"},
+    "ipv6-off": {
+        f"test_slirp_ipv6::{t}"
+        for t in (
+            "test_the_sidecar_leaves_ipv6_on",
+            "test_guest_gets_an_address_in_slirps_prefix",
+            "test_guest_default_route_is_slirps_router",
+            "test_guest_reaches_the_pods_ipv6_loopback",  # void: no address in slirp's prefix
+        )
+    },
+    "pod-loopback6-shielded": {"test_slirp_ipv6::test_guest_reaches_the_pods_ipv6_loopback"},
     "pod-loopback-shielded": _both("test_slirp_isolation::test_guest_reaches_the_pods_loopback_through_the_gateway"),
 }
 

@@ -177,7 +177,7 @@ _PY_DNS_QUERY = """
     name,server,port=sys.argv[1],sys.argv[2],int(sys.argv[3])
     q=struct.pack(">HHHHHH",0x5c1a,0x0100,1,0,0,0)+b"".join(bytes([len(p)])+p.encode() for p in name.split("."))
     q+=bytes(1)+struct.pack(">HH",1,1)
-    s=socket.socket(socket.AF_INET,socket.SOCK_DGRAM)
+    s=socket.socket(socket.AF_INET6 if ":" in server else socket.AF_INET,socket.SOCK_DGRAM)
     s.settimeout(3)
     for attempt in range(3):
         s.sendto(q,(server,port))
@@ -358,6 +358,12 @@ class GuestProfile:
 
     def route_command(self) -> str:
         return "ip -4 route show default"
+
+    def address6_command(self) -> str:
+        return f"ip -6 -o addr show dev {self.interface}"
+
+    def route6_command(self) -> str:
+        return "ip -6 route show"
 
     def ping_command(self, host: str, count: int = 3) -> str:
         # busybox ping does not always honour -w without replies: bound it from outside.

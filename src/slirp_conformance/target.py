@@ -301,6 +301,11 @@ class Target(abc.ABC):
             f"a listener on the pod's loopback is not implemented on --target={self.name} yet (issue 20)"
         )
 
+    def pod_global_ipv6(self) -> list[str] | None:
+        """The pod's own global IPv6 addresses (whether IPv6 egress could work at all); None when
+        the target cannot tell."""
+        return None
+
     def pod_loopback_clients(self, host: str, port: int) -> list[str]:
         """The client addresses the pod's loopback service saw."""
         return []

@@ -92,6 +92,10 @@ class QemuTarget(Target):
     def listen_on_pod_loopback(self, host: str, port: int, token: str) -> None:
         self.vm.listen_on_pod_loopback(host, port, token)
 
+    def pod_global_ipv6(self) -> list[str] | None:
+        rc, out, _ = self.vm.exec_in_pod(["ip", "-6", "-o", "addr", "show", "scope", "global"], timeout=10)
+        return [w for line in out.splitlines() for w in line.split()[3:4]] if rc == 0 else None
+
     def pod_loopback_clients(self, host: str, port: int) -> list[str]:
         return self.vm.pod_loopback_clients(host, port)
 
