@@ -231,7 +231,7 @@ class ConformanceReport:
             for (_, name), group in sorted(_by_clause(found).items(), key=lambda kv: (_rank(kv[1]), kv[0])):
                 verdicts = ", ".join(f"{c.verdict.upper()}" + (f" ({ch})" if ch else "") for ch, c in group)
                 worst = min((c for _, c in group), key=lambda c: _rank([("", c)]))
-                lines.append(f"| `{name}` | {verdicts} | {_cell(worst.reason or _summary(worst), 400)} |")
+                lines.append(f"| `{name}` | {verdicts} | {_cell(worst.reason or _finding(worst), 400)} |")
         premises = self.premises()
         if premises:
             lines += [
@@ -313,9 +313,31 @@ def _premise_proof(ev: dict) -> dict:
         proof["pod"] = ev["pod"]
     if "error" in ev:
         proof["attempt"] = ev["error"]
+    if "reason" in ev:  # a VM that must not start: why it did not
+        proof["reason"] = ev["reason"]
     if "sender_detail" in ev:  # a datagram: what came back to its sender (ICMP from the pod)
         proof["attempt"] = ev["sender_detail"]
     return proof
+
+
+def _finding(c: Clause) -> str:
+    """A finding in words, from its evidence (the whole evidence is in conformance.json)."""
+    ev = c.evidence
+    loop = ev.get("pod-loopback")
+    if isinstance(loop, dict):
+        got = "the pod's token" if loop.get("guest_got") == loop.get("token") else repr(loop.get("guest_got"))
+        return (
+            f"the guest dialled {loop.get('guest_dials')} and read {got} from {loop.get('pod_listener')} "
+            f"(a client at the pod address: {loop.get('from_cluster')}; the pod saw {loop.get('pod_saw_clients')})"
+        )
+    v6 = ev.get("ipv6")
+    if isinstance(v6, dict):
+        return (
+            f"addresses {v6.get('addresses')}; default via {v6.get('default_routes')}; the resolver's IPv6 "
+            f"servers {v6.get('resolver_nameservers6')}; A query at {v6.get('dns6_server')}: "
+            f"{v6.get('dns6_answers') or 'no answer'}; the pod's own global IPv6: {v6.get('pod_global_ipv6')}"
+        )
+    return _summary(c)
 
 
 def _summary(c: Clause) -> str:
