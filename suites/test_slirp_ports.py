@@ -1,14 +1,23 @@
 """Ports: only the ports listed on the interface reach the guest from outside (slirp hostfwd)."""
 
+import secrets
 from collections.abc import Iterator
 
 import pytest
 
 from slirp_conformance.checks import ports
-from slirp_conformance.checks.ports import GuestService, ListedPortEvidence, SshIngressEvidence, UnlistedPortEvidence
+from slirp_conformance.checks.ports import (
+    GuestService,
+    GuestUdpService,
+    ListedPortEvidence,
+    ListedUdpPortEvidence,
+    SshIngressEvidence,
+    UnlistedPortEvidence,
+    UnlistedUdpPortEvidence,
+)
 from slirp_conformance.evidence import Record, VoidCheck, contains, expect, matches
 from slirp_conformance.ssh_client import SSHClient
-from slirp_conformance.target import Contract, Target
+from slirp_conformance.target import Contract, NotOnThisTarget, Target
 
 pytestmark = [pytest.mark.slirp, pytest.mark.ports]
 
@@ -71,3 +80,83 @@ def test_ssh_reaches_guest_through_listed_port_22(guest_ssh: SSHClient, contract
     expect(ev, "listed_ports", contains(22))
     expect(ev, "rc", 0)
     expect(ev, "hostname", matches(r"\S"))
+
+
+# -- UDP: every listed port is forwarded with its protocol (the sidecar's hostfwd=udp::P-:P) --------
+@pytest.fixture(scope="module")
+def guest_udp_services(slirp_target: Target, contract: Contract) -> Iterator[dict[int, GuestUdpService]]:
+    """A guest UDP service on the listed UDP port and on the unlisted one, each proven up from inside
+    (a datagram the guest sends itself arrives)."""
+    if not contract.listed_udp_ports:
+        pytest.skip("the VM spec lists no UDP port")
+    console, profile = slirp_target.console(), slirp_target.profile
+    started: dict[int, GuestUdpService] = {}
+    try:
+        for port in (contract.listed_udp_ports[0], contract.unlisted_udp_port):
+            started[port] = ports.start_udp(console, profile, port)
+        yield started
+    finally:
+        for port in started:
+            ports.stop_udp(console, port)
+
+
+def _udp_attempt(slirp_target: Target, service: GuestUdpService, ev: ListedUdpPortEvidence | UnlistedUdpPortEvidence):
+    try:
+        ports.send_from_cluster(slirp_target.send_udp_to_pod, slirp_target.console(), service, ev)
+    except NotOnThisTarget as e:
+        pytest.skip(str(e))
+
+
+def _udp_evidence(cls, service: GuestUdpService, token: str):
+    return cls(
+        port=service.port,
+        token=token,
+        guest_local_control=service.local_token,
+        guest_local_received=service.local_received,
+    )
+
+
+def test_listed_udp_port_reaches_guest_service(
+    slirp_target: Target, guest_udp_services: dict[int, GuestUdpService], contract: Contract, record: Record
+) -> None:
+    """A client's datagram to the listed UDP port at the pod address reaches the guest's service."""
+    service = guest_udp_services[contract.listed_udp_ports[0]]
+    ev = record(_udp_evidence(ListedUdpPortEvidence, service, f"slirp-udp-in-{service.port}-{secrets.token_hex(6)}"))
+    _udp_attempt(slirp_target, service, ev)
+    ev.token_reached_guest = ev.token in ev.guest_received
+    expect(ev, "token_reached_guest", True)
+
+
+@pytest.fixture
+def unlisted_udp_attempt(
+    slirp_target: Target, guest_udp_services: dict[int, GuestUdpService], contract: Contract, record: Record
+) -> UnlistedUdpPortEvidence:
+    """A client's datagram to the unlisted UDP port at the pod address. Void (an error) unless the
+    guest's service was up (its own datagram arrived) and the client's datagram demonstrably
+    reached the pod: answered by the pod's ICMP port unreachable (no hostfwd socket there), or
+    received by the guest. Silence proves nothing: the datagram may never have arrived."""
+    service = guest_udp_services[contract.unlisted_udp_port]
+    ev = record(_udp_evidence(UnlistedUdpPortEvidence, service, f"slirp-udp-in-{service.port}-{secrets.token_hex(6)}"))
+    problems = []
+    if service.local_token not in service.local_received:
+        problems.append(f"the guest's own datagram to its UDP service on port {service.port} did not arrive")
+    _udp_attempt(slirp_target, service, ev)
+    if ev.token in ev.guest_received:
+        ev.outcome = "reached the guest"
+    elif ev.sender == "refused":
+        ev.outcome = "refused"
+    else:
+        ev.outcome = "no answer"
+        problems.append(
+            f"the client's datagram to port {service.port} at the pod address got no ICMP error and did not "
+            f"reach the guest ({ev.sender}: {ev.sender_detail}): it may never have reached the pod"
+        )
+    if problems:
+        raise VoidCheck(ev, problems)
+    return ev
+
+
+def test_unlisted_udp_port_is_not_reachable(unlisted_udp_attempt: UnlistedUdpPortEvidence) -> None:
+    """A client's datagram to the unlisted UDP port at the pod address is refused by the pod (ICMP
+    port unreachable: slirp binds nothing there) and never reaches the guest's service."""
+    expect(unlisted_udp_attempt, "outcome", "refused")

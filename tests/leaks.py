@@ -48,10 +48,14 @@ def _parent(pid: int) -> int | None:
 
 
 def _ours_or_orphaned(text: str) -> bool:
-    """False when ``text`` names a run directory of a live pytest outside this process's tree."""
+    """False when ``text`` names a run directory of a live pytest outside this process's tree, or
+    no run directory at all."""
     m = _OWNER.search(text)
     if not m:
-        return True
+        # Not the suite's: every QEMU the suite starts runs from a run directory of its own. A QEMU
+        # without one is another program's (KubeVirt's launchers in another engineer's kind cluster
+        # on this shared machine, which came and went during a run and read as leaks).
+        return False
     owner = int(m.group(1))
     if not Path(f"/proc/{owner}").exists():
         return True  # its pytest is gone: whatever is left is an orphan, and counts

@@ -15,7 +15,7 @@ from typing import ClassVar
 import pytest
 
 from slirp_conformance import checks
-from slirp_conformance.checks import dhcp, icmp, kubevirt, ports, tcp, udp
+from slirp_conformance.checks import cidr, dhcp, icmp, ipv6, isolation, kubevirt, nic, ports, tcp, udp
 from slirp_conformance.evidence import Evidence, at_least, contains, contains_run, expect, matches
 from tests.suite_runner import REPO
 
@@ -115,7 +115,7 @@ def test_facts_leave_out_an_optional_fact_until_observed_but_keep_a_required_non
 def test_every_check_has_its_own_evidence_class_and_name():
     classes = {
         obj
-        for module in (dhcp, icmp, kubevirt, ports, tcp, udp)
+        for module in (cidr, dhcp, icmp, ipv6, isolation, kubevirt, nic, ports, tcp, udp)
         for obj in vars(module).values()
         if inspect.isclass(obj) and issubclass(obj, Evidence) and obj.__module__.startswith(checks.__name__)
     }
@@ -124,7 +124,7 @@ def test_every_check_has_its_own_evidence_class_and_name():
     assert all(dataclasses.is_dataclass(c) for c in classes)
     # what the report reads: a negative check's premise ("premise" or "outcome"), nowhere else
     premised = {c.check for c in classes if {"premise", "outcome"} & {f.name for f in dataclasses.fields(c)}}
-    assert premised == {"icmp", "ingress-unlisted"}, premised
+    assert premised == {"icmp", "ingress-unlisted", "ingress-udp-unlisted", "invalid-cidr"}, premised
 
 
 def test_suites_state_every_clause_with_expect():

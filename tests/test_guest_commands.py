@@ -5,6 +5,8 @@ every flavour of the image), the busybox reference profile OpenBSD netcat."""
 from __future__ import annotations
 
 import shlex
+import socket
+import threading
 from typing import ClassVar
 
 import pytest
@@ -119,3 +121,45 @@ def test_the_transfer_gets_every_commands_allowance_on_top_of_its_own_bound():
     shell = _DeadlineShell()
     tcp.transfer(shell, FEDORA, Endpoint("198.18.0.1", 9007), budget=180)
     assert shell.timeouts == [180 + waits.timeout("console-command")]
+
+
+@pytest.mark.parametrize("profile", PROFILES.values(), ids=PROFILES.keys())
+def test_udp_service_records_every_datagram_and_dies_by_its_own_pid(profile, shell):
+    """The UDP ingress check's guest service: its positive control (a datagram from 127.0.0.1)
+    arrives, so does a later one from another sender socket; ``stop_udp`` kills the service."""
+    port = free_tcp_port()
+    service = ports.start_udp(shell, profile, port)
+    assert service.local_token in service.local_received, service
+    assert shell.run(profile.udp_send_command("127.0.0.1", port, "second-sender")).ok
+    got = waits.wait_for(
+        "the second datagram in the service's file",
+        lambda: shell.run(f"cat {service.received_file}"),
+        10,
+        accept=lambda r: "second-sender" in r.output,
+        describe=lambda r: r.output,
+    )
+    assert service.local_token in got.output
+    pid = shell.run(f"cat /tmp/slirp-udp-{port}.pid").output.strip()
+    ports.stop_udp(shell, port)
+    assert not shell.run(f"kill -0 {pid}").ok
+
+
+@pytest.mark.parametrize("host", ["127.0.0.1", "::1"])
+@pytest.mark.parametrize("profile", PROFILES.values(), ids=PROFILES.keys())
+def test_tcp_read_prints_what_the_server_says_first(profile, host, shell):
+    """The pod-loopback check's client: connect (IPv4 or IPv6) and print what the server sends."""
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    with socket.socket(family, socket.SOCK_STREAM) as server:
+        server.bind((host, 0))
+        server.listen(1)
+
+        def serve() -> None:
+            conn, _ = server.accept()
+            with conn:
+                conn.sendall(b"pod-token\n")
+
+        thread = threading.Thread(target=serve, daemon=True)
+        thread.start()
+        r = shell.run(profile.tcp_read_command(host, server.getsockname()[1]))
+        thread.join(10)
+    assert r.ok and r.output.strip() == "pod-token", r

@@ -42,6 +42,7 @@ from slirp_conformance import checkout, waits
 from slirp_conformance.cluster import kind, runner, versions
 from tests import kind_probes, suite_runner
 from tests.kind_probes import kubectl
+from tests.test_reference_e2e import ALL_MODULES, QEMU_ONLY_MODULES
 
 pytestmark = [
     pytest.mark.kind,
@@ -61,14 +62,8 @@ PREFIX = f"{kind_probes.OURS}-neg"
 NAME = f"{PREFIX}-{RUN}"
 CHANNELS = ("console", "ssh")
 ICMP_RED = {f"test_slirp_icmp::test_icmp_echo_to_peer_gets_no_reply[{c}]" for c in CHANNELS}
-CONTRACT_MODULES = {"test_slirp_dhcp", "test_slirp_tcp", "test_slirp_udp", "test_slirp_icmp", "test_slirp_ports"}
-# What a release legitimately does not have: from v1.5 binding plugins are GA, so there is no
-# NetworkBindingPlugins gate to find or turn off (suites/test_slirp_kubevirt.py skips both then).
-GATE_CHECKS = {
-    "test_slirp_kubevirt::test_feature_gate_present_where_needed",
-    "test_slirp_kubevirt::test_binding_plugin_refused_while_the_feature_gate_is_off",
-}
-ALLOWED_SKIPS = set() if versions.needs_feature_gate(versions.parse_kubevirt_version(KUBEVIRT)) else GATE_CHECKS
+CONTRACT_MODULES = ALL_MODULES - QEMU_ONLY_MODULES
+ALLOWED_SKIPS = kind_probes.skipped_on_kind(KUBEVIRT)
 
 
 @dataclass

@@ -127,3 +127,30 @@ def test_report_verdicts_void_is_never_a_pass(tmp_path):
     assert "VOID" in md_path.read_text() and json.loads((tmp_path / "conformance.json").read_text())
     r.finish(2, "KeyboardInterrupt")
     assert r.outcome == "INTERRUPTED"
+
+
+def test_isolation_and_ipv6_findings_have_their_own_headings():
+    """Issue 20: the contract's table holds the contract's areas; the isolation and IPv6 clauses are
+    under their own headings (and under ``findings`` in the JSON), each in words from its evidence."""
+    r = ConformanceReport(target="qemu")
+    loop = {"guest_dials": "10.0.2.2:9109", "token": "t1", "guest_got": "t1", "pod_listener": "127.0.0.1:9109"}
+    cases = {
+        "suites/test_slirp_tcp.py::test_t[ssh]": ("tcp", {}),
+        "suites/test_slirp_isolation.py::test_loop[ssh]": ("isolation", {"pod-loopback": loop}),
+        "suites/test_slirp_ipv6.py::test_addr": ("ipv6", {"ipv6": {"addresses": ["fec0::1/64 site"]}}),
+    }
+    for nodeid, (area, evidence) in cases.items():
+        r.expect(nodeid, area)
+        props = [(f"evidence.{k}", json.dumps(v)) for k, v in evidence.items()]
+        r.add(_Report(nodeid, "call", "passed", props=props))
+    r.finish(0, None)
+    md = r.to_markdown()
+    contract_table = md[: md.index("## Isolation findings")]
+    assert "tcp.py::test_t" in contract_table
+    assert "isolation.py" not in contract_table and "ipv6.py" not in contract_table, contract_table
+    isolation = md[md.index("## Isolation findings") : md.index("## IPv6 findings")]
+    assert "isolation.py::test_loop" in isolation and "read the pod's token from 127.0.0.1:9109" in isolation
+    assert "fec0::1/64 site" in md[md.index("## IPv6 findings") :]
+    findings = r.to_dict()["findings"]
+    assert [c["nodeid"] for c in findings["isolation"]] == ["suites/test_slirp_isolation.py::test_loop[ssh]"]
+    assert [c["nodeid"] for c in findings["ipv6"]] == ["suites/test_slirp_ipv6.py::test_addr"]

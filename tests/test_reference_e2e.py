@@ -30,7 +30,20 @@ def _both(test: str) -> set[str]:
     return {f"{test}[{c}]" for c in CHANNELS}
 
 
-ALL_MODULES = {"test_slirp_dhcp", "test_slirp_tcp", "test_slirp_udp", "test_slirp_icmp", "test_slirp_ports"}
+ALL_MODULES = {
+    "test_slirp_dhcp",
+    "test_slirp_tcp",
+    "test_slirp_udp",
+    "test_slirp_icmp",
+    "test_slirp_ports",
+    "test_slirp_nic",
+    "test_slirp_isolation",
+    "test_slirp_cidr",
+    "test_slirp_ipv6",
+}
+# Whose every clause needs what only the reference target does so far (a second VM, a listener on the
+# pod's loopback): skipped with that reason on the cluster targets (issue 20).
+QEMU_ONLY_MODULES = {"test_slirp_cidr", "test_slirp_isolation"}
 
 # restrict=on: slirp offers no router and no DNS and drops the guest's outbound traffic. A
 # client pod's connection to a listed port cannot be answered without a default route, while
@@ -45,9 +58,67 @@ RESTRICT_RED = (
     | {"test_slirp_ports::test_listed_port_reaches_guest_service"}
     # Void, not green: without a route the guest's pings fail locally, so "no reply" proves nothing.
     | _both("test_slirp_icmp::test_icmp_echo_to_peer_gets_no_reply")
+    # restrict=on also drops the guest's connections to slirp's virtual host (the pod's loopback),
+    # over IPv4 and IPv6, and moves with a custom CIDR: the variant VM gets no router and no DNS
+    # either. Inbound (listed UDP, NIC model, the address itself) is untouched.
+    | _both("test_slirp_isolation::test_guest_reaches_the_pods_loopback_through_the_gateway")
+    | {"test_slirp_ipv6::test_guest_reaches_the_pods_ipv6_loopback"}
+    | {
+        f"test_slirp_cidr::{t}"
+        for t in (
+            "test_gateway_follows_the_cidr",
+            "test_nameserver_follows_the_cidr",
+            "test_dns_relay_answers_at_the_cidrs_nameserver",
+            "test_egress_from_the_cidr",
+        )
+    }
 )
 # A pod whose ping_group_range admits QEMU's gid (containerd 2.x): slirp forwards ICMP.
 PING_GROUP_RED = _both("test_slirp_icmp::test_icmp_echo_to_peer_gets_no_reply")
+
+
+# Issue 20's clauses: each fault (tests/clause_faults.py) is a defect of the stack that exactly one
+# clause guards; everything else stays green.
+CLAUSE_FAULTS = {
+    "udp-as-tcp": {"test_slirp_ports::test_listed_udp_port_reaches_guest_service"},
+    "forward-unlisted-udp": {"test_slirp_ports::test_unlisted_udp_port_is_not_reachable"},
+    "virtio-as-rtl8139": {"test_slirp_nic::test_guest_sees_the_nic_the_sidecar_renders[virtio]"},
+    "rtl8139-ignored": {"test_slirp_nic::test_guest_sees_the_nic_the_sidecar_renders[rtl8139]"},
+    "cidr-ignored": {
+        f"test_slirp_cidr::{t}"
+        for t in (
+            "test_the_sidecar_renders_the_cidr",
+            "test_address_and_prefix_follow_the_cidr",
+            "test_gateway_follows_the_cidr",
+            "test_nameserver_follows_the_cidr",
+            "test_dns_relay_answers_at_the_cidrs_nameserver",
+        )
+    },
+    "invalid-cidr-accepted": {"test_slirp_cidr::test_invalid_cidr_fails_with_the_sidecars_reason"},
+    "ipv6-off": {
+        f"test_slirp_ipv6::{t}"
+        for t in (
+            "test_the_sidecar_leaves_ipv6_on",
+            "test_guest_gets_an_address_in_slirps_prefix",
+            "test_guest_default_route_is_slirps_router",
+            "test_guest_reaches_the_pods_ipv6_loopback",  # void: no address in slirp's prefix
+        )
+    },
+    "pod-loopback6-shielded": {"test_slirp_ipv6::test_guest_reaches_the_pods_ipv6_loopback"},
+    "pod-loopback-shielded": _both("test_slirp_isolation::test_guest_reaches_the_pods_loopback_through_the_gateway"),
+}
+
+
+@pytest.mark.parametrize("fault", CLAUSE_FAULTS)
+def test_a_clause_fault_turns_exactly_its_clause_red(fault, tmp_path, no_leaks):
+    from tests.clause_faults import FAULT_ENV
+
+    run = run_suite(tmp_path, "--target=qemu", "-p", "tests.clause_faults", env={FAULT_ENV: fault})
+    wanted = CLAUSE_FAULTS[fault]
+    assert run.failed == wanted, (
+        f"unexpected red: {sorted(run.failed - wanted)}; unexpected green: {sorted(wanted - run.failed)}"
+    )
+    assert run.report is not None and run.report["outcome"] == "NOT CONFORMANT", run.output[-3000:]
 
 
 def test_contract_passes_on_the_reference_target(tmp_path, no_leaks):

@@ -13,12 +13,24 @@ import pytest
 from slirp_conformance import vmspec
 from slirp_conformance.cluster import versions
 from slirp_conformance.reference import sidecar_render
-from slirp_conformance.vmspec import Interface, PodNetwork, Port, VMSpec, conformance_vm
+from slirp_conformance.vmspec import (
+    INVALID_CIDR,
+    Interface,
+    PodNetwork,
+    Port,
+    VMSpec,
+    conformance_vm,
+    invalid_cidr_vm,
+    variant_vm,
+)
 
 SEARCH = ("slirp-conformance.svc.cluster.local", "svc.cluster.local", "cluster.local")
 
 ROWS: dict[str, tuple[VMSpec, tuple[str, ...]]] = {
     "conformance-vm": (conformance_vm(), SEARCH),
+    # issue 20's second VM specs, as the suites boot them
+    "variant-vm-virtio": (variant_vm("virtio"), SEARCH),
+    "variant-vm-rtl8139": (variant_vm("rtl8139"), SEARCH),
     "no-ports": (VMSpec("v", Interface()), SEARCH),
     "tcp-and-udp-ports": (VMSpec("v", Interface(ports=(Port(22), Port(53, "UDP"), Port(8080, "TCP", "http")))), SEARCH),
     "duplicate-ports": (
@@ -108,3 +120,12 @@ def test_the_sidecar_refuses_an_interface_without_the_slirp_binding():
     (result,) = sidecar_render.render_many(version, [(VMSpec("v", Interface(binding="passt")), SEARCH)])
     assert isinstance(result, sidecar_render.SidecarRejected), result
     assert "is not set with slirp network binding plugin" in str(result), result
+
+
+@pytest.mark.parametrize("version", VERSIONS)
+def test_the_sidecar_refuses_the_invalid_cidr_vm_with_its_reason(version):
+    """issue 20's invalid-CIDR VM (``vmspec.invalid_cidr_vm``) at every release: the sidecar's own
+    reason (domain.go networkCIDR), which the cidr suite expects in the VM's failure."""
+    (result,) = sidecar_render.render_many(version, [(invalid_cidr_vm(), SEARCH)])
+    assert isinstance(result, sidecar_render.SidecarRejected), result
+    assert f'invalid network CIDR "{INVALID_CIDR}"' in str(result), result

@@ -90,7 +90,11 @@ def test_the_vmi_is_the_kubevirt_targets_template():
     vmi = sidecar_render.vmi_json(conformance_vm("x"))
     iface = vmi["spec"]["domain"]["devices"]["interfaces"][0]
     assert vmi["kind"] == "VirtualMachineInstance" and iface["binding"] == {"name": "slirp"}
-    assert iface["macAddress"] == "02:5c:1a:00:00:01" and [p["port"] for p in iface["ports"]] == [22, 8080]
+    assert iface["macAddress"] == "02:5c:1a:00:00:01" and [(p["port"], p["protocol"]) for p in iface["ports"]] == [
+        (22, "TCP"),
+        (8080, "TCP"),
+        (8082, "UDP"),
+    ]
     assert "sidecar-render-placeholder" in str(vmi)  # no run's secret: placeholders only
 
 

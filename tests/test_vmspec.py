@@ -11,7 +11,7 @@ def test_conformance_vm_renders_like_the_sidecar():
     assert args == [
         "-netdev",
         "user,id=default,net=10.0.2.0/24,dnssearch=ns.svc.cluster.local,dnssearch=cluster.local,"
-        "hostfwd=tcp::22-:22,hostfwd=tcp::8080-:8080",
+        "hostfwd=tcp::22-:22,hostfwd=tcp::8080-:8080,hostfwd=udp::8082-:8082",
         "-device",
         '{"driver":"e1000","netdev":"default","id":"default","mac":"02:5c:1a:00:00:01"}',
     ]
@@ -39,10 +39,27 @@ def test_custom_cidr_moves_every_address_of_the_contract():
     assert (c.guest_ip, c.gateway, c.nameserver, c.prefix) == ("10.1.0.15", "10.1.0.2", "10.1.0.3", 24)
 
 
+@pytest.mark.parametrize(
+    ("cidr", "wanted"),
+    [
+        # QEMU's net_slirp_init: network | (0x020f, 0x0202, 0x0203) within the host bits (measured on
+        # the reference VM: net=172.30.8.0/22 leased 172.30.10.15 from 172.30.10.2, DNS 172.30.10.3)
+        ("172.30.8.0/22", ("172.30.10.15", "172.30.10.2", "172.30.10.3", 22)),
+        ("172.16.0.0/16", ("172.16.2.15", "172.16.2.2", "172.16.2.3", 16)),
+        ("10.1.0.5/24", ("10.1.0.15", "10.1.0.2", "10.1.0.3", 24)),  # host bits of the CIDR are dropped
+        ("192.168.7.0/28", ("192.168.7.15", "192.168.7.2", "192.168.7.3", 28)),
+    ],
+)
+def test_slirp_places_its_addresses_like_qemu(cidr, wanted):
+    c = Contract.from_spec(VMSpec("v", Interface(), PodNetwork(vm_network_cidr=cidr)), ())
+    assert (c.guest_ip, c.gateway, c.nameserver, c.prefix) == wanted
+
+
 def test_contract_of_the_conformance_vm():
     c = Contract.from_spec(conformance_vm(), ("a.test",))
     assert (c.guest_ip, c.gateway, c.nameserver, c.lease_seconds) == ("10.0.2.15", "10.0.2.2", "10.0.2.3", 86400)
     assert c.listed_tcp_ports == (22, 8080) and c.unlisted_tcp_port == 8081
+    assert c.listed_udp_ports == (8082,) and c.unlisted_udp_port == 8083
     assert c.mac == "02:5c:1a:00:00:01" and c.nic_model == "e1000" and c.search_domains == ("a.test",)
 
 

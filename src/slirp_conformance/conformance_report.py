@@ -30,8 +30,22 @@ DESELECT_REASON = pytest.StashKey[str]()  # set on an item before it is deselect
 
 VERDICT_ORDER = ("fail", "void", "error", "not run", "quarantined", "pass", "skipped", "deselected")
 QUARANTINE_PREFIX = "QUARANTINED: "  # the xfail reason a quarantined clause carries (plugin/session.py)
-CONTRACT_MARKERS = ("dhcp", "tcp", "udp", "icmp", "ports", "kubevirt")
+CONTRACT_MARKERS = ("dhcp", "tcp", "udp", "icmp", "ports", "nic", "cidr", "kubevirt", "isolation", "ipv6")
 DESCRIBE_KEYS_NOT_VERSIONS = {"namespace"}
+# Areas whose clauses are findings a reviewer reads on their own (issue 20): each gets its own
+# heading in conformance.md and its own list in conformance.json, apart from the contract's table.
+FINDING_AREAS = {
+    "isolation": (
+        "Isolation findings",
+        "What the guest can reach of the pod itself: a pass states that the exposure exists on this "
+        "release (the plugin's behaviour, not a defect of the run).",
+    ),
+    "ipv6": (
+        "IPv6 findings",
+        "What the guest gets over IPv6 through slirp (the sidecar never turns QEMU's IPv6 off): "
+        "asserted where the release's source decides it, the rest recorded as evidence.",
+    ),
+}
 
 
 @dataclass
@@ -161,6 +175,14 @@ class ConformanceReport:
             "versions": self.versions,
             "counts": self.counts(),
             "premises": self.premises(),
+            "findings": {
+                area: [
+                    {"nodeid": c.nodeid, "verdict": c.verdict, "reason": c.reason, "evidence": c.evidence}
+                    for c in sorted(self.clauses.values(), key=lambda c: c.nodeid)
+                    if c.area == area
+                ]
+                for area in FINDING_AREAS
+            },
             "clauses": [asdict(c) for c in sorted(self.clauses.values(), key=lambda c: c.nodeid)],
         }
 
@@ -195,13 +217,21 @@ class ConformanceReport:
         if self.versions:
             lines += ["", "| version / setting | value |", "|---|---|"]
             lines += [f"| {k} | `{_cell(v, 90)}` |" for k, v in sorted(self.versions.items())]
+        contract = [c for c in self.clauses.values() if c.area not in FINDING_AREAS]
         lines += ["", "| area | clause | verdict | decided by |", "|---|---|---|---|"]
-        for (area, name), group in sorted(
-            _by_clause(self.clauses.values()).items(), key=lambda kv: (_rank(kv[1]), kv[0])
-        ):
+        for (area, name), group in sorted(_by_clause(contract).items(), key=lambda kv: (_rank(kv[1]), kv[0])):
             verdicts = ", ".join(f"{c.verdict.upper()}" + (f" ({ch})" if ch else "") for ch, c in group)
             worst = min((c for _, c in group), key=lambda c: _rank([("", c)]))
             lines.append(f"| {area} | `{name}` | {verdicts} | {_cell(worst.reason or _summary(worst), 200)} |")
+        for area, (heading, what) in FINDING_AREAS.items():
+            found = [c for c in self.clauses.values() if c.area == area]
+            if not found:
+                continue
+            lines += ["", f"## {heading}", "", what, "", "| clause | verdict | finding |", "|---|---|---|"]
+            for (_, name), group in sorted(_by_clause(found).items(), key=lambda kv: (_rank(kv[1]), kv[0])):
+                verdicts = ", ".join(f"{c.verdict.upper()}" + (f" ({ch})" if ch else "") for ch, c in group)
+                worst = min((c for _, c in group), key=lambda c: _rank([("", c)]))
+                lines.append(f"| `{name}` | {verdicts} | {_cell(worst.reason or _finding(worst), 400)} |")
         premises = self.premises()
         if premises:
             lines += [
@@ -283,7 +313,31 @@ def _premise_proof(ev: dict) -> dict:
         proof["pod"] = ev["pod"]
     if "error" in ev:
         proof["attempt"] = ev["error"]
+    if "reason" in ev:  # a VM that must not start: why it did not
+        proof["reason"] = ev["reason"]
+    if "sender_detail" in ev:  # a datagram: what came back to its sender (ICMP from the pod)
+        proof["attempt"] = ev["sender_detail"]
     return proof
+
+
+def _finding(c: Clause) -> str:
+    """A finding in words, from its evidence (the whole evidence is in conformance.json)."""
+    ev = c.evidence
+    loop = ev.get("pod-loopback")
+    if isinstance(loop, dict):
+        got = "the pod's token" if loop.get("guest_got") == loop.get("token") else repr(loop.get("guest_got"))
+        return (
+            f"the guest dialled {loop.get('guest_dials')} and read {got} from {loop.get('pod_listener')} "
+            f"(a client at the pod address: {loop.get('from_cluster')}; the pod saw {loop.get('pod_saw_clients')})"
+        )
+    v6 = ev.get("ipv6")
+    if isinstance(v6, dict):
+        return (
+            f"addresses {v6.get('addresses')}; default via {v6.get('default_routes')}; the resolver's IPv6 "
+            f"servers {v6.get('resolver_nameservers6')}; A query at {v6.get('dns6_server')}: "
+            f"{v6.get('dns6_answers') or 'no answer'}; the pod's own global IPv6: {v6.get('pod_global_ipv6')}"
+        )
+    return _summary(c)
 
 
 def _summary(c: Clause) -> str:

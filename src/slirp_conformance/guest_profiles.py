@@ -177,7 +177,7 @@ _PY_DNS_QUERY = """
     name,server,port=sys.argv[1],sys.argv[2],int(sys.argv[3])
     q=struct.pack(">HHHHHH",0x5c1a,0x0100,1,0,0,0)+b"".join(bytes([len(p)])+p.encode() for p in name.split("."))
     q+=bytes(1)+struct.pack(">HH",1,1)
-    s=socket.socket(socket.AF_INET,socket.SOCK_DGRAM)
+    s=socket.socket(socket.AF_INET6 if ":" in server else socket.AF_INET,socket.SOCK_DGRAM)
     s.settimeout(3)
     for attempt in range(3):
         s.sendto(q,(server,port))
@@ -200,6 +200,34 @@ _PY_DNS_QUERY = """
         if t==1:
             print(socket.inet_ntoa(r[i:i+4]))
         i+=l
+"""
+
+# A UDP service: every datagram's payload appended to a file (argv[2]), whoever sent it.
+_PY_UDP_SERVE = """
+    import socket,sys
+    s=socket.socket(socket.AF_INET,socket.SOCK_DGRAM)
+    s.bind(("0.0.0.0",int(sys.argv[1])))
+    while True:
+        d,a=s.recvfrom(65536)
+        with open(sys.argv[2],"ab") as f:
+            f.write(d)
+"""
+
+_PY_UDP_SEND = """
+    import socket,sys
+    s=socket.socket(socket.AF_INET,socket.SOCK_DGRAM)
+    s.sendto(sys.argv[3].encode()+bytes([10]),(sys.argv[1],int(sys.argv[2])))
+"""
+
+# Connect and print what the server sends until it closes (no request: the server speaks first).
+_PY_TCP_READ = """
+    import socket,sys
+    s=socket.create_connection((sys.argv[1],int(sys.argv[2])),timeout=10)
+    while True:
+        d=s.recv(65536)
+        if not d:
+            break
+        sys.stdout.buffer.write(d)
 """
 
 _PY_HTTP_GET = """
@@ -241,6 +269,17 @@ class NetcatTools:
     def http_serve(self, port: int, root: str, pidfile: str) -> str:
         return f"busybox httpd -f -p {port} -h {root} >/dev/null 2>&1 & echo $! > {pidfile}"
 
+    def tcp_read(self, host: str, port: int) -> str:
+        return f"timeout {_t(10)} {self.nc} -d -w 5 {host} {port}"
+
+    def udp_serve(self, port: int, received: str, pidfile: str) -> str:
+        # -k with -u: an unconnected socket that takes datagrams from every sender; stdin from
+        # /dev/null, or a backgrounded nc would stop on the terminal (SIGTTIN).
+        return f"{self.nc} -k -u -l {port} </dev/null >{received} 2>/dev/null & echo $! > {pidfile}"
+
+    def udp_send(self, host: str, port: int, payload: str) -> str:
+        return f"printf '%s\\n' {shlex.quote(payload)} | timeout {_t(5)} {self.nc} -u -w 0 {host} {port}"
+
     def http_get(self, url: str) -> str:
         return f"timeout {_t(10)} busybox wget -q -O - {shlex.quote(url)}"
 
@@ -273,6 +312,15 @@ class Python3Tools:
     def http_get(self, url: str) -> str:
         return f"timeout {_t(15)} " + python3_command(_PY_HTTP_GET, url)
 
+    def tcp_read(self, host: str, port: int) -> str:
+        return f"timeout {_t(15)} " + python3_command(_PY_TCP_READ, host, port)
+
+    def udp_serve(self, port: int, received: str, pidfile: str) -> str:
+        return f"{python3_command(_PY_UDP_SERVE, port, received)} </dev/null >/dev/null 2>&1 & echo $! > {pidfile}"
+
+    def udp_send(self, host: str, port: int, payload: str) -> str:
+        return f"timeout {_t(10)} " + python3_command(_PY_UDP_SEND, host, port, payload)
+
 
 @dataclass(frozen=True)
 class GuestProfile:
@@ -293,6 +341,15 @@ class GuestProfile:
     def nic_driver_command(self) -> str:
         return f"basename $(readlink /sys/class/net/{self.interface}/device/driver)"
 
+    def nic_pci_command(self) -> str:
+        """Every Ethernet controller on the guest's PCI bus (class 0x0200), whether or not a driver
+        took it: ``vendor:device driver`` per line (``-`` when no driver is bound)."""
+        return (
+            "for d in /sys/bus/pci/devices/*; do case $(cat $d/class) in 0x0200*) "
+            'v=$(cat $d/vendor); p=$(cat $d/device); r=$(readlink $d/driver); echo "${v#0x}:${p#0x} ${r##*/}";; '
+            "esac; done"
+        )
+
     def mac_command(self) -> str:
         return f"cat /sys/class/net/{self.interface}/address"
 
@@ -301,6 +358,12 @@ class GuestProfile:
 
     def route_command(self) -> str:
         return "ip -4 route show default"
+
+    def address6_command(self) -> str:
+        return f"ip -6 -o addr show dev {self.interface}"
+
+    def route6_command(self) -> str:
+        return "ip -6 route show"
 
     def ping_command(self, host: str, count: int = 3) -> str:
         # busybox ping does not always honour -w without replies: bound it from outside.
@@ -352,6 +415,19 @@ class GuestProfile:
 
     def http_get_command(self, url: str) -> str:
         return self.tools.http_get(url)
+
+    def tcp_read_command(self, host: str, port: int) -> str:
+        """Connect to ``host``:``port`` (IPv4 or IPv6) and print what the server sends until it closes."""
+        return self.tools.tcp_read(host, port)
+
+    def udp_serve_command(self, port: int, received: str, pidfile: str) -> str:
+        """Start a UDP service on ``port`` in the background that appends every datagram's payload
+        to the file ``received``, and write ITS pid to ``pidfile``."""
+        return self.tools.udp_serve(port, received, pidfile)
+
+    def udp_send_command(self, host: str, port: int, payload: str) -> str:
+        """Send ``payload`` and a newline as one datagram; wait for nothing."""
+        return self.tools.udp_send(host, port, payload)
 
 
 REFERENCE = GuestProfile(

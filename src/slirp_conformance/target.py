@@ -12,6 +12,7 @@ import re
 import socket
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Protocol
 
 import paramiko
 
@@ -20,7 +21,7 @@ from slirp_conformance.console import Console
 from slirp_conformance.guest_profiles import GuestProfile
 from slirp_conformance.redaction import RedactedLog
 from slirp_conformance.ssh_client import KeyPair, SSHClient, parse_host_key
-from slirp_conformance.vmspec import UNLISTED_TEST_PORT, VMSpec
+from slirp_conformance.vmspec import NIC_PCI_IDS, UNLISTED_TEST_PORT, UNLISTED_UDP_TEST_PORT, VMSpec
 
 SLIRP_LEASE_SECONDS = 86400  # libslirp's fixed DHCP lease time
 
@@ -57,28 +58,66 @@ class Contract:
     lease_seconds: int
     mac: str | None
     nic_model: str
+    requested_nic_model: str | None  # what the VM spec asks for (None: no model given)
+    nic_pci_id: str  # vendor:device of the NIC the guest must see
     listed_tcp_ports: tuple[int, ...]
     unlisted_tcp_port: int
+    listed_udp_ports: tuple[int, ...] = ()
+    unlisted_udp_port: int = UNLISTED_UDP_TEST_PORT
 
     @classmethod
     def from_spec(cls, spec: VMSpec, search_domains: tuple[str, ...]) -> Contract:
         net = spec.network.cidr
         base = int(net.network_address)
+        host_bits = int(net.hostmask)
         listed = tuple(p.port for p in spec.interface.ports if p.protocol == "TCP")
+        listed_udp = tuple(p.port for p in spec.interface.ports if p.protocol == "UDP")
         if UNLISTED_TEST_PORT in listed:
             raise ValueError(f"port {UNLISTED_TEST_PORT} must stay unlisted: the ports suite relies on it")
+        if UNLISTED_UDP_TEST_PORT in listed_udp:
+            raise ValueError(f"UDP port {UNLISTED_UDP_TEST_PORT} must stay unlisted: the ports suite relies on it")
         return cls(
-            guest_ip=str(ipaddress.IPv4Address(base + 15)),  # libslirp's first DHCP address
+            # QEMU's net_slirp_init (net/slirp.c) places slirp's addresses for `net=`: the network
+            # ORed with 0x020f (first DHCP lease), 0x0202 (virtual host) and 0x0203 (DNS relay), each
+            # masked to the host bits: .15/.2/.3 in a /24 (10.0.2.15), x.y.2.15 in a /16 or /22.
+            guest_ip=str(ipaddress.IPv4Address(base | (0x020F & host_bits))),
             prefix=net.prefixlen,
-            gateway=str(ipaddress.IPv4Address(base + 2)),  # libslirp's virtual host
-            nameserver=str(ipaddress.IPv4Address(base + 3)),  # libslirp's DNS relay
+            gateway=str(ipaddress.IPv4Address(base | (0x0202 & host_bits))),
+            nameserver=str(ipaddress.IPv4Address(base | (0x0203 & host_bits))),
             search_domains=search_domains,
             lease_seconds=SLIRP_LEASE_SECONDS,
             mac=spec.interface.mac,
             nic_model=spec.interface.effective_model,
+            requested_nic_model=spec.interface.model,
+            nic_pci_id=NIC_PCI_IDS[spec.interface.effective_model],
             listed_tcp_ports=listed,
             unlisted_tcp_port=UNLISTED_TEST_PORT,
+            listed_udp_ports=listed_udp,
+            unlisted_udp_port=UNLISTED_UDP_TEST_PORT,
         )
+
+
+@dataclass(frozen=True)
+class UdpSend:
+    """One datagram a client in the cluster sent to the pod's address, and what came back:
+    ``answered`` (a reply datagram, in ``reply``), ``refused`` (the pod's kernel answered ICMP port
+    unreachable: the datagram reached the pod and nothing was bound there), ``sent`` (it left the
+    sender and nothing came back within the wait) or ``error`` (it could not be sent)."""
+
+    outcome: str
+    detail: str = ""
+    reply: str | None = None
+
+
+class VariantVMs(Protocol):
+    """The ``variant_targets`` fixture: a second VM per requested NIC model (``vmspec.variant_vm``),
+    booted on first use; skips the clause where the target cannot boot one."""
+
+    def get(self, model: str) -> Target: ...
+
+
+class NotOnThisTarget(Exception):
+    """The target cannot do this (yet); the clause is skipped with this reason, never passed."""
 
 
 # What `ss -tni` says about a stalled connection: queues, what is unacknowledged or lost, and when
@@ -250,6 +289,27 @@ class Target(abc.ABC):
         Raises ConnectionError (or TimeoutError) when nothing answers there.
         """
 
+    def send_udp_to_pod(self, port: int, payload: bytes, wait: float = 2) -> UdpSend:
+        """One datagram to ``port`` at the pod's address, from a client in the cluster; waits up to
+        ``wait`` s for a reply or an ICMP error."""
+        raise NotOnThisTarget(f"UDP ingress from a client is not implemented on --target={self.name} yet (issue 20)")
+
+    def listen_on_pod_loopback(self, host: str, port: int, token: str) -> None:
+        """Start a TCP service on the pod's (the launcher pod's) loopback ``host`` (127.0.0.1 or ::1)
+        that answers every connection with ``token``: a process in the pod that keeps to itself."""
+        raise NotOnThisTarget(
+            f"a listener on the pod's loopback is not implemented on --target={self.name} yet (issue 20)"
+        )
+
+    def pod_global_ipv6(self) -> list[str] | None:
+        """The pod's own global IPv6 addresses (whether IPv6 egress could work at all); None when
+        the target cannot tell."""
+        return None
+
+    def pod_loopback_clients(self, host: str, port: int) -> list[str]:
+        """The client addresses the pod's loopback service saw."""
+        return []
+
     @abc.abstractmethod
     def port_forward(self, port: int, timeout: float = 5) -> socket.socket:
         """A TCP connection to ``port`` on the pod's loopback, like a pod port-forward (SSH uses it).
@@ -266,6 +326,11 @@ class Target(abc.ABC):
     @abc.abstractmethod
     def icmp_evidence(self) -> dict:
         """What decides slirp's ICMP: the pod's net.ipv4.ping_group_range, QEMU's uid/gid, caps."""
+
+    def sidecar_args(self) -> list[str] | None:
+        """The ``-netdev``/``-device`` arguments the sidecar gave this VM's QEMU, where the target
+        knows them (None elsewhere)."""
+        return None
 
     def describe(self) -> dict:
         """Versions and settings for reports (JUnit properties)."""

@@ -13,6 +13,7 @@ from slirp_conformance.checks import tcp
 from slirp_conformance.console import GuestShell
 from slirp_conformance.evidence import Evidence
 from slirp_conformance.guest_profiles import GuestProfile
+from slirp_conformance.target import UdpSend
 
 
 @dataclass(frozen=True)
@@ -115,6 +116,122 @@ def stop(shell: GuestShell, port: int) -> None:
     try:
         waits.wait_for(
             f"the guest HTTP server on port {port} (pid {pid}) to exit",
+            lambda: shell.run(f"kill -0 {pid}"),
+            waits.scaled(10),
+            accept=lambda r: not r.ok,
+            describe=lambda r: f"kill -0 {pid}: rc={r.rc}",
+        )
+    finally:
+        shell.run(f"rm -f {root}.pid")
+
+
+# -- UDP: a guest service that records every datagram it receives ----------------------------------
+@dataclass(frozen=True)
+class GuestUdpService:
+    port: int
+    received_file: str  # where the guest service appends every payload it receives
+    local_token: str  # the positive control's datagram, sent from inside the guest
+    local_received: str  # what the service had received once the control arrived
+
+
+@dataclass
+class UdpIngressEvidence(Evidence):
+    """A client's datagram to a guest UDP service at the pod address."""
+
+    check: ClassVar[str] = "ingress-udp"
+    port: int
+    token: str  # the client's payload
+    guest_local_control: str  # the datagram the guest sent itself first (the service was up)
+    guest_local_received: str  # what the service had received after it
+    sender: str = ""  # what the client's side saw: sent, answered, refused (ICMP from the pod), error
+    sender_detail: str = ""
+    guest_received: str = ""  # every payload the guest service received, read after the client's send
+
+
+@dataclass
+class ListedUdpPortEvidence(UdpIngressEvidence):
+    check: ClassVar[str] = "ingress-udp-listed"
+    token_reached_guest: bool | None = None
+
+
+@dataclass
+class UnlistedUdpPortEvidence(UdpIngressEvidence):
+    check: ClassVar[str] = "ingress-udp-unlisted"
+    outcome: str | None = None  # "refused" (the pod's ICMP port unreachable), "reached the guest" or "no answer"
+
+
+def _udp_root(port: int) -> str:
+    return f"/tmp/slirp-udp-{port}"
+
+
+def start_udp(shell: GuestShell, profile: GuestProfile, port: int) -> GuestUdpService:
+    """A UDP service on ``port`` in the guest, proven up from inside: a datagram the guest sends to
+    its own 127.0.0.1:``port`` is in the service's file (the positive control)."""
+    root = _udp_root(port)
+    received = f"{root}.received"
+    setup = shell.run(f"rm -f {received} && : > {received}")
+    if setup.ok:
+        setup = shell.run(profile.udp_serve_command(port, received, f"{root}.pid"))
+    if not setup.ok:
+        raise AssertionError(
+            f"could not start a guest UDP service on port {port}: rc={setup.rc} "
+            f"stdout={setup.output[-200:]!r} stderr={setup.stderr[-200:]!r}"
+        )
+    token = f"slirp-udp-local-{port}-" + secrets.token_hex(6)
+    send = profile.udp_send_command("127.0.0.1", port, token)
+
+    def control():
+        shell.run(send)  # a datagram sent before the service bound its socket is lost: send again
+        return shell.run(f"cat {received}")
+
+    try:
+        got = waits.wait_for(
+            f"the guest's own UDP service on port {port} to receive a datagram sent inside the guest",
+            control,
+            waits.scaled(20),
+            accept=lambda r: r.ok and token in r.output,
+            describe=lambda r: f"rc={r.rc} received={r.output[-200:]!r}",
+        )
+    except waits.WaitTimeout as e:
+        raise AssertionError(f"positive control failed, the UDP ports check would prove nothing: {e}") from None
+    return GuestUdpService(port, received, token, got.output.strip())
+
+
+def send_from_cluster(
+    send: Callable[[int, bytes], UdpSend], shell: GuestShell, service: GuestUdpService, ev: UdpIngressEvidence
+) -> None:
+    """The client's datagram (``send``: the target's ``send_udp_to_pod``), then what the guest
+    service received, read until the token shows or a few seconds pass (a datagram is not
+    acknowledged: its arrival is read where it lands)."""
+    result = send(service.port, ev.token.encode() + b"\n")
+    ev.sender, ev.sender_detail = result.outcome, result.detail
+
+    def read():
+        return shell.run(f"cat {service.received_file}")
+
+    try:
+        got = waits.wait_for(
+            f"the client's datagram in the guest UDP service's file on port {service.port}",
+            read,
+            waits.scaled(3),
+            accept=lambda r: ev.token in r.output,
+            describe=lambda r: f"received={r.output[-200:]!r}",
+        )
+    except waits.WaitTimeout:
+        got = read()
+    ev.guest_received = got.output.strip()
+
+
+def stop_udp(shell: GuestShell, port: int) -> None:
+    root = _udp_root(port)
+    pid = shell.run(f"cat {root}.pid").output.strip()
+    shell.run(f"rm -f {root}.received")
+    if not pid.isdigit():
+        raise AssertionError(f"the guest UDP service on port {port} left no pid file ({root}.pid): {pid!r}")
+    shell.run(f"kill {pid}")
+    try:
+        waits.wait_for(
+            f"the guest UDP service on port {port} (pid {pid}) to exit",
             lambda: shell.run(f"kill -0 {pid}"),
             waits.scaled(10),
             accept=lambda r: not r.ok,

@@ -119,6 +119,30 @@ def connect_in_netns(netns: str, host: str, port: int, timeout: float) -> socket
         os.close(target)
 
 
+def listen_in_netns(netns: str, host: str, port: int) -> socket.socket:
+    """A listening TCP socket bound to host:port inside ``netns`` (call from a worker thread, as
+    ``connect_in_netns``). ``host`` may be an IPv6 literal."""
+    own = os.open("/proc/thread-self/ns/net", os.O_RDONLY)
+    target = os.open(netns, os.O_RDONLY)
+    try:
+        if _libc.setns(target, CLONE_NEWNET) != 0:
+            raise OSError(ctypes.get_errno(), f"setns into {netns}")
+        try:
+            family = socket.AF_INET6 if ":" in host else socket.AF_INET
+            sock = socket.socket(family, socket.SOCK_STREAM)
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            sock.bind((host, port))
+            sock.listen(8)
+        finally:
+            if _libc.setns(own, CLONE_NEWNET) != 0:
+                os._exit(70)
+        sock.setblocking(False)
+        return sock
+    finally:
+        os.close(own)
+        os.close(target)
+
+
 def _status_fields(pid: int) -> dict:
     fields = {}
     for line in Path(f"/proc/{pid}/status").read_text().splitlines():
@@ -132,6 +156,37 @@ class Lab:
     def __init__(self, cfg: dict) -> None:
         self.cfg = cfg
         self.qemu: asyncio.subprocess.Process | None = None
+        self.loopback: dict[str, dict] = {}  # "host:port" -> {"token", "seen": [client addresses]}
+
+    async def _loopback_listen(self, request: dict) -> dict:
+        """A TCP service on the pod's loopback (``host``: 127.0.0.1 or ::1), as a process in the pod
+        keeps to itself (a sidecar's metrics or debug port): every connection gets ``token`` and a
+        newline; the clients' addresses are kept (``loopback-seen``)."""
+        host, port, token = request["host"], int(request["port"]), request["token"]
+        key = f"{host}:{port}"
+        if key in self.loopback:
+            self.loopback[key]["token"] = token
+            return {"ok": True}
+        try:
+            sock = await asyncio.to_thread(listen_in_netns, self.cfg["pod_netns"], host, port)
+        except OSError as e:
+            return {"ok": False, "error": f"cannot listen on {key} in the pod: {e}"}
+        entry: dict = {"token": token, "seen": []}
+        self.loopback[key] = entry
+
+        async def serve(reader, writer) -> None:
+            entry["seen"].append(str(writer.get_extra_info("peername")[0]))
+            log.info("pod loopback %s: connection from %s", key, writer.get_extra_info("peername"))
+            writer.write(entry["token"].encode() + b"\n")
+            await writer.drain()
+            writer.close()
+
+        await asyncio.start_server(serve, sock=sock)
+        return {"ok": True}
+
+    async def _loopback_seen(self, request: dict) -> dict:
+        entry = self.loopback.get(f"{request['host']}:{int(request['port'])}")
+        return {"ok": entry is not None, "seen": list(entry["seen"]) if entry else []}
 
     async def _evidence(self, _request: dict) -> dict:
         reply = {"ok": True, "pod_sysctls": {k: read_pod_sysctl(self.cfg, k) for k in self.cfg["evidence_sysctls"]}}
@@ -193,7 +248,13 @@ class Lab:
             udp_echo_port=cfg["udp_echo_port"],
             dns_records=cfg["dns_records"],
             control_path=cfg["control_socket"],
-            handlers={"evidence": self._evidence, "ping-from-pod": self._ping_from_pod, "exec": self._exec},
+            handlers={
+                "evidence": self._evidence,
+                "ping-from-pod": self._ping_from_pod,
+                "exec": self._exec,
+                "loopback-listen": self._loopback_listen,
+                "loopback-seen": self._loopback_seen,
+            },
             pod_connect=lambda host, port, timeout: connect_in_netns(cfg["pod_netns"], host, port, timeout),
         )
         await services.start()

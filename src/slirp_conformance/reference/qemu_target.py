@@ -20,7 +20,7 @@ from slirp_conformance.reference import sidecar_render
 from slirp_conformance.reference.fedora_like import Flavour
 from slirp_conformance.reference.reference_vm import QemuOptions, ReferenceVM
 from slirp_conformance.ssh_client import generate_keypair
-from slirp_conformance.target import Contract, Target, ss_summary
+from slirp_conformance.target import Contract, Target, UdpSend, ss_summary
 from slirp_conformance.vmspec import VMSpec, sidecar_search_domains
 
 PASSWORD_ENV = "SLIRP_CONFORMANCE_GUEST_PASSWORD"
@@ -89,11 +89,27 @@ class QemuTarget(Target):
     def port_forward(self, port: int, timeout: float = 5) -> socket.socket:
         return self.vm.port_forward(port, timeout)
 
+    def listen_on_pod_loopback(self, host: str, port: int, token: str) -> None:
+        self.vm.listen_on_pod_loopback(host, port, token)
+
+    def pod_global_ipv6(self) -> list[str] | None:
+        rc, out, _ = self.vm.exec_in_pod(["ip", "-6", "-o", "addr", "show", "scope", "global"], timeout=10)
+        return [w for line in out.splitlines() for w in line.split()[3:4]] if rc == 0 else None
+
+    def pod_loopback_clients(self, host: str, port: int) -> list[str]:
+        return self.vm.pod_loopback_clients(host, port)
+
+    def send_udp_to_pod(self, port: int, payload: bytes, wait: float = 2) -> UdpSend:
+        return self.vm.send_udp_to_pod(port, payload, wait)
+
     def ping_peer_directly(self) -> dict:
         return self.vm.ping_peer_directly()
 
     def icmp_evidence(self) -> dict:
         return self.vm.icmp_evidence()
+
+    def sidecar_args(self) -> list[str] | None:
+        return list(self.vm.network_args) if self.vm.network_args is not None else None
 
     def describe(self) -> dict:
         boot = self.timings.get("boot_to_console_prompt_s")

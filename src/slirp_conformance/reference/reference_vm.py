@@ -8,6 +8,7 @@ host) live in a second namespace behind a veth. Used by the ``qemu`` target.
 
 from __future__ import annotations
 
+import base64
 import ctypes
 import errno
 import functools
@@ -30,7 +31,7 @@ from slirp_conformance.checkout import REPO
 from slirp_conformance.errors import SetupError
 from slirp_conformance.reference import cidata, fedora_image, image, sidecar_render
 from slirp_conformance.reference.fedora_like import Flavour
-from slirp_conformance.target import Endpoint, Peers
+from slirp_conformance.target import Endpoint, Peers, UdpSend
 from slirp_conformance.vmspec import VMSpec
 
 QEMU = os.environ.get("SLIRP_QEMU_BINARY", "qemu-system-x86_64")  # override: a custom QEMU build
@@ -655,6 +656,56 @@ class ReferenceVM:
     def port_forward(self, port: int, timeout: float = 5) -> socket.socket:
         """From inside the pod to its loopback, as ``kubectl port-forward`` to the pod does."""
         return self._dial("pod", "127.0.0.1", port, timeout)
+
+    def listen_on_pod_loopback(self, host: str, port: int, token: str) -> None:
+        """A TCP service on the pod's loopback (``host`` 127.0.0.1 or ::1) that answers ``token``."""
+        r = self._ask({"op": "loopback-listen", "host": host, "port": port, "token": token})
+        if not r.get("ok"):
+            raise SetupError(str(r.get("error")))
+
+    def pod_loopback_clients(self, host: str, port: int) -> list[str]:
+        return self._ask({"op": "loopback-seen", "host": host, "port": port}).get("seen", [])
+
+    def qemu_stays_up(self, seconds: float) -> bool:
+        """Whether QEMU is still running after ``seconds`` (False as soon as it has exited)."""
+
+        def exited() -> bool:
+            if self._lab is None or self._lab.poll() is not None:
+                return True
+            try:
+                return not self._ask({"op": "evidence"})["qemu_running"]
+            except OSError:  # the lab is going away with its QEMU
+                return True
+
+        try:
+            waits.wait_for("QEMU to exit (it should not)", exited, seconds, max_interval=0.5)
+        except waits.WaitTimeout:
+            return True
+        return False
+
+    def qemu_log_tail(self) -> str:
+        return self._tail("qemu.log", 3)
+
+    def send_udp_to_pod(self, port: int, payload: bytes, wait: float = 2) -> UdpSend:
+        """From the peer namespace to the pod's address (a client pod's datagram), on a connected
+        socket: an ICMP port unreachable from the pod comes back as ECONNREFUSED."""
+        r = self._ask(
+            {
+                "op": "udp",
+                "host": self.pod_ip,
+                "port": port,
+                "payload": base64.b64encode(payload).decode(),
+                "timeout": wait,
+            }
+        )
+        if r.get("ok"):
+            return UdpSend("answered", reply=base64.b64decode(r["payload"]).decode(errors="replace"))
+        error = str(r.get("error", ""))
+        if error == "timed out":
+            return UdpSend("sent", f"no reply and no ICMP error within {wait:g} s")
+        if "refused" in error.lower() or str(errno.ECONNREFUSED) in error:
+            return UdpSend("refused", f"ICMP port unreachable from the pod ({error})")
+        return UdpSend("error", error)
 
     def _ask(self, request: dict) -> dict:
         reply, s = self._control(request)

@@ -1,0 +1,53 @@
+"""Isolation: what the guest can reach of the pod itself. libslirp maps its gateway address to
+the host's loopback (QEMU's ``-netdev user``: the virtual host forwards to 127.0.0.1; with a
+custom ``net=`` the gateway is that network's .2), so a process listening on the launcher pod's
+loopback is reachable from the guest. A finding a security reviewer needs stated, not a defect of
+the plugin: the sidecar renders no ``restrict`` and nothing that would change it."""
+
+from __future__ import annotations
+
+import secrets
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import ClassVar
+
+from slirp_conformance.console import GuestShell
+from slirp_conformance.evidence import Evidence
+from slirp_conformance.guest_profiles import GuestProfile
+
+POD_LOOPBACK_PORT = 9109  # listed nowhere: the pod keeps it to itself
+
+
+@dataclass
+class PodLoopbackEvidence(Evidence):
+    check: ClassVar[str] = "pod-loopback"
+    pod_listener: str  # where the pod's own service listens
+    guest_dials: str  # what the guest connects to (the slirp gateway)
+    token: str  # what the pod's service answers
+    from_cluster: str  # a client elsewhere in the cluster at the pod address: refused (loopback only)
+    guest_got: str = ""  # what the guest read
+    guest_rc: int | None = None
+    pod_saw_clients: list[str] = field(default_factory=list)  # source addresses the pod's service saw
+
+
+def new_token() -> str:
+    return "slirp-pod-loopback-" + secrets.token_hex(6)
+
+
+def guest_reads(shell: GuestShell, profile: GuestProfile, ev: PodLoopbackEvidence, host: str, port: int) -> None:
+    r = shell.run(profile.tcp_read_command(host, port))
+    ev.guest_got, ev.guest_rc = r.output.strip(), r.rc
+
+
+def from_cluster(dial: Callable[[int], object], port: int) -> str:
+    """A client pod's connection to the pod address at ``port``: "refused" for a loopback-only service."""
+    try:
+        sock = dial(port)
+    except ConnectionRefusedError:
+        return "refused"
+    except (ConnectionError, TimeoutError) as e:
+        return f"no answer ({type(e).__name__})"
+    close = getattr(sock, "close", None)
+    if close is not None:
+        close()
+    return "connected"

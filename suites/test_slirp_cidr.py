@@ -1,0 +1,95 @@
+"""A custom vmNetworkCIDR moves the guest's whole slirp network: the sidecar renders it as
+``net=<cidr>`` (domain.go ``networkCIDR``), and libslirp puts the lease at .15, the gateway at
+.2 and the DNS relay at .3 of it, with its prefix; egress still works. An invalid CIDR does not
+start, with the sidecar's own reason. The VM is the ``virtio`` variant (``vmspec.variant_vm``)."""
+
+import re
+from collections.abc import Callable
+
+import pytest
+
+from slirp_conformance.checks import dhcp, tcp, udp
+from slirp_conformance.checks.cidr import CustomCidrEvidence, InvalidCidrEvidence
+from slirp_conformance.evidence import Record, contains, expect, matches
+from slirp_conformance.target import Target, VariantVMs
+from slirp_conformance.vmspec import INVALID_CIDR, VMSpec, invalid_cidr_vm
+
+pytestmark = [pytest.mark.slirp, pytest.mark.cidr]
+
+
+@pytest.fixture(scope="module")
+def cidr_vm(variant_targets: VariantVMs) -> Target:
+    return variant_targets.get("virtio")
+
+
+@pytest.fixture(scope="module")
+def cidr_facts(cidr_vm: Target) -> CustomCidrEvidence:
+    netdev = next((a for a in (cidr_vm.sidecar_args() or []) if a.startswith("user,")), "")
+    return CustomCidrEvidence(
+        vm=cidr_vm.spec.name,
+        vm_network_cidr=str(cidr_vm.spec.network.vm_network_cidr),
+        netdev=netdev,
+        dhcp=dhcp.observe(cidr_vm.console(), cidr_vm.profile),
+    )
+
+
+@pytest.fixture
+def cidr_observed(cidr_facts: CustomCidrEvidence, record: Record) -> CustomCidrEvidence:
+    return record(cidr_facts)
+
+
+def test_the_sidecar_renders_the_cidr(cidr_observed: CustomCidrEvidence) -> None:
+    if not cidr_observed.netdev:
+        pytest.skip("this target does not know the sidecar's -netdev argument")
+    expect(cidr_observed, "netdev", matches(rf",net={re.escape(cidr_observed.vm_network_cidr)}(,|$)"))
+
+
+def test_address_and_prefix_follow_the_cidr(cidr_observed: CustomCidrEvidence, cidr_vm: Target) -> None:
+    c = cidr_vm.contract
+    expect(cidr_observed, "dhcp.lease.address", c.guest_ip)
+    expect(cidr_observed, "dhcp.lease.prefix", c.prefix)
+    expect(cidr_observed, "dhcp.addresses", [f"{c.guest_ip}/{c.prefix}"])
+
+
+def test_gateway_follows_the_cidr(cidr_observed: CustomCidrEvidence, cidr_vm: Target) -> None:
+    c = cidr_vm.contract
+    expect(cidr_observed, "dhcp.lease.server_id", c.gateway)
+    expect(cidr_observed, "dhcp.lease.router", c.gateway)
+    expect(cidr_observed, "dhcp.default_routes", [c.gateway])
+
+
+def test_nameserver_follows_the_cidr(cidr_observed: CustomCidrEvidence, cidr_vm: Target) -> None:
+    c = cidr_vm.contract
+    expect(cidr_observed, "dhcp.lease.dns", [c.nameserver])
+    expect(cidr_observed, "dhcp.resolv_nameservers", contains(c.nameserver))
+
+
+def test_dns_relay_answers_at_the_cidrs_nameserver(cidr_vm: Target, record: Record) -> None:
+    ev = record(udp.dns_lookup(cidr_vm.console(), cidr_vm.profile, cidr_vm.peers.dns_name, cidr_vm.contract.nameserver))
+    expect(ev, "answers", [cidr_vm.peers.dns_address])
+
+
+def test_egress_from_the_cidr(cidr_vm: Target, record: Record) -> None:
+    ev = record(tcp.egress_echo(cidr_vm.console(), cidr_vm.profile, cidr_vm.peers.tcp_echo))
+    expect(ev, "received", ev.sent)
+
+
+def test_invalid_cidr_fails_with_the_sidecars_reason(
+    slirp_target: Target, start_attempt: Callable[[VMSpec], str | None], record: Record
+) -> None:
+    """A VM whose vmNetworkCIDR is not a CIDR does not start; the reason is the sidecar's
+    (``invalid network CIDR "<cidr>": ...``), not QEMU's or the suite's."""
+    if slirp_target.describe().get("sidecar_render") == "python":
+        pytest.skip("the reason is the sidecar's own: run with --sidecar-render go (KubeVirt's code)")
+    spec = invalid_cidr_vm(slirp_target.spec.name)
+    reason = start_attempt(spec)
+    ev = record(
+        InvalidCidrEvidence(
+            vm=spec.name,
+            vm_network_cidr=INVALID_CIDR,
+            outcome="started" if reason is None else "refused",
+            reason=reason or "",
+        )
+    )
+    expect(ev, "outcome", "refused")
+    expect(ev, "reason", contains(f'invalid network CIDR "{INVALID_CIDR}"'))

@@ -1,0 +1,138 @@
+"""Faults for a child suite run (``-p tests.clause_faults`` with ``SLIRP_CLAUSE_FAULT=<name>``), each
+a plausible defect of the stack under test that exactly one clause of issue 20 guards. The sidecar
+faults rewrite the QEMU arguments KubeVirt's own sidecar code rendered (``--sidecar-render go``)
+before the reference VM starts, as a sidecar with that bug would have rendered them."""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import re
+
+from slirp_conformance.errors import SetupError
+from slirp_conformance.reference import sidecar_render
+
+FAULT_ENV = "SLIRP_CLAUSE_FAULT"
+
+
+def _udp_as_tcp(spec, args: list[str]) -> list[str]:
+    """A sidecar that forwards every listed port as TCP, whatever its protocol."""
+    return [args[0], args[1].replace("hostfwd=udp::", "hostfwd=tcp::"), *args[2:]]
+
+
+def _forward_unlisted_udp(spec, args: list[str]) -> list[str]:
+    """A sidecar that forwards a UDP port the VM does not list (8083, the suite's unlisted one)."""
+    if not any(p.protocol == "UDP" for p in spec.interface.ports):
+        return args
+    return [args[0], args[1] + ",hostfwd=udp::8083-:8083", *args[2:]]
+
+
+def _device_driver(args: list[str], driver: str) -> list[str]:
+    i = args.index("-device") + 1
+    return [*args[:i], re.sub(r'"driver":"[^"]*"', f'"driver":"{driver}"', args[i]), *args[i + 1 :]]
+
+
+def _virtio_as_rtl8139(spec, args: list[str]) -> list[str]:
+    """A sidecar that falls back to rtl8139 (not e1000) for a model slirp cannot serve."""
+    return _device_driver(args, "rtl8139") if spec.interface.model == "virtio" else args
+
+
+def _rtl8139_ignored(spec, args: list[str]) -> list[str]:
+    """A sidecar that forces e1000 whatever the VM asks for."""
+    return _device_driver(args, "e1000") if spec.interface.model == "rtl8139" else args
+
+
+def _cidr_ignored(spec, args: list[str]) -> list[str]:
+    """A sidecar that always renders the default network, whatever vmNetworkCIDR says."""
+    if not spec.network.vm_network_cidr:
+        return args
+    return [args[0], re.sub(r",net=[^,]*", ",net=10.0.2.0/24", args[1]), *args[2:]]
+
+
+def _ipv6_off(spec, args: list[str]) -> list[str]:
+    """A sidecar that turns QEMU's IPv6 off."""
+    return [args[0], args[1] + ",ipv6=off", *args[2:]]
+
+
+ARG_FAULTS = {
+    "udp-as-tcp": _udp_as_tcp,
+    "forward-unlisted-udp": _forward_unlisted_udp,
+    "virtio-as-rtl8139": _virtio_as_rtl8139,
+    "rtl8139-ignored": _rtl8139_ignored,
+    "cidr-ignored": _cidr_ignored,
+    "ipv6-off": _ipv6_off,
+}
+# A sidecar that does not validate vmNetworkCIDR and falls back to the default network for one it
+# cannot parse: the VM starts where it must be refused.
+RENDER_FAULTS = {"invalid-cidr-accepted"}
+
+
+# A pod that shields its loopback from QEMU: new TCP connections QEMU (uid 107, as virt-launcher's)
+# opens on the pod's loopback are reset. Replies to connections made TO QEMU (the SSH port-forward)
+# are not new connections, and QEMU's egress leaves by eth0.
+_SHIELD_RULE = [
+    "OUTPUT",
+    "-o",
+    "lo",
+    "-p",
+    "tcp",
+    "--syn",
+    "-m",
+    "owner",
+    "--uid-owner",
+    "107",
+    "-j",
+    "REJECT",
+    "--reject-with",
+    "tcp-reset",
+]
+POD_FAULTS = {
+    "pod-loopback-shielded": [["iptables", "-I", *_SHIELD_RULE]],
+    "pod-loopback6-shielded": [["ip6tables", "-I", *_SHIELD_RULE]],
+}
+
+
+def _install_pod_fault(commands: list[list[str]]) -> None:
+    from slirp_conformance.reference.qemu_target import QemuTarget
+
+    start = QemuTarget._start
+
+    def faulty_start(self) -> None:
+        start(self)
+        for argv in commands:
+            rc, out, err = self.vm.exec_in_pod(argv, timeout=20)
+            if rc != 0:
+                raise RuntimeError(f"fault: {' '.join(argv)} failed in the pod: {err or out}")
+
+    QemuTarget._start = faulty_start  # type: ignore[method-assign]
+
+
+def pytest_configure(config) -> None:
+    """Installs the fault named by ``SLIRP_CLAUSE_FAULT`` (only where this module is a plugin)."""
+    fault = os.environ.get(FAULT_ENV, "")
+    if fault in POD_FAULTS:
+        _install_pod_fault(POD_FAULTS[fault])
+        return
+    if fault not in ARG_FAULTS and fault not in RENDER_FAULTS:
+        names = sorted([*ARG_FAULTS, *POD_FAULTS, *RENDER_FAULTS])
+        raise RuntimeError(f"{FAULT_ENV}={fault!r}: choose one of {', '.join(names)}")
+    render = sidecar_render.qemu_network_args
+
+    def faulty_render(spec, search_domains, mode, kubevirt_version):
+        if fault in RENDER_FAULTS:
+            try:
+                return render(spec, search_domains, mode, kubevirt_version)
+            except SetupError as e:
+                if "invalid network CIDR" not in str(e):
+                    raise
+                fallback = dataclasses.replace(spec, network=dataclasses.replace(spec.network, vm_network_cidr=None))
+                args, source = render(fallback, search_domains, mode, kubevirt_version)
+                return args, {**source, "clause_fault": fault}
+        args, source = render(spec, search_domains, mode, kubevirt_version)
+        changed = ARG_FAULTS[fault](spec, list(args))
+        if not re.match(r"user,", changed[1]):
+            raise RuntimeError(f"fault {fault} broke the -netdev argument: {changed}")
+        # A fault that does not apply to a VM (no UDP port listed, another model) leaves it alone.
+        return changed, ({**source, "clause_fault": fault} if changed != args else source)
+
+    sidecar_render.qemu_network_args = faulty_render
