@@ -26,35 +26,12 @@ GATE_CHECKS = {
     "test_slirp_kubevirt::test_feature_gate_present_where_needed",
     "test_slirp_kubevirt::test_binding_plugin_refused_while_the_feature_gate_is_off",
 }
-# Issue 20's clauses that only the reference target runs so far (each skip says why in its reason).
-NOT_YET_ON_KIND = {
-    *(
-        f"test_slirp_cidr::{name}"
-        for name in (
-            "test_the_sidecar_renders_the_cidr",
-            "test_address_and_prefix_follow_the_cidr",
-            "test_gateway_follows_the_cidr",
-            "test_nameserver_follows_the_cidr",
-            "test_dns_relay_answers_at_the_cidrs_nameserver",
-            "test_egress_from_the_cidr",
-            "test_invalid_cidr_fails_with_the_sidecars_reason",
-        )
-    ),
-    "test_slirp_isolation::test_guest_reaches_the_pods_loopback_through_the_gateway[console]",
-    "test_slirp_isolation::test_guest_reaches_the_pods_loopback_through_the_gateway[ssh]",
-    "test_slirp_ipv6::test_the_sidecar_leaves_ipv6_on",
-    "test_slirp_ipv6::test_guest_reaches_the_pods_ipv6_loopback",
-    "test_slirp_nic::test_guest_sees_the_nic_the_sidecar_renders[virtio]",
-    "test_slirp_nic::test_guest_sees_the_nic_the_sidecar_renders[rtl8139]",
-    "test_slirp_ports::test_listed_udp_port_reaches_guest_service",
-    "test_slirp_ports::test_unlisted_udp_port_is_not_reachable",
-}
 
 
 def skipped_on_kind(kubevirt: str = KUBEVIRT) -> set[str]:
     """The test ids a passing suite run on kind skips at release ``kubevirt``."""
     gated = versions.needs_feature_gate(versions.parse_kubevirt_version(kubevirt))
-    return NOT_YET_ON_KIND | (set() if gated else GATE_CHECKS)
+    return set() if gated else set(GATE_CHECKS)
 
 
 KUBERNETES = versions.pins_for(KUBEVIRT).kubernetes

@@ -27,7 +27,7 @@ from slirp_conformance.errors import SetupError
 from tests import kind_probes
 from tests.kind_probes import kubectl
 from tests.suite_runner import interrupt_suite, run_suite
-from tests.test_reference_e2e import ALL_MODULES, QEMU_ONLY_MODULES
+from tests.test_reference_e2e import ALL_MODULES
 
 pytestmark = pytest.mark.kind
 
@@ -138,7 +138,7 @@ def test_the_suite_is_conformant_on_kind_with_kubevirt_built_here(kubevirt_kind,
         f"exit {run.returncode}, outcome {report.get('outcome')}, failed {sorted(run.failed)}:\n{run.output[-5000:]}"
     )
     passed_modules = {t.split("::")[0] for t in run.ids("passed")}
-    assert passed_modules >= (ALL_MODULES - QEMU_ONLY_MODULES) | {"test_slirp_kubevirt"}, run.outcomes
+    assert passed_modules >= ALL_MODULES | {"test_slirp_kubevirt"}, run.outcomes
     assert run.ids("skipped") == kind_probes.skipped_on_kind(), (
         f"skipped but not expected: {sorted(run.ids('skipped') - kind_probes.skipped_on_kind())}; "
         f"expected but ran: {sorted(kind_probes.skipped_on_kind() - run.ids('skipped'))}"

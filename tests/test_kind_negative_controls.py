@@ -42,7 +42,7 @@ from slirp_conformance import checkout, waits
 from slirp_conformance.cluster import kind, runner, versions
 from tests import kind_probes, suite_runner
 from tests.kind_probes import kubectl
-from tests.test_reference_e2e import ALL_MODULES, QEMU_ONLY_MODULES
+from tests.test_reference_e2e import ALL_MODULES
 
 pytestmark = [
     pytest.mark.kind,
@@ -62,7 +62,7 @@ PREFIX = f"{kind_probes.OURS}-neg"
 NAME = f"{PREFIX}-{RUN}"
 CHANNELS = ("console", "ssh")
 ICMP_RED = {f"test_slirp_icmp::test_icmp_echo_to_peer_gets_no_reply[{c}]" for c in CHANNELS}
-CONTRACT_MODULES = ALL_MODULES - QEMU_ONLY_MODULES
+CONTRACT_MODULES = ALL_MODULES
 ALLOWED_SKIPS = kind_probes.skipped_on_kind(KUBEVIRT)
 
 

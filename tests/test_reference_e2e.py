@@ -41,9 +41,6 @@ ALL_MODULES = {
     "test_slirp_cidr",
     "test_slirp_ipv6",
 }
-# Whose every clause needs what only the reference target does so far (a second VM, a listener on the
-# pod's loopback): skipped with that reason on the cluster targets (issue 20).
-QEMU_ONLY_MODULES = {"test_slirp_cidr", "test_slirp_isolation"}
 
 # restrict=on: slirp offers no router and no DNS and drops the guest's outbound traffic. A
 # client pod's connection to a listed port cannot be answered without a default route, while

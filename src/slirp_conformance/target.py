@@ -294,6 +294,17 @@ class Target(abc.ABC):
         ``wait`` s for a reply or an ICMP error."""
         raise NotOnThisTarget(f"UDP ingress from a client is not implemented on --target={self.name} yet (issue 20)")
 
+    def variant(self, spec: VMSpec) -> Target:
+        """A second VM of another spec (issue 20's variant VMs) beside this one, not started."""
+        raise NotOnThisTarget(f"a second VM spec ({spec.name}) cannot be booted on --target={self.name}")
+
+    def attempt_start(self, spec: VMSpec) -> str | None:
+        """Try to start a VM of ``spec`` beside this one: None when it started (it is removed again
+        at once), else the reason it did not."""
+        raise NotOnThisTarget(
+            f"a start attempt of a second VM spec ({spec.name}) is not possible on --target={self.name}"
+        )
+
     def listen_on_pod_loopback(self, host: str, port: int, token: str) -> None:
         """Start a TCP service on the pod's (the launcher pod's) loopback ``host`` (127.0.0.1 or ::1)
         that answers every connection with ``token``: a process in the pod that keeps to itself."""

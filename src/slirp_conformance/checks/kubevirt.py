@@ -19,6 +19,7 @@ from kubernetes import client
 from slirp_conformance import waits
 from slirp_conformance.cluster.versions import KubeVirtVersion
 from slirp_conformance.evidence import Evidence
+from slirp_conformance.kubevirt import launcher_probes
 from slirp_conformance.target import Contract
 from slirp_conformance.vmspec import VMSpec
 
@@ -150,11 +151,7 @@ def launcher_pod(vm: KubeVirtVM) -> LauncherPodEvidence:
 
 def qemu_command_line(vm: KubeVirtVM) -> QemuCommandLineEvidence:
     """The QEMU process in the compute container, found by its ``-netdev user``."""
-    script = (
-        "for d in /proc/[0-9]*; do if tr '\\0' '\\n' < $d/cmdline 2>/dev/null | grep -qx -- '-netdev'; then "
-        "tr '\\0' '\\n' < $d/cmdline; exit 0; fi; done; exit 1"
-    )
-    rc, out = vm.exec_in_launcher(["sh", "-c", script])
+    rc, out = vm.exec_in_launcher(["sh", "-c", launcher_probes.QEMU_ARGV_SCRIPT])
     return QemuCommandLineEvidence(rc=rc, argv=out.splitlines())
 
 

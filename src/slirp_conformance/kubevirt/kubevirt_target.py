@@ -26,14 +26,14 @@ from slirp_conformance.cluster import kubevirt_config, versions
 from slirp_conformance.console import Credentials
 from slirp_conformance.errors import SetupError
 from slirp_conformance.guest_profiles import FEDORA, PROFILES, GuestProfile, profile_for_os_release
-from slirp_conformance.kubevirt import launcher_dns, pod_streams
+from slirp_conformance.kubevirt import launcher_dns, launcher_probes, pod_streams
 from slirp_conformance.kubevirt import peers as peer_pods
 from slirp_conformance.kubevirt.console_websocket import ConsoleBridge
 from slirp_conformance.kubevirt.environment import ClusterOptions, KubeVirtEnvironment, kubevirt_environment
 from slirp_conformance.kubevirt.run_namespace import RunNamespace, condition_true
 from slirp_conformance.kubevirt.vm_manifest import render_vm
 from slirp_conformance.ssh_client import generate_keypair
-from slirp_conformance.target import Contract, Target
+from slirp_conformance.target import Contract, Target, UdpSend
 from slirp_conformance.vmspec import VMSpec
 
 log = logging.getLogger("slirp.kubevirt")
@@ -46,8 +46,11 @@ class KubeVirtTarget(Target):
     access every target gives, it is what the KubeVirt-only checks read and try
     (``checks.kubevirt.KubeVirtVM``)."""
 
-    def __init__(self, spec: VMSpec, opts: ClusterOptions) -> None:
+    def __init__(self, spec: VMSpec, opts: ClusterOptions, beside: KubeVirtTarget | None = None) -> None:
+        """``beside``: a started target whose environment, namespace and peers this VM shares (a
+        second VM of another spec, ``variant``); it deletes only its own VM."""
         self.name = opts.target
+        self._beside = beside
         self.opts = opts
         if opts.guest_profile != "auto" and opts.guest_profile not in PROFILES:
             raise SetupError(f"--guest-profile {opts.guest_profile!r}: choose auto or one of {', '.join(PROFILES)}")
@@ -59,7 +62,9 @@ class KubeVirtTarget(Target):
             PROFILES.get(opts.guest_profile, FEDORA), credentials=self._credentials, ssh_user="fedora"
         )
         self.spec = spec  # 512Mi, as KubeVirt's own Fedora test VMs (src/slirp_conformance/vmspec.conformance_vm)
-        self.namespace_name = f"slirp-conformance-{secrets.token_hex(3)}{opts.namespace_suffix}"
+        self.namespace_name: str = (
+            beside.namespace_name if beside else f"slirp-conformance-{secrets.token_hex(3)}{opts.namespace_suffix}"
+        )
         # The search list is the launcher pod's (read once it runs, ``_read_pod_dns``); until then, none.
         self.contract = Contract.from_spec(self.spec, ())
         self._key = generate_keypair()
@@ -75,15 +80,84 @@ class KubeVirtTarget(Target):
 
     # -- lifecycle --------------------------------------------------------------------------------
     def _start(self) -> None:
-        self.env = self._stack.enter_context(kubevirt_environment(self.opts, self._workdir))
-        self.run_namespace = self._stack.enter_context(
-            RunNamespace(self.env.core, self.env.custom, self.namespace_name)
-        )
-        self.peers = peer_pods.deploy(self.env.core, self.namespace_name, self._peer_image())
-        self._nodes = self.env.node_versions()
+        if self._beside is not None:
+            main = self._beside
+            self.env, self.run_namespace, self.peers, self._nodes = (
+                main._environment(),
+                main._namespace(),
+                main.peers,
+                main._nodes,
+            )
+            self._stack.callback(self._delete_own_vm)
+        else:
+            self.env = self._stack.enter_context(kubevirt_environment(self.opts, self._workdir))
+            self.run_namespace = self._stack.enter_context(
+                RunNamespace(self.env.core, self.env.custom, self.namespace_name)
+            )
+            self.peers = peer_pods.deploy(self.env.core, self.namespace_name, self._peer_image())
+            self._nodes = self.env.node_versions()
         with progress.phase(f"VM {self.spec.name}: until Running with its guest agent connected"):
             self._vm()
         self._console_login()
+
+    def variant(self, spec: VMSpec) -> KubeVirtTarget:
+        return KubeVirtTarget(spec, self.opts, beside=self)
+
+    def attempt_start(self, spec: VMSpec) -> str | None:
+        """Create a VM of ``spec`` beside this one with the conformance VM's disk, and wait until its
+        VMI runs (None) or KubeVirt says why it does not: refused at admission, or virt-handler's
+        ``SyncFailed`` event (virt-launcher could not define the domain, where a hook sidecar's
+        error lands: pkg/virt-handler/vm.go at every release). The VM is deleted again either way."""
+        ns = self._namespace()
+        manifest = render_vm(
+            spec,
+            namespace=ns.name,
+            image=self._vm_image(),
+            authorized_key=self._key.public_openssh,
+            password=self._credentials.password,
+        )
+        try:
+            ns.create_vm(manifest)
+        except client.ApiException as e:
+            return f"refused at admission: {e.status} {e.body}"
+        try:
+            state = waits.wait_for(
+                f"VM {spec.name} to run or to fail with KubeVirt's reason",
+                lambda: self._start_outcome(spec.name),
+                waits.timeout("vmi-running"),
+                accept=lambda got: got[0] != "pending",
+                describe=lambda got: got[1],
+                max_interval=5,
+            )
+        finally:
+            ns.delete_vm(spec.name)
+        return None if state[0] == "running" else state[1]
+
+    def _start_outcome(self, name: str) -> tuple[str, str]:
+        ns = self._namespace()
+        failed = ns.event_messages(name, "SyncFailed")
+        if failed:
+            return "failed", failed[0]
+        try:
+            phase = ns.read_vmi(name).get("status", {}).get("phase")
+        except client.ApiException:
+            phase = None
+        return ("running", "Running") if phase == "Running" else ("pending", f"VMI phase {phase}, no SyncFailed event")
+
+    def _delete_own_vm(self) -> None:
+        if self.run_namespace is None:
+            return
+        try:
+            self.run_namespace.delete_vm(self.spec.name)
+        except client.ApiException as e:
+            if e.status != 404:
+                raise
+
+    def _vm_image(self) -> str:
+        return (
+            self.opts.vm_image
+            or f"quay.io/kubevirt/fedora-with-test-tooling-container-disk:{self._environment().version}"
+        )
 
     def _peer_image(self) -> str:
         """--peer-image, else the busybox built here with --images-from-source, else the default."""
@@ -110,7 +184,7 @@ class KubeVirtTarget(Target):
         manifest = render_vm(
             self.spec,
             namespace=ns.name,
-            image=self.opts.vm_image or f"quay.io/kubevirt/fedora-with-test-tooling-container-disk:{env.version}",
+            image=self._vm_image(),
             authorized_key=self._key.public_openssh,
             password=self._credentials.password,
         )
@@ -172,6 +246,46 @@ class KubeVirtTarget(Target):
         if pod_ip is None:
             raise ConnectionError(f"launcher pod {self.namespace_name}/{self.launcher_pod} has no IP")
         return pod_streams.dial_from_pod(env.new_api_client, self.namespace_name, peer_pods.CLIENT_POD, pod_ip, port)
+
+    def send_udp_to_pod(self, port: int, payload: bytes, wait: float = 2) -> UdpSend:
+        """From the client pod to the launcher pod's address (busybox ``nc -u``)."""
+        env = self._environment()
+        pod_ip = pod_streams.pod_ip(env.core.read_namespaced_pod(self._launcher(), self.namespace_name))
+        if pod_ip is None:
+            return UdpSend("error", f"launcher pod {self.namespace_name}/{self.launcher_pod} has no IP")
+        script = launcher_probes.udp_send_script(pod_ip, port, payload.decode().rstrip("\n"), wait)
+        rc, out = pod_streams.exec_in_pod(
+            env.new_api_client, self.namespace_name, peer_pods.CLIENT_POD, ["sh", "-c", script], timeout=wait + 30
+        )
+        return launcher_probes.udp_send_result(out, rc, wait)
+
+    def listen_on_pod_loopback(self, host: str, port: int, token: str) -> None:
+        """ncat in the compute container (the pod's network namespace, beside QEMU), bound to the
+        pod's loopback only; proven listening by its own log before this returns."""
+        rc, out = self.exec_in_launcher(["sh", "-c", launcher_probes.loopback_listen_script(host, port, token)])
+        if rc != 0 or "started" not in out:
+            raise SetupError(f"could not start a service on the launcher pod's {host}:{port}: rc={rc} {out[-300:]}")
+        waits.wait_for(
+            f"ncat on the launcher pod's {host}:{port} to listen",
+            lambda: self.exec_in_launcher(["cat", launcher_probes.loopback_log(host, port)]),
+            waits.scaled(30),
+            accept=lambda r: launcher_probes.loopback_listening(r[1], host, port),
+            describe=lambda r: f"rc={r[0]} log={r[1][-300:]!r}",
+        )
+
+    def pod_loopback_clients(self, host: str, port: int) -> list[str]:
+        rc, out = self.exec_in_launcher(["cat", launcher_probes.loopback_log(host, port)])
+        return launcher_probes.loopback_clients(out) if rc == 0 else []
+
+    def pod_global_ipv6(self) -> list[str] | None:
+        rc, out = self.exec_in_launcher(["ip", "-6", "-o", "addr", "show", "scope", "global"])
+        return [w for line in out.splitlines() for w in line.split()[3:4]] if rc == 0 else None
+
+    def sidecar_args(self) -> list[str] | None:
+        """Read from the QEMU that libvirt started in the compute container: what the sidecar's
+        hook put in the domain, as QEMU got it."""
+        rc, out = self.exec_in_launcher(["sh", "-c", launcher_probes.QEMU_ARGV_SCRIPT])
+        return launcher_probes.netdev_args(out.splitlines()) if rc == 0 else None
 
     def ping_peer_directly(self) -> dict:
         rc, out = pod_streams.exec_in_pod(

@@ -15,7 +15,7 @@ from slirp_conformance.conformance_report import DESELECT_REASON, QUARANTINE_PRE
 from slirp_conformance.errors import SetupError
 from slirp_conformance.plugin.options import REPO, is_suite_run
 from slirp_conformance.reference import qemu_target, reference_vm, sidecar_render
-from slirp_conformance.target import NotOnThisTarget, Target
+from slirp_conformance.target import Target
 from slirp_conformance.vmspec import VMSpec, conformance_vm, variant_vm
 
 _interrupts: list[int] = []
@@ -185,47 +185,6 @@ def variant_spec(config, model: str) -> VMSpec:
 def _vm_name(config) -> str:
     worker = getattr(config, "workerinput", {}).get("workerid")
     return "vm-net-binding-slirp" + (f"-{worker}" if worker else "")
-
-
-def make_variant_target(config, spec: VMSpec) -> Target:
-    """A second VM with another spec (issue 20's variant VMs), on the target the options describe
-    (not started). Only the reference target boots one per spec today: a KubeVirt target's second
-    VM would repeat its cluster setup (namespace, binding registration, CR restore)."""
-    if config.getoption("target") != "qemu":
-        raise NotOnThisTarget(
-            f"a second VM spec ({spec.name}) runs only on --target=qemu so far; "
-            f"--target={config.getoption('target')} boots one VM per run (issue 20)"
-        )
-    return qemu_target.QemuTarget(spec, _qemu_options(config), fedora_like=_fedora_like(config))
-
-
-def attempt_start(config, spec: VMSpec) -> str | None:
-    """Try to start a VM of ``spec`` on the target the options describe: None when it started (it
-    is stopped again at once), else the reason it did not. On --target=qemu the reference VM's start
-    renders the network with the sidecar of the release under test, as virt-launcher would."""
-    if config.getoption("target") != "qemu":
-        raise NotOnThisTarget(
-            f"a start attempt of a second VM spec ({spec.name}) runs only on --target=qemu so far (issue 20)"
-        )
-    import secrets
-
-    vm = reference_vm.ReferenceVM(
-        spec,
-        _qemu_options(config),
-        authorized_key="ssh-ed25519 AAAA start-attempt",
-        password=secrets.token_urlsafe(12),
-        fedora_like=_fedora_like(config),
-    )
-    try:
-        vm.start()
-        # The lab reports ready once QEMU is launched: a QEMU that refuses its arguments exits at once.
-        if not vm.qemu_stays_up(waits.scaled(3)):
-            return f"QEMU exited: {vm.qemu_log_tail()}"
-    except SetupError as e:
-        return str(e)
-    finally:
-        vm.close()
-    return None
 
 
 def make_target(config) -> Target:

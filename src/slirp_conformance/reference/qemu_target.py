@@ -13,8 +13,9 @@ import time
 from dataclasses import replace
 from pathlib import Path
 
-from slirp_conformance import progress, redaction
+from slirp_conformance import progress, redaction, waits
 from slirp_conformance.console import Credentials
+from slirp_conformance.errors import SetupError
 from slirp_conformance.guest_profiles import FEDORA, REFERENCE
 from slirp_conformance.reference import sidecar_render
 from slirp_conformance.reference.fedora_like import Flavour
@@ -33,6 +34,7 @@ class QemuTarget(Target):
         """``fedora_like``: boot that Fedora-like flavour and drive it with the Fedora profile,
         logging in as cloud-init's ``fedora`` user, like KubeVirt's test image."""
         self.spec = spec
+        self._fedora_like = fedora_like
         # A per-run password unless the user picks one (to log in by hand on a kept VM).
         password = os.environ.get(PASSWORD_ENV) or secrets.token_urlsafe(12)
         redaction.register(password)
@@ -88,6 +90,31 @@ class QemuTarget(Target):
 
     def port_forward(self, port: int, timeout: float = 5) -> socket.socket:
         return self.vm.port_forward(port, timeout)
+
+    def variant(self, spec: VMSpec) -> QemuTarget:
+        """A second reference VM of ``spec`` with this one's options and guest."""
+        return QemuTarget(spec, self.vm.opts, fedora_like=self._fedora_like)
+
+    def attempt_start(self, spec: VMSpec) -> str | None:
+        """The reference VM's start renders the network with the sidecar of the release under test,
+        as virt-launcher would; a QEMU that refuses its arguments exits at once."""
+        vm = ReferenceVM(
+            spec,
+            self.vm.opts,
+            authorized_key="ssh-ed25519 AAAA start-attempt",
+            password=secrets.token_urlsafe(12),
+            fedora_like=self._fedora_like,
+        )
+        try:
+            vm.start()
+            # The lab reports ready once QEMU is launched: a QEMU that refuses its arguments exits at once.
+            if not vm.qemu_stays_up(waits.scaled(3)):
+                return f"QEMU exited: {vm.qemu_log_tail()}"
+        except SetupError as e:
+            return str(e)
+        finally:
+            vm.close()
+        return None
 
     def listen_on_pod_loopback(self, host: str, port: int, token: str) -> None:
         self.vm.listen_on_pod_loopback(host, port, token)
