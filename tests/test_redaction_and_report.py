@@ -154,3 +154,25 @@ def test_isolation_and_ipv6_findings_have_their_own_headings():
     findings = r.to_dict()["findings"]
     assert [c["nodeid"] for c in findings["isolation"]] == ["suites/test_slirp_isolation.py::test_loop[ssh]"]
     assert [c["nodeid"] for c in findings["ipv6"]] == ["suites/test_slirp_ipv6.py::test_addr"]
+
+
+def test_the_raw_serial_log_of_a_guest_that_echoed_the_password_is_copied_redacted(tmp_path):
+    """QEMU logs the serial console raw (qemu/console.log); a guest too slow to turn its echo off
+    prints the password typed at its login, and collect_artifacts must not carry it out (found once in
+    a loaded CI run of tests/test_reference_target.py). Negative control: the raw file has it."""
+    from slirp_conformance.reference.reference_vm import QemuOptions, ReferenceVM
+    from slirp_conformance.vmspec import conformance_vm
+
+    password = secrets.token_urlsafe(12)
+    redaction.register(password)
+    vm = ReferenceVM(
+        conformance_vm("selftest-redact"), QemuOptions(), authorized_key="ssh-ed25519 AAAA x", password=password
+    )
+    vm.run_dir = tmp_path / "run"
+    (vm.run_dir / "qemu").mkdir(parents=True)
+    raw = f"selftest-redact login: root\r\nPassword: {password}\r\n~ # "
+    (vm.run_dir / "qemu" / "console.log").write_text(raw)
+    vm.collect_artifacts(tmp_path / "artifacts")  # the monitor does not answer: noted in its file
+    assert password in (vm.run_dir / "qemu" / "console.log").read_text()
+    copied = (tmp_path / "artifacts" / "qemu-console.log").read_text()
+    assert password not in copied and "Password: <redacted>" in copied
