@@ -33,7 +33,6 @@ While a lease of the project's dockerd is held through ``engine``, ``DOCKER_HOST
 from __future__ import annotations
 
 import contextlib
-import fcntl
 import ipaddress
 import json
 import logging
@@ -50,7 +49,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
-from slirp_conformance import mounts, progress, waits
+from slirp_conformance import file_lock, mounts, progress, waits
 from slirp_conformance.cache_dirs import cache_root
 from slirp_conformance.errors import SetupError
 
@@ -194,30 +193,13 @@ def live_leases() -> list[str]:
     return holders
 
 
-@contextlib.contextmanager
-def _locked() -> Iterator[None]:
+def _locked() -> contextlib.AbstractContextManager[None]:
     """One start/stop/lease change at a time on this machine; bounded wait."""
-    lock = run_dir().parent / "docker.lock"
-    lock.parent.mkdir(parents=True, exist_ok=True)
-    fd = os.open(lock, os.O_RDWR | os.O_CREAT, 0o600)
-    try:
-        waits.wait_for(
-            "the lock of the project's dockerd (another process starts or stops it)",
-            lambda: _try_lock(fd),
-            waits.timeout("dockerd-start") + waits.timeout("dockerd-stop"),
-            describe=lambda _: f"{lock} held",
-        )
-        yield
-    finally:
-        os.close(fd)  # releases the lock
-
-
-def _try_lock(fd: int) -> bool:
-    try:
-        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        return True
-    except BlockingIOError:
-        return False
+    return file_lock.held(
+        run_dir().parent / "docker.lock",
+        "another process starting or stopping the project's dockerd",
+        waits.timeout("dockerd-start") + waits.timeout("dockerd-stop"),
+    )
 
 
 # -- public API ---------------------------------------------------------------------------------

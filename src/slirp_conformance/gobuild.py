@@ -17,7 +17,6 @@ changed input builds anew next to the old one. The cache root follows ``SLIRP_CO
 
 from __future__ import annotations
 
-import fcntl
 import hashlib
 import json
 import os
@@ -26,10 +25,11 @@ import subprocess
 import sys
 import tempfile
 import time
+from contextlib import AbstractContextManager
 from dataclasses import dataclass
 from pathlib import Path
 
-from slirp_conformance import waits
+from slirp_conformance import file_lock
 from slirp_conformance.cache_dirs import cache_root, process_alive
 from slirp_conformance.errors import SetupError
 
@@ -230,36 +230,14 @@ def build(spec: WrapperModule, cache: Path | None = None) -> Built:
     return Built(final / "bin", key, True, time.monotonic() - started)
 
 
-class _locked:
+def _locked(path: Path, spec: WrapperModule) -> AbstractContextManager[None]:
     """One builder per module version at a time (xdist workers, parallel runs); bounded wait."""
-
-    def __init__(self, path: Path, spec: WrapperModule) -> None:
-        self.path, self.spec = path, spec
-
-    def __enter__(self) -> None:
-        self.fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
-
-        def take() -> bool:
-            try:
-                fcntl.flock(self.fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-                return True
-            except BlockingIOError:
-                return False
-
-        try:  # a file lock gives no event to wait on: polled, bounded
-            waits.wait_for(
-                f"another build of {self.spec.name} {self.spec.version} to release {self.path}",
-                take,
-                BUILD_TIMEOUT,
-                describe=lambda _: "still held",
-            )
-        except waits.WaitTimeout as e:
-            os.close(self.fd)
-            raise SetupError(f"{e}: stop that build or delete the directory") from None
-
-    def __exit__(self, *exc) -> None:
-        fcntl.flock(self.fd, fcntl.LOCK_UN)
-        os.close(self.fd)
+    return file_lock.held(
+        path,
+        f"another build of {spec.name} {spec.version}",
+        BUILD_TIMEOUT,
+        fix="stop that build or delete the directory",
+    )
 
 
 def sweep_stale_temp_dirs(home: Path) -> list[Path]:

@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import concurrent.futures
 import contextlib
-import fcntl
 import hashlib
 import json
 import os
@@ -27,7 +26,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from slirp_conformance import buildlog, cache_dirs, image_archive, progress, runc_wrapper, waits
+from slirp_conformance import buildlog, cache_dirs, file_lock, image_archive, progress, runc_wrapper, waits
 from slirp_conformance.cache_dirs import cache_root
 from slirp_conformance.cluster import versions
 from slirp_conformance.cluster.versions import Pins
@@ -169,29 +168,13 @@ class _Timer:
         return built
 
 
-@contextlib.contextmanager
-def _build_lock(cache: Path, recipe: NodeRecipe) -> Iterator[None]:
-    lock = cache / "kind-node" / f".build-{recipe.kubernetes}.lock"
-    lock.parent.mkdir(parents=True, exist_ok=True)
-    fd = os.open(lock, os.O_RDWR | os.O_CREAT, 0o644)
-
-    def take() -> bool:
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-            return True
-        except BlockingIOError:
-            return False
-
-    try:
-        waits.wait_for(
-            f"another build of the kind node image {recipe.kubernetes} to finish ({lock})",
-            take,
-            waits.timeout("node-image-build"),
-            max_interval=5,
-        )
-        yield
-    finally:
-        os.close(fd)
+def _build_lock(cache: Path, recipe: NodeRecipe) -> contextlib.AbstractContextManager[None]:
+    return file_lock.held(
+        cache / "kind-node" / f".build-{recipe.kubernetes}.lock",
+        f"another build of the kind node image {recipe.kubernetes}",
+        waits.timeout("node-image-build"),
+        fix="stop that build",
+    )
 
 
 def ensure(pins: Pins, engine: Engine, cache: Path | None = None, *, rebuild: bool = False) -> NodeImage:

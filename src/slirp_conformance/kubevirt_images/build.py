@@ -10,7 +10,6 @@ new set. The parts keep their own caches, so a changed part rebuilds alone.
 
 from __future__ import annotations
 
-import fcntl
 import hashlib
 import json
 import os
@@ -59,23 +58,13 @@ def _load(home: Path, cold: bool) -> KubeVirtImages:
     )
 
 
-def _lock(path: Path):
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
-    fcntl.flock(fd, fcntl.LOCK_EX)  # a concurrent build of the same release finishes first
-    return fd
-
-
 def build(version: str, cache: Path | None = None) -> KubeVirtImages:
     gomodules.release(version)  # an unknown release: one line before anything is built
     if os.geteuid() != 0:
         raise SetupError("building KubeVirt's images needs root (debootstrap, chroot, file ownership): run as root")
     base = steps.root(cache) / version
-    fd = _lock(base / ".lock")
-    try:
+    with steps.locked(base / ".lock"):  # a concurrent build of the same release finishes first
         return _build_locked(version, base, cache)
-    finally:
-        os.close(fd)
 
 
 def _build_locked(version: str, base: Path, cache: Path | None) -> KubeVirtImages:

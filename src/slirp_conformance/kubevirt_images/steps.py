@@ -5,13 +5,12 @@ and the lock that keeps one builder per cache entry."""
 from __future__ import annotations
 
 import contextlib
-import fcntl
 import os
 import shutil
 import time
-from collections.abc import Iterator
 from pathlib import Path
 
+from slirp_conformance import file_lock, waits
 from slirp_conformance.buildlog import note, output, run, tail
 from slirp_conformance.cache_dirs import cache_root
 
@@ -28,17 +27,15 @@ def log_path(version: str, part: str, cache: Path | None = None) -> Path:
     return path
 
 
-@contextlib.contextmanager
-def locked(path: Path) -> Iterator[None]:
+def locked(path: Path) -> contextlib.AbstractContextManager[None]:
     """One builder of a cache entry at a time on this machine (another release's build, a second
-    run): the second waits, then finds the entry built. The lock file stays (empty)."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
-    try:
-        fcntl.flock(fd, fcntl.LOCK_EX)
-        yield
-    finally:
-        os.close(fd)
+    run): the second waits, bounded, then finds the entry built. The lock file stays (empty)."""
+    return file_lock.held(
+        path,
+        f"another build of {path.parent.name}/{path.name.strip('.').removesuffix('.lock')}",
+        waits.timeout("cached-build"),
+        fix="stop that build, or delete the lock file if no build runs",
+    )
 
 
 # A cached set (or containerDisk) another run used within this time may be in use right now: `kind

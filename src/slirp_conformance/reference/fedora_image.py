@@ -15,7 +15,6 @@ qcow2 overlay, and its cloud-init data come on their own ISO (``cidata``).
 from __future__ import annotations
 
 import contextlib
-import fcntl
 import hashlib
 import json
 import os
@@ -24,10 +23,11 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
+from slirp_conformance import file_lock, waits
 from slirp_conformance.cache_dirs import cache_root
 from slirp_conformance.errors import SetupError
 from slirp_conformance.reference import cpio, image
@@ -170,14 +170,11 @@ def _load(final: Path) -> FedoraLikeImage:
     )
 
 
-@contextlib.contextmanager
-def _locked(path: Path) -> Iterator[None]:
-    with open(path, "w") as lock:
-        fcntl.flock(lock, fcntl.LOCK_EX)  # a concurrent build (another xdist worker) finishes first
-        try:
-            yield
-        finally:
-            fcntl.flock(lock, fcntl.LOCK_UN)
+def _locked(path: Path) -> contextlib.AbstractContextManager[None]:
+    """A concurrent build (another xdist worker, another run) finishes first; bounded."""
+    return file_lock.held(
+        path, "another build of the Fedora-like guest", waits.timeout("cached-build"), fix="stop that build"
+    )
 
 
 def cached(cache: Path | None = None) -> FedoraLikeImage | None:
