@@ -108,21 +108,27 @@ def start(shell: GuestShell, profile: GuestProfile, port: int) -> GuestService:
 def stop(shell: GuestShell, port: int) -> None:
     """Kill the server by its own PID and wait until that process is gone."""
     root = _root(port)
-    pid = shell.run(f"cat {root}.pid").output.strip()
-    shell.run(f"rm -rf {root}")
+    _stop_by_pid_file(shell, f"the guest HTTP server on port {port}", f"{root}.pid", clean=f"rm -rf {root}")
+
+
+def _stop_by_pid_file(shell: GuestShell, what: str, pid_file: str, clean: str) -> None:
+    """Read the service's pid, run ``clean``, kill it and wait until that process is gone; the pid
+    file goes last. A service that left no pid file is an error: it may still run."""
+    pid = shell.run(f"cat {pid_file}").output.strip()
+    shell.run(clean)
     if not pid.isdigit():
-        raise AssertionError(f"the guest HTTP server on port {port} left no pid file ({root}.pid): {pid!r}")
+        raise AssertionError(f"{what} left no pid file ({pid_file}): {pid!r}")
     shell.run(f"kill {pid}")
     try:
         waits.wait_for(
-            f"the guest HTTP server on port {port} (pid {pid}) to exit",
+            f"{what} (pid {pid}) to exit",
             lambda: shell.run(f"kill -0 {pid}"),
             waits.scaled(10),
             accept=lambda r: not r.ok,
             describe=lambda r: f"kill -0 {pid}: rc={r.rc}",
         )
     finally:
-        shell.run(f"rm -f {root}.pid")
+        shell.run(f"rm -f {pid_file}")
 
 
 # -- UDP: a guest service that records every datagram it receives ----------------------------------
@@ -224,18 +230,4 @@ def send_from_cluster(
 
 def stop_udp(shell: GuestShell, port: int) -> None:
     root = _udp_root(port)
-    pid = shell.run(f"cat {root}.pid").output.strip()
-    shell.run(f"rm -f {root}.received")
-    if not pid.isdigit():
-        raise AssertionError(f"the guest UDP service on port {port} left no pid file ({root}.pid): {pid!r}")
-    shell.run(f"kill {pid}")
-    try:
-        waits.wait_for(
-            f"the guest UDP service on port {port} (pid {pid}) to exit",
-            lambda: shell.run(f"kill -0 {pid}"),
-            waits.scaled(10),
-            accept=lambda r: not r.ok,
-            describe=lambda r: f"kill -0 {pid}: rc={r.rc}",
-        )
-    finally:
-        shell.run(f"rm -f {root}.pid")
+    _stop_by_pid_file(shell, f"the guest UDP service on port {port}", f"{root}.pid", clean=f"rm -f {root}.received")
