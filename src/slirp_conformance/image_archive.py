@@ -22,6 +22,21 @@ from typing import IO
 from slirp_conformance.errors import SetupError
 
 DEFAULT_PATH = "PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
+# What a layer made from a Debian tree leaves out (``tar --exclude`` patterns): what the container
+# runtime provides (/dev, /proc, /sys, /run, /tmp), apt's caches and lists, and the docs. Part of the
+# build recipes' keys: the order counts.
+NOT_IN_A_LAYER = (
+    "./dev/*",
+    "./proc/*",
+    "./sys/*",
+    "./run/*",
+    "./tmp/*",
+    "./var/tmp/*",
+    "./var/cache/apt/*",
+    "./var/lib/apt/lists/*",
+    "./usr/share/doc/*",
+    "./usr/share/man/*",
+)
 EPOCH = "1970-01-01T00:00:00Z"  # fixed, so the same inputs give the same image id
 
 

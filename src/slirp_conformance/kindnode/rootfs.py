@@ -18,26 +18,14 @@ from pathlib import Path
 
 from slirp_conformance import buildlog, cache_dirs, mounts
 from slirp_conformance.errors import SetupError
+from slirp_conformance.image_archive import NOT_IN_A_LAYER
 from slirp_conformance.kindnode.contract import KindContract
 
 MIRROR = os.environ.get("SLIRP_DEBIAN_MIRROR", "http://deb.debian.org/debian")
 RECIPE = "1"  # bump when the steps below change
 KEEP = 3  # bases kept in the cache
-# What a container image does not carry (docker provides /dev, /proc, /sys, /run and /tmp), and what
-# kind's clean-install removes after installing.
-EXCLUDED = (
-    "./dev/*",
-    "./proc/*",
-    "./sys/*",
-    "./run/*",
-    "./tmp/*",
-    "./var/tmp/*",
-    "./var/cache/apt/*",
-    "./var/lib/apt/lists/*",
-    "./usr/share/doc/*",
-    "./usr/share/man/*",
-    "./var/log/*",
-)
+# What a container image does not carry, and what kind's clean-install removes after installing.
+EXCLUDED = (*NOT_IN_A_LAYER, "./var/log/*")
 
 
 @dataclass(frozen=True)

@@ -22,6 +22,7 @@ from pathlib import Path
 
 from slirp_conformance import cache_dirs
 from slirp_conformance.errors import SetupError
+from slirp_conformance.image_archive import NOT_IN_A_LAYER
 from slirp_conformance.kubevirt_images import steps
 
 SUITE = "trixie"
@@ -71,19 +72,10 @@ PACKAGES = {
         "kmod",
     ),
 }
-# What a container image does not carry (the runtime provides /dev, /proc, /sys, /run, /tmp and
-# resolv.conf) and what Debian's docs are.
+# What a container image does not carry (the runtime also provides resolv.conf and the hostname)
+# and the rest of Debian's docs.
 EXCLUDED = (
-    "./dev/*",
-    "./proc/*",
-    "./sys/*",
-    "./run/*",
-    "./tmp/*",
-    "./var/tmp/*",
-    "./var/cache/apt/*",
-    "./var/lib/apt/lists/*",
-    "./usr/share/doc/*",
-    "./usr/share/man/*",
+    *NOT_IN_A_LAYER,
     "./usr/share/info/*",
     "./usr/share/locale/*",
     "./var/log/apt",
