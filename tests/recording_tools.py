@@ -35,6 +35,7 @@ case "$1" in
               "operation not permitted: unknown." >&2; exit 126
        fi ;;
   inspect) echo "${FAKE_NODE_IMAGE:-kindest/node:v1.27.1@sha256:0123}" ;;
+  ps) ;;  # no node container of a deleted cluster left (kind.remove_stray_nodes)
   exec) printf '%s\\n' 'version = 3' '[plugins."io.containerd.cri.v1.runtime"]' \\
           '  enable_unprivileged_icmp = false' '  enable_unprivileged_ports = false' ;;
   *) echo "fake docker: unexpected $*" >&2; exit 2 ;;

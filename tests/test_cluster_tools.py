@@ -385,3 +385,38 @@ def test_cli_down_force_without_state_finds_the_cluster_on_the_projects_dockerd(
     deleted = [c for c in calls("kind") if c[1:5] == ["delete", "cluster", "--name", "slirp-kept"]]
     assert bool(deleted) is project_dockerd_answers, calls("kind")
     assert (os.environ.get("DOCKER_HOST") == docker_daemon.project_host()) is project_dockerd_answers
+
+
+def test_a_node_container_that_appears_after_kind_delete_is_removed_too():
+    """A `kind create` stopped by Ctrl-C can leave dockerd finishing a node container after `kind delete`
+    listed the cluster's (a node left in state Created): the sweep removes what shows up, until two
+    sweeps in a row find nothing."""
+    from types import SimpleNamespace
+
+    appearing = [["abc123"], [], ["late456"], [], []]
+    calls: list[list[str]] = []
+
+    def fake_run(argv, **kwargs):
+        calls.append(argv)
+        if argv[:2] == ["docker", "ps"]:
+            return SimpleNamespace(stdout="\n".join(appearing.pop(0)), returncode=0)
+        return SimpleNamespace(stdout="", returncode=0)
+
+    removed = kind.remove_stray_nodes("c1", run=fake_run)
+    assert removed == ["abc123", "late456"]
+    assert ["docker", "rm", "-f", "-v", "late456"] in calls
+    assert all("label=io.x-k8s.kind.cluster=c1" in c for c in calls if c[:2] == ["docker", "ps"])
+    assert appearing == []  # it kept looking after the first empty sweep: the late one was found
+
+
+def test_no_stray_node_means_two_quiet_sweeps_and_nothing_removed():
+    from types import SimpleNamespace
+
+    calls: list[list[str]] = []
+
+    def fake_run(argv, **kwargs):
+        calls.append(argv)
+        return SimpleNamespace(stdout="", returncode=0)
+
+    assert kind.remove_stray_nodes("c1", run=fake_run) == []
+    assert [c[:2] for c in calls] == [["docker", "ps"], ["docker", "ps"]]

@@ -166,6 +166,7 @@ def cmd_down(args: argparse.Namespace) -> int:
                 timeout=runner.budget("resource-deleted"),
                 fix=f"delete it by hand: kind delete cluster --name {args.name}",
             )
+        kind.remove_stray_nodes(args.name)
         # Without state (a kept cluster of the suite's, --force), the suite's own network goes too once
         # no other cluster is on it: nothing but the suite creates a network of that name.
         network = state.get("network") if state else kind_network.NAME

@@ -295,6 +295,7 @@ class KindCluster:
                 fix=f"delete it by hand: kind delete cluster --name {self.name}",
             )
         self.created = False
+        remove_stray_nodes(self.name, run=self.run)
         remove_leftovers(self.network if self.created_network else None, self.created_lib_modules, run=self.run)
         self.created_network = self.created_lib_modules = False
 
@@ -328,6 +329,43 @@ def effective_containerd_settings(node_container: str, run: Run = runner.run) ->
         values = re.findall(rf"^\s*{key}\s*=\s*(true|false)\s*$", result.stdout, flags=re.MULTILINE)
         settings[key] = (values[-1] == "true") if values else None
     return settings
+
+
+CLUSTER_LABEL = "io.x-k8s.kind.cluster"  # kind's label on every node container of a cluster
+
+
+def remove_stray_nodes(name: str, run: Run = runner.run) -> list[str]:
+    """Node containers of cluster ``name`` that ``kind delete`` did not see: a `kind create` stopped by
+    Ctrl-C while its `docker run` of a node was under way leaves dockerd finishing that container after
+    the delete listed the cluster's (seen once: a node left in state Created). Removed until none shows
+    twice in a row, bounded; returns the ids removed."""
+    removed: list[str] = []
+
+    def sweep() -> bool:
+        found = run(
+            ["docker", "ps", "-aq", "--filter", f"label={CLUSTER_LABEL}={name}"],
+            timeout=runner.budget("tool-probe"),
+            quiet=True,
+        ).stdout.split()
+        if found:
+            run(["docker", "rm", "-f", "-v", *found], timeout=runner.budget("tool-probe") * 6, check=False)
+            removed.extend(found)
+        return not found
+
+    quiet_sweeps: list[bool] = []
+
+    def settled() -> bool:
+        quiet_sweeps.append(sweep())
+        return quiet_sweeps[-2:] == [True, True]
+
+    waits.wait_for(
+        f"no node container of kind cluster {name} left (docker ps -a --filter label={CLUSTER_LABEL}={name})",
+        settled,
+        waits.scaled(30),
+        describe=lambda _: f"removed so far: {removed}",
+        max_interval=1.0,
+    )
+    return removed
 
 
 def remove_leftovers(network: str | None, lib_modules: bool, run: Run = runner.run) -> None:
