@@ -17,6 +17,7 @@ from typing import Any, ClassVar, Protocol
 from kubernetes import client
 
 from slirp_conformance import waits
+from slirp_conformance.cluster import kubevirt_config
 from slirp_conformance.cluster.versions import KubeVirtVersion
 from slirp_conformance.evidence import Evidence
 from slirp_conformance.target import Contract
@@ -53,9 +54,21 @@ class KubeVirtVM(Protocol):
 
     def exec_in_launcher(self, argv: list[str]) -> tuple[int, str]: ...
 
-    def create_vm(self, name: str, *, binding: str | None = None) -> None:
-        """Create a never-booted copy of the VM named ``name`` (``binding``: another binding name);
-        ``client.ApiException`` when admission refuses it."""
+    def create_vm(self, name: str, *, binding: str | None = None, bootable: bool = False) -> None:
+        """Create a copy of the VM named ``name`` (``binding``: another binding name) whose disk is
+        never pulled, or with the conformance VM's disk when ``bootable``; ``client.ApiException``
+        when admission refuses it."""
+        ...
+
+    def binding_registered_as(self, name: str, sidecar_image: str) -> AbstractContextManager[Any]:
+        """A second binding ``name`` -> ``sidecar_image`` in the KubeVirt CR for the ``with`` block
+        (yields a ``kubevirt_config.Registration``); the configuration is put back on exit."""
+        ...
+
+    def launcher_pod_of(self, vmi: dict) -> client.V1Pod: ...
+
+    def exec_in_pod(self, pod: str, argv: list[str]) -> tuple[int, str]:
+        """argv in the compute container of launcher pod ``pod`` of the run."""
         ...
 
     def delete_vm(self, name: str) -> None:
@@ -114,6 +127,22 @@ class UnregisteredBindingEvidence(Evidence):
 
 
 @dataclass
+class RenamedBindingEvidence(Evidence):
+    check: ClassVar[str] = "binding-renamed"
+    vm: str
+    binding: str  # the other name the plugin was registered under, the VM's interface names it
+    registered: dict[str, Any] | None  # spec.configuration.network.binding.<binding> while the VM was tried
+    propagation: str  # whether that registration reached the components
+    started: bool  # the VMI reached Running
+    phase: str | None  # the VMI's last phase
+    reason: str | None  # KubeVirt's reason why it did not start (or what the wait saw)
+    sidecar_env: dict[str, str | None]  # NETWORK_BINDING_PLUGIN_NAME of each hook sidecar container of its pod
+    plugin_names: list[str]  # the names those sidecars were told to serve (None: not told, so `slirp`)
+    argv: list[str]  # QEMU's command line in its launcher pod (empty when none ran)
+    refused_as_unregistered: bool | None = None  # the reason is the unregistered-binding one (premise broken)
+
+
+@dataclass
 class FeatureGateOffEvidence(Evidence):
     check: ClassVar[str] = "feature-gate-off"
     vm: str
@@ -148,13 +177,15 @@ def launcher_pod(vm: KubeVirtVM) -> LauncherPodEvidence:
     )
 
 
+_QEMU_ARGV_SCRIPT = (
+    "for d in /proc/[0-9]*; do if tr '\\0' '\\n' < $d/cmdline 2>/dev/null | grep -qx -- '-netdev'; then "
+    "tr '\\0' '\\n' < $d/cmdline; exit 0; fi; done; exit 1"
+)
+
+
 def qemu_command_line(vm: KubeVirtVM) -> QemuCommandLineEvidence:
     """The QEMU process in the compute container, found by its ``-netdev user``."""
-    script = (
-        "for d in /proc/[0-9]*; do if tr '\\0' '\\n' < $d/cmdline 2>/dev/null | grep -qx -- '-netdev'; then "
-        "tr '\\0' '\\n' < $d/cmdline; exit 0; fi; done; exit 1"
-    )
-    rc, out = vm.exec_in_launcher(["sh", "-c", script])
+    rc, out = vm.exec_in_launcher(["sh", "-c", _QEMU_ARGV_SCRIPT])
     return QemuCommandLineEvidence(rc=rc, argv=out.splitlines())
 
 
@@ -210,6 +241,107 @@ def _why_refused(vm: KubeVirtVM, name: str, binding: str) -> tuple[str | None, s
         return str(e), None
     finally:
         vm.delete_vm(name)
+
+
+PLUGIN_NAME_ENV = "NETWORK_BINDING_PLUGIN_NAME"  # pkg/hooks/hooks.go NetworkBindingPluginNameEnvVar (v1.9.0)
+# The sidecar's refusal of an interface whose binding is not the name it serves (domain.go
+# NewSlirpNetworkConfigurator), reported by virt-handler as the VMI's SyncFailed event.
+NOT_SLIRP_BINDING = "is not set with slirp network binding plugin"
+
+
+def renamed_binding(vm: KubeVirtVM, binding: str) -> RenamedBindingEvidence:
+    """Register the run's sidecar image under ``binding`` too, start a VM like the conformance VM whose
+    interface names ``binding`` (its disk pulled, so QEMU really starts), and record whether its VMI
+    reached Running, KubeVirt's reason when not, the env its sidecar got and QEMU's command line.
+    The VM is deleted and the registration undone before this returns."""
+    name = f"vm-renamed-{secrets.token_hex(2)}"
+    with vm.binding_registered_as(binding, vm.sidecar_image) as registration:
+        conf = vm.kubevirt_cr().get("spec", {}).get("configuration") or {}
+        registered = ((conf.get("network") or {}).get("binding") or {}).get(binding)
+        ev = RenamedBindingEvidence(
+            vm=name,
+            binding=binding,
+            registered=registered,
+            propagation=registration.propagation,
+            started=False,
+            phase=None,
+            reason=None,
+            sidecar_env={},
+            plugin_names=[],
+            argv=[],
+        )
+        try:
+            _try_start(vm, ev)
+        finally:
+            vm.delete_vm(name)
+    if ev.reason is not None:
+        ev.refused_as_unregistered = BINDING_NOT_FOUND.search(ev.reason) is not None
+    return ev
+
+
+def _try_start(vm: KubeVirtVM, ev: RenamedBindingEvidence) -> None:
+    def create() -> None:
+        vm.create_vm(ev.vm, binding=ev.binding, bootable=True)
+
+    try:
+        if ev.propagation.startswith("verified"):
+            create()
+        else:
+            kubevirt_config.retry_while_config_stale(create)
+    except client.ApiException as e:
+        ev.reason = f"refused at admission: {e.body}"
+        return
+
+    def state() -> tuple[str | None, str | None]:
+        """(phase, why it cannot start: a SyncFailed/FailedCreate event or Synchronized=False)."""
+        why = next(
+            (m for reason in ("SyncFailed", "FailedCreate") for m in vm.event_messages(ev.vm, reason)),
+            None,
+        )
+        try:
+            vmi = vm.read_vmi(ev.vm)
+        except client.ApiException:
+            return None, why
+        status = vmi.get("status", {})
+        why = why or next(
+            (
+                c.get("message")
+                for c in status.get("conditions") or []
+                if c.get("type") == "Synchronized" and c.get("status") == "False"
+            ),
+            None,
+        )
+        return status.get("phase"), why
+
+    try:
+        ev.phase, ev.reason = waits.wait_for(
+            f"VM {ev.vm} (binding {ev.binding}) to reach Running, or KubeVirt to say why not",
+            state,
+            waits.timeout("vmi-running"),
+            # a reason ends the wait only when it is one of the two refusals this clause tells apart:
+            # virt-handler may report a passing sync error while the pod is still starting
+            accept=lambda s: (
+                s[0] in ("Running", "Failed")
+                or any(r in (s[1] or "") for r in (NOT_SLIRP_BINDING, "couldn't find configuration"))
+            ),
+            describe=lambda s: f"phase {s[0]}, reason {s[1]}",
+        )
+    except waits.WaitTimeout as e:
+        ev.reason = str(e)
+        return
+    ev.started = ev.phase == "Running"
+    if not ev.started:
+        return
+    vmi = vm.read_vmi(ev.vm)
+    pod = vm.launcher_pod_of(vmi)
+    ev.sidecar_env = {
+        c.name: next((e.value for e in c.env or [] if e.name == PLUGIN_NAME_ENV), None)
+        for c in (pod.spec.containers if pod.spec else [])
+        if re.fullmatch(r"hook-sidecar-\d+", c.name or "")  # template.go: fmt.Sprintf("hook-sidecar-%d", i)
+    }
+    ev.plugin_names = sorted({str(v) for v in ev.sidecar_env.values()})
+    rc, out = vm.exec_in_pod(str(pod.metadata.name if pod.metadata else ""), ["sh", "-c", _QEMU_ARGV_SCRIPT])
+    ev.argv = out.splitlines() if rc == 0 else []
 
 
 def feature_gate_off(vm: KubeVirtVM) -> FeatureGateOffEvidence:
