@@ -8,7 +8,7 @@ import pytest
 from slirp_conformance.checks import kubevirt
 from slirp_conformance.checks.kubevirt import KubeVirtVM
 from slirp_conformance.cluster import versions
-from slirp_conformance.evidence import Record, VoidCheck, contains, contains_run, expect
+from slirp_conformance.evidence import Record, VoidCheck, contains, contains_run, expect, matches
 from slirp_conformance.vmspec import slirp_qemu_args
 
 pytestmark = [pytest.mark.slirp, pytest.mark.kubevirt]
@@ -92,3 +92,40 @@ def test_binding_under_another_name_works_from_v1_9_and_is_refused_before(
         raise VoidCheck(ev, problems)
     expect(ev, "started", False)
     expect(ev, "reason", contains(kubevirt.NOT_SLIRP_BINDING))
+
+
+@pytest.fixture(scope="module")
+def quota_vms(kubevirt_vm: KubeVirtVM) -> tuple[kubevirt.QuotaVmEvidence, kubevirt.QuotaVmEvidence]:
+    """A burstable VM in a namespace with a ResourceQuota on cpu and memory requests and limits, first
+    with KubeVirt's configuration as found, then with sidecar resources configured (each deleted
+    at once; the configuration put back)."""
+    return kubevirt.quota_vms(kubevirt_vm)
+
+
+def test_vm_under_a_resource_quota_starts_once_sidecar_resources_are_configured(
+    quota_vms: tuple[kubevirt.QuotaVmEvidence, kubevirt.QuotaVmEvidence], record: Record
+) -> None:
+    """With supportContainerResources `sidecar` set, virt-controller gives the slirp sidecar those
+    requests and limits (renderresources.go sidecarResources) and the launcher pod passes the quota."""
+    ev = record(quota_vms[1])
+    expect(ev, "started", True)
+    expect(ev, "sidecar_resources", kubevirt.SIDECAR_RESOURCES)
+
+
+def test_vm_under_a_resource_quota_without_sidecar_resources_fails_with_the_reason(
+    quota_vms: tuple[kubevirt.QuotaVmEvidence, kubevirt.QuotaVmEvidence], record: Record
+) -> None:
+    """Without them the sidecar container states no requests or limits: the quota refuses the launcher
+    pod and virt-controller reports it (FailedCreate) naming the sidecar. Premise: the quota covers
+    cpu and memory requests and limits, and the cluster configured no sidecar resources then."""
+    ev = record(quota_vms[0])
+    problems = []
+    if not set(kubevirt.QUOTA) <= set((ev.quota or {}).get("hard") or {}):
+        problems.append(f"the namespace's ResourceQuota does not cover {sorted(kubevirt.QUOTA)}: {ev.quota}")
+    if ev.sidecar_configured is not None:
+        problems.append(f"the cluster already configures sidecar resources: {ev.sidecar_configured}")
+    if problems:
+        raise VoidCheck(ev, problems)
+    expect(ev, "started", False)
+    expect(ev, "reason", contains(kubevirt.QUOTA_REFUSAL))
+    expect(ev, "reason", matches(r"must specify [^;]*for: [^;]*hook-sidecar-0"))

@@ -256,3 +256,134 @@ def test_service_clause_is_skipped_with_the_reason_where_there_is_no_service():
 
     with pytest.raises(pytest.skip.Exception, match="only on cluster targets"):
         _service_clause(_Qemu(), "cluster-ip")
+
+
+# -- a ResourceQuota and the sidecar's resources ---------------------------------------------------
+QUOTA_REFUSED = (
+    'Error creating pod: pods "virt-launcher-vm-quota-bare-1a2b-x7k2p" is forbidden: failed quota: slirp-quota: '
+    "must specify limits.cpu for: hook-sidecar-0; limits.memory for: hook-sidecar-0; requests.cpu for: "
+    "hook-sidecar-0; requests.memory for: hook-sidecar-0"
+)
+
+
+class _QuotaCluster:
+    """KubeVirt's sidecar resources as renderresources.go has them: a burstable VM's hook sidecar gets
+    the supportContainerResources `sidecar` entry, else nothing, and the quota then refuses the pod."""
+
+    def __init__(self, fault: str | None = None, configured: dict | None = None) -> None:
+        self.version = versions.parse_kubevirt_version("v1.9.0")
+        self.spec = conformance_vm("vm-net-binding-slirp")
+        self.fault = fault
+        self.support: list[dict] = [configured] if configured else []
+        self.found = list(self.support)
+        self.created: dict[str, dict] = {}
+        self.deleted: list[str] = []
+        self.namespaces: list[str] = []
+
+    def kubevirt_cr(self) -> dict:
+        return {"spec": {"configuration": {"supportContainerResources": list(self.support)}}}
+
+    @contextlib.contextmanager
+    def quota_namespace(self, hard):
+        self.namespaces.append("ns-quota")
+        hard = {k: v for k, v in hard.items() if not (self.fault == "quota-without-limits" and k.startswith("limits"))}
+        yield SimpleNamespace(
+            name="ns-quota",
+            quota=lambda: {"hard": dict(hard), "status": {}},
+            create_vm=self._create,
+            read_vmi=self._read_vmi,
+            event_messages=self._events,
+            launcher_pod_of=self._pod,
+            delete_vm=self.deleted.append,
+        )
+        self.namespaces.remove("ns-quota")
+
+    @contextlib.contextmanager
+    def sidecar_resources_set(self, resources):
+        before = list(self.support)
+        if self.fault != "sidecar-resources-ignored":
+            self.support = [*(e for e in before if e["type"] != "sidecar"), {"type": "sidecar", "resources": resources}]
+        try:
+            yield "verified"
+        finally:
+            self.support = before
+
+    def _sidecar(self) -> dict:
+        entry = next((e for e in self.support if e["type"] == "sidecar"), None)
+        return dict(entry["resources"]) if entry else {}
+
+    def _create(self, name: str, resources: dict) -> None:
+        self.created[name] = self._sidecar()
+
+    def _admitted(self, name: str) -> bool:
+        sidecar = self.created[name]
+        return self.fault == "quota-without-limits" or bool(sidecar.get("requests") and sidecar.get("limits"))
+
+    def _events(self, involved: str, reason: str) -> list[str]:
+        return [QUOTA_REFUSED] if reason == "FailedCreate" and not self._admitted(involved) else []
+
+    def _read_vmi(self, name: str) -> dict:
+        return {"metadata": {"name": name}, "status": {"phase": "Running" if self._admitted(name) else "Pending"}}
+
+    def _pod(self, vmi: dict) -> client.V1Pod:
+        sidecar = self.created[vmi["metadata"]["name"]]
+        return client.V1Pod(
+            spec=client.V1PodSpec(
+                containers=[
+                    client.V1Container(name="compute"),
+                    client.V1Container(
+                        name="hook-sidecar-0",
+                        resources=client.V1ResourceRequirements(
+                            requests=sidecar.get("requests"), limits=sidecar.get("limits")
+                        ),
+                    ),
+                ]
+            )
+        )
+
+
+def _quota_clauses(cluster: _QuotaCluster) -> dict[str, str]:
+    """Both quota clauses on one pair of VMs; each clause's verdict."""
+    from slirp_conformance.checks import kubevirt
+
+    evidence = kubevirt.quota_vms(cluster)
+    verdicts = {}
+    for clause in (
+        test_slirp_kubevirt.test_vm_under_a_resource_quota_starts_once_sidecar_resources_are_configured,
+        test_slirp_kubevirt.test_vm_under_a_resource_quota_without_sidecar_resources_fails_with_the_reason,
+    ):
+        try:
+            clause(evidence, record=_record)
+            verdicts[clause.__name__] = "pass"
+        except VoidCheck:
+            verdicts[clause.__name__] = "void"
+        except AssertionError:
+            verdicts[clause.__name__] = "fail"
+    assert not cluster.namespaces and cluster.support == cluster.found, "the quota namespace and configuration undone"
+    assert sorted(cluster.deleted) == sorted(cluster.created), "every VM it created is deleted"
+    return verdicts
+
+
+STARTS = "test_vm_under_a_resource_quota_starts_once_sidecar_resources_are_configured"
+REFUSED = "test_vm_under_a_resource_quota_without_sidecar_resources_fails_with_the_reason"
+
+
+def test_quota_clauses_pass_on_kubevirts_behaviour():
+    assert _quota_clauses(_QuotaCluster()) == {STARTS: "pass", REFUSED: "pass"}
+
+
+def test_quota_clause_is_red_when_kubevirt_ignores_the_sidecar_resources():
+    assert _quota_clauses(_QuotaCluster("sidecar-resources-ignored")) == {STARTS: "fail", REFUSED: "pass"}
+
+
+def test_quota_refusal_is_void_without_a_quota_on_limits():
+    """A quota that does not cover limits admits the sidecar anyway: the refusal proves nothing."""
+    assert _quota_clauses(_QuotaCluster("quota-without-limits"))[REFUSED] == "void"
+
+
+def test_quota_refusal_is_void_where_the_cluster_already_configures_sidecar_resources():
+    configured = {
+        "type": "sidecar",
+        "resources": {"requests": {"cpu": "5m", "memory": "8Mi"}, "limits": {"cpu": "1", "memory": "1Gi"}},
+    }
+    assert _quota_clauses(_QuotaCluster(configured=configured))[REFUSED] == "void"

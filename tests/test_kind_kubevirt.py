@@ -145,7 +145,7 @@ def test_the_suite_is_conformant_on_kind_with_kubevirt_built_here(kubevirt_kind,
         f"expected but ran: {sorted(kind_probes.skipped_on_kind() - run.ids('skipped'))}"
     )
     # issue 20's cluster-only clauses: the Service by cluster IP and DNS name, the renamed binding
-    for clause in (f"{SERVICE_CLAUSE}[cluster-ip]", f"{SERVICE_CLAUSE}[dns-name]", RENAMED_CLAUSE):
+    for clause in (f"{SERVICE_CLAUSE}[cluster-ip]", f"{SERVICE_CLAUSE}[dns-name]", RENAMED_CLAUSE, *QUOTA_CLAUSES):
         assert run.outcomes.get(clause) == "passed", (clause, run.outcomes)
     # every clause of the contract ran on both channels and passed; what was skipped says why
     for clause in ("test_slirp_icmp::test_icmp_echo_to_peer_gets_no_reply", "test_slirp_tcp::test_egress_echo"):
@@ -163,6 +163,10 @@ def test_the_suite_is_conformant_on_kind_with_kubevirt_built_here(kubevirt_kind,
 # Issue 20's cluster-only clauses, each with a fault of the cluster's side (tests/clause_faults.py).
 SERVICE_CLAUSE = "test_slirp_ports::test_cluster_ip_service_reaches_guest_service"
 RENAMED_CLAUSE = "test_slirp_kubevirt::test_binding_under_another_name_works_from_v1_9_and_is_refused_before"
+QUOTA_CLAUSES = (
+    "test_slirp_kubevirt::test_vm_under_a_resource_quota_starts_once_sidecar_resources_are_configured",
+    "test_slirp_kubevirt::test_vm_under_a_resource_quota_without_sidecar_resources_fails_with_the_reason",
+)
 CLUSTER_FAULTS = {
     "service-selects-nothing": {f"{SERVICE_CLAUSE}[{via}]" for via in ("cluster-ip", "dns-name")},
     # v1.1.0's sidecar serves only `slirp`: from v1.9.0 that turns the clause red (below, it is the

@@ -67,6 +67,15 @@ class KubeVirtVM(Protocol):
 
     def launcher_pod_of(self, vmi: dict) -> client.V1Pod: ...
 
+    def quota_namespace(self, hard: dict[str, str]) -> AbstractContextManager[QuotaNamespace]:
+        """A namespace of the run with a ResourceQuota ``hard``, deleted (and waited for) on exit."""
+        ...
+
+    def sidecar_resources_set(self, resources: dict) -> AbstractContextManager[str]:
+        """KubeVirt's supportContainerResources ``sidecar`` entry set to ``resources`` for the ``with``
+        block (yields the propagation state); the configuration is put back on exit."""
+        ...
+
     def exec_in_pod(self, pod: str, argv: list[str]) -> tuple[int, str]:
         """argv in the compute container of launcher pod ``pod`` of the run."""
         ...
@@ -84,6 +93,29 @@ class KubeVirtVM(Protocol):
     def feature_gate_off(self) -> AbstractContextManager[str]:
         """NetworkBindingPlugins removed for the ``with`` block; yields the propagation state."""
         ...
+
+
+class QuotaNamespace(Protocol):
+    """A second namespace of the run, with a ResourceQuota (``KubeVirtVM.quota_namespace``)."""
+
+    @property
+    def name(self) -> str: ...
+
+    def quota(self) -> dict:
+        """The ResourceQuota: ``hard`` (its spec, what admission enforces) and ``status`` (hard, used)."""
+        ...
+
+    def create_vm(self, name: str, resources: dict) -> None:
+        """A bootable copy of the conformance VM with ``domain.resources`` = ``resources``."""
+        ...
+
+    def read_vmi(self, name: str) -> dict: ...
+
+    def event_messages(self, involved: str, reason: str) -> list[str]: ...
+
+    def launcher_pod_of(self, vmi: dict) -> client.V1Pod: ...
+
+    def delete_vm(self, name: str) -> None: ...
 
 
 @dataclass
@@ -140,6 +172,23 @@ class RenamedBindingEvidence(Evidence):
     plugin_names: list[str]  # the names those sidecars were told to serve (None: not told, so `slirp`)
     argv: list[str]  # QEMU's command line in its launcher pod (empty when none ran)
     refused_as_unregistered: bool | None = None  # the reason is the unregistered-binding one (premise broken)
+
+
+@dataclass
+class QuotaVmEvidence(Evidence):
+    """A VM started in a namespace with a ResourceQuota on cpu and memory requests and limits."""
+
+    check: ClassVar[str] = "resource-quota"
+    namespace: str
+    quota: dict[str, Any]  # the ResourceQuota before the VM: hard (spec) and status
+    sidecar_configured: Any  # supportContainerResources' `sidecar` entry while the VM was tried (None: none)
+    vm: str
+    vm_resources: dict[str, Any]  # the VM's domain.resources
+    started: bool  # the VMI reached Running
+    phase: str | None
+    reason: str | None  # KubeVirt's reason why it did not start (the FailedCreate event), or what the wait saw
+    sidecar_resources: dict[str, Any] | None  # the hook sidecar container's resources in the launcher pod
+    propagation: str | None = None  # whether the configuration reached the components
 
 
 @dataclass
@@ -342,6 +391,90 @@ def _try_start(vm: KubeVirtVM, ev: RenamedBindingEvidence) -> None:
     ev.plugin_names = sorted({str(v) for v in ev.sidecar_env.values()})
     rc, out = vm.exec_in_pod(str(pod.metadata.name if pod.metadata else ""), ["sh", "-c", _QEMU_ARGV_SCRIPT])
     ev.argv = out.splitlines() if rc == 0 else []
+
+
+# A ResourceQuota on cpu and memory, requests and limits: every container of a pod must then state all
+# four (Kubernetes' quota admission: "must specify limits.cpu for: <container>"). The VM is burstable
+# (requests below limits): KubeVirt then gives a hook sidecar no resources of its own unless
+# supportContainerResources has a `sidecar` entry (renderresources.go sidecarResources, v1.1.0 L538,
+# v1.9.0 L535; a VM with guaranteed QoS gets fixed 200m/64M limits instead).
+QUOTA = {"requests.cpu": "2", "requests.memory": "4Gi", "limits.cpu": "4", "limits.memory": "8Gi"}
+QUOTA_VM_CPU = {"requests": "100m", "limits": "1"}
+SIDECAR_RESOURCES = {"requests": {"cpu": "20m", "memory": "64Mi"}, "limits": {"cpu": "200m", "memory": "128Mi"}}
+QUOTA_REFUSAL = "failed quota"  # kube-apiserver's quota admission, in virt-controller's FailedCreate event
+
+
+def quota_vms(vm: KubeVirtVM) -> tuple[QuotaVmEvidence, QuotaVmEvidence]:
+    """In a namespace with ``QUOTA``: a burstable VM while the cluster configures no sidecar resources
+    (as found), then one while supportContainerResources `sidecar` is ``SIDECAR_RESOURCES``; each
+    deleted as soon as it ran or KubeVirt said why not. Returns (without, with)."""
+    resources = {
+        "requests": {"memory": vm.spec.memory, "cpu": QUOTA_VM_CPU["requests"]},
+        "limits": {"memory": _twice(vm.spec.memory), "cpu": QUOTA_VM_CPU["limits"]},
+    }
+    with vm.quota_namespace(QUOTA) as ns:
+        without = _quota_vm(vm, ns, f"vm-quota-bare-{secrets.token_hex(2)}", resources)
+        with vm.sidecar_resources_set(SIDECAR_RESOURCES) as propagation:
+            with_resources = _quota_vm(vm, ns, f"vm-quota-sidecar-{secrets.token_hex(2)}", resources)
+            with_resources.propagation = propagation
+    return without, with_resources
+
+
+def _twice(quantity: str) -> str:
+    m = re.fullmatch(r"(\d+)(\D*)", quantity)
+    return f"{int(m.group(1)) * 2}{m.group(2)}" if m else quantity
+
+
+def _quota_vm(vm: KubeVirtVM, ns: QuotaNamespace, name: str, resources: dict) -> QuotaVmEvidence:
+    conf = vm.kubevirt_cr().get("spec", {}).get("configuration") or {}
+    ev = QuotaVmEvidence(
+        namespace=ns.name,
+        quota=ns.quota(),
+        sidecar_configured=next(
+            (e for e in conf.get("supportContainerResources") or [] if e.get("type") == "sidecar"), None
+        ),
+        vm=name,
+        vm_resources=resources,
+        started=False,
+        phase=None,
+        reason=None,
+        sidecar_resources=None,
+    )
+    ns.create_vm(name, resources)
+    try:
+
+        def state() -> tuple[str | None, str | None]:
+            why = next(iter(ns.event_messages(name, "FailedCreate")), None)
+            try:
+                phase = ns.read_vmi(name).get("status", {}).get("phase")
+            except client.ApiException:
+                phase = None
+            return phase, why
+
+        try:
+            ev.phase, ev.reason = waits.wait_for(
+                f"VM {ns.name}/{name} to reach Running, or KubeVirt to say why its pod was not created",
+                state,
+                waits.timeout("vmi-running"),
+                accept=lambda s: s[0] in ("Running", "Failed") or s[1] is not None,
+                describe=lambda s: f"phase {s[0]}, reason {s[1]}",
+            )
+        except waits.WaitTimeout as e:
+            ev.reason = str(e)
+        ev.started = ev.phase == "Running"
+        if ev.started:
+            pod = ns.launcher_pod_of(ns.read_vmi(name))
+            ev.sidecar_resources = next(
+                (
+                    client.ApiClient().sanitize_for_serialization(c.resources) or {}
+                    for c in (pod.spec.containers if pod.spec else [])
+                    if re.fullmatch(r"hook-sidecar-\d+", c.name or "")
+                ),
+                None,
+            )
+    finally:
+        ns.delete_vm(name)
+    return ev
 
 
 def feature_gate_off(vm: KubeVirtVM) -> FeatureGateOffEvidence:

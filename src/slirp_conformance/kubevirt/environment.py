@@ -245,6 +245,10 @@ class KubeVirtEnvironment:
             self.api, sidecar_image, binding_name=name, enable_feature_gate=False
         )
 
+    def sidecar_resources_set(self, resources: dict) -> contextlib.AbstractContextManager[str]:
+        """supportContainerResources ``sidecar`` set to ``resources`` for the ``with`` block."""
+        return kubevirt_config.sidecar_resources_set(self.api, self.registration.ref, resources)
+
     def node_versions(self) -> dict[str, str]:
         """Container runtime and kubelet versions: the ICMP outcome depends on the runtime."""
         infos = [n.status.node_info for n in self.core.list_node().items if n.status and n.status.node_info]
