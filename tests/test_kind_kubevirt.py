@@ -177,8 +177,8 @@ CLUSTER_FAULTS = {
 
 @pytest.mark.skipif(
     os.environ.get("SLIRP_SELFTEST_REAL_STACK_CONTROLS") != "1",
-    reason="one more VM boot on the kind cluster (about 5 min on 2 cores, and KubeVirt v1.1.0's images cold): "
-    "set SLIRP_SELFTEST_REAL_STACK_CONTROLS=1 to run it",
+    reason="one more VM boot on the kind cluster and KubeVirt v1.1.0's sidecar built here (measured 479 s at "
+    "load 14-17, v1.1.0's images cached): set SLIRP_SELFTEST_REAL_STACK_CONTROLS=1 to run it",
 )
 def test_cluster_clause_faults_turn_exactly_their_clauses_red(kubevirt_kind, tmp_path):
     """Both faults in one run (one VM boot): a launcher pod the Service does not select turns exactly
