@@ -1,16 +1,20 @@
 """Ports: only the ports listed on the interface reach the guest from outside (slirp hostfwd)."""
 
+import contextlib
+import dataclasses
 import secrets
 from collections.abc import Iterator
 
 import pytest
 
+from slirp_conformance import waits
 from slirp_conformance.checks import ports
 from slirp_conformance.checks.ports import (
     GuestService,
     GuestUdpService,
     ListedPortEvidence,
     ListedUdpPortEvidence,
+    ServiceIngressEvidence,
     SshIngressEvidence,
     UnlistedPortEvidence,
     UnlistedUdpPortEvidence,
@@ -80,6 +84,51 @@ def test_ssh_reaches_guest_through_listed_port_22(guest_ssh: SSHClient, contract
     expect(ev, "listed_ports", contains(22))
     expect(ev, "rc", 0)
     expect(ev, "hostname", matches(r"\S"))
+
+
+# -- a ClusterIP Service: how users of a cluster reach a VM ---------------------------------------
+@pytest.mark.parametrize("via", ["cluster-ip", "dns-name"])
+def test_cluster_ip_service_reaches_guest_service(
+    slirp_target: Target, guest_services: dict[int, GuestService], contract: Contract, record: Record, via: str
+) -> None:
+    """A client's request through a ClusterIP Service on the listed port (port = targetPort, selecting
+    the launcher pod by KubeVirt's ``kubevirt.io/created-by`` label) gets the guest service's token,
+    dialled by the Service's cluster IP and by its DNS name. The Service forwards to the pod IP, where
+    the sidecar's ``hostfwd=tcp::P-:P`` listens on every pod address (domain.go); cluster targets only."""
+    try:
+        service = slirp_target.guest_service()
+    except NotOnThisTarget as e:
+        pytest.skip(str(e))
+    guest = next(s for p, s in guest_services.items() if p in contract.listed_tcp_ports)
+    host = str(service.cluster_ip if via == "cluster-ip" else service.dns_name)
+    tries: list[ServiceIngressEvidence] = []
+
+    def request() -> ServiceIngressEvidence:
+        ev = ServiceIngressEvidence(
+            port=guest.port,
+            token=guest.token,
+            guest_local_body=guest.local_body,
+            via=via,
+            dialled=host,
+            service=dataclasses.asdict(service),
+            attempts=len(tries) + 1,
+        )
+        tries.append(ev)
+        ports.request_from_cluster(lambda port: slirp_target.dial_from_cluster_client(host, port), guest, ev)
+        return ev
+
+    # kube-proxy programs a new Service asynchronously (measured on kind: the first request right
+    # after the Service got its endpoint hung): a bounded retry, every attempt counted in the evidence.
+    with contextlib.suppress(waits.WaitTimeout):
+        waits.wait_for(
+            f"the guest's token through Service {service.name} by {via} ({host}:{guest.port})",
+            request,
+            waits.scaled(30),
+            accept=lambda ev: ev.body == guest.token,
+            describe=lambda ev: f"body {ev.body!r}, error {ev.error or ev.body_error}",
+        )
+    ev = record(tries[-1])
+    expect(ev, "body", guest.token)
 
 
 # -- UDP: every listed port is forwarded with its protocol (the sidecar's hostfwd=udp::P-:P) --------

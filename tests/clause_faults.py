@@ -107,14 +107,55 @@ def _install_pod_fault(commands: list[list[str]]) -> None:
     QemuTarget._start = faulty_start  # type: ignore[method-assign]
 
 
+# Faults of the cluster's side for the cluster-only clauses (--target=kind/cluster). Several may be
+# named at once, comma-separated: each turns a different clause red, and they share one VM boot.
+def _service_selects_nothing() -> None:
+    """A launcher pod without its VMI's ``kubevirt.io/created-by`` label: the Service in front of
+    the VM selects no pod."""
+    from slirp_conformance.kubevirt.kubevirt_target import KubeVirtTarget
+
+    def selector(self) -> dict[str, str]:
+        return {"kubevirt.io/created-by": f"not-{self._vmi_uid}"}
+
+    KubeVirtTarget._service_selector = selector  # type: ignore[method-assign]
+
+
+def _renamed_sidecar_serves_slirp_only() -> None:
+    """The other name is served by a sidecar that knows only ``slirp``, whatever it is told: KubeVirt
+    v1.1.0's (domain.go SlirpPluginName), built here (cached) and loaded into the kind cluster."""
+    from slirp_conformance.kubevirt.kubevirt_target import KubeVirtTarget
+    from slirp_conformance.kubevirt_images import build, kind_load
+
+    register = KubeVirtTarget.binding_registered_as
+
+    def old_sidecar(self, name: str, sidecar_image: str):
+        old = build.build("v1.1.0")
+        only = dataclasses.replace(old, archives={old.sidecar_image: old.archives[old.sidecar_image]})
+        kind_load.load(only, self.opts.kind_cluster_name)
+        return register(self, name, old.sidecar_image)
+
+    KubeVirtTarget.binding_registered_as = old_sidecar  # type: ignore[method-assign]
+
+
+CLUSTER_FAULTS = {
+    "service-selects-nothing": _service_selects_nothing,
+    "renamed-sidecar-serves-slirp-only": _renamed_sidecar_serves_slirp_only,
+}
+
+
 def pytest_configure(config) -> None:
     """Installs the fault named by ``SLIRP_CLAUSE_FAULT`` (only where this module is a plugin)."""
     fault = os.environ.get(FAULT_ENV, "")
+    cluster = [f for f in fault.split(",") if f in CLUSTER_FAULTS]
+    if cluster and len(cluster) == len(fault.split(",")):
+        for name in cluster:
+            CLUSTER_FAULTS[name]()
+        return
     if fault in POD_FAULTS:
         _install_pod_fault(POD_FAULTS[fault])
         return
     if fault not in ARG_FAULTS and fault not in RENDER_FAULTS:
-        names = sorted([*ARG_FAULTS, *POD_FAULTS, *RENDER_FAULTS])
+        names = sorted([*ARG_FAULTS, *POD_FAULTS, *RENDER_FAULTS, *CLUSTER_FAULTS])
         raise RuntimeError(f"{FAULT_ENV}={fault!r}: choose one of {', '.join(names)}")
     render = sidecar_render.qemu_network_args
 

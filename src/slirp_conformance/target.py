@@ -109,6 +109,19 @@ class UdpSend:
     reply: str | None = None
 
 
+@dataclass(frozen=True)
+class ClusterService:
+    """A ClusterIP Service the run made in front of the VM's launcher pod (cluster targets only)."""
+
+    name: str
+    cluster_ip: str | None
+    dns_name: str  # <name>.<namespace>.svc.<cluster domain>, the domain read from the launcher pod
+    selector: dict[str, str]
+    ports: tuple[int, ...]  # the VM's listed TCP ports, each as port and targetPort
+    launcher_pod_ip: str | None
+    endpoints: tuple[str, ...]  # the ready addresses of its EndpointSlices when the clause dialled
+
+
 class VariantVMs(Protocol):
     """The ``variant_targets`` fixture: a second VM per requested NIC model (``vmspec.variant_vm``),
     booted on first use; skips the clause where the target cannot boot one."""
@@ -311,6 +324,17 @@ class Target(abc.ABC):
         raise NotOnThisTarget(
             f"a listener on the pod's loopback is not implemented on --target={self.name} yet (issue 20)"
         )
+
+    def guest_service(self) -> ClusterService:
+        """A ClusterIP Service on the VM's listed TCP ports selecting its launcher pod, made on first
+        use in the run's namespace (gone with it)."""
+        raise NotOnThisTarget(
+            f"a Kubernetes Service in front of the VM exists only on cluster targets, not on --target={self.name}"
+        )
+
+    def dial_from_cluster_client(self, host: str, port: int) -> socket.socket:
+        """A TCP connection to host:port made by the client in the cluster (its own resolver for names)."""
+        raise NotOnThisTarget(f"no client pod in a cluster on --target={self.name}")
 
     def pod_global_ipv6(self) -> list[str] | None:
         """The pod's own global IPv6 addresses (whether IPv6 egress could work at all); None when

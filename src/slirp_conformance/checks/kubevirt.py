@@ -17,6 +17,7 @@ from typing import Any, ClassVar, Protocol
 from kubernetes import client
 
 from slirp_conformance import waits
+from slirp_conformance.cluster import kubevirt_config
 from slirp_conformance.cluster.versions import KubeVirtVersion
 from slirp_conformance.evidence import Evidence
 from slirp_conformance.kubevirt import launcher_probes
@@ -54,9 +55,30 @@ class KubeVirtVM(Protocol):
 
     def exec_in_launcher(self, argv: list[str]) -> tuple[int, str]: ...
 
-    def create_vm(self, name: str, *, binding: str | None = None) -> None:
-        """Create a never-booted copy of the VM named ``name`` (``binding``: another binding name);
-        ``client.ApiException`` when admission refuses it."""
+    def create_vm(self, name: str, *, binding: str | None = None, bootable: bool = False) -> None:
+        """Create a copy of the VM named ``name`` (``binding``: another binding name) whose disk is
+        never pulled, or with the conformance VM's disk when ``bootable``; ``client.ApiException``
+        when admission refuses it."""
+        ...
+
+    def binding_registered_as(self, name: str, sidecar_image: str) -> AbstractContextManager[Any]:
+        """A second binding ``name`` -> ``sidecar_image`` in the KubeVirt CR for the ``with`` block
+        (yields a ``kubevirt_config.Registration``); the configuration is put back on exit."""
+        ...
+
+    def launcher_pod_of(self, vmi: dict) -> client.V1Pod: ...
+
+    def quota_namespace(self, hard: dict[str, str]) -> AbstractContextManager[QuotaNamespace]:
+        """A namespace of the run with a ResourceQuota ``hard``, deleted (and waited for) on exit."""
+        ...
+
+    def sidecar_resources_set(self, resources: dict) -> AbstractContextManager[str]:
+        """KubeVirt's supportContainerResources ``sidecar`` entry set to ``resources`` for the ``with``
+        block (yields the propagation state); the configuration is put back on exit."""
+        ...
+
+    def exec_in_pod(self, pod: str, argv: list[str]) -> tuple[int, str]:
+        """argv in the compute container of launcher pod ``pod`` of the run."""
         ...
 
     def delete_vm(self, name: str) -> None:
@@ -72,6 +94,29 @@ class KubeVirtVM(Protocol):
     def feature_gate_off(self) -> AbstractContextManager[str]:
         """NetworkBindingPlugins removed for the ``with`` block; yields the propagation state."""
         ...
+
+
+class QuotaNamespace(Protocol):
+    """A second namespace of the run, with a ResourceQuota (``KubeVirtVM.quota_namespace``)."""
+
+    @property
+    def name(self) -> str: ...
+
+    def quota(self) -> dict:
+        """The ResourceQuota: ``hard`` (its spec, what admission enforces) and ``status`` (hard, used)."""
+        ...
+
+    def create_vm(self, name: str, resources: dict) -> None:
+        """A bootable copy of the conformance VM with ``domain.resources`` = ``resources``."""
+        ...
+
+    def read_vmi(self, name: str) -> dict: ...
+
+    def event_messages(self, involved: str, reason: str) -> list[str]: ...
+
+    def launcher_pod_of(self, vmi: dict) -> client.V1Pod: ...
+
+    def delete_vm(self, name: str) -> None: ...
 
 
 @dataclass
@@ -112,6 +157,39 @@ class UnregisteredBindingEvidence(Evidence):
     message: str | None  # KubeVirt's refusal (or what the wait for it saw)
     binding_in_reason: str | None  # the binding KubeVirt's reason says it has no configuration for
     where: str | None = None  # "admission" or "controller"; absent: no reason came
+
+
+@dataclass
+class RenamedBindingEvidence(Evidence):
+    check: ClassVar[str] = "binding-renamed"
+    vm: str
+    binding: str  # the other name the plugin was registered under, the VM's interface names it
+    registered: dict[str, Any] | None  # spec.configuration.network.binding.<binding> while the VM was tried
+    propagation: str  # whether that registration reached the components
+    started: bool  # the VMI reached Running
+    phase: str | None  # the VMI's last phase
+    reason: str | None  # KubeVirt's reason why it did not start (or what the wait saw)
+    sidecar_env: dict[str, str | None]  # NETWORK_BINDING_PLUGIN_NAME of each hook sidecar container of its pod
+    plugin_names: list[str]  # the names those sidecars were told to serve (None: not told, so `slirp`)
+    argv: list[str]  # QEMU's command line in its launcher pod (empty when none ran)
+    refused_as_unregistered: bool | None = None  # the reason is the unregistered-binding one (premise broken)
+
+
+@dataclass
+class QuotaVmEvidence(Evidence):
+    """A VM started in a namespace with a ResourceQuota on cpu and memory requests and limits."""
+
+    check: ClassVar[str] = "resource-quota"
+    namespace: str
+    quota: dict[str, Any]  # the ResourceQuota before the VM: hard (spec) and status
+    sidecar_configured: Any  # supportContainerResources' `sidecar` entry while the VM was tried (None: none)
+    vm: str
+    vm_resources: dict[str, Any]  # the VM's domain.resources
+    started: bool  # the VMI reached Running
+    phase: str | None
+    reason: str | None  # KubeVirt's reason why it did not start (the FailedCreate event), or what the wait saw
+    sidecar_resources: dict[str, Any] | None  # the hook sidecar container's resources in the launcher pod
+    propagation: str | None = None  # whether the configuration reached the components
 
 
 @dataclass
@@ -207,6 +285,193 @@ def _why_refused(vm: KubeVirtVM, name: str, binding: str) -> tuple[str | None, s
         return str(e), None
     finally:
         vm.delete_vm(name)
+
+
+PLUGIN_NAME_ENV = "NETWORK_BINDING_PLUGIN_NAME"  # pkg/hooks/hooks.go NetworkBindingPluginNameEnvVar (v1.9.0)
+# The sidecar's refusal of an interface whose binding is not the name it serves (domain.go
+# NewSlirpNetworkConfigurator), reported by virt-handler as the VMI's SyncFailed event.
+NOT_SLIRP_BINDING = "is not set with slirp network binding plugin"
+
+
+def renamed_binding(vm: KubeVirtVM, binding: str) -> RenamedBindingEvidence:
+    """Register the run's sidecar image under ``binding`` too, start a VM like the conformance VM whose
+    interface names ``binding`` (its disk pulled, so QEMU really starts), and record whether its VMI
+    reached Running, KubeVirt's reason when not, the env its sidecar got and QEMU's command line.
+    The VM is deleted and the registration undone before this returns."""
+    name = f"vm-renamed-{secrets.token_hex(2)}"
+    with vm.binding_registered_as(binding, vm.sidecar_image) as registration:
+        conf = vm.kubevirt_cr().get("spec", {}).get("configuration") or {}
+        registered = ((conf.get("network") or {}).get("binding") or {}).get(binding)
+        ev = RenamedBindingEvidence(
+            vm=name,
+            binding=binding,
+            registered=registered,
+            propagation=registration.propagation,
+            started=False,
+            phase=None,
+            reason=None,
+            sidecar_env={},
+            plugin_names=[],
+            argv=[],
+        )
+        try:
+            _try_start(vm, ev)
+        finally:
+            vm.delete_vm(name)
+    if ev.reason is not None:
+        ev.refused_as_unregistered = BINDING_NOT_FOUND.search(ev.reason) is not None
+    return ev
+
+
+def _try_start(vm: KubeVirtVM, ev: RenamedBindingEvidence) -> None:
+    def create() -> None:
+        vm.create_vm(ev.vm, binding=ev.binding, bootable=True)
+
+    try:
+        if ev.propagation.startswith("verified"):
+            create()
+        else:
+            kubevirt_config.retry_while_config_stale(create)
+    except client.ApiException as e:
+        ev.reason = f"refused at admission: {e.body}"
+        return
+
+    def state() -> tuple[str | None, str | None]:
+        """(phase, why it cannot start: a SyncFailed/FailedCreate event or Synchronized=False)."""
+        why = next(
+            (m for reason in ("SyncFailed", "FailedCreate") for m in vm.event_messages(ev.vm, reason)),
+            None,
+        )
+        try:
+            vmi = vm.read_vmi(ev.vm)
+        except client.ApiException:
+            return None, why
+        status = vmi.get("status", {})
+        why = why or next(
+            (
+                c.get("message")
+                for c in status.get("conditions") or []
+                if c.get("type") == "Synchronized" and c.get("status") == "False"
+            ),
+            None,
+        )
+        return status.get("phase"), why
+
+    try:
+        ev.phase, ev.reason = waits.wait_for(
+            f"VM {ev.vm} (binding {ev.binding}) to reach Running, or KubeVirt to say why not",
+            state,
+            waits.timeout("vmi-running"),
+            # a reason ends the wait only when it is one of the two refusals this clause tells apart:
+            # virt-handler may report a passing sync error while the pod is still starting
+            accept=lambda s: (
+                s[0] in ("Running", "Failed")
+                or any(r in (s[1] or "") for r in (NOT_SLIRP_BINDING, "couldn't find configuration"))
+            ),
+            describe=lambda s: f"phase {s[0]}, reason {s[1]}",
+        )
+    except waits.WaitTimeout as e:
+        ev.reason = str(e)
+        return
+    ev.started = ev.phase == "Running"
+    if not ev.started:
+        return
+    vmi = vm.read_vmi(ev.vm)
+    pod = vm.launcher_pod_of(vmi)
+    ev.sidecar_env = {
+        c.name: next((e.value for e in c.env or [] if e.name == PLUGIN_NAME_ENV), None)
+        for c in (pod.spec.containers if pod.spec else [])
+        if re.fullmatch(r"hook-sidecar-\d+", c.name or "")  # template.go: fmt.Sprintf("hook-sidecar-%d", i)
+    }
+    ev.plugin_names = sorted({str(v) for v in ev.sidecar_env.values()})
+    rc, out = vm.exec_in_pod(
+        str(pod.metadata.name if pod.metadata else ""), ["sh", "-c", launcher_probes.QEMU_ARGV_SCRIPT]
+    )
+    ev.argv = out.splitlines() if rc == 0 else []
+
+
+# A ResourceQuota on cpu and memory, requests and limits: every container of a pod must then state all
+# four (Kubernetes' quota admission: "must specify limits.cpu for: <container>"). The VM is burstable
+# (requests below limits): KubeVirt then gives a hook sidecar no resources of its own unless
+# supportContainerResources has a `sidecar` entry (renderresources.go sidecarResources, v1.1.0 L538,
+# v1.9.0 L535; a VM with guaranteed QoS gets fixed 200m/64M limits instead).
+QUOTA = {"requests.cpu": "2", "requests.memory": "4Gi", "limits.cpu": "4", "limits.memory": "8Gi"}
+QUOTA_VM_CPU = {"requests": "100m", "limits": "1"}
+SIDECAR_RESOURCES = {"requests": {"cpu": "20m", "memory": "64Mi"}, "limits": {"cpu": "200m", "memory": "128Mi"}}
+QUOTA_REFUSAL = "failed quota"  # kube-apiserver's quota admission, in virt-controller's FailedCreate event
+
+
+def quota_vms(vm: KubeVirtVM) -> tuple[QuotaVmEvidence, QuotaVmEvidence]:
+    """In a namespace with ``QUOTA``: a burstable VM while the cluster configures no sidecar resources
+    (as found), then one while supportContainerResources `sidecar` is ``SIDECAR_RESOURCES``; each
+    deleted as soon as it ran or KubeVirt said why not. Returns (without, with)."""
+    resources = {
+        "requests": {"memory": vm.spec.memory, "cpu": QUOTA_VM_CPU["requests"]},
+        "limits": {"memory": _twice(vm.spec.memory), "cpu": QUOTA_VM_CPU["limits"]},
+    }
+    with vm.quota_namespace(QUOTA) as ns:
+        without = _quota_vm(vm, ns, f"vm-quota-bare-{secrets.token_hex(2)}", resources)
+        with vm.sidecar_resources_set(SIDECAR_RESOURCES) as propagation:
+            with_resources = _quota_vm(vm, ns, f"vm-quota-sidecar-{secrets.token_hex(2)}", resources)
+            with_resources.propagation = propagation
+    return without, with_resources
+
+
+def _twice(quantity: str) -> str:
+    m = re.fullmatch(r"(\d+)(\D*)", quantity)
+    return f"{int(m.group(1)) * 2}{m.group(2)}" if m else quantity
+
+
+def _quota_vm(vm: KubeVirtVM, ns: QuotaNamespace, name: str, resources: dict) -> QuotaVmEvidence:
+    conf = vm.kubevirt_cr().get("spec", {}).get("configuration") or {}
+    ev = QuotaVmEvidence(
+        namespace=ns.name,
+        quota=ns.quota(),
+        sidecar_configured=next(
+            (e for e in conf.get("supportContainerResources") or [] if e.get("type") == "sidecar"), None
+        ),
+        vm=name,
+        vm_resources=resources,
+        started=False,
+        phase=None,
+        reason=None,
+        sidecar_resources=None,
+    )
+    ns.create_vm(name, resources)
+    try:
+
+        def state() -> tuple[str | None, str | None]:
+            why = next(iter(ns.event_messages(name, "FailedCreate")), None)
+            try:
+                phase = ns.read_vmi(name).get("status", {}).get("phase")
+            except client.ApiException:
+                phase = None
+            return phase, why
+
+        try:
+            ev.phase, ev.reason = waits.wait_for(
+                f"VM {ns.name}/{name} to reach Running, or KubeVirt to say why its pod was not created",
+                state,
+                waits.timeout("vmi-running"),
+                accept=lambda s: s[0] in ("Running", "Failed") or s[1] is not None,
+                describe=lambda s: f"phase {s[0]}, reason {s[1]}",
+            )
+        except waits.WaitTimeout as e:
+            ev.reason = str(e)
+        ev.started = ev.phase == "Running"
+        if ev.started:
+            pod = ns.launcher_pod_of(ns.read_vmi(name))
+            ev.sidecar_resources = next(
+                (
+                    client.ApiClient().sanitize_for_serialization(c.resources) or {}
+                    for c in (pod.spec.containers if pod.spec else [])
+                    if re.fullmatch(r"hook-sidecar-\d+", c.name or "")
+                ),
+                None,
+            )
+    finally:
+        ns.delete_vm(name)
+    return ev
 
 
 def feature_gate_off(vm: KubeVirtVM) -> FeatureGateOffEvidence:

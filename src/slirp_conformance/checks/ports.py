@@ -48,6 +48,18 @@ class UnlistedPortEvidence(IngressEvidence):
 
 
 @dataclass
+class ServiceIngressEvidence(IngressEvidence):
+    """A client's request for a guest service's token through a ClusterIP Service selecting the
+    launcher pod, by the Service's cluster IP or its DNS name (``via``)."""
+
+    check: ClassVar[str] = "ingress-service"
+    via: str = ""  # "cluster-ip" or "dns-name"
+    dialled: str | None = None  # the host the client dialled
+    service: dict | None = None  # name, cluster IP, DNS name, selector, ports, launcher pod IP, endpoints
+    attempts: int | None = None  # this request's number (kube-proxy programs a new Service asynchronously)
+
+
+@dataclass
 class SshIngressEvidence(Evidence):
     check: ClassVar[str] = "ingress-ssh"
     listed_ports: list[int]  # the interface's listed TCP ports (22 among them)

@@ -490,3 +490,40 @@ def feature_gate_off(api_client: Any, ref: KubeVirtRef) -> Iterator[str]:
     finally:
         obj = _patch_guarded(api, ref, add, "turning the feature gate back on")
         wait_propagated(api, ref, obj["metadata"]["resourceVersion"])
+
+
+SIDECAR_CONTAINER_TYPE = "sidecar"  # api core/v1 types.go SupportContainerType SideCar (v1.1.0..v1.9.0)
+
+
+@contextmanager
+def sidecar_resources_set(api_client: Any, ref: KubeVirtRef, resources: dict) -> Iterator[str]:
+    """``spec.configuration.supportContainerResources`` gets ``{type: sidecar, resources}`` (an entry of
+    that type already there is replaced, others stay) for the ``with`` block; yields the propagation
+    state. Exit puts the configuration back as it was at entry (the run's registration stays) and
+    waits for the components to load it. virt-controller gives every hook sidecar, the network
+    binding plugins' included, those requests and limits (renderresources.go sidecarResources)."""
+    api = as_api(api_client)
+    saved = copy.deepcopy(kubevirt_cr.get_kubevirt(api, ref).get("spec", {}).get("configuration", _MISSING))
+
+    def add(spec: dict) -> list[dict]:
+        config = spec.get("configuration")
+        entry = {"type": SIDECAR_CONTAINER_TYPE, "resources": resources}
+        if not isinstance(config, dict):
+            return [{"op": "add", "path": "/spec/configuration", "value": {"supportContainerResources": [entry]}}]
+        entries = [e for e in config.get("supportContainerResources") or [] if e.get("type") != SIDECAR_CONTAINER_TYPE]
+        return [
+            {
+                "op": "add",
+                "path": _pointer("spec", "configuration", "supportContainerResources"),
+                "value": [*entries, entry],
+            }
+        ]
+
+    after: Any = None
+    try:
+        obj = _patch_guarded(api, ref, add, "setting the sidecar containers' resources")
+        after = copy.deepcopy(obj.get("spec", {}).get("configuration"))
+        state, _ = wait_propagated(api, ref, obj["metadata"]["resourceVersion"])
+        yield state
+    finally:
+        _restore(api, ref, saved, after)

@@ -19,6 +19,7 @@ VERSIONS_ENV = REPO / "hack" / "versions.env"
 
 # Below this minor the NetworkBindingPlugins feature gate must be enabled (GA in v1.5).
 FEATURE_GATE = "NetworkBindingPlugins"
+_BINDING_NAME_CONFIGURABLE_MINOR = 9
 _FEATURE_GATE_GA_MINOR = 5
 
 _LINE = re.compile(r'^(?P<key>[A-Za-z_][A-Za-z0-9_]*)=(?:"(?P<quoted>[^"$`\\]*)"|(?P<bare>[^\s"\'$`\\#]*))\s*(?:#.*)?$')
@@ -90,6 +91,17 @@ def needs_feature_gate(version: KubeVirtVersion | str) -> bool:
     if isinstance(version, str):
         version = parse_kubevirt_version(version)
     return (version.major, version.minor) < (1, _FEATURE_GATE_GA_MINOR)
+
+
+def binding_name_configurable(version: KubeVirtVersion | str) -> bool:
+    """True when the slirp plugin may be registered under a name other than ``slirp``: from v1.9.0
+    virt-controller passes each binding's name to its sidecar as NETWORK_BINDING_PLUGIN_NAME
+    (pkg/virt-controller/services/template.go, pkg/network/netbinding/netbinding.go) and the sidecar
+    serves the interface of that binding (cmd/sidecars/network-slirp-binding/main.go); up to v1.8 the
+    sidecar accepts only ``slirp`` (domain.go SlirpPluginName)."""
+    if isinstance(version, str):
+        version = parse_kubevirt_version(version)
+    return (version.major, version.minor) >= (1, _BINDING_NAME_CONFIGURABLE_MINOR)
 
 
 @dataclass(frozen=True)

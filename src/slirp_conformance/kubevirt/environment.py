@@ -237,6 +237,18 @@ class KubeVirtEnvironment:
         """NetworkBindingPlugins removed for the ``with`` block (yields the propagation state)."""
         return kubevirt_config.feature_gate_off(self.api, self.registration.ref)
 
+    def binding_registered_as(self, name: str, sidecar_image: str) -> contextlib.AbstractContextManager[Registration]:
+        """A second binding ``name`` -> ``sidecar_image`` merged into the CR beside the run's own for
+        the ``with`` block; exit puts back the configuration as it was at entry (the run's registration
+        stays) and waits for the components to load it."""
+        return kubevirt_config.slirp_binding_registered(
+            self.api, sidecar_image, binding_name=name, enable_feature_gate=False
+        )
+
+    def sidecar_resources_set(self, resources: dict) -> contextlib.AbstractContextManager[str]:
+        """supportContainerResources ``sidecar`` set to ``resources`` for the ``with`` block."""
+        return kubevirt_config.sidecar_resources_set(self.api, self.registration.ref, resources)
+
     def node_versions(self) -> dict[str, str]:
         """Container runtime and kubelet versions: the ICMP outcome depends on the runtime."""
         infos = [n.status.node_info for n in self.core.list_node().items if n.status and n.status.node_info]

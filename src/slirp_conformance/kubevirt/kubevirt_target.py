@@ -15,6 +15,7 @@ import secrets
 import shutil
 import socket
 import tempfile
+from collections.abc import Iterator
 from dataclasses import replace
 from pathlib import Path
 
@@ -23,6 +24,7 @@ from kubernetes import client
 
 from slirp_conformance import progress, redaction, waits
 from slirp_conformance.cluster import kubevirt_config, versions
+from slirp_conformance.cluster.kubevirt_config import Registration
 from slirp_conformance.console import Credentials
 from slirp_conformance.errors import SetupError
 from slirp_conformance.guest_profiles import FEDORA, PROFILES, GuestProfile, profile_for_os_release
@@ -31,14 +33,47 @@ from slirp_conformance.kubevirt import peers as peer_pods
 from slirp_conformance.kubevirt.console_websocket import ConsoleBridge
 from slirp_conformance.kubevirt.environment import ClusterOptions, KubeVirtEnvironment, kubevirt_environment
 from slirp_conformance.kubevirt.run_namespace import RunNamespace, condition_true
-from slirp_conformance.kubevirt.vm_manifest import render_vm
+from slirp_conformance.kubevirt.vm_manifest import PART_OF, render_vm
 from slirp_conformance.ssh_client import generate_keypair
-from slirp_conformance.target import Contract, Target, UdpSend
+from slirp_conformance.target import ClusterService, Contract, Target, UdpSend
 from slirp_conformance.vmspec import VMSpec
 
 log = logging.getLogger("slirp.kubevirt")
 
 __all__ = ["ClusterOptions", "KubeVirtTarget"]
+
+GUEST_SERVICE = "slirp-guest"  # the ClusterIP Service in front of the conformance VM (guest_service)
+QUOTA = "slirp-quota"  # the ResourceQuota of the run's quota namespace (quota_namespace)
+
+
+class _QuotaNamespace:
+    """The run's second namespace, with a ResourceQuota (``checks.kubevirt.QuotaNamespace``)."""
+
+    def __init__(self, target: KubeVirtTarget, ns: RunNamespace) -> None:
+        self.target, self.ns, self.name = target, ns, ns.name
+
+    def quota(self) -> dict:
+        read = self.ns.core.read_namespaced_resource_quota(QUOTA, self.name)
+        status = self.ns.core.api_client.sanitize_for_serialization(read.status) or {}
+        # spec.hard is what admission enforces; status (hard, used) follows once the quota controller ran
+        return {"hard": dict(read.spec.hard or {}) if read.spec else {}, "status": status}
+
+    def create_vm(self, name: str, resources: dict) -> None:
+        manifest = self.target._render_copy(name, self.name, binding=None, bootable=True)
+        manifest["spec"]["template"]["spec"]["domain"]["resources"] = resources
+        self.ns.create_vm(manifest)
+
+    def read_vmi(self, name: str) -> dict:
+        return self.ns.read_vmi(name)
+
+    def event_messages(self, involved: str, reason: str) -> list[str]:
+        return self.ns.event_messages(involved, reason)
+
+    def launcher_pod_of(self, vmi: dict) -> client.V1Pod:
+        return self.ns.core.read_namespaced_pod(self.ns.launcher_pod(vmi), self.name)
+
+    def delete_vm(self, name: str) -> None:
+        self.ns.delete_vm(name)
 
 
 class KubeVirtTarget(Target):
@@ -73,6 +108,10 @@ class KubeVirtTarget(Target):
         self.env: KubeVirtEnvironment | None = None
         self.run_namespace: RunNamespace | None = None
         self.launcher_pod: str | None = None
+        self._vmi_uid: str | None = None
+        self._cluster_domain: str | None = None
+        self._guest_service: ClusterService | None = None
+        self._guest_service_waited = False  # for its first ready endpoint (once)
         self._nodes: dict[str, str] = {}
         self._pod_dns: dict[str, str] = {}
         self._workdir = Path(tempfile.mkdtemp(prefix="slirp-conformance-cluster-"))
@@ -199,6 +238,7 @@ class KubeVirtTarget(Target):
             waits.timeout("vmi-agent-connected"),
         )
         self.launcher_pod = ns.launcher_pod(vmi)
+        self._vmi_uid = vmi["metadata"]["uid"]
         self._read_pod_dns()
 
     def _read_pod_dns(self) -> None:
@@ -212,10 +252,8 @@ class KubeVirtTarget(Target):
             )
         search = launcher_dns.sidecar_search_domains(out)
         self.contract = Contract.from_spec(self.spec, search)
-        self.peers = replace(
-            self.peers,
-            dns_name=peer_pods.dns_name(self.namespace_name, launcher_dns.cluster_domain(search, self.namespace_name)),
-        )
+        self._cluster_domain = launcher_dns.cluster_domain(search, self.namespace_name)
+        self.peers = replace(self.peers, dns_name=peer_pods.dns_name(self.namespace_name, self._cluster_domain))
         self._pod_dns = {"pod_dns_search": " ".join(search)}
 
     def _console_login(self) -> None:
@@ -287,6 +325,80 @@ class KubeVirtTarget(Target):
         rc, out = self.exec_in_launcher(["sh", "-c", launcher_probes.QEMU_ARGV_SCRIPT])
         return launcher_probes.netdev_args(out.splitlines()) if rc == 0 else None
 
+    def guest_service(self) -> ClusterService:
+        """A ClusterIP Service ``slirp-guest`` on the listed TCP ports (port = targetPort), selecting the
+        launcher pod by the label KubeVirt gives it, ``kubevirt.io/created-by=<VMI uid>`` (podLabels in
+        pkg/virt-controller/services/template.go at v1.1.0 and v1.9.0). Made once; its endpoints are
+        read again at each call (the clause records what the Service had behind it when it dialled)."""
+        env = self._environment()
+        if self._guest_service is None:
+            if self._vmi_uid is None or self._cluster_domain is None:
+                raise RuntimeError(f"{self.name} target not started: no VMI yet")
+            selector = self._service_selector()
+            listed = tuple(p for p in self.contract.listed_tcp_ports)
+            created = env.core.create_namespaced_service(
+                self.namespace_name,
+                client.V1Service(
+                    metadata=client.V1ObjectMeta(name=GUEST_SERVICE, labels=dict(PART_OF)),
+                    spec=client.V1ServiceSpec(
+                        type="ClusterIP",
+                        selector=selector,
+                        ports=[
+                            client.V1ServicePort(name=f"tcp-{p}", port=p, target_port=p, protocol="TCP") for p in listed
+                        ],
+                    ),
+                ),
+            )
+            self._guest_service = ClusterService(
+                name=GUEST_SERVICE,
+                cluster_ip=created.spec.cluster_ip if created.spec else None,
+                dns_name=f"{GUEST_SERVICE}.{self.namespace_name}.svc.{self._cluster_domain}",
+                selector=selector,
+                ports=listed,
+                launcher_pod_ip=pod_streams.pod_ip(self.launcher_pod_object()),
+                endpoints=(),
+            )
+        service = self._guest_service
+
+        def ready_addresses() -> tuple[str, ...]:
+            slices = client.DiscoveryV1Api(env.api).list_namespaced_endpoint_slice(
+                self.namespace_name, label_selector=f"kubernetes.io/service-name={service.name}"
+            )
+            return tuple(
+                sorted(
+                    address
+                    for s in slices.items
+                    for e in s.endpoints or []
+                    if e.conditions is None or e.conditions.ready is not False
+                    for address in e.addresses or []
+                )
+            )
+
+        if self._guest_service_waited:
+            return replace(service, endpoints=ready_addresses())
+        self._guest_service_waited = True
+        # Once, bounded and never fatal: a Service with nothing behind it is what the clause must show red.
+        try:
+            endpoints = waits.wait_for(
+                f"Service {self.namespace_name}/{service.name} to have a ready endpoint",
+                ready_addresses,
+                waits.scaled(20),
+                accept=bool,
+                describe=lambda found: f"ready addresses {list(found)}",
+            )
+        except waits.WaitTimeout as e:
+            log.warning("%s", e)
+            endpoints = ready_addresses()
+        return replace(service, endpoints=endpoints)
+
+    def _service_selector(self) -> dict[str, str]:
+        return {"kubevirt.io/created-by": str(self._vmi_uid)}
+
+    def dial_from_cluster_client(self, host: str, port: int) -> socket.socket:
+        return pod_streams.dial_from_pod(
+            self._environment().new_api_client, self.namespace_name, peer_pods.CLIENT_POD, host, port
+        )
+
     def ping_peer_directly(self) -> dict:
         rc, out = pod_streams.exec_in_pod(
             self._environment().new_api_client,
@@ -336,19 +448,49 @@ class KubeVirtTarget(Target):
             self._environment().new_api_client, self.namespace_name, self._launcher(), argv, container="compute"
         )
 
-    def create_vm(self, name: str, *, binding: str | None = None) -> None:
+    def create_vm(self, name: str, *, binding: str | None = None, bootable: bool = False) -> None:
         """A VM like the conformance VM, named ``name``, in the run's namespace, whose disk image
-        is never pulled (``binding`` overrides the interface's binding name). A refusal at
-        admission raises ``client.ApiException``."""
-        manifest = render_vm(
+        is never pulled unless ``bootable`` (then the conformance VM's: QEMU really starts;
+        ``binding`` overrides the interface's binding name). A refusal at admission raises
+        ``client.ApiException``."""
+        self._namespace().create_vm(self._render_copy(name, self.namespace_name, binding=binding, bootable=bootable))
+
+    def binding_registered_as(self, name: str, sidecar_image: str) -> contextlib.AbstractContextManager[Registration]:
+        return self._environment().binding_registered_as(name, sidecar_image)
+
+    def launcher_pod_of(self, vmi: dict) -> client.V1Pod:
+        return self._environment().core.read_namespaced_pod(self._namespace().launcher_pod(vmi), self.namespace_name)
+
+    def exec_in_pod(self, pod: str, argv: list[str]) -> tuple[int, str]:
+        return pod_streams.exec_in_pod(
+            self._environment().new_api_client, self.namespace_name, pod, argv, container="compute"
+        )
+
+    @contextlib.contextmanager
+    def quota_namespace(self, hard: dict[str, str]) -> Iterator[_QuotaNamespace]:
+        env = self._environment()
+        with RunNamespace(env.core, env.custom, f"{self.namespace_name}-quota") as ns:
+            env.core.create_namespaced_resource_quota(
+                ns.name,
+                client.V1ResourceQuota(
+                    metadata=client.V1ObjectMeta(name=QUOTA, labels=dict(PART_OF)),
+                    spec=client.V1ResourceQuotaSpec(hard=hard),
+                ),
+            )
+            yield _QuotaNamespace(self, ns)
+
+    def sidecar_resources_set(self, resources: dict) -> contextlib.AbstractContextManager[str]:
+        return self._environment().sidecar_resources_set(resources)
+
+    def _render_copy(self, name: str, namespace: str, *, binding: str | None, bootable: bool) -> dict:
+        return render_vm(
             replace(self.spec, name=name),
-            namespace=self.namespace_name,
-            image="unused:never-pulled",
+            namespace=namespace,
+            image=self._vm_image() if bootable else "unused:never-pulled",
             authorized_key=self._key.public_openssh,
             password="unused",
             binding=binding,
         )
-        self._namespace().create_vm(manifest)
 
     def delete_vm(self, name: str) -> None:
         self._namespace().delete_vm(name)
