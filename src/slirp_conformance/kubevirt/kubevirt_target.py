@@ -173,15 +173,23 @@ class KubeVirtTarget(Target):
         return None if state[0] == "running" else state[1]
 
     def _start_outcome(self, name: str) -> tuple[str, str]:
+        """("running" | "failed" | "pending", what says so): virt-handler's SyncFailed or
+        virt-controller's FailedCreate event about the VMI, or a VMI that ended (phase Failed)."""
         ns = self._namespace()
-        failed = ns.event_messages(name, "SyncFailed")
+        failed = ns.event_messages(name, "SyncFailed") or ns.event_messages(name, "FailedCreate")
         if failed:
             return "failed", failed[0]
         try:
-            phase = ns.read_vmi(name).get("status", {}).get("phase")
+            vmi = ns.read_vmi(name)
         except client.ApiException:
-            phase = None
-        return ("running", "Running") if phase == "Running" else ("pending", f"VMI phase {phase}, no SyncFailed event")
+            return "pending", "no VMI yet"
+        phase = vmi.get("status", {}).get("phase")
+        if phase == "Running":
+            return "running", "Running"
+        if phase in ("Failed", "Succeeded"):
+            messages = [c.get("message") for c in vmi.get("status", {}).get("conditions") or [] if c.get("message")]
+            return "failed", f"VMI phase {phase}: {'; '.join(messages) or 'no condition says why'}"
+        return "pending", f"VMI phase {phase}, no SyncFailed or FailedCreate event"
 
     def _delete_own_vm(self) -> None:
         if self.run_namespace is None:
