@@ -76,3 +76,56 @@ def test_the_udp_script_is_valid_shell_that_quotes_its_payload():
     r = subprocess.run(["sh", "-n", "-c", script], capture_output=True, text=True)
     assert r.returncode == 0, r.stderr
     assert "'tok'\"'\"'en; rm -rf /'" in script
+
+
+class _Namespace:
+    """What a start attempt reads of the run's namespace: events by reason, and the VMI."""
+
+    def __init__(self, events: dict[str, list[str]], vmi: dict | None) -> None:
+        self.events, self.vmi = events, vmi
+
+    def event_messages(self, involved: str, reason: str) -> list[str]:
+        return self.events.get(reason, [])
+
+    def read_vmi(self, name: str) -> dict:
+        if self.vmi is None:
+            from kubernetes import client
+
+            raise client.ApiException(status=404)
+        return self.vmi
+
+
+@pytest.mark.parametrize(
+    ("events", "vmi", "outcome", "words"),
+    [
+        (
+            {"SyncFailed": ['server error. command SyncVMI failed: "rpc error: ... invalid network CIDR"']},
+            None,
+            "failed",
+            "invalid network CIDR",
+        ),
+        ({"FailedCreate": ["pods is forbidden: exceeded quota"]}, None, "failed", "exceeded quota"),
+        (
+            {},
+            {"status": {"phase": "Failed", "conditions": [{"message": "launcher exited"}]}},
+            "failed",
+            "launcher exited",
+        ),
+        ({}, {"status": {"phase": "Running"}}, "running", "Running"),
+        ({}, {"status": {"phase": "Scheduled"}}, "pending", "Scheduled"),
+        ({}, None, "pending", "no VMI yet"),
+    ],
+    ids=["sync-failed", "failed-create", "vmi-failed", "running", "scheduled", "no-vmi"],
+)
+def test_a_start_attempt_ends_at_the_first_word_of_why(events, vmi, outcome, words):
+    from slirp_conformance.kubevirt.environment import ClusterOptions
+    from slirp_conformance.kubevirt.kubevirt_target import KubeVirtTarget
+    from slirp_conformance.vmspec import conformance_vm
+
+    target = KubeVirtTarget(conformance_vm("selftest-attempt"), ClusterOptions(target="kind"))
+    try:
+        target.run_namespace = _Namespace(events, vmi)  # type: ignore[assignment]
+        got = target._start_outcome("vm-x")
+    finally:
+        target.close()
+    assert got[0] == outcome and words in got[1], got
