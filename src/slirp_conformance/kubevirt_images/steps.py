@@ -32,7 +32,7 @@ def locked(path: Path) -> contextlib.AbstractContextManager[None]:
     run): the second waits, bounded, then finds the entry built. The lock file stays (empty)."""
     return file_lock.held(
         path,
-        f"another build of {path.parent.name}/{path.name.strip('.').removesuffix('.lock')}",
+        f"another build of {path.parent.name}",
         waits.timeout("cached-build"),
         fix="stop that build, or delete the lock file if no build runs",
     )
