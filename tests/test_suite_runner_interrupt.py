@@ -8,7 +8,8 @@ import time
 
 import pytest
 
-from tests import suite_runner
+from slirp_conformance.plugin.session import CLEANING_UP
+from tests import park_after_collection, suite_runner
 
 
 def test_a_child_that_exits_early_ends_the_wait_with_its_output(tmp_path):
@@ -22,9 +23,19 @@ def test_a_child_that_exits_early_ends_the_wait_with_its_output(tmp_path):
 
 
 def test_the_control_a_child_that_reaches_the_moment_is_interrupted(tmp_path):
-    """The wait still works for a child that lives: ready at once, SIGINT, the child ends."""
-    code, _ = suite_runner.interrupt_suite(
-        tmp_path, "--target=qemu", "--collect-only", when="the child to start", ready=lambda _pid: True, timeout=120
+    """The wait still works for a child that lives: it reaches the moment, gets SIGINT and ends the
+    way an interrupted run ends (pytest's exit 2, after the suite's own cleanup line)."""
+    parked = tmp_path / "parked"
+    code, output = suite_runner.interrupt_suite(
+        tmp_path,
+        "--target=qemu",
+        "--collect-only",
+        "-p",
+        "tests.park_after_collection",
+        when="the child to park after its collection",
+        ready=lambda pid: parked.is_file() and parked.read_text() == str(pid),
+        timeout=120,
+        env={park_after_collection.PARKED_ENV: str(parked)},
     )
-    # SIGINT before Python's handler is in place ends it by the signal (-2), after it with exit 2
-    assert code in (2, -2), code
+    assert code == 2, output[-3000:]
+    assert CLEANING_UP.decode().strip() in output
