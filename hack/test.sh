@@ -29,4 +29,6 @@ else
         > reports/kubevirt-build.json.part
     mv reports/kubevirt-build.json.part reports/kubevirt-build.json
 fi
-suite_pytest tests --junitxml=reports/selftests.xml "$@"
+# Two workers: the Docker engine's tests (kind, KubeVirt) on one, the reference VMs on the other
+# (tests/conftest.py group_of); about 35 min one after the other, warm, on 2 cores.
+suite_pytest tests -n 2 --dist loadgroup --junitxml=reports/selftests.xml "$@"
