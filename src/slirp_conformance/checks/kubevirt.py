@@ -20,7 +20,7 @@ from slirp_conformance import waits
 from slirp_conformance.cluster import kubevirt_config
 from slirp_conformance.cluster.versions import KubeVirtVersion
 from slirp_conformance.evidence import Evidence
-from slirp_conformance.kubevirt import launcher_probes
+from slirp_conformance.kubevirt import launcher_probes, vmi_start
 from slirp_conformance.target import Contract
 from slirp_conformance.vmspec import VMSpec
 
@@ -262,31 +262,23 @@ def _why_refused(vm: KubeVirtVM, name: str, binding: str) -> tuple[str | None, s
     except client.ApiException as e:  # refused at admission is a refusal too
         return e.body, "admission"
 
-    def reason() -> str | None:
-        for message in vm.event_messages(name, "FailedCreate"):
-            return message
-        try:
-            vmi = vm.read_vmi(name)
-        except client.ApiException:
-            return None
-        return next(
-            (
-                c.get("message")
-                for c in vmi.get("status", {}).get("conditions") or []
-                if c.get("type") == "Synchronized" and c.get("status") == "False"
-            ),
-            None,
-        )
-
     try:
-        why = waits.wait_for(f"KubeVirt to report why VM {name} cannot start", reason, waits.timeout("vmi-running"))
-        return why, "controller"
+        state = waits.wait_for(
+            f"KubeVirt to report why VM {name} cannot start",
+            lambda: vmi_start.start_state(vm, name, events=("FailedCreate",)),
+            waits.timeout("vmi-running"),
+            accept=lambda s: s.why is not None,
+            describe=vmi_start.StartState.describe,
+        )
+        return state.why, "controller"
     except waits.WaitTimeout as e:
         return str(e), None
     finally:
         vm.delete_vm(name)
 
 
+# the launcher pod's hook sidecar containers (pkg/virt-controller/services/template.go: "hook-sidecar-%d")
+HOOK_SIDECAR = re.compile(r"hook-sidecar-\d+")
 PLUGIN_NAME_ENV = "NETWORK_BINDING_PLUGIN_NAME"  # pkg/hooks/hooks.go NetworkBindingPluginNameEnvVar (v1.9.0)
 # The sidecar's refusal of an interface whose binding is not the name it serves (domain.go
 # NewSlirpNetworkConfigurator), reported by virt-handler as the VMI's SyncFailed event.
@@ -336,43 +328,23 @@ def _try_start(vm: KubeVirtVM, ev: RenamedBindingEvidence) -> None:
         ev.reason = f"refused at admission: {e.body}"
         return
 
-    def state() -> tuple[str | None, str | None]:
-        """(phase, why it cannot start: a SyncFailed/FailedCreate event or Synchronized=False)."""
-        why = next(
-            (m for reason in ("SyncFailed", "FailedCreate") for m in vm.event_messages(ev.vm, reason)),
-            None,
-        )
-        try:
-            vmi = vm.read_vmi(ev.vm)
-        except client.ApiException:
-            return None, why
-        status = vmi.get("status", {})
-        why = why or next(
-            (
-                c.get("message")
-                for c in status.get("conditions") or []
-                if c.get("type") == "Synchronized" and c.get("status") == "False"
-            ),
-            None,
-        )
-        return status.get("phase"), why
+    def refusal(state: vmi_start.StartState) -> str | None:
+        """The one of the two refusals this clause tells apart, if KubeVirt said it: virt-handler may
+        report a passing sync error while the pod is still starting, which must not end the wait."""
+        return next((w for w in state.whys if NOT_SLIRP_BINDING in w or BINDING_NOT_FOUND.search(w)), None)
 
     try:
-        ev.phase, ev.reason = waits.wait_for(
+        state = waits.wait_for(
             f"VM {ev.vm} (binding {ev.binding}) to reach Running, or KubeVirt to say why not",
-            state,
+            lambda: vmi_start.start_state(vm, ev.vm),
             waits.timeout("vmi-running"),
-            # a reason ends the wait only when it is one of the two refusals this clause tells apart:
-            # virt-handler may report a passing sync error while the pod is still starting
-            accept=lambda s: (
-                s[0] in ("Running", "Failed")
-                or any(r in (s[1] or "") for r in (NOT_SLIRP_BINDING, "couldn't find configuration"))
-            ),
-            describe=lambda s: f"phase {s[0]}, reason {s[1]}",
+            accept=lambda s: s.ended or refusal(s) is not None,
+            describe=vmi_start.StartState.describe,
         )
     except waits.WaitTimeout as e:
         ev.reason = str(e)
         return
+    ev.phase, ev.reason = state.phase, refusal(state) or state.why
     ev.started = ev.phase == "Running"
     if not ev.started:
         return
@@ -381,7 +353,7 @@ def _try_start(vm: KubeVirtVM, ev: RenamedBindingEvidence) -> None:
     ev.sidecar_env = {
         c.name: next((e.value for e in c.env or [] if e.name == PLUGIN_NAME_ENV), None)
         for c in (pod.spec.containers if pod.spec else [])
-        if re.fullmatch(r"hook-sidecar-\d+", c.name or "")  # template.go: fmt.Sprintf("hook-sidecar-%d", i)
+        if HOOK_SIDECAR.fullmatch(c.name or "")
     }
     ev.plugin_names = sorted({str(v) for v in ev.sidecar_env.values()})
     rc, out = vm.exec_in_pod(
@@ -439,23 +411,18 @@ def _quota_vm(vm: KubeVirtVM, ns: QuotaNamespace, name: str, resources: dict) ->
     )
     ns.create_vm(name, resources)
     try:
-
-        def state() -> tuple[str | None, str | None]:
-            why = next(iter(ns.event_messages(name, "FailedCreate")), None)
-            try:
-                phase = ns.read_vmi(name).get("status", {}).get("phase")
-            except client.ApiException:
-                phase = None
-            return phase, why
-
+        # quota admission's refusal is final at once; any other word ends the wait once it stood
+        settled = vmi_start.Settled(waits.scaled(vmi_start.WHY_SETTLES))
         try:
-            ev.phase, ev.reason = waits.wait_for(
+            state = waits.wait_for(
                 f"VM {ns.name}/{name} to reach Running, or KubeVirt to say why its pod was not created",
-                state,
+                lambda: vmi_start.start_state(ns, name, events=("FailedCreate",)),
                 waits.timeout("vmi-running"),
-                accept=lambda s: s[0] in ("Running", "Failed") or s[1] is not None,
-                describe=lambda s: f"phase {s[0]}, reason {s[1]}",
+                accept=lambda s: settled(s) or any(QUOTA_REFUSAL in w for w in s.whys),
+                describe=vmi_start.StartState.describe,
             )
+            ev.phase = state.phase
+            ev.reason = next((w for w in state.whys if QUOTA_REFUSAL in w), state.why)
         except waits.WaitTimeout as e:
             ev.reason = str(e)
         ev.started = ev.phase == "Running"
@@ -465,7 +432,7 @@ def _quota_vm(vm: KubeVirtVM, ns: QuotaNamespace, name: str, resources: dict) ->
                 (
                     client.ApiClient().sanitize_for_serialization(c.resources) or {}
                     for c in (pod.spec.containers if pod.spec else [])
-                    if re.fullmatch(r"hook-sidecar-\d+", c.name or "")
+                    if HOOK_SIDECAR.fullmatch(c.name or "")
                 ),
                 None,
             )

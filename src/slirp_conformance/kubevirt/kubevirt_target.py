@@ -28,7 +28,7 @@ from slirp_conformance.cluster.kubevirt_config import Registration
 from slirp_conformance.console import Credentials
 from slirp_conformance.errors import SetupError
 from slirp_conformance.guest_profiles import FEDORA, PROFILES, GuestProfile, profile_for_os_release
-from slirp_conformance.kubevirt import launcher_dns, launcher_probes, pod_streams
+from slirp_conformance.kubevirt import launcher_dns, launcher_probes, pod_streams, vmi_start
 from slirp_conformance.kubevirt import peers as peer_pods
 from slirp_conformance.kubevirt.console_websocket import ConsoleBridge
 from slirp_conformance.kubevirt.environment import ClusterOptions, KubeVirtEnvironment, kubevirt_environment
@@ -144,9 +144,10 @@ class KubeVirtTarget(Target):
 
     def attempt_start(self, spec: VMSpec) -> str | None:
         """Create a VM of ``spec`` beside this one with the conformance VM's disk, and wait until its
-        VMI runs (None) or KubeVirt says why it does not: refused at admission, or virt-handler's
-        ``SyncFailed`` event (virt-launcher could not define the domain, where a hook sidecar's
-        error lands: pkg/virt-handler/vm.go at every release). The VM is deleted again either way."""
+        VMI runs (None) or KubeVirt says why it does not: refused at admission, or words of why
+        (``vmi_start.start_state``: virt-handler's ``SyncFailed``, where a hook sidecar's error
+        lands, virt-controller's ``FailedCreate``, an ended VMI) that stood ``vmi_start.WHY_SETTLES`` s without
+        the VMI running; every word seen is returned. The VM is deleted again either way."""
         ns = self._namespace()
         manifest = render_vm(
             spec,
@@ -159,37 +160,19 @@ class KubeVirtTarget(Target):
             ns.create_vm(manifest)
         except client.ApiException as e:
             return f"refused at admission: {e.status} {e.body}"
+        settled = vmi_start.Settled(waits.scaled(vmi_start.WHY_SETTLES))
         try:
             state = waits.wait_for(
-                f"VM {spec.name} to run or to fail with KubeVirt's reason",
-                lambda: self._start_outcome(spec.name),
+                f"VM {spec.name} to run, or KubeVirt's word of why not to stand {settled.seconds:.0f} s",
+                lambda: vmi_start.start_state(ns, spec.name),
                 waits.timeout("vmi-running"),
-                accept=lambda got: got[0] != "pending",
-                describe=lambda got: got[1],
+                accept=settled,
+                describe=vmi_start.StartState.describe,
                 max_interval=5,
             )
         finally:
             ns.delete_vm(spec.name)
-        return None if state[0] == "running" else state[1]
-
-    def _start_outcome(self, name: str) -> tuple[str, str]:
-        """("running" | "failed" | "pending", what says so): virt-handler's SyncFailed or
-        virt-controller's FailedCreate event about the VMI, or a VMI that ended (phase Failed)."""
-        ns = self._namespace()
-        failed = ns.event_messages(name, "SyncFailed") or ns.event_messages(name, "FailedCreate")
-        if failed:
-            return "failed", failed[0]
-        try:
-            vmi = ns.read_vmi(name)
-        except client.ApiException:
-            return "pending", "no VMI yet"
-        phase = vmi.get("status", {}).get("phase")
-        if phase == "Running":
-            return "running", "Running"
-        if phase in ("Failed", "Succeeded"):
-            messages = [c.get("message") for c in vmi.get("status", {}).get("conditions") or [] if c.get("message")]
-            return "failed", f"VMI phase {phase}: {'; '.join(messages) or 'no condition says why'}"
-        return "pending", f"VMI phase {phase}, no SyncFailed or FailedCreate event"
+        return None if state.running else " | ".join(settled.seen) or state.describe()
 
     def _delete_own_vm(self) -> None:
         if self.run_namespace is None:
