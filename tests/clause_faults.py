@@ -112,12 +112,12 @@ def _install_pod_fault(commands: list[list[str]]) -> None:
 def _service_selects_nothing() -> None:
     """A launcher pod without its VMI's ``kubevirt.io/created-by`` label: the Service in front of
     the VM selects no pod."""
-    from slirp_conformance.kubevirt.kubevirt_target import KubeVirtTarget
+    from slirp_conformance.kubevirt import guest_service
 
-    def selector(self) -> dict[str, str]:
-        return {"kubevirt.io/created-by": f"not-{self._vmi_uid}"}
+    def selector(vmi_uid: str) -> dict[str, str]:
+        return {"kubevirt.io/created-by": f"not-{vmi_uid}"}
 
-    KubeVirtTarget._service_selector = selector  # type: ignore[method-assign]
+    guest_service.selector = selector
 
 
 def _renamed_sidecar_serves_slirp_only() -> None:

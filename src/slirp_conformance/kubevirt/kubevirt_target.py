@@ -15,7 +15,6 @@ import secrets
 import shutil
 import socket
 import tempfile
-from collections.abc import Iterator
 from dataclasses import replace
 from pathlib import Path
 
@@ -28,12 +27,13 @@ from slirp_conformance.cluster.kubevirt_config import Registration
 from slirp_conformance.console import Credentials
 from slirp_conformance.errors import SetupError
 from slirp_conformance.guest_profiles import FEDORA, PROFILES, GuestProfile, profile_for_os_release
-from slirp_conformance.kubevirt import launcher_dns, launcher_probes, pod_streams, vmi_start
+from slirp_conformance.kubevirt import guest_service, launcher_dns, launcher_probes, pod_streams, vmi_start
 from slirp_conformance.kubevirt import peers as peer_pods
 from slirp_conformance.kubevirt.console_websocket import ConsoleBridge
 from slirp_conformance.kubevirt.environment import ClusterOptions, KubeVirtEnvironment, kubevirt_environment
+from slirp_conformance.kubevirt.quota_namespace import QuotaNamespace, quota_namespace
 from slirp_conformance.kubevirt.run_namespace import RunNamespace, condition_true
-from slirp_conformance.kubevirt.vm_manifest import PART_OF, render_vm
+from slirp_conformance.kubevirt.vm_manifest import render_vm
 from slirp_conformance.ssh_client import generate_keypair
 from slirp_conformance.target import ClusterService, Contract, Target, UdpSend
 from slirp_conformance.vmspec import VMSpec
@@ -41,39 +41,6 @@ from slirp_conformance.vmspec import VMSpec
 log = logging.getLogger("slirp.kubevirt")
 
 __all__ = ["ClusterOptions", "KubeVirtTarget"]
-
-GUEST_SERVICE = "slirp-guest"  # the ClusterIP Service in front of the conformance VM (guest_service)
-QUOTA = "slirp-quota"  # the ResourceQuota of the run's quota namespace (quota_namespace)
-
-
-class _QuotaNamespace:
-    """The run's second namespace, with a ResourceQuota (``checks.kubevirt.QuotaNamespace``)."""
-
-    def __init__(self, target: KubeVirtTarget, ns: RunNamespace) -> None:
-        self.target, self.ns, self.name = target, ns, ns.name
-
-    def quota(self) -> dict:
-        read = self.ns.core.read_namespaced_resource_quota(QUOTA, self.name)
-        status = self.ns.core.api_client.sanitize_for_serialization(read.status) or {}
-        # spec.hard is what admission enforces; status (hard, used) follows once the quota controller ran
-        return {"hard": dict(read.spec.hard or {}) if read.spec else {}, "status": status}
-
-    def create_vm(self, name: str, resources: dict) -> None:
-        manifest = self.target._render_copy(name, self.name, binding=None, bootable=True)
-        manifest["spec"]["template"]["spec"]["domain"]["resources"] = resources
-        self.ns.create_vm(manifest)
-
-    def read_vmi(self, name: str) -> dict:
-        return self.ns.read_vmi(name)
-
-    def event_messages(self, involved: str, reason: str) -> list[str]:
-        return self.ns.event_messages(involved, reason)
-
-    def launcher_pod_of(self, vmi: dict) -> client.V1Pod:
-        return self.ns.core.read_namespaced_pod(self.ns.launcher_pod(vmi), self.name)
-
-    def delete_vm(self, name: str) -> None:
-        self.ns.delete_vm(name)
 
 
 class KubeVirtTarget(Target):
@@ -111,7 +78,6 @@ class KubeVirtTarget(Target):
         self._vmi_uid: str | None = None
         self._cluster_domain: str | None = None
         self._guest_service: ClusterService | None = None
-        self._guest_service_waited = False  # for its first ready endpoint (once)
         self._nodes: dict[str, str] = {}
         self._pod_dns: dict[str, str] = {}
         self._workdir = Path(tempfile.mkdtemp(prefix="slirp-conformance-cluster-"))
@@ -317,73 +283,23 @@ class KubeVirtTarget(Target):
         return launcher_probes.netdev_args(out.splitlines()) if rc == 0 else None
 
     def guest_service(self) -> ClusterService:
-        """A ClusterIP Service ``slirp-guest`` on the listed TCP ports (port = targetPort), selecting the
-        launcher pod by the label KubeVirt gives it, ``kubevirt.io/created-by=<VMI uid>`` (podLabels in
-        pkg/virt-controller/services/template.go at v1.1.0 and v1.9.0). Made once; its endpoints are
-        read again at each call (the clause records what the Service had behind it when it dialled)."""
+        """The ClusterIP Service ``guest_service.NAME`` on the listed TCP ports in front of the launcher
+        pod: made once; its endpoints are read again at each call (the clause records what the
+        Service had behind it when it dialled), the first time after a bounded wait for one."""
         env = self._environment()
         if self._guest_service is None:
             if self._vmi_uid is None or self._cluster_domain is None:
                 raise RuntimeError(f"{self.name} target not started: no VMI yet")
-            selector = self._service_selector()
-            listed = tuple(p for p in self.contract.listed_tcp_ports)
-            created = env.core.create_namespaced_service(
+            self._guest_service = guest_service.create(
+                env.core,
                 self.namespace_name,
-                client.V1Service(
-                    metadata=client.V1ObjectMeta(name=GUEST_SERVICE, labels=dict(PART_OF)),
-                    spec=client.V1ServiceSpec(
-                        type="ClusterIP",
-                        selector=selector,
-                        ports=[
-                            client.V1ServicePort(name=f"tcp-{p}", port=p, target_port=p, protocol="TCP") for p in listed
-                        ],
-                    ),
-                ),
-            )
-            self._guest_service = ClusterService(
-                name=GUEST_SERVICE,
-                cluster_ip=created.spec.cluster_ip if created.spec else None,
-                dns_name=f"{GUEST_SERVICE}.{self.namespace_name}.svc.{self._cluster_domain}",
-                selector=selector,
-                ports=listed,
+                vmi_uid=str(self._vmi_uid),
+                ports=tuple(self.contract.listed_tcp_ports),
+                cluster_domain=self._cluster_domain,
                 launcher_pod_ip=pod_streams.pod_ip(self.launcher_pod_object()),
-                endpoints=(),
             )
-        service = self._guest_service
-
-        def ready_addresses() -> tuple[str, ...]:
-            slices = client.DiscoveryV1Api(env.api).list_namespaced_endpoint_slice(
-                self.namespace_name, label_selector=f"kubernetes.io/service-name={service.name}"
-            )
-            return tuple(
-                sorted(
-                    address
-                    for s in slices.items
-                    for e in s.endpoints or []
-                    if e.conditions is None or e.conditions.ready is not False
-                    for address in e.addresses or []
-                )
-            )
-
-        if self._guest_service_waited:
-            return replace(service, endpoints=ready_addresses())
-        self._guest_service_waited = True
-        # Once, bounded and never fatal: a Service with nothing behind it is what the clause must show red.
-        try:
-            endpoints = waits.wait_for(
-                f"Service {self.namespace_name}/{service.name} to have a ready endpoint",
-                ready_addresses,
-                waits.scaled(20),
-                accept=bool,
-                describe=lambda found: f"ready addresses {list(found)}",
-            )
-        except waits.WaitTimeout as e:
-            log.warning("%s", e)
-            endpoints = ready_addresses()
-        return replace(service, endpoints=endpoints)
-
-    def _service_selector(self) -> dict[str, str]:
-        return {"kubevirt.io/created-by": str(self._vmi_uid)}
+            return guest_service.with_endpoints(env.api, self.namespace_name, self._guest_service, wait=True)
+        return guest_service.with_endpoints(env.api, self.namespace_name, self._guest_service, wait=False)
 
     def dial_from_cluster_client(self, host: str, port: int) -> socket.socket:
         return pod_streams.dial_from_pod(
@@ -457,18 +373,13 @@ class KubeVirtTarget(Target):
             self._environment().new_api_client, self.namespace_name, pod, argv, container="compute"
         )
 
-    @contextlib.contextmanager
-    def quota_namespace(self, hard: dict[str, str]) -> Iterator[_QuotaNamespace]:
+    def quota_namespace(self, hard: dict[str, str]) -> contextlib.AbstractContextManager[QuotaNamespace]:
         env = self._environment()
-        with RunNamespace(env.core, env.custom, f"{self.namespace_name}-quota") as ns:
-            env.core.create_namespaced_resource_quota(
-                ns.name,
-                client.V1ResourceQuota(
-                    metadata=client.V1ObjectMeta(name=QUOTA, labels=dict(PART_OF)),
-                    spec=client.V1ResourceQuotaSpec(hard=hard),
-                ),
-            )
-            yield _QuotaNamespace(self, ns)
+
+        def render(name: str, namespace: str) -> dict:
+            return self._render_copy(name, namespace, binding=None, bootable=True)
+
+        return quota_namespace(env.core, env.custom, f"{self.namespace_name}-quota", hard, render)
 
     def sidecar_resources_set(self, resources: dict) -> contextlib.AbstractContextManager[str]:
         return self._environment().sidecar_resources_set(resources)
