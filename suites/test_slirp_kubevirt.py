@@ -9,7 +9,7 @@ from slirp_conformance.checks import kubevirt
 from slirp_conformance.checks.kubevirt import KubeVirtVM
 from slirp_conformance.cluster import versions
 from slirp_conformance.evidence import Record, VoidCheck, contains, contains_run, expect, matches
-from slirp_conformance.vmspec import slirp_qemu_args
+from slirp_conformance.vmspec import RENAMED_BINDING, slirp_qemu_args
 
 pytestmark = [pytest.mark.slirp, pytest.mark.kubevirt]
 
@@ -63,9 +63,6 @@ def test_binding_plugin_refused_while_the_feature_gate_is_off(kubevirt_vm: KubeV
     expect(ev, "message", contains("Binding plugins feature gate is not enabled"))
 
 
-RENAMED = "slirp-renamed"
-
-
 def test_binding_under_another_name_works_from_v1_9_and_is_refused_before(
     kubevirt_vm: KubeVirtVM, record: Record
 ) -> None:
@@ -76,16 +73,16 @@ def test_binding_under_another_name_works_from_v1_9_and_is_refused_before(
     sidecar renders it. Up to v1.8 the sidecar serves only ``slirp`` (domain.go SlirpPluginName): the
     VM does not start, and KubeVirt's reason is the sidecar's. Premise of the refusal: the name was
     registered (it is not the unregistered-binding refusal)."""
-    ev = record(kubevirt.renamed_binding(kubevirt_vm, RENAMED))
+    ev = record(kubevirt.renamed_binding(kubevirt_vm, RENAMED_BINDING))
     if versions.binding_name_configurable(kubevirt_vm.version):
         expect(ev, "started", True)
-        expect(ev, "plugin_names", [RENAMED])
+        expect(ev, "plugin_names", [RENAMED_BINDING])
         spec = replace(kubevirt_vm.spec, name=ev.vm)
         expect(ev, "argv", contains_run(slirp_qemu_args(spec, kubevirt_vm.contract.search_domains)))
         return
     problems = []
     if ev.registered != {"sidecarImage": kubevirt_vm.sidecar_image}:
-        problems.append(f"the binding {RENAMED} was not registered while the VM was tried: {ev.registered}")
+        problems.append(f"the binding {RENAMED_BINDING} was not registered while the VM was tried: {ev.registered}")
     if ev.refused_as_unregistered:
         problems.append("KubeVirt refused the VM as an unregistered binding: the registration never reached it")
     if problems:

@@ -11,6 +11,7 @@ from __future__ import annotations
 import pytest
 
 from slirp_conformance import vmspec
+from slirp_conformance.checks import kubevirt as kubevirt_checks
 from slirp_conformance.cluster import versions
 from slirp_conformance.reference import sidecar_render
 from slirp_conformance.vmspec import (
@@ -21,6 +22,7 @@ from slirp_conformance.vmspec import (
     VMSpec,
     conformance_vm,
     invalid_cidr_vm,
+    renamed_binding_vm,
     variant_vm,
 )
 
@@ -115,9 +117,10 @@ def test_the_program_answers_for_the_release_it_was_built_from(sidecar):
 
 def test_the_sidecar_refuses_an_interface_without_the_slirp_binding():
     """Premise of the rows: the program really runs the sidecar, which rejects a VMI whose pod
-    interface is bound to another plugin (domain.NewSlirpNetworkConfigurator)."""
+    interface is bound to another plugin than the one it serves (domain.NewSlirpNetworkConfigurator)."""
     version = VERSIONS[-1]
-    (result,) = sidecar_render.render_many(version, [(VMSpec("v", Interface(binding="passt")), SEARCH)])
+    vmi = sidecar_render.vmi_json(VMSpec("v", Interface(binding="passt")))
+    (result,) = sidecar_render.render_vmis(version, [(vmi, sidecar_render.resolv_conf(SEARCH))], told_name="slirp")
     assert isinstance(result, sidecar_render.SidecarRejected), result
     assert "is not set with slirp network binding plugin" in str(result), result
 
@@ -129,3 +132,29 @@ def test_the_sidecar_refuses_the_invalid_cidr_vm_with_its_reason(version):
     (result,) = sidecar_render.render_many(version, [(invalid_cidr_vm(), SEARCH)])
     assert isinstance(result, sidecar_render.SidecarRejected), result
     assert f'invalid network CIDR "{INVALID_CIDR}"' in str(result), result
+
+
+@pytest.mark.parametrize("version", VERSIONS)
+def test_the_renamed_binding_is_served_from_v1_9_and_refused_before(version):
+    """issue 20's renamed-binding VM (``vmspec.renamed_binding_vm``), its sidecar told the binding's
+    name as virt-controller tells it: from v1.9.0 the sidecar serves that binding and adds exactly
+    what ``slirp_qemu_args`` says; before, it knows only ``slirp`` and refuses the interface with the
+    reason the kubevirt suite expects in the VM's failure."""
+    spec = renamed_binding_vm()
+    (result,) = sidecar_render.render_many(version, [(spec, SEARCH)])
+    if versions.binding_name_configurable(version):
+        assert isinstance(result, sidecar_render.Rendering), result
+        assert result.args == vmspec.slirp_qemu_args(spec, SEARCH), result.args
+    else:
+        assert isinstance(result, sidecar_render.SidecarRejected), result
+        assert kubevirt_checks.NOT_SLIRP_BINDING in str(result), result
+
+
+def test_the_renamed_binding_premise_the_name_reaches_the_sidecar():
+    """Control of the row above: the same VM at v1.9.0 with its sidecar told ``slirp`` (the name not
+    passed on) is refused, so the rendering above really came from the name the program passed."""
+    version = next(v for v in VERSIONS if versions.binding_name_configurable(v))
+    vmi = sidecar_render.vmi_json(renamed_binding_vm())
+    (result,) = sidecar_render.render_vmis(version, [(vmi, sidecar_render.resolv_conf(SEARCH))], told_name="slirp")
+    assert isinstance(result, sidecar_render.SidecarRejected), result
+    assert kubevirt_checks.NOT_SLIRP_BINDING in str(result), result

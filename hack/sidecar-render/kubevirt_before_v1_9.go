@@ -2,13 +2,11 @@
 
 // Up to v1.8 the converter context is converter.ConverterContext (its Architecture's type is in
 // kubevirt_v1_1.go / kubevirt_v1_5.go), the sidecar's binding name is hard-coded "slirp"
-// (cmd/sidecars/network-slirp-binding/domain/domain.go, SlirpPluginName) and disk info is
-// handler-launcher-com's DiskInfo.
+// (cmd/sidecars/network-slirp-binding/domain/domain.go, SlirpPluginName: an interface bound to any
+// other name is refused) and disk info is handler-launcher-com's DiskInfo.
 package main
 
 import (
-	"fmt"
-
 	v1 "kubevirt.io/api/core/v1"
 
 	srv "kubevirt.io/kubevirt/cmd/sidecars/network-slirp-binding/server"
@@ -30,10 +28,9 @@ func convert(vmi *v1.VirtualMachineInstance) (*api.Domain, error) {
 	return domain, converter.Convert_v1_VirtualMachineInstance_To_api_Domain(vmi, domain, c)
 }
 
-func newHookServer(searchDomains []string, bindingName string) (hookServer, error) {
-	if bindingName != "slirp" {
-		return nil, fmt.Errorf("the sidecar of KubeVirt %s answers only to the binding name \"slirp\"", kubevirtVersion)
-	}
+// The sidecar of these releases reads no binding name (its main.go has no NETWORK_BINDING_PLUGIN_NAME):
+// whatever name the binding is registered under, it serves only an interface bound to "slirp".
+func newHookServer(searchDomains []string, _ string) (hookServer, error) {
 	return srv.V1alpha2Server{SearchDomains: searchDomains}, nil
 }
 

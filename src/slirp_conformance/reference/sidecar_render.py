@@ -133,6 +133,17 @@ def vmi_json(spec: VMSpec) -> dict:
     }
 
 
+def binding_name(vmi: dict) -> str:
+    """The binding plugin the VMI's pod-network interface names: what virt-controller gives that
+    binding's sidecar as NETWORK_BINDING_PLUGIN_NAME from v1.9.0 (pkg/virt-controller/services/
+    template.go newSidecarContainerRenderer). "slirp" where there is none (the sidecar's default)."""
+    spec = vmi.get("spec", {})
+    pod_network = next((n.get("name") for n in spec.get("networks") or [] if "pod" in n), None)
+    interfaces = (spec.get("domain", {}).get("devices", {}) or {}).get("interfaces") or []
+    iface = next((i for i in interfaces if i.get("name") == pod_network), None)
+    return ((iface or {}).get("binding") or {}).get("name") or "slirp"
+
+
 def resolv_conf(search_domains: tuple[str, ...]) -> str:
     """The launcher pod's resolv.conf as far as the sidecar reads it."""
     search = f"search {' '.join(search_domains)}\n" if search_domains else ""
@@ -146,10 +157,17 @@ def render_many(
     return render_vmis(kubevirt_version, [(vmi_json(spec), resolv_conf(domains)) for spec, domains in requests])
 
 
-def render_vmis(kubevirt_version: str, requests: list[tuple[dict, str]]) -> list[Rendering | SidecarRejected]:
-    """One run of the program for many (whole VMI object, the launcher pod's resolv.conf text) pairs."""
+def render_vmis(
+    kubevirt_version: str, requests: list[tuple[dict, str]], *, told_name: str | None = None
+) -> list[Rendering | SidecarRejected]:
+    """One run of the program for many (whole VMI object, the launcher pod's resolv.conf text) pairs.
+    The sidecar is told its binding's name as virt-controller tells it (``binding_name``), or
+    ``told_name`` (a self-test's control)."""
     binary = build(kubevirt_version).binary("sidecar-render")
-    payload = [{"vmi": vmi, "resolvConf": resolv} for vmi, resolv in requests]
+    payload = [
+        {"vmi": vmi, "resolvConf": resolv, "bindingPluginName": told_name or binding_name(vmi)}
+        for vmi, resolv in requests
+    ]
     try:
         r = subprocess.run([binary], input=json.dumps(payload), capture_output=True, text=True, timeout=RENDER_TIMEOUT)
     except subprocess.TimeoutExpired:
