@@ -5,6 +5,7 @@ before the reference VM starts, as a sidecar with that bug would have rendered t
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import os
 import re
@@ -137,9 +138,40 @@ def _renamed_sidecar_serves_slirp_only() -> None:
     KubeVirtTarget.binding_registered_as = old_sidecar  # type: ignore[method-assign]
 
 
+def _sidecar_resources_never_set() -> None:
+    """KubeVirt's supportContainerResources is left as found: the quota VM that should have sidecar
+    resources meets the quota with a sidecar that states none, like the first one."""
+    from slirp_conformance.kubevirt.kubevirt_target import KubeVirtTarget
+
+    @contextlib.contextmanager
+    def left_as_found(self, resources: dict):
+        yield "fault: supportContainerResources left as found"
+
+    KubeVirtTarget.sidecar_resources_set = left_as_found  # type: ignore[method-assign,assignment]
+
+
+def _bare_quota_vm_guaranteed() -> None:
+    """The quota VM tried without sidecar resources asks for guaranteed QoS (requests = limits):
+    KubeVirt then gives its sidecar fixed limits of its own (renderresources.go sidecarResources,
+    WantsToHaveQOSGuaranteed), so its launcher pod passes the quota. The premise (a quota on cpu
+    and memory, no sidecar resources configured) still holds."""
+    from slirp_conformance.checks import kubevirt
+
+    quota_vm = kubevirt._quota_vm
+
+    def guaranteed(vm, ns, name: str, resources: dict):
+        if name.startswith("vm-quota-bare"):
+            resources = {"requests": dict(resources["limits"]), "limits": dict(resources["limits"])}
+        return quota_vm(vm, ns, name, resources)
+
+    kubevirt._quota_vm = guaranteed
+
+
 CLUSTER_FAULTS = {
     "service-selects-nothing": _service_selects_nothing,
     "renamed-sidecar-serves-slirp-only": _renamed_sidecar_serves_slirp_only,
+    "sidecar-resources-never-set": _sidecar_resources_never_set,
+    "bare-quota-vm-guaranteed": _bare_quota_vm_guaranteed,
 }
 
 

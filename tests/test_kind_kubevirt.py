@@ -172,6 +172,8 @@ CLUSTER_FAULTS = {
     # v1.1.0's sidecar serves only `slirp`: from v1.9.0 that turns the clause red (below, it is the
     # behaviour the clause expects, so the fault changes nothing there)
     "renamed-sidecar-serves-slirp-only": {RENAMED_CLAUSE},
+    "sidecar-resources-never-set": {QUOTA_CLAUSES[0]},
+    "bare-quota-vm-guaranteed": {QUOTA_CLAUSES[1]},
 }
 
 
@@ -181,13 +183,17 @@ CLUSTER_FAULTS = {
     "load 14-17, v1.1.0's images cached): set SLIRP_SELFTEST_REAL_STACK_CONTROLS=1 to run it",
 )
 def test_cluster_clause_faults_turn_exactly_their_clauses_red(kubevirt_kind, tmp_path):
-    """Both faults in one run (one VM boot): a launcher pod the Service does not select turns exactly
+    """Every fault in one run (one VM boot): a launcher pod the Service does not select turns exactly
     the Service clause red (both ways of dialling), a sidecar that serves only `slirp` exactly the
-    renamed-binding clause; the listed port at the pod address, reached in the same run, stays green."""
+    renamed-binding clause, sidecar resources never set exactly the quota clause that needs them,
+    a guaranteed-QoS bare VM exactly the quota refusal's; the listed port at the pod address,
+    reached in the same run, stays green."""
     from tests.clause_faults import FAULT_ENV
 
     faults = [
-        f for f in CLUSTER_FAULTS if f == "service-selects-nothing" or versions.binding_name_configurable(KUBEVIRT)
+        f
+        for f in CLUSTER_FAULTS
+        if f != "renamed-sidecar-serves-slirp-only" or versions.binding_name_configurable(KUBEVIRT)
     ]
     wanted = set().union(*(CLUSTER_FAULTS[f] for f in faults))
     run = run_suite(
@@ -202,7 +208,7 @@ def test_cluster_clause_faults_turn_exactly_their_clauses_red(kubevirt_kind, tmp
         "-p",
         "tests.clause_faults",
         "-k",
-        "cluster_ip_service or another_name or test_listed_port_reaches",
+        "cluster_ip_service or another_name or resource_quota or test_listed_port_reaches",
         env={FAULT_ENV: ",".join(faults)},
         timeout=3600,
     )
