@@ -30,8 +30,8 @@ class VmiSource(Protocol):
 @dataclass(frozen=True)
 class StartState:
     phase: str | None  # the VMI's phase; None while there is no VMI
-    # KubeVirt's words of why not, first first: the events' messages, else Synchronized=False's, else
-    # (a VMI that ended) its conditions' messages
+    # KubeVirt's words of why not, first first: the events' messages, else an unschedulable pod's or
+    # Synchronized=False's, else (a VMI that ended) its conditions' messages
     whys: tuple[str, ...] = ()
 
     @property
@@ -65,10 +65,17 @@ def start_state(source: VmiSource, name: str, events: tuple[str, ...] = WHY_EVEN
     conditions = status.get("conditions") or []
     phase = status.get("phase")
     if not whys:
+        # the launcher pod's scheduling failed (PodScheduled=False, reason Unschedulable: "0/1 nodes are
+        # available: 1 Insufficient cpu"), or a sync did (Synchronized=False)
         whys = tuple(
             c["message"]
             for c in conditions
-            if c.get("type") == "Synchronized" and c.get("status") == "False" and c.get("message")
+            if c.get("status") == "False"
+            and c.get("message")
+            and (
+                c.get("type") == "Synchronized"
+                or (c.get("type") == "PodScheduled" and c.get("reason") == "Unschedulable")
+            )
         )
     if not whys and phase in ("Failed", "Succeeded"):
         whys = tuple(c["message"] for c in conditions if c.get("message")) or ("no condition says why",)
