@@ -161,7 +161,9 @@ def _bare_quota_vm_guaranteed() -> None:
 
     def guaranteed(vm, ns, name: str, resources: dict):
         if name.startswith("vm-quota-bare"):
-            resources = {"requests": dict(resources["limits"]), "limits": dict(resources["limits"])}
+            # limits down to the requests, not the other way: a whole cpu more does not fit the node
+            # beside the conformance VM, and an unschedulable pod says nothing for minutes
+            resources = {"requests": dict(resources["requests"]), "limits": dict(resources["requests"])}
         return quota_vm(vm, ns, name, resources)
 
     kubevirt._quota_vm = guaranteed
