@@ -30,5 +30,5 @@ else
     mv reports/kubevirt-build.json.part reports/kubevirt-build.json
 fi
 # Two workers: the Docker engine's tests (kind, KubeVirt) on one, the reference VMs on the other
-# (tests/conftest.py group_of); about 35 min one after the other, warm, on 2 cores.
+# (tests/conftest.py group_of): warm, about 20 min side by side against 35 min one after the other.
 suite_pytest tests -n 2 --dist loadgroup --junitxml=reports/selftests.xml "$@"
