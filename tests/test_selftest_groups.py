@@ -76,7 +76,8 @@ def test_this_venvs_xdist_keeps_each_group_on_one_worker(tmp_path):
         text=True,
         timeout=120,
         cwd=tmp_path,
-        env={**os.environ, "GROUPS_OUT": str(out)},
+        # not the parent worker's own xdist variables: this child is a controller of its own
+        env={**{k: v for k, v in os.environ.items() if not k.startswith("PYTEST_")}, "GROUPS_OUT": str(out)},
     )
     assert r.returncode == 0, r.stdout[-2000:] + r.stderr[-2000:]
     workers = {g: {(out / f"{g}-{i}").read_text() for i in range(4)} for g in "ab"}
