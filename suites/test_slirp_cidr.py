@@ -79,8 +79,13 @@ def test_invalid_cidr_fails_with_the_sidecars_reason(
 ) -> None:
     """A VM whose vmNetworkCIDR is not a CIDR does not start; the reason is the sidecar's
     (``invalid network CIDR "<cidr>": ...``), not QEMU's or the suite's."""
-    if slirp_target.describe().get("sidecar_render") == "python":
-        pytest.skip("the reason is the sidecar's own: run with --sidecar-render go (KubeVirt's code)")
+    described = slirp_target.describe()
+    if described.get("sidecar_render") == "python":
+        first_run = described.get("sidecar_render_mode") == "auto"  # KubeVirt's code is built after this verdict
+        pytest.skip(
+            "the reason is the sidecar's own and this run renders with the suite's model: "
+            + ("the next run checks it with KubeVirt's code" if first_run else "run with --sidecar-render go")
+        )
     spec = invalid_cidr_vm(slirp_target.spec.name)
     reason = start_attempt(spec)
     ev = record(

@@ -12,6 +12,7 @@ import signal
 import subprocess
 import sys
 import xml.etree.ElementTree as ET
+from datetime import datetime
 from pathlib import Path
 
 import pytest
@@ -257,7 +258,10 @@ def test_terminated_run_leaves_nothing(tmp_path, no_leaks):
 
 
 def test_cold_run_shows_progress_and_quiet_run_does_not(tmp_path, no_leaks):
-    """A cold cache: each long phase says what it does and how long it took; -q says nothing."""
+    """A cold cache (a machine's first run): each long phase says what it does and how long it
+    took; the network is rendered by the golden-held model (--sidecar-render auto), the report
+    says so, and KubeVirt's code is built after the verdict, so the next run renders with it.
+    -q says nothing of the phases. (GOCACHE and the module cache stay warm: the build takes seconds.)"""
     from slirp_conformance.cache_dirs import cache_root
     from slirp_conformance.reference import image
 
@@ -270,8 +274,19 @@ def test_cold_run_shows_progress_and_quiet_run_does_not(tmp_path, no_leaks):
     assert loud.returncode == 0, loud.output[-3000:]
     for phase in ("building the reference guest image", "reference VM", "logging in"):
         assert re.search(rf"slirp-conformance: [^\n]*{phase}[^\n]*: \d+\.\d s", loud.output), (phase, loud.output)
+    assert loud.report is not None, loud.output[-3000:]
+    first = loud.report["decided_by"]
+    assert (first["sidecar_render"], first["sidecar_render_mode"]) == ("python", "auto"), first
+    assert "tests/test_sidecar_golden.py holds byte for byte" in first["sidecar_args_from"], first
+    assert loud.report["outcome"] == "CONFORMANT" and "sidecar-render: built in" in loud.output, loud.output[-3000:]
+    (build,) = (tmp_path / "cache" / "go" / "sidecar-render").glob("v*/*/bin")
+    verdict = datetime.fromisoformat(loud.report["finished_at"]).timestamp()
+    assert build.stat().st_mtime > verdict, "KubeVirt's code was built before the verdict, not after it"
     quiet = run_suite(tmp_path / "quiet", *one, "-q", env=env)
     assert quiet.returncode == 0 and "slirp-conformance:" not in quiet.output, quiet.output
+    assert quiet.report is not None and "sidecar-render:" not in quiet.output, quiet.output
+    second = quiet.report["decided_by"]
+    assert (second["sidecar_render"], second["sidecar_render_mode"]) == ("go", "auto"), second
 
 
 def test_a_stalled_command_is_named_in_the_report(tmp_path, no_leaks):

@@ -44,7 +44,7 @@ BAD_INPUTS = [
         {},
         "sidecar-render builds KubeVirt v1.1.0, v1.5.3, v1.9.0, not 'v1.3.1'",
     ),
-    ("sidecar-render-auto", ["--target=qemu", "--sidecar-render=auto"], {}, "invalid choice: 'auto'"),
+    ("sidecar-render-unknown", ["--target=qemu", "--sidecar-render=fallback"], {}, "invalid choice: 'fallback'"),
     ("target", ["--target=minikube"], {}, "invalid choice: 'minikube'"),
     ("reference-guest", ["--target=qemu", "--reference-guest=cirros"], {}, "invalid choice: 'cirros'"),
     ("qemu-accel", ["--target=qemu", "--qemu-accel=hvf"], {}, "invalid choice: 'hvf'"),

@@ -139,7 +139,7 @@ class ConformanceReport:
 
     def decided_by(self) -> dict:
         """Which release and which sidecar rendering the verdict rests on."""
-        keys = ("kubevirt_version", "sidecar_render", "sidecar_args_from", "sidecar_image")
+        keys = ("kubevirt_version", "sidecar_render", "sidecar_render_mode", "sidecar_args_from", "sidecar_image")
         return {
             "kubevirt_version_requested": self.requested_kubevirt_version,
             **{k: self.versions[k] for k in keys if k in self.versions},
@@ -258,6 +258,9 @@ class ConformanceReport:
             tmp.write_text(text)
             tmp.replace(path)
         return paths
+
+
+FINISHED_REPORT = pytest.StashKey[ConformanceReport]()  # the controller's, once the verdict is in
 
 
 def _by_clause(clauses) -> dict[tuple[str, str], list[tuple[str, Clause]]]:

@@ -192,6 +192,15 @@ def module_dir(module_at_version: str) -> Path:
     return Path(info["Dir"])
 
 
+def cached(spec: WrapperModule, cache: Path | None = None) -> Built | None:
+    """The binaries of ``spec`` when a finished build of these exact sources is in the cache, else
+    None; never builds (a SetupError when the Go toolchain cannot even name its version)."""
+    started = time.monotonic()
+    key = spec_key(spec)
+    final = (cache or cache_root()) / "go" / spec.name / spec.version / key
+    return Built(final / "bin", key, False, time.monotonic() - started) if (final / "bin").is_dir() else None
+
+
 def build(spec: WrapperModule, cache: Path | None = None) -> Built:
     """Return the cached binaries of ``spec``, building them first when absent."""
     started = time.monotonic()

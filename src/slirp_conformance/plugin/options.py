@@ -184,12 +184,15 @@ def pytest_addoption(parser):
     )
     group.addoption(
         "--sidecar-render",
-        choices=("go", "python"),
-        default="go",
-        help="qemu target: where the VM's QEMU network arguments come from: go (default) = KubeVirt's "
-        "own converter and slirp sidecar code of the release under test (hack/sidecar-render, "
-        "built with Go and cached; the run stops when it cannot be built), python = the suite's "
-        "model, src/slirp_conformance/vmspec.slirp_qemu_args (the report says so)",
+        choices=("auto", "go", "python"),  # sidecar_render.MODES (not imported here: every pytest loads this)
+        default="auto",
+        help="qemu target: where the VM's QEMU network arguments come from: go = KubeVirt's own "
+        "converter and slirp sidecar code of the release under test (hack/sidecar-render, built with "
+        "Go and cached; the run stops when it cannot be built), python = the suite's model, "
+        "src/slirp_conformance/vmspec.slirp_qemu_args, auto (default) = go once its build is cached; "
+        "before that (a machine's first run) the model, which the golden self-test holds byte for "
+        "byte to that release's sidecar, and the Go build runs after the verdict. The report says "
+        "which renderer decided",
     )
     group.addoption(
         "--reference-guest",

@@ -12,7 +12,7 @@ import pytest
 
 from slirp_conformance import junit
 from slirp_conformance.cluster.versions import parse_kubevirt_version
-from slirp_conformance.conformance_report import CONTRACT_MARKERS, DESELECT_REASON, ConformanceReport
+from slirp_conformance.conformance_report import CONTRACT_MARKERS, DESELECT_REASON, FINISHED_REPORT, ConformanceReport
 from slirp_conformance.evidence import Evidence
 from slirp_conformance.plugin.options import is_suite_run
 from slirp_conformance.plugin.session import TARGET_KEY
@@ -111,6 +111,7 @@ class ConformanceReporting:
         if exitstatus == pytest.ExitCode.INTERRUPTED and not self.interrupted:
             self.interrupted = "interrupted"
         self.report.finish(exitstatus, self.interrupted)
+        self.config.stash[FINISHED_REPORT] = self.report
         directory = Path(self.config.getoption("report_dir"))
         if not directory.is_absolute():
             directory = self.config.invocation_params.dir / directory

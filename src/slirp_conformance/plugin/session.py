@@ -6,12 +6,13 @@ from __future__ import annotations
 
 import os
 import signal
+import sys
 import threading
 
 import pytest
 
 from slirp_conformance import progress, run_inputs, waits
-from slirp_conformance.conformance_report import DESELECT_REASON, QUARANTINE_PREFIX
+from slirp_conformance.conformance_report import DESELECT_REASON, FINISHED_REPORT, QUARANTINE_PREFIX
 from slirp_conformance.errors import SetupError
 from slirp_conformance.plugin.options import REPO, is_suite_run
 from slirp_conformance.reference import qemu_target, reference_vm, sidecar_render
@@ -92,12 +93,41 @@ TARGET_KEY = pytest.StashKey[Target]()  # the session's started target, for arti
 
 
 def pytest_unconfigure(config) -> None:
-    """Once an interrupted run has cleaned up, a late Ctrl-C must not kill the exiting interpreter
+    """After the verdict: the renderer's Go build a first run went without (``_build_renderer``).
+    Once an interrupted run has cleaned up, a late Ctrl-C must not kill the exiting interpreter
     (Python puts SIGINT back to its default while it finalizes, and the run would end by a signal,
     not with pytest's exit code 2): ignore it. Ignored dispositions survive finalization."""
+    if not _interrupts:
+        _build_renderer(config)
     if _interrupts and threading.current_thread() is threading.main_thread():
         signal.signal(signal.SIGINT, signal.SIG_IGN)
         signal.signal(signal.SIGTERM, signal.SIG_IGN)
+
+
+def _build_renderer(config) -> None:
+    """A run that ``--sidecar-render auto`` rendered with the model, because KubeVirt's code was not
+    built yet, builds it now that the verdict is printed (pytest's exit code is already settled):
+    in the foreground, so nothing outlives the run; Ctrl-C skips it without the cleanup message."""
+    report = config.stash.get(FINISHED_REPORT, None)
+    if report is None or report.interrupted or report.versions.get("sidecar_render_mode") != "auto":
+        return
+    if report.versions.get("sidecar_render") != "python":
+        return
+    choice = sidecar_render.choose("auto", report.versions.get("kubevirt_version"))
+    if not choice.build_after_verdict:  # another run has built it meanwhile
+        return
+    capture = config.pluginmanager.getplugin("capturemanager")
+    main = threading.current_thread() is threading.main_thread()
+    if main:
+        signal.signal(signal.SIGINT, signal.default_int_handler)
+        signal.signal(signal.SIGTERM, signal.default_int_handler)
+    try:
+        with capture.global_and_fixture_disabled():
+            sidecar_render.build_for_next_run(choice, lambda line: print(line, file=sys.stderr, flush=True))
+    finally:
+        if main:  # the interpreter is about to exit: a late Ctrl-C must not end it by a signal
+            signal.signal(signal.SIGINT, signal.SIG_IGN)
+            signal.signal(signal.SIGTERM, signal.SIG_IGN)
 
 
 def _refuse_xdist_on_clusters(config) -> None:
@@ -146,7 +176,15 @@ def pytest_collection_modifyitems(session, config, items) -> None:
                 fedora_image.check_host_tools()
             capture = config.pluginmanager.getplugin("capturemanager")
             with capture.global_and_fixture_disabled():  # a cold Go build says so on the terminal
-                sidecar_render.prepare(opts.sidecar_render, opts.kubevirt_version)
+                choice = sidecar_render.prepare(opts.sidecar_render, opts.kubevirt_version)
+                if choice.build_after_verdict:
+                    print(
+                        f"sidecar-render: {choice.why}: this run renders with the suite's model, which "
+                        f"{sidecar_render.GOLDEN} holds byte for byte to that sidecar; the Go build runs "
+                        f"after the verdict",
+                        file=sys.stderr,
+                        flush=True,
+                    )
         else:
             from slirp_conformance.cluster import preflight
 

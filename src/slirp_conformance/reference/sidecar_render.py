@@ -24,8 +24,9 @@ from slirp_conformance.version import VersionError
 from slirp_conformance.version import parse as parse_version
 from slirp_conformance.vmspec import VMSpec, slirp_qemu_args
 
-MODES = ("go", "python")  # --sidecar-render
+MODES = ("auto", "go", "python")  # --sidecar-render; auto is the default
 PYTHON_MODEL = "the suite's Python model (vmspec.slirp_qemu_args, --sidecar-render python), not KubeVirt's code"
+GOLDEN = "tests/test_sidecar_golden.py"
 
 REPO_SOURCE = REPO / "hack" / "sidecar-render"
 # KubeVirt minor -> build tag of the release glue in hack/sidecar-render (kubevirt_v1_*.go).
@@ -65,6 +66,22 @@ class Rendering:
     args: list[str]
     search_domains: tuple[str, ...]  # as the sidecar parsed them from the resolv.conf
     kubevirt_version: str
+
+
+@dataclass(frozen=True)
+class Choice:
+    """What renders a run's VM network: ``go`` (KubeVirt's own code of ``version``) or ``python``
+    (the suite's model), for the ``--sidecar-render`` value ``asked``, and why when ``auto`` chose."""
+
+    renderer: str
+    version: str
+    asked: str
+    why: str = ""
+
+    @property
+    def build_after_verdict(self) -> bool:
+        """``auto`` rendered with the model because the Go build was not cached: build it for the next run."""
+        return self.asked == "auto" and self.renderer == "python"
 
 
 class SidecarRejected(Exception):
@@ -114,11 +131,75 @@ def build(kubevirt_version: str) -> gobuild.Built:
     return outcome
 
 
-def prepare(mode: str, kubevirt_version: str | None) -> None:
-    """Build before the run (the plugin calls this with output capture off, so a cold build's
-    progress line shows); a build that fails stops the run here, in one line."""
-    if mode == "go":
-        build(kubevirt_version or default_version())
+def golden_releases() -> tuple[str, ...]:
+    """The releases whose sidecar the golden self-test holds ``slirp_qemu_args`` to, byte for byte
+    (every release the program builds: tests/test_sidecar_render.py checks the two lists agree)."""
+    return tuple(str(v) for v in versions.nightly_versions())
+
+
+_choices: dict[tuple[str, str], Choice] = {}
+
+
+def choose(mode: str, kubevirt_version: str | None) -> Choice:
+    """Which renderer a run uses; the same answer for every VM of a process.
+
+    ``go`` and ``python`` are what they say. ``auto`` (the default) takes KubeVirt's own code when
+    its Go build for the release is already cached. Before that, on a machine's first run, it takes
+    the suite's model instead of making the user wait minutes for a compiler: for these releases the
+    golden self-test holds the model to the real sidecar's output byte for byte, so the arguments
+    are the same; the report says which renderer decided and why, and the Go build runs after the
+    verdict (``build_after_verdict``). It never stands in for a build that failed or a release the
+    program cannot build: those stop the run as with ``go``."""
+    version = kubevirt_version or default_version()
+    if mode != "auto":
+        return Choice(mode, version, mode)
+    if (mode, version) not in _choices:
+        module = wrapper_module(version)  # a release without glue stops the run here
+        if version not in golden_releases():
+            choice = Choice("go", version, mode, f"the golden self-test does not cover {version}")
+        else:
+            try:
+                found = gobuild.cached(module)
+            except SetupError as e:  # no usable Go toolchain: the model, and the fix named after the verdict
+                choice = Choice("python", version, mode, str(e))
+            else:
+                why = (
+                    f"its Go build for {version} is cached"
+                    if found
+                    else f"no Go build of KubeVirt {version}'s sidecar code is cached yet (a first run)"
+                )
+                choice = Choice("go" if found else "python", version, mode, why)
+        _choices[(mode, version)] = choice
+    return _choices[(mode, version)]
+
+
+def prepare(mode: str, kubevirt_version: str | None) -> Choice:
+    """Build before the run when the chosen renderer is the Go program (the plugin calls this with
+    output capture off, so a cold build's progress line shows); a build that fails stops the run
+    here, in one line."""
+    choice = choose(mode, kubevirt_version)
+    if choice.renderer == "go":
+        build(choice.version)
+    return choice
+
+
+def build_for_next_run(choice: Choice, say) -> None:
+    """After the verdict of a run ``auto`` rendered with the model: the Go build, in the foreground
+    (a background build would outlive the run), so the next run renders with KubeVirt's code. A
+    failure or Ctrl-C only costs the next run the same choice; ``say`` gets one line each."""
+    say(
+        f"sidecar-render: building KubeVirt {choice.version}'s sidecar code for the next run "
+        f"(a cold Go build, minutes on 2 cores; Ctrl-C skips it)"
+    )
+    try:
+        built = build(choice.version)
+    except (SetupError, OSError) as e:
+        say(f"sidecar-render: not built ({e}); the next run renders with the model again")
+    except KeyboardInterrupt:
+        say("sidecar-render: build interrupted; the next run renders with the model again")
+    else:
+        next_run = f"the next run renders with KubeVirt {choice.version}'s code"
+        say(f"sidecar-render: built in {built.seconds:.0f} s; {next_run}")
 
 
 def vmi_json(spec: VMSpec) -> dict:
@@ -207,6 +288,8 @@ def check(mode: str, kubevirt_version: str | None) -> None:
     Python model because the user asked for it (``python``), never something else silently."""
     if mode not in MODES:
         raise SetupError(f"--sidecar-render {mode!r}: choose one of {', '.join(MODES)}")
+    if mode == "auto":
+        wrapper_module(kubevirt_version or default_version())
     if mode == "go":
         try:
             gobuild.go_binary()
@@ -225,17 +308,31 @@ def qemu_network_args(
 
     ``go``: the real sidecar's of ``kubevirt_version`` (default: the versions.env default), an
     error when that cannot be built or rendered; ``python``: ``slirp_qemu_args``, the suite's model
-    (held to the real sidecar's output by tests/test_sidecar_golden.py at the nightly releases).
+    (held to the real sidecar's output by tests/test_sidecar_golden.py at the nightly releases);
+    ``auto``: what ``choose`` says.
     """
-    if mode == "python":
-        return slirp_qemu_args(spec, search_domains), {"sidecar_render": "python", "sidecar_args_from": PYTHON_MODEL}
-    version = kubevirt_version or default_version()
+    choice = choose(mode, kubevirt_version)
+    version = choice.version
+    if choice.renderer == "python":
+        source = PYTHON_MODEL
+        if choice.build_after_verdict:
+            source = (
+                f"the suite's Python model (vmspec.slirp_qemu_args), which {GOLDEN} holds byte for byte to "
+                f"KubeVirt {version}'s slirp sidecar, because --sidecar-render auto found {choice.why}; "
+                f"KubeVirt's code is built after this run's verdict, for the next run"
+            )
+        return slirp_qemu_args(spec, search_domains), {
+            "sidecar_render": "python",
+            "sidecar_render_mode": choice.asked,
+            "sidecar_args_from": source,
+        }
     try:
         rendering = render(spec, search_domains, version)
     except SidecarRejected as e:
         raise SetupError(f"the slirp sidecar of KubeVirt {version} rejects the VM: {e}") from None
     return rendering.args, {
         "sidecar_render": "go",
+        "sidecar_render_mode": choice.asked,
         "sidecar_kubevirt_version": version,
         "sidecar_args_from": f"KubeVirt {version}'s converter and slirp sidecar code (hack/sidecar-render)",
     }
