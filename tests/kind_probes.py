@@ -14,7 +14,7 @@ from pathlib import Path
 
 from slirp_conformance import docker_daemon, image_archive, mounts, waits
 from slirp_conformance.checkout import REPO
-from slirp_conformance.cluster import kind, versions
+from slirp_conformance.cluster import kind, runner, versions
 
 # The pins the self-tests' clusters are built for: KUBEVIRT_DEFAULT_VERSION's, or SLIRP_KIND_SELFTEST_KUBEVIRT's
 # (e.g. v1.1.0, whose Kubernetes 1.27 builds with an older Go: about 30 min cold, so not in CI).
@@ -26,6 +26,18 @@ GATE_CHECKS = {
     "test_slirp_kubevirt::test_feature_gate_present_where_needed",
     "test_slirp_kubevirt::test_binding_plugin_refused_while_the_feature_gate_is_off",
 }
+
+
+def kind_run_args(cluster_name: str) -> list[str]:
+    """The options of a suite run on the self-tests' kind cluster, every image built here."""
+    return [
+        "--target=kind",
+        "--images-from-source",
+        "--kubevirt-version",
+        KUBEVIRT,
+        "--kind-cluster-name",
+        cluster_name,
+    ]
 
 
 def skipped_on_kind(kubevirt: str = KUBEVIRT) -> set[str]:
@@ -61,8 +73,6 @@ def busybox_archive(work: Path) -> Path:
 def tool(name: str) -> str:
     """kind or kubectl as hack/cluster-up.sh installs them (.tools/bin, absent in a clean clone until
     the first cluster is up, so not on PATH then), else whatever PATH has."""
-    from slirp_conformance.cluster import runner
-
     built = runner.TOOLS_DIR / name
     return str(built) if built.is_file() else name
 
@@ -121,6 +131,18 @@ def http_get(kubeconfig: str, pod: str, host: str, path: str = "/hello", port: i
     request = f"printf 'GET {path} HTTP/1.0\\r\\n\\r\\n' | nc -w 10 {host} {port}"
     out = kubectl(kubeconfig, "exec", pod, "--", "sh", "-c", request).stdout
     return out.split("\n\n", 1)[1] if "\n\n" in out else out  # text mode made the \r\n of HTTP \n
+
+
+def node_runner(docker_host: str | None):
+    """A ``runner.run`` that talks to the docker engine a cluster was made on (its DOCKER_HOST)."""
+
+    def run(argv, **kwargs):
+        env = dict(os.environ)
+        if docker_host:
+            env["DOCKER_HOST"] = docker_host
+        return runner.run(argv, env=env, **{k: v for k, v in kwargs.items() if k != "env"})
+
+    return run
 
 
 def ping_group_range(kubeconfig: str, pod: str) -> str:

@@ -6,6 +6,7 @@ import json
 import os
 import signal
 import subprocess
+import sys
 import threading
 import xml.etree.ElementTree as ET
 from dataclasses import dataclass
@@ -48,6 +49,18 @@ def _outcomes(junit: Path) -> dict[str, str]:
             continue
         outcomes[name] = result
     return outcomes
+
+
+def refused_run(*args: str, env: dict | None = None) -> subprocess.CompletedProcess:
+    """``pytest -k slirp ARGS`` from the repo, for runs that must stop before anything boots (60 s)."""
+    return subprocess.run(
+        [sys.executable, "-m", "pytest", "-k", "slirp", *args],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        env={**os.environ, **(env or {})},
+    )
 
 
 def run_suite(tmp: Path, *args: str, timeout: float = 600, env: dict | None = None) -> SuiteRun:

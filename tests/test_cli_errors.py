@@ -2,24 +2,11 @@
 
 from __future__ import annotations
 
-import os
 import subprocess
-import sys
 
 import pytest
 
-from tests.suite_runner import REPO
-
-
-def _pytest(*args: str, env: dict | None = None) -> subprocess.CompletedProcess:
-    return subprocess.run(
-        [sys.executable, "-m", "pytest", "-k", "slirp", *args],
-        cwd=REPO,
-        capture_output=True,
-        text=True,
-        timeout=60,
-        env={**os.environ, **(env or {})},
-    )
+from tests.suite_runner import refused_run
 
 
 def _one_line_error(r: subprocess.CompletedProcess) -> str:
@@ -31,7 +18,7 @@ def _one_line_error(r: subprocess.CompletedProcess) -> str:
 
 
 def test_unknown_target():
-    r = _pytest("--target=minikube")
+    r = refused_run("--target=minikube")
     assert r.returncode == 4
     text = r.stdout + r.stderr
     assert "Traceback" not in text
@@ -41,20 +28,20 @@ def test_unknown_target():
 def test_kind_without_docker_stops_in_seconds_naming_docker(tmp_path):
     # No docker CLI at all: a daemon that merely does not answer is no failure for root, who gets
     # the project's own dockerd (docker_daemon).
-    r = _pytest("--target=kind", env={"PATH": str(tmp_path), "DOCKER_HOST": "unix:///nonexistent.sock"})
+    r = refused_run("--target=kind", env={"PATH": str(tmp_path), "DOCKER_HOST": "unix:///nonexistent.sock"})
     assert r.returncode == 4
     line = _one_line_error(r)
     assert "docker" in line.lower() and "--target=qemu" in line, line
 
 
 def test_cluster_with_unreadable_kubeconfig():
-    r = _pytest("--target=cluster", "--kubeconfig=/nonexistent/kubeconfig")
+    r = refused_run("--target=cluster", "--kubeconfig=/nonexistent/kubeconfig")
     assert r.returncode == 4
     assert "--kubeconfig" in _one_line_error(r)
 
 
 def test_unknown_kubevirt_version():
-    r = _pytest("--target=cluster", "--kubevirt-version=v1.10.0", "--kubeconfig=/nonexistent")
+    r = refused_run("--target=cluster", "--kubevirt-version=v1.10.0", "--kubeconfig=/nonexistent")
     assert r.returncode == 4
     assert "v1.10.0" in _one_line_error(r)
 
@@ -68,13 +55,13 @@ def test_unknown_kubevirt_version():
     ],
 )
 def test_malformed_qemu_sysctl(value, fix):
-    r = _pytest("--target=qemu", "--qemu-sysctl", value)
+    r = refused_run("--target=qemu", "--qemu-sysctl", value)
     assert r.returncode == 4
     assert fix in _one_line_error(r)
 
 
 def test_missing_qemu():
-    r = _pytest("--target=qemu", env={"SLIRP_QEMU_BINARY": "qemu-system-nowhere"})
+    r = refused_run("--target=qemu", env={"SLIRP_QEMU_BINARY": "qemu-system-nowhere"})
     assert r.returncode == 4
     line = _one_line_error(r)
     assert "SLIRP_QEMU_BINARY=qemu-system-nowhere" in line and "apt-get install qemu-system-x86" in line
@@ -82,7 +69,7 @@ def test_missing_qemu():
 
 @pytest.mark.parametrize("value", ["0", "-1", "nan", "inf"])
 def test_bad_timeout_scale(value):
-    r = _pytest("--target=qemu", f"--timeout-scale={value}")
+    r = refused_run("--target=qemu", f"--timeout-scale={value}")
     assert r.returncode == 4
     assert "give a positive finite factor" in _one_line_error(r)
 
@@ -91,7 +78,7 @@ def test_bad_timeout_scale(value):
 def test_output_directory_under_a_file(option, tmp_path):
     a_file = tmp_path / "hostname"
     a_file.write_text("x")
-    r = _pytest("--target=qemu", f"{option}={a_file}/sub")
+    r = refused_run("--target=qemu", f"{option}={a_file}/sub")
     assert r.returncode == 4
     assert f"{a_file} is a file, not a directory" in _one_line_error(r)
 
@@ -114,6 +101,6 @@ def test_kvm_that_does_not_admit_qemus_uid(monkeypatch):
 
 
 def test_collect_only_needs_no_vm():
-    r = _pytest("--collect-only", "-q")
+    r = refused_run("--collect-only", "-q")
     assert r.returncode == 0, r.stdout + r.stderr
     assert "test_slirp_icmp.py::test_icmp_echo_to_peer_gets_no_reply[console]" in r.stdout

@@ -111,15 +111,18 @@ def test_changed_source_builds_under_a_new_key(go_env):
     assert out == "hello from changed source\n"
 
 
-def test_replace_block_and_godebug_are_taken_from_the_named_go_mod(go_env):
-    spec = gobuild.WrapperModule(
-        "hello-upstream",
-        "v1.2.0",
-        ("example.test/upstream/cmd/hello",),
-        requires=("example.test/upstream@v1.2.0",),
-        replace_from="example.test/upstream@v1.2.0",
-        local_replace_version="v1.2.0",
+UPSTREAM = "example.test/upstream@v1.2.0"
+
+
+def upstream_hello(**fields) -> gobuild.WrapperModule:
+    """The wrapper module of the fake upstream's hello command (the go_env proxy serves it)."""
+    return gobuild.WrapperModule(
+        "hello-upstream", "v1.2.0", ("example.test/upstream/cmd/hello",), requires=(UPSTREAM,), **fields
     )
+
+
+def test_replace_block_and_godebug_are_taken_from_the_named_go_mod(go_env):
+    spec = upstream_hello(replace_from=UPSTREAM, local_replace_version="v1.2.0")
     built = gobuild.build(spec, go_env / "cache")
     out = subprocess.run([built.binary("hello")], capture_output=True, text=True, check=True).stdout
     # lib v1.1.0 only through the copied replace; staged only through local_replace_version.
@@ -131,21 +134,13 @@ def test_replace_block_and_godebug_are_taken_from_the_named_go_mod(go_env):
 
 def test_without_the_replace_block_the_upstream_pin_is_lost(go_env):
     """Negative control for the test above: the same build without replace_from fails."""
-    spec = gobuild.WrapperModule(
-        "hello-upstream", "v1.2.0", ("example.test/upstream/cmd/hello",), requires=("example.test/upstream@v1.2.0",)
-    )
+    spec = upstream_hello()
     with pytest.raises(SetupError, match=r"`go build` of hello-upstream v1.2.0 failed .*full log: "):
         gobuild.build(spec, go_env / "cache")
 
 
 def test_a_directory_replacement_needs_a_version(go_env):
-    spec = gobuild.WrapperModule(
-        "hello-upstream",
-        "v1.2.0",
-        ("example.test/upstream/cmd/hello",),
-        requires=("example.test/upstream@v1.2.0",),
-        replace_from="example.test/upstream@v1.2.0",
-    )
+    spec = upstream_hello(replace_from=UPSTREAM)
     with pytest.raises(
         SetupError,
         match=r"replaces example.test/staged with its own directory "
@@ -201,15 +196,7 @@ def test_single_replacements_override_the_named_go_mod_and_may_point_at_a_shim_o
     shim.mkdir(parents=True)
     (shim / "go.mod").write_text("module example.test/staged\n\ngo 1.21\n")
     (shim / "staged.go").write_text('package staged\n\nconst Version = "staged shim"\n')
-    spec = gobuild.WrapperModule(
-        "hello-upstream",
-        "v1.2.0",
-        ("example.test/upstream/cmd/hello",),
-        requires=("example.test/upstream@v1.2.0",),
-        replace_from="example.test/upstream@v1.2.0",
-        replaces=(("example.test/staged", "./shims/staged"),),
-        source=src,
-    )
+    spec = upstream_hello(replace_from=UPSTREAM, replaces=(("example.test/staged", "./shims/staged"),), source=src)
     built = gobuild.build(spec, go_env / "cache")
     out = subprocess.run([built.binary("hello")], capture_output=True, text=True, check=True).stdout
     assert out == "lib v1.1.0 staged shim\n"

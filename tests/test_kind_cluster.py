@@ -20,7 +20,7 @@ import urllib.request
 import pytest
 
 from slirp_conformance import checkout, docker_daemon
-from slirp_conformance.cluster import kind, runner
+from slirp_conformance.cluster import kind
 from tests import kind_probes, suite_runner
 from tests.kind_probes import kubectl
 
@@ -111,18 +111,10 @@ def test_a_pod_from_an_image_built_here_answers_exec_logs_and_port_forward(one_n
 def test_pods_get_the_closed_ping_group_range_and_containerd_shows_the_pin(one_node):
     kind_probes.run_pod(one_node.kubeconfig, "icmp-pinned", "exec sleep 3600")
     assert kind_probes.ping_group_range(one_node.kubeconfig, "icmp-pinned") == "1 0"
-    settings = kind.effective_containerd_settings(f"{one_node.name}-control-plane", run=_runner(one_node))
+    settings = kind.effective_containerd_settings(
+        f"{one_node.name}-control-plane", run=kind_probes.node_runner(one_node.docker_host)
+    )
     assert settings == kind.PINNED_CONTAINERD_SETTINGS
-
-
-def _runner(cluster: Cluster):
-    def run(argv, **kwargs):
-        env = dict(os.environ)
-        if cluster.docker_host:
-            env["DOCKER_HOST"] = cluster.docker_host
-        return runner.run(argv, env=env, **{k: v for k, v in kwargs.items() if k != "env"})
-
-    return run
 
 
 def test_the_icmp_check_sees_an_open_range_once_the_pin_is_flipped(one_node):
@@ -141,7 +133,10 @@ def test_the_icmp_check_sees_an_open_range_once_the_pin_is_flipped(one_node):
     finally:
         one_node.docker("exec", node, "sh", "-c", f"mv {config}.pinned {config} && systemctl restart containerd")
         kubectl(one_node.kubeconfig, "delete", "pod", "icmp-open", "--wait=false", check=False)
-    assert kind.effective_containerd_settings(node, run=_runner(one_node)) == kind.PINNED_CONTAINERD_SETTINGS
+    assert (
+        kind.effective_containerd_settings(node, run=kind_probes.node_runner(one_node.docker_host))
+        == kind.PINNED_CONTAINERD_SETTINGS
+    )
 
 
 def test_cluster_down_leaves_nothing(one_node):
@@ -237,12 +232,7 @@ def test_the_pytest_option_creates_its_cluster_the_same_way_and_ctrl_c_leaves_no
 
     code, output = suite_runner.interrupt_suite(
         tmp_path,
-        "--target=kind",
-        "--images-from-source",
-        "--kubevirt-version",
-        KUBEVIRT,
-        "--kind-cluster-name",
-        name,
+        *kind_probes.kind_run_args(name),
         "suites/test_slirp_dhcp.py",
         when=f"the run's kind cluster {name} to have a node",
         ready=node_exists,

@@ -121,12 +121,7 @@ def test_the_suite_is_conformant_on_kind_with_kubevirt_built_here(kubevirt_kind,
     try:
         run = run_suite(
             tmp_path,
-            "--target=kind",
-            "--images-from-source",
-            "--kubevirt-version",
-            KUBEVIRT,
-            "--kind-cluster-name",
-            kubevirt_kind.name,
+            *kind_probes.kind_run_args(kubevirt_kind.name),
             *TIMEOUTS,
             timeout=3600,
         )
@@ -198,12 +193,7 @@ def test_cluster_clause_faults_turn_exactly_their_clauses_red(kubevirt_kind, tmp
     wanted = set().union(*(CLUSTER_FAULTS[f] for f in faults))
     run = run_suite(
         tmp_path,
-        "--target=kind",
-        "--images-from-source",
-        "--kubevirt-version",
-        KUBEVIRT,
-        "--kind-cluster-name",
-        kubevirt_kind.name,
+        *kind_probes.kind_run_args(kubevirt_kind.name),
         *TIMEOUTS,
         "-p",
         "tests.clause_faults",

@@ -39,7 +39,7 @@ from pathlib import Path
 import pytest
 
 from slirp_conformance import checkout, waits
-from slirp_conformance.cluster import kind, runner, versions
+from slirp_conformance.cluster import kind, runner
 from tests import kind_probes, suite_runner
 from tests.kind_probes import kubectl
 from tests.test_reference_e2e import ALL_MODULES
@@ -52,7 +52,7 @@ pytestmark = [
     ),
 ]
 REPO = checkout.REPO
-KUBEVIRT = os.environ.get("SLIRP_KIND_SELFTEST_KUBEVIRT") or str(versions.default_version())
+KUBEVIRT = kind_probes.KUBEVIRT
 TIMEOUT_SCALE = os.environ.get("SLIRP_KIND_SELFTEST_TIMEOUT_SCALE") or "3"
 RUN = os.getpid() % 100000
 # The leak check attributes containers (and their volumes, shims, mounts) by name prefix: this
@@ -207,12 +207,7 @@ def _run_namespaces(output: str) -> set[str]:
 
 def _suite_args(cluster_name: str, *extra: str) -> list[str]:
     return [
-        "--target=kind",
-        "--images-from-source",
-        "--kubevirt-version",
-        KUBEVIRT,
-        "--kind-cluster-name",
-        cluster_name,
+        *kind_probes.kind_run_args(cluster_name),
         "--timeout-scale",
         TIMEOUT_SCALE,
         *extra,
@@ -296,21 +291,11 @@ def _set_unprivileged_icmp(cluster: KubeVirtCluster, enabled: bool) -> None:
     )
     waits.wait_for(
         f"containerd on {cluster.node} to run with enable_unprivileged_icmp = {new}",
-        lambda: kind.effective_containerd_settings(cluster.node, run=_runner(cluster)),
+        lambda: kind.effective_containerd_settings(cluster.node, run=kind_probes.node_runner(cluster.docker_host)),
         120,
         accept=lambda s: s.get("enable_unprivileged_icmp") is enabled,
         describe=str,
     )
-
-
-def _runner(cluster: KubeVirtCluster):
-    def run(argv, **kwargs):
-        env = dict(os.environ)
-        if cluster.docker_host:
-            env["DOCKER_HOST"] = cluster.docker_host
-        return runner.run(argv, env=env, **{k: v for k, v in kwargs.items() if k != "env"})
-
-    return run
 
 
 def _run_busybox_pod(kubeconfig: str, name: str) -> None:
@@ -397,7 +382,7 @@ def test_cluster_down_leaves_the_host_as_before_the_cluster(kv_cluster):
 
     # cluster-down stops the project's dockerd when this cluster was its last user: gone with it then
     if docker_daemon.server_version(kv_cluster.docker_host) is not None:
-        assert kv_cluster.name not in kind.existing_clusters(run=_runner(kv_cluster))
+        assert kv_cluster.name not in kind.existing_clusters(run=kind_probes.node_runner(kv_cluster.docker_host))
 
 
 def _host_leaks_since(before: kind_probes.KindHostState, lib_modules_existed: bool) -> dict[str, object]:

@@ -4,30 +4,15 @@ INTERNALERROR, or a verdict for something other than what was asked (issue 15)."
 
 from __future__ import annotations
 
-import os
-import subprocess
-import sys
-
 import pytest
 
 from slirp_conformance import run_inputs
 from slirp_conformance.conformance_report import ConformanceReport
 from slirp_conformance.errors import SetupError
 from slirp_conformance.plugin import options as plugin_options
-from tests.suite_runner import REPO
+from tests.suite_runner import refused_run
 
 NOT_A_DIR = "/etc/hostname/cache"  # under a file: can never be created
-
-
-def _pytest(*args: str, env: dict | None = None) -> subprocess.CompletedProcess:
-    return subprocess.run(
-        [sys.executable, "-m", "pytest", "-k", "slirp", *args],
-        cwd=REPO,
-        capture_output=True,
-        text=True,
-        timeout=60,
-        env={**os.environ, **(env or {})},
-    )
 
 
 # (id, arguments, environment, what the one line must say)
@@ -130,7 +115,7 @@ BAD_INPUTS = [
 
 @pytest.mark.parametrize("args, env, fix", [pytest.param(a, e, f, id=i) for i, a, e, f in BAD_INPUTS])
 def test_bad_input_stops_the_run_in_one_line(args, env, fix):
-    r = _pytest(*args, env=env)
+    r = refused_run(*args, env=env)
     text = r.stdout + r.stderr
     assert r.returncode == 4, text
     assert "Traceback" not in text and "INTERNALERROR" not in text, text
@@ -141,7 +126,7 @@ def test_bad_input_stops_the_run_in_one_line(args, env, fix):
 
 def test_good_inputs_pass_the_same_checks():
     """The control: the table's options with good values get through validation (collect-only boots nothing)."""
-    r = _pytest(
+    r = refused_run(
         "--collect-only",
         "-q",
         "--target=qemu",
@@ -155,7 +140,7 @@ def test_good_inputs_pass_the_same_checks():
         env={"SLIRP_CONFORMANCE_GUEST_PASSWORD": "S3cret-pass", "SLIRP_DEBIAN_MIRROR": "http://deb.debian.org/debian"},
     )
     assert r.returncode == 0, r.stdout + r.stderr
-    r = _pytest(
+    r = refused_run(
         "--collect-only",
         "-q",
         "--target=kind",
