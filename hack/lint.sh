@@ -8,7 +8,7 @@
 # shellcheck source=hack/lib.sh
 . "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 cd "$REPO" || exit
-hack/setup.sh
+hack/setup.sh --dev
 
 echo "lint: ruff check"
 "$PYTHON" -m ruff check .

@@ -1,9 +1,16 @@
 #!/usr/bin/env bash
 # Prepares this machine for the suite: Debian/Ubuntu packages (as root) and .venv/ in the repo.
 # Idempotent: a second run installs nothing. Used by conformance.sh, test.sh and .ci/run.
+#   hack/setup.sh         what a conformance run needs (the main job's first run waits for no more)
+#   hack/setup.sh --dev   and the lint and self-test tools (pyproject's lint and selftest extras)
 # shellcheck source=hack/lib.sh
 . "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 cd "$REPO" || exit
+case "${1:-}" in
+    "") extras=runtime install='.' ;;
+    --dev) extras=dev install='.[lint,selftest]' ;;
+    *) die "unknown option ${1}: no option (what a conformance run needs) or --dev (and lint and self-tests)" 4 ;;
+esac
 
 # What the qemu reference target and the self-tests need from the OS.
 APT_PACKAGES=(qemu-system-x86 busybox-static dropbear-bin netcat-openbsd iproute2 iputils-ping util-linux
@@ -67,9 +74,13 @@ fi
 if [[ ! -x .venv/bin/python ]]; then
     python3 -m venv .venv
 fi
-stamp=.venv/.installed-$(sha256sum pyproject.toml | cut -c1-16)
-if [[ ! -f $stamp ]]; then
+# One stamp per pyproject.toml and set of extras; the dev stamp stands for the runtime one too.
+digest=$(sha256sum pyproject.toml | cut -c1-16)
+if [[ ! -f .venv/.installed-$digest-dev && ! -f .venv/.installed-$digest-$extras ]]; then
+    echo "setup: installing the suite's Python packages ($extras) into .venv" >&2
+    started=$SECONDS
     .venv/bin/python -m pip install -q --upgrade pip
-    .venv/bin/python -m pip install -q -e '.[lint,selftest]'
-    rm -f .venv/.installed-* && touch "$stamp"
+    .venv/bin/python -m pip install -q -e "$install"
+    rm -f .venv/.installed-* && touch ".venv/.installed-$digest-$extras"
+    echo "setup: Python packages installed in $((SECONDS - started)) s" >&2
 fi

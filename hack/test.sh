@@ -5,7 +5,7 @@
 # shellcheck source=hack/lib.sh
 . "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 cd "$REPO" || exit
-hack/setup.sh
+hack/setup.sh --dev
 # The golden self-test runs KubeVirt's own slirp sidecar code (hack/sidecar-render): build it for
 # the nightly releases first, cached (cold: minutes; one clear line and exit 1 without Go).
 "$PYTHON" -m slirp_conformance.reference.sidecar_render
