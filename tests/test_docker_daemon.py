@@ -176,6 +176,17 @@ def test_unwritable_cache_names_the_variable(no_engine, monkeypatch, tmp_path):
     ]
 
 
+def test_a_first_start_makes_the_logs_folder_and_a_later_one_keeps_the_last_log(monkeypatch, tmp_path):
+    """A fresh machine's cache has no docker/ folder: the first start used to end in a traceback
+    (FileNotFoundError for dockerd.log, seen in a cold .ci/run)."""
+    monkeypatch.setenv("SLIRP_CONFORMANCE_CACHE", str(tmp_path / "fresh" / "cache"))
+    first = docker_daemon.fresh_log()
+    assert first == tmp_path / "fresh" / "cache" / "docker" / "dockerd.log" and first.parent.is_dir()
+    first.write_text("the first start\n")
+    assert docker_daemon.fresh_log() == first and not first.exists()
+    assert first.with_suffix(".log.1").read_text() == "the first start\n"
+
+
 def test_leases_of_dead_processes_are_swept_and_persistent_ones_stay(tmp_path, monkeypatch):
     monkeypatch.setenv("SLIRP_CONFORMANCE_RUN_DIR", str(tmp_path))
     docker_daemon._write_lease("cluster:a", persistent=True)

@@ -423,6 +423,16 @@ def _forward_policy() -> str | None:
     return None
 
 
+def fresh_log() -> Path:
+    """The daemon's log for this start: the one before it kept as ``dockerd.log.1``, and its folder
+    made on a machine's first start (the data-root is made by dockerd itself, the log is ours)."""
+    logfile = log_path()
+    logfile.parent.mkdir(parents=True, exist_ok=True)  # check_writable has vouched for it
+    if logfile.exists():
+        os.replace(logfile, logfile.with_suffix(".log.1"))
+    return logfile
+
+
 def _start() -> None:
     dockerd = _check_can_start()
     stale = _started()
@@ -437,9 +447,7 @@ def _start() -> None:
     config = folder / "daemon.json"
     config.write_text(json.dumps(_config(wrapper), indent=2))
     before = _host_network_state()
-    logfile = log_path()
-    if logfile.exists():
-        os.replace(logfile, logfile.with_suffix(".log.1"))
+    logfile = fresh_log()
     with progress.phase(f"starting the project's dockerd (socket {socket_path()}, log {logfile})"):
         with open(logfile, "ab") as out:
             proc = subprocess.Popen(
