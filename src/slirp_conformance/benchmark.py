@@ -26,6 +26,7 @@ import tempfile
 import time
 import xml.etree.ElementTree as ET
 from pathlib import Path
+from typing import NamedTuple
 
 from slirp_conformance.cache_dirs import cache_root
 from slirp_conformance.checkout import REPO
@@ -36,10 +37,18 @@ from slirp_conformance.reference.reference_vm import QemuOptions
 from slirp_conformance.vmspec import conformance_vm
 
 
-def _suite_run(env: dict, *extra: str) -> tuple[float, dict[str, float], int, float | None]:
-    """(wall time, per-check times, exit code, that run's own boot to console prompt)."""
+class SuiteRun(NamedTuple):
+    wall: float  # the whole command, a build after the verdict included
+    checks: dict[str, float]  # per check
+    rc: int
+    boot: float | None  # that run's own boot to the console prompt
+    verdict_s: float | None  # start to the report written (the verdict the user reads)
+
+
+def _suite_run(env: dict, *extra: str) -> SuiteRun:
     with tempfile.TemporaryDirectory() as tmp:
         junit = Path(tmp) / "junit.xml"
+        started = time.time()
         t0 = time.monotonic()
         proc = subprocess.run(
             [
@@ -70,7 +79,8 @@ def _suite_run(env: dict, *extra: str) -> tuple[float, dict[str, float], int, fl
         )
         report = Path(tmp) / "conformance.json"
         boot = json.loads(report.read_text())["versions"].get("boot_to_console_prompt_s") if report.exists() else None
-    return wall, checks, proc.returncode, float(boot) if boot else None
+        verdict = report.stat().st_mtime - started if report.exists() else None
+    return SuiteRun(wall, checks, proc.returncode, float(boot) if boot else None, verdict)
 
 
 def main() -> int:
@@ -97,9 +107,12 @@ def main() -> int:
         image.build(Path(cache))
         report["image_build_cold_s"] = round(time.monotonic() - t0, 2)
         shutil.rmtree(Path(cache) / "guest")
-        wall, _, rc, _ = _suite_run(env)
-        report["cold_full_run_s"] = round(wall, 2)
-        report["cold_full_run_rc"] = rc
+        cold = _suite_run(env)
+        # A first run renders with the golden-held model and builds KubeVirt's code after its
+        # verdict (--sidecar-render auto): the verdict is what the user waits for.
+        report["cold_full_run_s"] = round(cold.wall, 2)
+        report["cold_first_verdict_s"] = round(cold.verdict_s, 2) if cold.verdict_s is not None else None
+        report["cold_full_run_rc"] = cold.rc
     for key in ("SLIRP_CONFORMANCE_CACHE", "SLIRP_REF_KERNEL_DEB"):
         os.environ.pop(key, None)
 
@@ -120,7 +133,7 @@ def main() -> int:
     }
     report["ssh_ready_s"] = {"median": round(statistics.median(ssh), 2)}
 
-    wall, checks, rc, boot = _suite_run(dict(os.environ))
+    wall, checks, rc, boot, _ = _suite_run(dict(os.environ))
     report["warm_full_run_s"] = round(wall, 2)
     # The goal is a warm run within 2x its own boot: the checks should cost no more than the boot.
     report["warm_run_boot_to_prompt_s"] = boot
@@ -195,7 +208,7 @@ def _fedora_like(args, report: dict) -> int:
     extra = ["--reference-guest", "fedora"]
     if args.kubevirt_version:
         extra += ["--kubevirt-version", args.kubevirt_version]
-    wall, checks, rc, boot = _suite_run(dict(os.environ), *extra)
+    wall, checks, rc, boot, _ = _suite_run(dict(os.environ), *extra)
     report["warm_full_run_s"] = round(wall, 2)
     report["warm_run_boot_to_prompt_s"] = boot
     report["warm_run_to_boot_ratio"] = round(wall / boot, 2) if boot else None
