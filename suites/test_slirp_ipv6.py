@@ -45,12 +45,10 @@ def test_guest_default_route_is_slirps_router(ipv6_observed: Ipv6Evidence) -> No
 
 @pytest.fixture(scope="module")
 def pod_loopback6_token(slirp_target: Target) -> str:
-    token = isolation.new_token()
     try:
-        slirp_target.listen_on_pod_loopback("::1", POD_LOOPBACK_PORT, token)
+        return isolation.pod_loopback_service(slirp_target, "::1")
     except NotOnThisTarget as e:
         pytest.skip(str(e))
-    return token
 
 
 @pytest.fixture

@@ -17,12 +17,10 @@ pytestmark = [pytest.mark.slirp, pytest.mark.isolation]
 @pytest.fixture(scope="module")
 def pod_loopback_token(slirp_target: Target) -> str:
     """A TCP service on 127.0.0.1 in the pod, answering a token; kept for the module."""
-    token = isolation.new_token()
     try:
-        slirp_target.listen_on_pod_loopback("127.0.0.1", POD_LOOPBACK_PORT, token)
+        return isolation.pod_loopback_service(slirp_target, "127.0.0.1")
     except NotOnThisTarget as e:
         pytest.skip(str(e))
-    return token
 
 
 @pytest.fixture

@@ -83,6 +83,21 @@ class WrapperModule:
                 raise ValueError(f"wrapper module {self.name}: {req!r} must be module@version")
 
 
+def upstream_command(
+    name: str, module: str, version: str, *, package: str | None = None, ldflags: str = "-s -w", **fields
+) -> WrapperModule:
+    """A command of an upstream module at ``version``, built as published: ``package`` (default the
+    module's root package) of ``module@version``, stripped unless ``ldflags`` says otherwise."""
+    return WrapperModule(
+        name=name,
+        version=version,
+        packages=(package or module,),
+        requires=(f"{module}@{version}",),
+        ldflags=ldflags,
+        **fields,
+    )
+
+
 @dataclass(frozen=True)
 class Built:
     bin_dir: Path

@@ -19,20 +19,14 @@ from pathlib import Path
 from slirp_conformance import kubernetes_modules
 from slirp_conformance.cluster import versions
 from slirp_conformance.errors import SetupError
-from slirp_conformance.gobuild import Built, WrapperModule, build
+from slirp_conformance.gobuild import Built, WrapperModule, build, upstream_command
 
 TOOLS = ("kind", "kubectl")
 
 
 def kind_module(version: str) -> WrapperModule:
     """kind's CLI is the module's root package (main.go); its version is a constant of the module."""
-    return WrapperModule(
-        name="kind",
-        version=version,
-        packages=("sigs.k8s.io/kind",),
-        requires=(f"sigs.k8s.io/kind@{version}",),
-        ldflags="-s -w",
-    )
+    return upstream_command("kind", "sigs.k8s.io/kind", version)
 
 
 def kubectl_module(version: str) -> WrapperModule:

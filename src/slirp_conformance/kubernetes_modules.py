@@ -10,7 +10,7 @@ from here.
 from __future__ import annotations
 
 from slirp_conformance.errors import SetupError
-from slirp_conformance.gobuild import WrapperModule
+from slirp_conformance.gobuild import WrapperModule, upstream_command
 from slirp_conformance.version import VersionError
 from slirp_conformance.version import parse as parse_version
 
@@ -76,11 +76,4 @@ def kubernetes_module(
 
 def etcd_module(version: str, *, toolchain: str | None = None) -> WrapperModule:
     """etcd's server module has ``package main`` at its root; its binary is named ``server``."""
-    return WrapperModule(
-        name="etcd",
-        version=version,
-        packages=("go.etcd.io/etcd/server/v3",),
-        requires=(f"go.etcd.io/etcd/server/v3@{version}",),
-        ldflags="-s -w",
-        toolchain=toolchain,
-    )
+    return upstream_command("etcd", "go.etcd.io/etcd/server/v3", version, toolchain=toolchain)

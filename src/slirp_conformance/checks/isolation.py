@@ -14,6 +14,7 @@ from typing import ClassVar
 from slirp_conformance.console import GuestShell
 from slirp_conformance.evidence import Evidence
 from slirp_conformance.guest_profiles import GuestProfile
+from slirp_conformance.target import Target
 
 POD_LOOPBACK_PORT = 9109  # listed nowhere: the pod keeps it to itself
 
@@ -32,6 +33,14 @@ class PodLoopbackEvidence(Evidence):
 
 def new_token() -> str:
     return "slirp-pod-loopback-" + secrets.token_hex(6)
+
+
+def pod_loopback_service(target: Target, host: str) -> str:
+    """A TCP service on the pod's loopback ``host`` (127.0.0.1 or ::1) at ``POD_LOOPBACK_PORT`` that
+    answers a new token, which is returned; NotOnThisTarget where the target has no such pod."""
+    token = new_token()
+    target.listen_on_pod_loopback(host, POD_LOOPBACK_PORT, token)
+    return token
 
 
 def guest_reads(shell: GuestShell, profile: GuestProfile, ev: PodLoopbackEvidence, host: str, port: int) -> None:

@@ -90,19 +90,28 @@ def _root(port: int) -> str:
     return f"/tmp/slirp-www-{port}"
 
 
+def _set_up(shell: GuestShell, what: str, prepare: str, serve: str) -> None:
+    """Run the preparation, then the server's start; either failing stops the check, saying why."""
+    setup = shell.run(prepare)
+    if setup.ok:
+        setup = shell.run(serve)
+    if not setup.ok:
+        raise AssertionError(
+            f"could not start {what}: rc={setup.rc} stdout={setup.output[-200:]!r} stderr={setup.stderr[-200:]!r}"
+        )
+
+
 def start(shell: GuestShell, profile: GuestProfile, port: int) -> GuestService:
     token = f"slirp-port-{port}-" + secrets.token_hex(6)
     root = _root(port)
     # Two commands: in `a && b && server & echo $!`, $! would be the backgrounded list's
     # subshell, not the server, and killing it could leave the server listening.
-    setup = shell.run(f"mkdir -p {root} && printf '%s' {token} > {root}/token")
-    if setup.ok:
-        setup = shell.run(profile.http_serve_command(port, root, f"{root}.pid"))
-    if not setup.ok:
-        raise AssertionError(
-            f"could not start a guest HTTP server on port {port}: rc={setup.rc} "
-            f"stdout={setup.output[-200:]!r} stderr={setup.stderr[-200:]!r}"
-        )
+    _set_up(
+        shell,
+        f"a guest HTTP server on port {port}",
+        f"mkdir -p {root} && printf '%s' {token} > {root}/token",
+        profile.http_serve_command(port, root, f"{root}.pid"),
+    )
     get = profile.http_get_command(f"http://127.0.0.1:{port}/token")
     try:
         local = waits.wait_for(
@@ -187,14 +196,12 @@ def start_udp(shell: GuestShell, profile: GuestProfile, port: int) -> GuestUdpSe
     its own 127.0.0.1:``port`` is in the service's file (the positive control)."""
     root = _udp_root(port)
     received = f"{root}.received"
-    setup = shell.run(f"rm -f {received} && : > {received}")
-    if setup.ok:
-        setup = shell.run(profile.udp_serve_command(port, received, f"{root}.pid"))
-    if not setup.ok:
-        raise AssertionError(
-            f"could not start a guest UDP service on port {port}: rc={setup.rc} "
-            f"stdout={setup.output[-200:]!r} stderr={setup.stderr[-200:]!r}"
-        )
+    _set_up(
+        shell,
+        f"a guest UDP service on port {port}",
+        f"rm -f {received} && : > {received}",
+        profile.udp_serve_command(port, received, f"{root}.pid"),
+    )
     token = f"slirp-udp-local-{port}-" + secrets.token_hex(6)
     send = profile.udp_send_command("127.0.0.1", port, token)
 

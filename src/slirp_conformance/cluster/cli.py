@@ -66,7 +66,7 @@ def cmd_up(args: argparse.Namespace) -> int:
             node_image=node_image,
             nodes=args.nodes,
             own_cni=args.images_from_source,
-            network=kind_network.NAME if args.images_from_source or engine.project_started else None,
+            network=kind_network.for_cluster(args.images_from_source, engine.project_started),
         )
         cluster.up()
     except BaseException:

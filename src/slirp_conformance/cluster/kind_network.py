@@ -18,6 +18,12 @@ SUBNET = "198.19.1.0/24"
 ENV = "KIND_EXPERIMENTAL_DOCKER_NETWORK"
 
 
+def for_cluster(images_from_source: bool, project_engine: bool) -> str | None:
+    """The network a new cluster goes on: the suite's, when the suite brings the images (and its
+    own CNI) or the Docker engine is the project's own; else None, kind's choice on a user's engine."""
+    return NAME if images_from_source or project_engine else None
+
+
 def exists(name: str = NAME, run=runner.run) -> bool:
     return run(["docker", "network", "inspect", name], timeout=runner.budget("tool-probe"), check=False).returncode == 0
 

@@ -18,7 +18,7 @@ from pathlib import Path
 
 from slirp_conformance import buildlog, gobuild, kind_tools, kubernetes_modules
 from slirp_conformance.errors import SetupError
-from slirp_conformance.gobuild import WrapperModule
+from slirp_conformance.gobuild import WrapperModule, upstream_command
 
 NODE_COMMANDS = ("kubelet", "kubeadm", "kube-apiserver", "kube-controller-manager", "kube-scheduler", "kube-proxy")
 CNI_PLUGINS = {
@@ -83,24 +83,17 @@ def etcd_module(version: str, toolchain: str | None = None) -> WrapperModule:
 
 def coredns_module(version: str, toolchain: str | None = None) -> WrapperModule:
     """CoreDNS's command is its module's root package; its plugins are compiled in (core/plugin/zplugin.go)."""
-    return WrapperModule(
-        name="coredns",
-        version=version,
-        packages=("github.com/coredns/coredns",),
-        requires=(f"github.com/coredns/coredns@{version}",),
-        ldflags="-s -w",
-        toolchain=toolchain,
-    )
+    return upstream_command("coredns", "github.com/coredns/coredns", version, toolchain=toolchain)
 
 
 def crictl_module(version: str, toolchain: str | None = None) -> WrapperModule:
-    return WrapperModule(
-        name="crictl",
-        version=version,
-        packages=("sigs.k8s.io/cri-tools/cmd/crictl",),
-        requires=(f"sigs.k8s.io/cri-tools@{version}",),
-        toolchain=toolchain,
+    return upstream_command(
+        "crictl",
+        "sigs.k8s.io/cri-tools",
+        version,
+        package="sigs.k8s.io/cri-tools/cmd/crictl",
         ldflags=f"-s -w -X sigs.k8s.io/cri-tools/pkg/version.Version={version}",
+        toolchain=toolchain,
     )
 
 

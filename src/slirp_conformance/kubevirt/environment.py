@@ -111,7 +111,7 @@ def cluster(opts: ClusterOptions, workdir: Path) -> Iterator[ClusterAccess]:
                 node_image=node_image,
                 nodes=opts.kind_nodes,
                 own_cni=opts.images_from_source,
-                network=kind_network.NAME if opts.images_from_source or engine.project_started else None,
+                network=kind_network.for_cluster(opts.images_from_source, engine.project_started),
             )
         )
         built = _load_kubevirt_images(str(pins.kubevirt), opts.kind_cluster_name) if opts.images_from_source else None

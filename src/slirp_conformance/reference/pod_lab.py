@@ -24,6 +24,8 @@ import socket
 import subprocess
 import sys
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 from slirp_conformance.reference.peer_services import PeerServices
@@ -96,51 +98,49 @@ _libc = ctypes.CDLL(None, use_errno=True)
 CLONE_NEWNET = 0x40000000
 
 
-def connect_in_netns(netns: str, host: str, port: int, timeout: float) -> socket.socket:
-    """A TCP connection made from inside ``netns`` (call from a worker thread: setns is per thread).
-
-    A socket belongs to the namespace it was created in, so the thread returns to its own
-    namespace before handing the connected socket back.
-    """
+@contextmanager
+def _in_netns(netns: str) -> Iterator[None]:
+    """This thread inside ``netns`` for the block (setns is per thread), then back in its own; a
+    socket belongs to the namespace it was created in, so it stays there after the block."""
     own = os.open("/proc/thread-self/ns/net", os.O_RDONLY)
     target = os.open(netns, os.O_RDONLY)
     try:
         if _libc.setns(target, CLONE_NEWNET) != 0:
             raise OSError(ctypes.get_errno(), f"setns into {netns}")
         try:
-            sock = socket.create_connection((host, port), timeout=timeout)
+            yield
         finally:
             if _libc.setns(own, CLONE_NEWNET) != 0:
                 os._exit(70)  # a thread stuck in the wrong namespace must not serve anything else
-        sock.setblocking(False)
-        return sock
     finally:
         os.close(own)
         os.close(target)
+
+
+def connect_in_netns(netns: str, host: str, port: int, timeout: float) -> socket.socket:
+    """A TCP connection made from inside ``netns`` (call from a worker thread: setns is per thread),
+    handed back non-blocking once the thread is in its own namespace again."""
+    with _in_netns(netns):
+        sock = socket.create_connection((host, port), timeout=timeout)
+    sock.setblocking(False)
+    return sock
 
 
 def listen_in_netns(netns: str, host: str, port: int) -> socket.socket:
     """A listening TCP socket bound to host:port inside ``netns`` (call from a worker thread, as
     ``connect_in_netns``). ``host`` may be an IPv6 literal."""
-    own = os.open("/proc/thread-self/ns/net", os.O_RDONLY)
-    target = os.open(netns, os.O_RDONLY)
-    try:
-        if _libc.setns(target, CLONE_NEWNET) != 0:
-            raise OSError(ctypes.get_errno(), f"setns into {netns}")
+    with _in_netns(netns):
+        family = socket.AF_INET6 if ":" in host else socket.AF_INET
+        sock = socket.socket(family, socket.SOCK_STREAM)
         try:
-            family = socket.AF_INET6 if ":" in host else socket.AF_INET
-            sock = socket.socket(family, socket.SOCK_STREAM)
             sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
             sock.bind((host, port))
             sock.listen(8)
-        finally:
-            if _libc.setns(own, CLONE_NEWNET) != 0:
-                os._exit(70)
-        sock.setblocking(False)
-        return sock
-    finally:
-        os.close(own)
-        os.close(target)
+        except BaseException:
+            sock.close()  # the port taken, or the address absent: no socket left behind
+            raise
+    sock.setblocking(False)
+    return sock
 
 
 def _status_fields(pid: int) -> dict:
