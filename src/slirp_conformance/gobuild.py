@@ -207,12 +207,17 @@ def module_dir(module_at_version: str) -> Path:
     return Path(info["Dir"])
 
 
+def _home(spec: WrapperModule, cache: Path | None) -> Path:
+    """Where every build of one module version lives, one folder per cache key."""
+    return (cache or cache_root()) / "go" / spec.name / spec.version
+
+
 def cached(spec: WrapperModule, cache: Path | None = None) -> Built | None:
     """The binaries of ``spec`` when a finished build of these exact sources is in the cache, else
     None; never builds (a SetupError when the Go toolchain cannot even name its version)."""
     started = time.monotonic()
     key = spec_key(spec)
-    final = (cache or cache_root()) / "go" / spec.name / spec.version / key
+    final = _home(spec, cache) / key
     return Built(final / "bin", key, False, time.monotonic() - started) if (final / "bin").is_dir() else None
 
 
@@ -222,7 +227,7 @@ def build(spec: WrapperModule, cache: Path | None = None) -> Built:
     go = go_binary()
     snapshot = source_snapshot(spec.source)
     key = cache_key(spec, _go_version(go, spec.toolchain), snapshot)
-    home = (cache or cache_root()) / "go" / spec.name / spec.version
+    home = _home(spec, cache)
     final = home / key
     if (final / "bin").is_dir():
         return Built(final / "bin", key, False, time.monotonic() - started)
