@@ -188,18 +188,35 @@ def test_bad_specs_are_refused_early():
         gobuild.WrapperModule("../x", "v1", ("p",))
 
 
+def _staged_shim(shims: Path, version: str = "staged shim") -> Path:
+    shim = shims / "staged"
+    shim.mkdir(parents=True, exist_ok=True)
+    (shim / "go.mod").write_text("module example.test/staged\n\ngo 1.21\n")
+    (shim / "staged.go").write_text(f'package staged\n\nconst Version = "{version}"\n')
+    return shims
+
+
 def test_single_replacements_override_the_named_go_mod_and_may_point_at_a_shim_of_ours(go_env):
     """The staging directory replacement is overridden (no local_replace_version needed) by a
-    nested module in our source tree, copied with its go.mod."""
-    src = go_env / "src"
-    shim = src / "shims" / "staged"
-    shim.mkdir(parents=True)
-    (shim / "go.mod").write_text("module example.test/staged\n\ngo 1.21\n")
-    (shim / "staged.go").write_text('package staged\n\nconst Version = "staged shim"\n')
-    spec = upstream_hello(replace_from=UPSTREAM, replaces=(("example.test/staged", "./shims/staged"),), source=src)
+    nested module from the shims folder, copied into the wrapper with its go.mod."""
+    shims = _staged_shim(go_env / "go-shims")
+    spec = upstream_hello(replace_from=UPSTREAM, replaces=(("example.test/staged", "./shims/staged"),), shims=shims)
     built = gobuild.build(spec, go_env / "cache")
     out = subprocess.run([built.binary("hello")], capture_output=True, text=True, check=True).stdout
     assert out == "lib v1.1.0 staged shim\n"
+
+
+def test_the_key_follows_the_shims_content_not_their_folder(tmp_path):
+    """Two checkouts in two places share a build; a changed shim builds anew."""
+
+    def key(shims: Path) -> str:
+        spec = upstream_hello(replaces=(("example.test/staged", "./shims/staged"),), shims=shims)
+        return gobuild.cache_key(spec, "go1.0", gobuild.source_snapshot(spec))
+
+    here, there = _staged_shim(tmp_path / "a" / "go-shims"), _staged_shim(tmp_path / "b" / "go-shims")
+    assert key(here) == key(there)
+    _staged_shim(there, "changed")
+    assert key(here) != key(there)
 
 
 def test_a_build_held_by_another_process_is_waited_for_within_the_bound(tmp_path, monkeypatch):

@@ -5,6 +5,8 @@ import sys
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[2]  # src/slirp_conformance/checkout.py -> the checkout
+# Our stand-ins for Go modules the module proxy refuses (hack/go-shims/README.md), for every Go build.
+GO_SHIMS = REPO / "hack" / "go-shims"
 
 
 def suite_pytest_argv(*args: str) -> list[str]:

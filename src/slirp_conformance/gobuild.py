@@ -49,8 +49,8 @@ class WrapperModule:
     (``./staging/...``) cannot work outside it: each becomes the same module at
     ``local_replace_version`` (KubeVirt publishes api/client-go at its own tag, Kubernetes its
     staging modules at ``v0.X.Y``), or is an error when that is not given. ``replaces`` adds or
-    overrides single replacements (``("old/path", "new/path vX.Y.Z")``, or ``"./dir"``: a nested
-    module of our own inside ``source``).
+    overrides single replacements (``("old/path", "new/path vX.Y.Z")``, or ``"./shims/<dir>"``: a
+    nested module of our own from ``shims``, a folder of them copied into the wrapper as ``shims/``).
     """
 
     name: str
@@ -58,6 +58,7 @@ class WrapperModule:
     packages: tuple[str, ...]
     requires: tuple[str, ...] = ()  # "module@version"
     source: Path | None = None
+    shims: Path | None = None
     replace_from: str | None = None
     local_replace_version: str | None = None
     replaces: tuple[tuple[str, str], ...] = ()
@@ -147,27 +148,35 @@ def _go_version(go: str, toolchain: str | None = None) -> str:
     return r.stdout.strip()
 
 
-def source_snapshot(source: Path | None) -> dict[str, bytes]:
-    """Our Go files, plus the go.mod of nested modules (shims a ``replaces`` entry points at),
-    read once: the bytes that are hashed are the bytes that are built."""
-    if source is None:
+def source_snapshot(spec: WrapperModule) -> dict[str, bytes]:
+    """Our Go files (``source``) and the shims (under ``shims/``), with the go.mod of each nested
+    module, read once: the bytes that are hashed are the bytes that are built."""
+    snapshot = _go_files(spec.source, "")
+    if spec.shims is not None:
+        snapshot.update(_go_files(spec.shims, "shims/"))
+    return snapshot
+
+
+def _go_files(folder: Path | None, prefix: str) -> dict[str, bytes]:
+    if folder is None:
         return {}
-    if not source.is_dir():
-        raise SetupError(f"Go source directory {source} does not exist")
+    if not folder.is_dir():
+        raise SetupError(f"Go source directory {folder} does not exist")
     return {
-        str(p.relative_to(source)): p.read_bytes()
-        for p in sorted(source.rglob("*"))
-        if p.is_file() and (p.suffix in (".go", ".s") or (p.name == "go.mod" and p.parent != source))
+        prefix + str(p.relative_to(folder)): p.read_bytes()
+        for p in sorted(folder.rglob("*"))
+        if p.is_file() and (p.suffix in (".go", ".s") or (p.name == "go.mod" and p.parent != folder))
     }
 
 
 def cache_key(spec: WrapperModule, go_version: str, snapshot: dict[str, bytes]) -> str:
     h = hashlib.sha256()
-    # Fields added later are hashed only when set, so the keys of existing cache entries stay.
+    # Fields added later are hashed only when set, so the keys of existing cache entries stay. The
+    # folders are not hashed by path (a checkout's place) but by their files, in ``snapshot``.
     fields = {
         k: v
         for k, v in spec.__dict__.items()
-        if k != "source" and not (k == "toolchain" and v is None) and not (k == "cgo" and not v)
+        if k not in ("source", "shims") and not (k == "toolchain" and v is None) and not (k == "cgo" and not v)
     }
     h.update(json.dumps(fields, sort_keys=True, default=str).encode())
     h.update(go_version.encode())
@@ -178,7 +187,7 @@ def cache_key(spec: WrapperModule, go_version: str, snapshot: dict[str, bytes]) 
 
 def spec_key(spec: WrapperModule) -> str:
     """The cache key ``build`` would use for ``spec``, without building anything."""
-    return cache_key(spec, _go_version(go_binary(), spec.toolchain), source_snapshot(spec.source))
+    return cache_key(spec, _go_version(go_binary(), spec.toolchain), source_snapshot(spec))
 
 
 def module_dir(module_at_version: str) -> Path:
@@ -225,7 +234,7 @@ def build(spec: WrapperModule, cache: Path | None = None) -> Built:
     """Return the cached binaries of ``spec``, building them first when absent."""
     started = time.monotonic()
     go = go_binary()
-    snapshot = source_snapshot(spec.source)
+    snapshot = source_snapshot(spec)
     key = cache_key(spec, _go_version(go, spec.toolchain), snapshot)
     home = _home(spec, cache)
     final = home / key
@@ -376,7 +385,7 @@ def _build_into(go: str, spec: WrapperModule, snapshot: dict[str, bytes], work: 
         )
         edits += replaces + godebug
     edits += [f"-require={req}" for req in spec.requires]
-    edits += [f"-replace={old}={new.replace(' ', '@')}" for old, new in spec.replaces]  # "./dir": a shim of ours
+    edits += [f"-replace={old}={new.replace(' ', '@')}" for old, new in spec.replaces]  # "./shims/x": ours
     if edits:
         _run(go, ["mod", "edit", *edits], mod, log, "writing the wrapper go.mod", tc)
     build = ["build", "-trimpath", "-o", str(work / "bin") + "/"]

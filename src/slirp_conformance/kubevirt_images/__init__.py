@@ -7,7 +7,7 @@ source, under exactly the name the release's manifests give it (``quay.io/kubevi
 * ``gomodules``: the Go programs, from the module at the tag (a wrapper module that takes its
   replace block; never copied), in two builds: the pure-Go ones and the two that need cgo
   (virt-handler; virt-launcher with ``-tags libvirt_dlopen``, which loads the image's libvirt);
-  modules the proxy refuses are met by build stand-ins (``hack/kubevirt-images/shims``);
+  modules the proxy refuses are met by build stand-ins (``hack/go-shims``);
 * ``debian``: the OS packages KubeVirt's own build puts into virt-handler and virt-launcher
   (its ``rpm/BUILD.bazel`` package sets, from CentOS Stream) taken from Debian trixie instead
   (libvirt 11.3, QEMU 10.0), and the ``virtqemud`` stand-in Debian needs

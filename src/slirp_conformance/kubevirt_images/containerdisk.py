@@ -6,7 +6,7 @@ match the release's Fedora test image (``fedora_like.flavour_for``; ``fedora_ima
 with the QEMU guest agent the real image has). KubeVirt boots a containerDisk from the disk
 (SeaBIOS), where the reference target boots the kernel directly, so the disk is made bootable:
 ``grub-mkrescue`` writes a BIOS-bootable hybrid image (GRUB, Debian's kernel, the guest's
-initramfs with an ``/init`` that mounts ``root=``; ``hack/kubevirt-images/containerdisk-init.sh``)
+initramfs with an ``/init`` that mounts ``root=``: the reference guest's ``fedora_like_init.sh``)
 and appends the flavour's ext4 root file system as partition 2. As KubeVirt's containerDisk images
 are (``FROM scratch``, ``ADD --chown=107:107 <disk> /disk/``): one qcow2 in ``/disk``, owned by QEMU's 107.
 
@@ -26,7 +26,6 @@ from pathlib import Path
 
 from slirp_conformance import cache_dirs, image_archive
 from slirp_conformance.cache_dirs import cache_root
-from slirp_conformance.checkout import REPO
 from slirp_conformance.errors import SetupError
 from slirp_conformance.image_archive import Image
 from slirp_conformance.kubevirt_images import steps
@@ -35,7 +34,7 @@ from slirp_conformance.reference.fedora_like import flavour_for
 from slirp_conformance.reference.reference_vm import _FAST_BOOT, GUEST_KERNEL_ARGS
 
 RECIPE = "2"
-INIT = REPO / "hack" / "kubevirt-images" / "containerdisk-init.sh"
+INIT = fedora_image.INIT_SCRIPT  # the reference guest's /init: it mounts root= when the command line names it
 NAME = "quay.io/kubevirt/fedora-with-test-tooling-container-disk"
 QEMU = 107
 # KubeVirt's VM: the containerDisk is the first disk (vda), cloud-init's NoCloud disk the second.

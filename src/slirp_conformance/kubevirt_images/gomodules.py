@@ -22,10 +22,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from slirp_conformance import gobuild
-from slirp_conformance.checkout import REPO
+from slirp_conformance.checkout import GO_SHIMS
 from slirp_conformance.errors import SetupError
-
-SHIMS = REPO / "hack" / "kubevirt-images"  # the nested stand-in modules live in shims/ below it
 
 
 @dataclass(frozen=True)
@@ -55,7 +53,7 @@ _COMMON_STATIC = (
 )
 
 RELEASES = {
-    # v1.9.0's go.mod pins modules the proxy refuses (hack/kubevirt-images/shims/README.md).
+    # v1.9.0's go.mod pins modules the proxy refuses (hack/go-shims/README.md).
     "v1.9.0": Release(
         static=(*_COMMON_STATIC, "cmd/virt-launcher/libvirt-hook-client"),
         cgo=("cmd/virt-handler", "cmd/virt-launcher"),
@@ -100,7 +98,7 @@ def wrapper(version: str, kind: str) -> gobuild.WrapperModule:
         name=f"kubevirt-images-{kind}",
         version=version,
         packages=tuple(f"kubevirt.io/kubevirt/{p}" for p in packages),
-        source=SHIMS if any(new.startswith("./") for _, new in rel.replaces) else None,
+        shims=GO_SHIMS if any(new.startswith("./shims/") for _, new in rel.replaces) else None,
         requires=(f"kubevirt.io/kubevirt@{version}",),
         replace_from=f"kubevirt.io/kubevirt@{version}",
         local_replace_version=version,
@@ -108,7 +106,7 @@ def wrapper(version: str, kind: str) -> gobuild.WrapperModule:
         tags=("selinux", "libvirt_dlopen") if kind == "cgo" else ("selinux",),
         ldflags=f"-s -w {_stamps(version)}",
         cgo=kind == "cgo",
-        **({"toolchain": rel.toolchain} if rel.toolchain else {}),
+        toolchain=rel.toolchain,
     )
 
 

@@ -9,7 +9,7 @@ release's values: ``--container-prefix=quay.io/kubevirt --container-tag=<tag>``,
 
 One change to the release's CR where a release has it: ``virtTemplateDeployment.enabled: false``
 (v1.9), so virt-operator deploys no virt-template and nothing reaches the build stand-ins of the
-virt-template modules (``hack/kubevirt-images/shims/README.md``). ``useEmulation`` is the
+virt-template modules (``hack/go-shims/README.md``). ``useEmulation`` is the
 installer's (``slirp_conformance.cluster.kubevirt_install``): it sets it when the nodes have no KVM.
 """
 
