@@ -14,8 +14,4 @@ dockerd when cluster-up started it and nothing else uses it.
 USAGE
 }
 
-case "${1:-}" in -h|--help) usage; exit 0 ;; esac
-need_venv
-export PATH="$REPO/.tools/bin:$PATH"
-cd "$REPO" || exit
-exec "$PYTHON" -m slirp_conformance.cluster.cli down "$@"
+cluster_cli down "$@"

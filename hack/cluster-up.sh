@@ -26,8 +26,4 @@ Pins: hack/versions.env. Tools: hack/install-tools.sh. Undo: hack/cluster-down.s
 USAGE
 }
 
-case "${1:-}" in -h|--help) usage; exit 0 ;; esac
-need_venv
-export PATH="$REPO/.tools/bin:$PATH"
-cd "$REPO" || exit
-exec "$PYTHON" -m slirp_conformance.cluster.cli up "$@"
+cluster_cli up "$@"

@@ -17,3 +17,15 @@ need_venv() { [ -x "$PYTHON" ] || die "$PYTHON not found; run hack/setup.sh firs
 # suite_pytest ARGS...: pytest rooted in the checkout whatever the working directory is, so a
 # bare path after an option (--kubeconfig PATH) is never taken for the root (no re-exec needed).
 suite_pytest() { "$PYTHON" -m pytest -c "$REPO/pyproject.toml" --rootdir "$REPO" "$@"; }
+
+# cluster_cli COMMAND ARGS...: hack/cluster-{up,down}.sh: the script's usage on -h/--help, else
+# `python -m slirp_conformance.cluster.cli COMMAND ARGS...` with the pinned tools on PATH.
+cluster_cli() {
+  local command=$1
+  shift
+  case "${1:-}" in -h|--help) usage; exit 0 ;; esac
+  need_venv
+  export PATH="$REPO/.tools/bin:$PATH"
+  cd "$REPO" || exit
+  exec "$PYTHON" -m slirp_conformance.cluster.cli "$command" "$@"
+}

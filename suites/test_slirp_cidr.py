@@ -8,7 +8,7 @@ from collections.abc import Callable
 
 import pytest
 
-from slirp_conformance.checks import dhcp, tcp, udp
+from slirp_conformance.checks import dhcp, netdev, tcp, udp
 from slirp_conformance.checks.cidr import CustomCidrEvidence, InvalidCidrEvidence
 from slirp_conformance.evidence import Record, contains, expect, matches
 from slirp_conformance.target import Target, VariantVMs
@@ -24,11 +24,10 @@ def cidr_vm(variant_targets: VariantVMs) -> Target:
 
 @pytest.fixture(scope="module")
 def cidr_facts(cidr_vm: Target) -> CustomCidrEvidence:
-    netdev = next((a for a in (cidr_vm.sidecar_args() or []) if a.startswith("user,")), "")
     return CustomCidrEvidence(
         vm=cidr_vm.spec.name,
         vm_network_cidr=str(cidr_vm.spec.network.vm_network_cidr),
-        netdev=netdev,
+        netdev=netdev.of(cidr_vm),
         dhcp=dhcp.observe(cidr_vm.console(), cidr_vm.profile),
     )
 
@@ -39,9 +38,7 @@ def cidr_observed(cidr_facts: CustomCidrEvidence, record: Record) -> CustomCidrE
 
 
 def test_the_sidecar_renders_the_cidr(cidr_observed: CustomCidrEvidence) -> None:
-    if not cidr_observed.netdev:
-        pytest.skip("this target does not know the sidecar's -netdev argument")
-    expect(cidr_observed, "netdev", matches(rf",net={re.escape(cidr_observed.vm_network_cidr)}(,|$)"))
+    netdev.expect_rendered(cidr_observed, rf",net={re.escape(cidr_observed.vm_network_cidr)}(,|$)")
 
 
 def test_address_and_prefix_follow_the_cidr(cidr_observed: CustomCidrEvidence, cidr_vm: Target) -> None:

@@ -15,7 +15,7 @@ import pytest
 from slirp_conformance.checks import icmp
 from slirp_conformance.checks.icmp import IcmpEvidence
 from slirp_conformance.console import GuestShell
-from slirp_conformance.evidence import Record, VoidCheck, expect
+from slirp_conformance.evidence import Record, VoidCheck, expect, void_unless_proven
 from slirp_conformance.guest_profiles import GuestProfile
 from slirp_conformance.target import Contract, Peers, Target
 
@@ -54,9 +54,7 @@ def icmp_probe(
             f"(the guest's ping must work at all): {ev.to_gateway.output[-200:] if ev.to_gateway else None!r}"
         )
     ev.premise = problems if problems else "proven"
-    if problems:
-        raise VoidCheck(ev, problems)
-    return ev
+    return void_unless_proven(ev, problems)
 
 
 def test_icmp_echo_to_peer_gets_no_reply(icmp_probe: IcmpEvidence) -> None:

@@ -19,7 +19,7 @@ from slirp_conformance.checks.ports import (
     UnlistedPortEvidence,
     UnlistedUdpPortEvidence,
 )
-from slirp_conformance.evidence import Record, VoidCheck, contains, expect, matches
+from slirp_conformance.evidence import Record, contains, expect, matches, void_unless_proven
 from slirp_conformance.ssh_client import SSHClient
 from slirp_conformance.target import Contract, NotOnThisTarget, Target
 
@@ -68,9 +68,7 @@ def unlisted_attempt(
             f"the connection attempt to port {service.port} at the pod address got no answer "
             f"({ev.error}): it may never have reached the pod"
         )
-    if problems:
-        raise VoidCheck(ev, problems)
-    return ev
+    return void_unless_proven(ev, problems)
 
 
 def test_unlisted_port_is_not_reachable(unlisted_attempt: UnlistedPortEvidence) -> None:
@@ -200,9 +198,7 @@ def unlisted_udp_attempt(
             f"the client's datagram to port {service.port} at the pod address got no ICMP error and did not "
             f"reach the guest ({ev.sender}: {ev.sender_detail}): it may never have reached the pod"
         )
-    if problems:
-        raise VoidCheck(ev, problems)
-    return ev
+    return void_unless_proven(ev, problems)
 
 
 def test_unlisted_udp_port_is_not_reachable(unlisted_udp_attempt: UnlistedUdpPortEvidence) -> None:

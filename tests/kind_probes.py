@@ -92,6 +92,31 @@ def kubectl(
     return r
 
 
+def run_leftovers(kubeconfig: str) -> list[str]:
+    """The suite's namespaces, and any VM or VMI, still in the cluster."""
+    found = json.loads(kubectl(kubeconfig, "get", "namespaces,vms,vmis", "-A", "-o", "json").stdout)["items"]
+    return [
+        f"{o['kind']} {o['metadata'].get('namespace', '')}/{o['metadata']['name']}"
+        for o in found
+        if o["kind"] != "Namespace" or o["metadata"]["name"].startswith("slirp-conformance-")
+    ]
+
+
+def wait_no_run_leftovers(kubeconfig: str) -> list[str]:
+    """What a run left in the cluster: it deletes its namespace and waits for it, so this only gives
+    a slow namespace controller up to 120 s; whatever is still there then is returned."""
+    try:
+        return waits.wait_for(
+            "the run's namespace, VM and VMI to be gone",
+            lambda: run_leftovers(kubeconfig),
+            120,
+            accept=lambda left: not left,
+            describe=lambda left: f"still there: {left}",
+        )
+    except waits.WaitTimeout:
+        return run_leftovers(kubeconfig)
+
+
 def pod_manifest(name: str, command: str, node: str | None = None) -> str:
     spec: dict = {
         "containers": [

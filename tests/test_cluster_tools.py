@@ -334,7 +334,7 @@ def test_cli_up_reports_setup_errors_as_one_line(fake_tools, capsys):
     _remove(bindir, "docker")
     assert cli.main(["up", "--kubevirt-version", "v1.1.0", "--no-kubevirt"]) == 4
     err = capsys.readouterr().err.strip().splitlines()
-    assert err[-1].startswith("error: no Docker engine answers"), err
+    assert err[-1].startswith("cluster-up: error: no Docker engine answers"), err
     assert "hack/setup.sh" in err[-1] or "needs root" in err[-1], err
 
 
@@ -345,7 +345,9 @@ def test_cli_up_refuses_a_docker_that_cannot_run_privileged_containers(fake_tool
     monkeypatch.setenv("FAKE_DOCKER_NOT_PRIVILEGED", "1")
     assert cli.main(["up", "--kubevirt-version", "v1.1.0", "--no-kubevirt"]) == 4
     err = capsys.readouterr().err.strip().splitlines()
-    assert err[-1].startswith("error: Docker cannot run privileged containers") and "runc wrapper" in err[-1], err
+    assert (
+        err[-1].startswith("cluster-up: error: Docker cannot run privileged containers") and "runc wrapper" in err[-1]
+    ), err
     assert not any(c[1:3] == ["create", "cluster"] for c in calls("kind"))
 
 

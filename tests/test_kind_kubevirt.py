@@ -59,31 +59,6 @@ def _kubevirt_specs(kubeconfig: str) -> dict[str, dict]:
     }
 
 
-def _run_leftovers(kubeconfig: str) -> list[str]:
-    """VMs, VMIs and the suite's namespaces still in the cluster."""
-    left = _json(kubeconfig, "get", "vms,vmis,namespaces", "-A")["items"]
-    return [
-        f"{o['kind']} {o['metadata']['name']}"
-        for o in left
-        if o["kind"] in ("VirtualMachine", "VirtualMachineInstance")
-        or o["metadata"]["name"].startswith("slirp-conformance-")
-    ]
-
-
-def _wait_no_run_leftovers(kubeconfig: str) -> list[str]:
-    """The run deletes its namespace and waits for it; this only bounds a slow namespace controller."""
-    try:
-        return waits.wait_for(
-            "the run's VM and namespace to be gone",
-            lambda: _run_leftovers(kubeconfig),
-            120,
-            accept=lambda left: not left,
-            describe=lambda left: f"still there: {left}",
-        )
-    except waits.WaitTimeout:
-        return _run_leftovers(kubeconfig)
-
-
 def _registered(specs: dict[str, dict]) -> bool:
     return any(
         "slirp" in (((spec.get("configuration") or {}).get("network") or {}).get("binding") or {})
@@ -152,7 +127,8 @@ def test_the_suite_is_conformant_on_kind_with_kubevirt_built_here(kubevirt_kind,
     argv = qemu.get("evidence.qemu-command-line", "")
     assert "user," in argv and "e1000" in argv, qemu  # the sidecar's -netdev user and NIC, read from the pod
     assert _kubevirt_specs(kubeconfig) == before, "the CR changed across the passing run"
-    assert not _wait_no_run_leftovers(kubeconfig), f"the run left {_run_leftovers(kubeconfig)}"
+    left = kind_probes.wait_no_run_leftovers(kubeconfig)
+    assert not left, f"the run left {left}"
 
 
 # Issue 20's cluster-only clauses, each with a fault of the cluster's side (tests/clause_faults.py).
@@ -208,9 +184,8 @@ def test_cluster_clause_faults_turn_exactly_their_clauses_red(kubevirt_kind, tmp
     )
     assert run.outcomes.get("test_slirp_ports::test_listed_port_reaches_guest_service") == "passed", run.outcomes
     assert run.report is not None and run.report["outcome"] == "NOT CONFORMANT", run.output[-3000:]
-    assert not _wait_no_run_leftovers(kubevirt_kind.kubeconfig), (
-        f"the run left {_run_leftovers(kubevirt_kind.kubeconfig)}"
-    )
+    left = kind_probes.wait_no_run_leftovers(kubevirt_kind.kubeconfig)
+    assert not left, f"the run left {left}"
 
 
 def test_an_interrupted_run_puts_the_cr_back_and_leaves_no_vm(kubevirt_kind, as_cluster, tmp_path):
@@ -232,7 +207,8 @@ def test_an_interrupted_run_puts_the_cr_back_and_leaves_no_vm(kubevirt_kind, as_
     )
     assert code == 2, f"expected exit 2 (interrupted), got {code}:\n{output[-3000:]}"
     assert _kubevirt_specs(kubeconfig) == before, f"the CR changed across the interrupted run:\n{output[-2000:]}"
-    assert not _wait_no_run_leftovers(kubeconfig), f"the interrupted run left {_run_leftovers(kubeconfig)}"
+    left = kind_probes.wait_no_run_leftovers(kubeconfig)
+    assert not left, f"the interrupted run left {left}"
 
 
 def test_a_failed_start_leaves_artifacts_and_puts_the_cr_back(kubevirt_kind, as_cluster, tmp_path):
@@ -247,7 +223,8 @@ def test_a_failed_start_leaves_artifacts_and_puts_the_cr_back(kubevirt_kind, as_
     )
     assert run.returncode == 1 and not run.ids("passed"), f"exit {run.returncode}: {run.outcomes}\n{run.output[-3000:]}"
     assert _kubevirt_specs(kubeconfig) == before, "the CR changed across the failed run"
-    assert not _wait_no_run_leftovers(kubeconfig), f"the failed run left {_run_leftovers(kubeconfig)}"
+    left = kind_probes.wait_no_run_leftovers(kubeconfig)
+    assert not left, f"the failed run left {left}"
     setup = artifacts / "session-setup"
     names = {p.name for p in setup.iterdir()} if setup.is_dir() else set()
     wanted = {"kubevirt-cr.yaml", "vm.yaml", "vmi.yaml", "pods.yaml", "events.yaml", "console-transcript.log"}

@@ -161,27 +161,6 @@ def _kubevirt_crs(kubeconfig: str) -> list[dict]:
     ]
 
 
-def _run_leftovers(kubeconfig: str) -> list[str]:
-    """The suite's namespaces, and any VM or VMI, still in the cluster."""
-    found = json.loads(kubectl(kubeconfig, "get", "namespaces,vms,vmis", "-A", "-o", "json").stdout)["items"]
-    return [
-        f"{o['kind']} {o['metadata'].get('namespace', '')}/{o['metadata']['name']}"
-        for o in found
-        if o["kind"] != "Namespace" or o["metadata"]["name"].startswith("slirp-conformance-")
-    ]
-
-
-def _wait_no_run_leftovers(kubeconfig: str) -> list[str]:
-    """A run deletes its namespace and waits for it; give the API a moment to show it gone."""
-    return waits.wait_for(
-        "the run's namespace, VM and VMI to be gone",
-        lambda: _run_leftovers(kubeconfig),
-        120,
-        accept=lambda left: not left,
-        describe=lambda left: f"still there: {left}",
-    )
-
-
 def _host_processes_of(marker: str) -> list[str]:
     """Processes on the host (the kind node's too: they share the kernel) whose command line names
     ``marker``: the child run itself, QEMU (libvirt names the domain <namespace>_<vm>)."""
@@ -223,7 +202,7 @@ def _private_tmp(tmp_path: Path) -> tuple[Path, dict[str, str]]:
 
 
 def _assert_nothing_left(cluster: KubeVirtCluster, namespaces: set[str], tmp: Path, host_before) -> None:
-    left = _wait_no_run_leftovers(cluster.kubeconfig)
+    left = kind_probes.wait_no_run_leftovers(cluster.kubeconfig)
     assert not left, f"the run left {left} in the cluster"
     assert namespaces, "premise: the run's namespace is known (else no QEMU of it could be looked for)"
     processes = [p for ns in namespaces for p in _host_processes_of(f"guest={ns}_")]

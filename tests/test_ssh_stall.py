@@ -13,6 +13,7 @@ import pytest
 from slirp_conformance import ssh_stall
 from slirp_conformance.checkout import REPO
 from slirp_conformance.console import ConsoleError
+from slirp_conformance.errors import BAD_INPUT
 from slirp_conformance.reference.qemu_target import QemuTarget
 from slirp_conformance.reference.reference_vm import QemuOptions
 from slirp_conformance.vmspec import conformance_vm
@@ -59,7 +60,7 @@ def test_the_same_loop_passes_on_a_guest_that_runs(target, no_leaks):
 )
 def test_bad_input_is_one_line_and_exit_4(args):
     p = subprocess.run([str(REPO / "hack" / "ssh-stall.sh"), *args], capture_output=True, text=True, timeout=60)
-    assert p.returncode == ssh_stall.BAD_INPUT, p
+    assert p.returncode == BAD_INPUT, p
     assert p.stderr.count("\n") == 1 and p.stderr.startswith("ssh-stall: error: "), p.stderr
     assert not p.stdout
 

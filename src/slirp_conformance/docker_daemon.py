@@ -104,16 +104,15 @@ class Engine:
         """``docker`` argv aimed at this engine."""
         return ["docker", *(["-H", self.host] if self.host else []), *args]
 
+    def probe(self, *args: str) -> subprocess.CompletedProcess[str]:
+        """A quick ``docker`` query on this engine (the tool-probe budget), its output as text."""
+        return subprocess.run(
+            self.docker(*args), capture_output=True, text=True, timeout=waits.timeout("tool-probe"), env=self.env()
+        )
+
     def has_image(self, ref: str) -> bool:
         """Whether the image ``ref`` is in this engine (no registry is ever asked)."""
-        r = subprocess.run(
-            self.docker("image", "inspect", "--format", "{{.Id}}", ref),
-            capture_output=True,
-            text=True,
-            timeout=waits.timeout("tool-probe"),
-            env=self.env(),
-        )
-        return r.returncode == 0
+        return self.probe("image", "inspect", "--format", "{{.Id}}", ref).returncode == 0
 
 
 # -- probes -------------------------------------------------------------------------------------

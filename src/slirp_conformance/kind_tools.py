@@ -18,7 +18,7 @@ from pathlib import Path
 
 from slirp_conformance import kubernetes_modules
 from slirp_conformance.cluster import versions
-from slirp_conformance.errors import SetupError
+from slirp_conformance.errors import SetupError, refuse
 from slirp_conformance.gobuild import Built, WrapperModule, build, upstream_command
 
 TOOLS = ("kind", "kubectl")
@@ -70,8 +70,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         install(args.tool, args.version, args.dest)
     except SetupError as e:
-        print(f"install-tools: error: {e}", file=sys.stderr)
-        return 4
+        return refuse("install-tools", e)
     return 0
 
 

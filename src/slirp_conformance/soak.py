@@ -31,6 +31,7 @@ from collections import Counter
 from pathlib import Path
 
 from slirp_conformance.checkout import REPO, suite_pytest_argv
+from slirp_conformance.errors import BAD_INPUT, refuse
 
 BURNERS = 2
 # One burner: a shell busy loop, nothing to install; its own process group, killed as a group.
@@ -38,7 +39,6 @@ _BURN = ["sh", "-c", "while :; do :; done"]
 OWN_OPTIONS = ("--runs", "--load", "--out", "--run-timeout")
 # Options a soak run sets itself (every run writes its own report, JUnit and artifacts).
 RESERVED = ("--report-dir", "--junitxml", "--junit-xml", "--artifacts")
-BAD_INPUT = 4
 
 
 class BadInput(Exception):
@@ -340,8 +340,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         opts, passthrough = parse_args(sys.argv[1:] if argv is None else argv)
     except BadInput as e:
-        print(f"soak: error: {e}", file=sys.stderr)
-        return BAD_INPUT
+        return refuse("soak", e)
     signal.signal(signal.SIGTERM, _interrupt)
     soak = Soak(opts, passthrough)
     burners = Burners(BURNERS if opts.load else 0)
@@ -352,8 +351,7 @@ def main(argv: list[str] | None = None) -> int:
                 print(f"soak: CPU burners running, pids {burners.pids}", file=sys.stderr, flush=True)
             status = soak.run()
     except BadInput as e:
-        print(f"soak: error: {e}", file=sys.stderr)
-        return BAD_INPUT
+        return refuse("soak", e)
     except (KeyboardInterrupt, Interrupted) as e:
         status = 2
         for sig in (signal.SIGINT, signal.SIGTERM):  # more Ctrl-C must not break the cleanup under way

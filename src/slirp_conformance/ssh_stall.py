@@ -32,14 +32,13 @@ from dataclasses import dataclass, field
 from slirp_conformance import waits
 from slirp_conformance.checks import icmp
 from slirp_conformance.console import Result
-from slirp_conformance.errors import SetupError
+from slirp_conformance.errors import SetupError, refuse
 from slirp_conformance.reference.fedora_like import Flavour, flavour_for
 from slirp_conformance.reference.qemu_target import QemuTarget
 from slirp_conformance.reference.reference_vm import QemuOptions
 from slirp_conformance.ssh_client import SSHClient, SSHTimeout
 from slirp_conformance.vmspec import conformance_vm
 
-BAD_INPUT = 4
 PAUSE_AFTER = 0.5  # seconds into the ping command before the vCPUs stop
 
 
@@ -209,12 +208,8 @@ def run(argv: list[str]) -> tuple[dict, int]:
 def main(argv: list[str] | None = None) -> int:
     try:
         report, code = run(sys.argv[1:] if argv is None else argv)
-    except BadInput as e:
-        print(f"ssh-stall: error: {e}", file=sys.stderr)
-        return BAD_INPUT
-    except SetupError as e:
-        print(f"ssh-stall: error: {e}", file=sys.stderr)
-        return BAD_INPUT
+    except (BadInput, SetupError) as e:
+        return refuse("ssh-stall", e)
     print(json.dumps(report, indent=1))
     return code
 

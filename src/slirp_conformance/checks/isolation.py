@@ -11,10 +11,11 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import ClassVar
 
+import pytest
+
 from slirp_conformance.console import GuestShell
 from slirp_conformance.evidence import Evidence
-from slirp_conformance.guest_profiles import GuestProfile
-from slirp_conformance.target import Target
+from slirp_conformance.target import NotOnThisTarget, Target
 
 POD_LOOPBACK_PORT = 9109  # listed nowhere: the pod keeps it to itself
 
@@ -31,21 +32,52 @@ class PodLoopbackEvidence(Evidence):
     pod_saw_clients: list[str] = field(default_factory=list)  # source addresses the pod's service saw
 
 
+# The fixture ``pod_loopback_seen(pod_host, guest_host, more_problems=())`` (fixtures/slirp_evidence.py).
+PodLoopbackSeen = Callable[..., PodLoopbackEvidence]
+
+
 def new_token() -> str:
     return "slirp-pod-loopback-" + secrets.token_hex(6)
 
 
 def pod_loopback_service(target: Target, host: str) -> str:
     """A TCP service on the pod's loopback ``host`` (127.0.0.1 or ::1) at ``POD_LOOPBACK_PORT`` that
-    answers a new token, which is returned; NotOnThisTarget where the target has no such pod."""
+    answers a new token, which is returned; the clause is skipped where the target has no such pod."""
     token = new_token()
-    target.listen_on_pod_loopback(host, POD_LOOPBACK_PORT, token)
+    try:
+        target.listen_on_pod_loopback(host, POD_LOOPBACK_PORT, token)
+    except NotOnThisTarget as e:
+        pytest.skip(str(e))
     return token
 
 
-def guest_reads(shell: GuestShell, profile: GuestProfile, ev: PodLoopbackEvidence, host: str, port: int) -> None:
-    r = shell.run(profile.tcp_read_command(host, port))
+def _at_port(host: str) -> str:
+    return f"[{host}]:{POD_LOOPBACK_PORT}" if ":" in host else f"{host}:{POD_LOOPBACK_PORT}"
+
+
+def observe(target: Target, pod_host: str, guest_host: str, token: str) -> PodLoopbackEvidence:
+    """The premise of a pod-loopback check: the pod's service on ``pod_host`` (its loopback), which
+    the guest will dial at ``guest_host``, tried from elsewhere in the cluster at the pod address."""
+    return PodLoopbackEvidence(
+        pod_listener=f"{_at_port(pod_host)} in the pod's network namespace",
+        guest_dials=_at_port(guest_host),
+        token=token,
+        from_cluster=from_cluster(target.dial_guest_port, POD_LOOPBACK_PORT),
+    )
+
+
+def premise_problems(ev: PodLoopbackEvidence) -> list[str]:
+    """Why reaching the service from the guest would show nothing about the pod's loopback."""
+    if ev.from_cluster == "refused":
+        return []
+    return [f"a client in the cluster got '{ev.from_cluster}' at the pod address: the service is not loopback-only"]
+
+
+def guest_dials(shell: GuestShell, target: Target, ev: PodLoopbackEvidence, pod_host: str, guest_host: str) -> None:
+    """The guest's read of ``guest_host`` at the service's port, and the clients the pod's service saw."""
+    r = shell.run(target.profile.tcp_read_command(guest_host, POD_LOOPBACK_PORT))
     ev.guest_got, ev.guest_rc = r.output.strip(), r.rc
+    ev.pod_saw_clients = target.pod_loopback_clients(pod_host, POD_LOOPBACK_PORT)
 
 
 def from_cluster(dial: Callable[[int], object], port: int) -> str:

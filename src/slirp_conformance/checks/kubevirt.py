@@ -185,10 +185,10 @@ class QuotaVmEvidence(Evidence):
     sidecar_configured: Any  # supportContainerResources' `sidecar` entry while the VM was tried (None: none)
     vm: str
     vm_resources: dict[str, Any]  # the VM's domain.resources
-    started: bool  # the VMI reached Running
-    phase: str | None
-    reason: str | None  # KubeVirt's reason why it did not start (the FailedCreate event), or what the wait saw
-    sidecar_resources: dict[str, Any] | None  # the hook sidecar container's resources in the launcher pod
+    started: bool = False  # the VMI reached Running
+    phase: str | None = None
+    reason: str | None = None  # KubeVirt's reason why it did not start (the FailedCreate event), or what the wait saw
+    sidecar_resources: dict[str, Any] | None = None  # the hook sidecar container's resources in the launcher pod
     propagation: str | None = None  # whether the configuration reached the components
 
 
@@ -404,10 +404,6 @@ def _quota_vm(vm: KubeVirtVM, ns: QuotaNamespace, name: str, resources: dict) ->
         ),
         vm=name,
         vm_resources=resources,
-        started=False,
-        phase=None,
-        reason=None,
-        sidecar_resources=None,
     )
     ns.create_vm(name, resources)
     try:

@@ -10,7 +10,7 @@ from typing import ClassVar
 
 from slirp_conformance import waits
 from slirp_conformance.checks import tcp
-from slirp_conformance.console import GuestShell
+from slirp_conformance.console import GuestShell, Result
 from slirp_conformance.evidence import Evidence
 from slirp_conformance.guest_profiles import GuestProfile
 from slirp_conformance.target import UdpSend
@@ -209,17 +209,23 @@ def start_udp(shell: GuestShell, profile: GuestProfile, port: int) -> GuestUdpSe
         shell.run(send)  # a datagram sent before the service bound its socket is lost: send again
         return shell.run(f"cat {received}")
 
+    what = f"the guest's own UDP service on port {port} to receive a datagram sent inside the guest"
     try:
-        got = waits.wait_for(
-            f"the guest's own UDP service on port {port} to receive a datagram sent inside the guest",
-            control,
-            waits.scaled(20),
-            accept=lambda r: r.ok and token in r.output,
-            describe=lambda r: f"rc={r.rc} received={r.output[-200:]!r}",
-        )
+        got = _until_received(what, control, token, 20)
     except waits.WaitTimeout as e:
         raise AssertionError(f"positive control failed, the UDP ports check would prove nothing: {e}") from None
     return GuestUdpService(port, received, token, got.output.strip())
+
+
+def _until_received(what: str, read: Callable[[], Result], token: str, seconds: float) -> Result:
+    """``read`` (the guest service's file) again until ``token`` is in it; WaitTimeout after ``seconds`` (scaled)."""
+    return waits.wait_for(
+        what,
+        read,
+        waits.scaled(seconds),
+        accept=lambda r: r.ok and token in r.output,
+        describe=lambda r: f"rc={r.rc} received={r.output[-200:]!r}",
+    )
 
 
 def send_from_cluster(
@@ -235,12 +241,8 @@ def send_from_cluster(
         return shell.run(f"cat {service.received_file}")
 
     try:
-        got = waits.wait_for(
-            f"the client's datagram in the guest UDP service's file on port {service.port}",
-            read,
-            waits.scaled(3),
-            accept=lambda r: ev.token in r.output,
-            describe=lambda r: f"received={r.output[-200:]!r}",
+        got = _until_received(
+            f"the client's datagram in the guest UDP service's file on port {service.port}", read, ev.token, 3
         )
     except waits.WaitTimeout:
         got = read()

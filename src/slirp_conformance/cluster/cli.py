@@ -16,8 +16,8 @@ import sys
 from pathlib import Path
 
 from slirp_conformance import docker_daemon, progress, waits
-from slirp_conformance.cluster import kind, kind_network, preflight, runner, versions
-from slirp_conformance.errors import SetupError
+from slirp_conformance.cluster import kind, kind_network, kind_source, preflight, runner, versions
+from slirp_conformance.errors import SetupError, refuse
 
 log = logging.getLogger("slirp.cluster.cli")
 
@@ -47,26 +47,12 @@ def cmd_up(args: argparse.Namespace) -> int:
     cluster = None
     try:
         docker_daemon.check_privileged(engine)
-        node_image = None
-        if args.images_from_source:
-            from slirp_conformance.cluster import kind_source
-
-            built = kind_source.prepare(versions.pins_for(args.kubevirt_version), engine)
-            node_image = built.tag
-            log.info("node image %s (%s)", node_image, "built now" if built.cold else "found in Docker")
+        nodes = kind_source.node_settings(versions.pins_for(args.kubevirt_version), engine, args.images_from_source)
         report = preflight.preflight("kind", kubevirt_version=args.kubevirt_version, kvm=kvm)
         pins = report.pins
         assert pins is not None
         cluster = kind.KindCluster(
-            pins,
-            workdir,
-            name=args.name,
-            kvm=report.kvm,
-            preload_images=args.preload_images,
-            node_image=node_image,
-            nodes=args.nodes,
-            own_cni=args.images_from_source,
-            network=kind_network.for_cluster(args.images_from_source, engine.project_started),
+            pins, workdir, name=args.name, kvm=report.kvm, preload_images=args.preload_images, nodes=args.nodes, **nodes
         )
         cluster.up()
     except BaseException:
@@ -199,11 +185,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("-v", "--verbose", action="store_true")
     sub = parser.add_subparsers(dest="command", required=True)
     up = sub.add_parser("up", help="create or reuse the kind cluster and install KubeVirt")
-    up.add_argument("--kubevirt-version", default=None, help="default: KUBEVIRT_DEFAULT_VERSION of hack/versions.env")
+    versions.add_option(up)
     up.add_argument(
         "--kubevirt-manifests",
         metavar="DIR",
-        default=None,
         help="air-gapped: read kubevirt-operator.yaml and kubevirt-cr.yaml from DIR",
     )
     up.add_argument("--preload-images", nargs="*", default=[], metavar="IMAGE")
@@ -225,7 +210,7 @@ def main(argv: list[str] | None = None) -> int:
     down = sub.add_parser("down", help="delete the kind cluster if cluster-up created it")
     down.add_argument("--force", action="store_true", help="delete even if this suite did not create it")
     pins = sub.add_parser("pins", help="print the pins of a KubeVirt version as KEY=VALUE lines")
-    pins.add_argument("--kubevirt-version", default=None)
+    versions.add_option(pins)
     for p in (up, down):
         p.add_argument("--name", default=kind.DEFAULT_CLUSTER_NAME)
         p.add_argument(
@@ -238,17 +223,13 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(
         level=logging.DEBUG if args.verbose else logging.INFO, format="%(levelname)s %(name)s: %(message)s"
     )
-    if getattr(args, "kubevirt_version", "unset") is None:
-        args.kubevirt_version = str(versions.default_version())
     runner.prepend_tools_dir()
     try:
         return {"up": cmd_up, "down": cmd_down, "pins": cmd_pins}[args.command](args)
     except SetupError as e:  # bad input or a host that cannot run it: one line naming the fix
-        print(f"error: {e}", file=sys.stderr)
-        return 4
+        return refuse(f"cluster-{args.command}", e)
     except waits.WaitTimeout as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 3
+        return refuse(f"cluster-{args.command}", e, 3)
 
 
 if __name__ == "__main__":

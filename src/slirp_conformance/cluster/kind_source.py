@@ -10,11 +10,16 @@ Docker network, with the suite's CNI (kindnetd is not available: ``slirp_conform
 
 from __future__ import annotations
 
+import logging
+from typing import TypedDict
+
 from slirp_conformance import kind_tools, progress
-from slirp_conformance.cluster import runner
+from slirp_conformance.cluster import kind_network, runner
 from slirp_conformance.cluster.versions import Pins
 from slirp_conformance.docker_daemon import Engine
 from slirp_conformance.kindnode import node_image
+
+log = logging.getLogger(__name__)
 
 
 def prepare(pins: Pins, engine: Engine) -> node_image.NodeImage:
@@ -24,3 +29,27 @@ def prepare(pins: Pins, engine: Engine) -> node_image.NodeImage:
         runner.prepend_tools_dir()
     with progress.phase(f"the kind node image for Kubernetes {pins.kubernetes} (built here; cached by its inputs)"):
         return node_image.ensure(pins, engine)
+
+
+class NodeSettings(TypedDict):
+    """The ``KindCluster`` fields that follow from ``--images-from-source`` and the Docker engine."""
+
+    node_image: str | None
+    own_cni: bool
+    network: str | None
+
+
+def node_settings(pins: Pins, engine: Engine, images_from_source: bool) -> NodeSettings:
+    """What a new cluster's nodes are, for both ways in (``hack/cluster-up.sh`` and ``--target=kind``):
+    with ``images_from_source`` the node image built here (``prepare``) and the suite's CNI, else
+    kind's pinned image and kindnetd; on the network ``kind_network.for_cluster`` picks."""
+    image = None
+    if images_from_source:
+        built = prepare(pins, engine)
+        image = built.tag
+        log.info("node image %s (%s)", image, "built now" if built.cold else "found in Docker")
+    return NodeSettings(
+        node_image=image,
+        own_cni=images_from_source,
+        network=kind_network.for_cluster(images_from_source, engine.project_started),
+    )

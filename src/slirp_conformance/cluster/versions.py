@@ -5,6 +5,7 @@ Everything comes from ``hack/versions.env``, the one file the shell scripts and 
 
 from __future__ import annotations
 
+import argparse
 import re
 from dataclasses import dataclass
 from functools import lru_cache
@@ -148,6 +149,15 @@ def latest_known_patch(minor: str) -> KubeVirtVersion:
 
 def default_version() -> KubeVirtVersion:
     return parse_kubevirt_version(env("KUBEVIRT_DEFAULT_VERSION"))
+
+
+def add_option(parser: argparse.ArgumentParser) -> None:
+    """``--kubevirt-version V`` of a command that takes one release's pins."""
+    parser.add_argument(
+        "--kubevirt-version",
+        default=str(default_version()),
+        help="whose pins (default: %(default)s, KUBEVIRT_DEFAULT_VERSION of hack/versions.env)",
+    )
 
 
 def nightly_versions() -> list[KubeVirtVersion]:

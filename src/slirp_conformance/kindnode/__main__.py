@@ -12,7 +12,7 @@ import time
 
 from slirp_conformance import docker_daemon
 from slirp_conformance.cluster import versions
-from slirp_conformance.errors import SetupError
+from slirp_conformance.errors import SetupError, refuse
 from slirp_conformance.kindnode import node_image
 
 
@@ -20,7 +20,6 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m slirp_conformance.kindnode", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
     build = sub.add_parser("build", help="build or find the node image; print a JSON report")
-    build.add_argument("--kubevirt-version", default=None, help="default: KUBEVIRT_DEFAULT_VERSION")
     build.add_argument(
         "--if-usable",
         action="store_true",
@@ -31,6 +30,7 @@ def main(argv: list[str] | None = None) -> int:
         action="store_true",
         help="assemble and load the image even when Docker has it (parts still come from their caches)",
     )
+    versions.add_option(build)
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
     started = time.monotonic()
@@ -40,13 +40,12 @@ def main(argv: list[str] | None = None) -> int:
             print(json.dumps({"skipped": reason}))
             return 0
     try:
-        pins = versions.pins_for(args.kubevirt_version or str(versions.default_version()))
+        pins = versions.pins_for(args.kubevirt_version)
         with docker_daemon.engine("kind-node-build") as engine:
             docker_daemon.check_privileged(engine)
             image = node_image.ensure(pins, engine, rebuild=args.rebuild)
     except SetupError as e:
-        print(f"kindnode: error: {e}", file=sys.stderr)
-        return 4
+        return refuse("kindnode", e)
     print(json.dumps({**image.report(), "seconds": round(time.monotonic() - started, 1)}, indent=2))
     return 0
 

@@ -81,11 +81,11 @@ def _cold_build(kubevirt_version: str) -> dict:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="hack/bench.sh --kind", description=__doc__.splitlines()[0])
-    parser.add_argument("--kubevirt-version", default=None, help="whose pins (default: KUBEVIRT_DEFAULT_VERSION)")
+    versions.add_option(parser)
     parser.add_argument("--cold", action="store_true", help="build the node image from empty caches first")
     parser.add_argument("--nodes", type=int, default=1)
     args = parser.parse_args(argv)
-    version = args.kubevirt_version or str(versions.default_version())
+    version = args.kubevirt_version
     pins = versions.pins_for(version)
     result: dict = {
         "kubevirt_version": version,

@@ -245,13 +245,7 @@ def _build(image: NodeImage, contract: KindContract, engine: Engine, cache: Path
 def _prune(engine: Engine, keep: str) -> None:
     """Older node images of the same Kubernetes version (about 1 GB each); one a node still runs stays."""
     prefix = keep.rsplit("-", 1)[0] + "-"
-    listed = subprocess.run(
-        engine.docker("image", "ls", "--format", "{{.Repository}}:{{.Tag}}", REPOSITORY),
-        capture_output=True,
-        text=True,
-        timeout=waits.timeout("tool-probe"),
-        env=engine.env(),
-    )
+    listed = engine.probe("image", "ls", "--format", "{{.Repository}}:{{.Tag}}", REPOSITORY)
     for tag in listed.stdout.split():
         if tag != keep and tag.startswith(prefix):
             subprocess.run(engine.docker("image", "rm", tag), capture_output=True, timeout=120, env=engine.env())

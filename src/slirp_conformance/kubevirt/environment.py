@@ -82,7 +82,7 @@ def cluster(opts: ClusterOptions, workdir: Path) -> Iterator[ClusterAccess]:
         yield ClusterAccess(check_kubeconfig(opts.kubeconfig), opts.context, kvm=False, facts={})
         return
     from slirp_conformance import docker_daemon
-    from slirp_conformance.cluster import kind_network
+    from slirp_conformance.cluster import kind_source
     from slirp_conformance.cluster.kind import KindCluster
 
     pins = versions.pins_for(opts.requested_version or versions.default_version())
@@ -96,11 +96,6 @@ def cluster(opts: ClusterOptions, workdir: Path) -> Iterator[ClusterAccess]:
         else:
             engine = stack.enter_context(docker_daemon.engine("kind-target"))
         docker_daemon.check_privileged(engine)
-        node_image = None
-        if opts.images_from_source:
-            from slirp_conformance.cluster import kind_source
-
-            node_image = kind_source.prepare(pins, engine).tag
         kind = stack.enter_context(
             KindCluster(
                 pins=pins,
@@ -108,10 +103,8 @@ def cluster(opts: ClusterOptions, workdir: Path) -> Iterator[ClusterAccess]:
                 name=opts.kind_cluster_name,
                 preload_images=opts.preload_images,
                 keep=opts.keep_cluster,
-                node_image=node_image,
                 nodes=opts.kind_nodes,
-                own_cni=opts.images_from_source,
-                network=kind_network.for_cluster(opts.images_from_source, engine.project_started),
+                **kind_source.node_settings(pins, engine, opts.images_from_source),
             )
         )
         built = _load_kubevirt_images(str(pins.kubevirt), opts.kind_cluster_name) if opts.images_from_source else None

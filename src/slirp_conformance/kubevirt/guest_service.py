@@ -9,7 +9,7 @@ from dataclasses import replace
 from kubernetes import client
 
 from slirp_conformance import waits
-from slirp_conformance.kubevirt.vm_manifest import PART_OF
+from slirp_conformance.kubevirt import suite_objects
 from slirp_conformance.target import ClusterService
 
 log = logging.getLogger("slirp.kubevirt")
@@ -35,16 +35,13 @@ def create(
     """Service ``NAME`` on the TCP ``ports`` (port = targetPort) in front of the VMI's launcher pod;
     no endpoints read yet."""
     chosen = selector(vmi_uid)
-    created = core.create_namespaced_service(
+    created = suite_objects.create_service(
+        core,
         namespace,
-        client.V1Service(
-            metadata=client.V1ObjectMeta(name=NAME, labels=dict(PART_OF)),
-            spec=client.V1ServiceSpec(
-                type="ClusterIP",
-                selector=chosen,
-                ports=[client.V1ServicePort(name=f"tcp-{p}", port=p, target_port=p, protocol="TCP") for p in ports],
-            ),
-        ),
+        NAME,
+        [client.V1ServicePort(name=f"tcp-{p}", port=p, target_port=p, protocol="TCP") for p in ports],
+        type="ClusterIP",
+        selector=chosen,
     )
     return ClusterService(
         name=NAME,

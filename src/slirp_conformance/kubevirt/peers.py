@@ -10,8 +10,8 @@ from __future__ import annotations
 from kubernetes import client
 
 from slirp_conformance import waits
-from slirp_conformance.kubevirt import pod_streams
-from slirp_conformance.kubevirt.vm_manifest import PART_OF
+from slirp_conformance.kubevirt import pod_streams, suite_objects
+from slirp_conformance.kubevirt.suite_objects import PART_OF
 from slirp_conformance.target import Endpoint, Peers
 
 DEFAULT_IMAGE = "docker.io/library/busybox:1.36"
@@ -60,19 +60,16 @@ def deploy(core: client.CoreV1Api, namespace: str, image: str = DEFAULT_IMAGE) -
         namespace,
         _pod(CLIENT_POD, image, {"app.kubernetes.io/component": "slirp-client", **PART_OF}, ["sleep", "86400"]),
     )
-    core.create_namespaced_service(
+    suite_objects.create_service(
+        core,
         namespace,
-        client.V1Service(
-            metadata=client.V1ObjectMeta(name=PEER_SERVICE, labels=dict(PART_OF)),
-            spec=client.V1ServiceSpec(
-                cluster_ip="None",
-                selector=PEER_LABELS,
-                ports=[
-                    client.V1ServicePort(name="echo-tcp", port=ECHO_PORT, protocol="TCP"),
-                    client.V1ServicePort(name="echo-udp", port=ECHO_PORT, protocol="UDP"),
-                ],
-            ),
-        ),
+        PEER_SERVICE,
+        [
+            client.V1ServicePort(name="echo-tcp", port=ECHO_PORT, protocol="TCP"),
+            client.V1ServicePort(name="echo-udp", port=ECHO_PORT, protocol="UDP"),
+        ],
+        cluster_ip="None",  # headless: the name resolves to the peer pod itself
+        selector=PEER_LABELS,
     )
     peer_ip = _running_ip(core, namespace, PEER_POD)
     _running_ip(core, namespace, CLIENT_POD)  # the client must run too; its own IP is not needed

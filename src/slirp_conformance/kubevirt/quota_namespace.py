@@ -8,8 +8,8 @@ from collections.abc import Callable, Iterator
 
 from kubernetes import client
 
+from slirp_conformance.kubevirt import suite_objects
 from slirp_conformance.kubevirt.run_namespace import RunNamespace
-from slirp_conformance.kubevirt.vm_manifest import PART_OF
 
 QUOTA = "slirp-quota"
 
@@ -54,7 +54,7 @@ def quota_namespace(
         core.create_namespaced_resource_quota(
             ns.name,
             client.V1ResourceQuota(
-                metadata=client.V1ObjectMeta(name=QUOTA, labels=dict(PART_OF)),
+                metadata=suite_objects.metadata(QUOTA),
                 spec=client.V1ResourceQuotaSpec(hard=hard),
             ),
         )

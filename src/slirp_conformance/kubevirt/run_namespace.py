@@ -13,8 +13,8 @@ from kubernetes import client, watch
 
 from slirp_conformance import waits
 from slirp_conformance.errors import SetupError
+from slirp_conformance.kubevirt import suite_objects
 from slirp_conformance.kubevirt.apis import VIRTUAL_MACHINE, VIRTUAL_MACHINE_INSTANCE
-from slirp_conformance.kubevirt.vm_manifest import PART_OF
 
 
 class RunNamespace:
@@ -24,9 +24,7 @@ class RunNamespace:
         self.name = name
 
     def __enter__(self) -> RunNamespace:
-        self.core.create_namespace(
-            client.V1Namespace(metadata=client.V1ObjectMeta(name=self.name, labels=dict(PART_OF)))
-        )
+        self.core.create_namespace(client.V1Namespace(metadata=suite_objects.metadata(self.name)))
         return self
 
     def __exit__(

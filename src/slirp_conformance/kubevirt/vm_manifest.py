@@ -10,9 +10,8 @@ from __future__ import annotations
 import json
 
 from slirp_conformance.kubevirt.apis import VIRTUAL_MACHINE
+from slirp_conformance.kubevirt.suite_objects import PART_OF
 from slirp_conformance.vmspec import VMSpec
-
-PART_OF = {"app.kubernetes.io/part-of": "slirp-conformance"}
 
 
 def user_data(authorized_key: str, password: str) -> str:

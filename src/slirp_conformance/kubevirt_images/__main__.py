@@ -8,7 +8,7 @@ import json
 import sys
 import time
 
-from slirp_conformance.errors import SetupError
+from slirp_conformance.errors import SetupError, refuse
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -23,8 +23,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         built = build.build(args.kubevirt_version)
     except SetupError as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 4
+        return refuse("kubevirt-images", e)
     print(
         json.dumps(
             {

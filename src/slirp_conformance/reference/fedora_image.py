@@ -29,7 +29,7 @@ from pathlib import Path
 
 from slirp_conformance import file_lock, waits
 from slirp_conformance.cache_dirs import cache_root
-from slirp_conformance.errors import SetupError
+from slirp_conformance.errors import SetupError, refuse
 from slirp_conformance.reference import cpio, image
 from slirp_conformance.reference.fedora_like import FLAVOURS, Flavour
 
@@ -426,8 +426,7 @@ def main() -> int:
     try:
         img = build()
     except SetupError as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 1
+        return refuse("fedora-like guest", e, 1)
     print(
         json.dumps(
             {

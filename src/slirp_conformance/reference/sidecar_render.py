@@ -15,9 +15,9 @@ import sys
 from dataclasses import dataclass
 
 from slirp_conformance import gobuild
-from slirp_conformance.checkout import REPO
+from slirp_conformance.checkout import GO_SHIMS, REPO
 from slirp_conformance.cluster import versions
-from slirp_conformance.errors import SetupError
+from slirp_conformance.errors import SetupError, refuse
 from slirp_conformance.kubevirt.apis import VIRTUAL_MACHINE_INSTANCE
 from slirp_conformance.kubevirt.vm_manifest import render_vm
 from slirp_conformance.version import VersionError
@@ -39,7 +39,7 @@ GLUE_BY_MINOR = {"1.1": "kubevirt_v1_1", "1.5": "kubevirt_v1_5", "1.9": "kubevir
 #  * The module proxy refuses (HTTP 403, 2026-11-28) kubevirt.io/client-go v1.5.2-v1.5.4 and
 #    kubevirt.io/virt-template-{api,client-go} (every version): client-go comes from v1.5.1 (the
 #    newest v1.5 it serves; the sidecar path uses only its log/precond/kubecli packages) and
-#    virt-template from build shims of ours (hack/sidecar-render/shims/README.md).
+#    virt-template from build stand-ins of ours (hack/go-shims/README.md).
 EXTRA_REPLACES: dict[str, tuple[tuple[str, str], ...]] = {
     "v1.1.0": (("github.com/golang/glog", "github.com/golang/glog v1.0.0"),),
     "v1.5.3": (
@@ -76,7 +76,7 @@ class Choice:
     renderer: str
     version: str
     asked: str
-    why: str = ""
+    why: str  # "" where the user named the renderer
 
     @property
     def build_after_verdict(self) -> bool:
@@ -105,6 +105,7 @@ def wrapper_module(kubevirt_version: str) -> gobuild.WrapperModule:
         version=tag,
         packages=(".",),
         source=REPO_SOURCE,
+        shims=GO_SHIMS if any(new.startswith("./shims/") for _, new in EXTRA_REPLACES[tag]) else None,
         requires=(f"kubevirt.io/kubevirt@{tag}",),
         replace_from=f"kubevirt.io/kubevirt@{tag}",
         # kubevirt.io/api and client-go are staging dirs there, published at the same tag.
@@ -152,7 +153,7 @@ def choose(mode: str, kubevirt_version: str | None) -> Choice:
     program cannot build: those stop the run as with ``go``."""
     version = kubevirt_version or default_version()
     if mode != "auto":
-        return Choice(mode, version, mode)
+        return Choice(mode, version, mode, "")
     if (mode, version) not in _choices:
         module = wrapper_module(version)  # a release without glue stops the run here
         if version not in golden_releases():
@@ -348,8 +349,7 @@ def main(argv: list[str]) -> int:
             state = "built" if built.cold else "cached"
             print(f"sidecar-render {version}: {state} in {built.seconds:.1f} s ({built.bin_dir})")
     except SetupError as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 1
+        return refuse("sidecar-render", e, 1)
     return 0
 
 
