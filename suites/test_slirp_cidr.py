@@ -14,7 +14,7 @@ from slirp_conformance.evidence import Record, contains, expect, matches
 from slirp_conformance.target import Target, VariantVMs
 from slirp_conformance.vmspec import INVALID_CIDR, VMSpec, invalid_cidr_vm
 
-pytestmark = [pytest.mark.slirp, pytest.mark.cidr]
+pytestmark = [pytest.mark.slirp, pytest.mark.cidr, pytest.mark.variant_vm("virtio")]
 
 
 @pytest.fixture(scope="module")

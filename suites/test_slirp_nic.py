@@ -12,7 +12,9 @@ from slirp_conformance.target import Target, VariantVMs
 pytestmark = [pytest.mark.slirp, pytest.mark.nic]
 
 
-@pytest.mark.parametrize("requested", ["none", "virtio", "rtl8139"])
+@pytest.mark.parametrize(
+    "requested", ["none", *(pytest.param(m, marks=pytest.mark.variant_vm(m)) for m in ("virtio", "rtl8139"))]
+)
 def test_guest_sees_the_nic_the_sidecar_renders(
     requested: str, slirp_target: Target, variant_targets: VariantVMs, record: Record
 ) -> None:

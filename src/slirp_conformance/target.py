@@ -171,6 +171,9 @@ class Target(abc.ABC):
     peers: Peers
     contract: Contract
     failure_artifacts: Path | None = None  # set before start(): where a failed start leaves evidence
+    # Its variant VMs share nothing with it (their own pod, QEMU, console): they may boot in a
+    # thread beside this VM's checks (fixtures/slirp_vm.py), instead of when a clause first asks.
+    variants_boot_aside: bool = False
     _key: KeyPair  # the run's SSH key, authorized in the guest
     _console: Console | None = None
     _transcript: RedactedLog | None = None

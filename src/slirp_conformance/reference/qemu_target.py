@@ -29,6 +29,7 @@ PASSWORD_ENV = "SLIRP_CONFORMANCE_GUEST_PASSWORD"
 
 class QemuTarget(Target):
     name = "qemu"
+    variants_boot_aside = True  # a variant is a second ReferenceVM with a pod lab of its own
 
     def __init__(self, spec: VMSpec, opts: QemuOptions, fedora_like: Flavour | None = None) -> None:
         """``fedora_like``: boot that Fedora-like flavour and drive it with the Fedora profile,

@@ -1,0 +1,111 @@
+"""The variant VMs of a session (fixtures/slirp_vm.py ``VariantTargets``): booted beside the main
+VM's checks where the target allows, each started once, every failure raised to every clause that
+asks, every VM made torn down, and no wait without a bound (fake targets, no VM)."""
+
+from __future__ import annotations
+
+import threading
+from types import SimpleNamespace
+
+import pytest
+
+from slirp_conformance import waits
+from slirp_conformance.target import NotOnThisTarget
+from slirp_vm import VariantTargets
+
+
+class _Variant:
+    def __init__(self, model: str, gate: threading.Event, fail: BaseException | None) -> None:
+        self.model, self._gate, self._fail = model, gate, fail
+        self.failure_artifacts = None
+        self.starts = self.closes = 0
+
+    def start(self):
+        self.starts += 1
+        assert self._gate.wait(10), "the test never opened the gate"
+        if self._fail is not None:
+            self.close()  # as Target.start does on a failed start
+            raise self._fail
+        return self
+
+    def close(self) -> None:
+        self.closes += 1
+
+
+class _Main:
+    def __init__(self, fail: dict[str, BaseException] | None = None, refuse: str | None = None) -> None:
+        self.gate = threading.Event()
+        self.made: dict[str, _Variant] = {}
+        self._fail = fail or {}
+        self._refuse = refuse
+
+    def variant(self, spec):
+        model = spec.interface.model
+        if model == self._refuse:
+            raise NotOnThisTarget(f"no {model} here")
+        self.made[model] = _Variant(model, self.gate, self._fail.get(model))
+        return self.made[model]
+
+
+class _Request:
+    def __init__(self) -> None:
+        self.config = SimpleNamespace(getoption=lambda name: None)
+        self.finalizers: list = []
+
+    def addfinalizer(self, fn) -> None:
+        self.finalizers.append(fn)
+
+
+def _variants(main: _Main) -> tuple[VariantTargets, _Request]:
+    request = _Request()
+    return VariantTargets(request, main), request  # type: ignore[arg-type]
+
+
+def test_variants_boot_beside_the_checks_once_and_are_torn_down():
+    main = _Main()
+    variants, request = _variants(main)
+    variants.boot_aside(["rtl8139", "virtio", "virtio"])
+    assert sorted(main.made) == ["rtl8139", "virtio"]  # both under way before any clause asks
+    main.gate.set()
+    assert variants.get("virtio") is main.made["virtio"] is variants.get("virtio")
+    assert variants.get("rtl8139") is main.made["rtl8139"]
+    assert [v.starts for v in main.made.values()] == [1, 1]
+    (close,) = request.finalizers
+    close()
+    assert [v.closes for v in main.made.values()] == [1, 1]
+
+
+def test_a_failed_boot_fails_every_clause_that_asks_with_its_error():
+    main = _Main(fail={"virtio": RuntimeError("QEMU exited: bad netdev")})
+    variants, _ = _variants(main)
+    variants.boot_aside(["virtio"])
+    main.gate.set()
+    for _ in range(2):
+        with pytest.raises(RuntimeError, match="bad netdev"):
+            variants.get("virtio")
+    assert main.made["virtio"].starts == 1
+
+
+def test_a_variant_no_clause_named_boots_when_asked_and_one_the_target_cannot_boot_skips():
+    main = _Main(refuse="rtl8139")
+    main.gate.set()
+    variants, _ = _variants(main)
+    assert variants.get("virtio").starts == 1
+    with pytest.raises(pytest.skip.Exception, match="no rtl8139 here"):
+        variants.get("rtl8139")
+
+
+def test_the_wait_for_a_boot_beside_the_checks_is_bounded_and_names_it(monkeypatch):
+    monkeypatch.setattr(waits, "timeout", lambda name: 0.2)
+    main = _Main()
+    variants, request = _variants(main)
+    variants.boot_aside(["virtio"])
+    try:
+        with pytest.raises(waits.WaitTimeout, match="virtio variant VM booting beside the checks"):
+            variants.get("virtio")
+    finally:
+        main.gate.set()
+        request.finalizers[0]()  # teardown waits for the boot, then closes what it made
+    assert main.made["virtio"].closes == 1
+    with pytest.raises(waits.WaitTimeout):  # the same answer for every clause, once it did boot too
+        variants.get("virtio")
