@@ -233,13 +233,18 @@ def send_from_cluster(
 ) -> None:
     """The client's datagram (``send``: the target's ``send_udp_to_pod``), then what the guest
     service received, read until the token shows or a few seconds pass (a datagram is not
-    acknowledged: its arrival is read where it lands)."""
+    acknowledged: its arrival is read where it lands). Refused by the pod (ICMP port unreachable),
+    it is read once: no socket in the pod took the datagram, so nothing can have forwarded it to the
+    guest, and waiting would only wait out a silence already explained."""
     result = send(service.port, ev.token.encode() + b"\n")
     ev.sender, ev.sender_detail = result.outcome, result.detail
 
     def read():
         return shell.run(f"cat {service.received_file}")
 
+    if result.outcome == "refused":
+        ev.guest_received = read().output.strip()
+        return
     try:
         got = _until_received(
             f"the client's datagram in the guest UDP service's file on port {service.port}", read, ev.token, 3
