@@ -77,13 +77,14 @@ def test_variants_boot_beside_the_checks_once_and_are_torn_down():
 
 def test_a_failed_boot_fails_every_clause_that_asks_with_its_error():
     main = _Main(fail={"virtio": RuntimeError("QEMU exited: bad netdev")})
-    variants, _ = _variants(main)
+    variants, request = _variants(main)
     variants.boot_aside(["virtio"])
     main.gate.set()
     for _ in range(2):
         with pytest.raises(RuntimeError, match="bad netdev"):
             variants.get("virtio")
     assert main.made["virtio"].starts == 1
+    request.finalizers[0]()
 
 
 def test_a_variant_no_clause_named_boots_when_asked_and_one_the_target_cannot_boot_skips():
@@ -109,3 +110,20 @@ def test_the_wait_for_a_boot_beside_the_checks_is_bounded_and_names_it(monkeypat
     assert main.made["virtio"].closes == 1
     with pytest.raises(waits.WaitTimeout):  # the same answer for every clause, once it did boot too
         variants.get("virtio")
+
+
+def test_the_boot_thread_outlives_the_boot_until_teardown():
+    """reference_vm starts QEMU and the pod lab with PR_SET_PDEATHSIG, which fires when the THREAD
+    that started them exits: a boot thread that ended after start() killed its VM at once."""
+    main = _Main()
+    main.gate.set()
+    variants, request = _variants(main)
+    before = set(threading.enumerate())
+    variants.boot_aside(["virtio"])
+    variants.get("virtio")
+    (thread,) = set(threading.enumerate()) - before
+    thread.join(0.3)
+    assert thread.is_alive(), "the thread that started the variant VM ended while the VM is in use"
+    request.finalizers[0]()
+    thread.join(5)
+    assert not thread.is_alive() and main.made["virtio"].closes == 1

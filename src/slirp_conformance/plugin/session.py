@@ -164,6 +164,9 @@ def pytest_collection_modifyitems(session, config, items) -> None:
                 item.stash[DESELECT_REASON] = "KubeVirt-only check: nothing to look at on --target=qemu"
             config.hook.pytest_deselected(items=kubevirt_only)
             items[:] = [i for i in items if not i.get_closest_marker("kubevirt")]
+        # The variant VMs boot beside the conformance VM's checks (QemuTarget.variants_boot_aside,
+        # fixtures/slirp_vm.py): their clauses run last, so the boots overlap the rest of the run.
+        items.sort(key=lambda i: i.get_closest_marker("variant_vm") is not None)  # stable: order kept within
     if config.getoption("collectonly") or not _needs_target(items):
         return
     try:
