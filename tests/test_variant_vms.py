@@ -33,16 +33,21 @@ class _Variant:
 
 
 class _Main:
-    def __init__(self, fail: dict[str, BaseException] | None = None, refuse: str | None = None) -> None:
+    def __init__(
+        self, fail: dict[str, BaseException] | None = None, refuse: str | None = None, broken: str | None = None
+    ) -> None:
         self.gate = threading.Event()
         self.made: dict[str, _Variant] = {}
         self._fail = fail or {}
         self._refuse = refuse
+        self._broken = broken
 
     def variant(self, spec):
         model = spec.interface.model
         if model == self._refuse:
             raise NotOnThisTarget(f"no {model} here")
+        if model == self._broken:
+            raise ValueError(f"cannot make a {model} VM")
         self.made[model] = _Variant(model, self.gate, self._fail.get(model))
         return self.made[model]
 
@@ -127,3 +132,13 @@ def test_the_boot_thread_outlives_the_boot_until_teardown():
     request.finalizers[0]()
     thread.join(5)
     assert not thread.is_alive() and main.made["virtio"].closes == 1
+
+
+def test_a_variant_that_cannot_even_be_made_beside_the_checks_fails_its_clauses_not_the_thread():
+    main = _Main(broken="rtl8139")
+    variants, request = _variants(main)
+    variants.boot_aside(["rtl8139"])
+    for _ in range(2):
+        with pytest.raises(ValueError, match="cannot make a rtl8139 VM"):
+            variants.get("rtl8139")
+    request.finalizers[0]()
