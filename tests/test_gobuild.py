@@ -186,6 +186,8 @@ def test_bad_specs_are_refused_early():
         gobuild.WrapperModule("x", "v1", ("p",), requires=("example.test/lib",))
     with pytest.raises(ValueError, match="plain path element"):
         gobuild.WrapperModule("../x", "v1", ("p",))
+    with pytest.raises(ValueError, match="needs the shims folder"):
+        gobuild.WrapperModule("x", "v1", ("p",), replaces=(("example.test/staged", "./shims/staged"),))
 
 
 def _staged_shim(shims: Path, version: str = "staged shim") -> Path:
@@ -215,6 +217,9 @@ def test_the_key_follows_the_shims_content_not_their_folder(tmp_path):
 
     here, there = _staged_shim(tmp_path / "a" / "go-shims"), _staged_shim(tmp_path / "b" / "go-shims")
     assert key(here) == key(there)
+    (there / "unused").mkdir()
+    (there / "unused" / "unused.go").write_text("package unused\n")
+    assert key(here) == key(there)  # a stand-in no replacement names is neither copied nor hashed
     _staged_shim(there, "changed")
     assert key(here) != key(there)
 

@@ -50,7 +50,8 @@ class WrapperModule:
     ``local_replace_version`` (KubeVirt publishes api/client-go at its own tag, Kubernetes its
     staging modules at ``v0.X.Y``), or is an error when that is not given. ``replaces`` adds or
     overrides single replacements (``("old/path", "new/path vX.Y.Z")``, or ``"./shims/<dir>"``: a
-    nested module of our own from ``shims``, a folder of them copied into the wrapper as ``shims/``).
+    nested module of our own, the folder ``<dir>`` of ``shims``, copied into the wrapper as
+    ``shims/<dir>``; only the folders a replacement names are copied and hashed).
     """
 
     name: str
@@ -79,9 +80,14 @@ class WrapperModule:
             raise ValueError(f"wrapper module {self.name}: name at least one package to build")
         if "." in self.packages and self.source is None:
             raise ValueError(f"wrapper module {self.name}: package '.' needs a source directory")
+        if self._shim_dirs() and self.shims is None:
+            raise ValueError(f"wrapper module {self.name}: a ./shims/ replacement needs the shims folder")
         for req in self.requires + ((self.replace_from,) if self.replace_from else ()):
             if "@" not in req:
                 raise ValueError(f"wrapper module {self.name}: {req!r} must be module@version")
+
+    def _shim_dirs(self) -> list[str]:
+        return sorted({new.removeprefix("./shims/") for _, new in self.replaces if new.startswith("./shims/")})
 
 
 def upstream_command(
@@ -152,12 +158,15 @@ def source_snapshot(spec: WrapperModule) -> dict[str, bytes]:
     """Our Go files (``source``) and the shims (under ``shims/``), with the go.mod of each nested
     module, read once: the bytes that are hashed are the bytes that are built."""
     snapshot = _go_files(spec.source, "")
-    if spec.shims is not None:
-        snapshot.update(_go_files(spec.shims, "shims/"))
+    for shim in spec._shim_dirs():
+        assert spec.shims is not None  # __post_init__
+        snapshot.update(_go_files(spec.shims / shim, f"shims/{shim}/", nested=False))
     return snapshot
 
 
-def _go_files(folder: Path | None, prefix: str) -> dict[str, bytes]:
+def _go_files(folder: Path | None, prefix: str, nested: bool = True) -> dict[str, bytes]:
+    """``folder``'s Go files, and the go.mod of the nested modules below it (``nested=False``: the
+    folder is a module itself, its own go.mod included)."""
     if folder is None:
         return {}
     if not folder.is_dir():
@@ -165,7 +174,7 @@ def _go_files(folder: Path | None, prefix: str) -> dict[str, bytes]:
     return {
         prefix + str(p.relative_to(folder)): p.read_bytes()
         for p in sorted(folder.rglob("*"))
-        if p.is_file() and (p.suffix in (".go", ".s") or (p.name == "go.mod" and p.parent != folder))
+        if p.is_file() and (p.suffix in (".go", ".s") or (p.name == "go.mod" and (p.parent != folder or not nested)))
     }
 
 

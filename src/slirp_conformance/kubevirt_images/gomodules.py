@@ -98,7 +98,7 @@ def wrapper(version: str, kind: str) -> gobuild.WrapperModule:
         name=f"kubevirt-images-{kind}",
         version=version,
         packages=tuple(f"kubevirt.io/kubevirt/{p}" for p in packages),
-        shims=GO_SHIMS if any(new.startswith("./shims/") for _, new in rel.replaces) else None,
+        shims=GO_SHIMS,
         requires=(f"kubevirt.io/kubevirt@{version}",),
         replace_from=f"kubevirt.io/kubevirt@{version}",
         local_replace_version=version,

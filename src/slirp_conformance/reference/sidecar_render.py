@@ -105,7 +105,7 @@ def wrapper_module(kubevirt_version: str) -> gobuild.WrapperModule:
         version=tag,
         packages=(".",),
         source=REPO_SOURCE,
-        shims=GO_SHIMS if any(new.startswith("./shims/") for _, new in EXTRA_REPLACES[tag]) else None,
+        shims=GO_SHIMS,
         requires=(f"kubevirt.io/kubevirt@{tag}",),
         replace_from=f"kubevirt.io/kubevirt@{tag}",
         # kubevirt.io/api and client-go are staging dirs there, published at the same tag.
