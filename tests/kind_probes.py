@@ -158,6 +158,18 @@ def http_get(kubeconfig: str, pod: str, host: str, path: str = "/hello", port: i
     return out.split("\n\n", 1)[1] if "\n\n" in out else out  # text mode made the \r\n of HTTP \n
 
 
+def http_get_through_new_service(kubeconfig: str, pod: str, service_ip: str, port: int, budget: float = 60) -> str:
+    """``http_get`` through a Service just created: kube-proxy programs a new Service's rules some
+    time after its EndpointSlice (asynchronously; under CI load a first request 10 s later still
+    timed out), so ask again, bounded, until a body comes back. The last failure is in the timeout."""
+    return waits.wait_for(
+        f"an answer from {pod} through Service {service_ip}:{port} (kube-proxy's rules programmed)",
+        lambda: http_get(kubeconfig, pod, service_ip, port=port),
+        waits.scaled(budget),
+        retry_on=(AssertionError,),
+    )
+
+
 def node_runner(docker_host: str | None):
     """A ``runner.run`` that talks to the docker engine a cluster was made on (its DOCKER_HOST)."""
 

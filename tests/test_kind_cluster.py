@@ -189,7 +189,7 @@ def test_two_nodes_pods_on_each_reach_each_other(tmp_path_factory):
             "clusterIP"
         ]
         assert f"Address: {service_ip}" in lookup, lookup
-        out = kind_probes.http_get(cluster.kubeconfig, client, service_ip, port=80)
+        out = kind_probes.http_get_through_new_service(cluster.kubeconfig, client, service_ip, 80)
         assert out == "hello through the kubelet\n", out
     finally:
         r = _down(cluster)
