@@ -6,13 +6,15 @@ from __future__ import annotations
 
 import shlex
 import socket
+import subprocess
+import sys
 import threading
 from typing import ClassVar
 
 import pytest
 
 from slirp_conformance import waits
-from slirp_conformance.checks import dhcp, ports, tcp, udp
+from slirp_conformance.checks import dhcp, ipv6, ports, tcp, udp
 from slirp_conformance.guest_profiles import FEDORA, PROFILES, REFERENCE, python3_command
 from slirp_conformance.target import Endpoint
 from tests.local_guest import LocalShell, free_tcp_port, loopback_peers
@@ -163,3 +165,62 @@ def test_tcp_read_prints_what_the_server_says_first(profile, host, shell):
         r = shell.run(profile.tcp_read_command(host, server.getsockname()[1]))
         thread.join(10)
     assert r.ok and r.output.strip() == "pod-token", r
+
+
+def test_processes_with_an_argument_are_found_and_not_the_grep_itself(shell):
+    """How the IPv6 DNS probe finds its query again: by one whole argument in /proc/PID/cmdline."""
+    argument = "fec0::3"
+    holder = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(30)", argument])
+    try:
+        command = REFERENCE.processes_with_argument_command(argument)
+        assert command == FEDORA.processes_with_argument_command(argument)
+        found = shell.run(command).output.split()
+        assert found == [f"/proc/{holder.pid}/cmdline"], found
+        assert shell.run(REFERENCE.processes_with_argument_command("fec0::")).output.split() == []  # whole arguments
+    finally:
+        holder.kill()
+        holder.wait()
+    assert shell.run(command).output.split() == []
+
+
+def test_udp6_counters_are_read_as_the_guest_prints_them(shell):
+    counters = ipv6.parse_udp6_counters(shell.run(REFERENCE.udp6_counters_command()).output)
+    assert set(counters) == {"Udp6OutDatagrams", "Icmp6InDestUnreachs"}, counters
+
+
+def _refusing_dns6(monkeypatch) -> None:
+    """slirp's IPv6 DNS relay without an upstream, played by this host's [::1]:53 where nothing
+    listens: the kernel refuses each datagram with an ICMPv6 port unreachable."""
+    with socket.socket(socket.AF_INET6, socket.SOCK_DGRAM) as taken:
+        try:
+            taken.bind(("::1", 53))
+        except OSError:
+            pytest.skip("something listens on [::1]:53 here (or no IPv6 loopback): nothing would refuse the query")
+    monkeypatch.setattr(ipv6, "SLIRP_DNS6", "::1")
+
+
+def test_a_dns6_query_every_datagram_of_which_was_refused_is_ended_by_the_suite(shell, monkeypatch):
+    """The Fedora profile's query (unconnected socket) ignores an ICMPv6 port unreachable and would
+    wait out its three 3 s tries, like busybox nslookup in the guest: once every datagram it sent was
+    refused, the probe ends it and leaves no process behind."""
+    _refusing_dns6(monkeypatch)
+    ev = ipv6.Ipv6Evidence(netdev="")
+    ipv6._ask_dns6(shell, FEDORA, NAME, ev)
+    assert ev.dns6_ended.startswith("by the suite: all"), ev
+    assert ev.dns6_datagrams_sent and ev.dns6_unreachables and ev.dns6_unreachables >= ev.dns6_datagrams_sent, ev
+    assert ev.dns6_answers == []
+    assert shell.run(FEDORA.processes_with_argument_command("::1")).output.split() == []
+    assert not shell.run(f"test -e {ipv6._DNS6_OUT} || test -e {ipv6._DNS6_RC}").ok
+
+
+def test_a_dns6_query_that_ends_by_itself_is_read_as_it_ended(shell, monkeypatch):
+    """This host's busybox nslookup (a connected socket on loopback) gives up at the first refusal."""
+    _refusing_dns6(monkeypatch)
+    ev = ipv6.Ipv6Evidence(netdev="")
+    ipv6._ask_dns6(shell, REFERENCE, NAME, ev)
+    assert ev.dns6_answers == [], ev
+    if ev.dns6_ended == "by itself":
+        assert "refused" in ev.dns6_output.lower(), ev
+    else:
+        assert ev.dns6_ended.startswith("by the suite: all"), ev
+    assert shell.run(REFERENCE.processes_with_argument_command("::1")).output.split() == []

@@ -338,7 +338,9 @@ def _finding(c: Clause) -> str:
         return (
             f"addresses {v6.get('addresses')}; default via {v6.get('default_routes')}; the resolver's IPv6 "
             f"servers {v6.get('resolver_nameservers6')}; A query at {v6.get('dns6_server')}: "
-            f"{v6.get('dns6_answers') or 'no answer'}; the pod's own global IPv6: {v6.get('pod_global_ipv6')}"
+            f"{v6.get('dns6_answers') or 'no answer'} ({v6.get('dns6_datagrams_sent')} sent, "
+            f"{v6.get('dns6_unreachables')} ICMPv6 unreachable back; ended {v6.get('dns6_ended')}); "
+            f"the pod's own global IPv6: {v6.get('pod_global_ipv6')}"
         )
     return _summary(c)
 

@@ -378,6 +378,21 @@ class GuestProfile:
         (the kernel counts an echo request there only once it has a route and builds the packet)."""
         return f"cat /sys/class/net/{self.interface}/statistics/tx_packets; grep '^Icmp:' /proc/net/snmp"
 
+    def udp6_counters_command(self) -> str:
+        """Prints the guest's ``Udp6OutDatagrams`` and ``Icmp6InDestUnreachs`` lines of /proc/net/snmp6:
+        its IPv6 datagrams sent, and the ICMPv6 destination unreachable errors it received."""
+        return "grep -E '^(Udp6OutDatagrams|Icmp6InDestUnreachs)[[:space:]]' /proc/net/snmp6"
+
+    def processes_with_argument_command(self, argument: str) -> str:
+        """Prints the /proc/PID/cmdline of every guest process that has ``argument`` as one whole
+        argument (NUL-separated in cmdline; no pgrep in the busybox guest). Its last character goes
+        in a bracket expression, so the grep does not find its own command line."""
+        head, last = argument[:-1], argument[-1]
+        if last in "^\\":
+            raise ValueError(f"argument {argument!r}: its last character cannot stand in a bracket expression")
+        pattern = re.sub(r"([.\[\]*^$\\])", r"\\\1", head) + f"[{last}]"
+        return f"grep -lsxz {shlex.quote(pattern)} /proc/[0-9]*/cmdline"
+
     def tcp_sockets_command(self, port: int) -> str:
         """The guest kernel's TCP sockets on local ``port`` with their queues (``ss -tni``: unacked,
         retransmits, last send/receive; busybox's netstat where there is no ss)."""

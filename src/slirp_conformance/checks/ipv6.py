@@ -34,6 +34,9 @@ class Ipv6Evidence(Evidence):
     dns6_server: str = SLIRP_DNS6
     dns6_answers: list[str] = field(default_factory=list)  # A records for the peer's name asked at fec0::3
     dns6_output: str = ""
+    dns6_datagrams_sent: int | None = None  # the guest's Udp6OutDatagrams rose by this during the query
+    dns6_unreachables: int | None = None  # ICMPv6 destination unreachable the guest received meanwhile
+    dns6_ended: str = ""  # "by itself", or why the suite ended it early (every query refused)
     pod_global_ipv6: list[str] | None = None  # the pod's own global IPv6 addresses (None: not known)
 
 
@@ -63,7 +66,80 @@ def observe(shell: GuestShell, profile: GuestProfile, netdev: str, dns_name: str
     ev.default_routes = re.findall(r"^default via (\S+)", routes, re.M)
     resolv = shell.run(profile.resolver_config_command).output
     ev.resolver_nameservers6 = [s for s in re.findall(r"^nameserver\s+(\S+)", resolv, re.M) if ":" in s]
-    r = shell.run(profile.dns_command(dns_name, SLIRP_DNS6))
-    ev.dns6_answers = profile.parse_dns(r.output) if r.ok else []
-    ev.dns6_output = r.output[-300:]
+    _ask_dns6(shell, profile, dns_name, ev)
     return ev
+
+
+def parse_udp6_counters(text: str) -> dict[str, int]:
+    """``udp6_counters_command`` output -> {"Udp6OutDatagrams": n, "Icmp6InDestUnreachs": n} (what it printed)."""
+    return {k: int(v) for k, v in re.findall(r"^(Udp6OutDatagrams|Icmp6InDestUnreachs)\s+(\d+)\s*$", text, re.M)}
+
+
+_DNS6_OUT = "/tmp/slirp-dns6.out"
+_DNS6_RC = "/tmp/slirp-dns6.rc"  # written when the query has ended: its exit code
+
+
+def _ask_dns6(shell: GuestShell, profile: GuestProfile, dns_name: str, ev: Ipv6Evidence) -> None:
+    """The A query at slirp's IPv6 DNS relay, in the guest's background, watched through the
+    guest's own counters. Where the relay has no upstream (no IPv6 nameserver in the pod: its [::1]
+    then, where nothing listens), libslirp answers each query with ICMPv6 destination unreachable
+    (socket.c ``sorecvfrom``); busybox nslookup and the Fedora profile's query ignore that on their
+    unconnected sockets and wait out their own timeout (5 s, 9 s: measured). So the query ends as soon
+    as every datagram it sent was refused, its outcome then proven, and otherwise when it ends itself
+    (its exit code in a file: a process looked for too early is not there yet either). Its processes
+    are stopped by their argument ``fec0::3``: no ``$!`` names them reliably through the guest's
+    ``timeout`` (busybox's execs the query, and a forked watcher outlives it)."""
+    before = parse_udp6_counters(shell.run(profile.udp6_counters_command()).output)
+    command = profile.dns_command(dns_name, SLIRP_DNS6)
+    shell.run(f"rm -f {_DNS6_OUT} {_DNS6_RC}; ({command}; echo $? >{_DNS6_RC}) </dev/null >{_DNS6_OUT} 2>&1 &")
+    look = f"cat {_DNS6_RC} 2>/dev/null || echo running; {profile.udp6_counters_command()}"
+
+    def delta(text: str) -> tuple[int | None, int | None]:
+        now = parse_udp6_counters(text)
+        if len(now) != 2 or len(before) != 2:
+            return None, None
+        return (
+            now["Udp6OutDatagrams"] - before["Udp6OutDatagrams"],
+            now["Icmp6InDestUnreachs"] - before["Icmp6InDestUnreachs"],
+        )
+
+    def refused(text: str) -> bool:
+        sent, unreachables = delta(text)
+        return sent is not None and unreachables is not None and sent >= 1 and unreachables >= sent
+
+    def settled(r) -> bool:
+        return "running" not in r.output.split() or refused(r.output)
+
+    try:
+        last = waits.wait_for(
+            f"the DNS query at {SLIRP_DNS6} to end, or every datagram it sent to be refused (ICMPv6)",
+            lambda: shell.run(look),
+            waits.scaled(20),
+            accept=settled,
+            describe=lambda r: r.output[-200:],
+            max_interval=0.3,
+        )
+    except waits.WaitTimeout:
+        last = shell.run(look)
+    ev.dns6_datagrams_sent, ev.dns6_unreachables = delta(last.output)
+    if "running" in last.output.split():
+        ev.dns6_ended = (
+            f"by the suite: all {ev.dns6_datagrams_sent} queries refused (ICMPv6 destination unreachable)"
+            if refused(last.output)
+            else "by the suite: still running past its bound"
+        )
+        processes = profile.processes_with_argument_command(SLIRP_DNS6)
+        stop = f"for f in $({processes}); do p=${{f#/proc/}}; kill ${{p%/cmdline}} 2>/dev/null; done; cat {_DNS6_RC}"
+        waits.wait_for(
+            f"the DNS query at {SLIRP_DNS6} to end once stopped",
+            lambda: shell.run(stop),
+            waits.scaled(10),
+            accept=lambda r: r.ok and r.output.strip() != "",
+            describe=lambda r: f"rc={r.rc} {r.output[-200:]!r}",
+            max_interval=0.3,
+        )
+    else:
+        ev.dns6_ended = "by itself"
+    out = shell.run(f"cat {_DNS6_OUT}; rm -f {_DNS6_OUT} {_DNS6_RC}").output
+    ev.dns6_answers = profile.parse_dns(out) if ev.dns6_ended == "by itself" else []
+    ev.dns6_output = out[-300:]
