@@ -37,6 +37,7 @@ class FakeSerialGuest(threading.Thread):
         interject: str = "",
         ctrl_c: bool = True,
         login_times_out: int = 0,
+        after_root_prompt: str = "",
     ) -> None:
         """``after_prompt``: escape codes a terminal prints after its prompts (agetty, bash);
         ``echo_password``: the tty still echoes when the password arrives (BusyBox login prints
@@ -54,6 +55,9 @@ class FakeSerialGuest(threading.Thread):
         self.echo_password, self.interject = echo_password, interject
         self.logged_in = False
         self.login_times_out = login_times_out  # this many correct passwords come too late for login(1)
+        # what another writer prints right after the root prompt of ``become-root`` (the stand-in for
+        # ``sudo -i``), in the same write
+        self.after_root_prompt = after_root_prompt
         self.state = "login" if prompt_after_boot else "shell"
         self.received = b""
 
@@ -123,6 +127,9 @@ class FakeSerialGuest(threading.Thread):
             line = self.lines.get()
             self.send(line + "\r\n")  # tty echo
             self.interrupted.clear()
+            if line == "become-root":
+                self.send("root@fakehost:~# " + self.after_root_prompt)
+                continue
             if line.strip():  # output streams out as the command runs, like a real shell's
                 with subprocess.Popen(
                     ["/bin/sh", "-c", line], stdout=subprocess.PIPE, stderr=subprocess.STDOUT, start_new_session=True
@@ -305,3 +312,18 @@ def test_a_refused_login_still_counts_as_refused(serial):
     console, _ = serial(password="other")
     with pytest.raises(ConsoleError, match="refused 3 times"):
         console.login(Credentials("root", "secret"), timeout=20)
+
+
+@pytest.mark.parametrize(
+    "after_root_prompt",
+    ["", "[   55.015421] cloud-init[296]: Cloud-init v. 22.4.2 running 'modules:config'\r\n"],
+    ids=["alone", "followed-by-cloud-init"],
+)
+def test_a_root_prompt_another_writer_followed_is_asked_for_again(serial, after_root_prompt):
+    """On kind, cloud-init's last stages printed on the console right after ``sudo -i``'s prompt, and
+    the login waited out its whole budget for a prompt at the screen's end: Enter brings a fresh one."""
+    console, _ = serial(after_root_prompt=after_root_prompt)
+    t0 = time.monotonic()
+    console.login(Credentials("fedora", "secret", become_root="become-root"), timeout=30)
+    assert time.monotonic() - t0 < 15, "the login waited out its budget"
+    assert console.run("echo in").output.strip() == "in"
