@@ -188,6 +188,11 @@ def test_udp6_counters_are_read_as_the_guest_prints_them(shell):
     assert set(counters) == {"Udp6OutDatagrams", "Icmp6InDestUnreachs"}, counters
 
 
+# The host's [::1], spelt so that no other process on the host has it as an argument: the probe
+# stops its query by that argument.
+LOOPBACK6 = "0:0:0:0:0:0:0:1"
+
+
 def _refusing_dns6(monkeypatch) -> None:
     """slirp's IPv6 DNS relay without an upstream, played by this host's [::1]:53 where nothing
     listens: the kernel refuses each datagram with an ICMPv6 port unreachable."""
@@ -196,7 +201,7 @@ def _refusing_dns6(monkeypatch) -> None:
             taken.bind(("::1", 53))
         except OSError:
             pytest.skip("something listens on [::1]:53 here (or no IPv6 loopback): nothing would refuse the query")
-    monkeypatch.setattr(ipv6, "SLIRP_DNS6", "::1")
+    monkeypatch.setattr(ipv6, "SLIRP_DNS6", LOOPBACK6)
 
 
 def test_a_dns6_query_every_datagram_of_which_was_refused_is_ended_by_the_suite(shell, monkeypatch):
@@ -209,7 +214,7 @@ def test_a_dns6_query_every_datagram_of_which_was_refused_is_ended_by_the_suite(
     assert ev.dns6_ended.startswith("by the suite: all"), ev
     assert ev.dns6_datagrams_sent and ev.dns6_unreachables and ev.dns6_unreachables >= ev.dns6_datagrams_sent, ev
     assert ev.dns6_answers == []
-    assert shell.run(FEDORA.processes_with_argument_command("::1")).output.split() == []
+    assert shell.run(FEDORA.processes_with_argument_command(LOOPBACK6)).output.split() == []
     assert not shell.run(f"test -e {ipv6._DNS6_OUT} || test -e {ipv6._DNS6_RC}").ok
 
 
@@ -223,4 +228,4 @@ def test_a_dns6_query_that_ends_by_itself_is_read_as_it_ended(shell, monkeypatch
         assert "refused" in ev.dns6_output.lower(), ev
     else:
         assert ev.dns6_ended.startswith("by the suite: all"), ev
-    assert shell.run(REFERENCE.processes_with_argument_command("::1")).output.split() == []
+    assert shell.run(REFERENCE.processes_with_argument_command(LOOPBACK6)).output.split() == []
