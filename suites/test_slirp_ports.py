@@ -31,14 +31,11 @@ def guest_services(slirp_target: Target, contract: Contract) -> Iterator[dict[in
     """A guest HTTP server on a listed test port and on the unlisted one, each proven from inside."""
     console, profile = slirp_target.console(), slirp_target.profile
     listed = next(p for p in contract.listed_tcp_ports if p != 22)
-    started: dict[int, GuestService] = {}
-    try:
-        for port in (listed, contract.unlisted_tcp_port):
-            started[port] = ports.start(console, profile, port)
-        yield started
-    finally:
-        for port in started:
-            ports.stop(console, port)
+    yield from ports.started_each(
+        (listed, contract.unlisted_tcp_port),
+        lambda port: ports.start(console, profile, port),
+        lambda port: ports.stop(console, port),
+    )
 
 
 def test_listed_port_reaches_guest_service(
@@ -137,14 +134,11 @@ def guest_udp_services(slirp_target: Target, contract: Contract) -> Iterator[dic
     if not contract.listed_udp_ports:
         pytest.skip("the VM spec lists no UDP port")
     console, profile = slirp_target.console(), slirp_target.profile
-    started: dict[int, GuestUdpService] = {}
-    try:
-        for port in (contract.listed_udp_ports[0], contract.unlisted_udp_port):
-            started[port] = ports.start_udp(console, profile, port)
-        yield started
-    finally:
-        for port in started:
-            ports.stop_udp(console, port)
+    yield from ports.started_each(
+        (contract.listed_udp_ports[0], contract.unlisted_udp_port),
+        lambda port: ports.start_udp(console, profile, port),
+        lambda port: ports.stop_udp(console, port),
+    )
 
 
 def _udp_attempt(

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import secrets
 import socket
-from collections.abc import Callable
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
-from typing import ClassVar
+from typing import ClassVar, TypeVar
 
 from slirp_conformance import waits
 from slirp_conformance.checks import tcp
@@ -215,6 +215,24 @@ def start_udp(shell: GuestShell, profile: GuestProfile, port: int) -> GuestUdpSe
     except waits.WaitTimeout as e:
         raise AssertionError(f"positive control failed, the UDP ports check would prove nothing: {e}") from None
     return GuestUdpService(port, received, token, got.output.strip())
+
+
+S = TypeVar("S")
+
+
+def started_each(
+    ports: Iterable[int], start: Callable[[int], S], stop: Callable[[int], None]
+) -> Iterator[dict[int, S]]:
+    """A generator for a fixture: ``start`` each port's guest service, yield them by port, then
+    ``stop`` every one that started, also when a later one failed to start or the checks failed."""
+    started: dict[int, S] = {}
+    try:
+        for port in ports:
+            started[port] = start(port)
+        yield started
+    finally:
+        for port in started:
+            stop(port)
 
 
 def _until_received(what: str, read: Callable[[], Result], token: str, seconds: float) -> Result:
