@@ -50,6 +50,9 @@ def test_services_are_stopped_when_the_checks_fail():
 
 
 def test_the_positive_controls_failure_reaches_the_fixture():
-    fixture = ports.started_each((8080,), lambda port: (_ for _ in ()).throw(AssertionError("control")), print)
-    with pytest.raises(AssertionError, match="control"):
+    def start(port: int) -> str:
+        raise _StartFailed(f"positive control failed on {port}")
+
+    fixture = ports.started_each((8080,), start, lambda port: None)
+    with pytest.raises(_StartFailed, match="8080"):
         next(fixture)

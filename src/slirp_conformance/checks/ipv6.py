@@ -140,6 +140,7 @@ def _ask_dns6(shell: GuestShell, profile: GuestProfile, dns_name: str, ev: Ipv6E
         )
     else:
         ev.dns6_ended = "by itself"
+    rc = shell.run(f"cat {_DNS6_RC}").output.strip()
     out = shell.run(f"cat {_DNS6_OUT}; rm -f {_DNS6_OUT} {_DNS6_RC}").output
-    ev.dns6_answers = profile.parse_dns(out) if ev.dns6_ended == "by itself" else []
+    ev.dns6_answers = profile.parse_dns(out) if rc == "0" else []  # as before: answers of a query that succeeded
     ev.dns6_output = out[-300:]
