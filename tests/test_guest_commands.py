@@ -15,7 +15,7 @@ import pytest
 
 from slirp_conformance import waits
 from slirp_conformance.checks import dhcp, ipv6, ports, tcp, udp
-from slirp_conformance.guest_profiles import FEDORA, PROFILES, REFERENCE, python3_command
+from slirp_conformance.guest_profiles import FEDORA, PROFILES, REFERENCE, process_running, python3_command
 from slirp_conformance.target import Endpoint
 from tests.local_guest import LocalShell, free_tcp_port, loopback_peers
 
@@ -143,7 +143,7 @@ def test_udp_service_records_every_datagram_and_dies_by_its_own_pid(profile, she
     assert service.local_token in got.output
     pid = shell.run(f"cat /tmp/slirp-udp-{port}.pid").output.strip()
     ports.stop_udp(shell, port)
-    assert not shell.run(f"kill -0 {pid}").ok
+    assert not shell.run(process_running(pid)).ok  # gone, or a zombie nobody reaped yet: not running
 
 
 @pytest.mark.parametrize("host", ["127.0.0.1", "::1"])
@@ -229,3 +229,26 @@ def test_a_dns6_query_that_ends_by_itself_is_read_as_it_ended(shell, monkeypatch
     else:
         assert ev.dns6_ended.startswith("by the suite: all"), ev
     assert shell.run(REFERENCE.processes_with_argument_command(LOOPBACK6)).output.split() == []
+
+
+def test_busybox_udp_echo_stops_its_nc_once_the_reply_is_read(peers, shell):
+    """OpenBSD nc would wait out its idle bound after the reply: the echo stops it as soon as the
+    reply is in its output, and leaves no nc behind (its port is one of nc's arguments)."""
+    port = peers["udp_echo"]
+    ev = udp.echo(shell, REFERENCE, Endpoint("127.0.0.1", port))
+    assert ev.received == ev.sent, ev.facts
+    left = shell.run(REFERENCE.processes_with_argument_command(str(port)))
+    assert left.output == "", left
+
+
+def test_busybox_udp_echo_without_a_reply_is_empty(shell):
+    """The control: nothing answers on the port (the loopback's port unreachable ends nc), so
+    nothing is read back and the echo check has nothing to compare."""
+    ev = udp.echo(shell, REFERENCE, Endpoint("127.0.0.1", free_tcp_port()))
+    assert ev.received == "", ev.facts
+
+
+def test_a_service_that_left_no_pid_file_is_an_error_not_a_clean_stop(shell):
+    """Without its pid the service cannot be proven gone: the stop says so instead of passing."""
+    with pytest.raises(AssertionError, match="left no pid file"):
+        ports.stop(shell, free_tcp_port())

@@ -12,7 +12,7 @@ from slirp_conformance import waits
 from slirp_conformance.checks import tcp
 from slirp_conformance.console import GuestShell, Result
 from slirp_conformance.evidence import Evidence
-from slirp_conformance.guest_profiles import GuestProfile
+from slirp_conformance.guest_profiles import GuestProfile, process_running
 from slirp_conformance.target import UdpSend
 
 
@@ -135,18 +135,18 @@ def stop(shell: GuestShell, port: int) -> None:
 def _stop_by_pid_file(shell: GuestShell, what: str, pid_file: str, clean: str) -> None:
     """Read the service's pid, run ``clean``, kill it and wait until that process is gone; the pid
     file goes last. A service that left no pid file is an error: it may still run."""
-    pid = shell.run(f"cat {pid_file}").output.strip()
-    shell.run(clean)
+    pid = shell.run(f"cat {pid_file}; {clean}").output.strip()  # ``clean`` prints nothing
     if not pid.isdigit():
         raise AssertionError(f"{what} left no pid file ({pid_file}): {pid!r}")
     shell.run(f"kill {pid}")
+    running = process_running(pid)
     try:
         waits.wait_for(
             f"{what} (pid {pid}) to exit",
-            lambda: shell.run(f"kill -0 {pid}"),
+            lambda: shell.run(running),
             waits.scaled(10),
             accept=lambda r: not r.ok,
-            describe=lambda r: f"kill -0 {pid}: rc={r.rc}",
+            describe=lambda r: f"{running}: rc={r.rc}",
         )
     finally:
         shell.run(f"rm -f {pid_file}")
