@@ -19,12 +19,16 @@ from slirp_conformance.console import Result
 
 
 class LocalShell:
-    """``sh -c`` on the host, stdout and stderr apart, like the guest shells."""
+    """``sh -c`` on the host (dash, like busybox ash: an ash), stdout and stderr apart, like the
+    guest shells; ``LocalShell("bash")`` is the Fedora guest's shell."""
+
+    def __init__(self, shell: str = "sh") -> None:
+        self.shell = shell
 
     def run(self, command: str, timeout: float = 60) -> Result:
         if "\n" in command:  # the console's rule: a profile command must also work there
             raise ValueError("one line per console command; join with ';' or '&&'")
-        p = subprocess.run(["sh", "-c", command], capture_output=True, text=True, timeout=timeout)
+        p = subprocess.run([self.shell, "-c", command], capture_output=True, text=True, timeout=timeout)
         return Result(command, p.stdout, p.returncode, p.stderr)
 
 

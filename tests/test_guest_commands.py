@@ -73,9 +73,13 @@ def test_python3_programs_are_one_shell_line_and_refuse_what_would_break_quoting
             python3_command(bad)
 
 
+@pytest.mark.parametrize("login_shell", ["sh", "bash"])
 @pytest.mark.parametrize("profile", PROFILES.values(), ids=PROFILES.keys())
-def test_listed_port_service_dies_by_its_own_pid(profile, shell):
-    """``ports.stop`` kills the server itself: afterwards nothing answers on the port."""
+def test_listed_port_service_dies_by_its_own_pid(profile, login_shell):
+    """``ports.stop`` kills the server itself: afterwards nothing answers on the port. Also under
+    bash (the Fedora guest's shell), which, unlike an ash, keeps a backgrounded `a && server`
+    list's subshell between ``$!`` and the server."""
+    shell = LocalShell(login_shell)
     port = free_tcp_port()
     service = ports.start(shell, profile, port)
     assert service.local_body == service.token
@@ -252,3 +256,19 @@ def test_a_service_that_left_no_pid_file_is_an_error_not_a_clean_stop(shell):
     """Without its pid the service cannot be proven gone: the stop says so instead of passing."""
     with pytest.raises(AssertionError, match="left no pid file"):
         ports.stop(shell, free_tcp_port())
+
+
+def test_a_service_that_outlives_its_kill_fails_the_stop_by_name(shell, tmp_path):
+    """The stop's wait is real: a service that ignores SIGTERM is still running when the bound
+    runs out, and the stop fails naming it (its pid file is removed all the same)."""
+    pid_file = tmp_path / "stubborn.pid"
+    shell.run(f"sh -c 'trap \"\" TERM; while :; do sleep 0.1; done' >/dev/null 2>&1 & echo $! > {pid_file}")
+    pid = pid_file.read_text().strip()
+    try:
+        waits.set_timeout_scale(0.1)
+        with pytest.raises(waits.WaitTimeout, match=f"the stubborn service \\(pid {pid}\\) to exit"):
+            ports._stop_by_pid_file(shell, "the stubborn service", str(pid_file), clean="true")
+        assert not pid_file.exists()
+    finally:
+        waits.set_timeout_scale(1.0)
+        shell.run(f"kill -9 {pid}")
