@@ -3,6 +3,7 @@ echoes what it is sent, as a tty does, so the end markers are exercised for real
 
 from __future__ import annotations
 
+import contextlib
 import os
 import queue
 import re
@@ -154,14 +155,30 @@ def serial():
         ours, theirs = socket.socketpair()
         guest = FakeSerialGuest(theirs, **kwargs)
         guest.start()
-        made.append((ours, theirs))
+        made.append((ours, theirs, guest))
         return Console(ours, name="fake"), guest
 
     made = []
     yield make
-    for a, b in made:
+    for a, b, guest in made:
         a.close()
         b.close()
+        _leave_nothing_behind(guest)
+
+
+def _leave_nothing_behind(guest: FakeSerialGuest) -> None:
+    """The fake guest's shell is the host's: a command still running is killed, and the stderr
+    files of the console's lines are removed (a command interrupted by Ctrl-C never reaches its
+    line's ``rm``; in a real guest the file dies with the VM, here it would stay in the host's /tmp)."""
+    running = guest.running
+    if running is not None:
+        try:
+            os.killpg(running.pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+    for token in set(re.findall(rb"/tmp/\.slirp-conformance-stderr-([0-9a-f]{12})", guest.received)):
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(f"/tmp/.slirp-conformance-stderr-{token.decode()}")
 
 
 def test_login_then_output_and_exit_codes(serial):
