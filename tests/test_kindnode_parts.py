@@ -168,3 +168,30 @@ def test_cluster_config_for_node_images_built_here():
     assert default["networking"] == {"dnsSearch": []} and len(default["nodes"]) == 1
     with pytest.raises(SetupError, match="at least its control-plane"):
         kind.render_config("c", "x", kvm=False, nodes=0)
+
+
+def test_cni_waits_for_every_node_before_writing_to_each():
+    """``kind create cluster`` can return before the worker's kubelet registered its Node: the CNI
+    is written only once every node is there, to each of them (a node left out stays NotReady)."""
+    from types import SimpleNamespace
+
+    def node(name: str, address: str, cidr: str) -> dict:
+        return {
+            "metadata": {"name": name},
+            "spec": {"podCIDR": cidr},
+            "status": {"addresses": [{"type": "InternalIP", "address": address}]},
+        }
+
+    control = node("c-control-plane", "198.19.1.2", "10.244.0.0/24")
+    worker = node("c-worker", "198.19.1.3", "10.244.1.0/24")
+    listings = iter([[control], [control, worker]])
+    written = []
+
+    def run(argv, **kwargs):
+        if argv[:2] == ["kubectl", "--kubeconfig"]:
+            return SimpleNamespace(stdout=json.dumps({"items": next(listings)}))
+        written.append(argv[3])  # docker exec -i NODE sh -c sh
+        return SimpleNamespace(stdout="")
+
+    nodes = cni.install("kubeconfig", "10.244.0.0/16", 2, run=run)
+    assert [n.name for n in nodes] == written == ["c-control-plane", "c-worker"]

@@ -259,7 +259,7 @@ class KindCluster:
             from slirp_conformance.kindnode import cni
 
             with progress.phase(f"the suite's CNI (ptp, host-local) on every node of {self.name}"):
-                cni.install(str(self.kubeconfig_path), POD_SUBNET, run=self.run)
+                cni.install(str(self.kubeconfig_path), POD_SUBNET, self.nodes, run=self.run)
             with progress.phase("waiting for every node Ready and every kube-system pod Running"):
                 wait_ready(str(self.kubeconfig_path), self.nodes, run=self.run)
 

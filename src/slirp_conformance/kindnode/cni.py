@@ -79,8 +79,11 @@ def node_script(node: Node, others: list[Node], pod_subnet: str) -> str:
     return "\n".join(lines) + "\n"
 
 
-def read_nodes(kubeconfig: str, run=runner.run) -> list[Node]:
-    """Every node with its InternalIP and pod CIDR (waits until kube-controller-manager gave each one)."""
+def read_nodes(kubeconfig: str, count: int, run=runner.run) -> list[Node]:
+    """Every node with its InternalIP and pod CIDR: waits until ``count`` nodes are registered and
+    kube-controller-manager gave each one a pod CIDR. ``kind create cluster`` can return before a
+    worker's kubelet has registered its Node; a node missing here would never get its conflist and
+    stay NotReady (a CI run's two-node cluster did, 300 s)."""
 
     def probe() -> list[dict]:
         out = run(
@@ -92,10 +95,10 @@ def read_nodes(kubeconfig: str, run=runner.run) -> list[Node]:
         return json.loads(out)["items"]
 
     items = waits.wait_for(
-        "every kind node to have a pod CIDR (kube-controller-manager allocates them)",
+        f"all {count} kind node(s) registered, each with a pod CIDR (kube-controller-manager allocates them)",
         probe,
         waits.timeout("nodes-ready"),
-        accept=lambda ns: bool(ns) and all(n["spec"].get("podCIDR") for n in ns),
+        accept=lambda ns: len(ns) >= count and all(n["spec"].get("podCIDR") for n in ns),
         retry_on=(runner.CommandFailed, ValueError),
         describe=lambda ns: ", ".join(f"{n['metadata']['name']}={n['spec'].get('podCIDR')}" for n in ns) or "no nodes",
     )
@@ -106,10 +109,11 @@ def read_nodes(kubeconfig: str, run=runner.run) -> list[Node]:
     return nodes
 
 
-def install(kubeconfig: str, pod_subnet: str, run=runner.run) -> list[Node]:
-    """Write the CNI config, routes and masquerade rule into every node container of the cluster."""
+def install(kubeconfig: str, pod_subnet: str, count: int, run=runner.run) -> list[Node]:
+    """Write the CNI config, routes and masquerade rule into every node container of the cluster
+    (``count`` nodes)."""
     ipaddress.ip_network(pod_subnet)  # validates
-    nodes = read_nodes(kubeconfig, run)
+    nodes = read_nodes(kubeconfig, count, run)
     for node in nodes:
         others = [n for n in nodes if n != node]
         run(
