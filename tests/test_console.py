@@ -107,14 +107,13 @@ class FakeSerialGuest(threading.Thread):
         else:
             self.lines.put(line)
 
-    def _interrupt(self) -> None:
-        """SIGINT to the foreground process group, as the tty's line discipline sends it."""
+    def _interrupt(self, sig: signal.Signals = signal.SIGINT) -> None:
+        """SIGINT to the foreground process group, as the tty's line discipline sends it (or
+        ``sig``: SIGKILL when the test ends)."""
         p = self.running
         if p is not None:
-            try:
-                os.killpg(p.pid, signal.SIGINT)
-            except ProcessLookupError:
-                pass
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(p.pid, sig)
 
     def _shell(self) -> None:
         """Runs the shell's lines one after the other, as the tty's reader keeps reading."""
@@ -170,12 +169,7 @@ def _leave_nothing_behind(guest: FakeSerialGuest) -> None:
     """The fake guest's shell is the host's: a command still running is killed, and the stderr
     files of the console's lines are removed (a command interrupted by Ctrl-C never reaches its
     line's ``rm``; in a real guest the file dies with the VM, here it would stay in the host's /tmp)."""
-    running = guest.running
-    if running is not None:
-        try:
-            os.killpg(running.pid, signal.SIGKILL)
-        except ProcessLookupError:
-            pass
+    guest._interrupt(signal.SIGKILL)
     for token in set(re.findall(rb"/tmp/\.slirp-conformance-stderr-([0-9a-f]{12})", guest.received)):
         with contextlib.suppress(FileNotFoundError):
             os.unlink(f"/tmp/.slirp-conformance-stderr-{token.decode()}")

@@ -237,9 +237,16 @@ def test_a_dns6_query_that_ends_by_itself_is_read_as_it_ended(shell, monkeypatch
 
 def test_busybox_udp_echo_stops_its_nc_once_the_reply_is_read(peers, shell):
     """OpenBSD nc would wait out its idle bound after the reply: the echo stops it as soon as the
-    reply is in its output, and leaves no nc behind (its port is one of nc's arguments)."""
+    reply is in its output, and leaves no nc behind (its port is one of nc's arguments). The bound
+    is scaled to 100 s, past the local shell's 60 s deadline: only the early stop returns in time."""
     port = peers["udp_echo"]
-    ev = udp.echo(shell, REFERENCE, Endpoint("127.0.0.1", port))
+    try:
+        waits.set_timeout_scale(20)
+        command = REFERENCE.udp_echo_command("127.0.0.1", port, "x")
+        ev = udp.echo(shell, REFERENCE, Endpoint("127.0.0.1", port))
+    finally:
+        waits.set_timeout_scale(1.0)
+    assert " -w 100 " in command
     assert ev.received == ev.sent, ev.facts
     left = shell.run(REFERENCE.processes_with_argument_command(str(port)))
     assert left.output == "", left

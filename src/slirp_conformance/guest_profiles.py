@@ -109,6 +109,12 @@ def process_running(pid: str) -> str:
     return f"grep -qs ') [^Z]' /proc/{pid}/stat"
 
 
+def wait_while(condition: str, seconds: float) -> str:
+    """A guest shell loop that looks every 20 ms and ends once ``condition`` fails, or after
+    ``seconds`` at the latest (a bound the caller's own deadline covers)."""
+    return f"n=0; while {condition} && [ $n -lt {round(seconds * 50)} ]; do sleep 0.02; n=$((n+1)); done"
+
+
 def python3_command(program: str, *args: object) -> str:
     r"""``python3 -c`` running a multi-line ``program`` from ONE shell line (console commands are
     single lines): the newlines travel as ``\n`` escapes inside a triple-quoted ``exec``
@@ -263,8 +269,8 @@ class NetcatTools:
         return (
             f"printf '%s\\n' {shlex.quote(payload)} > {out}.in && : > {out}.out && "
             f"{{ {self.nc} -u -w {bound} {host} {port} < {out}.in > {out}.out & "
-            f"p=$!; n=0; while [ ! -s {out}.out ] && {process_running('$p')} && [ $n -lt {bound * 50} ]; "
-            f"do sleep 0.02; n=$((n+1)); done; kill $p 2>/dev/null; wait $p; "
+            f"p=$!; {wait_while(f'[ ! -s {out}.out ] && ' + process_running('$p'), bound)}; "
+            f"kill $p 2>/dev/null; wait $p; "
             f"cat {out}.out; rm -f {out}.in {out}.out; }}"
         )
 

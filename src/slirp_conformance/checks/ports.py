@@ -12,7 +12,7 @@ from slirp_conformance import waits
 from slirp_conformance.checks import tcp
 from slirp_conformance.console import GuestShell, Result
 from slirp_conformance.evidence import Evidence
-from slirp_conformance.guest_profiles import GuestProfile, process_running
+from slirp_conformance.guest_profiles import GuestProfile, process_running, wait_while
 from slirp_conformance.target import UdpSend
 
 
@@ -146,8 +146,7 @@ def _stop_by_pid_file(shell: GuestShell, what: str, pid_file: str, clean: str) -
     gone_then_forget = f"! {running} && rm -f {pid_file}"  # rc 0 only once the process is gone
     try:
         # Up to 0.5 s in the guest, looking every 20 ms; the bounded wait below covers a slow end.
-        first_look = f"kill {pid}; n=0; while {running} && [ $n -lt 25 ]; do sleep 0.02; n=$((n+1)); done"
-        if shell.run(f"{first_look}; {gone_then_forget}").ok:
+        if shell.run(f"kill {pid}; {wait_while(running, 0.5)}; {gone_then_forget}").ok:
             return
         waits.wait_for(
             f"{what} (pid {pid}) to exit",
