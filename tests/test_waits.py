@@ -54,13 +54,14 @@ def test_scale_reaches_every_bound_a_slow_guest_meets():
         return [
             FEDORA.tcp_echo_command("10.0.0.1", 7, "x").split(" python3")[0],
             "-w " + re.search(r" -u -w (\d+) ", REFERENCE.udp_echo_command("10.0.0.1", 7, "x")).group(1),
-            REFERENCE.ping_command("10.0.0.1").split(" ping")[0],
+            FEDORA.ping_command("10.0.0.1").split(" ping")[0],
+            "-lt " + re.search(r" -lt (\d+) \]", REFERENCE.ping_command("10.0.0.1")).group(1),  # 20 ms looks
             f"{waits.scaled(26):g}",
         ]
 
-    assert bounds() == ["timeout 15", "-w 5", "timeout 7", "26"]
+    assert bounds() == ["timeout 15", "-w 5", "timeout 7", "-lt 350", "26"]
     try:
         waits.set_timeout_scale(3)
-        assert bounds() == ["timeout 45", "-w 15", "timeout 21", "78"]
+        assert bounds() == ["timeout 45", "-w 15", "timeout 21", "-lt 1050", "78"]
     finally:
         waits.set_timeout_scale(1.0)

@@ -284,9 +284,10 @@ def _json_or_text(value):
 
 
 def _first_lines(text: str, n: int = 3) -> str:
-    """The reason a clause did not pass; long enough for a timeout's evidence (each side's queues)."""
+    """The reason a clause did not pass; long enough for a timeout's evidence (each side's queues)
+    and, for a batch of guest commands, its parts (``guest_batch``)."""
     lines = [line.strip() for line in str(text).splitlines() if line.strip()]
-    return " / ".join(lines[:n])[:1200]
+    return " / ".join(lines[:n])[:2000]
 
 
 def _failure_reason(report) -> str:

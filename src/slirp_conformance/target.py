@@ -205,6 +205,7 @@ class Target(abc.ABC):
         with progress.phase(f"{name}: logging in"):
             self._console.login(self.profile.credentials, waits.timeout("console-login"))
         self.profile = self._recognise_guest()
+        self._console.line_limit = self.profile.console_line_limit
         if self.profile.settle_command:
             self._console.run(self.profile.settle_command, waits.timeout("console-login"))
         self._host_key = parse_host_key(self._console.run(self.profile.host_key_command).output.strip())

@@ -6,6 +6,7 @@ import re
 from dataclasses import dataclass, field
 from typing import ClassVar
 
+from slirp_conformance import guest_batch
 from slirp_conformance.console import GuestShell
 from slirp_conformance.evidence import Evidence
 from slirp_conformance.guest_profiles import GuestProfile
@@ -37,8 +38,20 @@ class DhcpEvidence(Evidence):
 
 
 def observe(shell: GuestShell, profile: GuestProfile) -> DhcpEvidence:
-    lease_run = shell.run(profile.lease_command)
-    lease = profile.parse_lease(lease_run.output) if lease_run.ok else None
+    """One guest command (``guest_batch``) for all of it: the lease, the interface's address,
+    the default route, the resolver's configuration, the MAC and the NIC's driver."""
+    got = guest_batch.run(
+        shell,
+        {
+            "lease": profile.lease_command,
+            "address": profile.address_command(),
+            "route": profile.route_command(),
+            "resolver": profile.resolver_config_command,
+            "mac": profile.mac_command(),
+            "driver": profile.nic_driver_command(),
+        },
+    )
+    lease = profile.parse_lease(got["lease"].output) if got["lease"].ok else None
     ev = DhcpEvidence(
         lease_source=profile.lease_command,
         lease=None
@@ -53,15 +66,13 @@ def observe(shell: GuestShell, profile: GuestProfile) -> DhcpEvidence:
             server_id=lease.server_id,
         ),
     )
-    addr = shell.run(profile.address_command()).output
-    ev.addresses = re.findall(r"inet (\d+\.\d+\.\d+\.\d+/\d+)", addr)
-    routes = shell.run(profile.route_command()).output
-    ev.default_routes = re.findall(r"default via (\d+\.\d+\.\d+\.\d+)", routes)
+    ev.addresses = re.findall(r"inet (\d+\.\d+\.\d+\.\d+/\d+)", got["address"].output)
+    ev.default_routes = re.findall(r"default via (\d+\.\d+\.\d+\.\d+)", got["route"].output)
     # Where the guest keeps the servers it really asks (systemd-resolved: not /etc/resolv.conf).
     ev.resolver_config_source = profile.resolver_config_command
-    resolv = shell.run(profile.resolver_config_command).output
+    resolv = got["resolver"].output
     ev.resolv_nameservers = re.findall(r"^nameserver\s+(\S+)", resolv, re.M)
     ev.resolv_search = next((line.split()[1:] for line in resolv.splitlines() if line.startswith("search")), [])
-    ev.mac = shell.run(profile.mac_command()).output.strip()
-    ev.nic_driver = shell.run(profile.nic_driver_command()).output.strip()
+    ev.mac = got["mac"].output.strip() if got["mac"].ok else ""
+    ev.nic_driver = got["driver"].output.strip() if got["driver"].ok else ""
     return ev

@@ -14,7 +14,7 @@ import re
 from dataclasses import dataclass
 from typing import Any, ClassVar
 
-from slirp_conformance import waits
+from slirp_conformance import guest_batch, waits
 from slirp_conformance.console import GuestShell
 from slirp_conformance.evidence import Evidence
 from slirp_conformance.guest_profiles import GuestProfile
@@ -37,6 +37,9 @@ class Ping:
     local_errors: list[str]  # ping's own complaints (e.g. sendto: Network is unreachable)
     echo_requests_out: int | None  # OutEchos of /proc/net/snmp rose by this (None: unreadable)
     nic_tx_packets: int | None  # the slirp NIC's tx_packets rose by this
+    # InDestUnreachs rose by this: the requests slirp answered with an ICMP error (no ping socket:
+    # it tried the host's UDP port 7 instead); an answered request gets no reply (ping_command)
+    destination_unreachable_in: int | None = None
 
 
 @dataclass
@@ -67,24 +70,34 @@ def parse_counters(text: str) -> dict[str, int] | None:
 def ping(shell: GuestShell, profile: GuestProfile, host: str, count: int = 3, budget: float | None = None) -> Ping:
     """Counts replies by their lines, so a ping killed by ``timeout`` still counts right; reads the
     guest's counters before and after, so the result says how many requests really went out.
+    One guest command (``guest_batch``): the counters, the route, the ping, the counters again.
     ``budget``: the ping command's deadline instead of the suite's (``hack/ssh-stall.sh --ping-timeout``)."""
-    before = parse_counters(shell.run(profile.icmp_counters_command()).output)
-    route = shell.run(profile.route_get_command(host))
     # The same allowance for the guest's own work around the command (session, shell start-up,
     # teardown) as every other command has, on top of the guest-side bound of the ping itself.
     # It was 26 s in all (less than half the other commands' 60 s): on a loaded host the ping was
     # the first command of a run to miss its deadline, which was read as an SSH stall.
     if budget is None:
         budget = waits.timeout("console-command") + profile.ping_guest_bound(count)
-    r = shell.run(profile.ping_command(host, count), timeout=budget)
-    after = parse_counters(shell.run(profile.icmp_counters_command()).output)
+    batch = guest_batch.run(
+        shell,
+        {
+            "before": profile.icmp_counters_command(),
+            "route": profile.route_get_command(host),
+            "ping": profile.ping_command(host, count),
+            "after": profile.icmp_counters_command(),
+        },
+        timeout=budget,
+    )
+    before, after = parse_counters(batch["before"].output), parse_counters(batch["after"].output)
+    r, route = batch["ping"], batch["route"]
     sent = re.search(r"(\d+) packets transmitted", r.output)
-    route_text = f"{route.output} {route.stderr}".strip()
     out_echos: int | None = None
     tx_packets: int | None = None
+    unreachables: int | None = None
     if before is not None and after is not None:
         out_echos = after.get("OutEchos", 0) - before.get("OutEchos", 0)
         tx_packets = after["tx_packets"] - before["tx_packets"]
+        unreachables = after.get("InDestUnreachs", 0) - before.get("InDestUnreachs", 0)
     return Ping(
         host=host,
         requested=count,
@@ -92,11 +105,12 @@ def ping(shell: GuestShell, profile: GuestProfile, host: str, count: int = 3, bu
         replies=len(re.findall(rf"bytes from {re.escape(host)}", r.output)),
         rc=r.rc,
         output=r.output.strip()[-400:],
-        stderr=r.stderr.strip()[-400:],
-        route=route_text if route.ok else f"rc={route.rc}: {route_text[-200:]}",
-        local_errors=_LOCAL_ERROR.findall(f"{r.output}\n{r.stderr}"),
+        stderr=f"{r.stderr}\n{batch.stderr}".strip()[-400:],
+        route=route.output.strip() if route.ok else f"rc={route.rc}: {route.output.strip()[-200:]}",
+        local_errors=_LOCAL_ERROR.findall(r.output),
         echo_requests_out=out_echos,
         nic_tx_packets=tx_packets,
+        destination_unreachable_in=unreachables,
     )
 
 

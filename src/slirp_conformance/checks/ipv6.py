@@ -11,7 +11,7 @@ import re
 from dataclasses import dataclass, field
 from typing import ClassVar
 
-from slirp_conformance import waits
+from slirp_conformance import guest_batch, waits
 from slirp_conformance.console import GuestShell
 from slirp_conformance.evidence import Evidence
 from slirp_conformance.guest_profiles import GuestProfile
@@ -58,13 +58,21 @@ def observe(shell: GuestShell, profile: GuestProfile, netdev: str, dns_name: str
         )
     except waits.WaitTimeout:
         pass  # recorded as it is: no global address
-    text = shell.run(profile.address6_command()).output
+    got = guest_batch.run(
+        shell,
+        {
+            "addresses": profile.address6_command(),
+            "routes": profile.route6_command(),
+            "resolver": profile.resolver_config_command,
+        },
+    )
+    text = got["addresses"].output
     ev.addresses = [f"{a} {s}" for a, s in re.findall(r"inet6 (\S+) scope (\w+)", text)]
     ev.prefixes = sorted({str(ipaddress.IPv6Interface(a).network) for a in _routable(text)})
-    routes = shell.run(profile.route6_command()).output
+    routes = got["routes"].output if got["routes"].ok else ""
     ev.routes = [" ".join(line.split()) for line in routes.splitlines() if line.strip()]
     ev.default_routes = re.findall(r"^default via (\S+)", routes, re.M)
-    resolv = shell.run(profile.resolver_config_command).output
+    resolv = got["resolver"].output
     ev.resolver_nameservers6 = [s for s in re.findall(r"^nameserver\s+(\S+)", resolv, re.M) if ":" in s]
     _ask_dns6(shell, profile, dns_name, ev)
     return ev
@@ -140,7 +148,8 @@ def _ask_dns6(shell: GuestShell, profile: GuestProfile, dns_name: str, ev: Ipv6E
         )
     else:
         ev.dns6_ended = "by itself"
-    rc = shell.run(f"cat {_DNS6_RC}").output.strip()
-    out = shell.run(f"cat {_DNS6_OUT}; rm -f {_DNS6_OUT} {_DNS6_RC}").output
+    ended = guest_batch.run(shell, {"rc": f"cat {_DNS6_RC}", "out": f"cat {_DNS6_OUT}; rm -f {_DNS6_OUT} {_DNS6_RC}"})
+    rc = ended["rc"].output.strip() if ended["rc"].ok else ""
+    out = ended["out"].output
     ev.dns6_answers = profile.parse_dns(out) if rc == "0" else []  # as before: answers of a query that succeeded
     ev.dns6_output = out[-300:]
