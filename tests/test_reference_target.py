@@ -40,6 +40,23 @@ def test_qemu_gets_exactly_the_sidecar_arguments(target):
     assert (described["sidecar_render"], described["sidecar_kubevirt_version"]) == ("go", version), described
 
 
+def test_a_variant_yields_the_cpu_to_the_vm_it_boots_beside(target):
+    """Variants boot beside the conformance VM from the moment its QEMU runs (fixtures/slirp_vm.py):
+    theirs runs at nice 19, so the conformance VM's boot and checks keep the CPU they want."""
+    from slirp_conformance.vmspec import variant_vm
+
+    variant = target.variant(variant_vm("virtio", "selftest-vm"))
+    seen = []  # when_launched: once QEMU runs, before the login (where the fixture starts the variants)
+    variant.when_launched(lambda: seen.append((variant.vm.lab_pid is not None, variant._console is None)))
+    try:
+        variant.start()
+        assert seen == [(True, True)]
+        assert (target.vm.qemu_nice(), variant.vm.qemu_nice()) == (0, 19)
+        assert variant.console().run("true").ok  # a VM like any other, only patient
+    finally:
+        variant.close()
+
+
 def test_qemu_runs_unprivileged_without_net_raw(target):
     ev = target.icmp_evidence()
     assert (ev["qemu_uid"], ev["qemu_gid"]) == (107, 107), ev

@@ -10,6 +10,7 @@ import abc
 import ipaddress
 import re
 import socket
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Protocol
@@ -171,9 +172,11 @@ class Target(abc.ABC):
     peers: Peers
     contract: Contract
     failure_artifacts: Path | None = None  # set before start(): where a failed start leaves evidence
-    # Its variant VMs share nothing with it (their own pod, QEMU, console): they may boot in a
-    # thread beside this VM's checks (fixtures/slirp_vm.py), instead of when a clause first asks.
+    # Its variant VMs share nothing with it (their own pod, QEMU, console): they may boot in
+    # threads beside this VM (fixtures/slirp_vm.py) as soon as its own is launched
+    # (``when_launched``), instead of when a clause first asks.
     variants_boot_aside: bool = False
+    _on_launched: Callable[[], None] | None = None
     _key: KeyPair  # the run's SSH key, authorized in the guest
     _console: Console | None = None
     _transcript: RedactedLog | None = None
@@ -195,7 +198,17 @@ class Target(abc.ABC):
 
     @abc.abstractmethod
     def _start(self) -> None:
-        """Bring the VM up and call ``_open_console``."""
+        """Bring the VM up, call ``_launched`` once it runs, then ``_open_console``."""
+
+    def when_launched(self, callback: Callable[[], None]) -> None:
+        """``callback`` runs once this VM is launched, before its login (a target that boots no
+        VM of its own never calls it)."""
+        self._on_launched = callback
+
+    def _launched(self) -> None:
+        callback, self._on_launched = self._on_launched, None
+        if callback is not None:
+            callback()
 
     def _open_console(self, sock: socket.socket, transcript: Path, name: str) -> None:
         """Log in on the serial console, then read the guest's SSH host key there to pin it."""
@@ -203,12 +216,16 @@ class Target(abc.ABC):
         self._transcript = RedactedLog(transcript)  # a guest may echo the password (redaction.py)
         self._console = Console(sock, transcript=self._transcript, name=name)
         with progress.phase(f"{name}: logging in"):
-            self._console.login(self.profile.credentials, waits.timeout("console-login"))
+            self._console.login(self.profile.credentials, self._login_budget())
         self.profile = self._recognise_guest()
         self._console.line_limit = self.profile.console_line_limit
         if self.profile.settle_command:
-            self._console.run(self.profile.settle_command, waits.timeout("console-login"))
+            self._console.run(self.profile.settle_command, self._login_budget())
         self._host_key = parse_host_key(self._console.run(self.profile.host_key_command).output.strip())
+
+    def _login_budget(self) -> float:
+        """The console login's bound (and the boot's jobs' after it)."""
+        return waits.timeout("console-login")
 
     def _recognise_guest(self) -> GuestProfile:
         """The guest's profile, decided right after the console login: by default the one the

@@ -201,6 +201,8 @@ class Lab:
             "qemu_cap_eff": status["CapEff"][0],
             "qemu_cap_bnd": status["CapBnd"][0],
             "qemu_cmdline": [a.decode() for a in cmdline],
+            # its CPU priority: field 19 of /proc/PID/stat, after the name's closing parenthesis (proc(5))
+            "qemu_nice": int(Path(f"/proc/{self.qemu.pid}/stat").read_text().rsplit(")", 1)[1].split()[16]),
         }
 
     async def _exec(self, request: dict) -> dict:
