@@ -19,10 +19,15 @@ class _Variant:
         self.model, self._gate, self._fail = model, gate, fail
         self.failure_artifacts = None
         self.starts = self.closes = 0
+        self.started = threading.Event()  # its boot is under way
+        self._closed = threading.Event()
 
     def start(self):
         self.starts += 1
-        assert self._gate.wait(10), "the test never opened the gate"
+        self.started.set()
+        waits.wait_for("the gate, or a close under the boot", lambda: self._gate.is_set() or self._closed.is_set(), 10)
+        if self._closed.is_set():  # as a real one: its QEMU killed under it, the login fails at once
+            raise RuntimeError(f"{self.model}: closed under its boot")
         if self._fail is not None:
             self.close()  # as Target.start does on a failed start
             raise self._fail
@@ -30,6 +35,7 @@ class _Variant:
 
     def close(self) -> None:
         self.closes += 1
+        self._closed.set()
 
 
 class _Main:
@@ -111,8 +117,8 @@ def test_the_wait_for_a_boot_beside_the_checks_is_bounded_and_names_it(monkeypat
             variants.get("virtio")
     finally:
         main.gate.set()
-        request.finalizers[0]()  # teardown waits for the boot, then closes what it made
-    assert main.made["virtio"].closes == 1
+        request.finalizers[0]()  # teardown closes what it made (under its boot if that still runs)
+    assert main.made["virtio"].closes >= 1
     with pytest.raises(waits.WaitTimeout):  # the same answer for every clause, once it did boot too
         variants.get("virtio")
 
@@ -142,3 +148,20 @@ def test_a_variant_that_cannot_even_be_made_beside_the_checks_fails_its_clauses_
         with pytest.raises(ValueError, match="cannot make a rtl8139 VM"):
             variants.get("rtl8139")
     request.finalizers[0]()
+
+
+def test_teardown_cuts_a_boot_under_way_short_instead_of_waiting_it_out():
+    """Ctrl-C while the conformance VM boots: the variants boot beside it from its launch, and a
+    Fedora-like one takes a minute. Teardown closes it under its boot (the login then fails at
+    once), and once more after its thread is done (whatever the cut boot made after). Waiting the
+    boot out left the interrupted run killed by its parent with two run dirs behind (seen)."""
+    main = _Main()  # the gate stays shut: the boot would run until its bound
+    variants, request = _variants(main)
+    variants.boot_aside(["virtio"])
+    waits.wait_for(
+        "the variant's boot to begin", lambda: "virtio" in main.made and main.made["virtio"].started.is_set(), 5
+    )
+    request.finalizers[0]()
+    assert main.made["virtio"].closes == 2
+    with pytest.raises(RuntimeError, match="closed under its boot"):
+        variants.get("virtio")

@@ -21,6 +21,7 @@ import socket
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -284,6 +285,10 @@ class ReferenceVM:
         self.spec = spec
         self.fedora_like = fedora_like
         self.yields_cpu = yields_cpu
+        # close() may come from another thread while start() runs (a variant's boot cut short at the
+        # session's teardown): what start makes is made under this lock, and not once closed.
+        self._close_lock = threading.Lock()
+        self._closed = False
         self.opts = opts
         self.pod_ip, self.peer_ip, self.prefix = POD_IP, PEER_IP, PREFIX
         self.search_domains = search_domains
@@ -319,7 +324,9 @@ class ReferenceVM:
         t0 = time.monotonic()
         self.rootless = preflight(self.opts)
         sweep_stale_run_dirs()
-        self.run_dir = Path(tempfile.mkdtemp(prefix=f"{RUN_PREFIX}{os.getpid()}-"))
+        with self._close_lock:
+            self._refuse_if_closed()
+            self.run_dir = Path(tempfile.mkdtemp(prefix=f"{RUN_PREFIX}{os.getpid()}-"))
         os.chmod(self.run_dir, 0o755)
         try:
             self._start(t0)
@@ -373,7 +380,8 @@ class ReferenceVM:
         userns = ["--user", "--map-root-user"] if self.rootless else []
         self.timings["launched_at"] = time.monotonic()
         # The child gets its own copy of the log's descriptor; the parent's closes with the block.
-        with open(self.work_dir / "lab.log", "wb") as lab_log:
+        with open(self.work_dir / "lab.log", "wb") as lab_log, self._close_lock:
+            self._refuse_if_closed()
             self._lab = subprocess.Popen(
                 [
                     "unshare",
@@ -547,7 +555,12 @@ class ReferenceVM:
         except OSError:
             return "(no log)"
 
+    def _refuse_if_closed(self) -> None:
+        if self._closed:
+            raise SetupError(f"reference VM {self.spec.name}: closed while it was starting")
+
     def _connect_console(self) -> socket.socket:
+        self._refuse_if_closed()
         if self._lab and self._lab.poll() is not None:
             raise SetupError(f"the reference lab exited ({self._lab.returncode}): {self._tail('qemu.log')}")
         s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
@@ -579,6 +592,13 @@ class ReferenceVM:
         )
 
     def close(self) -> None:
+        # Two threads may close at once: a variant's boot that fails as the session's teardown
+        # closes it under that boot (fixtures/slirp_vm.py VariantTargets.close).
+        with self._close_lock:
+            self._closed = True
+            self._close()
+
+    def _close(self) -> None:
         if self._lab is not None:
             # unshare ignores SIGTERM while it waits; SIGKILL makes --kill-child kill the lab, and
             # with the lab (PID 1) the kernel ends its PID, mount and network namespaces.
