@@ -427,7 +427,8 @@ class GuestProfile:
         )
 
     def ping_guest_bound(self, count: int = 3) -> int:
-        """Seconds the guest's own ``timeout`` gives ``ping_command`` (scaled like every bound)."""
+        """Seconds the guest gives ``ping_command``: its ``timeout``, or the loop that watches
+        busybox's ping (scaled like every bound)."""
         return _t(count + 4)
 
     def icmp_in_dest_unreachs_command(self) -> str:
