@@ -114,6 +114,9 @@ def test_ctrl_c_stops_the_burners_and_the_run_under_way(tmp_path, no_leaks):
         )
         burners = [int(pids.group(1)), int(pids.group(2))]
         assert all(_alive(p) for p in burners), burners
+        # each in a session of its own, like another job's work (the kernel's autogroup weighs
+        # sessions against each other; the run's nice-19 variants yield only to the run itself)
+        assert all(os.getsid(p) == p != os.getsid(0) for p in burners), burners
         waits.wait_for("the first run's QEMU", lambda: any(qemu_of(c) for c in _children(proc.pid)), 120)
         os.killpg(proc.pid, signal.SIGINT)
         out, _ = proc.communicate(timeout=300)

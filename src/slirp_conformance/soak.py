@@ -10,8 +10,11 @@ soaks the cluster targets as well as the reference target. Prints on stdout::
                "first_failure": null | {"clause": ..., "verdict": ..., "reason": ...}}, ...],
      "summary": {...}}
 
-``--load`` runs two CPU burners beside the runs (as other work on a shared CI machine would);
-they end with the soak, also on Ctrl-C, SIGTERM, or a SIGKILL of the soak (parent-death signal).
+``--load`` runs two CPU burners beside the runs (as other work on a shared CI machine would: each
+in a session of its own, so where the kernel groups the CPU by session (autogroup) or by cgroup they
+compete with the run as another job does, not as a process of the run's own, beneath whose priority
+the run's variant VMs boot at nice 19); they end with the soak, also on Ctrl-C, SIGTERM, or a SIGKILL
+of the soak (parent-death signal).
 Exit code: 0 every run CONFORMANT, 1 some run was not, 2 interrupted, 4 bad input (one line).
 """
 
@@ -34,7 +37,7 @@ from slirp_conformance.checkout import REPO, suite_pytest_argv
 from slirp_conformance.errors import BAD_INPUT, refuse
 
 BURNERS = 2
-# One burner: a shell busy loop, nothing to install; its own process group, killed as a group.
+# One burner: a shell busy loop, nothing to install; its own session and process group, killed as a group.
 _BURN = ["sh", "-c", "while :; do :; done"]
 OWN_OPTIONS = ("--runs", "--load", "--out", "--run-timeout")
 # Options a soak run sets itself (every run writes its own report, JUnit and artifacts).
@@ -50,8 +53,9 @@ class Interrupted(Exception):
 
 
 def _die_with_parent() -> None:
-    """A burner, before exec: its own process group, SIGKILL when the soak dies (even by SIGKILL)."""
-    os.setpgid(0, 0)
+    """A burner, before exec: its own session (and so process group), SIGKILL when the soak dies
+    (even by SIGKILL)."""
+    os.setsid()
     ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
 
 
