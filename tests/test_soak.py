@@ -119,7 +119,10 @@ def test_ctrl_c_stops_the_burners_and_the_run_under_way(tmp_path, no_leaks):
         assert all(os.getsid(p) == p != os.getsid(0) for p in burners), burners
         waits.wait_for("the first run's QEMU", lambda: any(qemu_of(c) for c in _children(proc.pid)), 120)
         os.killpg(proc.pid, signal.SIGINT)
-        out, _ = proc.communicate(timeout=300)
+        # not communicate(): it reads stderr too, and closes it under the reader thread (CI saw the
+        # thread's "I/O operation on closed file"); the JSON on stdout is a few kB, within a pipe's room
+        proc.wait(timeout=300)
+        out = proc.stdout.read()
     finally:
         if proc.poll() is None:
             os.killpg(proc.pid, signal.SIGKILL)
