@@ -16,7 +16,7 @@ import secrets
 from collections.abc import Mapping
 from dataclasses import dataclass
 
-from slirp_conformance.console import GuestShell, Result
+from slirp_conformance.console import GuestShell, Result, shell_group
 
 
 def command(parts: Mapping[str, str], token: str) -> str:
@@ -28,12 +28,9 @@ def command(parts: Mapping[str, str], token: str) -> str:
             raise ValueError(f"part name {name!r}: letters, digits, '_' and '-' only")
         if "\n" in part:  # the console's rule: one line per command
             raise ValueError(f"part {name!r}: one line per console command; join with ';' or '&&'")
-    return "; ".join(f"{_group(part)} 2>&1; printf '\\n%s %s %d\\n' {token} {name} $?" for name, part in parts.items())
-
-
-def _group(part: str) -> str:
-    body = part.rstrip().rstrip(";")
-    return f"{{ {body} }}" if body.endswith("&") else f"{{ {body}; }}"  # "{ job & }": no ";" after "&"
+    return "; ".join(
+        f"{shell_group(part)} 2>&1; printf '\\n%s %s %d\\n' {token} {name} $?" for name, part in parts.items()
+    )
 
 
 def parse(output: str, parts: Mapping[str, str], token: str, stderr: str = "") -> dict[str, Result]:
