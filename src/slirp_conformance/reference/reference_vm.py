@@ -444,8 +444,8 @@ class ReferenceVM:
         """The flavour's root disk under a per-run qcow2 overlay, the run's cloud-init on a cidata
         ISO, a virtio RNG as KubeVirt's Fedora test VMs have (tests/libvmifact/factory.go,
         NewFedora: WithRng), and two vCPUs: 12 s faster to login than one under TCG, and less QEMU
-        CPU in all (alone, 2026-12-07: 24.0 s and 36.2 s of CPU to the suite's shell, one vCPU
-        40.6 s and 41.1 s). A VM that yields the CPU gets one: three Fedora-like VMs of two vCPUs
+        CPU in all (alone, 2026-12-07, to the suite's shell: 24.0 s of wall time and 36.2 s of QEMU
+        CPU; with one vCPU 40.6 s and 41.1 s). A VM that yields the CPU gets one: three Fedora-like VMs of two vCPUs
         on two cores spent their time waiting on each other (warm busybox-nc run 80.5 s, against
         73.0 s with the two variants on one vCPU each)."""
         kernel = self._for_qemu(img.kernel, "vmlinux")
