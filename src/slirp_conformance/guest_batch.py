@@ -6,7 +6,9 @@ that belong together (the DHCP evidence, the counters around a ping) go as one c
 run in turn, and each part's output (its stderr folded in, 2>&1) ends at a line naming the part
 and carrying its ``$?``. Where the console limits a line (busybox ash: ``Console.command_limit``),
 the parts go in as few commands as fit, in order; so a part never relies on a variable an
-earlier part set.
+earlier part set. A part may start a simple command in the background (its exec drops what the
+shell holds), not a subshell: the shell keeps a copy of each part's redirected stderr, a forked
+subshell inherits it, and over SSH (or a pipe) the batch then ends only when that job does.
 """
 
 from __future__ import annotations

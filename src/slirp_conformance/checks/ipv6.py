@@ -48,24 +48,23 @@ def _routable(text: str) -> list[str]:
 
 def observe(shell: GuestShell, profile: GuestProfile, netdev: str, dns_name: str) -> Ipv6Evidence:
     ev = Ipv6Evidence(netdev=netdev)
-    try:  # router advertisements come a few seconds after link up: wait for a global address
-        waits.wait_for(
+    readings = {
+        "addresses": profile.address6_command(),
+        "routes": profile.route6_command(),
+        "resolver": profile.resolver_config_command,
+    }
+    # Router advertisements come a few seconds after link up: the readings again until the
+    # interface has an address beyond the link (one guest command each time, ``guest_batch``).
+    try:
+        got = waits.wait_for(
             "an IPv6 address beyond the link on the guest's interface (SLAAC from slirp's router advertisement)",
-            lambda: shell.run(profile.address6_command()),
+            lambda: guest_batch.run(shell, readings),
             waits.scaled(15),
-            accept=lambda r: bool(_routable(r.output)),
-            describe=lambda r: r.output[-300:],
+            accept=lambda b: bool(_routable(b["addresses"].output)),
+            describe=lambda b: b["addresses"].output[-300:],
         )
     except waits.WaitTimeout:
-        pass  # recorded as it is: no global address
-    got = guest_batch.run(
-        shell,
-        {
-            "addresses": profile.address6_command(),
-            "routes": profile.route6_command(),
-            "resolver": profile.resolver_config_command,
-        },
-    )
+        got = guest_batch.run(shell, readings)  # recorded as it is: no global address
     text = got["addresses"].output
     ev.addresses = [f"{a} {s}" for a, s in re.findall(r"inet6 (\S+) scope (\w+)", text)]
     ev.prefixes = sorted({str(ipaddress.IPv6Interface(a).network) for a in _routable(text)})
@@ -97,9 +96,15 @@ def _ask_dns6(shell: GuestShell, profile: GuestProfile, dns_name: str, ev: Ipv6E
     (its exit code in a file: a process looked for too early is not there yet either). Its processes
     are stopped by their argument ``fec0::3``: no ``$!`` names them reliably through the guest's
     ``timeout`` (busybox's execs the query, and a forked watcher outlives it)."""
-    before = parse_udp6_counters(shell.run(profile.udp6_counters_command()).output)
     command = profile.dns_command(dns_name, SLIRP_DNS6)
-    shell.run(f"rm -f {_DNS6_OUT} {_DNS6_RC}; ({command}; echo $? >{_DNS6_RC}) </dev/null >{_DNS6_OUT} 2>&1 &")
+    # One command: the counters, then the query's start. Not a ``guest_batch`` part: a shell keeps
+    # a copy of a group's redirected stderr, and a subshell forked in the group (this job) inherits
+    # it, so SSH (or a pipe) would see the output end only when the query does.
+    began = shell.run(
+        f"{profile.udp6_counters_command()}; rm -f {_DNS6_OUT} {_DNS6_RC}; "
+        f"({command}; echo $? >{_DNS6_RC}) </dev/null >{_DNS6_OUT} 2>&1 &"
+    )
+    before = parse_udp6_counters(began.output)
     look = f"cat {_DNS6_RC} 2>/dev/null || echo running; {profile.udp6_counters_command()}"
 
     def delta(text: str) -> tuple[int | None, int | None]:

@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
+import re
 import secrets
 import socket
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from typing import ClassVar, TypeVar
 
-from slirp_conformance import waits
+from slirp_conformance import guest_batch, waits
 from slirp_conformance.checks import tcp
 from slirp_conformance.console import GuestShell, Result
 from slirp_conformance.evidence import Evidence
@@ -90,41 +91,64 @@ def _root(port: int) -> str:
     return f"/tmp/slirp-www-{port}"
 
 
-def _set_up(shell: GuestShell, what: str, prepare: str, serve: str) -> None:
-    """Run the preparation, then the server's start, in one guest command; either failing stops the
-    check, saying why. Inside ``then``, ``serve``'s own ``server & echo $! > pidfile`` is a list of
-    its own, so ``$!`` is still the server (see ``start``)."""
-    setup = shell.run(f"if {prepare}; then {serve}; else false; fi")
+def _set_up(shell: GuestShell, what: str, prepare: str, serve: str, control: str) -> Result:
+    """The preparation, the server's start and the first try of its positive control, in one guest
+    command (``guest_batch``: each part keeps its exit code). A failed preparation or start stops
+    the check, saying why; the control's result is returned (the caller tries again, bounded, until
+    it holds). Inside ``then``, ``serve``'s own ``server & echo $! > pidfile`` is a list of its own,
+    so ``$!`` is still the server (see ``start``)."""
+    got = guest_batch.run(shell, {"setup": f"if {prepare}; then {serve}; else false; fi", "control": control})
+    setup = got["setup"]
     if not setup.ok:
         raise AssertionError(
             f"could not start {what}: rc={setup.rc} stdout={setup.output[-200:]!r} stderr={setup.stderr[-200:]!r}"
         )
+    return got["control"]
+
+
+def _until_printed(command: str, token: str, seconds: float) -> str:
+    """A guest command running ``command`` every 20 ms until it prints ``token``, for ``seconds``
+    at most; it prints what ``command`` printed last and exits with its code. A server started in
+    the background a moment ago may not listen yet, so the first try in the same guest command as
+    its start would often miss (``token``: letters, digits and '-', as the services make them)."""
+    if not re.fullmatch(r"[A-Za-z0-9-]+", token):
+        raise ValueError(f"token {token!r}: letters, digits and '-' only")
+    return (
+        f"slirp_n=0; while :; do slirp_out=$({command} 2>&1); slirp_rc=$?; "
+        f"case $slirp_out in *{token}*) break;; esac; [ $slirp_n -ge {round(seconds * 50)} ] && break; "
+        f"sleep 0.02; slirp_n=$((slirp_n+1)); done; printf '%s\\n' \"$slirp_out\"; (exit $slirp_rc)"
+    )
 
 
 def start(shell: GuestShell, profile: GuestProfile, port: int) -> GuestService:
     token = f"slirp-port-{port}-" + secrets.token_hex(6)
     root = _root(port)
+    get = profile.http_get_command(f"http://127.0.0.1:{port}/token")
     # Not `a && b && server & echo $!`: there $! would be the backgrounded list's subshell, not the
     # server, and killing it could leave the server listening. ``_set_up`` puts the server's start
     # after `then`, where it is a list of its own.
-    _set_up(
+    first = _set_up(
         shell,
         f"a guest HTTP server on port {port}",
         f"mkdir -p {root} && printf '%s' {token} > {root}/token",
         profile.http_serve_command(port, root, f"{root}.pid"),
+        _until_printed(get, token, 0.5),
     )
-    get = profile.http_get_command(f"http://127.0.0.1:{port}/token")
     try:
         local = waits.wait_for(
             f"the guest's own HTTP server on port {port} to answer inside the guest",
-            lambda: shell.run(get),
+            lambda: first if _answered(first, token) else shell.run(get),
             waits.scaled(20),
-            accept=lambda r: r.ok and token in r.output,
+            accept=lambda r: _answered(r, token),
             describe=lambda r: f"rc={r.rc} output={r.output[-200:]!r}",
         )
     except waits.WaitTimeout as e:
         raise AssertionError(f"positive control failed, the ports check would prove nothing: {e}") from None
     return GuestService(port, token, local.output.strip())
+
+
+def _answered(r: Result, token: str) -> bool:
+    return r.ok and token in r.output
 
 
 def stop(shell: GuestShell, port: int) -> None:
@@ -137,17 +161,25 @@ def _stop_by_pid_file(shell: GuestShell, what: str, pid_file: str, clean: str) -
     """Read the service's pid, run ``clean``, kill it and wait until that process is gone; the pid
     file goes last. A service that left no pid file is an error: it may still run.
 
-    A guest command costs about 0.15 s on the Fedora-like guest under TCG, so the kill shares one
-    command with the first looks, and the look that finds the process gone removes the pid file."""
-    pid = shell.run(f"cat {pid_file}; {clean}").output.strip()  # ``clean`` prints nothing
+    A guest command costs about 0.15 s on the Fedora-like guest under TCG (45-100 ms on busybox's
+    console), so the reading, the kill and the first looks (up to 0.5 s in the guest, every 20 ms)
+    are one command, and the look that finds the process gone removes the pid file; the bounded
+    wait after it covers a slow end."""
+    running = process_running("$slirp_pid")
+    first = shell.run(
+        f'slirp_pid=$(cat {pid_file} 2>/dev/null); {clean}; echo "pid $slirp_pid"; '
+        f"case $slirp_pid in ''|*[!0-9]*) false;; "
+        f"*) kill $slirp_pid; {wait_while(running, 0.5)}; ! {running} && rm -f {pid_file};; esac"
+    )  # ``clean`` prints nothing
+    said = re.search(r"^pid (.*)$", first.output, re.M)
+    pid = said.group(1).strip() if said else first.output.strip()
     if not pid.isdigit():
         raise AssertionError(f"{what} left no pid file ({pid_file}): {pid!r}")
+    if first.ok:
+        return
     running = process_running(pid)
     gone_then_forget = f"! {running} && rm -f {pid_file}"  # rc 0 only once the process is gone
     try:
-        # Up to 0.5 s in the guest, looking every 20 ms; the bounded wait below covers a slow end.
-        if shell.run(f"kill {pid}; {wait_while(running, 0.5)}; {gone_then_forget}").ok:
-            return
         waits.wait_for(
             f"{what} (pid {pid}) to exit",
             lambda: shell.run(gone_then_forget),
@@ -204,22 +236,19 @@ def start_udp(shell: GuestShell, profile: GuestProfile, port: int) -> GuestUdpSe
     its own 127.0.0.1:``port`` is in the service's file (the positive control)."""
     root = _udp_root(port)
     received = f"{root}.received"
-    _set_up(
+    token = f"slirp-udp-local-{port}-" + secrets.token_hex(6)
+    # A datagram sent before the service bound its socket is lost: send again, then read.
+    control = f"{profile.udp_send_command('127.0.0.1', port, token)} >/dev/null; cat {received}"
+    first = _set_up(
         shell,
         f"a guest UDP service on port {port}",
         f"rm -f {received} && : > {received}",
         profile.udp_serve_command(port, received, f"{root}.pid"),
+        _until_printed(control, token, 0.5),
     )
-    token = f"slirp-udp-local-{port}-" + secrets.token_hex(6)
-    send = profile.udp_send_command("127.0.0.1", port, token)
-
-    def control():
-        # A datagram sent before the service bound its socket is lost: send again, then read.
-        return shell.run(f"{send} >/dev/null; cat {received}")
-
     what = f"the guest's own UDP service on port {port} to receive a datagram sent inside the guest"
     try:
-        got = _until_received(what, control, token, 20)
+        got = _until_received(what, lambda: first if _answered(first, token) else shell.run(control), token, 20)
     except waits.WaitTimeout as e:
         raise AssertionError(f"positive control failed, the UDP ports check would prove nothing: {e}") from None
     return GuestUdpService(port, received, token, got.output.strip())
