@@ -12,12 +12,13 @@ from typing import Any
 
 import pytest
 
+from slirp_conformance import ahead
 from slirp_conformance.checks import icmp
 from slirp_conformance.checks.icmp import IcmpEvidence
 from slirp_conformance.console import GuestShell
 from slirp_conformance.evidence import Record, VoidCheck, expect, void_unless_proven
 from slirp_conformance.guest_profiles import GuestProfile
-from slirp_conformance.target import Contract, Peers, Target
+from slirp_conformance.target import Contract, Target
 
 pytestmark = [pytest.mark.slirp, pytest.mark.icmp]
 
@@ -33,18 +34,23 @@ def peer_answers_icmp(slirp_target: Target) -> dict[str, Any]:
     return direct
 
 
+@ahead.probe("icmp", exclusive=True)  # the guest's ICMP and NIC counters are its premise
+def guest_pings(target: Target, shell: GuestShell) -> IcmpEvidence:
+    return icmp.observe(shell, target.profile, target.peers.icmp_host, target.contract.gateway)
+
+
 @pytest.fixture
 def icmp_probe(
     shell: GuestShell,
     profile: GuestProfile,
-    peers: Peers,
     contract: Contract,
     slirp_target: Target,
     peer_answers_icmp: dict[str, Any],
     record: Record,
+    probed: ahead.Probed,
 ) -> IcmpEvidence:
     """The guest's pings, with the proof that they went out; void when that proof is missing."""
-    ev = record(icmp.observe(shell, profile, peers.icmp_host, contract.gateway))
+    ev = record(probed(guest_pings, shell))
     ev.peer_direct_ping = peer_answers_icmp
     ev.pod = slirp_target.icmp_evidence()
     problems = icmp.premise_problems(ev.to_peer, profile.interface)
@@ -57,6 +63,7 @@ def icmp_probe(
     return void_unless_proven(ev, problems)
 
 
+@pytest.mark.ahead(guest_pings)
 def test_icmp_echo_to_peer_gets_no_reply(icmp_probe: IcmpEvidence) -> None:
     """No reply through slirp to echo requests that demonstrably left the guest (ICMP must fail)."""
     expect(icmp_probe, "to_peer.replies", 0)

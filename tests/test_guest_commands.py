@@ -279,3 +279,31 @@ def test_a_service_that_outlives_its_kill_fails_the_stop_by_name(shell, tmp_path
     finally:
         waits.set_timeout_scale(1.0)
         shell.run(f"kill -9 {pid}")
+
+
+class _NoLeaseShell(LocalShell):
+    """A guest whose DHCP client has no lease yet: the lease file is missing, its log says why."""
+
+    def run(self, command: str, timeout: float = 60):
+        command = command.replace("cat /run/udhcpc.lease", "cat /nonexistent/udhcpc.lease")
+        command = command.replace("tail -n 20 /run/udhcpc.log", "printf 'udhcpc: sending discover\\n'")
+        return super().run(command, timeout)
+
+
+def test_a_guest_without_a_lease_says_what_its_dhcp_client_said():
+    ev = dhcp.observe(_NoLeaseShell(), REFERENCE)
+    assert ev.lease is None and ev.client_log == "udhcpc: sending discover", ev.facts
+
+
+def test_a_guest_with_a_lease_is_not_asked_for_its_dhcp_clients_log(tmp_path):
+    lease = tmp_path / "lease"
+    lease.write_text(
+        "event=bound\nip=10.0.2.15\nmask=24\nrouter=10.0.2.2\ndns=10.0.2.3\nserverid=10.0.2.2\nlease=86400\n"
+    )
+
+    class _Leased(LocalShell):
+        def run(self, command: str, timeout: float = 60):
+            return super().run(command.replace("cat /run/udhcpc.lease", f"cat {lease}"), timeout)
+
+    ev = dhcp.observe(_Leased(), REFERENCE)
+    assert ev.lease is not None and ev.lease.address == "10.0.2.15" and ev.client_log is None, ev.facts

@@ -359,6 +359,8 @@ class GuestProfile:
     parse_lease: Callable[[str], Lease | None]
     resolver_config_command: str  # prints a resolv.conf holding the servers the guest really asks
     tools: NetcatTools | Python3Tools
+    # prints the DHCP client's last words (read only when the guest holds no lease: why not)
+    dhcp_client_log_command: str | None = None
     sudo: str = ""  # prefix for root-only commands over SSH
     # Run once after the console login: returns when the boot's jobs that write to the console
     # are over (cloud-init's final stage prints there, into the output of the suite's commands).
@@ -518,6 +520,7 @@ REFERENCE = GuestProfile(
     parse_lease=parse_udhcpc_lease,
     resolver_config_command="cat /etc/resolv.conf",
     tools=NetcatTools(),
+    dhcp_client_log_command="tail -n 20 /run/udhcpc.log",  # guest_init.sh starts udhcpc with it
     ping_ignores_icmp_errors=True,
     console_line_limit=1022,
 )
@@ -535,6 +538,7 @@ FEDORA = GuestProfile(
     resolver_config_command="cat /run/systemd/resolve/resolv.conf",
     tools=Python3Tools(),
     sudo="sudo ",
+    dhcp_client_log_command="sudo -n journalctl -b -o cat --no-pager -u NetworkManager | grep -i dhcp | tail -n 20",
     # Until systemd's boot jobs are over, cloud-init's last stage (cloud-final) included. Not
     # `cloud-init status --wait`: that starts one more cloud-init Python process (about 4 s
     # under TCG) while cloud-init's own config and final stages need the CPU.

@@ -10,6 +10,7 @@ import abc
 import ipaddress
 import re
 import socket
+import threading
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -176,6 +177,10 @@ class Target(abc.ABC):
     # threads beside this VM (fixtures/slirp_vm.py) as soon as its own is launched
     # (``when_launched``), instead of when a clause first asks.
     variants_boot_aside: bool = False
+    # The SSH side of the clauses marked ``ahead`` may run in a lane beside the console's checks
+    # (slirp_conformance/ahead.py). Measured on the reference target, where SSH is a port-forward
+    # into the VM's own lab; a cluster target keeps every probe in its check until it is measured there.
+    probes_ahead: bool = False
     _on_launched: Callable[[], None] | None = None
     _key: KeyPair  # the run's SSH key, authorized in the guest
     _console: Console | None = None
@@ -257,16 +262,21 @@ class Target(abc.ABC):
         """SSH as the profile's user with the run's key, through a port-forward to port 22,
         the host key pinned. Connected on first use; a failure is kept and raised again, so
         every SSH test fails at once with the same cause."""
-        if self._ssh is None:
-            if self._ssh_error is not None:
-                raise self._ssh_error
-            try:
-                self._ssh = self._ssh_connect(waits.timeout("ssh-ready"))
-            except (waits.WaitTimeout, AssertionError) as e:
-                self._ssh_error = e
-                raise
-            self._ssh.explain_timeout = self.explain_ssh_timeout
-        return self._ssh
+        # A probe running ahead (ahead.py) may ask at the same time as a check: one connection.
+        # The lock is the instance's own (dict.setdefault is atomic), made on first use: subclasses
+        # do not all call an __init__ here.
+        with vars(self).setdefault("_ssh_lock", threading.Lock()):
+            if self._ssh is None:
+                if self._ssh_error is not None:
+                    raise self._ssh_error
+                try:
+                    client = self._ssh_connect(waits.timeout("ssh-ready"))
+                except (waits.WaitTimeout, AssertionError) as e:
+                    self._ssh_error = e
+                    raise
+                client.explain_timeout = self.explain_ssh_timeout
+                self._ssh = client
+            return self._ssh
 
     def _ssh_connect(self, budget: float) -> SSHClient:
         if self._host_key is None:

@@ -35,6 +35,7 @@ class DhcpEvidence(Evidence):
     resolv_search: list[str] = field(default_factory=list)
     mac: str = ""
     nic_driver: str = ""
+    client_log: str | None = None  # the DHCP client's last words, read when the guest holds no lease
 
 
 def observe(shell: GuestShell, profile: GuestProfile) -> DhcpEvidence:
@@ -75,4 +76,9 @@ def observe(shell: GuestShell, profile: GuestProfile) -> DhcpEvidence:
     ev.resolv_search = next((line.split()[1:] for line in resolv.splitlines() if line.startswith("search")), [])
     ev.mac = got["mac"].output.strip() if got["mac"].ok else ""
     ev.nic_driver = got["driver"].output.strip() if got["driver"].ok else ""
+    if ev.lease is None and profile.dhcp_client_log_command:
+        # Why not: seen once on a loaded host (2026-12-07, busybox guest: no lease and no address
+        # right after the login, both there a second later), with nothing to tell why.
+        log = shell.run(profile.dhcp_client_log_command)
+        ev.client_log = (log.output + log.stderr).strip()[-1500:]
     return ev

@@ -61,6 +61,7 @@ class QemuTarget(Target):
         # VM's boot and checks keep the CPU they want, the variants take what is left (busybox:
         # warm run 34.7 -> 28.4 s; Fedora-like busybox-nc: 95.6 -> 73.0 s, 2026-12-07, README).
         self.variants_boot_aside = True
+        self.probes_ahead = not yields_cpu  # a variant's clauses run on its console only
 
     def _start(self) -> None:
         with progress.phase(f"reference VM {self.spec.name}: guest image, pod lab, QEMU ({self.vm.opts.accel} accel)"):
