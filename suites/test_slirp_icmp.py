@@ -34,7 +34,9 @@ def peer_answers_icmp(slirp_target: Target) -> dict[str, Any]:
     return direct
 
 
-@ahead.probe("icmp", exclusive=True)  # the guest's ICMP and NIC counters are its premise
+# Exclusive: its premise is the guest's own ICMP and NIC counters, so the lane runs nothing while it
+# runs. Not ahead itself: in the lane it would overlap the traffic of the session's other checks.
+@ahead.probe("icmp", exclusive=True, runs_ahead=False)
 def guest_pings(target: Target, shell: GuestShell) -> IcmpEvidence:
     return icmp.observe(shell, target.profile, target.peers.icmp_host, target.contract.gateway)
 
@@ -63,7 +65,7 @@ def icmp_probe(
     return void_unless_proven(ev, problems)
 
 
-@pytest.mark.ahead(guest_pings)
+@pytest.mark.probe(guest_pings)
 def test_icmp_echo_to_peer_gets_no_reply(icmp_probe: IcmpEvidence) -> None:
     """No reply through slirp to echo requests that demonstrably left the guest (ICMP must fail)."""
     expect(icmp_probe, "to_peer.replies", 0)

@@ -19,12 +19,12 @@ def test_egress_echo(shell: GuestShell, profile: GuestProfile, peers: Peers, rec
     expect(ev, "received", ev.sent)
 
 
-@ahead.probe("transfer", exclusive=True)  # its bulk traffic would count in the ICMP probe's NIC counter
+@ahead.probe("transfer")  # ahead: in the lane (never beside an ICMP probe, which is exclusive)
 def transfer_8mib(target: Target, shell: GuestShell) -> TransferEvidence:
     return tcp.transfer(shell, target.profile, target.peers.tcp_echo, int(waits.timeout("transfer")))
 
 
-@pytest.mark.ahead(transfer_8mib)
+@pytest.mark.probe(transfer_8mib)
 def test_egress_transfer_8mib_each_way(guest_ssh: SSHClient, record: Record, probed: ahead.Probed) -> None:
     """8 MiB to the echo peer and back; both sha256 must match. Over SSH only: the data path is
     the guest's, the channel only carries the command."""

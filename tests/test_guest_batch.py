@@ -158,8 +158,9 @@ def _ping_in(tmp_path: Path, errors: int, profile: GuestProfile = REFERENCE) -> 
             return f"cat {counter}"
 
     command = Counted(**{f: getattr(profile, f) for f in profile.__dataclass_fields__}).ping_command("198.18.0.1")
-    assert command.count("ping -n -c 3 -i 0.2 -W 1 198.18.0.1 &") == 1, command
-    command = command.replace("ping -n -c 3 -i 0.2 -W 1 198.18.0.1", f"{fake} {counter} {errors}")
+    ping = f"ping -n -c 3 -i {profile.ping_interval:g} -W 1 198.18.0.1"
+    assert command.count(f"{ping} &") == 1, command
+    command = command.replace(ping, f"{fake} {counter} {errors}")
     return LocalShell().run(f"PATH={tmp_path}:{os.environ['PATH']}; {command}")
 
 

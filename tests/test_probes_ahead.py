@@ -1,5 +1,5 @@
 """The lane of probes running ahead of their checks (slirp_conformance/ahead.py): a check gets its
-probe's result or its exception, exclusive probes never overlap (in the lane or not), the lane
+probe's result or its exception, an exclusive probe in its check never overlaps the lane, the lane
 lets earlier exclusive checks go first, a lane that stopped is a bounded wait naming it, and a
 session that ends starts no probe."""
 
@@ -75,11 +75,12 @@ def test_a_check_not_in_the_lane_runs_its_probe_where_it_is():
     assert taken.value == "here" and not taken.ran_ahead
 
 
-def test_exclusive_probes_never_overlap_in_the_lane_or_where_their_checks_are():
-    """The negative control of the lock: without it the check's and the lane's sections overlap."""
+def test_an_exclusive_probe_in_its_check_never_overlaps_the_lane():
+    """The lane's job (exclusive or not: every lane job holds the lock) and an exclusive probe in
+    its check never overlap. The negative control: a probe that is not exclusive does overlap."""
     seen = _Overlaps()
     lane = ahead.Lane()
-    lane_probe = _probe("lane", seen.section("lane", 0.3), exclusive=True)
+    lane_probe = _probe("lane", seen.section("lane", 0.3))
     here_probe = _probe("here", lambda: None, exclusive=True)
     lane.begin([("t::ssh", lane_probe)], _run, ["t::ssh"])
     time.sleep(0.05)  # the lane's section is under way
@@ -99,11 +100,11 @@ def test_exclusive_probes_never_overlap_in_the_lane_or_where_their_checks_are():
 
 
 def test_the_lane_lets_an_earlier_exclusive_check_go_first():
-    """The console's ICMP check comes before the SSH one: the lane waits for it (it is not kept
-    waiting behind the lane's), and goes on once it has ended."""
+    """The ICMP check comes before the transfer: the lane waits for it (it is not kept waiting
+    behind the lane's job), and goes on once it has ended."""
     seen = _Overlaps()
     lane = ahead.Lane()
-    lane_probe = _probe("ssh", seen.section("ssh"), exclusive=True)
+    lane_probe = _probe("ssh", seen.section("ssh"))
     console_probe = _probe("console", lambda: None, exclusive=True)
     lane.begin([("t::icmp[ssh]", lane_probe)], _run, ["t::icmp[console]", "t::icmp[ssh]"], ["t::icmp[console]"])
     time.sleep(0.2)
@@ -115,9 +116,9 @@ def test_the_lane_lets_an_earlier_exclusive_check_go_first():
 
 
 def test_an_earlier_check_that_ended_without_its_probe_lets_the_lane_go():
-    """A console check skipped or failed before its probe still ends: the lane does not wait out its bound."""
+    """A check skipped or failed before its probe still ends: the lane does not wait out its bound."""
     lane = ahead.Lane()
-    p = _probe("ssh", lambda: "done", exclusive=True)
+    p = _probe("ssh", lambda: "done")
     lane.begin([("t::b", p)], _run, ["t::a", "t::b"], ["t::a"])
     lane.check_done("t::a")
     started = time.monotonic()
@@ -163,3 +164,25 @@ def test_a_check_that_asks_for_another_probe_than_the_lane_ran_is_an_error():
     with pytest.raises(RuntimeError, match="asked for the probe q"):
         lane.take("t::a", _probe("q", lambda: 2), lambda: 2)
     lane.join(5)
+
+
+def test_the_lanes_preparation_never_overlaps_an_exclusive_probe_in_its_check():
+    """The SSH connection the lane makes first is guest traffic too: an ICMP probe under way in its
+    check has it wait."""
+    seen = _Overlaps()
+    lane = ahead.Lane()
+    held = threading.Event()
+
+    def icmp_in_its_check():
+        held.set()
+        return seen.section("icmp", 0.3)()
+
+    checker = threading.Thread(
+        target=lane.take, args=("t::icmp", _probe("icmp", lambda: None, exclusive=True), icmp_in_its_check)
+    )
+    checker.start()
+    held.wait(5)
+    lane.begin([("t::x", _probe("x", lambda: None))], _run, ["t::icmp", "t::x"], prepare=seen.section("prepare", 0.1))
+    checker.join(5)
+    lane.join(5)
+    assert seen.most == 1 and seen.order == ["icmp", "prepare"], seen.order

@@ -1,21 +1,24 @@
 """Probes that run ahead of their checks: the SSH side of a clause, in a thread of its own, while
 the serial console's checks go on.
 
-The console and SSH are independent views of one guest, and the long SSH probes (the ICMP probe,
-the 8 MiB transfer) mostly wait: on the guest, on slirp, on silence. Run one after the other they
-added their waits to the warm run; here they run in one lane beside the console's checks, in the
-order their checks come, and each check takes its probe's result (or its exception, raised again
-in the check). A check whose probe is not in the lane (the console's, a deselected lane, an xdist
-worker) runs its probe itself: the same function, so what it proves does not depend on where it ran.
+The console and SSH are independent views of one guest, and the long SSH probes (the 8 MiB
+transfer) mostly wait: on the guest, on slirp, on the peer. Run one after the other they added
+their waits to the warm run; here they run in one lane beside the console's checks, in the order
+their checks come, and each check takes its probe's result (or its exception, raised again in the
+check). A check whose probe is not in the lane (the console's, one whose probe does not run ahead,
+an xdist worker) runs its probe itself: the same function, so what it proves does not depend on
+where it ran.
 
 What the probes share is guarded, not hoped for:
-- An ``exclusive`` probe runs alone among the exclusive ones, in the lane or not. The ICMP probe's
-  premise reads the guest's own counters around its ping (``OutEchos``, the NIC's ``tx_packets``,
-  ``InDestUnreachs``: checks/icmp.py): another ping would count in them and bulk traffic would
-  mask a NIC that sent nothing, so the ICMP probes and the transfer are exclusive.
-- An exclusive probe in the lane first lets the exclusive checks before it in the session's order
-  run (the console's ICMP check comes before the SSH one: it is not kept waiting behind it), within
-  a bound; the lock, not that order, is what keeps them apart.
+- An ``exclusive`` probe runs alone: while it runs in its check, the lane runs nothing (every job
+  of the lane, and its preparation, the SSH connection, holds the lock the exclusive probes take).
+  The ICMP probe is exclusive: its premise reads the guest's own counters around its ping
+  (``OutEchos``, the NIC's ``tx_packets``, ``InDestUnreachs``: checks/icmp.py), and the lane's
+  traffic would count in them, masking a NIC that sent nothing. It does not run ahead either: in
+  the lane it would overlap whatever check the session runs meanwhile.
+- Before each job the lane lets the exclusive checks that come before it in the session's order
+  run (the ICMP checks come before the transfer: they are not kept waiting behind it), within a
+  bound; the lock, not that order, is what keeps them apart.
 - The console is one serial line: ``Console.run`` takes a lock, for whatever a lane probe's
   failure explanation reads there.
 """
@@ -40,16 +43,23 @@ class Probe(Generic[T]):
 
     name: str
     run: Callable[[Any, Any], T]
-    exclusive: bool = False  # alone among the exclusive probes while it runs (see the module's doc)
+    exclusive: bool = False  # in its check: the lane runs nothing meanwhile (see the module's doc)
+    runs_ahead: bool = True  # its SSH side may run in the lane (else always in its check)
 
 
-def probe(name: str, *, exclusive: bool = False) -> Callable[[Callable[[Any, Any], T]], Probe[T]]:
-    """Decorator: a module-level ``(target, shell) -> evidence`` function as a ``Probe``."""
+def probe(
+    name: str, *, exclusive: bool = False, runs_ahead: bool = True
+) -> Callable[[Callable[[Any, Any], T]], Probe[T]]:
+    """Decorator: a module-level ``(target, shell) -> evidence`` function as a ``Probe``; the checks
+    that use it carry the marker ``probe(<it>)`` (the lane reads their order from it)."""
 
     def wrap(fn: Callable[[Any, Any], T]) -> Probe[T]:
-        return Probe(name, fn, exclusive)
+        return Probe(name, fn, exclusive, runs_ahead)
 
     return wrap
+
+
+_PREPARE: Probe[Any] = Probe("the lane's preparation", lambda target, shell: None)
 
 
 class Probed(Protocol):
@@ -121,9 +131,10 @@ class Lane:
 
     def _work(self, run: Callable[[Probe[Any]], Any], prepare: Callable[[], object] | None) -> None:
         if prepare is not None:
-            # e.g. the SSH connection, while the first probe may still wait for its turn; a failure
-            # here is the probes' own to raise (the target keeps it: Target.ssh)
-            with contextlib.suppress(Exception):
+            # e.g. the SSH connection, while the first probe may still wait for its turn; its traffic
+            # must not fall into an ICMP probe's counters (exclusive). A failure here is the probes'
+            # own to raise (the target keeps it: Target.ssh).
+            with contextlib.suppress(Exception), self._exclusively(_PREPARE):
                 prepare()
         for job in list(self._jobs.values()):
             if self._closing:
@@ -131,8 +142,7 @@ class Lane:
                 job.done.set()
                 continue
             try:
-                if job.probe.exclusive:
-                    self._after_earlier_exclusive_checks(job.check)
+                self._after_earlier_exclusive_checks(job.check)
                 with self._exclusively(job.probe):
                     self.running = f"{job.probe.name} (for {job.check})"
                     job.started_at = time.monotonic()
@@ -145,8 +155,8 @@ class Lane:
                 job.done.set()
 
     def _after_earlier_exclusive_checks(self, check: str) -> None:
-        """Waits (bounded) until the exclusive checks that come before ``check`` and run where they
-        are have ended, so they take the lock first; a bound that runs out only costs order."""
+        """Waits (bounded) until the exclusive checks that come before ``check`` (run in their checks)
+        have ended, so they take the lock first; a bound that runs out only costs order."""
         mine = self._order.get(check, len(self._order))
         budget = waits.timeout("console-command")
         with self._changed:
@@ -156,8 +166,9 @@ class Lane:
             )
 
     @contextlib.contextmanager
-    def _exclusively(self, p: Probe[Any]) -> Iterator[None]:
-        if not p.exclusive:
+    def _exclusively(self, p: Probe[Any], in_check: bool = False) -> Iterator[None]:
+        """The lock: always in the lane, in a check only for an exclusive probe."""
+        if in_check and not p.exclusive:
             yield
             return
         budget = waits.timeout("probes-ahead")
@@ -177,11 +188,11 @@ class Lane:
 
     def take(self, check: str, p: Probe[T], run_here: Callable[[], T]) -> Taken[T]:
         """``check``'s probe result: from the lane when it is scheduled there (its exception raised
-        again here), else ``run_here()`` (under the exclusive lock for an exclusive probe)."""
+        again here), else ``run_here()`` (holding the lane's lock for an exclusive probe)."""
         job = self._jobs.get(check)
         if job is None:
             try:
-                with self._exclusively(p):
+                with self._exclusively(p, in_check=True):
                     return Taken(run_here(), ran_ahead=False)
             finally:
                 self.check_done(check)

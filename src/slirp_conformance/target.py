@@ -177,7 +177,7 @@ class Target(abc.ABC):
     # threads beside this VM (fixtures/slirp_vm.py) as soon as its own is launched
     # (``when_launched``), instead of when a clause first asks.
     variants_boot_aside: bool = False
-    # The SSH side of the clauses marked ``ahead`` may run in a lane beside the console's checks
+    # The SSH side of the clauses marked ``probe`` may run in a lane beside the console's checks
     # (slirp_conformance/ahead.py). Measured on the reference target, where SSH is a port-forward
     # into the VM's own lab; a cluster target keeps every probe in its check until it is measured there.
     probes_ahead: bool = False
