@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Phase timings of the reference target as JSON (see src/slirp_conformance/benchmark.py). Example:
-#   hack/bench.sh --boots 5 > reports/bench.json
+#   hack/bench.sh --boots 5 [--warm-runs 5] > reports/bench.json
 #   hack/bench.sh --reference-guest fedora --kubevirt-version v1.5.3 --boots 3 [--cold]
 # and of the kind path (src/slirp_conformance/kindnode/bench.py: node image build per part, warm
 # cluster create, delete):

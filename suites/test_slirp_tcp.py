@@ -4,18 +4,23 @@ import pytest
 
 from slirp_conformance import ahead, waits
 from slirp_conformance.checks import tcp
-from slirp_conformance.checks.tcp import TransferEvidence
+from slirp_conformance.checks.tcp import EchoEvidence, TransferEvidence
 from slirp_conformance.console import GuestShell
 from slirp_conformance.evidence import Record, at_least, expect, matches
-from slirp_conformance.guest_profiles import GuestProfile
 from slirp_conformance.ssh_client import SSHClient
-from slirp_conformance.target import Peers, Target
+from slirp_conformance.target import Target
 
 pytestmark = [pytest.mark.slirp, pytest.mark.tcp]
 
 
-def test_egress_echo(shell: GuestShell, profile: GuestProfile, peers: Peers, record: Record) -> None:
-    ev = record(tcp.egress_echo(shell, profile, peers.tcp_echo))
+@ahead.probe("tcp-echo")
+def tcp_echo(target: Target, shell: GuestShell) -> EchoEvidence:
+    return tcp.egress_echo(shell, target.profile, target.peers.tcp_echo)
+
+
+@pytest.mark.probe(tcp_echo)
+def test_egress_echo(shell: GuestShell, record: Record, probed: ahead.Probed) -> None:
+    ev = record(probed(tcp_echo, shell))
     expect(ev, "received", ev.sent)
 
 

@@ -3,7 +3,8 @@
 Measures: a cold guest image build (packages installed, kernel .deb already downloaded), QEMU
 launch to the console's shell prompt and SSH readiness over N boots (median), each check of a
 warm full run, the warm run's wall time, and a cold full run (empty image cache). Figures are
-reported, never asserted: targets live in the README.
+reported, never asserted: targets live in the README. ``--warm-runs N``: N warm runs, each with
+its own boot and ratio, the median one reported and all listed.
 
 With ``--reference-guest fedora [--kubevirt-version V]`` it measures a Fedora-like flavour
 instead: its image build (``--cold`` rebuilds it from scratch, debootstrap included, in a
@@ -89,6 +90,12 @@ def main() -> int:
     parser.add_argument("--reference-guest", choices=("busybox", "fedora"), default="busybox")
     parser.add_argument("--kubevirt-version", default=None, help="fedora: the flavour of this KubeVirt release")
     parser.add_argument("--cold", action="store_true", help="fedora: rebuild the image from scratch first")
+    parser.add_argument(
+        "--warm-runs",
+        type=int,
+        default=1,
+        help="warm full runs, each with its own boot and ratio; the figures are the median run's",
+    )
     args = parser.parse_args()
     report: dict = {
         "host": {"cores": os.cpu_count(), "kernel": os.uname().release, "loadavg_at_start": os.getloadavg()[0]}
@@ -133,15 +140,34 @@ def main() -> int:
     }
     report["ssh_ready_s"] = {"median": round(statistics.median(ssh), 2)}
 
-    wall, checks, rc, boot, _ = _suite_run(dict(os.environ))
-    report["warm_full_run_s"] = round(wall, 2)
-    # The goal is a warm run within 2x its own boot: the checks should cost no more than the boot.
-    report["warm_run_boot_to_prompt_s"] = boot
-    report["warm_run_to_boot_ratio"] = round(wall / boot, 2) if boot else None
-    report["warm_full_run_rc"] = rc
-    report["checks_s"] = checks
+    rc = _warm_runs(report, args.warm_runs)
     print(json.dumps(report, indent=2))
     return 0 if rc == 0 and report["cold_full_run_rc"] == 0 else 1
+
+
+def _warm_runs(report: dict, runs: int, *extra: str) -> int:
+    """``runs`` warm full runs. The goal is a warm run within 2x its own boot (the checks cost no
+    more than the boot), so each run's ratio is its wall time over its OWN boot; the figures are
+    the run with the median ratio, every run listed (the machine's neighbours move single runs by
+    a second or more). Returns the worst exit code."""
+    done = []
+    for _ in range(max(1, runs)):
+        run = _suite_run(dict(os.environ), *extra)
+        done.append(run)
+    ratios = [round(r.wall / r.boot, 2) if r.boot else None for r in done]
+    ranked = sorted(range(len(done)), key=lambda i: (ratios[i] is None, ratios[i] or 0.0))
+    median = done[ranked[(len(ranked) - 1) // 2]]
+    report["warm_full_run_s"] = round(median.wall, 2)
+    report["warm_run_boot_to_prompt_s"] = median.boot
+    report["warm_run_to_boot_ratio"] = round(median.wall / median.boot, 2) if median.boot else None
+    report["warm_full_run_rc"] = median.rc
+    if len(done) > 1:
+        report["warm_runs"] = [
+            {"wall_s": round(r.wall, 2), "boot_s": r.boot, "ratio": ratio, "rc": r.rc}
+            for r, ratio in zip(done, ratios, strict=True)
+        ]
+    report["checks_s"] = median.checks
+    return max(r.rc for r in done)
 
 
 def _qemu_cpu_s(run_dir: Path | None) -> float | None:
@@ -208,12 +234,7 @@ def _fedora_like(args, report: dict) -> int:
     extra = ["--reference-guest", "fedora"]
     if args.kubevirt_version:
         extra += ["--kubevirt-version", args.kubevirt_version]
-    wall, checks, rc, boot, _ = _suite_run(dict(os.environ), *extra)
-    report["warm_full_run_s"] = round(wall, 2)
-    report["warm_run_boot_to_prompt_s"] = boot
-    report["warm_run_to_boot_ratio"] = round(wall / boot, 2) if boot else None
-    report["warm_full_run_rc"] = rc
-    report["checks_s"] = checks
+    rc = _warm_runs(report, args.warm_runs, *extra)
     report["host"]["loadavg_at_end"] = os.getloadavg()[0]
     print(json.dumps(report, indent=2))
     return 0 if rc == 0 else 1

@@ -151,6 +151,12 @@ def _refuse_xdist_on_clusters(config) -> None:
         )
 
 
+def _runs_alone(item: pytest.Item) -> bool:
+    """The check's probe is exclusive and never runs ahead (marker ``probe``, ahead.py)."""
+    marker = item.get_closest_marker("probe")
+    return marker is not None and marker.args[0].exclusive and not marker.args[0].runs_ahead
+
+
 def pytest_collection_modifyitems(session, config, items) -> None:
     """Check options and the host before anything slow, only when a selected test needs a VM."""
     if not is_suite_run(config):
@@ -166,7 +172,9 @@ def pytest_collection_modifyitems(session, config, items) -> None:
             items[:] = [i for i in items if not i.get_closest_marker("kubevirt")]
         # The variant VMs boot beside the conformance VM's checks (QemuTarget.variants_boot_aside,
         # fixtures/slirp_vm.py): their clauses run last, so the boots overlap the rest of the run.
-        items.sort(key=lambda i: i.get_closest_marker("variant_vm") is not None)  # stable: order kept within
+        # The checks whose probe must run alone (ICMP: ahead.py) come first, so the probes that run
+        # ahead in the lane can run beside every other check. Stable: the order is kept within.
+        items.sort(key=lambda i: (i.get_closest_marker("variant_vm") is not None, not _runs_alone(i)))
     if config.getoption("collectonly") or not _needs_target(items):
         return
     try:
