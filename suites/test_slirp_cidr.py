@@ -8,8 +8,10 @@ from collections.abc import Callable
 
 import pytest
 
+from slirp_conformance import ahead
 from slirp_conformance.checks import dhcp, netdev, tcp, udp
 from slirp_conformance.checks.cidr import CustomCidrEvidence, InvalidCidrEvidence
+from slirp_conformance.console import GuestShell
 from slirp_conformance.evidence import Record, contains, expect, matches
 from slirp_conformance.target import Target, VariantVMs
 from slirp_conformance.vmspec import INVALID_CIDR, VMSpec, invalid_cidr_vm
@@ -22,25 +24,27 @@ def cidr_vm(variant_targets: VariantVMs) -> Target:
     return variant_targets.get("virtio")
 
 
-@pytest.fixture(scope="module")
-def cidr_facts(cidr_vm: Target) -> CustomCidrEvidence:
+@ahead.probe("custom-cidr", once=True)  # read once: the lease does not change within a run
+def cidr_facts(target: Target, shell: GuestShell) -> CustomCidrEvidence:
     return CustomCidrEvidence(
-        vm=cidr_vm.spec.name,
-        vm_network_cidr=str(cidr_vm.spec.network.vm_network_cidr),
-        netdev=netdev.of(cidr_vm),
-        dhcp=dhcp.observe(cidr_vm.console(), cidr_vm.profile),
+        vm=target.spec.name,
+        vm_network_cidr=str(target.spec.network.vm_network_cidr),
+        netdev=netdev.of(target),
+        dhcp=dhcp.observe(shell, target.profile),
     )
 
 
 @pytest.fixture
-def cidr_observed(cidr_facts: CustomCidrEvidence, record: Record) -> CustomCidrEvidence:
-    return record(cidr_facts)
+def cidr_observed(cidr_vm: Target, record: Record, probed: ahead.Probed) -> CustomCidrEvidence:
+    return record(probed(cidr_facts, cidr_vm.console(), cidr_vm))
 
 
+@pytest.mark.probe(cidr_facts)
 def test_the_sidecar_renders_the_cidr(cidr_observed: CustomCidrEvidence) -> None:
     netdev.expect_rendered(cidr_observed, rf",net={re.escape(cidr_observed.vm_network_cidr)}(,|$)")
 
 
+@pytest.mark.probe(cidr_facts)
 def test_address_and_prefix_follow_the_cidr(cidr_observed: CustomCidrEvidence, cidr_vm: Target) -> None:
     c = cidr_vm.contract
     expect(cidr_observed, "dhcp.lease.address", c.guest_ip)
@@ -48,6 +52,7 @@ def test_address_and_prefix_follow_the_cidr(cidr_observed: CustomCidrEvidence, c
     expect(cidr_observed, "dhcp.addresses", [f"{c.guest_ip}/{c.prefix}"])
 
 
+@pytest.mark.probe(cidr_facts)
 def test_gateway_follows_the_cidr(cidr_observed: CustomCidrEvidence, cidr_vm: Target) -> None:
     c = cidr_vm.contract
     expect(cidr_observed, "dhcp.lease.server_id", c.gateway)
@@ -55,19 +60,22 @@ def test_gateway_follows_the_cidr(cidr_observed: CustomCidrEvidence, cidr_vm: Ta
     expect(cidr_observed, "dhcp.default_routes", [c.gateway])
 
 
+@pytest.mark.probe(cidr_facts)
 def test_nameserver_follows_the_cidr(cidr_observed: CustomCidrEvidence, cidr_vm: Target) -> None:
     c = cidr_vm.contract
     expect(cidr_observed, "dhcp.lease.dns", [c.nameserver])
     expect(cidr_observed, "dhcp.resolv_nameservers", contains(c.nameserver))
 
 
-def test_dns_relay_answers_at_the_cidrs_nameserver(cidr_vm: Target, record: Record) -> None:
-    ev = record(udp.dns_lookup(cidr_vm.console(), cidr_vm.profile, cidr_vm.peers.dns_name, cidr_vm.contract.nameserver))
+@pytest.mark.probe(udp.dns_probe)
+def test_dns_relay_answers_at_the_cidrs_nameserver(cidr_vm: Target, record: Record, probed: ahead.Probed) -> None:
+    ev = record(probed(udp.dns_probe, cidr_vm.console(), cidr_vm))
     expect(ev, "answers", [cidr_vm.peers.dns_address])
 
 
-def test_egress_from_the_cidr(cidr_vm: Target, record: Record) -> None:
-    ev = record(tcp.egress_echo(cidr_vm.console(), cidr_vm.profile, cidr_vm.peers.tcp_echo))
+@pytest.mark.probe(tcp.egress_echo_probe)
+def test_egress_from_the_cidr(cidr_vm: Target, record: Record, probed: ahead.Probed) -> None:
+    ev = record(probed(tcp.egress_echo_probe, cidr_vm.console(), cidr_vm))
     expect(ev, "received", ev.sent)
 
 

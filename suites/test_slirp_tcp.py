@@ -4,7 +4,7 @@ import pytest
 
 from slirp_conformance import ahead, waits
 from slirp_conformance.checks import tcp
-from slirp_conformance.checks.tcp import EchoEvidence, TransferEvidence
+from slirp_conformance.checks.tcp import TransferEvidence
 from slirp_conformance.console import GuestShell
 from slirp_conformance.evidence import Record, at_least, expect, matches
 from slirp_conformance.ssh_client import SSHClient
@@ -13,14 +13,9 @@ from slirp_conformance.target import Target
 pytestmark = [pytest.mark.slirp, pytest.mark.tcp]
 
 
-@ahead.probe("tcp-echo")
-def tcp_echo(target: Target, shell: GuestShell) -> EchoEvidence:
-    return tcp.egress_echo(shell, target.profile, target.peers.tcp_echo)
-
-
-@pytest.mark.probe(tcp_echo)
+@pytest.mark.probe(tcp.egress_echo_probe)
 def test_egress_echo(shell: GuestShell, record: Record, probed: ahead.Probed) -> None:
-    ev = record(probed(tcp_echo, shell))
+    ev = record(probed(tcp.egress_echo_probe, shell))
     expect(ev, "received", ev.sent)
 
 

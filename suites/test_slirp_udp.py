@@ -4,31 +4,20 @@ import pytest
 
 from slirp_conformance import ahead
 from slirp_conformance.checks import udp
-from slirp_conformance.checks.udp import DnsEvidence, UdpEchoEvidence
 from slirp_conformance.console import GuestShell
 from slirp_conformance.evidence import Record, expect
-from slirp_conformance.target import Peers, Target
+from slirp_conformance.target import Peers
 
 pytestmark = [pytest.mark.slirp, pytest.mark.udp]
 
 
-@ahead.probe("udp-echo")
-def udp_echo(target: Target, shell: GuestShell) -> UdpEchoEvidence:
-    return udp.echo(shell, target.profile, target.peers.udp_echo)
-
-
-@pytest.mark.probe(udp_echo)
+@pytest.mark.probe(udp.echo_probe)
 def test_udp_echo(shell: GuestShell, record: Record, probed: ahead.Probed) -> None:
-    ev = record(probed(udp_echo, shell))
+    ev = record(probed(udp.echo_probe, shell))
     expect(ev, "received", ev.sent)
 
 
-@ahead.probe("dns")
-def dns_lookup(target: Target, shell: GuestShell) -> DnsEvidence:
-    return udp.dns_lookup(shell, target.profile, target.peers.dns_name, target.contract.nameserver)
-
-
-@pytest.mark.probe(dns_lookup)
+@pytest.mark.probe(udp.dns_probe)
 def test_dns_through_slirp_relay(shell: GuestShell, peers: Peers, record: Record, probed: ahead.Probed) -> None:
-    ev = record(probed(dns_lookup, shell))
+    ev = record(probed(udp.dns_probe, shell))
     expect(ev, "answers", [peers.dns_address])

@@ -186,3 +186,17 @@ def test_the_lanes_preparation_never_overlaps_an_exclusive_probe_in_its_check():
     checker.join(5)
     lane.join(5)
     assert seen.most == 1 and seen.order == ["icmp", "prepare"], seen.order
+
+
+def test_checks_that_name_a_once_probe_share_one_reading_and_others_get_their_own():
+    runs: list[str] = []
+    facts = ahead.Probe("facts", lambda target, shell: runs.append("facts") or len(runs), once=True)
+    echo = ahead.Probe("echo", lambda target, shell: runs.append("echo") or len(runs))
+    lane = ahead.Lane()
+    lane.begin(
+        [("t::a", facts), ("t::b", facts), ("t::c", echo), ("t::d", echo)], _run, ["t::a", "t::b", "t::c", "t::d"]
+    )
+    a, b = lane.take("t::a", facts, lambda: None).value, lane.take("t::b", facts, lambda: None).value
+    c, d = lane.take("t::c", echo, lambda: None).value, lane.take("t::d", echo, lambda: None).value
+    lane.join(5)
+    assert a == b and c != d and runs == ["facts", "echo", "echo"], runs

@@ -99,6 +99,15 @@ class _Report:
         self.passed, self.failed, self.skipped = outcome == "passed", outcome == "failed", outcome == "skipped"
 
 
+def test_where_a_probe_ran_is_the_clauses_not_a_version():
+    r = ConformanceReport(target="qemu")
+    node = "suites/test_slirp_tcp.py::test_egress_transfer_8mib_each_way"
+    said = "transfer: ready 1.2 s before the check asked, the check waited 0.0 s"
+    r.add(_Report(node, "call", "passed", props=[("probe_ran_ahead", said), ("target", "qemu")]))
+    clause = next(c for c in r.to_dict()["clauses"] if c["nodeid"] == node)
+    assert clause["ran_ahead"] == said and "probe_ran_ahead" not in r.versions, (clause, r.versions)
+
+
 def test_report_verdicts_void_is_never_a_pass(tmp_path):
     r = ConformanceReport(target="qemu")
     r.expect("suites/test_slirp_icmp.py::test_i[ssh]", "icmp")

@@ -9,7 +9,8 @@ from types import SimpleNamespace
 
 import pytest
 
-from slirp_conformance import waits
+import slirp_vm
+from slirp_conformance import ahead, waits
 from slirp_conformance.target import NotOnThisTarget
 from slirp_vm import VariantTargets
 
@@ -37,8 +38,13 @@ class _Variant:
         self.closes += 1
         self._closed.set()
 
+    def console(self):
+        return f"{self.model} console"
+
 
 class _Main:
+    probes_ahead = False
+
     def __init__(
         self, fail: dict[str, BaseException] | None = None, refuse: str | None = None, broken: str | None = None
     ) -> None:
@@ -59,8 +65,9 @@ class _Main:
 
 
 class _Request:
-    def __init__(self) -> None:
-        self.config = SimpleNamespace(getoption=lambda name: None)
+    def __init__(self, items: list | None = None) -> None:
+        self.config = SimpleNamespace(getoption=lambda name: None, stash={})
+        self.session = SimpleNamespace(items=items or [])
         self.finalizers: list = []
 
     def addfinalizer(self, fn) -> None:
@@ -165,3 +172,34 @@ def test_teardown_cuts_a_boot_under_way_short_instead_of_waiting_it_out():
     assert main.made["virtio"].closes == 2
     with pytest.raises(RuntimeError, match="closed under its boot"):
         variants.get("virtio")
+
+
+class _Item:
+    """A selected check about a variant, marked with its probe."""
+
+    def __init__(self, nodeid: str, model: str, probe) -> None:
+        self.nodeid = nodeid
+        self._markers = {"probe": SimpleNamespace(args=(probe,)), "variant_vm": SimpleNamespace(args=(model,))}
+
+    def get_closest_marker(self, name: str):
+        return self._markers.get(name)
+
+
+def test_a_variants_checks_probes_run_on_its_console_once_it_is_up_and_stop_with_it():
+    """Where the session's target runs probes ahead, a variant's lane runs the probes of the checks
+    about it on its console as soon as it has booted, and close() stops and joins that lane."""
+    seen: list[tuple[str, object]] = []
+    probe = ahead.Probe("nic", lambda target, shell: seen.append((target.model, shell)) or "evidence")
+    main = _Main()
+    main.probes_ahead = True
+    request = _Request([_Item("suites/test_slirp_nic.py::test_n[virtio]", "virtio", probe)])
+    variants = VariantTargets(request, main)  # type: ignore[arg-type]
+    variants.boot_aside(["virtio"])
+    main.gate.set()
+    assert variants.get("virtio") is main.made["virtio"]
+    lane = request.config.stash[slirp_vm._LANES]["virtio"]
+    taken = lane.take("suites/test_slirp_nic.py::test_n[virtio]", probe, lambda: pytest.fail("ran in the check"))
+    assert taken.ran_ahead and taken.value == "evidence" and seen == [("virtio", "virtio console")]
+    for fn in reversed(request.finalizers):
+        fn()
+    assert main.made["virtio"].closes >= 1 and lane._thread is not None and not lane._thread.is_alive()

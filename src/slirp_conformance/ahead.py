@@ -44,17 +44,18 @@ class Probe(Generic[T]):
     name: str
     run: Callable[[Any, Any], T]
     exclusive: bool = False  # in its check: the lane runs nothing meanwhile (see the module's doc)
-    runs_ahead: bool = True  # its SSH side may run in the lane (else always in its check)
+    runs_ahead: bool = True  # may run in a lane (else always in its check)
+    once: bool = False  # one reading serves every check that names it (facts that do not change in a run)
 
 
 def probe(
-    name: str, *, exclusive: bool = False, runs_ahead: bool = True
+    name: str, *, exclusive: bool = False, runs_ahead: bool = True, once: bool = False
 ) -> Callable[[Callable[[Any, Any], T]], Probe[T]]:
     """Decorator: a module-level ``(target, shell) -> evidence`` function as a ``Probe``; the checks
     that use it carry the marker ``probe(<it>)`` (the lane reads their order from it)."""
 
     def wrap(fn: Callable[[Any, Any], T]) -> Probe[T]:
-        return Probe(name, fn, exclusive, runs_ahead)
+        return Probe(name, fn, exclusive, runs_ahead, once)
 
     return wrap
 
@@ -63,9 +64,10 @@ _PREPARE: Probe[Any] = Probe("the lane's preparation", lambda target, shell: Non
 
 
 class Probed(Protocol):
-    """The ``probed`` fixture: ``probed(probe, shell)`` -> the probe's evidence (fixtures/slirp_vm.py)."""
+    """The ``probed`` fixture: ``probed(probe, shell, target=None)`` -> the probe's evidence about
+    ``target`` (default: the conformance VM), fixtures/slirp_vm.py."""
 
-    def __call__(self, probe: Probe[T], shell: Any) -> T: ...
+    def __call__(self, probe: Probe[T], shell: Any, target: Any = None) -> T: ...
 
 
 @dataclass
@@ -105,6 +107,7 @@ class Lane:
         self._closing = False
         self._thread: threading.Thread | None = None
         self.running: str | None = None  # the probe under way in the lane, for a timeout's message
+        self.channel: Callable[[], object] | None = None  # the shell its probes run on (a check asks on it)
 
     # -- the lane ---------------------------------------------------------------------------------
     def begin(
@@ -116,14 +119,17 @@ class Lane:
         prepare: Callable[[], object] | None = None,
     ) -> None:
         """Run ``jobs`` (check node id, probe) in a thread, in that order, each by ``run(probe)``,
-        after ``prepare()`` (its exception ignored: ``run`` meets it again)."""
+        after ``prepare()`` (its exception ignored: ``run`` meets it again). Checks that name the same
+        ``once`` probe share one run of it."""
         if self._thread is not None:
             raise RuntimeError("the lane has begun already")
         self._order = {nodeid: i for i, nodeid in enumerate(order)}
         with self._changed:
             self._inline_pending = set(exclusive_inline)
-        for check, p in jobs:
-            self._jobs[check] = _Job(check, p, threading.Event())
+        shared: dict[int, _Job] = {}
+        for check, p in jobs:  # the checks that name one ``once`` probe (a module's facts) share its job
+            job = _Job(check, p, threading.Event())
+            self._jobs[check] = shared.setdefault(id(p), job) if p.once else job
         if not self._jobs:
             return
         self._thread = threading.Thread(target=self._work, args=(run, prepare), name="slirp-probes-ahead", daemon=True)
@@ -136,7 +142,7 @@ class Lane:
             # own to raise (the target keeps it: Target.ssh).
             with contextlib.suppress(Exception), self._exclusively(_PREPARE):
                 prepare()
-        for job in list(self._jobs.values()):
+        for job in list({id(j): j for j in self._jobs.values()}.values()):  # each job once, in order
             if self._closing:
                 job.error = RuntimeError(f"the session ended before the probe {job.probe.name} ran ahead")
                 job.done.set()

@@ -32,6 +32,7 @@ VERDICT_ORDER = ("fail", "void", "error", "not run", "quarantined", "pass", "ski
 QUARANTINE_PREFIX = "QUARANTINED: "  # the xfail reason a quarantined clause carries (plugin/session.py)
 CONTRACT_MARKERS = ("dhcp", "tcp", "udp", "icmp", "ports", "nic", "cidr", "kubevirt", "isolation", "ipv6")
 DESCRIBE_KEYS_NOT_VERSIONS = {"namespace"}
+RAN_AHEAD = "probe_ran_ahead"  # the JUnit property saying where a check's probe ran (fixture ``probed``)
 # Areas whose clauses are findings a reviewer reads on their own (issue 20): each gets its own
 # heading in conformance.md and its own list in conformance.json, apart from the contract's table.
 FINDING_AREAS = {
@@ -56,6 +57,10 @@ class Clause:
     reason: str = ""  # the first lines of a failure, void, error or skip reason
     duration_s: float = 0.0
     evidence: dict = field(default_factory=dict)
+    # Where its probe ran when not in the check itself (slirp_conformance/ahead.py): the probe, how
+    # long its result waited for the check, how long the check waited for it. Its duration_s then
+    # leaves out the probe's own time.
+    ran_ahead: str = ""
 
 
 @dataclass
@@ -84,6 +89,8 @@ class ConformanceReport:
         for name, value in getattr(report, "user_properties", ()):
             if name.startswith("evidence."):
                 clause.evidence[name.removeprefix("evidence.")] = _json_or_text(value)
+            elif name == RAN_AHEAD:
+                clause.ran_ahead = str(value)
             elif name not in DESCRIBE_KEYS_NOT_VERSIONS:
                 self.versions.setdefault(name, str(value))
         xfail = str(getattr(report, "wasxfail", "")).removeprefix("[NOTRUN] ")  # pytest's prefix for run=False

@@ -5,6 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import ClassVar
 
+from slirp_conformance import ahead
 from slirp_conformance.console import GuestShell
 from slirp_conformance.evidence import Evidence
 from slirp_conformance.guest_profiles import GuestProfile
@@ -30,3 +31,15 @@ def observe(
             ev.pci_ids.append(words[0])
             ev.drivers.append(words[1] if len(words) > 1 and words[1] else "-")
     return ev
+
+
+DEVICE_NOT_KNOWN = "(not known on this target)"
+
+
+@ahead.probe("nic")
+def observe_probe(target, shell: GuestShell) -> NicModelEvidence:
+    """``observe`` of the target's VM, with the ``-device`` its sidecar rendered (``DEVICE_NOT_KNOWN``
+    where the target cannot tell); a probe: it may run ahead on a variant VM (ahead.py)."""
+    args = target.sidecar_args() or []
+    device = args[args.index("-device") + 1] if "-device" in args else DEVICE_NOT_KNOWN
+    return observe(shell, target.profile, target.spec.name, target.contract.requested_nic_model, device)

@@ -8,7 +8,7 @@ import socket
 from dataclasses import dataclass
 from typing import ClassVar
 
-from slirp_conformance import waits
+from slirp_conformance import ahead, waits
 from slirp_conformance.console import GuestShell
 from slirp_conformance.evidence import Evidence
 from slirp_conformance.guest_profiles import GuestProfile
@@ -44,6 +44,12 @@ def egress_echo(shell: GuestShell, profile: GuestProfile, echo: Endpoint) -> Ech
     token = "slirp-tcp-" + secrets.token_hex(8)
     r = shell.run(profile.tcp_echo_command(echo.host, echo.port, token))
     return EchoEvidence(peer=str(echo), sent=token, received=r.output.strip(), rc=r.rc)
+
+
+@ahead.probe("tcp-echo")
+def egress_echo_probe(target, shell: GuestShell) -> EchoEvidence:
+    """``egress_echo`` to the target's TCP echo peer (a probe: it may run ahead, ahead.py)."""
+    return egress_echo(shell, target.profile, target.peers.tcp_echo)
 
 
 def transfer(shell: GuestShell, profile: GuestProfile, echo: Endpoint, budget: int) -> TransferEvidence:

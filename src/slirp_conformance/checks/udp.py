@@ -6,6 +6,7 @@ import secrets
 from dataclasses import dataclass
 from typing import ClassVar
 
+from slirp_conformance import ahead
 from slirp_conformance.checks.tcp import EchoEvidence
 from slirp_conformance.console import GuestShell
 from slirp_conformance.evidence import Evidence
@@ -45,3 +46,15 @@ def dns_lookup(shell: GuestShell, profile: GuestProfile, name: str, server: str)
         rc=r.rc,
         output=r.output[-400:],
     )
+
+
+@ahead.probe("udp-echo")
+def echo_probe(target, shell: GuestShell) -> UdpEchoEvidence:
+    """``echo`` with the target's UDP echo peer (a probe: it may run ahead, ahead.py)."""
+    return echo(shell, target.profile, target.peers.udp_echo)
+
+
+@ahead.probe("dns")
+def dns_probe(target, shell: GuestShell) -> DnsEvidence:
+    """``dns_lookup`` of the peer's name at the target's nameserver (a probe: it may run ahead, ahead.py)."""
+    return dns_lookup(shell, target.profile, target.peers.dns_name, target.contract.nameserver)
