@@ -2,25 +2,20 @@
 
 import pytest
 
+from slirp_conformance import ahead
 from slirp_conformance.checks import dhcp
 from slirp_conformance.checks.dhcp import DhcpEvidence
 from slirp_conformance.console import GuestShell
 from slirp_conformance.evidence import Record, contains, expect
-from slirp_conformance.guest_profiles import GuestProfile
 from slirp_conformance.target import Contract
 
-pytestmark = [pytest.mark.slirp, pytest.mark.dhcp]
-
-
-@pytest.fixture(scope="module")
-def dhcp_facts(shell: GuestShell, profile: GuestProfile) -> DhcpEvidence:
-    """Read once per channel: the lease does not change within a run."""
-    return dhcp.observe(shell, profile)
+pytestmark = [pytest.mark.slirp, pytest.mark.dhcp, pytest.mark.probe(dhcp.observe_probe)]
 
 
 @pytest.fixture
-def observed(dhcp_facts: DhcpEvidence, record: Record) -> DhcpEvidence:
-    return record(dhcp_facts)
+def observed(shell: GuestShell, record: Record, probed: ahead.Probed) -> DhcpEvidence:
+    """Read once per channel (the probe is ``once``): the lease does not change within a run."""
+    return record(probed(dhcp.observe_probe, shell))
 
 
 def test_address_came_from_slirp_dhcp(observed: DhcpEvidence, contract: Contract) -> None:

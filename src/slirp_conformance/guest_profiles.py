@@ -371,9 +371,12 @@ class GuestProfile:
     # ping as root has no floor. What a probe proves is the requests that left and their answers,
     # not their pace.
     ping_interval: float = 0.2
-    # The longest line the guest's shell takes on the serial console (None: no limit met). busybox
-    # ash's line editor keeps 1022 characters (CONFIG_FEATURE_EDITING_MAX_LEN 1024) and loses the
-    # rest: measured, a line of 1023 ended in a syntax error and a wait for a marker that never came.
+    # The longest line the guest's shell takes on the serial console as the suite uses it, echo off
+    # (None: no limit met). busybox ash then reads the line through the kernel's canonical mode,
+    # whose buffer holds 4095 characters and the newline (measured: a 3250-character line ran, one
+    # of 4150 never ended). With echo on, its line editor kept 1022 (CONFIG_FEATURE_EDITING_MAX_LEN
+    # 1024) and lost the rest: a line of 1023 ended in a syntax error and a wait for a marker that
+    # never came.
     console_line_limit: int | None = None
 
     def nic_driver_command(self) -> str:
@@ -526,7 +529,7 @@ REFERENCE = GuestProfile(
     dhcp_client_log_command="tail -n 20 /run/udhcpc.log",  # guest_init.sh starts udhcpc with it
     ping_ignores_icmp_errors=True,
     ping_interval=0.1,  # root (busybox: no floor); 0.2 cost each ICMP probe 0.2 s of the warm run
-    console_line_limit=1022,
+    console_line_limit=4095,
 )
 
 FEDORA = GuestProfile(

@@ -6,7 +6,7 @@ import re
 from dataclasses import dataclass, field
 from typing import ClassVar
 
-from slirp_conformance import guest_batch
+from slirp_conformance import ahead, guest_batch
 from slirp_conformance.console import GuestShell
 from slirp_conformance.evidence import Evidence
 from slirp_conformance.guest_profiles import GuestProfile
@@ -82,3 +82,9 @@ def observe(shell: GuestShell, profile: GuestProfile) -> DhcpEvidence:
         log = shell.run(profile.dhcp_client_log_command)
         ev.client_log = (log.output + log.stderr).strip()[-1500:]
     return ev
+
+
+@ahead.probe("dhcp", once=True)  # read once per channel: the lease does not change within a run
+def observe_probe(target, shell: GuestShell) -> DhcpEvidence:
+    """``observe`` with the target's guest profile (a probe: it may run ahead, ahead.py)."""
+    return observe(shell, target.profile)
