@@ -28,14 +28,15 @@ pytestmark = [pytest.mark.slirp, pytest.mark.ports]
 
 @pytest.fixture(scope="module")
 def guest_services(slirp_target: Target, contract: Contract) -> Iterator[dict[int, GuestService]]:
-    """A guest HTTP server on a listed test port and on the unlisted one, each proven from inside."""
-    console, profile = slirp_target.console(), slirp_target.profile
+    """A guest HTTP server on a listed test port and on the unlisted one, each proven from inside;
+    started together and stopped together (a failed start leaves none running)."""
+    console = slirp_target.console()
     listed = next(p for p in contract.listed_tcp_ports if p != 22)
-    yield from ports.started_each(
-        (listed, contract.unlisted_tcp_port),
-        lambda port: ports.start(console, profile, port),
-        lambda port: ports.stop(console, port),
-    )
+    services = ports.start_all(console, slirp_target.profile, (listed, contract.unlisted_tcp_port))
+    try:
+        yield services
+    finally:
+        ports.stop_all(console, services)
 
 
 def test_listed_port_reaches_guest_service(
@@ -133,12 +134,14 @@ def guest_udp_services(slirp_target: Target, contract: Contract) -> Iterator[dic
     (a datagram the guest sends itself arrives)."""
     if not contract.listed_udp_ports:
         pytest.skip("the VM spec lists no UDP port")
-    console, profile = slirp_target.console(), slirp_target.profile
-    yield from ports.started_each(
-        (contract.listed_udp_ports[0], contract.unlisted_udp_port),
-        lambda port: ports.start_udp(console, profile, port),
-        lambda port: ports.stop_udp(console, port),
+    console = slirp_target.console()
+    services = ports.start_udp_all(
+        console, slirp_target.profile, (contract.listed_udp_ports[0], contract.unlisted_udp_port)
     )
+    try:
+        yield services
+    finally:
+        ports.stop_udp_all(console, services)
 
 
 def _udp_attempt(

@@ -5,9 +5,9 @@ from __future__ import annotations
 import re
 import secrets
 import socket
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
-from typing import ClassVar, TypeVar
+from typing import ClassVar
 
 from slirp_conformance import guest_batch, waits
 from slirp_conformance.checks import tcp
@@ -91,19 +91,74 @@ def _root(port: int) -> str:
     return f"/tmp/slirp-www-{port}"
 
 
-def _set_up(shell: GuestShell, what: str, prepare: str, serve: str, control: str) -> Result:
-    """The preparation, the server's start and the first try of its positive control, in one guest
-    command (``guest_batch``: each part keeps its exit code). A failed preparation or start stops
-    the check, saying why; the control's result is returned (the caller tries again, bounded, until
-    it holds). Inside ``then``, ``serve``'s own ``server & echo $! > pidfile`` is a list of its own,
-    so ``$!`` is still the server (see ``start``)."""
-    got = guest_batch.run(shell, {"setup": f"if {prepare}; then {serve}; else false; fi", "control": control})
-    setup = got["setup"]
-    if not setup.ok:
+@dataclass(frozen=True)
+class _Launch:
+    """One guest service's start: its preparation and server start, then its positive control
+    (``control``, run again until it prints ``token``), and how it is stopped (``_Stop``)."""
+
+    port: int
+    what: str
+    prepare: str
+    serve: str
+    control: str
+    token: str
+    stop: _Stop
+
+
+@dataclass(frozen=True)
+class _Stop:
+    what: str
+    pid_file: str
+    clean: str  # prints nothing
+
+
+def _launch_all(shell: GuestShell, launches: list[_Launch]) -> dict[int, Result]:
+    """Every service's preparation and server start, then every positive control's first tries
+    (up to 0.5 s each in the guest), in one guest command where the line allows (``guest_batch``:
+    each part keeps its exit code). A failed preparation or start stops the check, saying why,
+    once the services that did start are stopped again. Returns each port's control result (the
+    caller tries again, bounded, until it holds). Inside ``then``, ``serve``'s own
+    ``server & echo $! > pidfile`` is a list of its own, so ``$!`` is still the server."""
+    parts = {f"setup-{x.port}": f"if {x.prepare}; then {x.serve}; else false; fi" for x in launches}
+    parts |= {f"control-{x.port}": _until_printed(x.control, x.token, 0.5) for x in launches}
+    got = guest_batch.run(shell, parts)
+    failed = [x for x in launches if not got[f"setup-{x.port}"].ok]
+    if failed:
+        _stop_all(shell, [x.stop for x in launches if x not in failed])
+        setup = got[f"setup-{failed[0].port}"]
         raise AssertionError(
-            f"could not start {what}: rc={setup.rc} stdout={setup.output[-200:]!r} stderr={setup.stderr[-200:]!r}"
+            f"could not start {failed[0].what}: rc={setup.rc} stdout={setup.output[-200:]!r} "
+            f"stderr={setup.stderr[-200:]!r}"
         )
-    return got["control"]
+    return {x.port: got[f"control-{x.port}"] for x in launches}
+
+
+def _confirmed(
+    shell: GuestShell, launches: list[_Launch], first: dict[int, Result], what: Callable[[_Launch], str]
+) -> dict[int, Result]:
+    """Each service's positive control, from its first tries or again until it holds (bounded);
+    if one never does, every service is stopped again and the check stops, saying which."""
+    done: dict[int, Result] = {}
+
+    def until_answered(x: _Launch) -> Result:
+        def look() -> Result:
+            return first[x.port] if _answered(first[x.port], x.token) else shell.run(x.control)
+
+        return waits.wait_for(
+            what(x),
+            look,
+            waits.scaled(20),
+            accept=lambda r: _answered(r, x.token),
+            describe=lambda r: f"rc={r.rc} output={r.output[-200:]!r}",
+        )
+
+    try:
+        for x in launches:
+            done[x.port] = until_answered(x)
+    except waits.WaitTimeout as e:
+        _stop_all(shell, [x.stop for x in launches])
+        raise AssertionError(f"positive control failed, the ports check would prove nothing: {e}") from None
+    return done
 
 
 def _until_printed(command: str, token: str, seconds: float) -> str:
@@ -120,31 +175,41 @@ def _until_printed(command: str, token: str, seconds: float) -> str:
     )
 
 
-def start(shell: GuestShell, profile: GuestProfile, port: int) -> GuestService:
+def _http(profile: GuestProfile, port: int) -> _Launch:
     token = f"slirp-port-{port}-" + secrets.token_hex(6)
     root = _root(port)
-    get = profile.http_get_command(f"http://127.0.0.1:{port}/token")
     # Not `a && b && server & echo $!`: there $! would be the backgrounded list's subshell, not the
-    # server, and killing it could leave the server listening. ``_set_up`` puts the server's start
-    # after `then`, where it is a list of its own.
-    first = _set_up(
-        shell,
+    # server, and killing it could leave the server listening. ``_launch_all`` puts the server's
+    # start after `then`, where it is a list of its own.
+    return _Launch(
+        port,
         f"a guest HTTP server on port {port}",
         f"mkdir -p {root} && printf '%s' {token} > {root}/token",
         profile.http_serve_command(port, root, f"{root}.pid"),
-        _until_printed(get, token, 0.5),
+        profile.http_get_command(f"http://127.0.0.1:{port}/token"),
+        token,
+        _http_stop(port),
     )
-    try:
-        local = waits.wait_for(
-            f"the guest's own HTTP server on port {port} to answer inside the guest",
-            lambda: first if _answered(first, token) else shell.run(get),
-            waits.scaled(20),
-            accept=lambda r: _answered(r, token),
-            describe=lambda r: f"rc={r.rc} output={r.output[-200:]!r}",
-        )
-    except waits.WaitTimeout as e:
-        raise AssertionError(f"positive control failed, the ports check would prove nothing: {e}") from None
-    return GuestService(port, token, local.output.strip())
+
+
+def _http_stop(port: int) -> _Stop:
+    root = _root(port)
+    return _Stop(f"the guest HTTP server on port {port}", f"{root}.pid", f"rm -rf {root}")
+
+
+def start_all(shell: GuestShell, profile: GuestProfile, ports: Iterable[int]) -> dict[int, GuestService]:
+    """A guest HTTP server on each port, serving a token of its own, each proven from inside (the
+    guest's own request gets the token); started together, in one guest command where it fits."""
+    launches = [_http(profile, port) for port in ports]
+    first = _launch_all(shell, launches)
+    local = _confirmed(
+        shell, launches, first, lambda x: f"the guest's own HTTP server on port {x.port} to answer inside the guest"
+    )
+    return {x.port: GuestService(x.port, x.token, local[x.port].output.strip()) for x in launches}
+
+
+def start(shell: GuestShell, profile: GuestProfile, port: int) -> GuestService:
+    return start_all(shell, profile, (port,))[port]
 
 
 def _answered(r: Result, token: str) -> bool:
@@ -153,42 +218,71 @@ def _answered(r: Result, token: str) -> bool:
 
 def stop(shell: GuestShell, port: int) -> None:
     """Kill the server by its own PID and wait until that process is gone."""
-    root = _root(port)
-    _stop_by_pid_file(shell, f"the guest HTTP server on port {port}", f"{root}.pid", clean=f"rm -rf {root}")
+    stop_all(shell, (port,))
+
+
+def stop_all(shell: GuestShell, ports: Iterable[int]) -> None:
+    """``stop`` for each port's HTTP server, together."""
+    _stop_all(shell, [_http_stop(port) for port in ports])
 
 
 def _stop_by_pid_file(shell: GuestShell, what: str, pid_file: str, clean: str) -> None:
-    """Read the service's pid, run ``clean``, kill it and wait until that process is gone; the pid
-    file goes last. A service that left no pid file is an error: it may still run.
+    _stop_all(shell, [_Stop(what, pid_file, clean)])
 
-    A guest command costs about 0.15 s on the Fedora-like guest under TCG (45-100 ms on busybox's
-    console), so the reading, the kill and the first looks (up to 0.5 s in the guest, every 20 ms)
-    are one command, and the look that finds the process gone removes the pid file; the bounded
-    wait after it covers a slow end."""
-    running = process_running("$slirp_pid")
-    first = shell.run(
-        f'slirp_pid=$(cat {pid_file} 2>/dev/null); {clean}; echo "pid $slirp_pid"; '
-        f"case $slirp_pid in ''|*[!0-9]*) false;; "
-        f"*) kill $slirp_pid; {wait_while(running, 0.5)}; ! {running} && rm -f {pid_file};; esac"
-    )  # ``clean`` prints nothing
-    said = re.search(r"^pid (.*)$", first.output, re.M)
-    pid = said.group(1).strip() if said else first.output.strip()
-    if not pid.isdigit():
-        raise AssertionError(f"{what} left no pid file ({pid_file}): {pid!r}")
-    if first.ok:
+
+def _stop_all(shell: GuestShell, stops: list[_Stop]) -> None:
+    """For each service: read its pid, run ``clean``, kill it and wait until that process is gone;
+    the pid file goes last. A service that left no pid file is an error: it may still run. Every
+    service is stopped before the first error is raised.
+
+    A guest command costs about 0.15 s on the Fedora-like guest under TCG (10-100 ms on busybox's
+    console), so the readings, the kills and the first looks (up to 0.5 s in the guest each, every
+    20 ms) are one command (``guest_batch``), and the look that finds a process gone removes its
+    pid file; a bounded wait after it covers a slow end."""
+    if not stops:
         return
+    running = process_running("$slirp_pid")
+    got = guest_batch.run(
+        shell,
+        {
+            f"stop-{i}": f'slirp_pid=$(cat {x.pid_file} 2>/dev/null); {x.clean}; echo "pid $slirp_pid"; '
+            f"case $slirp_pid in ''|*[!0-9]*) false;; "
+            f"*) kill $slirp_pid; {wait_while(running, 0.5)}; ! {running} && rm -f {x.pid_file};; esac"
+            for i, x in enumerate(stops)
+        },
+    )
+    errors: list[BaseException] = []
+    for i, x in enumerate(stops):
+        first = got[f"stop-{i}"]
+        said = re.search(r"^pid (.*)$", first.output, re.M)
+        pid = said.group(1).strip() if said else first.output.strip()
+        if not pid.isdigit():
+            errors.append(AssertionError(f"{x.what} left no pid file ({x.pid_file}): {pid!r}"))
+            continue
+        if first.ok:
+            continue
+        try:
+            _gone(shell, x, pid)
+        except Exception as e:  # noqa: BLE001 - the others are stopped first, then the first error raised
+            errors.append(e)
+    if errors:
+        raise errors[0]
+
+
+def _gone(shell: GuestShell, x: _Stop, pid: str) -> None:
+    """The bounded wait for a killed service to exit; its pid file is removed either way."""
     running = process_running(pid)
-    gone_then_forget = f"! {running} && rm -f {pid_file}"  # rc 0 only once the process is gone
+    gone_then_forget = f"! {running} && rm -f {x.pid_file}"  # rc 0 only once the process is gone
     try:
         waits.wait_for(
-            f"{what} (pid {pid}) to exit",
+            f"{x.what} (pid {pid}) to exit",
             lambda: shell.run(gone_then_forget),
             waits.scaled(10),
             accept=lambda r: r.ok,
             describe=lambda r: f"still running ({running}: rc={r.rc})",
         )
     except BaseException:
-        shell.run(f"rm -f {pid_file}")
+        shell.run(f"rm -f {x.pid_file}")
         raise
 
 
@@ -231,45 +325,47 @@ def _udp_root(port: int) -> str:
     return f"/tmp/slirp-udp-{port}"
 
 
-def start_udp(shell: GuestShell, profile: GuestProfile, port: int) -> GuestUdpService:
-    """A UDP service on ``port`` in the guest, proven up from inside: a datagram the guest sends to
-    its own 127.0.0.1:``port`` is in the service's file (the positive control)."""
+def _udp(profile: GuestProfile, port: int) -> _Launch:
     root = _udp_root(port)
     received = f"{root}.received"
     token = f"slirp-udp-local-{port}-" + secrets.token_hex(6)
-    # A datagram sent before the service bound its socket is lost: send again, then read.
-    control = f"{profile.udp_send_command('127.0.0.1', port, token)} >/dev/null; cat {received}"
-    first = _set_up(
-        shell,
+    return _Launch(
+        port,
         f"a guest UDP service on port {port}",
         f"rm -f {received} && : > {received}",
         profile.udp_serve_command(port, received, f"{root}.pid"),
-        _until_printed(control, token, 0.5),
+        # A datagram sent before the service bound its socket is lost: send again, then read.
+        f"{profile.udp_send_command('127.0.0.1', port, token)} >/dev/null; cat {received}",
+        token,
+        _udp_stop(port),
     )
-    what = f"the guest's own UDP service on port {port} to receive a datagram sent inside the guest"
-    try:
-        got = _until_received(what, lambda: first if _answered(first, token) else shell.run(control), token, 20)
-    except waits.WaitTimeout as e:
-        raise AssertionError(f"positive control failed, the UDP ports check would prove nothing: {e}") from None
-    return GuestUdpService(port, received, token, got.output.strip())
 
 
-S = TypeVar("S")
+def _udp_stop(port: int) -> _Stop:
+    root = _udp_root(port)
+    return _Stop(f"the guest UDP service on port {port}", f"{root}.pid", f"rm -f {root}.received")
 
 
-def started_each(
-    ports: Iterable[int], start: Callable[[int], S], stop: Callable[[int], None]
-) -> Iterator[dict[int, S]]:
-    """A generator for a fixture: ``start`` each port's guest service, yield them by port, then
-    ``stop`` every one that started, also when a later one failed to start or the checks failed."""
-    started: dict[int, S] = {}
-    try:
-        for port in ports:
-            started[port] = start(port)
-        yield started
-    finally:
-        for port in started:
-            stop(port)
+def start_udp_all(shell: GuestShell, profile: GuestProfile, ports: Iterable[int]) -> dict[int, GuestUdpService]:
+    """A UDP service on each port in the guest, each proven up from inside: a datagram the guest
+    sends to its own 127.0.0.1:port is in the service's file (the positive control); started
+    together, in one guest command where it fits."""
+    launches = [_udp(profile, port) for port in ports]
+    first = _launch_all(shell, launches)
+    got = _confirmed(
+        shell,
+        launches,
+        first,
+        lambda x: f"the guest's own UDP service on port {x.port} to receive a datagram sent inside the guest",
+    )
+    return {
+        x.port: GuestUdpService(x.port, f"{_udp_root(x.port)}.received", x.token, got[x.port].output.strip())
+        for x in launches
+    }
+
+
+def start_udp(shell: GuestShell, profile: GuestProfile, port: int) -> GuestUdpService:
+    return start_udp_all(shell, profile, (port,))[port]
 
 
 def _until_received(what: str, read: Callable[[], Result], token: str, seconds: float) -> Result:
@@ -310,5 +406,8 @@ def send_from_cluster(
 
 
 def stop_udp(shell: GuestShell, port: int) -> None:
-    root = _udp_root(port)
-    _stop_by_pid_file(shell, f"the guest UDP service on port {port}", f"{root}.pid", clean=f"rm -f {root}.received")
+    stop_udp_all(shell, (port,))
+
+
+def stop_udp_all(shell: GuestShell, ports: Iterable[int]) -> None:
+    _stop_all(shell, [_udp_stop(port) for port in ports])
