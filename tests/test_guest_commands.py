@@ -252,6 +252,23 @@ def test_busybox_udp_echo_stops_its_nc_once_the_reply_is_read(peers, shell):
     assert left.output == "", left
 
 
+def test_two_udp_echoes_at_once_each_read_their_own_reply(peers, shell):
+    """The console's UDP echo and the SSH one run at once (the SSH side ahead, ahead.py): with one
+    pair of files for both, a check read the other's reply. Each echo now reads only its own."""
+    echo = Endpoint("127.0.0.1", peers["udp_echo"])
+    got: dict[int, udp.UdpEchoEvidence] = {}
+
+    def run(i: int) -> None:
+        got[i] = udp.echo(shell, REFERENCE, echo)
+
+    threads = [threading.Thread(target=run, args=(i,)) for i in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(30)
+    assert len(got) == 4 and all(ev.received == ev.sent for ev in got.values()), {i: ev.facts for i, ev in got.items()}
+
+
 def test_busybox_udp_echo_without_a_reply_is_empty(shell):
     """The control: nothing answers on the port (the loopback's port unreachable ends nc), so
     nothing is read back and the echo check has nothing to compare."""

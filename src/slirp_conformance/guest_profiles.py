@@ -6,6 +6,7 @@ runs on the busybox reference guest and on KubeVirt's Fedora test image.
 
 from __future__ import annotations
 
+import hashlib
 import ipaddress
 import re
 import shlex
@@ -263,9 +264,11 @@ class NetcatTools:
     def udp_echo(self, host: str, port: int, payload: str) -> str:
         """OpenBSD nc reads the reply, then waits out its idle ``-w`` (whole seconds, at least one)
         before it ends: the reply is read from nc's output as soon as it lands there, and nc is
-        stopped then (or when it ends by itself, or after its bound: no reply)."""
+        stopped then (or when it ends by itself, or after its bound: no reply). Its files are named
+        after the payload: the console's echo and the SSH one may run at once (ahead.py), and with
+        one pair of files they read each other's replies (seen: a check got the other's token)."""
         bound = _t(5)
-        out = "/tmp/slirp-udp-echo"
+        out = f"/tmp/slirp-udp-echo-{hashlib.sha256(payload.encode()).hexdigest()[:12]}"
         return (
             f"printf '%s\\n' {shlex.quote(payload)} > {out}.in && : > {out}.out && "
             f"{{ {self.nc} -u -w {bound} {host} {port} < {out}.in > {out}.out & "
