@@ -40,6 +40,7 @@ from slirp_conformance.ssh_client import SSHClient, SSHTimeout
 from slirp_conformance.vmspec import conformance_vm
 
 PAUSE_AFTER = 0.5  # seconds into the ping command before the vCPUs stop
+PAUSED_PING_REQUESTS = 10  # echo requests of a ping the vCPUs stop under (see iterate)
 
 
 class BadInput(Exception):
@@ -104,7 +105,12 @@ def iterate(target: QemuTarget, pause: float = 0.0, ping_timeout: float | None =
     result: dict = {"outcome": "pass", "load_before": round(os.getloadavg()[0], 1)}
     t0 = time.monotonic()
     try:
-        probe = icmp.ping(shell, profile, peers.icmp_host, budget=ping_timeout)
+        # With a pause, the ping must still run PAUSE_AFTER s into the command for the vCPUs to stop
+        # under it: the suite's three requests 0.1 s apart, each answered by an ICMP error, end in
+        # about 0.3 s on busybox. Ten outlast it: the peer's kernel answers six at once, then one a
+        # second (reference-vm-facts), so the ping runs about four seconds.
+        requests = PAUSED_PING_REQUESTS if pause > 0 else 3
+        probe = icmp.ping(shell, profile, peers.icmp_host, requests, budget=ping_timeout)
         result["ping_to_peer"] = {
             "rc": probe.rc,
             "replies": probe.replies,
