@@ -3,6 +3,8 @@ like virt-launcher's, and SSH refuses a wrong host key or an unauthorized key.""
 
 from __future__ import annotations
 
+import time
+
 import pytest
 
 from slirp_conformance import waits
@@ -123,3 +125,16 @@ def test_the_guest_kernel_skips_the_io_apic_timer_check(target):
     ``no_timer_check``, as Fedora's cloud images do."""
     cmdline = target.console().run("cat /proc/cmdline").output.split()
     assert GUEST_KERNEL_ARGS == "no_timer_check" and GUEST_KERNEL_ARGS in cmdline, cmdline
+
+
+def test_a_detached_job_that_ends_by_itself_leaves_the_console_logged_in(target):
+    """With the terminal's echo off, busybox ash takes a SIGCHLD that comes while it waits for a
+    line for the end of its input: a job of the login shell that ended by itself logged the console
+    out (seen in the restrict=on e2e run: the IPv6 query). ``detached_job_command`` starts it as no
+    child of the shell; after it ended, the console still answers, and the job's output is there."""
+    console = target.console()
+    job = target.profile.detached_job_command("sleep 0.3; echo job-ended", "/tmp/slirp-selftest-job.out")
+    console.run(job)
+    time.sleep(1.5)  # the job ends while the shell waits for its next line
+    r = console.run("cat /tmp/slirp-selftest-job.out; rm -f /tmp/slirp-selftest-job.out", timeout=10)
+    assert r.output.strip() == "job-ended", r

@@ -457,16 +457,16 @@ class GuestProfile:
         its IPv6 datagrams sent, and the ICMPv6 destination unreachable errors it received."""
         return "grep -E '^(Udp6OutDatagrams|Icmp6InDestUnreachs)[[:space:]]' /proc/net/snmp6"
 
-    def detached_job_command(self, command: str) -> str:
-        """``command`` as a job in a session of its own (``setsid sh -c``; the caller adds its
-        redirections and ``&``), so its end is nothing to the console's shell. busybox ash reads a
-        line with the terminal's echo off (as the console runs it) through ``fgets``, which a
-        SIGCHLD interrupts, and takes that for the end of its input: a background job of the
-        login shell that ended by itself while the shell waited for a line logged the console out
-        (measured 2026-12-07: ``(sleep 2) &`` did, ``setsid sh -c 'sleep 2' &`` did not). busybox's
-        ``setsid`` forks when it leads its process group, as a job does, so the shell's own child
-        ends at once, while the shell is still running the command that started it."""
-        return f"setsid sh -c {shlex.quote(command)}"
+    def detached_job_command(self, command: str, output: str) -> str:
+        """``command`` in the background, its output to the file ``output``, as a job that is not
+        the console shell's child: a subshell the shell waits for starts it and exits (a double
+        fork), so the job's end is nothing to the shell. busybox ash reads a line with the
+        terminal's echo off (as the console runs it) through ``fgets``, which a SIGCHLD interrupts,
+        and takes that for the end of its input: a job of the login shell that ended while the
+        shell waited for a line logged the console out (measured 2026-12-07 on the reference guest:
+        ``(sleep 2) &`` did; ``( (sleep 0.3) & )`` six times out of six did not; ``setsid sh -c``
+        did once in CI, its own quick exit being the shell's child's)."""
+        return f"( ({command}) </dev/null >{output} 2>&1 & )"
 
     def processes_with_argument_command(self, argument: str) -> str:
         """Prints the /proc/PID/cmdline of every guest process that has ``argument`` as one whole

@@ -102,7 +102,7 @@ def _ask_dns6(shell: GuestShell, profile: GuestProfile, dns_name: str, ev: Ipv6E
     # it, so SSH (or a pipe) would see the output end only when the query does.
     began = shell.run(
         f"{profile.udp6_counters_command()}; rm -f {_DNS6_OUT} {_DNS6_RC}; "
-        f"{profile.detached_job_command(f'{command}; echo $? >{_DNS6_RC}')} </dev/null >{_DNS6_OUT} 2>&1 &"
+        f"{profile.detached_job_command(f'{command}; echo $? >{_DNS6_RC}', _DNS6_OUT)}"
     )
     before = parse_udp6_counters(began.output)
     look = f"cat {_DNS6_RC} 2>/dev/null || echo running; {profile.udp6_counters_command()}"
