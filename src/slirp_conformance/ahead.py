@@ -1,11 +1,12 @@
 """Probes that run ahead of their checks: the SSH side of a clause, in a thread of its own, while
-the serial console's checks go on.
+the serial console's checks go on (and a variant VM's checks' probes, on its own console, as soon
+as it is up: fixtures/slirp_vm.py).
 
-The console and SSH are independent views of one guest, and the long SSH probes (the 8 MiB
-transfer) mostly wait: on the guest, on slirp, on the peer. Run one after the other they added
-their waits to the warm run; here they run in one lane beside the console's checks, in the order
-their checks come, and each check takes its probe's result (or its exception, raised again in the
-check). A check whose probe is not in the lane (the console's, one whose probe does not run ahead,
+The console and SSH are independent views of one guest, and the SSH probes (the DHCP facts, the
+TCP and UDP echoes, DNS, the 8 MiB transfer) mostly wait: on the guest, on slirp, on the peer. Run
+one after the other they added their waits to the warm run; here they run in one lane beside the
+console's checks, in the order their checks come, and each check takes its probe's result (or its
+exception, raised again in the check). A check whose probe is not in the lane (the console's, one whose probe does not run ahead,
 an xdist worker) runs its probe itself: the same function, so what it proves does not depend on
 where it ran.
 
@@ -95,8 +96,8 @@ class Lane:
     """One thread running probes in order (``begin``), and the lock of the exclusive probes.
 
     ``order``: every selected check's node id in the session's order; ``exclusive_inline``: those
-    whose exclusive probe runs where its check is (the console's ICMP check). ``check_done`` is
-    told when a check has ended, however it ended."""
+    whose exclusive probe runs where its check is (the ICMP checks). ``check_done`` is told when a
+    check has ended, however it ended."""
 
     def __init__(self) -> None:
         self._exclusive = threading.Lock()
