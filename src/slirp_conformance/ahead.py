@@ -6,9 +6,9 @@ The console and SSH are independent views of one guest, and the SSH probes (the 
 TCP and UDP echoes, DNS, the 8 MiB transfer) mostly wait: on the guest, on slirp, on the peer. Run
 one after the other they added their waits to the warm run; here they run in one lane beside the
 console's checks, in the order their checks come, and each check takes its probe's result (or its
-exception, raised again in the check). A check whose probe is not in the lane (the console's, one whose probe does not run ahead,
-an xdist worker) runs its probe itself: the same function, so what it proves does not depend on
-where it ran.
+exception, raised again in the check). A check whose probe is not in the lane (the console's, one
+whose probe does not run ahead, an xdist worker's) runs its probe itself: the same function, so
+what it proves does not depend on where it ran.
 
 What the probes share is guarded, not hoped for:
 - An ``exclusive`` probe runs alone: while it runs in its check, the lane runs nothing (every job
