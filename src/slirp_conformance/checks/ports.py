@@ -103,6 +103,7 @@ class _Launch:
     control: str
     token: str
     stop: _Stop
+    awaited: str  # what the control's bounded wait waits for, in its timeout's words
 
 
 @dataclass(frozen=True)
@@ -112,13 +113,14 @@ class _Stop:
     clean: str  # prints nothing
 
 
-def _launch_all(shell: GuestShell, launches: list[_Launch]) -> dict[int, Result]:
+def _started(shell: GuestShell, launches: list[_Launch]) -> dict[int, Result]:
     """Every service's preparation and server start, then every positive control's first tries
     (up to 0.5 s each in the guest), in one guest command where the line allows (``guest_batch``:
-    each part keeps its exit code). A failed preparation or start stops the check, saying why,
-    once the services that did start are stopped again. Returns each port's control result (the
-    caller tries again, bounded, until it holds). Inside ``then``, ``serve``'s own
-    ``server & echo $! > pidfile`` is a list of its own, so ``$!`` is still the server."""
+    each part keeps its exit code); then each control again until it holds (bounded). A failed
+    preparation or start, or a control that never holds, stops the check, saying why, once the
+    services that did start are stopped again. Returns each port's control result. Inside
+    ``then``, ``serve``'s own ``server & echo $! > pidfile`` is a list of its own, so ``$!`` is
+    still the server."""
     parts = {f"setup-{x.port}": f"if {x.prepare}; then {x.serve}; else false; fi" for x in launches}
     parts |= {f"control-{x.port}": _until_printed(x.control, x.token, 0.5) for x in launches}
     got = guest_batch.run(shell, parts)
@@ -130,35 +132,22 @@ def _launch_all(shell: GuestShell, launches: list[_Launch]) -> dict[int, Result]
             f"could not start {failed[0].what}: rc={setup.rc} stdout={setup.output[-200:]!r} "
             f"stderr={setup.stderr[-200:]!r}"
         )
-    return {x.port: got[f"control-{x.port}"] for x in launches}
 
-
-def _confirmed(
-    shell: GuestShell, launches: list[_Launch], first: dict[int, Result], what: Callable[[_Launch], str]
-) -> dict[int, Result]:
-    """Each service's positive control, from its first tries or again until it holds (bounded);
-    if one never does, every service is stopped again and the check stops, saying which."""
-    done: dict[int, Result] = {}
-
-    def until_answered(x: _Launch) -> Result:
-        def look() -> Result:
-            return first[x.port] if _answered(first[x.port], x.token) else shell.run(x.control)
-
+    def answered(x: _Launch) -> Result:
+        first = got[f"control-{x.port}"]
         return waits.wait_for(
-            what(x),
-            look,
+            x.awaited,
+            lambda: first if _answered(first, x.token) else shell.run(x.control),
             waits.scaled(20),
             accept=lambda r: _answered(r, x.token),
             describe=lambda r: f"rc={r.rc} output={r.output[-200:]!r}",
         )
 
     try:
-        for x in launches:
-            done[x.port] = until_answered(x)
+        return {x.port: answered(x) for x in launches}
     except waits.WaitTimeout as e:
         _stop_all(shell, [x.stop for x in launches])
         raise AssertionError(f"positive control failed, the ports check would prove nothing: {e}") from None
-    return done
 
 
 def _until_printed(command: str, token: str, seconds: float) -> str:
@@ -179,7 +168,7 @@ def _http(profile: GuestProfile, port: int) -> _Launch:
     token = f"slirp-port-{port}-" + secrets.token_hex(6)
     root = _root(port)
     # Not `a && b && server & echo $!`: there $! would be the backgrounded list's subshell, not the
-    # server, and killing it could leave the server listening. ``_launch_all`` puts the server's
+    # server, and killing it could leave the server listening. ``_started`` puts the server's
     # start after `then`, where it is a list of its own.
     return _Launch(
         port,
@@ -189,6 +178,7 @@ def _http(profile: GuestProfile, port: int) -> _Launch:
         profile.http_get_command(f"http://127.0.0.1:{port}/token"),
         token,
         _http_stop(port),
+        f"the guest's own HTTP server on port {port} to answer inside the guest",
     )
 
 
@@ -201,10 +191,7 @@ def start_all(shell: GuestShell, profile: GuestProfile, ports: Iterable[int]) ->
     """A guest HTTP server on each port, serving a token of its own, each proven from inside (the
     guest's own request gets the token); started together, in one guest command where it fits."""
     launches = [_http(profile, port) for port in ports]
-    first = _launch_all(shell, launches)
-    local = _confirmed(
-        shell, launches, first, lambda x: f"the guest's own HTTP server on port {x.port} to answer inside the guest"
-    )
+    local = _started(shell, launches)
     return {x.port: GuestService(x.port, x.token, local[x.port].output.strip()) for x in launches}
 
 
@@ -338,6 +325,7 @@ def _udp(profile: GuestProfile, port: int) -> _Launch:
         f"{profile.udp_send_command('127.0.0.1', port, token)} >/dev/null; cat {received}",
         token,
         _udp_stop(port),
+        f"the guest's own UDP service on port {port} to receive a datagram sent inside the guest",
     )
 
 
@@ -351,13 +339,7 @@ def start_udp_all(shell: GuestShell, profile: GuestProfile, ports: Iterable[int]
     sends to its own 127.0.0.1:port is in the service's file (the positive control); started
     together, in one guest command where it fits."""
     launches = [_udp(profile, port) for port in ports]
-    first = _launch_all(shell, launches)
-    got = _confirmed(
-        shell,
-        launches,
-        first,
-        lambda x: f"the guest's own UDP service on port {x.port} to receive a datagram sent inside the guest",
-    )
+    got = _started(shell, launches)
     return {
         x.port: GuestUdpService(x.port, f"{_udp_root(x.port)}.received", x.token, got[x.port].output.strip())
         for x in launches
