@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import subprocess
+import sys
 
 import pytest
 
+from slirp_conformance.checkout import REPO
 from tests.suite_runner import refused_run
 
 
@@ -104,3 +106,16 @@ def test_collect_only_needs_no_vm():
     r = refused_run("--collect-only", "-q")
     assert r.returncode == 0, r.stdout + r.stderr
     assert "test_slirp_icmp.py::test_icmp_echo_to_peer_gets_no_reply[console]" in r.stdout
+
+
+def test_the_qemu_target_never_imports_the_kubernetes_client():
+    # The client costs about a third of a second to import, before the VM can start: on
+    # --target=qemu (which collects the KubeVirt-only suite too) nothing may import it.
+    code = (
+        "import sys, pytest; "
+        "rc = pytest.main(['-q', '-k', 'slirp', '--target=qemu', '--collect-only', '-p', 'no:cacheprovider']); "
+        "print('kubernetes imported:', 'kubernetes' in sys.modules); sys.exit(rc)"
+    )
+    r = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True, timeout=60)
+    assert r.returncode == 0, r.stdout + r.stderr
+    assert "kubernetes imported: False" in r.stdout, r.stdout[-2000:]

@@ -12,9 +12,7 @@ import re
 import secrets
 from contextlib import AbstractContextManager
 from dataclasses import dataclass
-from typing import Any, ClassVar, Protocol
-
-from kubernetes import client
+from typing import TYPE_CHECKING, Any, ClassVar, Protocol
 
 from slirp_conformance import waits
 from slirp_conformance.cluster import kubevirt_config
@@ -23,6 +21,10 @@ from slirp_conformance.evidence import Evidence
 from slirp_conformance.kubevirt import launcher_probes, vmi_start
 from slirp_conformance.target import Contract
 from slirp_conformance.vmspec import VMSpec
+
+if TYPE_CHECKING:  # the client is imported where it is used: --target=qemu collects this module too,
+    # and importing the client costs a third of a second before the VM can start
+    from kubernetes import client
 
 BINDING_NOT_FOUND = re.compile(r"couldn't find configuration for network bindi(?:ni)?ng: (\S+)")
 
@@ -257,6 +259,8 @@ def unregistered_binding(vm: KubeVirtVM, binding: str) -> UnregisteredBindingEvi
 
 def _why_refused(vm: KubeVirtVM, name: str, binding: str) -> tuple[str | None, str | None]:
     """(message, where) of KubeVirt's refusal of VM ``name``; where is None when none came in time."""
+    from kubernetes import client  # in each function: see the imports
+
     try:
         vm.create_vm(name, binding=binding)
     except client.ApiException as e:  # refused at admission is a refusal too
@@ -316,6 +320,8 @@ def renamed_binding(vm: KubeVirtVM, binding: str) -> RenamedBindingEvidence:
 
 
 def _try_start(vm: KubeVirtVM, ev: RenamedBindingEvidence) -> None:
+    from kubernetes import client
+
     def create() -> None:
         vm.create_vm(ev.vm, binding=ev.binding, bootable=True)
 
@@ -395,6 +401,8 @@ def _twice(quantity: str) -> str:
 
 
 def _quota_vm(vm: KubeVirtVM, ns: QuotaNamespace, name: str, resources: dict) -> QuotaVmEvidence:
+    from kubernetes import client
+
     conf = vm.kubevirt_cr().get("spec", {}).get("configuration") or {}
     ev = QuotaVmEvidence(
         namespace=ns.name,
@@ -440,6 +448,8 @@ def _quota_vm(vm: KubeVirtVM, ns: QuotaNamespace, name: str, resources: dict) ->
 def feature_gate_off(vm: KubeVirtVM) -> FeatureGateOffEvidence:
     """With NetworkBindingPlugins removed, try to create a VM using a binding plugin; record
     whether admission let it in (then delete it) and its message."""
+    from kubernetes import client
+
     name = f"vm-gate-off-{secrets.token_hex(2)}"
     with vm.feature_gate_off() as propagation:
         try:

@@ -10,8 +10,6 @@ import time
 from dataclasses import dataclass
 from typing import Protocol
 
-from kubernetes import client
-
 # virt-handler's event when a sync of the VMI fails, where a hook sidecar's error lands
 # (pkg/virt-handler/vm.go at every release), and virt-controller's when it cannot create the
 # launcher pod (quota admission, a bad pod template: pkg/virt-controller/watch/vmi.go).
@@ -54,10 +52,12 @@ class StartState:
 
 def start_state(source: VmiSource, name: str, events: tuple[str, ...] = WHY_EVENTS) -> StartState:
     """The start of VM ``name`` now (see ``StartState.whys`` for where its words come from)."""
+    from kubernetes.client import ApiException  # here: --target=qemu collects this module and never needs the client
+
     whys = tuple(dict.fromkeys(message for reason in events for message in source.event_messages(name, reason)))
     try:
         vmi = source.read_vmi(name)
-    except client.ApiException as e:
+    except ApiException as e:
         if e.status != 404:
             raise
         return StartState(None, whys)
