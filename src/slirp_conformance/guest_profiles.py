@@ -535,14 +535,16 @@ REFERENCE = GuestProfile(
     credentials=None,  # filled per run: the reference target generates the console password
     ssh_user="root",
     interface="eth0",
-    host_key_command="dropbearkey -y -f /etc/dropbear/dropbear_ed25519_host_key | grep '^ssh-'",
+    host_key_command="cat /etc/dropbear/dropbear_ed25519_host_key.pub",  # written at boot (guest_init.sh)
     lease_command="cat /run/udhcpc.lease",
     parse_lease=parse_udhcpc_lease,
     resolver_config_command="cat /etc/resolv.conf",
     tools=NetcatTools(),
     dhcp_client_log_command="tail -n 20 /run/udhcpc.log",  # guest_init.sh starts udhcpc with it
     ping_ignores_icmp_errors=True,
-    ping_interval=0.1,  # root (busybox: no floor); 0.2 cost each ICMP probe 0.2 s of the warm run
+    # root (busybox: no floor). 0.02 s: each ICMP probe ends once its third error is in, 0.21-0.24 s
+    # after it began, against 0.40-0.43 s at 0.1 (measured on the reference guest, 2026-12-07)
+    ping_interval=0.02,
     console_line_limit=4095,
 )
 
