@@ -38,6 +38,22 @@ class _TcpEcho(socketserver.BaseRequestHandler):
             self.request.sendall(data)
 
 
+class _TcpEchoFlippingOneBit(socketserver.BaseRequestHandler):
+    """An echo that changes one bit of the byte at 5 MiB: as many bytes come back, not the same ones
+    (the transfer check's negative control)."""
+
+    at = 5 << 20
+
+    def handle(self) -> None:
+        seen = 0
+        while data := self.request.recv(65536):
+            if seen <= self.at < seen + len(data):
+                i = self.at - seen
+                data = data[:i] + bytes([data[i] ^ 0x01]) + data[i + 1 :]
+            seen += len(data)
+            self.request.sendall(data)
+
+
 class _UdpEcho(socketserver.BaseRequestHandler):
     def handle(self) -> None:
         data, sock = self.request
@@ -71,10 +87,12 @@ class _UDP(_Threaded, socketserver.UDPServer):
 
 @contextmanager
 def loopback_peers(dns_records: dict[str, str]) -> Iterator[dict[str, int]]:
-    """TCP echo, UDP echo and a DNS server on 127.0.0.1; yields their ports."""
+    """TCP echo, UDP echo and a DNS server on 127.0.0.1, and a TCP echo that changes one bit
+    (``tcp_echo_flipping_one_bit``); yields their ports."""
     dns_handler = type("Dns", (_Dns,), {"records": dict(dns_records)})
     servers = {
         "tcp_echo": _TCP(("127.0.0.1", 0), _TcpEcho),
+        "tcp_echo_flipping_one_bit": _TCP(("127.0.0.1", 0), _TcpEchoFlippingOneBit),
         "udp_echo": _UDP(("127.0.0.1", 0), _UdpEcho),
         "dns": _UDP(("127.0.0.1", 0), dns_handler),
     }

@@ -40,7 +40,15 @@ def test_tcp_echo_and_8mib_transfer(profile, peers, shell):
     assert ev.received == ev.sent, ev.facts
     ev = tcp.transfer(shell, profile, echo, budget=60)
     assert ev.bytes_sent >= tcp.TRANSFER_BYTES and ev.bytes_received == ev.bytes_sent, ev.facts
-    assert ev.sha256_sent and ev.sha256_received == ev.sha256_sent, ev.facts
+    assert ev.md5_sent and ev.md5_received == ev.md5_sent, ev.facts
+
+
+@pytest.mark.parametrize("profile", PROFILES.values(), ids=PROFILES.keys())
+def test_the_transfer_tells_one_changed_bit(profile, peers, shell):
+    # The negative control of the 8 MiB clause: as many bytes come back, one bit of them changed.
+    ev = tcp.transfer(shell, profile, Endpoint("127.0.0.1", peers["tcp_echo_flipping_one_bit"]), budget=60)
+    assert ev.bytes_sent >= tcp.TRANSFER_BYTES and ev.bytes_received == ev.bytes_sent, ev.facts
+    assert ev.md5_sent and ev.md5_received and ev.md5_received != ev.md5_sent, ev.facts
 
 
 @pytest.mark.parametrize("profile", PROFILES.values(), ids=PROFILES.keys())

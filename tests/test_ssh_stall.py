@@ -40,7 +40,7 @@ def test_a_starved_guest_is_reported_as_late_not_as_a_stall(target, no_leaks):
     reason = r["reason"]
     # the probe is one batch (guest_batch): the counters and route it read before the ping came in
     assert f"waited {PING_TIMEOUT} s for the end of its stdout (" in reason, reason
-    assert "ping: `slirp_u() {" in reason, reason  # the ping, named among the batch's parts
+    assert "ping-198-18-0-1: `slirp_u() {" in reason, reason  # the ping, named among the batch's parts
     assert "the guest did answer after the deadline: exit status" in reason, reason
     assert "the guest side stopped" not in reason, reason
     # the session goes on: the next command over the same connection works

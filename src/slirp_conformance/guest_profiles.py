@@ -158,7 +158,7 @@ _PY_UDP_ECHO = """
 """
 
 # 1 MiB of urandom repeated with a counter before each copy (see GuestProfile.transfer_command),
-# sent while the echo is read back; prints both sha256 sums, then sent and received sizes.
+# sent while the echo is read back; prints both MD5 sums, then sent and received sizes.
 _PY_TRANSFER = """
     import hashlib,os,socket,sys,threading
     host,port,size=sys.argv[1],int(sys.argv[2]),int(sys.argv[3])
@@ -171,7 +171,7 @@ _PY_TRANSFER = """
         s.shutdown(socket.SHUT_WR)
     sender=threading.Thread(target=send)
     sender.start()
-    back=hashlib.sha256()
+    back=hashlib.md5(usedforsecurity=False)
     got=0
     while True:
         d=s.recv(1<<16)
@@ -180,7 +180,7 @@ _PY_TRANSFER = """
         back.update(d)
         got+=len(d)
     sender.join()
-    print(hashlib.sha256(data).hexdigest()+"  sent")
+    print(hashlib.md5(data,usedforsecurity=False).hexdigest()+"  sent")
     print(back.hexdigest()+"  received")
     print(len(data))
     print(got)
@@ -285,7 +285,7 @@ class NetcatTools:
             f"for i in $(seq {copies}); do printf '%08d' $i; cat /tmp/slirp-rnd; done > /tmp/slirp-out && "
             f"timeout {budget} {self.nc} -N -w 30 {host} {port} < /tmp/slirp-out > /tmp/slirp-back; "
             # The sizes from stat: busybox `wc -c` reads every byte (0.3 s per 8 MiB under TCG).
-            f"sha256sum /tmp/slirp-out /tmp/slirp-back; stat -c %s /tmp/slirp-out /tmp/slirp-back; "
+            f"md5sum /tmp/slirp-out /tmp/slirp-back; stat -c %s /tmp/slirp-out /tmp/slirp-back; "
             f"rm -f /tmp/slirp-rnd /tmp/slirp-out /tmp/slirp-back"
         )
 
@@ -387,10 +387,11 @@ class GuestProfile:
 
     def nic_pci_command(self) -> str:
         """Every Ethernet controller on the guest's PCI bus (class 0x0200), whether or not a driver
-        took it: ``vendor:device driver`` per line (``-`` when no driver is bound)."""
+        took it: ``vendor:device driver`` per line (``-`` when no driver is bound). The files are
+        read by the shell itself (``read``: no process per file, 0.1 s less on busybox under TCG)."""
         return (
-            "for d in /sys/bus/pci/devices/*; do case $(cat $d/class) in 0x0200*) "
-            'v=$(cat $d/vendor); p=$(cat $d/device); r=$(readlink $d/driver); echo "${v#0x}:${p#0x} ${r##*/}";; '
+            "for d in /sys/bus/pci/devices/*; do read c <$d/class; case $c in 0x0200*) "
+            'read v <$d/vendor; read p <$d/device; r=$(readlink $d/driver); echo "${v#0x}:${p#0x} ${r##*/}";; '
             "esac; done"
         )
 
@@ -495,7 +496,7 @@ class GuestProfile:
         return self.tools.udp_echo(host, port, payload)
 
     def transfer_command(self, host: str, port: int, size: int, budget: int) -> str:
-        """Send ``size`` bytes to a TCP echo; print both sha256 sums, then sent and received sizes.
+        """Send ``size`` bytes to a TCP echo; print both MD5 sums, then sent and received sizes.
 
         The payload is 1 MiB of /dev/urandom repeated with a counter before each copy: random
         enough to catch corruption, and 8x cheaper to make than 8 MiB of urandom under TCG.

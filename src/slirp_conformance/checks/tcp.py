@@ -32,8 +32,11 @@ class EchoEvidence(Evidence):
 class TransferEvidence(Evidence):
     check: ClassVar[str] = "tcp-transfer"
     peer: str
-    sha256_sent: str | None
-    sha256_received: str | None
+    # MD5: the check guards against bytes lost, reordered or changed in transit, not against an
+    # adversary; busybox's md5sum costs the guest 0.13 s less per 2 x 8 MiB than its sha256sum under
+    # TCG (0.79 s against 0.92 s of vCPU for the whole transfer, 2026-12-07)
+    md5_sent: str | None
+    md5_received: str | None
     bytes_sent: int | None
     bytes_received: int | None
     rc: int
@@ -56,12 +59,12 @@ def transfer(shell: GuestShell, profile: GuestProfile, echo: Endpoint, budget: i
     # As for the ping: the guest-side bound plus the allowance every command has (it was 30 s).
     command = profile.transfer_command(echo.host, echo.port, TRANSFER_BYTES, budget)
     r = shell.run(command, timeout=budget + waits.timeout("console-command"))
-    shas = re.findall(r"^([0-9a-f]{64})\s", r.output, re.M)
+    sums = re.findall(r"^([0-9a-f]{32})\s", r.output, re.M)
     sizes = re.findall(r"^\s*(\d+)\s*$", r.output, re.M)
     return TransferEvidence(
         peer=str(echo),
-        sha256_sent=shas[0] if shas else None,
-        sha256_received=shas[1] if len(shas) > 1 else None,
+        md5_sent=sums[0] if sums else None,
+        md5_received=sums[1] if len(sums) > 1 else None,
         bytes_sent=int(sizes[0]) if sizes else None,
         bytes_received=int(sizes[1]) if len(sizes) > 1 else None,
         rc=r.rc,
