@@ -243,6 +243,27 @@ def test_a_dns6_query_that_ends_by_itself_is_read_as_it_ended(shell, monkeypatch
     assert shell.run(REFERENCE.processes_with_argument_command(LOOPBACK6)).output.split() == []
 
 
+def test_a_dns6_query_neither_answered_nor_refused_is_ended_at_the_watchs_bound(shell, monkeypatch):
+    """A relay that takes the query and never answers: no refusal comes, so the watch ends the query
+    at its bound (scaled down here: 0.4 s), says so, and leaves no process behind."""
+    with socket.socket(socket.AF_INET6, socket.SOCK_DGRAM) as silent:
+        try:
+            silent.bind(("::1", 53))
+        except OSError:
+            pytest.skip("something listens on [::1]:53 here (or no IPv6 loopback)")
+        monkeypatch.setattr(ipv6, "SLIRP_DNS6", LOOPBACK6)
+        ev = ipv6.Ipv6Evidence(netdev="")
+        try:
+            waits.set_timeout_scale(0.02)
+            ipv6._ask_dns6(shell, FEDORA, NAME, ev)
+        finally:
+            waits.set_timeout_scale(1.0)
+    assert ev.dns6_ended == "by the suite: still running past its bound", ev
+    assert ev.dns6_datagrams_sent and not ev.dns6_unreachables, ev
+    assert shell.run(FEDORA.processes_with_argument_command(LOOPBACK6)).output.split() == []
+    assert not shell.run(f"test -e {ipv6._DNS6_OUT} || test -e {ipv6._DNS6_RC}").ok
+
+
 def test_busybox_udp_echo_stops_its_nc_once_the_reply_is_read(peers, shell):
     """OpenBSD nc would wait out its idle bound after the reply: the echo stops it as soon as the
     reply is in its output, and leaves no nc behind (its port is one of nc's arguments). The bound

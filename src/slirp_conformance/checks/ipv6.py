@@ -95,7 +95,8 @@ def _ask_dns6(shell: GuestShell, profile: GuestProfile, dns_name: str, ev: Ipv6E
     as every datagram it sent was refused, its outcome then proven, and otherwise when it ends itself
     (its exit code in a file: a process looked for too early is not there yet either). Its processes
     are stopped by their argument ``fec0::3``: no ``$!`` names them reliably through the guest's
-    ``timeout`` (busybox's execs the query, and a forked watcher outlives it)."""
+    ``timeout`` (busybox's execs the query, and a forked watcher outlives it). Two guest commands:
+    the start, then the watch (in the guest, every 20 ms) with its readings."""
     command = profile.dns_command(dns_name, SLIRP_DNS6)
     # One command: the counters, then the query's start. Not a ``guest_batch`` part: a shell keeps
     # a copy of a group's redirected stderr, and a subshell forked in the group (this job) inherits
@@ -105,56 +106,64 @@ def _ask_dns6(shell: GuestShell, profile: GuestProfile, dns_name: str, ev: Ipv6E
         f"{profile.detached_job_command(f'{command}; echo $? >{_DNS6_RC}', _DNS6_OUT)}"
     )
     before = parse_udp6_counters(began.output)
-    look = f"cat {_DNS6_RC} 2>/dev/null || echo running; {profile.udp6_counters_command()}"
-
-    def delta(text: str) -> tuple[int | None, int | None]:
-        now = parse_udp6_counters(text)
-        if len(now) != 2 or len(before) != 2:
-            return None, None
-        return (
-            now["Udp6OutDatagrams"] - before["Udp6OutDatagrams"],
-            now["Icmp6InDestUnreachs"] - before["Icmp6InDestUnreachs"],
+    settle_s, stop_s = waits.scaled(20), waits.scaled(10)
+    got = guest_batch.run(
+        shell,
+        {
+            "watch": _watch_dns6(profile, before, settle_s, stop_s),
+            "counters": profile.udp6_counters_command(),
+            "rc": f"cat {_DNS6_RC}",
+            "out": f"cat {_DNS6_OUT}; rm -f {_DNS6_OUT} {_DNS6_RC}",
+        },
+        timeout=waits.timeout("console-command") + settle_s + stop_s,
+    )
+    after = parse_udp6_counters(got["counters"].output)
+    if len(after) == 2 and len(before) == 2:
+        ev.dns6_datagrams_sent = after["Udp6OutDatagrams"] - before["Udp6OutDatagrams"]
+        ev.dns6_unreachables = after["Icmp6InDestUnreachs"] - before["Icmp6InDestUnreachs"]
+    how = re.search(r"^slirp-dns6 (\S+)$", got["watch"].output, re.M)
+    ended = how.group(1) if how else f"unknown (the watch said {got['watch'].output[-200:]!r})"
+    ev.dns6_ended = {
+        "by-itself": "by itself",
+        "refused": f"by the suite: all {ev.dns6_datagrams_sent} queries refused (ICMPv6 destination unreachable)",
+        "bound": "by the suite: still running past its bound",
+    }.get(ended, ended)
+    rc = got["rc"].output.strip() if got["rc"].ok else ""
+    if ended != "by-itself" and not rc:
+        raise waits.WaitTimeout(
+            f"waited {stop_s:.0f} s for the DNS query at {SLIRP_DNS6} to end once stopped ({ev.dns6_ended}): "
+            f"rc={got['rc'].rc} {got['rc'].output[-200:]!r}"
         )
-
-    def refused(text: str) -> bool:
-        sent, unreachables = delta(text)
-        return sent is not None and unreachables is not None and sent >= 1 and unreachables >= sent
-
-    def settled(r) -> bool:
-        return "running" not in r.output.split() or refused(r.output)
-
-    try:
-        last = waits.wait_for(
-            f"the DNS query at {SLIRP_DNS6} to end, or every datagram it sent to be refused (ICMPv6)",
-            lambda: shell.run(look),
-            waits.scaled(20),
-            accept=settled,
-            describe=lambda r: r.output[-200:],
-            max_interval=0.3,
-        )
-    except waits.WaitTimeout:
-        last = shell.run(look)
-    ev.dns6_datagrams_sent, ev.dns6_unreachables = delta(last.output)
-    if "running" in last.output.split():
-        ev.dns6_ended = (
-            f"by the suite: all {ev.dns6_datagrams_sent} queries refused (ICMPv6 destination unreachable)"
-            if refused(last.output)
-            else "by the suite: still running past its bound"
-        )
-        processes = profile.processes_with_argument_command(SLIRP_DNS6)
-        stop = f"for f in $({processes}); do p=${{f#/proc/}}; kill ${{p%/cmdline}} 2>/dev/null; done; cat {_DNS6_RC}"
-        waits.wait_for(
-            f"the DNS query at {SLIRP_DNS6} to end once stopped",
-            lambda: shell.run(stop),
-            waits.scaled(10),
-            accept=lambda r: r.ok and r.output.strip() != "",
-            describe=lambda r: f"rc={r.rc} {r.output[-200:]!r}",
-            max_interval=0.3,
-        )
-    else:
-        ev.dns6_ended = "by itself"
-    ended = guest_batch.run(shell, {"rc": f"cat {_DNS6_RC}", "out": f"cat {_DNS6_OUT}; rm -f {_DNS6_OUT} {_DNS6_RC}"})
-    rc = ended["rc"].output.strip() if ended["rc"].ok else ""
-    out = ended["out"].output
+    out = got["out"].output
     ev.dns6_answers = profile.parse_dns(out) if rc == "0" else []  # as before: answers of a query that succeeded
     ev.dns6_output = out[-300:]
+
+
+def _watch_dns6(profile: GuestProfile, before: dict[str, int], settle_s: float, stop_s: float) -> str:
+    """The guest-side watch of ``_ask_dns6``'s query: every 20 ms until its exit code is in its file
+    ("by-itself"), or every datagram it sent was refused ("refused": ``Icmp6InDestUnreachs`` has
+    risen by at least ``Udp6OutDatagrams``, one sent at least), or ``settle_s`` ran out ("bound");
+    a query still running then is killed, and its exit code waited for (``stop_s``). Prints
+    ``slirp-dns6 <how>``. Without both counters before, only the query's own end is waited for."""
+    refused = ""
+    if len(before) == 2:
+        s0, u0 = before["Udp6OutDatagrams"], before["Icmp6InDestUnreachs"]
+        # the profile's reading of the two counters, as "sent unreachables" (awk: both guests have it)
+        numbers = 'awk \'$1=="Udp6OutDatagrams"{s=$2} $1=="Icmp6InDestUnreachs"{u=$2} END{print s+0, u+0}\''
+        read = (
+            f"slirp_c=$({profile.udp6_counters_command()} | {numbers}); "
+            f"slirp_s=$((${{slirp_c% *}}-{s0})); slirp_u=$((${{slirp_c#* }}-{u0}))"
+        )
+        refused = f"{read}; [ $slirp_s -ge 1 ] && [ $slirp_u -ge $slirp_s ] && {{ slirp_how=refused; break; }}; "
+    kill = (
+        f"for f in $({profile.processes_with_argument_command(SLIRP_DNS6)}); do p=${{f#/proc/}}; "
+        "kill ${p%/cmdline} 2>/dev/null; done"
+    )
+    return (
+        f"slirp_how=by-itself; slirp_n=0; while [ ! -s {_DNS6_RC} ]; do "
+        f"[ $slirp_n -ge {round(settle_s * 50)} ] && {{ slirp_how=bound; break; }}; {refused}"
+        "sleep 0.02; slirp_n=$((slirp_n+1)); done; "
+        f"if [ $slirp_how != by-itself ]; then {kill}; slirp_n=0; "
+        f"while [ ! -s {_DNS6_RC} ] && [ $slirp_n -lt {round(stop_s * 50)} ]; do "
+        "sleep 0.02; slirp_n=$((slirp_n+1)); done; fi; echo slirp-dns6 $slirp_how"
+    )
