@@ -148,11 +148,11 @@ def _watch_dns6(profile: GuestProfile, before: dict[str, int], settle_s: float, 
     refused = ""
     if len(before) == 2:
         s0, u0 = before["Udp6OutDatagrams"], before["Icmp6InDestUnreachs"]
-        # the profile's reading of the two counters, as "sent unreachables" (awk: both guests have it)
-        numbers = 'awk \'$1=="Udp6OutDatagrams"{s=$2} $1=="Icmp6InDestUnreachs"{u=$2} END{print s+0, u+0}\''
+        # the two counters of /proc/net/snmp6 (what ``udp6_counters_command`` prints), read by the
+        # shell itself: no process per look, and nothing but the shell needed (ash and bash alike)
         read = (
-            f"slirp_c=$({profile.udp6_counters_command()} | {numbers}); "
-            f"slirp_s=$((${{slirp_c% *}}-{s0})); slirp_u=$((${{slirp_c#* }}-{u0}))"
+            "while read slirp_k slirp_v; do case $slirp_k in Udp6OutDatagrams) slirp_s=$((slirp_v-"
+            f"{s0}));; Icmp6InDestUnreachs) slirp_u=$((slirp_v-{u0}));; esac; done </proc/net/snmp6"
         )
         refused = f"{read}; [ $slirp_s -ge 1 ] && [ $slirp_u -ge $slirp_s ] && {{ slirp_how=refused; break; }}; "
     kill = (
