@@ -309,7 +309,7 @@ def test_a_stalled_command_is_named_in_the_report(tmp_path, no_leaks):
         clause = clauses[name]
         assert clause["verdict"] == "error" and words in clause["reason"], clause
         # the busybox profile's ping (its start), in the probe's batch, and the fault at its end
-        assert "slirp_u() { awk" in clause["reason"] and STALL_MARK in clause["reason"], clause
+        assert "slirp_u() { slirp_h=" in clause["reason"] and STALL_MARK in clause["reason"], clause
     assert "of the parts before: `cat " in clauses["test_icmp_echo_to_peer_gets_no_reply[ssh]"]["reason"]
     # With the SSH timeout, where the connection's bytes stand on each side, and a fresh connection.
     ssh_reason = clauses["test_icmp_echo_to_peer_gets_no_reply[ssh]"]["reason"]
