@@ -205,15 +205,23 @@ def test_udp6_counters_are_read_as_the_guest_prints_them(shell):
 LOOPBACK6 = "0:0:0:0:0:0:0:1"
 
 
-def _refusing_dns6(monkeypatch) -> None:
-    """slirp's IPv6 DNS relay without an upstream, played by this host's [::1]:53 where nothing
-    listens: the kernel refuses each datagram with an ICMPv6 port unreachable."""
-    with socket.socket(socket.AF_INET6, socket.SOCK_DGRAM) as taken:
-        try:
-            taken.bind(("::1", 53))
-        except OSError:
-            pytest.skip("something listens on [::1]:53 here (or no IPv6 loopback): nothing would refuse the query")
+def _dns6_relay_port(monkeypatch) -> socket.socket:
+    """slirp's IPv6 DNS relay, played by this host's [::1]:53: a UDP socket bound there, taking
+    whatever comes and answering nothing (skips where something else has the port)."""
+    taken = socket.socket(socket.AF_INET6, socket.SOCK_DGRAM)
+    try:
+        taken.bind(("::1", 53))
+    except OSError:
+        taken.close()
+        pytest.skip("something listens on [::1]:53 here (or no IPv6 loopback)")
     monkeypatch.setattr(ipv6, "SLIRP_DNS6", LOOPBACK6)
+    return taken
+
+
+def _refusing_dns6(monkeypatch) -> None:
+    """The relay without an upstream: nothing listens on [::1]:53, so the kernel refuses each
+    datagram with an ICMPv6 port unreachable."""
+    _dns6_relay_port(monkeypatch).close()
 
 
 def test_a_dns6_query_every_datagram_of_which_was_refused_is_ended_by_the_suite(shell, monkeypatch):
@@ -246,12 +254,7 @@ def test_a_dns6_query_that_ends_by_itself_is_read_as_it_ended(shell, monkeypatch
 def test_a_dns6_query_neither_answered_nor_refused_is_ended_at_the_watchs_bound(shell, monkeypatch):
     """A relay that takes the query and never answers: no refusal comes, so the watch ends the query
     at its bound (scaled down here: 0.4 s), says so, and leaves no process behind."""
-    with socket.socket(socket.AF_INET6, socket.SOCK_DGRAM) as silent:
-        try:
-            silent.bind(("::1", 53))
-        except OSError:
-            pytest.skip("something listens on [::1]:53 here (or no IPv6 loopback)")
-        monkeypatch.setattr(ipv6, "SLIRP_DNS6", LOOPBACK6)
+    with _dns6_relay_port(monkeypatch):
         ev = ipv6.Ipv6Evidence(netdev="")
         try:
             waits.set_timeout_scale(0.02)
