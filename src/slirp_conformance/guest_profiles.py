@@ -284,14 +284,19 @@ class NetcatTools:
 
     def transfer(self, host: str, port: int, size: int, budget: int) -> str:
         mib = 1 << 20
-        copies = max(1, size // mib)
+        copies = range(1, max(1, size // mib) + 1)
+        # One read of urandom (dd; busybox head reads it in small pieces: 0.14 s against 0.05 s for
+        # 1 MiB under TCG), and one cat of the counters' files and the copies (one per copy: 0.11 s
+        # against 0.07 s). A short read would make a payload short of ``size``: the check says so.
+        counters = " && ".join(f"printf '%08d' {i} > /tmp/slirp-c{i}" for i in copies)
+        pieces = " ".join(f"/tmp/slirp-c{i} /tmp/slirp-rnd" for i in copies)
         return (
-            f"head -c {min(size, mib)} /dev/urandom > /tmp/slirp-rnd && "
-            f"for i in $(seq {copies}); do printf '%08d' $i; cat /tmp/slirp-rnd; done > /tmp/slirp-out && "
+            f"dd if=/dev/urandom of=/tmp/slirp-rnd bs={min(size, mib)} count=1 iflag=fullblock 2>/dev/null && "
+            f"{counters} && cat {pieces} > /tmp/slirp-out && "
             f"timeout {budget} {self.nc} -N -w 30 {host} {port} < /tmp/slirp-out > /tmp/slirp-back; "
             # The sizes from stat: busybox `wc -c` reads every byte (0.3 s per 8 MiB under TCG).
             f"md5sum /tmp/slirp-out /tmp/slirp-back; stat -c %s /tmp/slirp-out /tmp/slirp-back; "
-            f"rm -f /tmp/slirp-rnd /tmp/slirp-out /tmp/slirp-back"
+            f"rm -f /tmp/slirp-rnd /tmp/slirp-out /tmp/slirp-back /tmp/slirp-c[0-9]*"
         )
 
     def dns_lookup(self, name: str, server: str) -> str:
