@@ -8,12 +8,14 @@ import shlex
 import socket
 import subprocess
 import sys
+import tempfile
 import threading
+from pathlib import Path
 from typing import ClassVar
 
 import pytest
 
-from slirp_conformance import waits
+from slirp_conformance import file_lock, waits
 from slirp_conformance.checks import dhcp, ipv6, ports, tcp, udp
 from slirp_conformance.guest_profiles import FEDORA, PROFILES, REFERENCE, process_running, python3_command
 from slirp_conformance.target import Endpoint
@@ -205,6 +207,16 @@ def test_udp6_counters_are_read_as_the_guest_prints_them(shell):
 LOOPBACK6 = "0:0:0:0:0:0:0:1"
 
 
+@pytest.fixture
+def dns6_port():
+    """[::1]:53 for this test alone: the tests that play the relay there (one keeps the port bound,
+    the others need it free) run on two xdist workers, and on a free port taken by the other's
+    relay a refused query would go unanswered instead (a false red, seen once)."""
+    lock = Path(tempfile.gettempdir()) / "slirp-conformance-selftest-dns6.lock"
+    with file_lock.held(lock, "another self-test playing the IPv6 DNS relay on [::1]:53", 60):
+        yield
+
+
 def _dns6_relay_port(monkeypatch) -> socket.socket:
     """slirp's IPv6 DNS relay, played by this host's [::1]:53: a UDP socket bound there, taking
     whatever comes and answering nothing (skips where something else has the port)."""
@@ -224,7 +236,7 @@ def _refusing_dns6(monkeypatch) -> None:
     _dns6_relay_port(monkeypatch).close()
 
 
-def test_a_dns6_query_every_datagram_of_which_was_refused_is_ended_by_the_suite(shell, monkeypatch):
+def test_a_dns6_query_every_datagram_of_which_was_refused_is_ended_by_the_suite(shell, monkeypatch, dns6_port):
     """The Fedora profile's query (unconnected socket) ignores an ICMPv6 port unreachable and would
     wait out its three 3 s tries, like busybox nslookup in the guest: once every datagram it sent was
     refused, the probe ends it and leaves no process behind."""
@@ -238,7 +250,7 @@ def test_a_dns6_query_every_datagram_of_which_was_refused_is_ended_by_the_suite(
     assert not shell.run(f"test -e {ipv6._DNS6_OUT} || test -e {ipv6._DNS6_RC}").ok
 
 
-def test_a_dns6_query_that_ends_by_itself_is_read_as_it_ended(shell, monkeypatch):
+def test_a_dns6_query_that_ends_by_itself_is_read_as_it_ended(shell, monkeypatch, dns6_port):
     """This host's busybox nslookup (a connected socket on loopback) gives up at the first refusal."""
     _refusing_dns6(monkeypatch)
     ev = ipv6.Ipv6Evidence(netdev="")
@@ -251,7 +263,7 @@ def test_a_dns6_query_that_ends_by_itself_is_read_as_it_ended(shell, monkeypatch
     assert shell.run(REFERENCE.processes_with_argument_command(LOOPBACK6)).output.split() == []
 
 
-def test_a_dns6_query_neither_answered_nor_refused_is_ended_at_the_watchs_bound(shell, monkeypatch):
+def test_a_dns6_query_neither_answered_nor_refused_is_ended_at_the_watchs_bound(shell, monkeypatch, dns6_port):
     """A relay that takes the query and never answers: no refusal comes, so the watch ends the query
     at its bound (scaled down here: 0.4 s), says so, and leaves no process behind."""
     with _dns6_relay_port(monkeypatch):
