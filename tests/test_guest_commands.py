@@ -8,14 +8,13 @@ import shlex
 import socket
 import subprocess
 import sys
-import tempfile
 import threading
-from pathlib import Path
 from typing import ClassVar
 
 import pytest
 
 from slirp_conformance import file_lock, waits
+from slirp_conformance.cache_dirs import cache_root
 from slirp_conformance.checks import dhcp, ipv6, ports, tcp, udp
 from slirp_conformance.guest_profiles import FEDORA, PROFILES, REFERENCE, process_running, python3_command
 from slirp_conformance.target import Endpoint
@@ -212,8 +211,9 @@ def dns6_port():
     """[::1]:53 for this test alone: the tests that play the relay there (one keeps the port bound,
     the others need it free) run on two xdist workers, and on a free port taken by the other's
     relay a refused query would go unanswered instead (a false red, seen once)."""
-    lock = Path(tempfile.gettempdir()) / "slirp-conformance-selftest-dns6.lock"
-    with file_lock.held(lock, "another self-test playing the IPv6 DNS relay on [::1]:53", 60):
+    with file_lock.held(
+        cache_root() / "selftest-dns6.lock", "another self-test playing the IPv6 DNS relay on [::1]:53", 60
+    ):
         yield
 
 
