@@ -106,8 +106,8 @@ def iterate(target: QemuTarget, pause: float = 0.0, ping_timeout: float | None =
     t0 = time.monotonic()
     try:
         # With a pause, the ping must still run PAUSE_AFTER s into the command for the vCPUs to stop
-        # under it: the suite's three requests 0.1 s apart, each answered by an ICMP error, end in
-        # about 0.3 s on busybox. Ten outlast it: the peer's kernel answers six at once, then one a
+        # under it: the suite's three requests 0.02 s apart, each answered by an ICMP error, end in
+        # about 0.1 s on busybox. Ten outlast it: the peer's kernel answers six at once, then one a
         # second (reference-vm-facts), so the ping runs about four seconds.
         requests = PAUSED_PING_REQUESTS if pause > 0 else 3
         probe = icmp.ping(shell, profile, peers.icmp_host, requests, budget=ping_timeout)
