@@ -1,5 +1,7 @@
 """The SSH client against an in-process SSH server whose shell behaves like the Fedora test
-image's: every command first prints bash's ``bind`` warning on stderr (its profile.d line)."""
+image's: every command first prints bash's ``bind`` warning on stderr (its profile.d line). Like
+dropbear, it loses a command whose exec request comes while another command runs on the same
+connection (the race in ssh_client.SSHClient's doc, made certain here)."""
 
 from __future__ import annotations
 
@@ -7,6 +9,7 @@ import socket
 import subprocess
 import threading
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
 import paramiko
@@ -14,7 +17,7 @@ import pytest
 
 from slirp_conformance.checks import udp
 from slirp_conformance.guest_profiles import FEDORA
-from slirp_conformance.ssh_client import SSHClient, SSHTimeout, generate_keypair, parse_host_key
+from slirp_conformance.ssh_client import KeyPair, SSHClient, SSHTimeout, generate_keypair, parse_host_key
 from slirp_conformance.target import Endpoint
 from tests.local_guest import loopback_peers
 
@@ -27,8 +30,12 @@ RELEASE = threading.Event()  # lets a server stuck on purpose go at the end of a
 
 
 class _FedoraLikeServer(paramiko.ServerInterface):
+    """One per connection."""
+
     def __init__(self, authorized: paramiko.PKey) -> None:
         self.authorized = authorized
+        self.running = 0  # commands under way on this connection
+        self.lock = threading.Lock()
 
     def get_allowed_auths(self, username: str) -> str:
         return "publickey"
@@ -44,11 +51,20 @@ class _FedoraLikeServer(paramiko.ServerInterface):
         if command.decode() == EXEC_NEVER_ANSWERED:  # the whole server stalls, as a stuck peer would
             RELEASE.wait(60)
             return False
+        with self.lock:
+            if self.running:  # dropbear closes a fresh channel when another command ends meanwhile
+                channel.close()
+                return False
+            self.running += 1
         threading.Thread(target=self._exec, args=(channel, command.decode()), daemon=True).start()
         return True
 
-    @staticmethod
-    def _exec(channel: paramiko.Channel, command: str) -> None:
+    def _ended(self) -> None:
+        """The command's process is gone: before its exit status goes out, as with a real server."""
+        with self.lock:
+            self.running -= 1
+
+    def _exec(self, channel: paramiko.Channel, command: str) -> None:
         if command == NO_EXIT_STATUS:  # output and its end, then nothing: no status, no close
             channel.sendall(b"partial\n")
             channel.shutdown_write()
@@ -60,12 +76,14 @@ class _FedoraLikeServer(paramiko.ServerInterface):
             channel.sendall(b"partial\n")
             time.sleep(3)
             channel.sendall(b"rest\n")
+            self._ended()
             channel.send_exit_status(0)
             channel.close()
             return
         p = subprocess.run(["sh", "-c", command], capture_output=True, timeout=60)
         channel.sendall_stderr(BIND_WARNING.encode() + p.stderr)
         channel.sendall(p.stdout)
+        self._ended()
         channel.send_exit_status(p.returncode)
         try:
             channel.close()
@@ -73,28 +91,42 @@ class _FedoraLikeServer(paramiko.ServerInterface):
             pass
 
 
-@pytest.fixture
-def fedora_like_ssh():
-    user_key = generate_keypair()
-    server_key = generate_keypair("host").private
-    transports = []
+@dataclass
+class _FakeGuest:
+    user_key: KeyPair
+    server_key: paramiko.PKey
+    transports: list[paramiko.Transport]
 
-    def dial() -> socket.socket:
+    def dial(self) -> socket.socket:
         ours, theirs = socket.socketpair()
         t = paramiko.Transport(theirs)
-        t.add_server_key(server_key)
-        t.start_server(event=threading.Event(), server=_FedoraLikeServer(user_key.private))  # no block
-        transports.append(t)
+        t.add_server_key(self.server_key)
+        t.start_server(event=threading.Event(), server=_FedoraLikeServer(self.user_key.private))  # no block
+        self.transports.append(t)
         return ours
 
-    pinned = parse_host_key(f"{server_key.get_name()} {server_key.get_base64()}")
-    client = SSHClient.connect(dial, user="fedora", key=user_key, host_key=pinned, name="fake-fedora", budget=30)
+    def connect(self) -> SSHClient:
+        pinned = parse_host_key(f"{self.server_key.get_name()} {self.server_key.get_base64()}")
+        return SSHClient.connect(
+            self.dial, user="fedora", key=self.user_key, host_key=pinned, name="fake-fedora", budget=30
+        )
+
+
+@pytest.fixture
+def fake_guest():
+    guest = _FakeGuest(generate_keypair(), generate_keypair("host").private, [])
     RELEASE.clear()
-    yield client
+    yield guest
     RELEASE.set()
-    client.close()
-    for t in transports:
+    for t in guest.transports:
         t.close()
+
+
+@pytest.fixture
+def fedora_like_ssh(fake_guest):
+    client = fake_guest.connect()
+    yield client
+    client.close()
 
 
 def test_stderr_noise_does_not_reach_the_parsed_output(fedora_like_ssh):
@@ -165,3 +197,75 @@ def test_a_command_that_ends_is_not_cut_short_by_the_bound(fedora_like_ssh):
     """The control: the same bound lets a command that ends in time through, with its status."""
     r = fedora_like_ssh.run("sleep 1; echo done; exit 3", timeout=5)
     assert (r.output, r.rc) == ("done\n", 3), r
+
+
+def _at_once(run, how_many: int) -> list:
+    """``run(i)`` for i in range(how_many), each in its own thread, all at once: what each
+    returned or raised, within 30 s."""
+    outcomes: list = [None] * how_many
+    start = threading.Barrier(how_many)
+
+    def one(i: int) -> None:
+        start.wait(10)
+        try:
+            outcomes[i] = run(i)
+        except Exception as e:  # noqa: BLE001 (the test reads it)
+            outcomes[i] = e
+
+    threads = [threading.Thread(target=one, args=(i,), daemon=True) for i in range(how_many)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(30)
+    assert not any(t.is_alive() for t in threads), "a command is still waiting after 30 s"
+    return outcomes
+
+
+def test_commands_at_once_each_get_a_connection(fedora_like_ssh):
+    """The lane's probe and a check's command at once (ahead.py): each runs, on a connection of
+    its own, against a server that loses a command sent beside another on one connection."""
+    outcomes = _at_once(lambda i: fedora_like_ssh.run(f"sleep 0.5; echo {i}", timeout=10), 3)
+    assert not [o for o in outcomes if isinstance(o, Exception)], outcomes
+    assert [(r.output, r.rc) for r in outcomes] == [("0\n", 0), ("1\n", 0), ("2\n", 0)], outcomes
+    assert fedora_like_ssh.connections == 3
+
+
+def test_commands_one_after_another_share_one_connection(fedora_like_ssh):
+    """The cost control: a connection is made only for a command that comes while every other
+    one is busy; commands one after another use the first."""
+    for i in range(3):
+        assert fedora_like_ssh.run(f"echo {i}", timeout=10).output == f"{i}\n"
+    assert fedora_like_ssh.connections == 1
+
+
+def test_the_fake_server_loses_a_command_sent_beside_another_on_one_connection(fake_guest):
+    """The premise of the test above: commands at once on one paramiko connection (what
+    SSHClient did before) lose all but one, as dropbear's race lost the lane's transfer."""
+    pinned = parse_host_key(f"{fake_guest.server_key.get_name()} {fake_guest.server_key.get_base64()}")
+    client = paramiko.SSHClient()
+    client.get_host_keys().add("[fake]", pinned.get_name(), pinned)
+    client.connect(
+        "[fake]",
+        sock=fake_guest.dial(),
+        username="fedora",
+        pkey=fake_guest.user_key.private,
+        allow_agent=False,
+        look_for_keys=False,
+        timeout=10,
+    )
+    try:
+
+        def run(i: int) -> str:
+            chan = client.get_transport().open_session(timeout=10)
+            try:
+                chan.settimeout(10)
+                chan.exec_command(f"sleep 0.5; echo {i}")
+                return chan.makefile().read().decode()
+            finally:
+                chan.close()
+
+        outcomes = _at_once(run, 3)
+    finally:
+        client.close()
+    lost = [o for o in outcomes if isinstance(o, paramiko.SSHException)]
+    assert len(lost) == 2, outcomes

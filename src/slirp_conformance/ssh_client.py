@@ -9,11 +9,12 @@ a different key fails the connection (no AutoAddPolicy, no password fallback).
 from __future__ import annotations
 
 import base64
+import contextlib
 import io
 import socket
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 
 import paramiko
@@ -70,10 +71,26 @@ class _PinnedHostKey(paramiko.MissingHostKeyPolicy):
 
 
 class SSHClient:
-    """Runs commands in the guest over SSH. Same ``run`` contract as the console."""
+    """Runs commands in the guest over SSH. Same ``run`` contract as the console.
 
-    def __init__(self, client: paramiko.SSHClient, name: str) -> None:
-        self._client = client
+    One command at a time per SSH connection: a command that comes while every connection has one
+    under way (a probe in the lane beside a check's command: ahead.py) gets a connection of its own,
+    kept for the next. Dropbear, the reference guest's server, closes a session channel whose exec
+    request it has not handled yet whenever any child of that connection's process exits: on
+    SIGCHLD ``channelio`` runs ``check_close`` on every channel (common-channel.c), and
+    ``sesscheckclose`` (svr-chansession.c) finds a session with no process yet (pid 0) closable, so
+    it sends EOF and CLOSE (dropbear 2022.83, still so upstream). One check's command ending as the
+    lane opened a channel on the same connection lost the lane's command: paramiko's
+    ``Channel is not open`` at the exec request, a false red in CI. Nothing is retried: the race
+    cannot happen when no two commands share a connection.
+    """
+
+    def __init__(self, first: paramiko.SSHClient, connect: Callable[[float], paramiko.SSHClient], name: str) -> None:
+        self._connect = connect  # another connection like the first, within a budget
+        self._idle = [first]
+        self._every: list[paramiko.SSHClient] = [first]
+        self._lock = threading.Lock()
+        self._closed = False
         self.name = name
         # Called when a command misses its deadline: what the target sees of the connection then
         # (each side's queues), appended to the timeout's message. Set by the target.
@@ -120,13 +137,48 @@ class SSHClient:
                 raise
             return client
 
-        client = waits.wait_for(
-            f"SSH to {name} as {user}",
-            attempt,
-            budget,
-            retry_on=(paramiko.ssh_exception.SSHException, ConnectionError, socket.timeout, EOFError),
-        )
-        return cls(client, name)
+        def connect_within(seconds: float) -> paramiko.SSHClient:
+            return waits.wait_for(
+                f"SSH to {name} as {user}",
+                attempt,
+                seconds,
+                retry_on=(paramiko.ssh_exception.SSHException, ConnectionError, socket.timeout, EOFError),
+            )
+
+        return cls(connect_within(budget), connect_within, name)
+
+    @property
+    def connections(self) -> int:
+        """How many SSH connections the client has made (one per command under way at once, at most)."""
+        return len(self._every)
+
+    @contextlib.contextmanager
+    def _connection(self, what: str, deadline: float) -> Iterator[paramiko.SSHClient]:
+        """A connection with no command under way, for one command: an idle one, else a new one
+        made within what is left of the command's deadline."""
+        with self._lock:
+            if self._closed:
+                raise SSHTimeout(f"{self.name}: the SSH client is closed; cannot run {what}")
+            client = self._idle.pop(0) if self._idle else None
+        if client is None:
+            try:
+                client = self._connect(max(deadline - time.monotonic(), 0))
+            except waits.WaitTimeout as e:
+                raise SSHTimeout(f"{self.name}: no SSH connection was free for {what} and a new one failed: {e}") from e
+            with self._lock:
+                self._every.append(client)
+        try:
+            yield client
+        finally:
+            self._give_back(client)
+
+    def _give_back(self, client: paramiko.SSHClient) -> None:
+        with self._lock:
+            closed = self._closed
+            if not closed:
+                self._idle.append(client)
+        if closed:  # close() came while the command ran
+            client.close()
 
     def run(self, command: str, timeout: float | None = None) -> Result:
         """Run ``command``; every step (channel open, exec request, output, exit status) shares one
@@ -136,19 +188,28 @@ class SSHClient:
         timeout = waits.timeout("console-command") if timeout is None else timeout
         deadline = time.monotonic() + timeout
         what = f"`{command[:160]}`" if len(command) <= 160 else f"`{command[:150]}...`"
-        transport = self._client.get_transport()
-        if transport is None or not transport.is_active():
-            raise SSHTimeout(f"{self.name}: the SSH connection is closed; cannot run {what}")
-        try:
-            chan = transport.open_session(timeout=timeout)
-        except paramiko.SSHException as e:
-            raise self._timeout(f"a new SSH channel (open: {e})", what, timeout) from e
-        try:
-            return self._exec(chan, command, what, timeout, deadline)
-        finally:
-            chan.close()
+        with self._connection(what, deadline) as client:
+            transport = client.get_transport()
+            if transport is None or not transport.is_active():
+                raise SSHTimeout(f"{self.name}: the SSH connection is closed; cannot run {what}")
+            try:
+                chan = transport.open_session(timeout=max(deadline - time.monotonic(), 0.001))
+            except paramiko.SSHException as e:
+                raise self._timeout(client, f"a new SSH channel (open: {e})", what, timeout) from e
+            try:
+                return self._exec(client, chan, command, what, timeout, deadline)
+            finally:
+                chan.close()
 
-    def _exec(self, chan: paramiko.Channel, command: str, what: str, timeout: float, deadline: float) -> Result:
+    def _exec(
+        self,
+        client: paramiko.SSHClient,
+        chan: paramiko.Channel,
+        command: str,
+        what: str,
+        timeout: float,
+        deadline: float,
+    ) -> Result:
         failed: list[BaseException] = []
 
         def request() -> None:
@@ -163,6 +224,7 @@ class SSHClient:
         if requester.is_alive():
             try:
                 raise self._timeout(
+                    client,
                     "the guest's answer to the exec request",
                     what,
                     timeout,
@@ -172,12 +234,13 @@ class SSHClient:
                 chan.close()  # ends paramiko's wait for the reply
         if failed:
             raise failed[0]
-        out = self._drain(chan, chan.recv, what, timeout, deadline, "stdout")
-        err = self._drain(chan, chan.recv_stderr, what, timeout, deadline, "stderr")
+        out = self._drain(client, chan, chan.recv, what, timeout, deadline, "stdout")
+        err = self._drain(client, chan, chan.recv_stderr, what, timeout, deadline, "stderr")
         # recv_exit_status() waits without a bound: a guest whose sshd closed the output but never
         # sent the status held a whole run for minutes (seen with the Fedora-like guest).
         if not chan.status_event.wait(max(deadline - time.monotonic(), 0)):
             raise self._timeout(
+                client,
                 f"the exit status (the output had ended: {len(out)} bytes)",
                 what,
                 timeout,
@@ -186,7 +249,7 @@ class SSHClient:
         # Apart: Fedora's profile.d makes every command print a `bind` warning on stderr.
         return Result(command, out.decode(errors="replace"), chan.exit_status, err.decode(errors="replace"))
 
-    def _drain(self, chan, recv, what: str, timeout: float, deadline: float, stream: str) -> bytes:
+    def _drain(self, client, chan, recv, what: str, timeout: float, deadline: float, stream: str) -> bytes:
         data = bytearray()
         while True:
             chan.settimeout(max(deadline - time.monotonic(), 0.001))
@@ -194,6 +257,7 @@ class SSHClient:
                 chunk = recv(65536)
             except TimeoutError:
                 raise self._timeout(
+                    client,
                     f"the end of its {stream} ({len(data)} bytes so far, ending {bytes(data[-60:])!r})",
                     what,
                     timeout,
@@ -204,7 +268,12 @@ class SSHClient:
             data += chunk
 
     def _timeout(
-        self, step: str, what: str, timeout: float, late: Callable[[float, float], str] | None = None
+        self,
+        client: paramiko.SSHClient,
+        step: str,
+        what: str,
+        timeout: float,
+        late: Callable[[float, float], str] | None = None,
     ) -> SSHTimeout:
         """The timeout naming the command and the step, with what the target sees then
         (``explain_timeout``) and, when the command's channel is still open (``late``), whether the
@@ -212,7 +281,7 @@ class SSHClient:
         guest too slow for the deadline; none at all, a guest side that stopped. Either way the
         command has failed: nothing is retried and the late answer is not used."""
         missed_at = time.monotonic()
-        transport = self._client.get_transport()
+        transport = client.get_transport()
         up = transport is not None and transport.is_active()
         state = "the SSH connection is still up" if up else "the SSH connection is down"
         message = f"{self.name}: waited {timeout:.0f} s for {step} of {what}; {state}"
@@ -263,4 +332,9 @@ class SSHClient:
         )
 
     def close(self) -> None:
-        self._client.close()
+        """Closes every connection; one with a command under way is closed now too."""
+        with self._lock:
+            self._closed = True
+            every, self._idle = list(self._every), []
+        for client in every:
+            client.close()

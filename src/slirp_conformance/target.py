@@ -262,7 +262,8 @@ class Target(abc.ABC):
         """SSH as the profile's user with the run's key, through a port-forward to port 22,
         the host key pinned. Connected on first use; a failure is kept and raised again, so
         every SSH test fails at once with the same cause."""
-        # A probe running ahead (ahead.py) may ask at the same time as a check: one connection.
+        # A probe running ahead (ahead.py) may ask at the same time as a check: one client, which
+        # gives each command under way at once a connection of its own (ssh_client.SSHClient).
         # The lock is the instance's own (dict.setdefault is atomic), made on first use: subclasses
         # do not all call an __init__ here.
         with vars(self).setdefault("_ssh_lock", threading.Lock()):
