@@ -17,7 +17,7 @@ import pytest
 
 from slirp_conformance.checks import udp
 from slirp_conformance.guest_profiles import FEDORA
-from slirp_conformance.ssh_client import KeyPair, SSHClient, SSHTimeout, generate_keypair, parse_host_key
+from slirp_conformance.ssh_client import KeyPair, SSHClient, SSHRefused, SSHTimeout, generate_keypair, parse_host_key
 from slirp_conformance.target import Endpoint
 from tests.local_guest import loopback_peers
 
@@ -269,3 +269,36 @@ def test_the_fake_server_loses_a_command_sent_beside_another_on_one_connection(f
         client.close()
     lost = [o for o in outcomes if isinstance(o, paramiko.SSHException)]
     assert len(lost) == 2, outcomes
+
+
+@pytest.mark.parametrize("pinned_kind", ["same-type", "other-type"])
+def test_a_host_key_other_than_the_pinned_one_is_refused_not_retried(fake_guest, pinned_kind):
+    """A different key of the pinned type (paramiko's own check) and a key of another type (the
+    client's missing-key policy) both end the connection at once as refused: never retried as a
+    transport failure, never accepted."""
+    if pinned_kind == "same-type":
+        pinned = parse_host_key(generate_keypair().public_openssh)
+    else:
+        from cryptography.hazmat.primitives import serialization
+        from cryptography.hazmat.primitives.asymmetric import ec
+
+        line = (
+            ec.generate_private_key(ec.SECP256R1())
+            .public_key()
+            .public_bytes(serialization.Encoding.OpenSSH, serialization.PublicFormat.OpenSSH)
+            .decode()
+        )
+        pinned = parse_host_key(line)
+    t0 = time.monotonic()
+    with pytest.raises(SSHRefused, match="BadHostKeyException"):
+        SSHClient.connect(
+            fake_guest.dial, user="fedora", key=fake_guest.user_key, host_key=pinned, name="fake-fedora", budget=30
+        )
+    assert time.monotonic() - t0 < 10, "a refused host key was retried"
+    assert len(fake_guest.transports) == 1, "a refused host key was retried"
+
+
+def test_the_keypair_never_shows_its_private_half(fake_guest):
+    key = fake_guest.user_key
+    assert key.pem not in repr(key) and "PRIVATE" not in repr(key)
+    assert repr(key) == f"KeyPair(ssh-ed25519, fingerprint={key.private.fingerprint})"

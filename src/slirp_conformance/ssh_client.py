@@ -4,34 +4,67 @@ The target gives a connected socket (the reference target's dial socket, a pod
 port-forward on KubeVirt) rather than a ProxyCommand subprocess. Authentication is by the
 per-run key only. The guest's host key is read over the serial console first and pinned:
 a different key fails the connection (no AutoAddPolicy, no password fallback).
+
+paramiko is imported when first used, not with this module: its import (0.1 s) stood between
+the run's start and QEMU's launch, a wait the boot does not count. ``load_in_background`` imports
+it while the guest boots (the target calls it once QEMU runs).
 """
 
 from __future__ import annotations
 
 import base64
 import contextlib
+import functools
+import hashlib
+import importlib
 import io
 import socket
 import threading
 import time
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
-import paramiko
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from slirp_conformance import redaction, waits
 from slirp_conformance.console import Result
 
+if TYPE_CHECKING:
+    import paramiko
+
+
+def _paramiko():  # -> the paramiko module
+    import paramiko
+
+    return paramiko
+
+
+def paramiko_error() -> type[Exception]:
+    """paramiko's SSHException, for an ``except`` outside this module."""
+    return _paramiko().SSHException
+
+
+def load_in_background() -> None:
+    """Import paramiko in a thread of its own (once): an import under way makes one that comes
+    meanwhile wait for it, so nothing is imported twice or half."""
+    threading.Thread(target=importlib.import_module, args=("paramiko",), name="import-paramiko", daemon=True).start()
+
 
 @dataclass(frozen=True)
 class KeyPair:
-    private: paramiko.PKey
+    pem: str = field(repr=False)  # the private key, OpenSSH PEM; registered for redaction
     public_openssh: str  # "ssh-ed25519 AAAA... comment"
 
+    @functools.cached_property
+    def private(self) -> paramiko.PKey:
+        return _paramiko().Ed25519Key.from_private_key(io.StringIO(self.pem))
+
     def __repr__(self) -> str:  # never print key material
-        return f"KeyPair({self.public_openssh.split()[0]}, fingerprint={self.private.fingerprint})"
+        kind, blob = self.public_openssh.split()[:2]
+        digest = base64.b64encode(hashlib.sha256(base64.b64decode(blob)).digest()).decode().rstrip("=")
+        return f"KeyPair({kind}, fingerprint=SHA256:{digest})"
 
 
 def generate_keypair(comment: str = "slirp-conformance") -> KeyPair:
@@ -40,8 +73,8 @@ def generate_keypair(comment: str = "slirp-conformance") -> KeyPair:
         serialization.Encoding.PEM, serialization.PrivateFormat.OpenSSH, serialization.NoEncryption()
     ).decode()
     redaction.register(pem)
-    private = paramiko.Ed25519Key.from_private_key(io.StringIO(pem))
-    return KeyPair(private, f"{private.get_name()} {private.get_base64()} {comment}")
+    public = key.public_key().public_bytes(serialization.Encoding.OpenSSH, serialization.PublicFormat.OpenSSH)
+    return KeyPair(pem, f"{public.decode()} {comment}")
 
 
 def parse_host_key(line: str) -> paramiko.PKey:
@@ -49,7 +82,7 @@ def parse_host_key(line: str) -> paramiko.PKey:
     parts = line.split()
     if len(parts) < 2:
         raise ValueError(f"not an OpenSSH public key line: {line!r}")
-    return paramiko.PKey.from_type_string(parts[0], base64.b64decode(parts[1]))
+    return _paramiko().PKey.from_type_string(parts[0], base64.b64decode(parts[1]))
 
 
 # After a missed deadline, how long (at most; scaled; never longer than the command's own timeout)
@@ -65,9 +98,13 @@ class SSHRefused(AssertionError):
     """The guest answered but refused us: wrong host key or key not accepted. Never retried."""
 
 
-class _PinnedHostKey(paramiko.MissingHostKeyPolicy):
+class _PinnedHostKey:
+    """paramiko's missing-host-key policy (duck-typed: paramiko calls ``missing_host_key``) for a
+    host key of a type the pinned one is not: refused like a different key, for which paramiko
+    raises BadHostKeyException itself."""
+
     def missing_host_key(self, client, hostname, key) -> None:
-        raise paramiko.BadHostKeyException(hostname, key, client.get_host_keys().lookup(hostname) or key)
+        raise _paramiko().BadHostKeyException(hostname, key, client.get_host_keys().lookup(hostname) or key)
 
 
 class SSHClient:
@@ -109,9 +146,10 @@ class SSHClient:
     ) -> SSHClient:
         """Connect through ``dial()``; retry only transport-level failures until ``budget`` runs out."""
         alias = f"[{name}]"
+        pm = _paramiko()
 
         def attempt() -> paramiko.SSHClient:
-            client = paramiko.SSHClient()
+            client = pm.SSHClient()
             client.get_host_keys().add(alias, host_key.get_name(), host_key)
             client.set_missing_host_key_policy(_PinnedHostKey())
             sock = dial()
@@ -127,7 +165,7 @@ class SSHClient:
                     banner_timeout=waits.scaled(15),
                     auth_timeout=waits.scaled(15),
                 )
-            except (paramiko.BadHostKeyException, paramiko.AuthenticationException) as e:
+            except (pm.BadHostKeyException, pm.AuthenticationException) as e:
                 client.close()
                 sock.close()
                 raise SSHRefused(f"SSH to {name} as {user}: {type(e).__name__}: {e}") from e
@@ -142,7 +180,7 @@ class SSHClient:
                 f"SSH to {name} as {user}",
                 attempt,
                 seconds,
-                retry_on=(paramiko.ssh_exception.SSHException, ConnectionError, socket.timeout, EOFError),
+                retry_on=(pm.SSHException, ConnectionError, socket.timeout, EOFError),
             )
 
         return cls(connect_within(budget), connect_within, name)
@@ -194,7 +232,7 @@ class SSHClient:
                 raise SSHTimeout(f"{self.name}: the SSH connection is closed; cannot run {what}")
             try:
                 chan = transport.open_session(timeout=max(deadline - time.monotonic(), 0.001))
-            except paramiko.SSHException as e:
+            except _paramiko().SSHException as e:
                 raise self._timeout(client, f"a new SSH channel (open: {e})", what, timeout) from e
             try:
                 return self._exec(client, chan, command, what, timeout, deadline)

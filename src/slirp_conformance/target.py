@@ -14,16 +14,17 @@ import threading
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Protocol
+from typing import TYPE_CHECKING, Protocol
 
-import paramiko
-
-from slirp_conformance import progress, waits
+from slirp_conformance import progress, ssh_client, waits
 from slirp_conformance.console import Console
 from slirp_conformance.guest_profiles import GuestProfile
 from slirp_conformance.redaction import RedactedLog
 from slirp_conformance.ssh_client import KeyPair, SSHClient, parse_host_key
 from slirp_conformance.vmspec import NIC_PCI_IDS, UNLISTED_TEST_PORT, UNLISTED_UDP_TEST_PORT, VMSpec
+
+if TYPE_CHECKING:
+    import paramiko
 
 SLIRP_LEASE_SECONDS = 86400  # libslirp's fixed DHCP lease time
 
@@ -211,6 +212,7 @@ class Target(abc.ABC):
         self._on_launched = callback
 
     def _launched(self) -> None:
+        ssh_client.load_in_background()  # while the guest boots, not before QEMU starts
         callback, self._on_launched = self._on_launched, None
         if callback is not None:
             callback()
@@ -309,7 +311,7 @@ class Target(abc.ABC):
                 parts.append("a new SSH connection works" if r.output.strip() == "fresh-connection-ok" else "")
             finally:
                 fresh.close()
-        except (AssertionError, OSError, paramiko.SSHException, EOFError) as e:
+        except (AssertionError, OSError, ssh_client.paramiko_error(), EOFError) as e:
             parts.append(f"a new SSH connection fails too ({type(e).__name__}: {str(e)[:200]})")
         return "; ".join(p for p in parts if p)
 
