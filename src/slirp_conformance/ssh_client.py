@@ -47,9 +47,16 @@ def paramiko_error() -> type[Exception]:
 
 
 def load_in_background() -> None:
-    """Import paramiko in a thread of its own (once): an import under way makes one that comes
-    meanwhile wait for it, so nothing is imported twice or half."""
-    threading.Thread(target=importlib.import_module, args=("paramiko",), name="import-paramiko", daemon=True).start()
+    """Import paramiko in a thread of its own: an import under way makes one that comes meanwhile
+    wait for it, so nothing is imported twice or half. Whatever goes wrong here is left to the
+    import at first use to raise (e.g. Python's deadlock guard, should the main thread import a
+    module of paramiko's import cycle at the same moment): nothing is printed from this thread."""
+
+    def load() -> None:
+        with contextlib.suppress(Exception):
+            importlib.import_module("paramiko")
+
+    threading.Thread(target=load, name="import-paramiko", daemon=True).start()
 
 
 @dataclass(frozen=True)
