@@ -70,3 +70,41 @@ def test_use_emulation_is_set_on_a_copy_keeping_everything_else():
     assert "useEmulation" not in CR["spec"]["configuration"]["developerConfiguration"], "input must not change"
     bare = ki.with_use_emulation({"apiVersion": "kubevirt.io/v1", "kind": "KubeVirt", "metadata": {"name": "kv"}})
     assert bare["spec"]["configuration"]["developerConfiguration"]["useEmulation"] is True
+
+
+class _Discovery:
+    """A dynamic client's ``resources`` whose server serves ``kind`` only from the ``serves_from``-th look on."""
+
+    def __init__(self, serves_from: int) -> None:
+        self.looks = 0
+        self.serves_from = serves_from
+
+    def get(self, api_version: str, kind: str):
+        from kubernetes.dynamic.exceptions import ResourceNotFoundError
+
+        self.looks += 1
+        if self.looks < self.serves_from:
+            raise ResourceNotFoundError(f"No matches found for {{'api_version': {api_version!r}, 'kind': {kind!r}}}")
+        return f"<resource {kind}>"
+
+
+class _Dyn:
+    def __init__(self, resources: _Discovery) -> None:
+        self.resources = resources
+
+
+def test_a_kind_discovery_serves_a_moment_late_is_waited_for(monkeypatch):
+    """The CRD is Established before the API server's discovery serves its kind (CI saw the CR's
+    creation fail in that moment): the lookup waits for it, bounded."""
+    monkeypatch.setattr(ki.runner, "budget", lambda name: 10)
+    discovery = _Discovery(serves_from=3)
+    assert ki._discovered(_Dyn(discovery), "kubevirt.io/v1", "KubeVirt") == "<resource KubeVirt>"
+    assert discovery.looks == 3
+
+
+def test_a_kind_never_served_ends_in_one_timeout_naming_it(monkeypatch):
+    from slirp_conformance import waits
+
+    monkeypatch.setattr(ki.runner, "budget", lambda name: 0.5)
+    with pytest.raises(waits.WaitTimeout, match=r"KubeVirt \(kubevirt\.io/v1\) in the API server's discovery"):
+        ki._discovered(_Dyn(_Discovery(serves_from=10**6)), "kubevirt.io/v1", "KubeVirt")

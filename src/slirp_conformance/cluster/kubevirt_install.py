@@ -141,6 +141,25 @@ def _dynamic(api_client: Any) -> Any:
     return DynamicClient(api_client, cache_file=os.path.join(_discovery_dir[0], "discovery.json"))
 
 
+def _discovered(dyn: Any, api_version: str, kind: str) -> Any:
+    """``dyn``'s resource for ``kind``, waiting (bounded) for the API server's discovery to serve
+    it. A CRD's kind is served a moment after the CRD is Established, not with it: the API
+    server's DiscoveryController adds the group version from a work queue of its own once it sees
+    the Established condition (apiextensions-apiserver v0.34.0,
+    pkg/apiserver/customresource_discovery_controller.go, ``sync``), and until then
+    /apis/<group>/<version> answers 404. A cluster-up in CI created the KubeVirt CR in that moment
+    and ended in ResourceNotFoundError. The client re-reads the server's discovery on a miss."""
+    from kubernetes.dynamic.exceptions import ResourceNotFoundError
+
+    return waits.wait_for(
+        f"{kind} ({api_version}) in the API server's discovery",
+        lambda: dyn.resources.get(api_version=api_version, kind=kind),
+        runner.budget("crd-established"),
+        retry_on=(ResourceNotFoundError,),
+        describe=lambda r: f"found {r}",
+    )
+
+
 class KubeVirtInstallation:
     """``with KubeVirtInstallation(api_client, "v1.5.3", use_emulation=True) as kv:`` -> ``kv.version``.
 
@@ -240,7 +259,7 @@ class KubeVirtInstallation:
         """Create one object; False when it already existed (then it is not ours to delete)."""
         from kubernetes.dynamic.exceptions import DynamicApiError
 
-        resource = dyn.resources.get(api_version=doc["apiVersion"], kind=doc["kind"])
+        resource = _discovered(dyn, doc["apiVersion"], doc["kind"])
         namespace = doc["metadata"].get("namespace") if resource.namespaced else None
         try:
             resource.create(body=doc, namespace=namespace)
