@@ -55,8 +55,10 @@ def test_busybox_nslookup_answers_only():
     assert parse_nslookup("Server: 10.0.2.3\nAddress: 10.0.2.3:53\n\n** server can't find x: NXDOMAIN\n") == []
 
 
-def test_reference_speaks_openbsd_netcat_fedora_python3_and_pings_are_bound():
-    assert "nc.openbsd -N" in REFERENCE.tcp_echo_command("198.18.0.1", 9007, "x")
+def test_reference_speaks_netcat_fedora_python3_and_pings_are_bound():
+    assert "| timeout 15 busybox nc 198.18.0.1 9007" in REFERENCE.tcp_echo_command("198.18.0.1", 9007, "x")
+    assert " nc.openbsd -N " in REFERENCE.transfer_command("198.18.0.1", 9007, 1 << 23, 60)
+    assert " nc.openbsd -u " in REFERENCE.udp_echo_command("198.18.0.1", 9007, "x")
     for command in (
         FEDORA.tcp_echo_command("10.96.0.5", 9007, "x"),
         FEDORA.udp_echo_command("10.96.0.5", 9007, "x"),
