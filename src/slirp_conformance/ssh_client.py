@@ -284,12 +284,8 @@ class SSHClient:
         # recv_exit_status() waits without a bound: a guest whose sshd closed the output but never
         # sent the status held a whole run for minutes (seen with the Fedora-like guest).
         if not chan.status_event.wait(max(deadline - time.monotonic(), 0)):
-            raise self._timeout(
-                client,
-                f"the exit status (the output had ended: {len(out)} bytes)",
-                what,
-                timeout,
-                lambda missed_at, until: self._late_answer(chan, missed_at, until),
+            raise self._stalled(
+                client, chan, f"the exit status (the output had ended: {len(out)} bytes)", what, timeout
             )
         # Apart: Fedora's profile.d makes every command print a `bind` warning on stderr.
         return Result(command, out.decode(errors="replace"), chan.exit_status, err.decode(errors="replace"))
@@ -301,16 +297,24 @@ class SSHClient:
             try:
                 chunk = recv(65536)
             except TimeoutError:
-                raise self._timeout(
+                raise self._stalled(
                     client,
+                    chan,
                     f"the end of its {stream} ({len(data)} bytes so far, ending {bytes(data[-60:])!r})",
                     what,
                     timeout,
-                    lambda missed_at, until: self._late_answer(chan, missed_at, until),
                 ) from None
             if not chunk:
                 return bytes(data)
             data += chunk
+
+    def _stalled(
+        self, client: paramiko.SSHClient, chan: paramiko.Channel, step: str, what: str, timeout: float
+    ) -> SSHTimeout:
+        """``_timeout`` for a step after the exec request, watching the command's channel for a late answer."""
+        return self._timeout(
+            client, step, what, timeout, lambda missed_at, until: self._late_answer(chan, missed_at, until)
+        )
 
     def _timeout(
         self,
