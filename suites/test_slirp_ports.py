@@ -27,16 +27,24 @@ pytestmark = [pytest.mark.slirp, pytest.mark.ports]
 
 
 @pytest.fixture(scope="module")
-def guest_services(slirp_target: Target, contract: Contract) -> Iterator[dict[int, GuestService]]:
+def started_services(slirp_target: Target) -> Iterator[ports.StartedServices]:
+    """Every guest service this module started, stopped together when the module ends (set up
+    before the fixtures that start them, so torn down after them)."""
+    started = ports.StartedServices()
+    yield started
+    started.stop(slirp_target.console())
+
+
+@pytest.fixture(scope="module")
+def guest_services(
+    slirp_target: Target, contract: Contract, started_services: ports.StartedServices
+) -> dict[int, GuestService]:
     """A guest HTTP server on a listed test port and on the unlisted one, each proven from inside;
-    started together and stopped together (a failed start leaves none running)."""
-    console = slirp_target.console()
+    started together (a failed start leaves none running) and stopped with the module's others."""
     listed = next(p for p in contract.listed_tcp_ports if p != 22)
-    services = ports.start_all(console, slirp_target.profile, (listed, contract.unlisted_tcp_port))
-    try:
-        yield services
-    finally:
-        ports.stop_all(console, services)
+    services = ports.start_all(slirp_target.console(), slirp_target.profile, (listed, contract.unlisted_tcp_port))
+    started_services.tcp.extend(services)
+    return services
 
 
 def test_listed_port_reaches_guest_service(
@@ -129,19 +137,18 @@ def test_cluster_ip_service_reaches_guest_service(
 
 # -- UDP: every listed port is forwarded with its protocol (the sidecar's hostfwd=udp::P-:P) --------
 @pytest.fixture(scope="module")
-def guest_udp_services(slirp_target: Target, contract: Contract) -> Iterator[dict[int, GuestUdpService]]:
+def guest_udp_services(
+    slirp_target: Target, contract: Contract, started_services: ports.StartedServices
+) -> dict[int, GuestUdpService]:
     """A guest UDP service on the listed UDP port and on the unlisted one, each proven up from inside
-    (a datagram the guest sends itself arrives)."""
+    (a datagram the guest sends itself arrives); stopped with the module's others."""
     if not contract.listed_udp_ports:
         pytest.skip("the VM spec lists no UDP port")
-    console = slirp_target.console()
     services = ports.start_udp_all(
-        console, slirp_target.profile, (contract.listed_udp_ports[0], contract.unlisted_udp_port)
+        slirp_target.console(), slirp_target.profile, (contract.listed_udp_ports[0], contract.unlisted_udp_port)
     )
-    try:
-        yield services
-    finally:
-        ports.stop_udp_all(console, services)
+    started_services.udp.extend(services)
+    return services
 
 
 def _udp_attempt(

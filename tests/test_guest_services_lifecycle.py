@@ -87,3 +87,41 @@ def test_udp_services_start_together_and_stop_together():
     finally:
         ports.stop_udp_all(shell, services)
     assert not any(Path(f"/tmp/slirp-udp-{p}.pid").exists() for p in (first, second))
+
+
+class _Counting(LocalShell):
+    def __init__(self) -> None:
+        super().__init__("sh")
+        self.commands: list[str] = []
+
+    def run(self, command: str, timeout: float = 60):
+        self.commands.append(command)
+        return super().run(command, timeout)
+
+
+def test_a_modules_http_and_udp_services_stop_in_one_guest_command():
+    """``StartedServices.stop`` (the ports suite's module end, where the run waits): both kinds in
+    one guest command, and neither kind outlives it."""
+    shell, profile = _Counting(), PROFILES["reference-busybox"]
+    tcp_ports, udp_ports = (_free_port(), _free_port()), (_free_port(), _free_port())
+    started = ports.StartedServices()
+    tcp = ports.start_all(shell, profile, tcp_ports)
+    started.tcp.extend(tcp)
+    started.udp.extend(ports.start_udp_all(shell, profile, udp_ports))
+    assert not any(_udp_port_free(p) for p in udp_ports)  # the premise: the services hold their ports
+    shell.commands.clear()
+    started.stop(shell)
+    assert len(shell.commands) == 1, shell.commands
+    assert not any(_answers(shell, profile, p, s.token) for p, s in tcp.items())
+    assert not any(Path(f"/tmp/slirp-www-{p}.pid").exists() for p in tcp_ports)
+    assert not any(Path(f"/tmp/slirp-udp-{p}.pid").exists() for p in udp_ports)
+    assert all(_udp_port_free(p) for p in udp_ports)
+
+
+def _udp_port_free(port: int) -> bool:
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
+        try:
+            s.bind(("0.0.0.0", port))
+        except OSError:
+            return False
+        return True

@@ -6,7 +6,7 @@ import re
 import secrets
 import socket
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import ClassVar
 
 from slirp_conformance import guest_batch, waits
@@ -225,28 +225,36 @@ def _stop_all(shell: GuestShell, stops: list[_Stop]) -> None:
     A guest command costs about 0.15 s on the Fedora-like guest under TCG (10-100 ms on busybox's
     console), so the readings, the kills and the first looks (up to 0.5 s in the guest each, every
     20 ms) are one command (``guest_batch``), and the look that finds a process gone removes its
-    pid file; a bounded wait after it covers a slow end."""
+    pid file; a bounded wait after it covers a slow end. Every service is killed before the first
+    look: the services end together, in one 20 ms look, not one after the other (busybox console,
+    four services: 0.28 s when each was killed and waited for in turn)."""
     if not stops:
         return
     running = process_running("$slirp_pid")
-    got = guest_batch.run(
-        shell,
-        {
-            f"stop-{i}": f'slirp_pid=$(cat {x.pid_file} 2>/dev/null); {x.clean}; echo "pid $slirp_pid"; '
-            f"case $slirp_pid in ''|*[!0-9]*) false;; "
-            f"*) kill $slirp_pid; {wait_while(running, 0.5)}; ! {running} && rm -f {x.pid_file};; esac"
-            for i, x in enumerate(stops)
-        },
-    )
+
+    def read_pid(x: _Stop) -> str:  # the shell's own read, no process; empty when there is no file
+        return f"slirp_pid=; {{ read -r slirp_pid <{x.pid_file}; }} 2>/dev/null"
+
+    def numeric(then: str) -> str:
+        return f"case $slirp_pid in ''|*[!0-9]*) false;; *) {then};; esac"
+
+    kills = {
+        f"kill-{i}": f'{read_pid(x)}; {x.clean}; echo "pid $slirp_pid"; {numeric("kill $slirp_pid")}'
+        for i, x in enumerate(stops)
+    }
+    looks = {
+        f"gone-{i}": f"{read_pid(x)}; " + numeric(f"{wait_while(running, 0.5)}; ! {running} && rm -f {x.pid_file}")
+        for i, x in enumerate(stops)
+    }
+    got = guest_batch.run(shell, kills | looks)
     errors: list[BaseException] = []
     for i, x in enumerate(stops):
-        first = got[f"stop-{i}"]
-        said = re.search(r"^pid (.*)$", first.output, re.M)
-        pid = said.group(1).strip() if said else first.output.strip()
+        said = re.search(r"^pid (.*)$", got[f"kill-{i}"].output, re.M)
+        pid = said.group(1).strip() if said else got[f"kill-{i}"].output.strip()
         if not pid.isdigit():
             errors.append(AssertionError(f"{x.what} left no pid file ({x.pid_file}): {pid!r}"))
             continue
-        if first.ok:
+        if got[f"gone-{i}"].ok:
             continue
         try:
             _gone(shell, x, pid)
@@ -393,3 +401,17 @@ def stop_udp(shell: GuestShell, port: int) -> None:
 
 def stop_udp_all(shell: GuestShell, ports: Iterable[int]) -> None:
     _stop_all(shell, [_udp_stop(port) for port in ports])
+
+
+@dataclass
+class StartedServices:
+    """The guest services (HTTP servers on ``tcp`` ports, UDP services on ``udp`` ports) that a
+    module started, stopped together by ``stop``: one guest command for both kinds, not one each,
+    at the end of the module, where the run waits for it (0.15 s a command on the busybox console
+    under TCG)."""
+
+    tcp: list[int] = field(default_factory=list)
+    udp: list[int] = field(default_factory=list)
+
+    def stop(self, shell: GuestShell) -> None:
+        _stop_all(shell, [*map(_http_stop, self.tcp), *map(_udp_stop, self.udp)])
