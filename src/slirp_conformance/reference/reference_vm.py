@@ -9,6 +9,7 @@ host) live in a second namespace behind a veth. Used by the ``qemu`` target.
 from __future__ import annotations
 
 import base64
+import contextlib
 import ctypes
 import errno
 import functools
@@ -156,6 +157,26 @@ def _check_kvm_for_qemu_user() -> None:
             f"does not admit QEMU, which runs as uid/gid {QEMU_UID} like virt-launcher's; "
             f"`chmod 0666 /dev/kvm` (or chgrp it to gid {QEMU_GID}), or use --qemu-accel tcg"
         )
+
+
+def _end_lab(unshare: subprocess.Popen) -> None:
+    """The lab ended, and nothing of it left to reap. The lab is PID 1 of the VM's PID namespace:
+    with it the kernel ends QEMU, the peers and the namespaces. It is killed itself, so unshare, its
+    parent, reaps it and then exits. unshare ignores SIGTERM while it waits, and killing unshare
+    instead (its --kill-child then kills the lab) leaves the lab a zombie that only the host's init
+    reaps (about a second later in this project's containers: a run's process group outlived it)."""
+    try:
+        children = Path(f"/proc/{unshare.pid}/task/{unshare.pid}/children").read_text().split()
+    except OSError:  # unshare has ended, or the kernel has no children file
+        children = []
+    for pid in children:
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(int(pid), signal.SIGKILL)
+    try:
+        unshare.wait(timeout=5 if children else 0)
+    except subprocess.TimeoutExpired:
+        unshare.kill()
+        unshare.wait()
 
 
 def _die_with_parent() -> None:
@@ -603,10 +624,7 @@ class ReferenceVM:
 
     def _close(self) -> None:
         if self._lab is not None:
-            # unshare ignores SIGTERM while it waits; SIGKILL makes --kill-child kill the lab, and
-            # with the lab (PID 1) the kernel ends its PID, mount and network namespaces.
-            self._lab.kill()
-            self._lab.wait()
+            _end_lab(self._lab)
             if self._lab.stdout:
                 self._lab.stdout.close()
             self._lab = None
