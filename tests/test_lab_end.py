@@ -9,6 +9,7 @@ from __future__ import annotations
 import contextlib
 import ctypes
 import os
+import shutil
 import signal
 import subprocess
 from collections.abc import Iterator
@@ -20,6 +21,7 @@ from slirp_conformance import waits
 from slirp_conformance.reference.reference_vm import _end_lab
 
 PR_SET_CHILD_SUBREAPER = 36
+_REAL_RMTREE = shutil.rmtree
 
 
 @contextlib.contextmanager
@@ -91,3 +93,57 @@ def test_control_killing_unshare_leaves_the_lab_a_zombie():
             with contextlib.suppress(ChildProcessError):
                 os.waitpid(lab, 0)
     assert _state(lab) is None
+
+
+def _closed_vm_with(run_dir: Path):
+    from slirp_conformance.reference.reference_vm import QemuOptions, ReferenceVM
+    from slirp_conformance.vmspec import conformance_vm
+
+    vm = ReferenceVM(conformance_vm("selftest-close"), QemuOptions(), authorized_key="ssh-ed25519 AAAA x", password="x")
+    vm.run_dir = run_dir
+    (run_dir / "qemu").mkdir(parents=True)
+    (run_dir / "lab.json").write_text("{}")
+    return vm
+
+
+def _rmtree_meeting_a_writer(monkeypatch, rounds: int) -> list[Path]:
+    """shutil.rmtree as reference_vm calls it, with a writer that adds a file to the tree as each of
+    the first ``rounds`` removals goes (what a start under way in another thread does)."""
+    from slirp_conformance.reference import reference_vm
+
+    real, calls = _REAL_RMTREE, []
+
+    def rmtree(path, ignore_errors=False):
+        calls.append(Path(path))
+        if len(calls) <= rounds:
+            (Path(path) / "late-file").write_text("added as the tree went")  # rmdir then meets it
+            for child in Path(path).iterdir():
+                if child.name != "late-file":
+                    real(child) if child.is_dir() else child.unlink()
+            return
+        real(path, ignore_errors=ignore_errors)
+
+    monkeypatch.setattr(reference_vm.shutil, "rmtree", rmtree)
+    return calls
+
+
+def test_a_run_dir_that_a_writer_added_to_is_removed_again(monkeypatch, tmp_path):
+    run_dir = tmp_path / "run"
+    vm = _closed_vm_with(run_dir)
+    calls = _rmtree_meeting_a_writer(monkeypatch, rounds=1)
+    vm.close()
+    assert len(calls) >= 2, calls  # the premise: the first removal left the directory behind
+    assert not run_dir.exists()
+
+
+def test_a_run_dir_still_written_after_the_bound_is_left_for_the_next_close(monkeypatch, tmp_path):
+    """The start under way in another thread fails on its next step and closes again: that close
+    removes what the first one could not."""
+    run_dir = tmp_path / "run"
+    vm = _closed_vm_with(run_dir)
+    calls = _rmtree_meeting_a_writer(monkeypatch, rounds=10_000)
+    vm.close()
+    assert run_dir.exists() and len(calls) > 1
+    _rmtree_meeting_a_writer(monkeypatch, rounds=0)
+    vm.close()
+    assert not run_dir.exists()

@@ -329,6 +329,7 @@ class ReferenceVM:
         self._password = password
         self._lab: subprocess.Popen | None = None
         self.run_dir: Path | None = None
+        self._left_to_remove: Path | None = None  # a run dir a close could not remove whole (see _close)
         self.accel = "tcg"
         self.rootless = False
         self.image: image.GuestImage | None = None
@@ -629,8 +630,28 @@ class ReferenceVM:
                 self._lab.stdout.close()
             self._lab = None
         if self.run_dir is not None and not self.opts.keep_run_dir:
-            shutil.rmtree(self.run_dir, ignore_errors=True)
-        self.run_dir = None
+            self._left_to_remove = self.run_dir
+        self.run_dir = None  # work_dir raises from now on: a start under way makes nothing more here
+        if self._left_to_remove is not None:
+            self._remove_run_dir(self._left_to_remove)
+
+    def _remove_run_dir(self, path: Path) -> None:
+        """``path`` removed, within a short bound. A file added as the tree goes (by a start under way
+        in another thread: a variant's boot cut short at the session's teardown) leaves the directory
+        not empty at its rmdir, and rmtree, told to ignore errors, then leaves it behind: CI once
+        found an interrupted Fedora-like run's directory so. So it is removed again until it is gone;
+        still there after the bound, it stays to remove for the next close (that start's own, as it
+        fails on its next step)."""
+
+        def gone() -> bool:
+            shutil.rmtree(path, ignore_errors=True)
+            return not path.exists()
+
+        try:
+            waits.wait_for(f"the run directory {path} to be removed", gone, 3, max_interval=0.2)
+        except waits.WaitTimeout:
+            return
+        self._left_to_remove = None
 
     def collect_artifacts(self, into: Path) -> None:
         """Copy the logs worth reading after a failure; never the private key (it is not on disk).
