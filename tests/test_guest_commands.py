@@ -329,9 +329,14 @@ def test_a_service_that_left_no_pid_file_is_an_error_not_a_clean_stop(shell):
 def test_a_service_that_outlives_its_kill_fails_the_stop_by_name(shell, tmp_path):
     """The stop's wait is real: a service that ignores SIGTERM is still running when the bound
     runs out, and the stop fails naming it (its pid file is removed all the same)."""
-    pid_file = tmp_path / "stubborn.pid"
-    shell.run(f"sh -c 'trap \"\" TERM; while :; do sleep 0.1; done' >/dev/null 2>&1 & echo $! > {pid_file}")
+    pid_file, ignoring = tmp_path / "stubborn.pid", tmp_path / "ignoring-term"
+    shell.run(
+        f"sh -c 'trap \"\" TERM; : > {ignoring}; while :; do sleep 0.1; done' >/dev/null 2>&1 & echo $! > {pid_file}"
+    )
     pid = pid_file.read_text().strip()
+    # The premise: SIGTERM is ignored by the time the stop sends it (a kill before the trap ends the
+    # service, and the stop rightly finds it gone: seen in CI once the stop's kill came sooner).
+    waits.wait_for("the stubborn service to ignore SIGTERM", ignoring.exists, 10)
     try:
         waits.set_timeout_scale(0.1)
         with pytest.raises(waits.WaitTimeout, match=f"the stubborn service \\(pid {pid}\\) to exit"):
