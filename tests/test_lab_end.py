@@ -46,6 +46,7 @@ def _lab_like() -> tuple[subprocess.Popen, int]:
             lambda: (unshare.poll(), children.read_text().split() if unshare.poll() is None else []),
             10,
             accept=lambda r: r[0] is not None or bool(r[1]),
+            retry_on=(OSError,),  # unshare ending between the poll and the read: the next poll says so
             describe=lambda r: f"exit {r[0]}, children {r[1]}",
         )
     except BaseException:
