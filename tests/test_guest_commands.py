@@ -159,6 +159,36 @@ def test_udp_service_records_every_datagram_and_dies_by_its_own_pid(profile, she
     assert not shell.run(process_running(pid)).ok  # gone, or a zombie nobody reaped yet: not running
 
 
+def _datagrams_when_the_payload_comes_late(command: str, tries: int = 5) -> int:
+    """How many of ``tries`` runs of the busybox guest's UDP send (``command``) delivered their
+    datagram when printf, the writing end of its pipe, writes 0.2 s late (as on a loaded guest)."""
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as receiver:
+        receiver.bind(("127.0.0.1", 0))
+        receiver.settimeout(0.5)
+        got = 0
+        for _ in range(tries):
+            send = command.format(port=receiver.getsockname()[1])
+            payload, nc = send.split(" | ", 1)
+            subprocess.run(["sh", "-c", f"(sleep 0.2; {payload}) | {nc}"], timeout=15, check=False)
+            try:
+                receiver.recv(100)
+                got += 1
+            except TimeoutError:
+                pass
+        return got
+
+
+def test_a_udp_send_whose_payload_comes_late_still_sends_it():
+    """The busybox guest's UDP send (its services' positive control) waits for its input: with
+    OpenBSD nc's ``-w 0`` it polled once, found the pipe empty and quit, sending nothing (seen as a
+    lost datagram in a loaded CI run). The control: the old command, same timing, sends none."""
+    command = REFERENCE.udp_send_command("127.0.0.1", 9, "late")
+    command = command[: command.rindex(" ")] + " {port}"  # the receiver's port, below
+    assert " -w 0 " not in command
+    assert _datagrams_when_the_payload_comes_late(command) == 5
+    assert _datagrams_when_the_payload_comes_late(command.replace(" -q 0 ", " -w 0 ")) == 0
+
+
 @pytest.mark.parametrize("host", ["127.0.0.1", "::1"])
 @pytest.mark.parametrize("profile", PROFILES.values(), ids=PROFILES.keys())
 def test_tcp_read_prints_what_the_server_says_first(profile, host, shell):
