@@ -144,18 +144,20 @@ def test_udp_service_records_every_datagram_and_dies_by_its_own_pid(profile, she
     arrives, so does a later one from another sender socket; ``stop_udp`` kills the service."""
     port = free_tcp_port()
     service = ports.start_udp(shell, profile, port)
-    assert service.local_token in service.local_received, service
-    assert shell.run(profile.udp_send_command("127.0.0.1", port, "second-sender")).ok
-    got = waits.wait_for(
-        "the second datagram in the service's file",
-        lambda: shell.run(f"cat {service.received_file}"),
-        10,
-        accept=lambda r: "second-sender" in r.output,
-        describe=lambda r: r.output,
-    )
-    assert service.local_token in got.output
     pid = shell.run(f"cat /tmp/slirp-udp-{port}.pid").output.strip()
-    ports.stop_udp(shell, port)
+    try:
+        assert service.local_token in service.local_received, service
+        assert shell.run(profile.udp_send_command("127.0.0.1", port, "second-sender")).ok
+        got = waits.wait_for(
+            "the second datagram in the service's file",
+            lambda: shell.run(f"cat {service.received_file}"),
+            10,
+            accept=lambda r: "second-sender" in r.output,
+            describe=lambda r: r.output,
+        )
+        assert service.local_token in got.output
+    finally:  # a failed check above must not leave the service running (seen after a CI red)
+        ports.stop_udp(shell, port)
     assert not shell.run(process_running(pid)).ok  # gone, or a zombie nobody reaped yet: not running
 
 
