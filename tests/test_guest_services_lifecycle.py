@@ -5,6 +5,7 @@ shells, as tests/test_guest_commands.py runs the guest profiles' commands)."""
 
 from __future__ import annotations
 
+import contextlib
 import socket
 from pathlib import Path
 
@@ -108,9 +109,16 @@ def test_a_modules_http_and_udp_services_stop_in_one_guest_command():
     tcp = ports.start_all(shell, profile, tcp_ports)
     started.tcp.extend(tcp)
     started.udp.extend(ports.start_udp_all(shell, profile, udp_ports))
-    assert not any(_udp_port_free(p) for p in udp_ports)  # the premise: the services hold their ports
-    shell.commands.clear()
-    started.stop(shell)
+    stopped = False
+    try:
+        assert not any(_udp_port_free(p) for p in udp_ports)  # the premise: the services hold their ports
+        shell.commands.clear()
+        started.stop(shell)
+        stopped = True
+    finally:
+        if not stopped:  # a failed premise or stop leaves no service running
+            with contextlib.suppress(Exception):
+                started.stop(LocalShell("sh"))
     assert len(shell.commands) == 1, shell.commands
     assert not any(_answers(shell, profile, p, s.token) for p, s in tcp.items())
     assert not any(Path(f"/tmp/slirp-www-{p}.pid").exists() for p in tcp_ports)
