@@ -9,6 +9,7 @@ import socket
 import subprocess
 import sys
 import threading
+from collections.abc import Callable
 from typing import ClassVar
 
 import pytest
@@ -85,14 +86,14 @@ def test_python3_programs_are_one_shell_line_and_refuse_what_would_break_quoting
 @pytest.mark.parametrize("login_shell", ["sh", "bash"])
 @pytest.mark.parametrize("profile", PROFILES.values(), ids=PROFILES.keys())
 def test_listed_port_service_dies_by_its_own_pid(profile, login_shell):
-    """``ports.stop`` kills the server itself: afterwards nothing answers on the port. Also under
+    """``StartedServices.stop`` kills the server itself: afterwards nothing answers on the port. Also under
     bash (the Fedora guest's shell), which, unlike an ash, keeps a backgrounded `a && server`
     list's subshell between ``$!`` and the server."""
     shell = LocalShell(login_shell)
     port = free_tcp_port()
     service = ports.start(shell, profile, port)
     assert service.local_body == service.token
-    ports.stop(shell, port)
+    ports.StartedServices(tcp=[port]).stop(shell)
     r = shell.run(profile.http_get_command(f"http://127.0.0.1:{port}/token"))
     assert not r.ok and service.token not in r.output, r
 
@@ -141,7 +142,8 @@ def test_the_transfer_gets_every_commands_allowance_on_top_of_its_own_bound():
 @pytest.mark.parametrize("profile", PROFILES.values(), ids=PROFILES.keys())
 def test_udp_service_records_every_datagram_and_dies_by_its_own_pid(profile, shell):
     """The UDP ingress check's guest service: its positive control (a datagram from 127.0.0.1)
-    arrives, so does a later one from another sender socket; ``stop_udp`` kills the service."""
+    arrives, so does a later one from another sender socket; ``StartedServices.stop`` kills the
+    service."""
     port = free_tcp_port()
     service = ports.start_udp(shell, profile, port)
     pid = shell.run(f"cat /tmp/slirp-udp-{port}.pid").output.strip()
@@ -157,20 +159,20 @@ def test_udp_service_records_every_datagram_and_dies_by_its_own_pid(profile, she
         )
         assert service.local_token in got.output
     finally:  # a failed check above must not leave the service running (seen after a CI red)
-        ports.stop_udp(shell, port)
+        ports.StartedServices(udp=[port]).stop(shell)
     assert not shell.run(process_running(pid)).ok  # gone, or a zombie nobody reaped yet: not running
 
 
-def _datagrams_when_the_payload_comes_late(command: str, tries: int = 5) -> int:
-    """How many of ``tries`` runs of the busybox guest's UDP send (``command``) delivered their
-    datagram when printf, the writing end of its pipe, writes 0.2 s late (as on a loaded guest)."""
+def _datagrams_when_the_payload_comes_late(send_command: Callable[[int], str], tries: int = 5) -> int:
+    """How many of ``tries`` runs of a UDP send (``send_command(port)``, ``printf ... | nc ...``)
+    delivered their datagram when printf, the writing end of its pipe, writes 0.2 s late (as on a
+    loaded guest)."""
     with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as receiver:
         receiver.bind(("127.0.0.1", 0))
         receiver.settimeout(0.5)
+        payload, nc = send_command(receiver.getsockname()[1]).split(" | ", 1)
         got = 0
         for _ in range(tries):
-            send = command.format(port=receiver.getsockname()[1])
-            payload, nc = send.split(" | ", 1)
             subprocess.run(["sh", "-c", f"(sleep 0.2; {payload}) | {nc}"], timeout=15, check=False)
             try:
                 receiver.recv(100)
@@ -184,11 +186,13 @@ def test_a_udp_send_whose_payload_comes_late_still_sends_it():
     """The busybox guest's UDP send (its services' positive control) waits for its input: with
     OpenBSD nc's ``-w 0`` it polled once, found the pipe empty and quit, sending nothing (seen as a
     lost datagram in a loaded CI run). The control: the old command, same timing, sends none."""
-    command = REFERENCE.udp_send_command("127.0.0.1", 9, "late")
-    command = command[: command.rindex(" ")] + " {port}"  # the receiver's port, below
-    assert " -w 0 " not in command
-    assert _datagrams_when_the_payload_comes_late(command) == 5
-    assert _datagrams_when_the_payload_comes_late(command.replace(" -q 0 ", " -w 0 ")) == 0
+
+    def send(port: int) -> str:
+        return REFERENCE.udp_send_command("127.0.0.1", port, "late")
+
+    assert " -q 0 " in send(9) and " -w 0 " not in send(9)
+    assert _datagrams_when_the_payload_comes_late(send) == 5
+    assert _datagrams_when_the_payload_comes_late(lambda port: send(port).replace(" -q 0 ", " -w 0 ")) == 0
 
 
 @pytest.mark.parametrize("host", ["127.0.0.1", "::1"])
@@ -355,7 +359,7 @@ def test_busybox_udp_echo_without_a_reply_is_empty(shell):
 def test_a_service_that_left_no_pid_file_is_an_error_not_a_clean_stop(shell):
     """Without its pid the service cannot be proven gone: the stop says so instead of passing."""
     with pytest.raises(AssertionError, match="left no pid file"):
-        ports.stop(shell, free_tcp_port())
+        ports.StartedServices(tcp=[free_tcp_port()]).stop(shell)
 
 
 def test_a_service_that_outlives_its_kill_fails_the_stop_by_name(shell, tmp_path):

@@ -1,4 +1,4 @@
-"""The suites' guest services (checks/ports.py ``start_all``, ``start_udp_all``): started together
+"""The suites' guest services (checks/ports.py ``start_all``, ``start_udp_all``, ``StartedServices``): started together
 in one guest command and stopped together, every service that started is stopped again when another
 fails to start or its positive control never holds, and none outlives its stop (on this host's
 shells, as tests/test_guest_commands.py runs the guest profiles' commands)."""
@@ -37,7 +37,7 @@ def test_services_start_together_and_none_outlives_the_stop(profile):
         assert all(s.local_body == s.token for s in services.values()), services
         assert all(_answers(shell, profile, p, s.token) for p, s in services.items())
     finally:
-        ports.stop_all(shell, services)
+        ports.StartedServices(tcp=list(services)).stop(shell)
     assert not any(_answers(shell, profile, p, s.token) for p, s in services.items())
     assert not any(Path(f"/tmp/slirp-www-{p}.pid").exists() for p in services)
 
@@ -86,7 +86,7 @@ def test_udp_services_start_together_and_stop_together():
     try:
         assert all(s.local_token in s.local_received for s in services.values()), services
     finally:
-        ports.stop_udp_all(shell, services)
+        ports.StartedServices(udp=list(services)).stop(shell)
     assert not any(Path(f"/tmp/slirp-udp-{p}.pid").exists() for p in (first, second))
 
 

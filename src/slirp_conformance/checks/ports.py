@@ -203,16 +203,6 @@ def _answered(r: Result, token: str) -> bool:
     return r.ok and token in r.output
 
 
-def stop(shell: GuestShell, port: int) -> None:
-    """Kill the server by its own PID and wait until that process is gone."""
-    stop_all(shell, (port,))
-
-
-def stop_all(shell: GuestShell, ports: Iterable[int]) -> None:
-    """``stop`` for each port's HTTP server, together."""
-    _stop_all(shell, [_http_stop(port) for port in ports])
-
-
 def _stop_by_pid_file(shell: GuestShell, what: str, pid_file: str, clean: str) -> None:
     _stop_all(shell, [_Stop(what, pid_file, clean)])
 
@@ -395,20 +385,12 @@ def send_from_cluster(
     ev.guest_received = got.output.strip()
 
 
-def stop_udp(shell: GuestShell, port: int) -> None:
-    stop_udp_all(shell, (port,))
-
-
-def stop_udp_all(shell: GuestShell, ports: Iterable[int]) -> None:
-    _stop_all(shell, [_udp_stop(port) for port in ports])
-
-
 @dataclass
 class StartedServices:
     """The guest services (HTTP servers on ``tcp`` ports, UDP services on ``udp`` ports) that a
-    module started, stopped together by ``stop``: one guest command for both kinds, not one each,
-    at the end of the module, where the run waits for it (0.15 s a command on the busybox console
-    under TCG)."""
+    module started, stopped together by ``stop``: each killed by its own PID and waited for until
+    that process is gone, in one guest command for both kinds, not one each, at the end of the
+    module, where the run waits for it (0.15 s a command on the busybox console under TCG)."""
 
     tcp: list[int] = field(default_factory=list)
     udp: list[int] = field(default_factory=list)
